@@ -1,0 +1,37 @@
+# Two entry points: `make demo` (the main job) and `make test`. Both bootstrap everything on a machine that
+# has only Python 3.11, gcc, make and git, and are fast the second time.
+PYTHON ?= python3
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+SYNCED := $(VENV)/.synced
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_COMPILE_BYTECODE := 1
+export UV_LINK_MODE := copy
+
+.PHONY: demo test bench engine clean
+
+demo: $(SYNCED)
+	$(VENV)/bin/sandserve demo
+
+test: $(SYNCED) engine
+	$(VENV)/bin/python -m pytest -q
+
+# The llama-server build (minutes, once; cached in the user's cache directory) and the tiny model.
+engine: $(SYNCED)
+	$(VENV)/bin/sandserve engine build
+
+bench: $(SYNCED) engine
+	for script in bench/bench_*.py; do $(VENV)/bin/python $$script || exit 1; done
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(SYNCED): $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --quiet
+	touch $(SYNCED)
+
+clean:
+	rm -rf $(VENV) $(TOOLS)

@@ -1,0 +1,53 @@
+"""Terminal rendering shared by the CLI verbs: progress, boot logs, tables. Everything goes to stderr except
+what a shell is meant to capture (export lines, JSON), which goes to stdout."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from .lifecycle import BootEvents
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+
+class ConsoleBootEvents(BootEvents):
+    """Shows boot as it happens: steps, the server's own log (dimmed), timed phases, the build bar."""
+
+    def __init__(self, *, show_log: bool = True) -> None:
+        self.show_log = show_log
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def status(self, message: str) -> None:
+        self._end_progress()
+        err.print(f"[bold cyan]::[/] {message}")
+
+    def log(self, text: str) -> None:
+        if self.show_log:
+            err.print(Text(text.rstrip("\n"), style="dim"))
+
+    def phase(self, name: str, seconds: float) -> None:
+        err.print(f"[green]  ✓ {name}[/] [dim]at {seconds:.1f} s[/]")
+
+    def build_progress(self, done: int, total: int, message: str) -> None:
+        if self._progress is None:
+            err.print("[bold cyan]::[/] building llama-server from source (first run only, a few minutes)")
+            self._progress = Progress(
+                TextColumn("  {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), console=err, transient=not sys.stderr.isatty(),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("compiling", total=total or None)
+        assert self._task is not None
+        self._progress.update(self._task, completed=done, total=total or None,
+                              description=(message or "compiling")[:40])
+
+    def _end_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

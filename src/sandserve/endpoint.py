@@ -1,0 +1,120 @@
+"""The Endpoint: everything a client needs to talk to a served model, whatever served it.
+
+An Endpoint is plain data (it round-trips through the ledger and through ENDPOINT/TOKEN in the environment);
+the client constructors below make the OpenAI SDK, LiteLLM and raw HTTP work unchanged in every auth mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import openai
+
+PREVIEW_TOKEN_HEADER = "x-daytona-preview-token"
+#: Without it the Daytona preview proxy may answer with an HTML warning page instead of the server's reply.
+SKIP_PREVIEW_WARNING_HEADER = "X-Daytona-Skip-Preview-Warning"
+
+
+@dataclass
+class Endpoint:
+    id: str
+    url: str
+    """Base URL of the server, without ``/v1`` and without a trailing slash."""
+    model: str
+    """The served model name clients pass as ``model``."""
+    engine: str = "sglang"
+    provider: str = "env"
+    auth: str = "token"
+    headers: dict[str, str] = field(default_factory=dict)
+    """Headers every request must carry (the preview token, in token mode)."""
+    api_key: str | None = None
+    """Sent as ``Authorization: Bearer`` (SGLang ``--api-key``, in key mode)."""
+    sandbox_id: str | None = None
+    expires_at: float | None = None
+    """Unix time after which the URL stops working (signed URLs)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """What boot learnt: KV pool size, boot timeline, capabilities."""
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL (``.../v1``)."""
+        return f"{self.url}/v1"
+
+    def request_headers(self) -> dict[str, str]:
+        """Every header a raw HTTP request needs (auth included)."""
+        headers = dict(self.headers)
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def openai(self, **kwargs: Any) -> openai.OpenAI:
+        import openai
+
+        return openai.OpenAI(
+            base_url=self.base_url,
+            api_key=self.api_key or "EMPTY",
+            default_headers=self.headers or None,
+            **kwargs,
+        )
+
+    def async_openai(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        import openai
+
+        return openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=self.api_key or "EMPTY",
+            default_headers=self.headers or None,
+            **kwargs,
+        )
+
+    def litellm_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``litellm.completion`` / ``acompletion`` (add ``messages``)."""
+        kwargs: dict[str, Any] = {
+            "model": f"openai/{self.model}",
+            "api_base": self.base_url,
+            "api_key": self.api_key or "EMPTY",
+        }
+        if self.headers:
+            kwargs["extra_headers"] = dict(self.headers)
+        return kwargs
+
+    def export_lines(self) -> list[str]:
+        """The shell lines that hand this endpoint to curl and the examples."""
+        lines = [f"export ENDPOINT={self.url}", f"export MODEL={self.model}"]
+        token = self.headers.get(PREVIEW_TOKEN_HEADER)
+        if token:
+            lines.append(f"export TOKEN={token}")
+        if self.api_key:
+            lines.append(f"export OPENAI_API_KEY={self.api_key}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Endpoint:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Endpoint | None:
+        """The endpoint described by ENDPOINT (+ TOKEN, OPENAI_API_KEY, MODEL), or None if ENDPOINT is unset."""
+        env = os.environ if environ is None else environ
+        url = env.get("ENDPOINT", "").rstrip("/")
+        if not url:
+            return None
+        if url.endswith("/v1"):
+            url = url[: -len("/v1")]
+        headers = {PREVIEW_TOKEN_HEADER: env["TOKEN"]} if env.get("TOKEN") else {}
+        api_key = env.get("OPENAI_API_KEY") or env.get("SGLANG_API_KEY") or None
+        if api_key == "EMPTY":
+            api_key = None
+        auth = "token" if headers else ("key" if api_key else "public")
+        return cls(
+            id="env", url=url, model=env.get("MODEL", ""), provider="env", auth=auth,
+            headers=headers, api_key=api_key,
+        )

@@ -1,0 +1,228 @@
+"""Every error sandserve raises on purpose. Each message says what happened and what to do next.
+
+The CLI prints ``str(error)`` and exits with ``error.exit_code``; nothing else is needed to make a
+failure understandable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SandserveError(Exception):
+    """Base class. ``hint`` is the next step for the user; it is appended to the message."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message}\n  -> {hint}" if hint else message)
+
+
+# --- bad input and local configuration (exit code 2) ------------------------------------------------
+
+
+class ConfigError(SandserveError):
+    """The request cannot be carried out as given: fix the input and run again."""
+
+    exit_code = 2
+
+
+class UnknownPresetError(ConfigError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            f"Unknown model preset {name!r}.",
+            hint=f"Use one of: {', '.join(known)}; a Hugging Face id (org/name); or a path to a .gguf file. "
+            "`sandserve presets` lists them.",
+        )
+
+
+class ModelFileNotFoundError(ConfigError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"Model file not found: {path}",
+            hint="Check the path, or leave --model out to serve the built-in tiny model.",
+        )
+
+
+class PortInUseError(ConfigError):
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            f"Port {port} on 127.0.0.1 is already in use.",
+            hint="Pick another --port, or leave it out and a free one is chosen.",
+        )
+
+
+class StateDirError(ConfigError):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"Cannot use the state directory {path}: {reason}",
+            hint="Make it writable, or point SANDSERVE_STATE_DIR at a directory you own.",
+        )
+
+
+class LedgerCorruptError(ConfigError):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"The endpoint ledger {path} cannot be read: {reason}",
+            hint=f"Move it aside (mv {path} {path}.bad) and run again; endpoints it listed may still be "
+            "running: check `daytona` / your process list.",
+        )
+
+
+class MissingCredentialsError(ConfigError):
+    def __init__(self, what: str, hint: str) -> None:
+        super().__init__(f"{what} is not configured.", hint=hint)
+
+
+# --- the local engine build --------------------------------------------------------------------------
+
+
+class EngineBuildError(SandserveError):
+    def __init__(self, message: str, log_path: Path | None = None) -> None:
+        hint = f"The full build log is in {log_path}." if log_path else None
+        super().__init__(message, hint=hint)
+        self.log_path = log_path
+
+
+# --- boot -----------------------------------------------------------------------------------------
+
+
+class BootError(SandserveError):
+    """The server did not come up. ``log_path`` holds its whole log."""
+
+    def __init__(self, message: str, *, hint: str | None, log_path: Path | None, endpoint_id: str) -> None:
+        super().__init__(message, hint=hint)
+        self.log_path = log_path
+        self.endpoint_id = endpoint_id
+
+
+class EngineDiedError(BootError):
+    def __init__(
+        self, *, exit_code: int | None, diagnosis: str | None, fix: str | None, log_path: Path | None,
+        endpoint_id: str,
+    ) -> None:
+        how = f"exited with code {exit_code}" if exit_code is not None else "died"
+        summary = diagnosis or "no known cause found in its log"
+        super().__init__(
+            f"The server {how} during boot: {summary}. Full log saved to {log_path}",
+            hint=fix or f"Read the log ({log_path}) for the cause.",
+            log_path=log_path,
+            endpoint_id=endpoint_id,
+        )
+        self.exit_code_seen = exit_code
+        self.diagnosis = diagnosis
+
+
+class BootTimeoutError(BootError):
+    def __init__(self, *, seconds: float, log_path: Path | None, endpoint_id: str) -> None:
+        super().__init__(
+            f"The server was not ready after {seconds:.0f} s. Its log is saved to {log_path}",
+            hint="Raise --boot-timeout if it was still loading (large weights take minutes), "
+            "or read the log for why it stalled.",
+            log_path=log_path,
+            endpoint_id=endpoint_id,
+        )
+
+
+class BootInterruptedError(BootError):
+    def __init__(self, *, endpoint_id: str, log_path: Path | None) -> None:
+        super().__init__(
+            "Interrupted while booting; the server was stopped and nothing is left running.",
+            hint=None,
+            log_path=log_path,
+            endpoint_id=endpoint_id,
+        )
+        self.exit_code = 130
+
+
+# --- providers ------------------------------------------------------------------------------------
+
+
+class ProviderError(SandserveError):
+    """The sandbox provider refused or failed a request."""
+
+
+class QuotaExceededError(ProviderError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"Daytona refused the sandbox: GPU quota exceeded ({detail}).",
+            hint="Stop an endpoint you no longer need (`sandserve ls`, `sandserve down ID`), pick another GPU "
+            "type with --gpu, or ask Daytona for a higher GPU limit.",
+        )
+
+
+class SandboxCreateTimeoutError(ProviderError):
+    def __init__(self, seconds: float, sandbox_id: str | None, cleaned_up: bool) -> None:
+        if sandbox_id and cleaned_up:
+            what = f"; the half-created sandbox {sandbox_id} was deleted, nothing is left running"
+        elif sandbox_id:
+            what = f"; sandbox {sandbox_id} may still exist: delete it with `sandserve down --all`"
+        else:
+            what = "; no sandbox was created"
+        super().__init__(
+            f"Creating the sandbox took longer than {seconds:.0f} s{what}.",
+            hint="GPU capacity may be short right now: try again, raise --create-timeout, or widen --gpu.",
+        )
+        self.sandbox_id = sandbox_id
+
+
+# --- using an endpoint ------------------------------------------------------------------------------
+
+
+class EndpointNotFoundError(SandserveError):
+    def __init__(self, ref: str | None) -> None:
+        if ref:
+            message = f"No endpoint {ref!r} in the ledger."
+        else:
+            message = "No endpoint is up (and ENDPOINT is not set)."
+        super().__init__(message, hint="`sandserve ls` lists endpoints; `sandserve up` starts one.")
+
+
+class AmbiguousEndpointError(SandserveError):
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(
+            f"Several endpoints are up: {', '.join(ids)}.",
+            hint="Name one: pass its id (see `sandserve ls`).",
+        )
+
+
+class EndpointUnavailableError(SandserveError):
+    """The endpoint did not answer, or refused our credentials."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"The endpoint {url} is not usable: {reason}.",
+            hint="Run `sandserve status` to see whether it is still up (a signed URL may have expired; "
+            "`sandserve up` starts a new one).",
+        )
+
+
+class RequestRejectedError(SandserveError):
+    """The server answered 4xx: the request itself is wrong (bad schema, regex or grammar...)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(
+            f"The server rejected the request ({status}): {message}",
+            hint="Fix the request (schema, regex, grammar or parameters) and send it again.",
+        )
+        self.status = status
+
+
+class CapabilityError(SandserveError):
+    """A feature this endpoint's engine does not offer."""
+
+    def __init__(self, feature: str, engine: str, hint: str) -> None:
+        super().__init__(f"{feature} is not available on the {engine} engine.", hint=hint)
+
+
+class EngineBinaryNotFoundError(ConfigError):
+    """An explicitly configured engine binary (e.g. $SANDSERVE_LLAMA_SERVER) is not an executable file."""
+
+    def __init__(self, path: Path, env_var: str) -> None:
+        super().__init__(
+            f"{env_var} points at {path}, which is not an executable file.",
+            hint=f"Fix the path, or unset {env_var} to use (and if needed build) sandserve's own llama-server.",
+        )
+        self.path = path

@@ -1,0 +1,59 @@
+"""What a sandbox provider is to the pipeline: somewhere to run a server command and reach its port."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..engines.base import Launch
+    from ..spec import ServeSpec
+
+
+@dataclass
+class SandboxHandle:
+    """A provider's own record of one sandbox; ``data`` is JSON-serialisable and lives in the ledger."""
+
+    provider: str
+    sandbox_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """How a client reaches the server: base URL and the credentials to send."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = None
+    expires_at: float | None = None
+
+
+class Provider(Protocol):
+    name: str
+    #: Seconds between polls of the log / exit code / readiness while booting.
+    poll_interval: float
+    #: Whether a failed boot keeps its sandbox by default (Daytona: the weights already downloaded).
+    keeps_failed_sandboxes: bool
+
+    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle: ...
+
+    def server_port(self, handle: SandboxHandle) -> int: ...
+
+    def start(self, handle: SandboxHandle, launch: Launch) -> None: ...
+
+    def read_log(self, handle: SandboxHandle) -> str:
+        """The whole log so far (cumulative)."""
+        ...
+
+    def exit_code(self, handle: SandboxHandle) -> int | None:
+        """None while the server runs."""
+        ...
+
+    def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure: ...
+
+    def is_running(self, handle: SandboxHandle) -> bool: ...
+
+    def delete(self, handle: SandboxHandle) -> None:
+        """Stop and remove the sandbox; succeeds if it is already gone."""
+        ...

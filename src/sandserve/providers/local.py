@@ -1,0 +1,138 @@
+"""The local provider: the server runs as a detached process on this machine, on 127.0.0.1.
+
+The process gets its own process group (so stopping it stops everything it started) and keeps serving after
+`sandserve up` returns. It is recognised later by pid and start time, so a recycled pid never passes for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from ..engines.base import Launch
+from ..errors import PortInUseError
+from ..paths import logs_dir
+from ..spec import ServeSpec
+from .base import Exposure, SandboxHandle
+
+HOST = "127.0.0.1"
+STOP_GRACE_SECONDS = 5.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if there is no such live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces: split after its closing parenthesis.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    state, start_time = fields[0], fields[19]
+    return None if state in ("Z", "X") else start_time
+
+
+class LocalProvider:
+    name = "local"
+    poll_interval = 0.1
+    keeps_failed_sandboxes = False
+
+    def __init__(self) -> None:
+        # Children started by this process: only their parent can read their exit code.
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
+        if spec.port is not None and not port_is_free(spec.port):
+            raise PortInUseError(spec.port)
+        port = spec.port or free_port()
+        log_path = logs_dir() / f"{endpoint_id}.log"
+        return SandboxHandle(self.name, endpoint_id, {"port": port, "log_path": str(log_path)})
+
+    def server_port(self, handle: SandboxHandle) -> int:
+        return int(handle.data["port"])
+
+    def start(self, handle: SandboxHandle, launch: Launch) -> None:
+        log_path = Path(handle.data["log_path"])
+        with open(log_path, "ab") as log:
+            os.chmod(log_path, 0o600)
+            process = subprocess.Popen(
+                launch.argv,
+                env={**os.environ, **launch.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=log_path.parent,
+            )
+        self._children[handle.sandbox_id] = process
+        handle.data.update(pid=process.pid, start_time=process_start_time(process.pid))
+
+    def read_log(self, handle: SandboxHandle) -> str:
+        try:
+            return Path(handle.data["log_path"]).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def exit_code(self, handle: SandboxHandle) -> int | None:
+        child = self._children.get(handle.sandbox_id)
+        if child is not None:
+            return child.poll()
+        return None if self.is_running(handle) else -1
+
+    def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure:
+        return Exposure(url=f"http://{HOST}:{self.server_port(handle)}", api_key=spec.api_key)
+
+    def is_running(self, handle: SandboxHandle) -> bool:
+        pid = handle.data.get("pid")
+        if pid is None:
+            return False
+        child = self._children.get(handle.sandbox_id)
+        if child is not None and child.poll() is not None:
+            return False
+        started = process_start_time(pid)
+        return started is not None and started == handle.data.get("start_time")
+
+    def delete(self, handle: SandboxHandle) -> None:
+        if self.is_running(handle):
+            pid = int(handle.data["pid"])
+            _signal_group(pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            while self.is_running(handle) and time.monotonic() < deadline:
+                self._reap(handle)
+                time.sleep(0.05)
+            if self.is_running(handle):
+                _signal_group(pid, signal.SIGKILL)
+                while self.is_running(handle) and time.monotonic() < deadline + STOP_GRACE_SECONDS:
+                    self._reap(handle)
+                    time.sleep(0.05)
+        self._reap(handle)
+
+    def _reap(self, handle: SandboxHandle) -> None:
+        child = self._children.get(handle.sandbox_id)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=0.05)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
