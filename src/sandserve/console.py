@@ -11,7 +11,7 @@ from rich.text import Text
 
 from .lifecycle import BootEvents
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -25,11 +25,11 @@ class ConsoleBootEvents(BootEvents):
 
     def status(self, message: str) -> None:
         self._end_progress()
-        err.print(f"[bold cyan]::[/] {message}")
+        err.print(f"[bold cyan]::[/] {message}", soft_wrap=True)
 
     def log(self, text: str) -> None:
         if self.show_log:
-            err.print(Text(text.rstrip("\n"), style="dim"))
+            err.print(Text(text.rstrip("\n"), style="dim"), soft_wrap=True)
 
     def phase(self, name: str, seconds: float) -> None:
         err.print(f"[green]  ✓ {name}[/] [dim]at {seconds:.1f} s[/]")

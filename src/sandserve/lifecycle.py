@@ -71,6 +71,7 @@ def up(spec: ServeSpec, *, events: BootEvents | None = None, registry: Registry 
     timeline = BootTimeline()
     spec, engine = _prepare(spec, events)
     provider = get_provider(spec.provider)
+    provider.preflight(spec)
     endpoint_id = new_endpoint_id(spec)
     handle = SandboxHandle(provider.name, sandbox_id="")
     registry.add(endpoint_id, provider=provider.name, engine=engine.name, model=spec.served_name,

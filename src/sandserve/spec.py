@@ -15,6 +15,8 @@ DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.12.post1-cu130"
 DEFAULT_GPUS = ("H100", "RTX_PRO_6000")
 DEFAULT_TARGET = "us-east-1"
 SANDBOX_PORT = 8000
+#: A local model loads in seconds; a GPU boot downloads and loads weights and captures CUDA graphs (minutes).
+LOCAL_BOOT_TIMEOUT = 120.0
 
 
 class AuthMode(StrEnum):
@@ -96,7 +98,8 @@ def resolve_spec(
     if model is None:
         model = DEFAULT_DAYTONA_PRESET if provider is ProviderName.DAYTONA else DEFAULT_LOCAL_PRESET
     preset = _preset_for(model)
-    engine = engine or (preset.engine if preset else "sglang")
+    if engine is None:
+        engine = preset.engine if preset else ("llamacpp" if model.endswith(".gguf") else "sglang")
     if provider is ProviderName.LOCAL and engine != "llamacpp":
         raise ConfigError(
             f"{model!r} is served with {engine}, which needs a GPU sandbox.",
@@ -111,6 +114,8 @@ def resolve_spec(
             raise ModelFileNotFoundError(path)
         model_id = str(path.resolve())
 
+    if provider is ProviderName.LOCAL:
+        overrides.setdefault("boot_timeout", LOCAL_BOOT_TIMEOUT)
     auth_mode = AuthMode(auth) if auth else AuthMode.TOKEN
     api_key = overrides.pop("api_key", None)
     if auth_mode is AuthMode.KEY and not api_key:

@@ -12,9 +12,10 @@ from .base import Capabilities, Launch, LogSignature, ReadinessProbe
 DEFAULT_CONTEXT = 8192
 
 _PHASES = (
-    ("weights loaded", r"srv +load_model: loading model|main: loading model"),
-    ("kv cache allocated", r"llama_kv_cache: +size ="),
-    ("server ready", r"main: model loaded|server is listening on"),
+    ("loading weights", r"load_model: loading model"),
+    ("kv cache allocated", r"load_model: initializing, n_slots"),
+    ("weights loaded", r"llama_server: model loaded"),
+    ("listening", r"llama_server: listening on"),
 )
 
 _SIGNATURES = (
@@ -80,5 +81,6 @@ class LlamaCppEngine:
         return Launch(argv=argv, env=dict(spec.env), secrets=frozenset({api_key} if api_key else ()))
 
     def kv_pool_tokens(self, log_text: str) -> int | None:
-        match = re.search(r"llama_kv_cache: +size = .*?\( *(\d+) cells", log_text)
-        return int(match.group(1)) if match else None
+        """Every slot's context together: llama-server splits its KV cache evenly between slots."""
+        match = re.search(r"n_slots = (\d+), n_ctx_slot = (\d+)", log_text)
+        return int(match.group(1)) * int(match.group(2)) if match else None

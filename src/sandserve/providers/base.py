@@ -36,6 +36,10 @@ class Provider(Protocol):
     #: Whether a failed boot keeps its sandbox by default (Daytona: the weights already downloaded).
     keeps_failed_sandboxes: bool
 
+    def preflight(self, spec: ServeSpec) -> None:
+        """Refuse a spec that cannot work (port taken, no credentials) before anything is created."""
+        ...
+
     def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle: ...
 
     def server_port(self, handle: SandboxHandle) -> int: ...

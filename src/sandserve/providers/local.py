@@ -31,12 +31,28 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` (connections of a stopped server in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
             return False
         return True
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that still run (zombies waiting to be reaped do not count)."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(stat_file.parent.name))
+    return members
 
 
 def process_start_time(pid: int) -> str | None:
@@ -60,9 +76,12 @@ class LocalProvider:
         # Children started by this process: only their parent can read their exit code.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
+    def preflight(self, spec: ServeSpec) -> None:
         if spec.port is not None and not port_is_free(spec.port):
             raise PortInUseError(spec.port)
+
+    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
+        self.preflight(spec)
         port = spec.port or free_port()
         log_path = logs_dir() / f"{endpoint_id}.log"
         return SandboxHandle(self.name, endpoint_id, {"port": port, "log_path": str(log_path)})
@@ -112,18 +131,19 @@ class LocalProvider:
         return started is not None and started == handle.data.get("start_time")
 
     def delete(self, handle: SandboxHandle) -> None:
-        if self.is_running(handle):
-            pid = int(handle.data["pid"])
-            _signal_group(pid, signal.SIGTERM)
+        """Stop the server and everything it started (its whole process group)."""
+        if not self.is_running(handle):
+            self._reap(handle)
+            return
+        pgid = int(handle.data["pid"])
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            _signal_group(pgid, sig)
             deadline = time.monotonic() + STOP_GRACE_SECONDS
-            while self.is_running(handle) and time.monotonic() < deadline:
+            while live_group_members(pgid) and time.monotonic() < deadline:
                 self._reap(handle)
                 time.sleep(0.05)
-            if self.is_running(handle):
-                _signal_group(pid, signal.SIGKILL)
-                while self.is_running(handle) and time.monotonic() < deadline + STOP_GRACE_SECONDS:
-                    self._reap(handle)
-                    time.sleep(0.05)
+            if not live_group_members(pgid):
+                break
         self._reap(handle)
 
     def _reap(self, handle: SandboxHandle) -> None:

@@ -1,0 +1,175 @@
+"""SGLang (``python3 -m sglang.launch_server``): the GPU engine (facts/sglang.md).
+
+Log texts below are SGLang 0.5.12's own (``model_runner.py``, ``weight_utils.py``, ``memory_pool.py``,
+``scheduler.py``, ``engine.py``, ``http_server.py``, ``configs/model_config.py``) and, for the Hub failures,
+huggingface_hub's and transformers' messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..errors import ConfigError
+from ..spec import ServeSpec
+from .base import Capabilities, Launch, LogSignature, ReadinessProbe
+
+TOOL_CALL_PARSERS = (
+    "deepseekv3", "deepseekv31", "deepseekv32", "deepseekv4", "glm", "glm45", "glm47", "gpt-oss", "kimi_k2",
+    "lfm2", "llama3", "mimo", "mistral", "poolside_v1", "pythonic", "qwen", "qwen25", "qwen3_coder", "step3",
+    "step3p5", "minimax-m2", "trinity", "interns1", "hermes", "hunyuan", "gigachat3", "gemma4", "auto",
+)
+REASONING_PARSERS = (
+    "deepseek-r1", "deepseek-v3", "deepseek-v4", "glm45", "hunyuan", "gpt-oss", "kimi", "kimi_k2", "mimo",
+    "poolside_v1", "qwen3", "qwen3-thinking", "minimax", "minimax-append-think", "step3", "step3p5", "mistral",
+    "nemotron_3", "interns1", "gemma4", "auto",
+)
+
+_PHASES = (
+    # The weights are fetched inside the load step, after "Load weight begin": the first line that proves
+    # they are on disk is the shard-loading progress bar (or the cache hit); loaded implies downloaded.
+    (
+        "weights downloaded",
+        r"Found local HF snapshot for .*; skipping download|"
+        r"(?:Loading (?:safetensors|pt) checkpoint shards|Multi-thread loading shards): +\d+% Completed|"
+        r"Load weight end\.",
+    ),
+    ("weights loaded", r"Load weight end\."),
+    ("kv cache allocated", r"KV Cache is allocated\."),
+    ("cuda graphs captured", r"Capture cuda graph end\."),
+    ("server ready", r"The server is fired up and ready to roll!"),
+)
+
+_SIGNATURES = (
+    LogSignature.of(
+        r"Not enough memory\. Please try to increase --mem-fraction-static",
+        "the GPU had no memory left for the KV cache pool after loading the weights",
+        "Raise --mem-fraction-static (e.g. --mem-fraction-static 0.9) so the KV pool gets room, or lower "
+        "--context-length / --cuda-graph-max-bs; or use a GPU with more memory.",
+    ),
+    LogSignature.of(
+        # 0.5.11+: "Rank 0 scheduler died during initialization (exit code: -9)"; before: "... scheduler is
+        # dead." followed by "Exit code: -9". -9 is SIGKILL, which the kernel's OOM killer sends.
+        r"scheduler died during initialization \(exit code: -9\)|scheduler is dead\..*\n.*Exit code: -9",
+        "the sandbox ran out of host RAM and the OS OOM killer killed the scheduler (exit code -9)",
+        "Use a GPU type whose sandbox has more host memory, or serve a smaller model.",
+    ),
+    LogSignature.of(
+        r"CUDA out of memory|torch\.OutOfMemoryError|CUDA error: out of memory",
+        "the GPU ran out of memory (CUDA out of memory)",
+        "Lower --mem-fraction-static (e.g. 0.8), --cuda-graph-max-bs (e.g. 16) or --max-running-requests, "
+        "or use a GPU with more memory.",
+    ),
+    LogSignature.of(
+        # Only the ValueError names the variable; the same text without it is a warning, not a failure.
+        r"set the env var SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1",
+        "--context-length is longer than the model's own context length",
+        "Lower --context-length to the model's limit (the log names it as the derived context_length), "
+        "or leave it out to use the model's own.",
+    ),
+    LogSignature.of(
+        r"Cannot access gated repo|You are trying to access a gated repo|GatedRepoError|"
+        r"is restricted and you are not in the authorized list",
+        "the model is gated on Hugging Face and the download was refused",
+        "Set HF_TOKEN to a token of an account that has accepted the model's license on huggingface.co, "
+        "then launch again.",
+    ),
+    LogSignature.of(
+        r"Repository Not Found for url|is not a local folder and is not a valid model identifier|"
+        r"RepositoryNotFoundError",
+        "the model was not found on Hugging Face (Repository Not Found)",
+        "Check the model id (org/name, exactly as on huggingface.co); if the repository is private, set HF_TOKEN.",
+    ),
+)
+
+_MAX_TOTAL = re.compile(r"max_total_num_tokens=(\d+)")
+_SWA_FULL = re.compile(r"full_layer_tokens=(\d+)")
+_KV_ALLOCATED = re.compile(r"KV Cache is allocated\..*?#tokens: (\d+)")
+
+
+class SGLangEngine:
+    name = "sglang"
+    capabilities = Capabilities(
+        streaming=True, reasoning_split=True, reasoning_effort=True, json_schema=True, regex=True, ebnf=True,
+        native_generate=True, tool_calls=True, cache_report=True,
+    )
+    # /health_generate runs a real one-token generation; /v1/models answers 200 before the model can serve.
+    readiness = ReadinessProbe("GET", "/health_generate")
+    phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
+    signatures = _SIGNATURES
+
+    def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
+        _check_served_name(spec.served_name)
+        _check_parser("reasoning parser", "--reasoning-parser", spec.reasoning_parser, REASONING_PARSERS)
+        _check_parser("tool-call parser", "--tool-call-parser", spec.tool_call_parser, TOOL_CALL_PARSERS)
+        argv = [
+            "python3", "-m", "sglang.launch_server",
+            "--model-path", spec.model,
+            "--served-model-name", spec.served_name,
+            "--host", host,
+            "--port", str(port),
+            "--enable-cache-report",
+            "--enable-metrics",
+        ]
+        if spec.reasoning_parser:
+            argv += ["--reasoning-parser", spec.reasoning_parser]
+        if spec.tool_call_parser:
+            argv += ["--tool-call-parser", spec.tool_call_parser]
+        if spec.context_length:
+            argv += ["--context-length", str(spec.context_length)]
+        if api_key:
+            argv += ["--api-key", api_key]
+        argv += list(spec.extra_args)
+        # HF_TOKEN stays out: the provider hands it to the sandbox as an env var or a secret.
+        return Launch(argv=argv, env=dict(spec.env), secrets=frozenset({api_key} if api_key else ()))
+
+    def kv_pool_tokens(self, log_text: str) -> int | None:
+        """The KV pool size in tokens: the scheduler's summary line, else the pool allocation lines."""
+        for pattern in (_MAX_TOTAL, _SWA_FULL):
+            found = pattern.findall(log_text)
+            if found:
+                return int(found[-1])
+        # A sliding-window model allocates two pools (full and SWA layers); the full one is the larger.
+        sizes = [int(n) for n in _KV_ALLOCATED.findall(log_text)]
+        return max(sizes) if sizes else None
+
+
+SGLANG = SGLangEngine()
+
+
+def server_info_summary(server_info_json: str | bytes | dict[str, Any]) -> dict[str, Any]:
+    """The capacity figures of ``GET /server_info``; never its api_key (which SGLang returns in plain text)."""
+    info = json.loads(server_info_json) if isinstance(server_info_json, (str, bytes)) else server_info_json
+    states = info.get("internal_states") or [{}]
+    internal = states[0] if isinstance(states, list) and states and isinstance(states[0], dict) else {}
+
+    def first(*keys: str) -> Any:
+        for source in (info, internal):
+            for key in keys:
+                if source.get(key) is not None:
+                    return source[key]
+        return None
+
+    return {
+        "max_total_num_tokens": first("max_total_num_tokens"),
+        "max_running_requests": first("max_running_requests"),
+        "context_len": first("context_len", "context_length"),
+        "version": info.get("version"),
+    }
+
+
+def _check_served_name(name: str) -> None:
+    if ":" in name:
+        raise ConfigError(
+            f"The served model name {name!r} contains ':', which SGLang does not accept.",
+            hint=f"Serve it under a name without ':', e.g. {name.replace(':', '-')!r}.",
+        )
+
+
+def _check_parser(what: str, flag: str, value: str | None, valid: tuple[str, ...]) -> None:
+    if value is not None and value not in valid:
+        raise ConfigError(
+            f"SGLang has no {what} {value!r} ({flag}).",
+            hint=f"Use one of: {', '.join(valid)}; or 'none' to switch it off.",
+        )

@@ -1,0 +1,85 @@
+"""Shared fixtures. Every test gets its own state directory and a clean environment; only the engine build
+cache (llama-server, the tiny model) is shared, because building it takes minutes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).parent
+sys.path.insert(0, str(TESTS_DIR))  # the stand-ins (tests/standins) import as `standins`
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from sandserve import lifecycle  # noqa: E402
+from sandserve.endpoint import Endpoint  # noqa: E402
+from sandserve.providers import get_provider  # noqa: E402
+from sandserve.registry import Registry  # noqa: E402
+from sandserve.spec import resolve_spec  # noqa: E402
+
+#: Variables that would point a test at the user's own endpoints, keys or ledger.
+USER_VARIABLES = (
+    "DAYTONA_API_KEY", "DAYTONA_API_URL", "DAYTONA_TARGET", "DAYTONA_JWT_TOKEN", "DAYTONA_ORGANIZATION_ID",
+    "ENDPOINT", "TOKEN", "MODEL", "OPENAI_API_KEY", "SGLANG_API_KEY", "HF_TOKEN", "SANDSERVE_LLAMA_SERVER",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private state directory, no user credentials, and a working directory with no .env in it."""
+    for name in USER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    state = tmp_path / "state"
+    monkeypatch.setenv("SANDSERVE_STATE_DIR", str(state))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    get_provider.cache_clear()
+    yield state
+    _take_everything_down()
+    get_provider.cache_clear()
+
+
+def _take_everything_down() -> None:
+    """Whatever a test left up in its ledger is stopped, so no test leaks a process."""
+    try:
+        registry = Registry()
+    except Exception:  # noqa: BLE001 - a test may have corrupted its ledger on purpose
+        return
+    for record in registry.list():
+        try:
+            lifecycle.down(record, registry)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Path:
+    from sandserve.llamacpp_build import ensure_llama_server
+
+    return ensure_llama_server()
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from sandserve.tinymodel import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+@pytest.fixture
+def local_endpoint(llama_server: Path, tiny_model: Path) -> Iterator[Endpoint]:
+    """A live local endpoint serving the tiny model, taken down after the test."""
+    endpoint = lifecycle.up(resolve_spec(provider="local"))
+    yield endpoint
+    registry = Registry()
+    lifecycle.down(registry.get(endpoint.id), registry)
+
+
+def sandserve_command() -> list[str]:
+    """The CLI as a user runs it (the console script of this environment)."""
+    return [sys.executable, "-m", "sandserve.cli"]
