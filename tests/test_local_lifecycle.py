@@ -16,6 +16,7 @@ import pytest
 from conftest import sandserve_command
 
 from sandserve import lifecycle
+from sandserve.engines.llamacpp import DEFAULT_CONTEXT
 from sandserve.errors import BootTimeoutError, EngineDiedError, LedgerCorruptError
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
 from sandserve.registry import Registry, State
@@ -54,7 +55,7 @@ def test_up_serves_a_real_generation_and_down_frees_everything(local_endpoint):
     pid, port = record.sandbox.data["pid"], record.sandbox.data["port"]
     assert process_alive(pid)
     assert not port_is_free(port)
-    assert record.endpoint.info["kv_pool_tokens"] == 8192
+    assert record.endpoint.info["kv_pool_tokens"] == DEFAULT_CONTEXT
     phases = [step["phase"] for step in record.endpoint.info["boot_timeline"]]
     assert phases[0] == "sandbox ready" and phases[-1] == "ready"
 

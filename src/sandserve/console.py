@@ -51,3 +51,31 @@ class ConsoleBootEvents(BootEvents):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class BatchProgressView:
+    """A live bar for a batch: requests done, tokens/s, cached share, errors."""
+
+    def __init__(self, description: str = "requests") -> None:
+        from rich.progress import MofNCompleteColumn
+
+        self._progress = Progress(
+            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[rates]}"), console=err, transient=False,
+        )
+        self._task = self._progress.add_task(description, total=None, rates="")
+
+    def __enter__(self) -> BatchProgressView:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def update(self, progress: object, description: str | None = None) -> None:
+        p = progress  # a sandserve.batch.BatchProgress
+        cached = p.cached_tokens / p.input_tokens if p.input_tokens else 0.0  # type: ignore[attr-defined]
+        rates = (f"{p.input_tokens_per_s:,.0f} in tok/s  {p.output_tokens_per_s:,.0f} out tok/s  "  # type: ignore[attr-defined]
+                 f"cached {100 * cached:.0f}%  errors {p.failed}")  # type: ignore[attr-defined]
+        self._progress.update(self._task, completed=p.done, total=p.total, rates=rates,  # type: ignore[attr-defined]
+                              **({"description": description} if description else {}))

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from ..spec import ServeSpec
 from .base import Capabilities, Launch, LogSignature, ReadinessProbe
 
-#: llama-server's own context default is the model's (32k for the tiny model): too much RAM for nothing.
-DEFAULT_CONTEXT = 8192
+#: Shared by the slots (16k tokens each): room for the guide's 12,000-character passages at a few MB of KV.
+DEFAULT_CONTEXT = 32768
 
 _PHASES = (
     ("loading weights", r"load_model: loading model"),
