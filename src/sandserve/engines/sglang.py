@@ -1,8 +1,8 @@
 """SGLang (``python3 -m sglang.launch_server``): the GPU engine (facts/sglang.md).
 
-Log texts below are SGLang 0.5.12's own (``model_runner.py``, ``weight_utils.py``, ``memory_pool.py``,
-``scheduler.py``, ``engine.py``, ``http_server.py``, ``configs/model_config.py``) and, for the Hub failures,
-huggingface_hub's and transformers' messages.
+The log texts matched below are read from SGLang's source (0.5.x: ``model_runner.py``, ``weight_utils.py``,
+``memory_pool.py``, ``pool_configurator.py``, ``scheduler.py``, ``engine.py``, ``configs/model_config.py``)
+and, for the Hub failures, from huggingface_hub's and transformers' error messages.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ TOOL_CALL_PARSERS = (
 )
 REASONING_PARSERS = (
     "deepseek-r1", "deepseek-v3", "deepseek-v4", "glm45", "hunyuan", "gpt-oss", "kimi", "kimi_k2", "mimo",
-    "poolside_v1", "qwen3", "qwen3-thinking", "minimax", "minimax-append-think", "step3", "step3p5", "mistral",
-    "nemotron_3", "interns1", "gemma4", "auto",
+    "poolside_v1", "qwen3", "qwen3-thinking", "minimax", "minimax-append-think", "step3", "step3p5",
+    "mistral", "nemotron_3", "interns1", "gemma4", "auto",
 )
 
 _PHASES = (
@@ -79,7 +79,8 @@ _SIGNATURES = (
         r"Repository Not Found for url|is not a local folder and is not a valid model identifier|"
         r"RepositoryNotFoundError",
         "the model was not found on Hugging Face (Repository Not Found)",
-        "Check the model id (org/name, exactly as on huggingface.co); if the repository is private, set HF_TOKEN.",
+        "Check the model id (org/name, exactly as on huggingface.co); if the repository is private, "
+        "set HF_TOKEN.",
     ),
 )
 
@@ -139,7 +140,7 @@ SGLANG = SGLangEngine()
 
 
 def server_info_summary(server_info_json: str | bytes | dict[str, Any]) -> dict[str, Any]:
-    """The capacity figures of ``GET /server_info``; never its api_key (which SGLang returns in plain text)."""
+    """The capacity figures of ``GET /server_info``; never its api_key (SGLang returns it in plain text)."""
     info = json.loads(server_info_json) if isinstance(server_info_json, (str, bytes)) else server_info_json
     states = info.get("internal_states") or [{}]
     internal = states[0] if isinstance(states, list) and states and isinstance(states[0], dict) else {}

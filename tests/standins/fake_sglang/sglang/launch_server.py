@@ -1,0 +1,11 @@
+"""``python -m sglang.launch_server ...``: the SGLang stand-in, started the way SGLang is."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/standins, home of sglang_server.py
+
+from sglang_server import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
