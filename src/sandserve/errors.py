@@ -226,3 +226,78 @@ class EngineBinaryNotFoundError(ConfigError):
             hint=f"Fix the path, or unset {env_var} to use (and if needed build) sandserve's own llama-server.",
         )
         self.path = path
+
+
+# --- batch runs -------------------------------------------------------------------------------------
+
+
+class BatchInputError(ConfigError):
+    """The batch input file cannot be used as it is."""
+
+    def __init__(self, path: Path, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"Cannot use the batch input {path}: {reason}.",
+            hint=hint or "Check the path: it must be a JSONL file in the OpenAI batch format "
+            '(one {"custom_id", "method", "url", "body"} object per line).',
+        )
+        self.path = path
+
+
+class BatchOutputError(ConfigError):
+    """The batch output file cannot be read or written."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"Cannot write the batch output {path}: {reason}.",
+            hint="Pick an output path in a directory you can write to (it is created, or resumed if it exists).",
+        )
+        self.path = path
+
+
+# --- clients: chat, constrained generation, tools ---------------------------------------------------
+
+
+class ServerFailedError(SandserveError):
+    """The server answered 5xx to a request it accepted: its own failure, not the request's."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(
+            f"The server failed on this request ({status}): {message}",
+            hint="Send it again; if it keeps failing, `sandserve logs` shows the server's side.",
+        )
+        self.status = status
+
+
+class InvalidConstraintError(ConfigError):
+    """A constraint (regex, grammar, schema) that is malformed before it reaches any server."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"The {kind} is not valid: {reason}.", hint=f"Fix the {kind} and run again.")
+
+
+class ConstraintViolatedError(SandserveError):
+    """The engine returned text outside its constraint (a guard: constrained output is never passed on unchecked)."""
+
+    def __init__(self, kind: str, engine: str, text: str) -> None:
+        super().__init__(
+            f"The {engine} engine returned text that does not match the {kind}: {text[:200]!r}.",
+            hint="This is a bug in the engine's constraint support: report it; SGLang enforces it on the server.",
+        )
+
+
+class ToolDefinitionError(ConfigError):
+    """A Python function that cannot be offered to a model as an isolated tool."""
+
+    def __init__(self, name: str, reason: str, hint: str) -> None:
+        super().__init__(f"The function {name!r} cannot be used as a tool: {reason}.", hint=hint)
+
+
+class ToolSandboxError(SandserveError):
+    """The sandbox that runs tool calls could not be created or reached."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"The tool sandbox is not usable: {reason}.",
+            hint="Check DAYTONA_API_KEY and the Daytona dashboard; or run the tools locally "
+            "(they then run in a restricted subprocess on this machine).",
+        )
