@@ -106,13 +106,15 @@ def up(spec: ServeSpec, *, events: BootEvents | None = None, registry: Registry 
         raise
 
     timeline.mark("ready", events)
+    server_info = _server_info(engine, exposure)
     endpoint = Endpoint(
         id=endpoint_id, url=exposure.url, model=spec.served_name, engine=engine.name, provider=provider.name,
         auth=str(spec.auth) if provider.name != "local" else ("key" if spec.api_key else "public"),
         headers=exposure.headers, api_key=exposure.api_key, sandbox_id=handle.sandbox_id,
         expires_at=exposure.expires_at,
         info={
-            "kv_pool_tokens": engine.kv_pool_tokens(log_text),
+            **server_info,
+            "kv_pool_tokens": engine.kv_pool_tokens(log_text) or server_info.get("max_total_num_tokens"),
             "boot_timeline": timeline.as_list(),
             "capabilities": engine.capabilities.as_dict(),
             "preset": spec.preset,
@@ -150,13 +152,10 @@ def _bind_host(provider: Provider) -> str:
 def _wait_until_ready(spec: ServeSpec, engine: Engine, provider: Provider, handle: SandboxHandle,
                       exposure: Exposure, timeline: BootTimeline, events: BootEvents, endpoint_id: str) -> str:
     deadline = time.monotonic() + spec.boot_timeout
-    headers = {**exposure.headers}
-    if exposure.api_key:
-        headers["Authorization"] = f"Bearer {exposure.api_key}"
     shown = 0
     fatal_seen_at: float | None = None
     log_text = ""
-    with httpx.Client(timeout=10.0, headers=headers) as http:
+    with httpx.Client(timeout=10.0, headers=exposure.request_headers()) as http:
         while True:
             log_text = provider.read_log(handle)
             if len(log_text) > shown:
@@ -189,6 +188,17 @@ def _wait_until_ready(spec: ServeSpec, engine: Engine, provider: Provider, handl
                                        log_path=_save_log(endpoint_id, provider, handle, log_text),
                                        endpoint_id=endpoint_id)
             time.sleep(provider.poll_interval)
+
+
+def _server_info(engine: Engine, exposure: Exposure) -> dict[str, object]:
+    """What the server says of its capacity (KV pool, requests at once); empty if it will not say."""
+    try:
+        response = httpx.get(exposure.url + engine.info_path, headers=exposure.request_headers(), timeout=10.0)
+        response.raise_for_status()
+        summary = engine.summarise_info(response.json())
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return {}
+    return {key: value for key, value in summary.items() if value is not None}
 
 
 def _generates(http: httpx.Client, url: str, engine: Engine) -> bool:

@@ -100,6 +100,12 @@ class Engine(Protocol):
     #: Boot phases in the order they happen, each with the log pattern that marks it.
     phase_patterns: tuple[tuple[str, re.Pattern[str]], ...]
     signatures: tuple[LogSignature, ...]
+    #: Where the running server describes its capacity (queried once, at handoff).
+    info_path: str
+
+    def summarise_info(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The capacity figures worth keeping (never a secret the server echoes back)."""
+        ...
 
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ..spec import ServeSpec
 from .base import Capabilities, Launch, LogSignature, ReadinessProbe
@@ -58,6 +59,12 @@ class LlamaCppEngine:
     )
     phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
     signatures = _SIGNATURES
+    info_path = "/props"
+
+    def summarise_info(self, data: dict[str, Any]) -> dict[str, Any]:
+        settings = data.get("default_generation_settings") or {}
+        return {"max_running_requests": data.get("total_slots"), "context_len": settings.get("n_ctx"),
+                "version": data.get("build_info")}
 
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
         argv = [

@@ -99,6 +99,10 @@ class SGLangEngine:
     readiness = ReadinessProbe("GET", "/health_generate")
     phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
     signatures = _SIGNATURES
+    info_path = "/server_info"
+
+    def summarise_info(self, data: dict[str, Any]) -> dict[str, Any]:
+        return server_info_summary(data)
 
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
         _check_served_name(spec.served_name)

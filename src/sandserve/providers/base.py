@@ -28,6 +28,12 @@ class Exposure:
     api_key: str | None = None
     expires_at: float | None = None
 
+    def request_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
 
 class Provider(Protocol):
     name: str
