@@ -40,11 +40,11 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(work)
     get_provider.cache_clear()
     yield state
-    _take_everything_down()
+    take_everything_down()
     get_provider.cache_clear()
 
 
-def _take_everything_down() -> None:
+def take_everything_down() -> None:
     """Whatever a test left up in its ledger is stopped, so no test leaks a process."""
     try:
         registry = Registry()
