@@ -1,0 +1,82 @@
+"""The two-pass classification on the local engine: cached share with the guide's order and with prefix order.
+
+    .venv/bin/python bench/bench_classify_cache.py                      # synthetic books, 13 x 3 passages
+    .venv/bin/python bench/bench_classify_cache.py --corpus-dir DIR --per-book 21   # the real corpus
+
+Each order gets a freshly started server (a cold cache), so the two runs are measured alike. Without
+--corpus-dir the books are generated (no network here); the figures are about caching, not accuracy.
+Prints figures; asserts nothing; uses a temporary state directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+WORDS = "the a whale ship sea house room door night light man woman said and of to in garden".split()
+
+
+def synthetic_corpus(folder: Path) -> Path:
+    from sandserve.workloads.corpus import BOOKS
+
+    for seed, book_id in enumerate(BOOKS.values()):
+        rng = random.Random(seed)
+        body = "\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(4000))
+        text = f"title\n*** START OF THE BOOK {seed} ***\n{body}\n*** END OF THE BOOK {seed} ***\n"
+        (folder / f"pg{book_id}.txt").write_text(text)
+    return folder
+
+
+def run_order(order: str, passages: list, concurrency: int | None) -> object:
+    from sandserve import lifecycle
+    from sandserve.registry import Registry
+    from sandserve.spec import resolve_spec
+    from sandserve.workloads.classify import classify
+
+    endpoint = lifecycle.up(resolve_spec(provider="local"))
+    try:
+        return asyncio.run(classify(endpoint, passages, temperature=0, order=order, concurrency=concurrency))
+    finally:
+        registry = Registry()
+        lifecycle.down(registry.get(endpoint.id), registry)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus-dir", type=Path, help="folder with pg<ID>.txt files (default: generated)")
+    parser.add_argument("--per-book", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, help="requests in flight (default: all at once)")
+    args = parser.parse_args()
+
+    from sandserve.workloads.corpus import BOOKS, load_passages
+
+    with tempfile.TemporaryDirectory(prefix="sandserve-bench-") as scratch:
+        os.environ["SANDSERVE_STATE_DIR"] = str(Path(scratch) / "state")
+        corpus_dir = args.corpus_dir or synthetic_corpus(Path(scratch))
+        passages = load_passages(dict(BOOKS), args.per_book, corpus_dir=corpus_dir)
+        reports = {order: run_order(order, passages, args.concurrency) for order in ("input", "prefix")}
+
+    table = Table(title=f"two passes over {len(passages)} passages, local engine (tiny model)")
+    for column in ("order", "pass", "wall s", "input tok", "cached tok", "cached share", "input tok/s"):
+        table.add_column(column, justify="right")
+    for order, report in reports.items():
+        for name, run in (("1 author", report.author_pass), ("2 setting", report.setting_pass)):
+            table.add_row(order, name, f"{run.wall_s:.2f}", f"{run.input_tokens:,}", f"{run.cached_tokens:,}",
+                          f"{100 * run.cached_share:.1f}%", f"{run.input_tokens_per_s:,.0f}")
+    console = Console()
+    console.print(table)
+    guide, prefix = reports["input"].setting_pass, reports["prefix"].setting_pass
+    console.print(f"pass 2 cached share: guide's order {100 * guide.cached_share:.1f}%, "
+                  f"prefix order {100 * prefix.cached_share:.1f}%; "
+                  f"pass 2 wall time ratio (guide / prefix) {guide.wall_s / prefix.wall_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
