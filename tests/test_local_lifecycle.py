@@ -8,6 +8,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,13 +96,44 @@ def test_up_json_has_the_documented_keys():
     assert data["provider"] == "local" and data["model"] == "tiny-random-llama"
 
 
-def test_readiness_waits_for_the_server_to_generate(tmp_path, monkeypatch, llama_server):
-    # The engine starts 1.5 s late: the port is closed meanwhile, and up must not return before it answers.
-    slow = wrapper_engine(tmp_path, f'sleep 1.5\nexec "{llama_server}" "$@"')
-    monkeypatch.setenv("SANDSERVE_LLAMA_SERVER", str(slow))
+LISTS_MODELS_BEFORE_IT_CAN_GENERATE = """#!{python}
+# Answers /health and /v1/models at once but cannot generate for a while, then becomes llama-server.
+import http.server, os, sys, threading, time
+port = int(sys.argv[sys.argv.index("--port") + 1])
+seen = open({seen!r}, "a", buffering=1)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        status = 200 if self.path in ("/health", "/v1/models") else 503
+        seen.write(f"{{self.command}} {{self.path}} {{status}}\\n")
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{{}}")
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+time.sleep(1.5)
+server.shutdown()
+server.server_close()
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
+
+
+def test_readiness_means_a_real_generation_not_an_open_port(tmp_path, monkeypatch, llama_server):
+    seen = tmp_path / "requests-before-the-engine.txt"
+    script = tmp_path / "engine.py"
+    script.write_text(LISTS_MODELS_BEFORE_IT_CAN_GENERATE.format(
+        python=sys.executable, seen=str(seen), real=str(llama_server)))
+    script.chmod(0o755)
+    monkeypatch.setenv("SANDSERVE_LLAMA_SERVER", str(script))
     endpoint = lifecycle.up(resolve_spec(provider="local"))
+    probes = seen.read_text().splitlines()
+    assert "POST /v1/completions 503" in probes  # up asked for a generation and was refused...
+    assert not any(line.startswith("GET /v1/models") for line in probes)  # ...never trusting /v1/models
     first = httpx.post(f"{endpoint.url}/v1/completions", json={"prompt": "a", "max_tokens": 1}, timeout=10)
-    assert first.status_code == 200
+    assert first.status_code == 200  # ...and returned only once the real engine generated
 
 
 def test_death_during_boot_saves_the_log_and_names_the_cause(tmp_path):
