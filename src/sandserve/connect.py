@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from .endpoint import Endpoint
 from .errors import EndpointNotFoundError, SandserveError
 
@@ -14,7 +12,7 @@ def connect(endpoint_id: str | None = None) -> Endpoint:
     if endpoint_id is None:
         from_env = Endpoint.from_env()
         if from_env is not None:
-            return from_env if from_env.model else _with_served_model(from_env)
+            return _identified(from_env)
     from .registry import Registry
 
     record = Registry().resolve(endpoint_id)
@@ -26,18 +24,31 @@ def connect(endpoint_id: str | None = None) -> Endpoint:
     return record.endpoint
 
 
-def _with_served_model(endpoint: Endpoint) -> Endpoint:
-    """ENDPOINT without MODEL: ask the server which model it serves."""
+#: ``owned_by`` in ``/v1/models`` names the engine (SGLang: "sglang", llama.cpp's llama-server: "llamacpp").
+_ENGINE_BY_OWNER = {"sglang": "sglang", "llamacpp": "llamacpp"}
+
+
+def _identified(endpoint: Endpoint) -> Endpoint:
+    """ENDPOINT from the environment: ask the server which model it serves (when MODEL is unset) and which
+    engine it is, since constraints are sent differently to each (a field one engine ignores would leave the
+    output silently unconstrained). An endpoint that does not answer fails here, with the reason."""
     import httpx
 
     from .errors import EndpointUnavailableError
+    from .transport import error_for_status, server_message
 
     try:
         response = httpx.get(f"{endpoint.base_url}/models", headers=endpoint.request_headers(), timeout=10)
-        response.raise_for_status()
-        endpoint.model = response.json()["data"][0]["id"]
-    except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+    except httpx.HTTPError as exc:
         raise EndpointUnavailableError(endpoint.url, f"could not list its models ({exc})") from exc
+    if response.status_code != 200:
+        raise error_for_status(endpoint.url, response.status_code, server_message(response.text))
+    try:
+        card = response.json()["data"][0]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise EndpointUnavailableError(endpoint.url, f"its model list is not OpenAI-shaped ({exc})") from exc
+    endpoint.model = endpoint.model or str(card.get("id", ""))
+    endpoint.engine = _ENGINE_BY_OWNER.get(str(card.get("owned_by", "")).lower(), endpoint.engine)
     return endpoint
 
 

@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import openai
 
+    from .constrained import GenerateResult
+    from .engines.base import Capabilities
+    from .usage import CacheStats
+
 PREVIEW_TOKEN_HEADER = "x-daytona-preview-token"
 #: Without it the Daytona preview proxy may answer with an HTML warning page instead of the server's reply.
 SKIP_PREVIEW_WARNING_HEADER = "X-Daytona-Skip-Preview-Warning"
@@ -81,6 +85,48 @@ class Endpoint:
         if self.headers:
             kwargs["extra_headers"] = dict(self.headers)
         return kwargs
+
+    def generate(
+        self,
+        text: str,
+        *,
+        regex: str | None = None,
+        ebnf: str | None = None,
+        json_schema: dict[str, Any] | str | None = None,
+        max_new_tokens: int = 128,
+        temperature: float | None = None,
+        stop: str | list[str] | None = None,
+        timeout: float = 120.0,
+    ) -> GenerateResult:
+        """Continue ``text`` (no chat template) under at most one constraint: SGLang's native ``/generate``.
+
+        On llama.cpp (no ``/generate``) the same call goes to its completions route, with the regex compiled
+        to a GBNF grammar and EBNF passed as GBNF; what it cannot enforce raises ``CapabilityError``, never an
+        unconstrained answer (see ``sandserve.constrained``)."""
+        from .constrained import generate, pick_constraint
+
+        constraint = pick_constraint(regex=regex, ebnf=ebnf, json_schema=json_schema)
+        return generate(self, text, constraint, max_new_tokens=max_new_tokens, temperature=temperature,
+                        stop=stop, timeout=timeout)
+
+    @staticmethod
+    def cache_stats(response: Any) -> CacheStats:
+        """Cached and prompt tokens of any response (SDK object, LiteLLM response, dict, ``/generate``);
+        a null ``prompt_tokens_details`` counts as 0 cached."""
+        from .usage import cache_stats
+
+        return cache_stats(response)
+
+    def capabilities(self) -> Capabilities:
+        """What this endpoint's engine can do (recorded at boot; else the engine's table)."""
+        from .engines import capabilities_of
+        from .engines.base import Capabilities
+
+        recorded = self.info.get("capabilities")
+        if isinstance(recorded, dict):
+            known = set(Capabilities.__dataclass_fields__)
+            return Capabilities(**{k: bool(v) for k, v in recorded.items() if k in known})
+        return capabilities_of(self.engine)
 
     def export_lines(self) -> list[str]:
         """The shell lines that hand this endpoint to curl and the examples."""

@@ -1,0 +1,74 @@
+"""The guide's OpenAI SDK tour on the current endpoint (`python examples/query_openai.py [ENDPOINT_ID]`):
+chat, streaming, reasoning effort, structured output, a regex on /generate, tool calling, the prefix cache.
+
+The endpoint comes from `sandserve.connect()`: the ledger, or ENDPOINT/TOKEN in the environment. On the local
+tiny model the text is gibberish (random weights) and the tool call is forced; `sandserve tour` runs the same
+checks.
+"""
+
+import json
+import sys
+import time
+
+import sandserve
+from sandserve.constrained import chat_constraint_params, pick_constraint
+from sandserve.toolloop import run_tool_loop
+from sandserve.tools import tool
+from sandserve.toolsandbox import tool_runner_for
+from sandserve.tour import get_weather, settings_for
+
+endpoint = sandserve.connect(sys.argv[1] if len(sys.argv) > 1 else None)
+client = endpoint.openai()
+model = endpoint.model
+tiny = settings_for(endpoint).random_model  # the local random-weight model: small budgets, forced tool call
+budget = 64 if tiny else 4096
+
+
+def ask(content: str, **kwargs):
+    messages = [{"role": "user", "content": content}]
+    return client.chat.completions.create(model=model, messages=messages, **kwargs)
+
+
+print("== chat")
+reply = ask("Write a haiku about a sandbox where AI agents run code.", max_tokens=budget)
+print(reply.choices[0].message.content)
+
+print("\n== streaming (reasoning first, then the answer)")
+for chunk in ask("Write ten haikus about tokens arriving one at a time.", max_tokens=2 * budget, stream=True):
+    delta = chunk.choices[0].delta if chunk.choices else None
+    if delta is not None:
+        print(getattr(delta, "reasoning_content", None) or delta.content or "", end="", flush=True)
+
+print("\n\n== reasoning effort (gpt-oss; `sandserve chat --reasoning-effort` maps other families)")
+reply = ask("Write a haiku about thinking before speaking.", reasoning_effort="high", max_tokens=2 * budget)
+message = reply.choices[0].message
+print("reasoning:", getattr(message, "reasoning_content", None))
+print("answer:", message.content)
+
+print("\n== structured output: the reply always parses")
+schema = {"type": "object", "required": ["title", "lines", "season"], "properties": {
+    "title": {"type": "string", "maxLength": 60}, "season": {"type": "string", "maxLength": 20},
+    "lines": {"type": "array", "items": {"type": "string", "maxLength": 60}, "minItems": 3, "maxItems": 3}}}
+constraint = chat_constraint_params(endpoint, pick_constraint(json_schema=schema))  # per-engine fields
+reply = ask("Compose a haiku about GPU sandboxes, as JSON with title, lines, and season.", max_tokens=4096,
+            **constraint)
+print(json.loads(reply.choices[0].message.content))
+
+print("\n== a regex (SGLang's /generate; compiled to a grammar on llama.cpp)")
+print(repr(endpoint.generate("The best color for a terminal theme is", regex=" (red|green|blue|amber)").text))
+
+print("\n== tool calling: the standard loop, each call run isolated")
+with tool_runner_for(endpoint) as runner:  # a Daytona CPU sandbox for Daytona endpoints, else a subprocess
+    question = [{"role": "user", "content": "Write a haiku about the current weather in Lisbon."}]
+    result = run_tool_loop(endpoint, question, [tool(get_weather)], runner,
+                           force_tool="get_weather" if tiny else None, max_tokens=budget)
+for call in result.calls:
+    print(f"{call.name}({call.arguments}) -> {call.result}")
+print(result.answer)
+
+print("\n== prefix cache")
+context = "The Daytona platform provides isolated sandboxes for AI agents to safely execute code. " * 60
+for attempt in (1, 2):
+    started = time.perf_counter()
+    response = ask(context + "Summarize the above in one sentence.", max_tokens=32)
+    print(f"attempt {attempt}: {time.perf_counter() - started:.2f}s, {endpoint.cache_stats(response)}")
