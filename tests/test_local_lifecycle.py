@@ -92,8 +92,9 @@ def test_up_json_has_the_documented_keys():
     result = run_cli("up", "--provider", "local", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert {"id", "endpoint" if "endpoint" in data else "url", "model", "provider", "headers"} <= set(data)
+    assert {"id", "endpoint", "model", "provider", "headers"} <= set(data)
     assert data["provider"] == "local" and data["model"] == "tiny-random-llama"
+    assert httpx.get(f"{data['endpoint']}/health", timeout=10).status_code == 200
 
 
 LISTS_MODELS_BEFORE_IT_CAN_GENERATE = """#!{python}

@@ -139,9 +139,8 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _endpoint_json(endpoint: Any) -> dict[str, Any]:
-    data = endpoint.to_dict()
-    data["base_url"] = endpoint.base_url
-    return data
+    """The endpoint as JSON: ``endpoint`` is the URL to export as ENDPOINT, ``base_url`` the OpenAI one."""
+    return {"endpoint": endpoint.url, "base_url": endpoint.base_url, **endpoint.to_dict()}
 
 
 def _print_plan(plan: dict[str, Any], as_json: bool) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -1533,6 +1534,10 @@ class Boot:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv)
+    # Inside a Daytona stand-in sandbox with remapped ports, "port 8000" is a distinct local port per sandbox.
+    remapped = os.environ.get(f"DAYTONA_STANDIN_PORT_{config.port}")
+    if remapped:
+        config = dataclasses.replace(config, port=int(remapped))
     fail = os.environ.get(FAIL_ENV) or None
     if fail is not None and fail not in FAILURES:
         raw(f"{FAIL_ENV}={fail!r}: use one of {', '.join(FAILURES)}\n")
