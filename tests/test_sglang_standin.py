@@ -23,19 +23,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sandserve.engines.base import diagnose, phases_in  # noqa: E402
 from sandserve.engines.sglang import SGLANG, server_info_summary  # noqa: E402
+from sandserve.tour import HAIKU_SCHEMA  # noqa: E402
 from standins.sglang_server import FAIL_ENV, READY_FILE_ENV, SGLangStandin  # noqa: E402
 
 FAKE_SGLANG = Path(__file__).parent / "standins" / "fake_sglang"
 API_KEY = "sk-standin-test"
-HAIKU_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "title": {"type": "string"},
-        "lines": {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 3},
-        "season": {"type": "string"},
-    },
-    "required": ["title", "lines", "season"],
-}
 WEATHER_TOOL = {
     "type": "function",
     "function": {
