@@ -22,7 +22,7 @@ def test_demo_without_a_key_answers_from_the_local_engine(llama_server, tiny_mod
     result = run_demo()
     assert result.returncode == 0, result.stderr
     assert "asked: Write a haiku" in result.stdout
-    assert "random weights" in result.stdout and "answer:" in result.stdout
+    assert "tiny model with random weights" in result.stdout and "answer:" in result.stdout
     assert "DAYTONA_API_KEY" in result.stdout and "sandserve down" in result.stdout
     (record,) = Registry().list()
     assert record.provider == "local" and record.state is State.READY

@@ -340,7 +340,7 @@ def demo(provider: str | None) -> None:
     out.print(f"\n[bold]endpoint[/] {endpoint.id} is up at {endpoint.url} ({endpoint.engine}, {endpoint.model})")
     out.print(f"[bold]asked:[/] {result.question}")
     if result.disclaimer:
-        out.print(f"[yellow]answer from a {result.disclaimer}[/]")
+        out.print(f"[yellow]note: this answer comes from the tiny model with {result.disclaimer}[/]")
     out.print(f"[bold]answer:[/] {result.answer!r}")
     out.print(f"[dim]{result.usage}[/]")
     err.print("")
@@ -432,7 +432,7 @@ def classify(endpoint_id: str | None, books: str | None, per_book: int | None, c
             endpoint, passages, temperature=temperature, order=order, concurrency=concurrency,
             on_progress=lambda name, progress: view.update(progress, f"pass {1 if name == 'author' else 2} - {name}"),
         ))
-    if endpoint.info.get("preset") == "tiny":
+    if endpoint.serves_random_model:
         from .tinymodel import DISCLAIMER
 
         err.print(f"[yellow]note: the tiny model has {DISCLAIMER}[/]")
@@ -508,7 +508,7 @@ def chat(prompt: str, endpoint_id: str | None, system: str | None, max_tokens: i
     options = ChatOptions(system=system, max_tokens=max_tokens,
                           reasoning_effort=reasoning_effort,  # type: ignore[arg-type]
                           constraint=constraint, temperature=temperature)
-    if endpoint.info.get("preset") == "tiny":
+    if endpoint.serves_random_model:
         from .tinymodel import DISCLAIMER
 
         err.print(Text(f"(tiny model: {DISCLAIMER})", style="dim"))

@@ -51,7 +51,7 @@ def run_demo(provider: str | None = None, *, events: BootEvents | None = None) -
         question=QUESTION,
         answer=response.choices[0].message.content or "",
         usage=f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens" if usage else "",
-        disclaimer=DISCLAIMER if endpoint.info.get("preset") == "tiny" else None,
+        disclaimer=DISCLAIMER if endpoint.serves_random_model else None,
         next_steps=_next_steps(endpoint, local),
     )
 

@@ -44,6 +44,13 @@ class Endpoint:
     """What boot learnt: KV pool size, boot timeline, capabilities."""
 
     @property
+    def serves_random_model(self) -> bool:
+        """Whether this is the locally written tiny model: its text is gibberish by construction."""
+        from .tinymodel import TINY_MODEL_NAME
+
+        return self.info.get("preset") == "tiny" or self.model == TINY_MODEL_NAME
+
+    @property
     def base_url(self) -> str:
         """The OpenAI-style base URL (``.../v1``)."""
         return f"{self.url}/v1"

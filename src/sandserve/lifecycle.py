@@ -131,7 +131,7 @@ def _prepare(spec: ServeSpec, events: BootEvents) -> tuple[ServeSpec, Engine]:
     if spec.engine != "llamacpp":
         return spec, get_engine(spec.engine)
     from .llamacpp_build import ensure_llama_server
-    from .tinymodel import ensure_tiny_model
+    from .tinymodel import ensure_tiny_model, tiny_model_path
 
     def on_build(progress: object) -> None:
         events.build_progress(getattr(progress, "done", 0), getattr(progress, "total", 0),
@@ -139,7 +139,8 @@ def _prepare(spec: ServeSpec, events: BootEvents) -> tuple[ServeSpec, Engine]:
 
     binary = ensure_llama_server(on_progress=on_build)
     if spec.model == "tiny":
-        events.status("writing the tiny random-weight model (first run only)")
+        if not tiny_model_path().exists():
+            events.status("writing the tiny random-weight model (first run only)")
         spec = spec.with_overrides(model=str(ensure_tiny_model()))
     return spec, get_engine("llamacpp", llama_server=str(binary))
 

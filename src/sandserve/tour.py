@@ -86,10 +86,7 @@ class TourSettings:
 
 
 def settings_for(endpoint: Endpoint) -> TourSettings:
-    from .tinymodel import TINY_MODEL_NAME
-
-    random_model = endpoint.info.get("preset") == "tiny" or endpoint.model == TINY_MODEL_NAME
-    if random_model:
+    if endpoint.serves_random_model:
         return TourSettings(random_model=True, max_tokens=48, schema_max_tokens=512)
     return TourSettings(random_model=False, max_tokens=4096, schema_max_tokens=4096)
 
