@@ -186,3 +186,33 @@ def test_a_book_that_cannot_be_downloaded_is_a_clear_error(tmp_path, monkeypatch
     with pytest.raises(corpus.CorpusError, match="--corpus-dir"):
         corpus.load_book(2148, corpus_dir=tmp_path)
     assert list((tmp_path / "cache" / "gutenberg").iterdir()) == []  # no half file left in the cache
+
+
+def test_a_book_is_downloaded_once_with_progress_then_read_from_the_cache(tmp_path, monkeypatch):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    write_corpus(served, ["Poe"], newline="\r\n")  # as Gutenberg serves it
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(corpus, "GUTENBERG_URL", f"http://127.0.0.1:{server.server_port}/pg{{id}}.txt")
+        monkeypatch.setenv("SANDSERVE_CACHE_DIR", str(tmp_path / "cache"))
+        progress: list[tuple[str, int, int | None]] = []
+        first = corpus.load_book(2148, on_progress=lambda *update: progress.append(update))
+        second = corpus.load_book(2148)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert first == second and "\r" not in first
+    assert len(requests) == 1  # the second read came from the cache
+    size = (served / "pg2148.txt").stat().st_size
+    assert progress[-1] == ("pg2148.txt", size, size)

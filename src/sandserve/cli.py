@@ -414,7 +414,7 @@ def classify(endpoint_id: str | None, books: str | None, per_book: int | None, c
     import asyncio
 
     from .connect import connect
-    from .console import BatchProgressView, err, out
+    from .console import BatchProgressView, DownloadProgressView, err, out
     from .workloads import classify as workload
     from .workloads.corpus import PASSAGES_PER_BOOK, load_passages, select_books
     from .workloads.report import write_report
@@ -425,7 +425,9 @@ def classify(endpoint_id: str | None, books: str | None, per_book: int | None, c
         raise click.UsageError(f"{run_dir} already exists: pass another --run-dir.")
     endpoint = connect(endpoint_id)
     err.print(f"loading {len(chosen)} books (downloaded from Project Gutenberg once, then cached) ...")
-    passages = load_passages(chosen, per_book or PASSAGES_PER_BOOK, corpus_dir=corpus_dir)
+    with DownloadProgressView() as downloads:
+        passages = load_passages(chosen, per_book or PASSAGES_PER_BOOK, corpus_dir=corpus_dir,
+                                 on_progress=downloads.update)
     err.print(f"classifying {len(passages)} passages, two questions each, on {endpoint.model} ...")
     with BatchProgressView("pass 1 - author") as view:
         report = asyncio.run(workload.classify(

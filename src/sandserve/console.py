@@ -79,3 +79,26 @@ class BatchProgressView:
                  f"cached {100 * cached:.0f}%  errors {p.failed}")  # type: ignore[attr-defined]
         self._progress.update(self._task, completed=p.done, total=p.total, rates=rates,  # type: ignore[attr-defined]
                               **({"description": description} if description else {}))
+
+
+class DownloadProgressView:
+    """One bar per file being downloaded (the classification corpus, on its first run)."""
+
+    def __init__(self) -> None:
+        from rich.progress import DownloadColumn, TransferSpeedColumn
+
+        self._progress = Progress(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(),
+                                  TransferSpeedColumn(), console=err)
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> DownloadProgressView:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def update(self, name: str, done: int, total: int | None) -> None:
+        if name not in self._tasks:
+            self._tasks[name] = self._progress.add_task(name, total=total)
+        self._progress.update(self._tasks[name], completed=done, total=total)
