@@ -167,7 +167,8 @@ def test_boot_timeout_stops_the_server(tmp_path, monkeypatch):
     assert not process_alive(record.sandbox.data["pid"])
 
 
-def test_ctrl_c_while_booting_leaves_no_orphan(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_interrupting_a_boot_leaves_no_orphan(tmp_path, sig):
     marker = tmp_path / "engine.pid"
     hung = wrapper_engine(tmp_path, f"echo $$ > {marker}\nsleep 600 &\nwait")
     process = subprocess.Popen([*sandserve_command(), "up", "--provider", "local"],
@@ -178,7 +179,7 @@ def test_ctrl_c_while_booting_leaves_no_orphan(tmp_path):
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         engine_pid = int(marker.read_text())
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         _, stderr = process.communicate(timeout=30)
     finally:
         process.kill()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +17,21 @@ import click
 from .errors import SandserveError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """A `kill` (SIGTERM) or a closed terminal (SIGHUP) cleans up like Ctrl-C: no server is left booting unseen."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def reports_errors(func: F) -> F:
@@ -116,7 +133,8 @@ def up(provider: str | None, model: str | None, engine: str | None, served_name:
     from . import lifecycle
     from .console import ConsoleBootEvents, err
 
-    endpoint = lifecycle.up(spec, events=ConsoleBootEvents(show_log=not quiet))
+    with sigterm_as_interrupt():
+        endpoint = lifecycle.up(spec, events=ConsoleBootEvents(show_log=not quiet))
     if as_json:
         click.echo(json.dumps(_endpoint_json(endpoint), indent=2))
     else:
