@@ -615,5 +615,10 @@ def _styled_status(status: str) -> str:
     return f"[{colour}]{status}[/]"
 
 
+from .cli_fleet import fleet as _fleet  # noqa: E402 - after `main`, which it joins
+
+main.add_command(_fleet)
+
+
 if __name__ == "__main__":
     main()

@@ -301,3 +301,60 @@ class ToolSandboxError(SandserveError):
             hint="Check DAYTONA_API_KEY and the Daytona dashboard; or run the tools locally "
             "(they then run in a restricted subprocess on this machine).",
         )
+
+
+# --- fleets: many endpoints behind one gateway ------------------------------------------------------
+
+
+class FleetNotFoundError(SandserveError):
+    def __init__(self, ref: str | None, reason: str | None = None) -> None:
+        if reason:
+            message = reason
+        elif ref:
+            message = f"No fleet {ref!r} in the ledger."
+        else:
+            message = "No fleet is up."
+        super().__init__(message, hint="`sandserve fleet status` lists fleets; `sandserve fleet up` starts one.")
+
+
+class NotAFleetMemberError(ConfigError):
+    def __init__(self, fleet_id: str, endpoint_id: str, members: list[str]) -> None:
+        super().__init__(
+            f"{endpoint_id!r} is not a worker of fleet {fleet_id}.",
+            hint=f"Its workers: {', '.join(members) or 'none'} (`sandserve fleet status {fleet_id}`).",
+        )
+
+
+class GatewayError(SandserveError):
+    """The gateway (sglang-router) did not start, died, or refused a request of its admin API."""
+
+    def __init__(self, message: str, *, hint: str | None = None, log_path: Path | None = None) -> None:
+        where = f"Full log: {log_path}" if log_path else None
+        super().__init__(message, hint=" ".join(part for part in (hint, where) if part) or None)
+        self.log_path = log_path
+
+
+class GatewayDiedError(GatewayError):
+    def __init__(self, *, exit_code: int | None, log_tail: str, log_path: Path | None) -> None:
+        how = f"exited with code {exit_code}" if exit_code not in (None, -1) else "died"
+        tail = "\n".join("    " + line for line in log_tail.splitlines())
+        super().__init__(
+            f"The gateway (sglang-router) {how}. The end of its log:\n{tail}",
+            hint="Its log says why (a --gateway-arg it refused, a port in use...).",
+            log_path=log_path,
+        )
+        self.exit_code_seen = exit_code
+
+
+class FleetBootError(SandserveError):
+    """A new fleet did not come up (a worker or its gateway failed); everything it had started was stopped."""
+
+    def __init__(self, *, fleet_id: str, cause: SandserveError) -> None:
+        super().__init__(
+            f"Fleet {fleet_id} did not come up: {cause.message}\n"
+            "Nothing of it is left running: the workers that had started and the gateway were stopped.",
+            hint=cause.hint,
+        )
+        self.cause = cause
+        self.log_path = getattr(cause, "log_path", None)
+        self.exit_code = cause.exit_code

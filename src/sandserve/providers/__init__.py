@@ -21,6 +21,10 @@ def get_provider(name: str) -> Provider:
         from .daytona import DaytonaProvider
 
         return DaytonaProvider()
+    if name == "gateway":  # a fleet's gateway: a local process in the ledger (sandserve.fleet)
+        from ..fleet import GatewayProvider
+
+        return GatewayProvider()
     raise ConfigError(f"Unknown provider {name!r}.", hint=f"Use one of: {', '.join(PROVIDER_NAMES)}.")
 
 
