@@ -3,30 +3,14 @@ the work is in `sandserve.fleet` (imported inside each verb, so `sandserve --hel
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
+from ._app import main, reports_errors, sigterm_as_interrupt
 
-
-def reports_errors(func: F) -> F:
-    """`sandserve.cli.reports_errors`, looked up at call time: cli.py imports this module (a module-level
-    import back would be circular under `python -m sandserve.cli`)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .cli import reports_errors as report
-
-        return report(func)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-@click.group()
+@main.group()
 def fleet() -> None:
     """Many endpoints behind one SGLang Model Gateway (sglang-router) with cache-aware routing, as ONE
     endpoint."""
@@ -57,11 +41,10 @@ def fleet_up(workers: int, policy: str, provider: str | None, model: str | None,
     key), so `eval "$(sandserve fleet up --workers 2)"` works. Workers serve with their own API keys (auth
     mode key), since the gateway can send a worker nothing else.
     """
-    from .cli import sigterm_as_interrupt
-    from .config import load_dotenv_once
-    from .console import ConsoleBootEvents, err
-    from .fleet import fleet_up as bring_up
-    from .spec import resolve_spec
+    from ..config import load_dotenv_once
+    from ..console import ConsoleBootEvents, err
+    from ..fleet import fleet_up as bring_up
+    from ..spec import resolve_spec
 
     load_dotenv_once()
     overrides: dict[str, Any] = {key: value for key, value in
@@ -92,10 +75,9 @@ def fleet_up(workers: int, policy: str, provider: str | None, model: str | None,
 @reports_errors
 def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
     """Bring one more worker up and register it while the fleet serves (default: the one fleet up)."""
-    from .cli import sigterm_as_interrupt
-    from .config import load_dotenv_once
-    from .console import ConsoleBootEvents, err
-    from .fleet import add_worker
+    from ..config import load_dotenv_once
+    from ..console import ConsoleBootEvents, err
+    from ..fleet import add_worker
 
     load_dotenv_once()
     with sigterm_as_interrupt():
@@ -109,8 +91,8 @@ def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
 @reports_errors
 def fleet_remove(fleet_id: str, worker_endpoint_id: str) -> None:
     """Deregister a worker from the gateway, then take its endpoint down."""
-    from .console import err
-    from .fleet import remove_worker
+    from ..console import err
+    from ..fleet import remove_worker
 
     member = remove_worker(fleet_id, worker_endpoint_id)
     err.print(f"[green]removed[/] {member.endpoint_id} from {fleet_id} and took it down")
@@ -125,7 +107,7 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
     gateway sees it."""
     import dataclasses
 
-    from .fleet import fleet_status as statuses_of
+    from ..fleet import fleet_status as statuses_of
 
     statuses = statuses_of(fleet_id)
     if as_json:
@@ -133,7 +115,7 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    from .console import out
+    from ..console import out
 
     if not statuses:
         out.print("no fleets (start one with `sandserve fleet up`)")
@@ -163,8 +145,8 @@ def _running(running: bool | None) -> str:
 @reports_errors
 def fleet_down(fleet_id: str | None) -> None:
     """Stop the gateway and take every worker down (default: the one fleet up)."""
-    from .console import err
-    from .fleet import fleet_down as take_down
+    from ..console import err
+    from ..fleet import fleet_down as take_down
 
     err.print(f"[green]down[/] {take_down(fleet_id)} (gateway and workers)")
 

@@ -1,0 +1,10 @@
+"""The `sandserve` command: it parses arguments, calls the library and prints; nothing else lives here.
+
+Each module adds its verbs to the one `main` group; verbs import the library inside their body, so that
+`sandserve --help` stays fast.
+"""
+
+from . import fleet, serve, use, work  # noqa: F401 - importing them registers their verbs
+from ._app import main
+
+__all__ = ["main"]

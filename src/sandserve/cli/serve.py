@@ -1,0 +1,341 @@
+"""Serving verbs: up, ls, status, logs, env, down, presets, demo, and the local engine build."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from ..errors import SandserveError
+from ._app import main, reports_errors, sigterm_as_interrupt
+
+
+# --- serving ------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--provider", type=click.Choice(["local", "daytona"]),
+              help="Where to serve. Default: daytona when DAYTONA_API_KEY is set, else local.")
+@click.option("--model", "model", metavar="PRESET|HF_ID|PATH",
+              help="A preset (`sandserve presets`), any Hugging Face id, or a local .gguf file.")
+@click.option("--engine", type=click.Choice(["sglang", "llamacpp"]), help="Override the preset's engine.")
+@click.option("--served-name", help="The model name clients send (default: from the preset).")
+@click.option("--auth", type=click.Choice(["token", "signed", "key", "public"]), default=None,
+              help="token: preview-token header (default); signed: a signed URL; key: public URL + SGLang "
+              "API key; public: no auth at all.")
+@click.option("--port", type=int, help="Server port (local: default a free one; Daytona: 8000).")
+@click.option("--gpu", "gpus", multiple=True, metavar="TYPE",
+              help="GPU type in order of preference (repeat). Default: H100, then RTX_PRO_6000.")
+@click.option("--image", help="Container image for the sandbox (default: the stock SGLang image).")
+@click.option("--target", help="Daytona region (default us-east-1, the GPU region).")
+@click.option("--reasoning-parser", help="SGLang reasoning parser (`auto`, `none`, or a name).")
+@click.option("--tool-call-parser", help="SGLang tool-call parser (`auto`, `none`, or a name).")
+@click.option("--context-length", type=int, help="Context window the server allocates for.")
+@click.option("--engine-arg", "engine_args", multiple=True, metavar="ARG",
+              help="Extra flag for the engine's command line (repeat; e.g. --engine-arg=--tp --engine-arg=2).")
+@click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE", help="Environment for the server.")
+@click.option("--boot-timeout", type=float, help="Seconds to wait for a real generation (default 900).")
+@click.option("--create-timeout", type=float, help="Seconds to wait for the sandbox (default 600).")
+@click.option("--signed-ttl", type=int, help="Lifetime of a signed URL in seconds (default 3600).")
+@click.option("--cache-volume", metavar="NAME",
+              help="Daytona volume for the Hugging Face cache: the second boot skips the download.")
+@click.option("--hf-token-secret", metavar="NAME", help="Pass HF_TOKEN as this Daytona secret, not as text.")
+@click.option("--delete-on-failure", is_flag=True, help="Delete the sandbox when boot fails (default: keep).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and create nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the endpoint (or the plan) as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Do not echo the server's start-up log.")
+@reports_errors
+def up(provider: str | None, model: str | None, engine: str | None, served_name: str | None,
+       auth: str | None, port: int | None, gpus: tuple[str, ...], image: str | None, target: str | None,
+       reasoning_parser: str | None, tool_call_parser: str | None, context_length: int | None,
+       engine_args: tuple[str, ...], env_pairs: tuple[str, ...], boot_timeout: float | None,
+       create_timeout: float | None, signed_ttl: int | None, cache_volume: str | None,
+       hf_token_secret: str | None, delete_on_failure: bool, dry_run: bool, as_json: bool,
+       quiet: bool) -> None:
+    """Bring a model up and print how to reach it.
+
+    Progress and the server's log go to stderr; stdout gets only the export lines (or JSON), so
+    `eval "$(sandserve up)"` sets ENDPOINT (and TOKEN) in your shell.
+    """
+    from ..config import load_dotenv_once
+    from ..spec import resolve_spec
+
+    load_dotenv_once()
+    overrides: dict[str, Any] = {
+        key: value for key, value in {
+            "port": port, "gpus": tuple(gpus) or None, "image": image, "target": target,
+            "context_length": context_length, "boot_timeout": boot_timeout, "create_timeout": create_timeout,
+            "signed_url_ttl": signed_ttl, "cache_volume": cache_volume, "hf_token_secret": hf_token_secret,
+            "env": _parse_env(env_pairs) or None,
+        }.items() if value is not None
+    }
+    spec = resolve_spec(
+        model, provider=provider, engine=engine, served_name=served_name, auth=auth,
+        reasoning_parser=reasoning_parser, tool_call_parser=tool_call_parser, extra_args=engine_args,
+        delete_on_failure=delete_on_failure, **overrides,
+    )
+    if dry_run:
+        from ..plan import plan
+
+        _print_plan(plan(spec), as_json)
+        return
+
+    from .. import lifecycle
+    from ..console import ConsoleBootEvents, err
+
+    with sigterm_as_interrupt():
+        endpoint = lifecycle.up(spec, events=ConsoleBootEvents(show_log=not quiet))
+    if as_json:
+        click.echo(json.dumps(_endpoint_json(endpoint), indent=2))
+    else:
+        from ..handoff import handoff_lines
+
+        for line in endpoint.export_lines():
+            click.echo(line)
+        for line in handoff_lines(endpoint):
+            err.print(line)
+
+
+def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--env")
+        env[name] = value
+    return env
+
+
+def _endpoint_json(endpoint: Any) -> dict[str, Any]:
+    """The endpoint as JSON: ``endpoint`` is the URL to export as ENDPOINT, ``base_url`` the OpenAI one."""
+    return {"endpoint": endpoint.url, "base_url": endpoint.base_url, **endpoint.to_dict()}
+
+
+def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(plan, indent=2))
+        return
+    from ..console import out
+
+    out.print("[bold]plan[/] (nothing created)")
+    for key, value in plan.items():
+        if isinstance(value, dict):
+            out.print(f"  {key}:")
+            for name, item in value.items():
+                out.print(f"    {name}={item}")
+        else:
+            out.print(f"  {key}: {value}")
+
+
+@main.command("ls")
+@click.option("--all", "include_down", is_flag=True, help="Include endpoints already taken down.")
+@click.option("--json", "as_json", is_flag=True)
+@reports_errors
+def ls(include_down: bool, as_json: bool) -> None:
+    """List the endpoints in the ledger, with whether their server still runs."""
+    from ..lifecycle import refresh
+    from ..registry import Registry
+
+    records = [refresh(record) for record in Registry().list(include_down=include_down)]
+    if as_json:
+        click.echo(json.dumps([_record_json(r) for r in records], indent=2))
+        return
+    from rich.table import Table
+
+    from ..console import out
+
+    if not records:
+        out.print("no endpoints (start one with `sandserve up`)")
+        return
+    table = Table("id", "state", "provider", "engine", "model", "url", "age")
+    for record in records:
+        table.add_row(record.id, _styled_state(record.shown_state), record.provider, record.engine,
+                      record.model, record.endpoint.url if record.endpoint else "-", _age(record.created_at))
+    out.print(table)
+
+
+def _styled_state(state: str) -> str:
+    colour = {"ready": "green", "booting": "yellow", "failed": "red", "dead": "red", "down": "dim"}[state]
+    return f"[{colour}]{state}[/]"
+
+
+def _age(created_at: float) -> str:
+    seconds = int(time.time() - created_at)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id, "state": record.shown_state, "provider": record.provider, "engine": record.engine,
+        "model": record.model, "sandbox_id": record.sandbox.sandbox_id or None,
+        "url": record.endpoint.url if record.endpoint else None, "log_path": record.log_path,
+        "error": record.error, "created_at": record.created_at, "live": record.live,
+        "info": record.endpoint.info if record.endpoint else {},
+    }
+
+
+@main.command()
+@click.argument("endpoint_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@reports_errors
+def status(endpoint_id: str | None, as_json: bool) -> None:
+    """Show one endpoint: state, URL, boot timeline, KV pool, capabilities."""
+    from ..lifecycle import refresh
+    from ..registry import Registry
+
+    record = refresh(Registry().resolve(endpoint_id))
+    data = _record_json(record)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    from ..console import out
+
+    out.print(f"[bold]{record.id}[/]  {_styled_state(record.shown_state)}")
+    for key in ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error"):
+        if data[key]:
+            out.print(f"  {key}: {data[key]}")
+    info = data["info"]
+    if info.get("kv_pool_tokens"):
+        out.print(f"  KV pool: {info['kv_pool_tokens']:,} tokens")
+    for step in info.get("boot_timeline", []):
+        out.print(f"  {step['seconds']:>7.1f} s  {step['phase']}")
+    if record.live is False and record.state.value in ("ready", "booting"):
+        out.print("  [red]its server is gone[/]: `sandserve down " + record.id + "` clears it")
+
+
+@main.command()
+@click.argument("endpoint_id", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new log text until Ctrl-C.")
+@reports_errors
+def logs(endpoint_id: str | None, follow: bool) -> None:
+    """Print an endpoint's server log."""
+    from ..lifecycle import read_log
+    from ..registry import Registry
+
+    record = Registry().resolve(endpoint_id)
+    shown = 0
+    while True:
+        text = read_log(record)
+        sys.stdout.write(text[shown:])
+        sys.stdout.flush()
+        shown = len(text)
+        if not follow:
+            return
+        time.sleep(1.0)
+
+
+@main.command("env")
+@click.argument("endpoint_id", required=False)
+@reports_errors
+def env_(endpoint_id: str | None) -> None:
+    """Print the export lines for an endpoint again (eval "$(sandserve env)")."""
+    from ..registry import Registry
+
+    record = Registry().resolve(endpoint_id)
+    if record.endpoint is None:
+        raise SandserveError(f"{record.id} never became ready ({record.shown_state}).",
+                             hint=f"`sandserve logs {record.id}` shows why.")
+    for line in record.endpoint.export_lines():
+        click.echo(line)
+
+
+@main.command()
+@click.argument("endpoint_ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Take down every endpoint in the ledger.")
+@reports_errors
+def down(endpoint_ids: tuple[str, ...], everything: bool) -> None:
+    """Stop endpoints and delete their sandboxes."""
+    from .. import lifecycle
+    from ..console import err
+    from ..registry import Registry
+
+    registry = Registry()
+    if everything == bool(endpoint_ids):
+        raise click.UsageError("Name the endpoints to take down, or pass --all (not both).")
+    records = registry.list() if everything else [registry.resolve(ref) for ref in endpoint_ids]
+    failures = []
+    for record in records:
+        try:
+            lifecycle.down(record, registry)
+            err.print(f"[green]down[/] {record.id}")
+        except SandserveError as exc:
+            failures.append(exc)
+            err.print(f"[red]could not take down {record.id}:[/] {exc.message}")
+    if not records:
+        err.print("nothing to take down")
+    if failures:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def presets(as_json: bool) -> None:
+    """List the model presets and what each one sets."""
+    from ..presets import PRESETS
+
+    if as_json:
+        click.echo(json.dumps([p.__dict__ for p in PRESETS], indent=2, default=list))
+        return
+    from rich.table import Table
+
+    from ..console import out
+
+    table = Table("preset", "model", "engine", "reasoning", "tools", "flags / env", "note")
+    for p in PRESETS:
+        flags = " ".join([*p.extra_args, *(f"{k}={v}" for k, v in p.env.items())])
+        table.add_row(p.name, p.model, p.engine, p.reasoning_parser or "-", p.tool_call_parser or "-",
+                      flags or "-", p.note)
+    out.print(table)
+
+
+@main.command()
+@click.option("--provider", type=click.Choice(["local", "daytona"]),
+              help="Default: daytona when DAYTONA_API_KEY is set, else local.")
+@reports_errors
+def demo(provider: str | None) -> None:
+    """The main job: bring an endpoint up, ask it one question, show how to go further."""
+    from ..config import load_dotenv_once
+    from ..console import ConsoleBootEvents, err, out
+    from ..demo import run_demo
+
+    load_dotenv_once()
+    result = run_demo(provider=provider, events=ConsoleBootEvents(show_log=False))
+    endpoint = result.endpoint
+    out.print(f"\n[bold]endpoint[/] {endpoint.id} is up at {endpoint.url} ({endpoint.engine}, {endpoint.model})")
+    out.print(f"[bold]asked:[/] {result.question}")
+    if result.disclaimer:
+        out.print(f"[yellow]note: this answer comes from the tiny model with {result.disclaimer}[/]")
+    out.print(f"[bold]answer:[/] {result.answer!r}")
+    out.print(f"[dim]{result.usage}[/]")
+    err.print("")
+    for line in result.next_steps:
+        out.print(line)
+
+
+@main.group()
+def engine() -> None:
+    """The local engine (llama.cpp's llama-server)."""
+
+
+@engine.command("build")
+@reports_errors
+def engine_build() -> None:
+    """Build (or find cached) llama-server and the tiny model; prints the binary path."""
+    from ..console import ConsoleBootEvents
+    from ..llamacpp_build import ensure_llama_server
+    from ..tinymodel import ensure_tiny_model
+
+    events = ConsoleBootEvents()
+    binary = ensure_llama_server(on_progress=lambda p: events.build_progress(p.done, p.total, p.message))
+    events.status(f"llama-server: {binary}")
+    events.status(f"tiny model: {ensure_tiny_model()}")
+
+
+
