@@ -176,14 +176,14 @@ def test_interrupting_a_boot_leaves_no_orphan(tmp_path, sig):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
+        while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
         engine_pid = int(marker.read_text())
         process.send_signal(sig)
         _, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, (process.returncode, stderr)
     assert "Interrupted while booting" in stderr
     assert not process_alive(engine_pid)
     # The sleep child shared the engine's process group: it is gone too.

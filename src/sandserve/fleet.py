@@ -17,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import importlib.util
-import os
 import re
 import secrets
 import sys
@@ -32,7 +31,7 @@ import httpx
 
 from . import lifecycle
 from .endpoint import Endpoint
-from .engines.base import MASK, Launch
+from .engines.base import Launch
 from .errors import (
     AmbiguousEndpointError,
     BootInterruptedError,
@@ -151,7 +150,7 @@ def fleet_up(spec: ServeSpec, workers: int, policy: str = DEFAULT_POLICY, *, pub
     check_fleet_request(spec, workers, policy, gateway_port)
     fleet_id = f"fleet-{secrets.token_hex(3)}"
     registry.add(fleet_id, provider=GATEWAY_PROVIDER, engine=spec.engine, model=spec.served_name,
-                 spec=_spec_for_ledger(spec),
+                 spec=spec.to_record(),
                  sandbox=SandboxHandle(GATEWAY_PROVIDER, fleet_id, {"policy": policy, "members": []}))
     try:
         endpoints = _boot_workers(fleet_id, spec, workers, events, registry)
@@ -191,7 +190,7 @@ def add_worker(fleet_ref: str | None = None, *, events: BootEvents | None = None
     events = events or BootEvents()
     registry = registry or Registry()
     fleet = _serving_fleet(registry, fleet_ref)
-    spec = _worker_spec(_spec_from_ledger(registry.get(fleet.id).spec), fleet.id)
+    spec = _worker_spec(ServeSpec.from_record(registry.get(fleet.id).spec), fleet.id)
     endpoint = lifecycle.up(spec, events=events, registry=registry)
     try:
         with _admin_client(fleet.url, fleet.endpoint.api_key) as admin:
@@ -611,25 +610,6 @@ def _abandon(fleet_id: str, registry: Registry, reason: str) -> None:
         _take_down_members(registry, fleet_id)
     finally:
         registry.update(fleet_id, error=reason)
-
-
-def _spec_for_ledger(spec: ServeSpec) -> dict[str, Any]:
-    """The workers' spec, kept to bring more up later: without secrets (each worker gets a key of its own)."""
-    data = dataclasses.asdict(spec)
-    data["api_key"] = None
-    data["hf_token"] = MASK if spec.hf_token else None
-    return data
-
-
-def _spec_from_ledger(data: dict[str, Any]) -> ServeSpec:
-    """The spec back; HF_TOKEN, never stored, comes from the environment again."""
-    known = {f.name for f in dataclasses.fields(ServeSpec)}
-    fields = {name: value for name, value in data.items() if name in known}
-    fields.update(
-        provider=ProviderName(data["provider"]), auth=AuthMode(data["auth"]), gpus=tuple(data["gpus"]),
-        extra_args=tuple(data["extra_args"]), hf_token=os.environ.get("HF_TOKEN") if data.get("hf_token") else None,
-    )
-    return ServeSpec(**fields)
 
 
 def _fleet_endpoint(fleet_id: str, url: str, api_key: str | None, worker: Endpoint, policy: str) -> Endpoint:

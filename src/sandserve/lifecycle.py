@@ -7,7 +7,6 @@ or Ctrl-C cleans up so that nothing keeps running unseen. Every step is written 
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -75,7 +74,7 @@ def up(spec: ServeSpec, *, events: BootEvents | None = None, registry: Registry 
     endpoint_id = new_endpoint_id(spec)
     handle = SandboxHandle(provider.name, sandbox_id="")
     registry.add(endpoint_id, provider=provider.name, engine=engine.name, model=spec.served_name,
-                 spec=_spec_for_ledger(spec), sandbox=handle)
+                 spec=spec.to_record(), sandbox=handle)
     try:
         events.status(f"creating {provider.name} sandbox")
         handle = provider.create(spec, endpoint_id)
@@ -232,13 +231,6 @@ def _delete_quietly(provider: Provider, handle: SandboxHandle) -> None:
         provider.delete(handle)
     except Exception:  # noqa: BLE001 - cleanup after a failure must not hide that failure
         pass
-
-
-def _spec_for_ledger(spec: ServeSpec) -> dict[str, object]:
-    data = dataclasses.asdict(spec)
-    data["hf_token"] = "****" if spec.hf_token else None
-    data["api_key"] = "****" if spec.api_key else None
-    return data
 
 
 # --- the ledger verbs ---------------------------------------------------------------------------------

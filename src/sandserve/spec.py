@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
+from .engines.base import MASK
 from .errors import ConfigError, ModelFileNotFoundError
 from .presets import DEFAULT_DAYTONA_PRESET, DEFAULT_LOCAL_PRESET, Preset, find_preset
 
@@ -68,6 +71,25 @@ class ServeSpec:
 
     def with_overrides(self, **changes: object) -> ServeSpec:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_record(self) -> dict[str, Any]:
+        """The spec as the ledger keeps it: no secret is written (an API key is made anew for each endpoint,
+        and HF_TOKEN comes back from the environment)."""
+        data = dataclasses.asdict(self)
+        data["api_key"] = None
+        data["hf_token"] = MASK if self.hf_token else None
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> ServeSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {name: value for name, value in data.items() if name in known}
+        fields.update(
+            provider=ProviderName(data["provider"]), auth=AuthMode(data["auth"]), gpus=tuple(data["gpus"]),
+            extra_args=tuple(data["extra_args"]),
+            hf_token=os.environ.get("HF_TOKEN") if data.get("hf_token") else None,
+        )
+        return cls(**fields)
 
 
 def default_provider(environ: dict[str, str] | None = None) -> ProviderName:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -44,11 +45,28 @@ def reports_errors(func: F) -> F:
             err.print(f"[bold red]error:[/] {exc.message}")
             if exc.hint:
                 err.print(f"  [yellow]->[/] {exc.hint}")
+            if exc.exit_code == INTERRUPTED:
+                exit_interrupted()
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            sys.exit(130)
+            exit_interrupted()
 
     return wrapper  # type: ignore[return-value]
+
+
+INTERRUPTED = 130
+
+
+def exit_interrupted() -> NoReturn:
+    """Exit 130 once an interrupt has been cleaned up after.
+
+    Not through sys.exit: when the KeyboardInterrupt was raised inside code run by exec() (a dataclass being
+    built during a lazy import, say), CPython remembers it as unhandled and re-kills itself with SIGINT at exit,
+    even though it was caught, so the exit status would say "killed" instead of 130.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

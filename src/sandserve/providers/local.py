@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..engines.base import Launch
@@ -91,7 +92,9 @@ class LocalProvider:
 
     def start(self, handle: SandboxHandle, launch: Launch) -> None:
         log_path = Path(handle.data["log_path"])
-        with open(log_path, "ab") as log:
+        # An interrupt between the spawn and the bookkeeping would leave a server nobody knows the pid of:
+        # hold interrupts back until the pid is recorded (the child itself starts with them unblocked).
+        with open(log_path, "ab") as log, _interrupts_deferred():
             os.chmod(log_path, 0o600)
             process = subprocess.Popen(
                 launch.argv,
@@ -101,9 +104,10 @@ class LocalProvider:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 cwd=log_path.parent,
+                preexec_fn=_unblock_interrupts,
             )
-        self._children[handle.sandbox_id] = process
-        handle.data.update(pid=process.pid, start_time=process_start_time(process.pid))
+            self._children[handle.sandbox_id] = process
+            handle.data.update(pid=process.pid, start_time=process_start_time(process.pid))
 
     def read_log(self, handle: SandboxHandle) -> str:
         try:
@@ -151,6 +155,22 @@ class LocalProvider:
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=0.05)
+
+
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _unblock_interrupts() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
