@@ -67,7 +67,8 @@ def test_up_serves_sglang_on_a_gpu_sandbox_end_to_end(daytona):
     assert endpoint.provider == "daytona" and endpoint.engine == "sglang" and endpoint.model == "gpt-oss-20b"
     phases = [step["phase"] for step in endpoint.info["boot_timeline"]]
     assert phases[0] == "sandbox ready" and phases[-1] == "ready"
-    assert {"weights loaded", "kv cache allocated", "server ready"} <= set(phases)
+    # "server ready" (SGLang's "fired up" line) may come just after the first generation: not required here.
+    assert {"weights loaded", "kv cache allocated"} <= set(phases)
     assert endpoint.info["kv_pool_tokens"] > 0
 
     reply = endpoint.openai().chat.completions.create(

@@ -182,12 +182,23 @@ def _wait_until_ready(spec: ServeSpec, engine: Engine, provider: Provider, handl
                     endpoint_id=endpoint_id,
                 )
             if _generates(http, exposure.url, engine):
-                return log_text
+                return _final_log(provider, handle, engine, timeline, events, shown)
             if time.monotonic() > deadline:
                 raise BootTimeoutError(seconds=spec.boot_timeout,
                                        log_path=_save_log(endpoint_id, provider, handle, log_text),
                                        endpoint_id=endpoint_id)
             time.sleep(provider.poll_interval)
+
+
+def _final_log(provider: Provider, handle: SandboxHandle, engine: Engine, timeline: BootTimeline,
+               events: BootEvents, shown: int) -> str:
+    """The log once the server generates: lines written since the last poll still count for the timeline."""
+    log_text = provider.read_log(handle)
+    if len(log_text) > shown:
+        events.log(log_text[shown:])
+    for phase in phases_in(engine, log_text):
+        timeline.mark(phase, events)
+    return log_text
 
 
 def _server_info(engine: Engine, exposure: Exposure) -> dict[str, object]:
