@@ -3,7 +3,6 @@ what a shell is meant to capture (export lines, JSON), which goes to stdout."""
 
 from __future__ import annotations
 
-import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -22,6 +21,7 @@ class ConsoleBootEvents(BootEvents):
         self.show_log = show_log
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._tenths_shown = -1
 
     def status(self, message: str) -> None:
         self._end_progress()
@@ -35,17 +35,29 @@ class ConsoleBootEvents(BootEvents):
         err.print(f"[green]  ✓ {name}[/] [dim]at {seconds:.1f} s[/]")
 
     def build_progress(self, done: int, total: int, message: str) -> None:
+        if not err.is_terminal:
+            self._build_progress_lines(done, total)
+            return
         if self._progress is None:
             err.print("[bold cyan]::[/] building llama-server from source (first run only, a few minutes)")
             self._progress = Progress(
                 TextColumn("  {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(), console=err, transient=not sys.stderr.isatty(),
+                TimeElapsedColumn(), console=err,
             )
             self._progress.start()
             self._task = self._progress.add_task("compiling", total=total or None)
         assert self._task is not None
         self._progress.update(self._task, completed=done, total=total or None,
                               description=(message or "compiling")[:40])
+
+    def _build_progress_lines(self, done: int, total: int) -> None:
+        """Without a terminal (CI logs, pipes) a bar is invisible: a line at every tenth of the build instead."""
+        if self._tenths_shown < 0:
+            err.print("[bold cyan]::[/] building llama-server from source (first run only, a few minutes)")
+            self._tenths_shown = 0
+        if done and total and done * 10 // total > self._tenths_shown:
+            self._tenths_shown = done * 10 // total
+            err.print(f"  compiled {done}/{total} ({self._tenths_shown * 10} %)")
 
     def _end_progress(self) -> None:
         if self._progress is not None:
