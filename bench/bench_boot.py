@@ -82,12 +82,17 @@ def main() -> None:
     times = [elapsed for elapsed, _ in boots]
     console.print(f"median {statistics.median(times):.3f} s, min {min(times):.3f} s, max {max(times):.3f} s")
 
+    from sandserve.llamacpp_build import recorded_build_seconds
+
+    recorded = recorded_build_seconds()
+    if recorded is not None:
+        console.print(f"llama-server build: {recorded:.0f} s, recorded when the cached binary was built")
     if args.build:
         console.print("building llama-server from scratch in a temporary cache (minutes) ...")
         build_s = time_build()
         console.print(f"llama-server build (source already downloaded): {build_s:.0f} s on {os.cpu_count()} cores")
-    else:
-        console.print("build time: run with --build to time a from-scratch llama-server build")
+    elif recorded is None:
+        console.print("build time: not recorded for this cached binary; --build times a from-scratch build")
 
 
 if __name__ == "__main__":

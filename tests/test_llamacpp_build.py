@@ -28,6 +28,7 @@ from sandserve.llamacpp_build import (
     build_key,
     cached_server_path,
     ensure_llama_server,
+    recorded_build_seconds,
     flags_hash,
     llama_server_path,
     parse_ninja_progress,
@@ -154,6 +155,8 @@ def test_build_pipeline_installs_a_verified_binary(temp_cache: Path) -> None:
     log = (path.parent / "build.log").read_text()
     assert "-DGGML_NATIVE=OFF" in log and "--target llama-server" in log
     assert not list((temp_cache / "llama-server").glob(".build-*")), "the work dir must be removed"
+    recorded = recorded_build_seconds()
+    assert recorded is not None and recorded >= 0  # what bench/bench_boot.py reports as the build time
 
     again: list[BuildProgress] = []
     assert ensure_llama_server(again.append) == path

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import importlib.util
 import os
 import re
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,6 +109,18 @@ def build_log_path() -> Path:
     return builds_dir() / build_key() / "build.log"
 
 
+def build_record_path() -> Path:
+    """How long the cached binary took to build (JSON: seconds, cpus, built_at), for `bench/bench_boot.py`."""
+    return cached_server_path().parent / "build.json"
+
+
+def recorded_build_seconds() -> float | None:
+    try:
+        return float(json.loads(build_record_path().read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def sdist_path() -> Path:
     return cache_dir() / "downloads" / f"{SDIST_PROJECT.replace('-', '_')}-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
 
@@ -156,6 +170,7 @@ def _build_and_install(target: Path, report: ProgressCallback) -> None:
     _remove_abandoned_builds()
     log_path = build_log_path()
     work_dir = Path(tempfile.mkdtemp(prefix=f".build-{build_key()}-", dir=builds_dir()))
+    started = time.monotonic()
     try:
         with open(log_path, "w", encoding="utf-8", errors="replace") as log:
             built = _build(work_dir, log, log_path, report)
@@ -163,6 +178,9 @@ def _build_and_install(target: Path, report: ProgressCallback) -> None:
         report(BuildProgress("install", None, None, f"Installing {target}"))
         # Same filesystem (the work dir is inside the cache): the binary appears whole or not at all.
         os.replace(built, target)
+        build_record_path().write_text(json.dumps({
+            "seconds": round(time.monotonic() - started, 1), "cpus": _job_count(), "built_at": time.time(),
+        }))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
