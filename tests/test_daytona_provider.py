@@ -81,6 +81,20 @@ def test_up_serves_sglang_on_a_gpu_sandbox_end_to_end(daytona):
     assert "hf_secret_value" not in json.dumps(record.spec)
 
 
+def test_hf_token_goes_as_a_daytona_secret_when_asked(daytona, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
+    endpoint = lifecycle.up(sglang_spec(hf_token_secret="my-hf-token"))
+    sandbox = daytona.sandboxes[endpoint.sandbox_id]
+    assert sandbox.secrets == {"HF_TOKEN": "my-hf-token"}
+    assert "HF_TOKEN" not in sandbox.env  # the token itself never leaves this machine
+
+
+def test_no_hf_token_is_forwarded_when_none_is_set(daytona):
+    endpoint = lifecycle.up(sglang_spec())
+    sandbox = daytona.sandboxes[endpoint.sandbox_id]
+    assert "HF_TOKEN" not in sandbox.env and sandbox.secrets == {}
+
+
 def test_the_local_engine_serves_inside_a_sandbox_too(daytona, llama_server, tiny_model):
     endpoint = lifecycle.up(resolve_spec("tiny", provider="daytona", gpus=(), port=free_port()))
     reply = endpoint.openai().chat.completions.create(

@@ -131,6 +131,7 @@ class SandboxRecord:
     stored_state: SandboxState = SandboxState.CREATING
     error_reason: str | None = None
     ports: dict[int, int] = field(default_factory=dict)  # sandbox port -> local port (remapped ports only)
+    secrets: dict[str, str] = field(default_factory=dict)  # env var -> vault secret name (recorded, not resolved)
     sessions: dict[str, dict[str, CommandRun]] = field(default_factory=dict)
     runs: list[CommandRun] = field(default_factory=list)  # every command started; their groups die with it
 
@@ -380,6 +381,7 @@ class DaytonaStandin:
             preview_token=secrets.token_urlsafe(24),
             labels=dict(body.labels or {}),
             env=dict(body.env or {}),
+            secrets={name: secret for entry in body.secrets or [] for name, secret in entry.items()},
             public=bool(body.public),
             target=body.target or "us",
             cpu=body.cpu or 1,
