@@ -4,6 +4,7 @@ cache (llama-server, the tiny model) is shared, because building it takes minute
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +84,9 @@ def local_endpoint(llama_server: Path, tiny_model: Path) -> Iterator[Endpoint]:
 def sandserve_command() -> list[str]:
     """The CLI as a user runs it (the console script of this environment)."""
     return [sys.executable, "-m", "sandserve.cli"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `sandserve ARGS` in a child process with this test's environment (plus ``env``)."""
+    return subprocess.run([*sandserve_command(), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,18 +23,13 @@ from sandserve.connect import connect
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
 from sandserve.errors import EndpointUnavailableError
 from sandserve.providers.daytona import DaytonaProvider
+from sandserve.providers.local import free_port
 from sandserve.spec import resolve_spec
 from sandserve.transport import endpoint_errors
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 QUERY_SH = Path(__file__).parent.parent / "examples" / "query.sh"
 MESSAGES = [{"role": "user", "content": "Hello"}]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from sandserve.batch import (
 )
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
 from sandserve.errors import BatchInputError, EndpointUnavailableError
+from sandserve.providers.local import free_port
 
 FAST = Backoff(base_s=0.001, max_s=0.005)
 
@@ -76,12 +76,6 @@ def assert_each_once(lines: list[dict[str, Any]], expected_ids: set[str]) -> Non
 
 def by_id(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {line["custom_id"]: line for line in lines}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- every request ends exactly once ---------------------------------------------------------------------

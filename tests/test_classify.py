@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import sandserve_command
+from conftest import run_cli as run_sandserve
 
 from sandserve.errors import ConfigError
 from sandserve.workloads import corpus
@@ -26,6 +25,10 @@ from sandserve.workloads.corpus import BOOKS, PASSAGE_CHARS, Passage, book_body,
 from sandserve.workloads.report import write_report
 
 WORDS = "the a whale ship sea house room door night light man woman said and of to in garden".split()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_sandserve(*args, env=env, timeout=300)  # this file's commands run longer
 
 
 def synthetic_book(seed: int, words: int = 25_000, newline: str = "\n") -> str:
@@ -138,11 +141,6 @@ def test_the_report_files_are_written_whole(tmp_path):
     assert not (tmp_path / "run.partial").exists()
     with pytest.raises(FileExistsError):
         write_report(run_dir, known_report())
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*sandserve_command(), *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
 
 
 def test_classify_runs_both_passes_on_the_local_engine(local_endpoint, tmp_path):

@@ -8,14 +8,12 @@ and close a <think> block first (a test-only device; the server's reasoning pars
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import sandserve_command
+from conftest import run_cli
 
 from sandserve.chat import ChatOptions, Delta, ask, ask_streaming
 from sandserve.constrained import chat_constraint_params, pick_constraint
@@ -223,11 +221,6 @@ def test_cache_stats_treats_null_details_as_zero():
 
 
 # --- the chat command ---------------------------------------------------------------------------------------
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*sandserve_command(), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
 
 
 def test_chat_command_constrains_and_reports_the_cache(local_endpoint, tmp_path: Path):

@@ -18,13 +18,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TESTS_DIR, sandserve_command, take_everything_down
+from conftest import TESTS_DIR, run_cli, sandserve_command, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
 from sandserve import lifecycle
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
-from sandserve.errors import EngineDiedError, MissingCredentialsError, QuotaExceededError, SandboxCreateTimeoutError
-from sandserve.providers.daytona import DaytonaProvider, LABEL_ENDPOINT
+from sandserve.errors import (
+    EngineDiedError,
+    MissingCredentialsError,
+    QuotaExceededError,
+    SandboxCreateTimeoutError,
+)
+from sandserve.providers.daytona import LABEL_ENDPOINT, DaytonaProvider
 from sandserve.providers.local import free_port
 from sandserve.registry import Registry, State
 from sandserve.spec import resolve_spec
@@ -247,8 +252,3 @@ def test_dry_run_prints_the_plan_and_creates_nothing_without_a_key():
     assert plan["env"]["HF_TOKEN"] == "****"
     assert "hf_very_secret" not in result.stdout and "sk-" not in result.stdout
     assert Registry().list(include_down=True) == []
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*sandserve_command(), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})

@@ -36,6 +36,8 @@ from daytona.common.errors import DaytonaProcessExecutionTimeoutError
 from standins._procs import pid_alive
 from standins.daytona_api import DaytonaStandin
 
+from sandserve.providers.local import free_port
+
 PYTHON = sys.executable
 TOKEN_HEADER = "X-Daytona-Preview-Token"
 
@@ -104,12 +106,6 @@ def api() -> Iterator[DaytonaStandin]:
 @pytest.fixture
 def daytona(api: DaytonaStandin) -> Daytona:
     return Daytona(DaytonaConfig(api_key=api.api_key, api_url=api.url, target="us-east-1"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def create(daytona: Daytona, **params: object) -> Sandbox:

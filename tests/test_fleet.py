@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import run_cli as run_sandserve
 from conftest import sandserve_command, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
@@ -26,6 +27,10 @@ from sandserve.registry import Registry, State
 from sandserve.spec import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_sandserve(*args, env=env, timeout=180)  # this file's commands run longer
 
 
 def local_fleet(workers: int = 2, policy: str = "cache_aware", **kwargs: object) -> Fleet:
@@ -62,11 +67,6 @@ def ports_of(fleet: Fleet) -> list[int]:
     registry = Registry()
     return [fleet.gateway.data["port"], fleet.gateway.data["prometheus_port"],
             *(registry.get(m.endpoint_id).sandbox.data["port"] for m in fleet.members)]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*sandserve_command(), *args], check=False, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, **(env or {})})
 
 
 def documents(count: int, words: int, seed: int = 7) -> list[str]:

@@ -28,10 +28,10 @@ from sandserve.llamacpp_build import (
     build_key,
     cached_server_path,
     ensure_llama_server,
-    recorded_build_seconds,
     flags_hash,
     llama_server_path,
     parse_ninja_progress,
+    recorded_build_seconds,
     sdist_path,
 )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import sandserve_command
+from conftest import run_cli, sandserve_command
 
 from sandserve import lifecycle
 from sandserve.engines.llamacpp import DEFAULT_CONTEXT
@@ -37,11 +37,6 @@ def wrapper_engine(tmp_path: Path, body: str) -> Path:
 
 def process_alive(pid: int) -> bool:
     return process_start_time(pid) is not None
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*sandserve_command(), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 def test_up_serves_a_real_generation_and_down_frees_everything(local_endpoint):

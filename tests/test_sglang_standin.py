@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,10 +20,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from standins.sglang_server import FAIL_ENV, READY_FILE_ENV, SGLangStandin  # noqa: E402
+
 from sandserve.engines.base import diagnose, phases_in  # noqa: E402
 from sandserve.engines.sglang import SGLANG, server_info_summary  # noqa: E402
+from sandserve.providers.local import free_port  # noqa: E402
 from sandserve.tour import HAIKU_SCHEMA  # noqa: E402
-from standins.sglang_server import FAIL_ENV, READY_FILE_ENV, SGLangStandin  # noqa: E402
 
 FAKE_SGLANG = Path(__file__).parent / "standins" / "fake_sglang"
 API_KEY = "sk-standin-test"
@@ -38,17 +39,11 @@ WEATHER_TOOL = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class FakeSGLang:
     """`python -m sglang.launch_server ...` on the fake package, in its own process group, output collected."""
 
     def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         argv = [sys.executable, "-m", "sglang.launch_server", "--host", "127.0.0.1", "--port", str(self.port)]
         environ = {**os.environ, "PYTHONPATH": str(FAKE_SGLANG), "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0"}
         self.proc = subprocess.Popen(

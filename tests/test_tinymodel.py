@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,7 @@ import gguf
 import pytest
 
 from sandserve.llamacpp_build import ensure_llama_server
+from sandserve.providers.local import free_port
 from sandserve.tinymodel import (
     CONTROL_TOKENS,
     DISCLAIMER,
@@ -144,12 +144,6 @@ class Server:
         tokens = self.post("/tokenize", {"content": text})["tokens"]
         assert len(tokens) == 1, f"{text!r} should be one token, got {tokens}"
         return tokens[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(binary: Path, model: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
