@@ -100,12 +100,5 @@ def find_preset(name_or_model: str) -> Preset | None:
     return _BY_NAME.get(name_or_model) or _BY_MODEL.get(name_or_model.lower())
 
 
-def get_preset(name: str) -> Preset:
-    preset = find_preset(name)
-    if preset is None:
-        raise unknown_preset_error(name)
-    return preset
-
-
 def unknown_preset_error(name: str) -> UnknownPresetError:
     return UnknownPresetError(name, sorted(_BY_NAME))

@@ -12,7 +12,7 @@ from typing import Any
 
 from .engines.base import MASK
 from .errors import ConfigError, ModelFileNotFoundError
-from .presets import DEFAULT_DAYTONA_PRESET, DEFAULT_LOCAL_PRESET, Preset, find_preset
+from .presets import DEFAULT_DAYTONA_PRESET, DEFAULT_LOCAL_PRESET, Preset, find_preset, unknown_preset_error
 
 DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.12.post1-cu130"
 DEFAULT_GPUS = ("H100", "RTX_PRO_6000")
@@ -170,8 +170,6 @@ def _preset_for(model: str) -> Preset | None:
         return preset
     if "/" in model or model.endswith(".gguf") or Path(model).expanduser().exists():
         return None
-    from .presets import unknown_preset_error
-
     raise unknown_preset_error(model)
 
 
