@@ -10,13 +10,24 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_COMPILE_BYTECODE := 1
 export UV_LINK_MODE := copy
 
-.PHONY: demo test bench engine clean
+.PHONY: demo test test-fast check bench engine clean
 
 demo: $(SYNCED)
 	$(VENV)/bin/sandserve demo
 
-test: $(SYNCED) engine
+# Lint, format, the import layers and the types first: any finding fails the run.
+check: $(SYNCED)
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
+
+test: check engine
 	$(VENV)/bin/python -m pytest -q
+
+# The fast tier: no process started, no engine build, seconds.
+test-fast: $(SYNCED)
+	$(VENV)/bin/python -m pytest -q tests/unit
 
 # The llama-server build (minutes, once; cached in the user's cache directory) and the tiny model.
 engine: $(SYNCED)

@@ -1,7 +1,7 @@
-"""Client overhead of sandserve.batch against the guide's client, and the runner's memory at scale.
+"""Client overhead of sandserve.batch.runner against the guide's client, and the runner's memory at scale.
 
 (a) The same N chat requests (12,000-character prompts by default) sent to an instant local server by
-    sandserve.batch.run_batch (an input file in, an output file out) and by the guide's client
+    sandserve.batch.runner.run_batch (an input file in, an output file out) and by the guide's client
     (openai.AsyncOpenAI + asyncio.gather of every request at once), each in a fresh process: requests/s of
     each and their ratio, with CPU time per request.
 (b) The runner's peak memory (ru_maxrss of its process) at 10,000 and 100,000 requests: it streams the input,
@@ -32,15 +32,33 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-RESPONSE_BODY = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_700_000_000, "model": "bench",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": '{"author": "Austen"}'},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 2914, "completion_tokens": 12, "total_tokens": 2926,
-              "prompt_tokens_details": {"cached_tokens": 0}},
-}).encode()
-RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(RESPONSE_BODY)).encode() + b"\r\n\r\n" + RESPONSE_BODY)
+RESPONSE_BODY = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "bench",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": '{"author": "Austen"}'},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 2914,
+            "completion_tokens": 12,
+            "total_tokens": 2926,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
+    }
+).encode()
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(RESPONSE_BODY)).encode()
+    + b"\r\n\r\n"
+    + RESPONSE_BODY
+)
 MODEL = "bench"
 
 
@@ -90,16 +108,23 @@ def _resources() -> dict[str, float]:
 
 
 def run_runner(url: str, input_path: str, output_path: str, concurrency: int | None) -> dict[str, Any]:
-    from sandserve.batch import run_batch_sync
+    from sandserve.batch.runner import run_batch_sync
     from sandserve.endpoint import Endpoint
 
     cpu_before = _resources()["cpu_s"]
     started = time.perf_counter()
-    summary = run_batch_sync(Endpoint(id="bench", url=url, model=MODEL), input_path, output_path,
-                             concurrency=concurrency)
+    summary = run_batch_sync(
+        Endpoint(id="bench", url=url, model=MODEL), input_path, output_path, concurrency=concurrency
+    )
     wall_s = time.perf_counter() - started
-    return {"wall_s": wall_s, "succeeded": summary.succeeded, "failed": summary.failed,
-            "concurrency": summary.concurrency, **_resources(), "cpu_s": _resources()["cpu_s"] - cpu_before}
+    return {
+        "wall_s": wall_s,
+        "succeeded": summary.succeeded,
+        "failed": summary.failed,
+        "concurrency": summary.concurrency,
+        **_resources(),
+        "cpu_s": _resources()["cpu_s"] - cpu_before,
+    }
 
 
 def run_guide_client(url: str, input_path: str) -> dict[str, Any]:
@@ -110,10 +135,14 @@ def run_guide_client(url: str, input_path: str) -> dict[str, Any]:
 
     async def main() -> int:
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="EMPTY")
-        responses = await asyncio.gather(*(
-            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}],
-                                           max_tokens=2048)
-            for prompt in prompts))
+        responses = await asyncio.gather(
+            *(
+                client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=2048
+                )
+                for prompt in prompts
+            )
+        )
         await client.close()
         return len(responses)
 
@@ -121,8 +150,14 @@ def run_guide_client(url: str, input_path: str) -> dict[str, Any]:
     started = time.perf_counter()
     succeeded = asyncio.run(main())
     wall_s = time.perf_counter() - started
-    return {"wall_s": wall_s, "succeeded": succeeded, "failed": len(prompts) - succeeded,
-            "concurrency": len(prompts), **_resources(), "cpu_s": _resources()["cpu_s"] - cpu_before}
+    return {
+        "wall_s": wall_s,
+        "succeeded": succeeded,
+        "failed": len(prompts) - succeeded,
+        "concurrency": len(prompts),
+        **_resources(),
+        "cpu_s": _resources()["cpu_s"] - cpu_before,
+    }
 
 
 # --- the driver ------------------------------------------------------------------------------------
@@ -136,16 +171,21 @@ def write_input(path: Path, requests: int, prompt_chars: int, seed: int = 0) -> 
     with path.open("w") as file:
         for index in range(requests):
             start = rng.randrange(0, len(text) - prompt_chars)
-            prompt = f"{index} {text[start:start + prompt_chars]}"[:prompt_chars]
+            prompt = f"{index} {text[start : start + prompt_chars]}"[:prompt_chars]
             body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 2048}
-            line = {"custom_id": f"req-{index}", "method": "POST", "url": "/v1/chat/completions",
-                    "body": body}
+            line = {
+                "custom_id": f"req-{index}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": body,
+            }
             file.write(json.dumps(line) + "\n")
 
 
 def child(*args: str) -> dict[str, Any]:
-    completed = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                               check=False)
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
+    )
     if completed.returncode != 0:
         raise RuntimeError(f"child {args[0]} failed:\n{completed.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -160,14 +200,22 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=5000, help="requests in the client comparison")
     parser.add_argument("--prompt-chars", type=int, default=12_000, help="prompt length in the comparison")
     parser.add_argument("--concurrency", type=int, default=None, help="runner concurrency (default: its own)")
-    parser.add_argument("--memory-requests", default="10000,100000",
-                        help="comma-separated request counts for the memory runs ('' to skip)")
-    parser.add_argument("--memory-prompt-chars", type=int, default=1_000,
-                        help="prompt length in the memory runs (100,000 x 12,000 characters: a 1.2 GB file)")
+    parser.add_argument(
+        "--memory-requests",
+        default="10000,100000",
+        help="comma-separated request counts for the memory runs ('' to skip)",
+    )
+    parser.add_argument(
+        "--memory-prompt-chars",
+        type=int,
+        default=1_000,
+        help="prompt length in the memory runs (100,000 x 12,000 characters: a 1.2 GB file)",
+    )
     parser.add_argument("--skip-guide", action="store_true", help="skip the guide's client (slow)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -202,9 +250,13 @@ def main() -> None:
             for count in [int(n) for n in args.memory_requests.split(",") if n.strip()]:
                 path = work / f"memory-{count}.jsonl"
                 write_input(path, count, args.memory_prompt_chars, seed=count)
-                memory_rows.append((count, path.stat().st_size,
-                                    child("runner", url, str(path), str(work / f"out-{count}.jsonl"),
-                                          concurrency_arg)))
+                memory_rows.append(
+                    (
+                        count,
+                        path.stat().st_size,
+                        child("runner", url, str(path), str(work / f"out-{count}.jsonl"), concurrency_arg),
+                    )
+                )
                 path.unlink()
                 (work / f"out-{count}.jsonl").unlink()
             if memory_rows:
@@ -215,15 +267,24 @@ def main() -> None:
 
 
 def print_comparison(console: Console, rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
-    table = Table(title=f"{args.requests:,} requests, {args.prompt_chars:,}-character prompts, instant local "
-                        f"server (separate process), {os.cpu_count()} cores")
+    table = Table(
+        title=f"{args.requests:,} requests, {args.prompt_chars:,}-character prompts, instant local "
+        f"server (separate process), {os.cpu_count()} cores"
+    )
     for column in ("client", "in flight", "ok", "wall s", "requests/s", "CPU ms/request", "peak RSS MiB"):
         table.add_column(column, justify="left" if column == "client" else "right")
     for name, row in rows.items():
         rate = row["succeeded"] / row["wall_s"]
         cpu_ms = 1000 * row["cpu_s"] / args.requests
-        table.add_row(name, f"{row['concurrency']:,}", f"{row['succeeded']:,}", f"{row['wall_s']:.2f}",
-                      f"{rate:,.0f}", f"{cpu_ms:.2f}", f"{row['max_rss_mib']:.0f}")
+        table.add_row(
+            name,
+            f"{row['concurrency']:,}",
+            f"{row['succeeded']:,}",
+            f"{row['wall_s']:.2f}",
+            f"{rate:,.0f}",
+            f"{cpu_ms:.2f}",
+            f"{row['max_rss_mib']:.0f}",
+        )
     console.print(table)
     runner = rows["sandserve.batch.run_batch"]
     runner_rate = runner["succeeded"] / runner["wall_s"]
@@ -241,8 +302,14 @@ def print_memory(
     for column in ("requests", "input MB", "ok", "wall s", "requests/s", "peak RSS MiB"):
         table.add_column(column, justify="right")
     for count, size, row in rows:
-        table.add_row(f"{count:,}", f"{size / 1e6:,.0f}", f"{row['succeeded']:,}", f"{row['wall_s']:.1f}",
-                      f"{row['succeeded'] / row['wall_s']:,.0f}", f"{row['max_rss_mib']:.0f}")
+        table.add_row(
+            f"{count:,}",
+            f"{size / 1e6:,.0f}",
+            f"{row['succeeded']:,}",
+            f"{row['wall_s']:.1f}",
+            f"{row['succeeded'] / row['wall_s']:,.0f}",
+            f"{row['max_rss_mib']:.0f}",
+        )
     console.print(table)
 
 

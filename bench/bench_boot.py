@@ -20,8 +20,8 @@ from rich.table import Table
 
 
 def time_boots(runs: int) -> list[tuple[float, dict[str, float]]]:
-    from sandserve import lifecycle
-    from sandserve.registry import Registry
+    from sandserve.serve import lifecycle
+    from sandserve.serve.ledger import Registry
     from sandserve.spec import resolve_spec
 
     boots = []
@@ -38,7 +38,7 @@ def time_boots(runs: int) -> list[tuple[float, dict[str, float]]]:
 
 def time_build() -> float:
     """Seconds for a from-scratch build in a temporary cache (the source tarball reused if downloaded)."""
-    from sandserve import llamacpp_build
+    from sandserve.engines import llamacpp_build
 
     cached_sdist = llamacpp_build.sdist_path()
     with tempfile.TemporaryDirectory(prefix="sandserve-bench-build-") as cache:
@@ -55,14 +55,16 @@ def time_build() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5, help="boots to time (default 5)")
     parser.add_argument("--build", action="store_true", help="also time a from-scratch engine build")
     args = parser.parse_args()
     console = Console()
 
-    from sandserve.llamacpp_build import ensure_llama_server
-    from sandserve.tinymodel import ensure_tiny_model
+    from sandserve.engines.llamacpp_build import ensure_llama_server
+    from sandserve.engines.tinymodel import ensure_tiny_model
 
     ensure_llama_server()
     ensure_tiny_model()
@@ -77,12 +79,14 @@ def main() -> None:
     for name in phase_names:
         table.add_column(f"{name} at (s)", justify="right")
     for index, (elapsed, phases) in enumerate(boots, 1):
-        table.add_row(str(index), f"{elapsed:.3f}", *(f"{phases.get(name, float('nan')):.3f}" for name in phase_names))
+        table.add_row(
+            str(index), f"{elapsed:.3f}", *(f"{phases.get(name, float('nan')):.3f}" for name in phase_names)
+        )
     console.print(table)
     times = [elapsed for elapsed, _ in boots]
     console.print(f"median {statistics.median(times):.3f} s, min {min(times):.3f} s, max {max(times):.3f} s")
 
-    from sandserve.llamacpp_build import recorded_build_seconds
+    from sandserve.engines.llamacpp_build import recorded_build_seconds
 
     recorded = recorded_build_seconds()
     if recorded is not None:
@@ -90,7 +94,9 @@ def main() -> None:
     if args.build:
         console.print("building llama-server from scratch in a temporary cache (minutes) ...")
         build_s = time_build()
-        console.print(f"llama-server build (source already downloaded): {build_s:.0f} s on {os.cpu_count()} cores")
+        console.print(
+            f"llama-server build (source already downloaded): {build_s:.0f} s on {os.cpu_count()} cores"
+        )
     elif recorded is None:
         console.print("build time: not recorded for this cached binary; --build times a from-scratch build")
 

@@ -20,7 +20,26 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-WORDS = "the a whale ship sea house room door night light man woman said and of to in garden".split()
+WORDS = [
+    "the",
+    "a",
+    "whale",
+    "ship",
+    "sea",
+    "house",
+    "room",
+    "door",
+    "night",
+    "light",
+    "man",
+    "woman",
+    "said",
+    "and",
+    "of",
+    "to",
+    "in",
+    "garden",
+]
 
 
 def synthetic_corpus(folder: Path) -> Path:
@@ -35,8 +54,8 @@ def synthetic_corpus(folder: Path) -> Path:
 
 
 def run_order(order: str, passages: list, concurrency: int | None) -> object:
-    from sandserve import lifecycle
-    from sandserve.registry import Registry
+    from sandserve.serve import lifecycle
+    from sandserve.serve.ledger import Registry
     from sandserve.spec import resolve_spec
     from sandserve.workloads.classify import classify
 
@@ -49,7 +68,9 @@ def run_order(order: str, passages: list, concurrency: int | None) -> object:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus-dir", type=Path, help="folder with pg<ID>.txt files (default: generated)")
     parser.add_argument("--per-book", type=int, default=3)
     parser.add_argument("--concurrency", type=int, help="requests in flight (default: all at once)")
@@ -68,14 +89,23 @@ def main() -> None:
         table.add_column(column, justify="right")
     for order, report in reports.items():
         for name, run in (("1 author", report.author_pass), ("2 setting", report.setting_pass)):
-            table.add_row(order, name, f"{run.wall_s:.2f}", f"{run.input_tokens:,}", f"{run.cached_tokens:,}",
-                          f"{100 * run.cached_share:.1f}%", f"{run.input_tokens_per_s:,.0f}")
+            table.add_row(
+                order,
+                name,
+                f"{run.wall_s:.2f}",
+                f"{run.input_tokens:,}",
+                f"{run.cached_tokens:,}",
+                f"{100 * run.cached_share:.1f}%",
+                f"{run.input_tokens_per_s:,.0f}",
+            )
     console = Console()
     console.print(table)
     guide, prefix = reports["input"].setting_pass, reports["prefix"].setting_pass
-    console.print(f"pass 2 cached share: guide's order {100 * guide.cached_share:.1f}%, "
-                  f"prefix order {100 * prefix.cached_share:.1f}%; "
-                  f"pass 2 wall time ratio (guide / prefix) {guide.wall_s / prefix.wall_s:.2f}")
+    console.print(
+        f"pass 2 cached share: guide's order {100 * guide.cached_share:.1f}%, "
+        f"prefix order {100 * prefix.cached_share:.1f}%; "
+        f"pass 2 wall time ratio (guide / prefix) {guide.wall_s / prefix.wall_s:.2f}"
+    )
 
 
 if __name__ == "__main__":

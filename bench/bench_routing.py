@@ -27,15 +27,74 @@ from rich.console import Console
 from rich.table import Table
 
 QUESTIONS = (
-    "What is this document about?", "Which place does it mention first?", "Summarise it in one sentence.",
-    "What is its tone?", "Which word appears most?", "How does it end?",
+    "What is this document about?",
+    "Which place does it mention first?",
+    "Summarise it in one sentence.",
+    "What is its tone?",
+    "Which word appears most?",
+    "How does it end?",
 )
-VOCABULARY = (
-    "the river stone lantern harbour winter copper meadow signal orchard thunder velvet quarry falcon ember "
-    "glacier saddle marble tide compass willow of and a to in ship light night garden door sea house window "
-    "mountain bridge letter market evening morning silver road forest field cloud village story road king "
-    "baker miller sailor doctor painter music silence autumn summer spring"
-).split()
+VOCABULARY = [
+    "the",
+    "river",
+    "stone",
+    "lantern",
+    "harbour",
+    "winter",
+    "copper",
+    "meadow",
+    "signal",
+    "orchard",
+    "thunder",
+    "velvet",
+    "quarry",
+    "falcon",
+    "ember",
+    "glacier",
+    "saddle",
+    "marble",
+    "tide",
+    "compass",
+    "willow",
+    "of",
+    "and",
+    "a",
+    "to",
+    "in",
+    "ship",
+    "light",
+    "night",
+    "garden",
+    "door",
+    "sea",
+    "house",
+    "window",
+    "mountain",
+    "bridge",
+    "letter",
+    "market",
+    "evening",
+    "morning",
+    "silver",
+    "road",
+    "forest",
+    "field",
+    "cloud",
+    "village",
+    "story",
+    "road",
+    "king",
+    "baker",
+    "miller",
+    "sailor",
+    "doctor",
+    "painter",
+    "music",
+    "silence",
+    "autumn",
+    "summer",
+    "spring",
+]
 
 
 @dataclass
@@ -59,8 +118,11 @@ def make_documents(count: int, words: int, rng: random.Random) -> list[str]:
 
 
 def make_traffic(documents: list[str], questions: int, seed: int) -> list[str]:
-    prompts = [f"{document}\n\nQuestion: {QUESTIONS[q % len(QUESTIONS)]}"
-               for document in documents for q in range(questions)]
+    prompts = [
+        f"{document}\n\nQuestion: {QUESTIONS[q % len(QUESTIONS)]}"
+        for document in documents
+        for q in range(questions)
+    ]
     random.Random(seed).shuffle(prompts)
     return prompts
 
@@ -75,9 +137,12 @@ async def send_all(endpoint, prompts: list[str], in_flight: int) -> tuple[int, i
         async with gate:
             try:
                 reply = await client.chat.completions.create(
-                    model=endpoint.model, messages=[{"role": "user", "content": prompt}], max_tokens=8,
-                    temperature=0)
-            except Exception:  # noqa: BLE001 - counted, the figures say how many
+                    model=endpoint.model,
+                    messages=[{"role": "user", "content": prompt}],
+                    max_tokens=8,
+                    temperature=0,
+                )
+            except Exception:
                 failed += 1
                 return
         stats = endpoint.cache_stats(reply)
@@ -94,12 +159,14 @@ def tokens_seen(url: str, api_key: str | None) -> float:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     text = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
     values = dict(line.split() for line in text.splitlines() if line.startswith("llamacpp:prompt_tokens"))
-    return float(values["llamacpp:prompt_tokens_total"]) + float(values["llamacpp:prompt_tokens_cached_total"])
+    return float(values["llamacpp:prompt_tokens_total"]) + float(
+        values["llamacpp:prompt_tokens_cached_total"]
+    )
 
 
 def run_policy(policy: str, prompts: list[str], in_flight: int) -> Run:
-    from sandserve.fleet import fleet_down, fleet_up
-    from sandserve.registry import Registry
+    from sandserve.fleet.core import fleet_down, fleet_up
+    from sandserve.serve.ledger import Registry
     from sandserve.spec import resolve_spec
 
     fleet = fleet_up(resolve_spec(provider="local"), 2, policy)
@@ -112,12 +179,21 @@ def run_policy(policy: str, prompts: list[str], in_flight: int) -> Run:
         seen = [tokens_seen(worker.url, worker.api_key) for worker in workers if worker is not None]
     finally:
         fleet_down(fleet.id)
-    return Run(policy=policy, requests=len(prompts), failed=failed, prompt_tokens=prompt_tokens,
-               cached_tokens=cached_tokens, wall_s=wall_s, busiest_share=max(seen) / sum(seen) if sum(seen) else 0)
+    return Run(
+        policy=policy,
+        requests=len(prompts),
+        failed=failed,
+        prompt_tokens=prompt_tokens,
+        cached_tokens=cached_tokens,
+        wall_s=wall_s,
+        busiest_share=max(seen) / sum(seen) if sum(seen) else 0,
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--policies", default="cache_aware,round_robin,random")
     parser.add_argument("--documents", type=int, default=8)
     parser.add_argument("--words", type=int, default=500, help="words per document")
@@ -137,15 +213,18 @@ def main() -> None:
             for policy in policies:  # interleaved, so a slow spell of the machine hits every policy alike
                 runs[policy].append(run_policy(policy, prompts, args.in_flight))
 
-    title = (f"{len(prompts)} requests ({args.documents} documents x {args.questions} questions, "
-             f"~{args.words} words each), {args.in_flight} in flight, 2 local workers, {args.repeats} fresh "
-             "fleets per policy")
+    title = (
+        f"{len(prompts)} requests ({args.documents} documents x {args.questions} questions, "
+        f"~{args.words} words each), {args.in_flight} in flight, 2 local workers, {args.repeats} fresh "
+        "fleets per policy"
+    )
     table = Table(title=title)
     for column in ("policy", "failed", "cached share (mean)", "per run", "wall s (mean)", "busiest worker"):
         table.add_column(column, justify="right")
     for policy, policy_runs in runs.items():
         table.add_row(
-            policy, str(sum(run.failed for run in policy_runs)),
+            policy,
+            str(sum(run.failed for run in policy_runs)),
             f"{statistics.mean(run.cached_share for run in policy_runs):.3f}",
             " ".join(f"{run.cached_share:.3f}" for run in policy_runs),
             f"{statistics.mean(run.wall_s for run in policy_runs):.2f}",
@@ -159,8 +238,11 @@ def main() -> None:
         for other in (policy for policy in policies if policy != "cache_aware"):
             share = statistics.mean(run.cached_share for run in runs[other])
             wall = statistics.mean(run.wall_s for run in runs[other])
-            console.print(f"cache_aware / {other}: cached share x{aware / share:.2f}, "
-                          f"wall time x{aware_s / wall:.2f}" if share else f"{other}: nothing cached")
+            console.print(
+                f"cache_aware / {other}: cached share x{aware / share:.2f}, wall time x{aware_s / wall:.2f}"
+                if share
+                else f"{other}: nothing cached"
+            )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sandserve
 from sandserve.workloads.classify import classify, summary_lines
 from sandserve.workloads.corpus import load_passages, select_books
 
-endpoint = sandserve.connect()
+endpoint = sandserve.client.connect()
 passages = load_passages(select_books(sys.argv[1:] or None))
 print(f"classifying {len(passages)} passages on {endpoint.model} ...")
 report = asyncio.run(classify(endpoint, passages))

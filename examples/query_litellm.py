@@ -6,12 +6,12 @@ import sys
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map download at import
 
-import litellm  # noqa: E402
+import litellm
 
-import sandserve  # noqa: E402
+import sandserve
 
 litellm.suppress_debug_info = True
-endpoint = sandserve.connect(sys.argv[1] if len(sys.argv) > 1 else None)
+endpoint = sandserve.client.connect(sys.argv[1] if len(sys.argv) > 1 else None)
 messages = [{"role": "user", "content": "Write a haiku about a sandbox where AI agents run code."}]
 
 response = litellm.completion(**endpoint.litellm_kwargs(), messages=messages, max_tokens=4096)

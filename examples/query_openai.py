@@ -1,7 +1,7 @@
 """The guide's OpenAI SDK tour on the current endpoint (`python examples/query_openai.py [ENDPOINT_ID]`):
 chat, streaming, reasoning effort, structured output, a regex on /generate, tool calling, the prefix cache.
 
-The endpoint comes from `sandserve.connect()`: the ledger, or ENDPOINT/TOKEN in the environment. On the local
+The endpoint comes from `sandserve.client.connect()`: the ledger, or ENDPOINT/TOKEN in the environment. On the local
 tiny model the text is gibberish (random weights) and the tool call is forced; `sandserve tour` runs the same
 checks.
 """
@@ -11,13 +11,13 @@ import sys
 import time
 
 import sandserve
-from sandserve.constrained import chat_constraint_params, pick_constraint
-from sandserve.toolloop import run_tool_loop
-from sandserve.tools import tool
-from sandserve.toolsandbox import tool_runner_for
-from sandserve.tour import get_weather, settings_for
+from sandserve.client.constrained import chat_constraint_params, pick_constraint
+from sandserve.tools.declaration import tool
+from sandserve.tools.loop import run_tool_loop
+from sandserve.tools.sandboxes import tool_runner_for
+from sandserve.workloads.tour import get_weather, settings_for
 
-endpoint = sandserve.connect(sys.argv[1] if len(sys.argv) > 1 else None)
+endpoint = sandserve.client.connect(sys.argv[1] if len(sys.argv) > 1 else None)
 client = endpoint.openai()
 model = endpoint.model
 tiny = settings_for(endpoint).random_model  # the local random-weight model: small budgets, forced tool call
@@ -46,12 +46,26 @@ print("reasoning:", getattr(message, "reasoning_content", None))
 print("answer:", message.content)
 
 print("\n== structured output: the reply always parses")
-schema = {"type": "object", "required": ["title", "lines", "season"], "properties": {
-    "title": {"type": "string", "maxLength": 60}, "season": {"type": "string", "maxLength": 20},
-    "lines": {"type": "array", "items": {"type": "string", "maxLength": 60}, "minItems": 3, "maxItems": 3}}}
+schema = {
+    "type": "object",
+    "required": ["title", "lines", "season"],
+    "properties": {
+        "title": {"type": "string", "maxLength": 60},
+        "season": {"type": "string", "maxLength": 20},
+        "lines": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 60},
+            "minItems": 3,
+            "maxItems": 3,
+        },
+    },
+}
 constraint = chat_constraint_params(endpoint, pick_constraint(json_schema=schema))  # per-engine fields
-reply = ask("Compose a haiku about GPU sandboxes, as JSON with title, lines, and season.", max_tokens=4096,
-            **constraint)
+reply = ask(
+    "Compose a haiku about GPU sandboxes, as JSON with title, lines, and season.",
+    max_tokens=4096,
+    **constraint,
+)
 print(json.loads(reply.choices[0].message.content))
 
 print("\n== a regex (SGLang's /generate; compiled to a grammar on llama.cpp)")
@@ -60,8 +74,14 @@ print(repr(endpoint.generate("The best color for a terminal theme is", regex=" (
 print("\n== tool calling: the standard loop, each call run isolated")
 with tool_runner_for(endpoint) as runner:  # a Daytona CPU sandbox for Daytona endpoints, else a subprocess
     question = [{"role": "user", "content": "Write a haiku about the current weather in Lisbon."}]
-    result = run_tool_loop(endpoint, question, [tool(get_weather)], runner,
-                           force_tool="get_weather" if tiny else None, max_tokens=budget)
+    result = run_tool_loop(
+        endpoint,
+        question,
+        [tool(get_weather)],
+        runner,
+        force_tool="get_weather" if tiny else None,
+        max_tokens=budget,
+    )
 for call in result.calls:
     print(f"{call.name}({call.arguments}) -> {call.result}")
 print(result.answer)

@@ -16,16 +16,26 @@ sys.path.insert(0, str(TESTS_DIR))  # the stand-ins (tests/standins) import as `
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from sandserve import lifecycle  # noqa: E402
 from sandserve.endpoint import Endpoint  # noqa: E402
 from sandserve.providers import get_provider  # noqa: E402
-from sandserve.registry import Registry  # noqa: E402
+from sandserve.serve import lifecycle  # noqa: E402
+from sandserve.serve.ledger import Registry  # noqa: E402
 from sandserve.spec import resolve_spec  # noqa: E402
 
 #: Variables that would point a test at the user's own endpoints, keys or ledger.
 USER_VARIABLES = (
-    "DAYTONA_API_KEY", "DAYTONA_API_URL", "DAYTONA_TARGET", "DAYTONA_JWT_TOKEN", "DAYTONA_ORGANIZATION_ID",
-    "ENDPOINT", "TOKEN", "MODEL", "OPENAI_API_KEY", "SGLANG_API_KEY", "HF_TOKEN", "SANDSERVE_LLAMA_SERVER",
+    "DAYTONA_API_KEY",
+    "DAYTONA_API_URL",
+    "DAYTONA_TARGET",
+    "DAYTONA_JWT_TOKEN",
+    "DAYTONA_ORGANIZATION_ID",
+    "ENDPOINT",
+    "TOKEN",
+    "MODEL",
+    "OPENAI_API_KEY",
+    "SGLANG_API_KEY",
+    "HF_TOKEN",
+    "SANDSERVE_LLAMA_SERVER",
 )
 
 
@@ -49,25 +59,25 @@ def take_everything_down() -> None:
     """Whatever a test left up in its ledger is stopped, so no test leaks a process."""
     try:
         registry = Registry()
-    except Exception:  # noqa: BLE001 - a test may have corrupted its ledger on purpose
+    except Exception:
         return
     for record in registry.list():
         try:
             lifecycle.down(record, registry)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
 @pytest.fixture(scope="session")
 def llama_server() -> Path:
-    from sandserve.llamacpp_build import ensure_llama_server
+    from sandserve.engines.llamacpp_build import ensure_llama_server
 
     return ensure_llama_server()
 
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    from sandserve.tinymodel import ensure_tiny_model
+    from sandserve.engines.tinymodel import ensure_tiny_model
 
     return ensure_tiny_model()
 
@@ -86,7 +96,14 @@ def sandserve_command() -> list[str]:
     return [sys.executable, "-m", "sandserve.cli"]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run `sandserve ARGS` in a child process with this test's environment (plus ``env``)."""
-    return subprocess.run([*sandserve_command(), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*sandserve_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

@@ -23,8 +23,14 @@ from aiohttp import web
 
 
 class FaultServer:
-    def __init__(self, *, default_action: str = "ok", slow_s: float = 0.05, retry_after: str = "0",
-                 token: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        default_action: str = "ok",
+        slow_s: float = 0.05,
+        retry_after: str = "0",
+        token: str | None = None,
+    ) -> None:
         self.default_action = default_action
         self.slow_s = slow_s
         self.retry_after = retry_after
@@ -159,19 +165,42 @@ class FaultServer:
         # Every other answer has prompt_tokens_details null, as some servers send.
         details = {"cached_tokens": 3} if self._answered % 2 else None
         if path == "/generate":
-            return {"text": f"answer to {key}",
-                    "meta_info": {"id": f"gen-{key}", "prompt_tokens": prompt_tokens, "completion_tokens": 7,
-                                  "cached_tokens": 3}}
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 7, "total_tokens": prompt_tokens + 7,
-                 "prompt_tokens_details": details}
+            return {
+                "text": f"answer to {key}",
+                "meta_info": {
+                    "id": f"gen-{key}",
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": 7,
+                    "cached_tokens": 3,
+                },
+            }
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": 7,
+            "total_tokens": prompt_tokens + 7,
+            "prompt_tokens_details": details,
+        }
         if path == "/v1/completions":
-            return {"id": f"cmpl-{key}", "object": "text_completion", "model": body.get("model"),
-                    "choices": [{"index": 0, "text": f"answer to {key}", "finish_reason": "stop"}],
-                    "usage": usage}
-        return {"id": f"chatcmpl-{key}", "object": "chat.completion", "model": body.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": f"answer to {key}"},
-                             "finish_reason": "stop"}],
-                "usage": usage}
+            return {
+                "id": f"cmpl-{key}",
+                "object": "text_completion",
+                "model": body.get("model"),
+                "choices": [{"index": 0, "text": f"answer to {key}", "finish_reason": "stop"}],
+                "usage": usage,
+            }
+        return {
+            "id": f"chatcmpl-{key}",
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"answer to {key}"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
 
 
 def _drop(request: web.Request) -> NoReturn:
@@ -190,7 +219,11 @@ def prompt_of(body: dict[str, Any]) -> str:
     return str(body.get("prompt") or body.get("text") or "")
 
 
-def _openai_error(status: int, message: str, *, kind: str = "server_error",
-                  headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": status}},
-                             status=status, headers=headers)
+def _openai_error(
+    status: int, message: str, *, kind: str = "server_error", headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "param": None, "code": status}},
+        status=status,
+        headers=headers,
+    )

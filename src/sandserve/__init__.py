@@ -1,10 +1,91 @@
-"""sandserve: serve LLMs on GPU sandboxes with SGLang (or locally with llama.cpp), and use them."""
+"""sandserve: serve LLMs on GPU sandboxes with SGLang (or locally with llama.cpp), and use them.
+
+The whole public API is importable from here. Names are loaded on first use, so ``import sandserve`` (and
+every CLI verb) pays only for what it touches.
+"""
 
 from __future__ import annotations
 
-from .connect import connect
-from .endpoint import Endpoint
-from .lifecycle import BootEvents, up
-from .spec import AuthMode, ServeSpec, resolve_spec
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["AuthMode", "BootEvents", "Endpoint", "ServeSpec", "connect", "resolve_spec", "up"]
+from sandserve import endpoint as _endpoint
+from sandserve.errors import *  # noqa: F403 - every error is part of the public API
+from sandserve.errors import __all__ as _error_names
+
+if TYPE_CHECKING:
+    from sandserve.batch import run_batch, run_batch_sync, run_requests, run_requests_sync
+    from sandserve.client.connect import connect
+    from sandserve.endpoint import Endpoint
+    from sandserve.fleet import Fleet, fleet_down, fleet_status, fleet_up
+    from sandserve.results import CacheStats, Capabilities, GenerateResult
+    from sandserve.serve.lifecycle import BootEvents, up
+    from sandserve.spec import AuthMode, ServeSpec, resolve_spec
+    from sandserve.tools.declaration import Tool, tool
+    from sandserve.tools.loop import ToolLoopResult, run_tool_loop
+
+#: Public name -> the module that defines it.
+_LOCATIONS = {
+    "AuthMode": "sandserve.spec",
+    "BootEvents": "sandserve.serve.lifecycle",
+    "CacheStats": "sandserve.results",
+    "Capabilities": "sandserve.results",
+    "Endpoint": "sandserve.endpoint",
+    "Fleet": "sandserve.fleet",
+    "GenerateResult": "sandserve.results",
+    "ServeSpec": "sandserve.spec",
+    "Tool": "sandserve.tools.declaration",
+    "ToolLoopResult": "sandserve.tools.loop",
+    "connect": "sandserve.client.connect",
+    "fleet_down": "sandserve.fleet",
+    "fleet_status": "sandserve.fleet",
+    "fleet_up": "sandserve.fleet",
+    "resolve_spec": "sandserve.spec",
+    "run_batch": "sandserve.batch",
+    "run_batch_sync": "sandserve.batch",
+    "run_requests": "sandserve.batch",
+    "run_requests_sync": "sandserve.batch",
+    "run_tool_loop": "sandserve.tools.loop",
+    "tool": "sandserve.tools.declaration",
+    "up": "sandserve.serve.lifecycle",
+}
+
+__all__ = sorted([*_LOCATIONS, *_error_names])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sandserve' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _EndpointServices:
+    """The client and engine work an ``Endpoint`` hands on (``sandserve.endpoint.EndpointServices``)."""
+
+    def generate(self, endpoint: Endpoint, text: str, options: dict[str, Any]) -> GenerateResult:
+        from sandserve.client.constrained import generate, pick_constraint
+
+        constraint = pick_constraint(
+            regex=options.pop("regex"), ebnf=options.pop("ebnf"), json_schema=options.pop("json_schema")
+        )
+        return generate(endpoint, text, constraint, **options)
+
+    def cache_stats(self, response: Any) -> CacheStats:
+        from sandserve.client.usage import cache_stats
+
+        return cache_stats(response)
+
+    def capabilities(self, endpoint: Endpoint) -> Capabilities:
+        from sandserve.engines import capabilities_of
+
+        return capabilities_of(endpoint.engine)
+
+
+_endpoint.install_services(_EndpointServices())

@@ -9,18 +9,42 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sandserve.presets import find_preset
+from sandserve.results import CacheStats, Capabilities, GenerateResult
 
 if TYPE_CHECKING:
     import openai
 
-    from .constrained import GenerateResult
-    from .engines.base import Capabilities
-    from .usage import CacheStats
-
 PREVIEW_TOKEN_HEADER = "x-daytona-preview-token"
 #: Without it the Daytona preview proxy may answer with an HTML warning page instead of the server's reply.
 SKIP_PREVIEW_WARNING_HEADER = "X-Daytona-Skip-Preview-Warning"
+
+
+class EndpointServices(Protocol):
+    """What an Endpoint asks of the layers above it (the client, the engines). ``sandserve`` installs the
+    implementation when it is imported, so this module depends on nothing above the vocabulary."""
+
+    def generate(self, endpoint: Endpoint, text: str, options: dict[str, Any]) -> GenerateResult: ...
+
+    def cache_stats(self, response: Any) -> CacheStats: ...
+
+    def capabilities(self, endpoint: Endpoint) -> Capabilities: ...
+
+
+_services: EndpointServices | None = None
+
+
+def install_services(services: EndpointServices) -> None:
+    global _services
+    _services = services
+
+
+def _installed() -> EndpointServices:
+    if _services is None:  # pragma: no cover - importing any sandserve module imports the package first
+        raise RuntimeError("sandserve's endpoint services are not installed: import sandserve first.")
+    return _services
 
 
 @dataclass
@@ -46,9 +70,8 @@ class Endpoint:
     @property
     def serves_random_model(self) -> bool:
         """Whether this is the locally written tiny model: its text is gibberish by construction."""
-        from .tinymodel import TINY_MODEL_NAME
-
-        return self.info.get("preset") == "tiny" or self.model == TINY_MODEL_NAME
+        tiny = find_preset("tiny")
+        return self.info.get("preset") == "tiny" or (tiny is not None and self.model == tiny.served_name)
 
     @property
     def base_url(self) -> str:
@@ -109,31 +132,31 @@ class Endpoint:
 
         On llama.cpp (no ``/generate``) the same call goes to its completions route, with the regex compiled
         to a GBNF grammar and EBNF passed as GBNF; what it cannot enforce raises ``CapabilityError``, never an
-        unconstrained answer (see ``sandserve.constrained``)."""
-        from .constrained import generate, pick_constraint
-
-        constraint = pick_constraint(regex=regex, ebnf=ebnf, json_schema=json_schema)
-        return generate(self, text, constraint, max_new_tokens=max_new_tokens, temperature=temperature,
-                        stop=stop, timeout=timeout)
+        unconstrained answer (see ``sandserve.client.constrained``)."""
+        options = {
+            "regex": regex,
+            "ebnf": ebnf,
+            "json_schema": json_schema,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "stop": stop,
+            "timeout": timeout,
+        }
+        return _installed().generate(self, text, options)
 
     @staticmethod
     def cache_stats(response: Any) -> CacheStats:
         """Cached and prompt tokens of any response (SDK object, LiteLLM response, dict, ``/generate``);
         a null ``prompt_tokens_details`` counts as 0 cached."""
-        from .usage import cache_stats
-
-        return cache_stats(response)
+        return _installed().cache_stats(response)
 
     def capabilities(self) -> Capabilities:
         """What this endpoint's engine can do (recorded at boot; else the engine's table)."""
-        from .engines import capabilities_of
-        from .engines.base import Capabilities
-
         recorded = self.info.get("capabilities")
         if isinstance(recorded, dict):
             known = set(Capabilities.__dataclass_fields__)
             return Capabilities(**{k: bool(v) for k, v in recorded.items() if k in known})
-        return capabilities_of(self.engine)
+        return _installed().capabilities(self)
 
     def export_lines(self) -> list[str]:
         """The shell lines that hand this endpoint to curl and the examples."""
@@ -168,6 +191,11 @@ class Endpoint:
             api_key = None
         auth = "token" if headers else ("key" if api_key else "public")
         return cls(
-            id="env", url=url, model=env.get("MODEL", ""), provider="env", auth=auth,
-            headers=headers, api_key=api_key,
+            id="env",
+            url=url,
+            model=env.get("MODEL", ""),
+            provider="env",
+            auth=auth,
+            headers=headers,
+            api_key=api_key,
         )

@@ -100,7 +100,12 @@ class BootError(SandserveError):
 
 class EngineDiedError(BootError):
     def __init__(
-        self, *, exit_code: int | None, diagnosis: str | None, fix: str | None, log_path: Path | None,
+        self,
+        *,
+        exit_code: int | None,
+        diagnosis: str | None,
+        fix: str | None,
+        log_path: Path | None,
         endpoint_id: str,
     ) -> None:
         how = f"exited with code {exit_code}" if exit_code is not None else "died"
@@ -237,7 +242,8 @@ class BatchInputError(ConfigError):
     def __init__(self, path: Path, reason: str, *, hint: str | None = None) -> None:
         super().__init__(
             f"Cannot use the batch input {path}: {reason}.",
-            hint=hint or "Check the path: it must be a JSONL file in the OpenAI batch format "
+            hint=hint
+            or "Check the path: it must be a JSONL file in the OpenAI batch format "
             '(one {"custom_id", "method", "url", "body"} object per line).',
         )
         self.path = path
@@ -314,7 +320,9 @@ class FleetNotFoundError(SandserveError):
             message = f"No fleet {ref!r} in the ledger."
         else:
             message = "No fleet is up."
-        super().__init__(message, hint="`sandserve fleet status` lists fleets; `sandserve fleet up` starts one.")
+        super().__init__(
+            message, hint="`sandserve fleet status` lists fleets; `sandserve fleet up` starts one."
+        )
 
 
 class NotAFleetMemberError(ConfigError):
@@ -358,3 +366,41 @@ class FleetBootError(SandserveError):
         self.cause = cause
         self.log_path = getattr(cause, "log_path", None)
         self.exit_code = cause.exit_code
+
+
+__all__ = [
+    "AmbiguousEndpointError",
+    "BatchInputError",
+    "BatchOutputError",
+    "BootError",
+    "BootInterruptedError",
+    "BootTimeoutError",
+    "CapabilityError",
+    "ConfigError",
+    "ConstraintViolatedError",
+    "EndpointNotFoundError",
+    "EndpointUnavailableError",
+    "EngineBinaryNotFoundError",
+    "EngineBuildError",
+    "EngineDiedError",
+    "FleetBootError",
+    "FleetNotFoundError",
+    "GatewayDiedError",
+    "GatewayError",
+    "InvalidConstraintError",
+    "LedgerCorruptError",
+    "MissingCredentialsError",
+    "ModelFileNotFoundError",
+    "NotAFleetMemberError",
+    "PortInUseError",
+    "ProviderError",
+    "QuotaExceededError",
+    "RequestRejectedError",
+    "SandboxCreateTimeoutError",
+    "SandserveError",
+    "ServerFailedError",
+    "StateDirError",
+    "ToolDefinitionError",
+    "ToolSandboxError",
+    "UnknownPresetError",
+]

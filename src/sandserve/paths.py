@@ -11,7 +11,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import StateDirError
+from sandserve.errors import StateDirError
 
 
 def state_dir() -> Path:

@@ -10,9 +10,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .engines.base import MASK
-from .errors import ConfigError, ModelFileNotFoundError
-from .presets import DEFAULT_DAYTONA_PRESET, DEFAULT_LOCAL_PRESET, Preset, find_preset, unknown_preset_error
+from sandserve.errors import ConfigError, ModelFileNotFoundError
+from sandserve.masking import MASK
+from sandserve.presets import (
+    DEFAULT_DAYTONA_PRESET,
+    DEFAULT_LOCAL_PRESET,
+    Preset,
+    find_preset,
+    unknown_preset_error,
+)
 
 DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.12.post1-cu130"
 DEFAULT_GPUS = ("H100", "RTX_PRO_6000")
@@ -85,7 +91,9 @@ class ServeSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         fields = {name: value for name, value in data.items() if name in known}
         fields.update(
-            provider=ProviderName(data["provider"]), auth=AuthMode(data["auth"]), gpus=tuple(data["gpus"]),
+            provider=ProviderName(data["provider"]),
+            auth=AuthMode(data["auth"]),
+            gpus=tuple(data["gpus"]),
             extra_args=tuple(data["extra_args"]),
             hf_token=os.environ.get("HF_TOKEN") if data.get("hf_token") else None,
         )

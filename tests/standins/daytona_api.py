@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,9 @@ class SandboxRecord:
     stored_state: SandboxState = SandboxState.CREATING
     error_reason: str | None = None
     ports: dict[int, int] = field(default_factory=dict)  # sandbox port -> local port (remapped ports only)
-    secrets: dict[str, str] = field(default_factory=dict)  # env var -> vault secret name (recorded, not resolved)
+    secrets: dict[str, str] = field(
+        default_factory=dict
+    )  # env var -> vault secret name (recorded, not resolved)
     sessions: dict[str, dict[str, CommandRun]] = field(default_factory=dict)
     runs: list[CommandRun] = field(default_factory=list)  # every command started; their groups die with it
 
@@ -801,7 +803,7 @@ def _free_port() -> int:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _pgids(record: SandboxRecord) -> list[int]:

@@ -57,22 +57,92 @@ KV_TOKENS_ENV = "SANDSERVE_FAKE_SGLANG_KV_TOKENS"
 FAILURES = ("kv_oom", "cuda_oom", "host_oom", "context", "gated", "not_found")
 
 TOOL_CALL_PARSERS = (
-    "deepseekv3", "deepseekv31", "deepseekv32", "deepseekv4", "glm", "glm45", "glm47", "gpt-oss", "kimi_k2",
-    "lfm2", "llama3", "mimo", "mistral", "poolside_v1", "pythonic", "qwen", "qwen25", "qwen3_coder", "step3",
-    "step3p5", "minimax-m2", "trinity", "interns1", "hermes", "hunyuan", "gigachat3", "gemma4", "auto",
+    "deepseekv3",
+    "deepseekv31",
+    "deepseekv32",
+    "deepseekv4",
+    "glm",
+    "glm45",
+    "glm47",
+    "gpt-oss",
+    "kimi_k2",
+    "lfm2",
+    "llama3",
+    "mimo",
+    "mistral",
+    "poolside_v1",
+    "pythonic",
+    "qwen",
+    "qwen25",
+    "qwen3_coder",
+    "step3",
+    "step3p5",
+    "minimax-m2",
+    "trinity",
+    "interns1",
+    "hermes",
+    "hunyuan",
+    "gigachat3",
+    "gemma4",
+    "auto",
 )
 REASONING_PARSERS = (
-    "deepseek-r1", "deepseek-v3", "deepseek-v4", "glm45", "hunyuan", "gpt-oss", "kimi", "kimi_k2", "mimo",
-    "poolside_v1", "qwen3", "qwen3-thinking", "minimax", "minimax-append-think", "step3", "step3p5",
-    "mistral", "nemotron_3", "interns1", "gemma4", "auto",
+    "deepseek-r1",
+    "deepseek-v3",
+    "deepseek-v4",
+    "glm45",
+    "hunyuan",
+    "gpt-oss",
+    "kimi",
+    "kimi_k2",
+    "mimo",
+    "poolside_v1",
+    "qwen3",
+    "qwen3-thinking",
+    "minimax",
+    "minimax-append-think",
+    "step3",
+    "step3p5",
+    "mistral",
+    "nemotron_3",
+    "interns1",
+    "gemma4",
+    "auto",
 )
 EOS_ID = 200002
 REASONING_WORDS = {"none": 4, "minimal": 4, "low": 12, "medium": 32, "high": 96}
 ANSWER_WORDS = 20
 _WORDS = (
-    "sandbox", "token", "river", "quiet", "light", "agent", "cloud", "stone", "signal", "garden", "window",
-    "engine", "morning", "thread", "ocean", "lantern", "paper", "circuit", "meadow", "harbor", "ember",
-    "silver", "north", "echo", "field", "kernel", "winter", "bridge", "candle", "orbit",
+    "sandbox",
+    "token",
+    "river",
+    "quiet",
+    "light",
+    "agent",
+    "cloud",
+    "stone",
+    "signal",
+    "garden",
+    "window",
+    "engine",
+    "morning",
+    "thread",
+    "ocean",
+    "lantern",
+    "paper",
+    "circuit",
+    "meadow",
+    "harbor",
+    "ember",
+    "silver",
+    "north",
+    "echo",
+    "field",
+    "kernel",
+    "winter",
+    "bridge",
+    "candle",
+    "orbit",
 )
 
 
@@ -189,7 +259,7 @@ class PrefixCache:
 
 def _common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -596,8 +666,13 @@ def _resolve(ref: str, root: Any) -> Any:
 
 
 _FORMATS = {
-    "date-time": "2025-06-01T12:00:00Z", "date": "2025-06-01", "time": "12:00:00Z",
-    "email": "user@example.com", "uri": "https://example.com/", "uuid": "123e4567-e89b-12d3-a456-426614174000", "ipv4": "192.0.2.1",
+    "date-time": "2025-06-01T12:00:00Z",
+    "date": "2025-06-01",
+    "time": "12:00:00Z",
+    "email": "user@example.com",
+    "uri": "https://example.com/",
+    "uuid": "123e4567-e89b-12d3-a456-426614174000",
+    "ipv4": "192.0.2.1",
 }
 
 
@@ -746,8 +821,13 @@ def _health(state: ServerState) -> Handler:
 def _models(state: ServerState) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         card = {
-            "id": state.config.name, "object": "model", "created": int(state.started), "owned_by": "sglang",
-            "root": state.config.model_path, "parent": None, "max_model_len": state.config.context_len,
+            "id": state.config.name,
+            "object": "model",
+            "created": int(state.started),
+            "owned_by": "sglang",
+            "root": state.config.model_path,
+            "parent": None,
+            "max_model_len": state.config.context_len,
         }
         return web.json_response({"object": "list", "data": [card]})
 
@@ -756,14 +836,25 @@ def _models(state: ServerState) -> Handler:
 
 def server_args(config: ServerConfig) -> dict[str, Any]:
     return {
-        "model_path": config.model_path, "tokenizer_path": config.model_path, "host": config.host,
-        "port": config.port, "api_key": config.api_key, "served_model_name": config.name,
-        "reasoning_parser": config.reasoning_parser, "tool_call_parser": config.tool_call_parser,
-        "enable_cache_report": config.enable_cache_report, "enable_metrics": config.enable_metrics,
-        "context_length": config.context_length, "mem_fraction_static": config.mem_fraction_static or 0.85,
-        "cuda_graph_max_bs": config.cuda_graph_max_bs or 256, "max_running_requests": config.running_requests,
-        "chunked_prefill_size": config.chunked_prefill_size or 8192, "schedule_policy": "fcfs",
-        "tp_size": 1, "dp_size": 1, "trust_remote_code": False,
+        "model_path": config.model_path,
+        "tokenizer_path": config.model_path,
+        "host": config.host,
+        "port": config.port,
+        "api_key": config.api_key,
+        "served_model_name": config.name,
+        "reasoning_parser": config.reasoning_parser,
+        "tool_call_parser": config.tool_call_parser,
+        "enable_cache_report": config.enable_cache_report,
+        "enable_metrics": config.enable_metrics,
+        "context_length": config.context_length,
+        "mem_fraction_static": config.mem_fraction_static or 0.85,
+        "cuda_graph_max_bs": config.cuda_graph_max_bs or 256,
+        "max_running_requests": config.running_requests,
+        "chunked_prefill_size": config.chunked_prefill_size or 8192,
+        "schedule_policy": "fcfs",
+        "tp_size": 1,
+        "dp_size": 1,
+        "trust_remote_code": False,
     }
 
 
@@ -791,12 +882,19 @@ def _server_info(state: ServerState) -> Handler:
 def _model_info(state: ServerState) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         arch, model_type, _ = architecture(state.config.model_path)
-        return web.json_response({
-            "model_path": state.config.model_path, "tokenizer_path": state.config.model_path,
-            "is_generation": True, "preferred_sampling_params": None, "weight_version": "default",
-            "has_image_understanding": False, "has_audio_understanding": False,
-            "model_type": model_type, "architectures": [arch],
-        })
+        return web.json_response(
+            {
+                "model_path": state.config.model_path,
+                "tokenizer_path": state.config.model_path,
+                "is_generation": True,
+                "preferred_sampling_params": None,
+                "weight_version": "default",
+                "has_image_understanding": False,
+                "has_audio_understanding": False,
+                "model_type": model_type,
+                "architectures": [arch],
+            }
+        )
 
     return handler
 
@@ -948,27 +1046,38 @@ _GENERIC_NAME_PARTS = {"get", "set", "list", "fetch", "find", "search", "lookup"
 def _validate_chat(body: Any) -> None:
     """The pydantic side of ChatCompletionRequest: missing or ill-typed fields."""
     if not isinstance(body, dict):
-        raise BadRequest("[{'type': 'model_attributes_type', 'loc': ('body',), 'msg': 'Input should be a valid "
-                         "dictionary or object to extract fields from'}]", "Bad Request")
+        raise BadRequest(
+            "[{'type': 'model_attributes_type', 'loc': ('body',), 'msg': 'Input should be a valid "
+            "dictionary or object to extract fields from'}]",
+            "Bad Request",
+        )
     problems = []
     messages = body.get("messages")
     if messages is None:
         problems.append("{'type': 'missing', 'loc': ('body', 'messages'), 'msg': 'Field required'}")
     elif not isinstance(messages, list):
-        problems.append("{'type': 'list_type', 'loc': ('body', 'messages'), 'msg': 'Input should be a valid list'}")
+        problems.append(
+            "{'type': 'list_type', 'loc': ('body', 'messages'), 'msg': 'Input should be a valid list'}"
+        )
     else:
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("role") not in _ROLES:
-                problems.append(f"{{'type': 'union_tag_invalid', 'loc': ('body', 'messages', {i}), "
-                                f"'msg': 'Input tag does not match any of the expected tags'}}")
+                problems.append(
+                    f"{{'type': 'union_tag_invalid', 'loc': ('body', 'messages', {i}), "
+                    f"'msg': 'Input tag does not match any of the expected tags'}}"
+                )
     effort = body.get("reasoning_effort")
     if effort is not None and effort not in REASONING_WORDS:
-        problems.append("{'type': 'literal_error', 'loc': ('body', 'reasoning_effort'), "
-                        "'msg': \"Input should be 'low', 'medium' or 'high'\"}")
+        problems.append(
+            "{'type': 'literal_error', 'loc': ('body', 'reasoning_effort'), "
+            "'msg': \"Input should be 'low', 'medium' or 'high'\"}"
+        )
     for name in ("max_tokens", "max_completion_tokens"):
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            problems.append(f"{{'type': 'int_type', 'loc': ('body', '{name}'), 'msg': 'Input should be a valid integer'}}")
+            problems.append(
+                f"{{'type': 'int_type', 'loc': ('body', '{name}'), 'msg': 'Input should be a valid integer'}}"
+            )
     if problems:
         raise BadRequest("[" + ", ".join(problems) + "]", "Bad Request")
 
@@ -1046,8 +1155,14 @@ def compose_reply(config: ServerConfig, body: dict[str, Any], prompt_tokens: lis
         parameters = tool.get("parameters") or {"type": "object"}
         arguments = json_schema_sample(parameters, rng, _proper_nouns(messages))
         if config.tool_call_parser:
-            tool_calls = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "index": 0,
-                           "function": {"name": tool["name"], "arguments": arguments}}]
+            tool_calls = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:24]}",
+                    "type": "function",
+                    "index": 0,
+                    "function": {"name": tool["name"], "arguments": arguments},
+                }
+            ]
             content = None
         else:  # without a parser the call stays raw text in content
             content = json.dumps({"name": tool["name"], "arguments": json.loads(arguments)})
@@ -1118,14 +1233,31 @@ def _chat(state: ServerState) -> Handler:
         if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await _stream_chat(request, rid, model, reply, usage if include_usage else None)
-        message = {"role": "assistant", "content": reply.content, "reasoning_content": reply.reasoning,
-                   "tool_calls": reply.tool_calls}
-        return web.json_response({
-            "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason,
-                         "matched_stop": reply.matched_stop}],
-            "usage": usage, "metadata": {"weight_version": "default"},
-        })
+        message = {
+            "role": "assistant",
+            "content": reply.content,
+            "reasoning_content": reply.reasoning,
+            "tool_calls": reply.tool_calls,
+        }
+        return web.json_response(
+            {
+                "id": rid,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": reply.finish_reason,
+                        "matched_stop": reply.matched_stop,
+                    }
+                ],
+                "usage": usage,
+                "metadata": {"weight_version": "default"},
+            }
+        )
 
     return handler
 
@@ -1145,16 +1277,38 @@ async def _stream_chat(
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None = None, matched: Any = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish, "matched_stop": matched}
-        return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [choice], "usage": None}
+        choice = {
+            "index": 0,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": finish,
+            "matched_stop": matched,
+        }
+        return {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": None,
+        }
 
     async for delta in _deltas(reply):
         await response.write(_sse(chunk(delta)))
     await response.write(_sse(chunk({}, reply.finish_reason, reply.matched_stop)))
     if usage is not None:
-        await response.write(_sse({"id": rid, "object": "chat.completion.chunk", "created": created,
-                                   "model": model, "choices": [], "usage": usage}))
+        await response.write(
+            _sse(
+                {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        )
     await response.write(b"data: [DONE]\n\n")
     return response
 
@@ -1168,8 +1322,16 @@ async def _deltas(reply: Reply) -> AsyncIterator[dict[str, Any]]:
             await asyncio.sleep(0)
     for call in reply.tool_calls or []:
         function = call["function"]
-        yield {"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
-                               "function": {"name": function["name"], "arguments": ""}}]}
+        yield {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": function["name"], "arguments": ""},
+                }
+            ]
+        }
         yield {"tool_calls": [{"index": 0, "function": {"arguments": function["arguments"]}}]}
 
 
@@ -1262,7 +1424,7 @@ class SGLangStandin:
         try:
             serving = self._runner.serve(lambda _port: self._started.set(), self._warm_up)
             self._loop.run_until_complete(serving)
-        except BaseException as e:  # noqa: BLE001 - reported to start()
+        except BaseException as e:
             self._error = e
             self._started.set()
         finally:
@@ -1328,11 +1490,14 @@ def _hub_traceback(model: str, kind: str) -> str:
         )
         final = (
             "OSError: You are trying to access a gated repo.\n"
-            f"Make sure to have access to it at https://huggingface.co/{model}.\n" + hub_error.split(": ", 1)[1]
+            f"Make sure to have access to it at https://huggingface.co/{model}.\n"
+            + hub_error.split(": ", 1)[1]
         )
     else:
         hub_error = (
-            "huggingface_hub.errors.RepositoryNotFoundError: 401 Client Error. (Request ID: " + request_id + ")\n\n"
+            "huggingface_hub.errors.RepositoryNotFoundError: 401 Client Error. (Request ID: "
+            + request_id
+            + ")\n\n"
             f"Repository Not Found for url: {url}.\n"
             "Please make sure you specified the correct `repo_id` and `repo_type`.\n"
             "If you are trying to access a private or gated repo, make sure you are authenticated. For more "
@@ -1355,7 +1520,8 @@ def _hub_traceback(model: str, kind: str) -> str:
         "    hf_hub_download(\n"
         f"{hub_error}\n"
         "The above exception was the direct cause of the following exception:\n\n"
-        "Traceback (most recent call last):\n" + _MAIN_FRAMES
+        "Traceback (most recent call last):\n"
+        + _MAIN_FRAMES
         + f'  File "{_SITE}/srt/server_args.py", line 5128, in get_model_config\n'
         "    self.model_config = ModelConfig.from_server_args(self)\n"
         '  File "/usr/local/lib/python3.12/dist-packages/transformers/utils/hub.py", line 543, in cached_files\n'
@@ -1365,7 +1531,8 @@ def _hub_traceback(model: str, kind: str) -> str:
 
 def _context_traceback(requested: int, derived: int) -> str:
     return (
-        "Traceback (most recent call last):\n" + _MAIN_FRAMES
+        "Traceback (most recent call last):\n"
+        + _MAIN_FRAMES
         + f'  File "{_SITE}/srt/configs/model_config.py", line 421, in _derive_context_length\n'
         "    raise ValueError(\n"
         f"ValueError: Warning: User-specified context_length ({requested}) is greater than the derived "
@@ -1418,7 +1585,8 @@ class Boot:
         self.shards(done=1 if self.fail == "host_oom" else 3)
         if self.fail == "host_oom":
             raw(
-                "Traceback (most recent call last):\n" + _MAIN_FRAMES
+                "Traceback (most recent call last):\n"
+                + _MAIN_FRAMES
                 + f'  File "{_SITE}/srt/entrypoints/engine.py", line 1277, in _wait_for_scheduler_ready\n'
                 "    raise _scheduler_died_error(i, scheduler_procs[i])\n"
                 "RuntimeError: Rank 0 scheduler died during initialization (exit code: -9). If exit code is -9 "
@@ -1487,8 +1655,10 @@ class Boot:
                 "4. disable CUDA graph by --disable-cuda-graph. (Not recommended. Huge performance loss)\n"
                 "Open an issue on GitHub https://github.com/sgl-project/sglang/issues/new/choose \n",
             )
-        raw(f"Capturing batches (bs=1 avail_mem=8.71 GB): 100%|██████████| {len(sizes)}/{len(sizes)} "
-            "[00:09<00:00,  3.88it/s]\n")
+        raw(
+            f"Capturing batches (bs=1 avail_mem=8.71 GB): 100%|██████████| {len(sizes)}/{len(sizes)} "
+            "[00:09<00:00,  3.88it/s]\n"
+        )
         self.line("Capture cuda graph end. Time elapsed: 9.41 s. mem usage=0.60 GB. avail mem=8.71 GB.")
 
     def serve(self) -> int:
@@ -1508,8 +1678,10 @@ class Boot:
             while ready_file and not Path(ready_file).exists():
                 await asyncio.sleep(0.05)
             log('INFO:     127.0.0.1:40512 - "GET /model_info HTTP/1.1" 200 OK')
-            log("Prefill batch, #new-seq: 1, #new-token: 7, #cached-token: 0, token usage: 0.00, "
-                "#running-req: 0, #queue-req: 0, ")
+            log(
+                "Prefill batch, #new-seq: 1, #new-token: 7, #cached-token: 0, token usage: 0.00, "
+                "#running-req: 0, #queue-req: 0, "
+            )
             log('INFO:     127.0.0.1:40516 - "POST /generate HTTP/1.1" 200 OK')
             state.ready = True
             log("The server is fired up and ready to roll!")
@@ -1526,8 +1698,10 @@ class Boot:
         try:
             asyncio.run(serve_until_signal())
         except OSError as e:  # the port is taken, as uvicorn reports it
-            log(f"ERROR:    [Errno {e.errno}] error while attempting to bind on address "
-                f"('{self.config.host}', {self.config.port}): {e.strerror}")
+            log(
+                f"ERROR:    [Errno {e.errno}] error while attempting to bind on address "
+                f"('{self.config.host}', {self.config.port}): {e.strerror}"
+            )
             return 1
         return 0
 
@@ -1546,7 +1720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Boot(config, fail, float(os.environ.get(LOG_STEP_ENV, "0.02"))).run()
     except KeyboardInterrupt:
         return 130
-    except Exception:  # noqa: BLE001 - shown as SGLang would show it
+    except Exception:
         raw(traceback.format_exc())
         return 1
 

@@ -1,3 +1,3 @@
-from . import main
+from sandserve.cli import main
 
 main()

@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ..errors import SandserveError
+from sandserve.errors import SandserveError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,7 +40,7 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except SandserveError as exc:
-            from ..console import err
+            from sandserve.cli.console import err
 
             err.print(f"[bold red]error:[/] {exc.message}")
             if exc.hint:
@@ -73,5 +73,3 @@ def exit_interrupted() -> NoReturn:
 @click.version_option(package_name="sandserve")
 def main() -> None:
     """Serve LLMs on GPU sandboxes with SGLang (or locally with llama.cpp), and use them."""
-
-

@@ -1,5 +1,5 @@
 """`sandserve fleet`: many endpoints behind one SGLang Model Gateway, used as one endpoint. Parses and prints;
-the work is in `sandserve.fleet` (imported inside each verb, so `sandserve --help` stays fast)."""
+the work is in `sandserve.fleet.core` (imported inside each verb, so `sandserve --help` stays fast)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from ._app import main, reports_errors, sigterm_as_interrupt
+from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
+
 
 @main.group()
 def fleet() -> None:
@@ -17,51 +18,93 @@ def fleet() -> None:
 
 
 @fleet.command("up")
-@click.option("--workers", "-n", type=int, default=2, show_default=True, help="How many endpoints to bring up.")
-@click.option("--policy", default="cache_aware", show_default=True, metavar="POLICY",
-              help="How the gateway routes: cache_aware, round_robin, random or power_of_two.")
-@click.option("--provider", type=click.Choice(["local", "daytona"]),
-              help="Where the workers run. Default: daytona when DAYTONA_API_KEY is set, else local.")
-@click.option("--model", metavar="PRESET|HF_ID|PATH", help="What every worker serves (as for `sandserve up`).")
-@click.option("--gpu", "gpus", multiple=True, metavar="TYPE", help="GPU type in order of preference (repeat).")
+@click.option(
+    "--workers", "-n", type=int, default=2, show_default=True, help="How many endpoints to bring up."
+)
+@click.option(
+    "--policy",
+    default="cache_aware",
+    show_default=True,
+    metavar="POLICY",
+    help="How the gateway routes: cache_aware, round_robin, random or power_of_two.",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["local", "daytona"]),
+    help="Where the workers run. Default: daytona when DAYTONA_API_KEY is set, else local.",
+)
+@click.option(
+    "--model", metavar="PRESET|HF_ID|PATH", help="What every worker serves (as for `sandserve up`)."
+)
+@click.option(
+    "--gpu", "gpus", multiple=True, metavar="TYPE", help="GPU type in order of preference (repeat)."
+)
 @click.option("--boot-timeout", type=float, help="Seconds each worker may take to generate.")
 @click.option("--gateway-port", type=int, help="The gateway's port on 127.0.0.1 (default: a free one).")
-@click.option("--public-gateway", is_flag=True, help="No API key on the gateway (it listens on 127.0.0.1 only).")
-@click.option("--gateway-arg", "gateway_args", multiple=True, metavar="ARG",
-              help="Extra flag for sglang-router (repeat; e.g. --gateway-arg=--cache-threshold --gateway-arg=0.5).")
+@click.option(
+    "--public-gateway", is_flag=True, help="No API key on the gateway (it listens on 127.0.0.1 only)."
+)
+@click.option(
+    "--gateway-arg",
+    "gateway_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra flag for sglang-router (repeat; e.g. --gateway-arg=--cache-threshold --gateway-arg=0.5).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the fleet as JSON instead of export lines.")
 @click.option("--show-logs", is_flag=True, help="Echo the workers' start-up logs (labelled) to stderr.")
 @reports_errors
-def fleet_up(workers: int, policy: str, provider: str | None, model: str | None, gpus: tuple[str, ...],
-             boot_timeout: float | None, gateway_port: int | None, public_gateway: bool,
-             gateway_args: tuple[str, ...], as_json: bool, show_logs: bool) -> None:
+def fleet_up(
+    workers: int,
+    policy: str,
+    provider: str | None,
+    model: str | None,
+    gpus: tuple[str, ...],
+    boot_timeout: float | None,
+    gateway_port: int | None,
+    public_gateway: bool,
+    gateway_args: tuple[str, ...],
+    as_json: bool,
+    show_logs: bool,
+) -> None:
     """Bring WORKERS endpoints up behind one gateway and print how to reach it.
 
     Progress goes to stderr; stdout gets only the export lines (ENDPOINT = the gateway, OPENAI_API_KEY = its
     key), so `eval "$(sandserve fleet up --workers 2)"` works. Workers serve with their own API keys (auth
     mode key), since the gateway can send a worker nothing else.
     """
-    from ..config import load_dotenv_once
-    from ..console import ConsoleBootEvents, err
-    from ..fleet import fleet_up as bring_up
-    from ..spec import resolve_spec
+    from sandserve.cli.console import ConsoleBootEvents, err
+    from sandserve.config import load_dotenv_once
+    from sandserve.fleet.core import fleet_up as bring_up
+    from sandserve.spec import resolve_spec
 
     load_dotenv_once()
-    overrides: dict[str, Any] = {key: value for key, value in
-                                 {"gpus": tuple(gpus) or None, "boot_timeout": boot_timeout}.items()
-                                 if value is not None}
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {"gpus": tuple(gpus) or None, "boot_timeout": boot_timeout}.items()
+        if value is not None
+    }
     spec = resolve_spec(model, provider=provider, auth="key", **overrides)
     with sigterm_as_interrupt():
-        result = bring_up(spec, workers, policy, public_gateway=public_gateway, gateway_port=gateway_port,
-                          gateway_args=gateway_args, events=ConsoleBootEvents(show_log=show_logs))
+        result = bring_up(
+            spec,
+            workers,
+            policy,
+            public_gateway=public_gateway,
+            gateway_port=gateway_port,
+            gateway_args=gateway_args,
+            events=ConsoleBootEvents(show_log=show_logs),
+        )
     if as_json:
         click.echo(json.dumps(_fleet_json(result), indent=2))
     else:
         for line in result.endpoint.export_lines():
             click.echo(line)
     err.print("")
-    err.print(f"[bold green]ready[/]: {result.id}: {len(result.members)} worker(s) behind sglang-router "
-              f"({result.policy}) at {result.url}")
+    err.print(
+        f"[bold green]ready[/]: {result.id}: {len(result.members)} worker(s) behind sglang-router "
+        f"({result.policy}) at {result.url}"
+    )
     for member in result.members:
         err.print(f"  worker {member.endpoint_id}  {member.url}")
     err.print(f"  more:   sandserve fleet add {result.id}")
@@ -75,9 +118,9 @@ def fleet_up(workers: int, policy: str, provider: str | None, model: str | None,
 @reports_errors
 def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
     """Bring one more worker up and register it while the fleet serves (default: the one fleet up)."""
-    from ..config import load_dotenv_once
-    from ..console import ConsoleBootEvents, err
-    from ..fleet import add_worker
+    from sandserve.cli.console import ConsoleBootEvents, err
+    from sandserve.config import load_dotenv_once
+    from sandserve.fleet.core import add_worker
 
     load_dotenv_once()
     with sigterm_as_interrupt():
@@ -91,8 +134,8 @@ def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
 @reports_errors
 def fleet_remove(fleet_id: str, worker_endpoint_id: str) -> None:
     """Deregister a worker from the gateway, then take its endpoint down."""
-    from ..console import err
-    from ..fleet import remove_worker
+    from sandserve.cli.console import err
+    from sandserve.fleet.core import remove_worker
 
     member = remove_worker(fleet_id, worker_endpoint_id)
     err.print(f"[green]removed[/] {member.endpoint_id} from {fleet_id} and took it down")
@@ -107,7 +150,7 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
     gateway sees it."""
     import dataclasses
 
-    from ..fleet import fleet_status as statuses_of
+    from sandserve.fleet.core import fleet_status as statuses_of
 
     statuses = statuses_of(fleet_id)
     if as_json:
@@ -115,20 +158,27 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    from ..console import out
+    from sandserve.cli.console import out
 
     if not statuses:
         out.print("no fleets (start one with `sandserve fleet up`)")
         return
     for status in statuses:
         gateway = "[green]running[/]" if status.gateway_running else "[red]not running[/]"
-        out.print(f"[bold]{status.id}[/]  {status.state}  gateway {gateway} at {status.url or '-'}  "
-                  f"policy {status.policy}")
+        out.print(
+            f"[bold]{status.id}[/]  {status.state}  gateway {gateway} at {status.url or '-'}  "
+            f"policy {status.policy}"
+        )
         table = Table("worker", "url", "gateway sees", "load", "server", "gateway id")
         for worker in status.workers:
-            table.add_row(worker.endpoint_id or "[dim](not ours)[/]", worker.url, _health(worker.healthy),
-                          "-" if worker.load is None else str(worker.load), _running(worker.running),
-                          worker.worker_id or "-")
+            table.add_row(
+                worker.endpoint_id or "[dim](not ours)[/]",
+                worker.url,
+                _health(worker.healthy),
+                "-" if worker.load is None else str(worker.load),
+                _running(worker.running),
+                worker.worker_id or "-",
+            )
         out.print(table)
 
 
@@ -145,16 +195,22 @@ def _running(running: bool | None) -> str:
 @reports_errors
 def fleet_down(fleet_id: str | None) -> None:
     """Stop the gateway and take every worker down (default: the one fleet up)."""
-    from ..console import err
-    from ..fleet import fleet_down as take_down
+    from sandserve.cli.console import err
+    from sandserve.fleet.core import fleet_down as take_down
 
     err.print(f"[green]down[/] {take_down(fleet_id)} (gateway and workers)")
 
 
 def _fleet_json(result: Any) -> dict[str, Any]:
     return {
-        "id": result.id, "endpoint": result.url, "base_url": result.endpoint.base_url, "model": result.endpoint.model,
-        "api_key": result.endpoint.api_key, "policy": result.policy,
-        "members": [{"endpoint_id": m.endpoint_id, "worker_id": m.worker_id, "url": m.url} for m in result.members],
+        "id": result.id,
+        "endpoint": result.url,
+        "base_url": result.endpoint.base_url,
+        "model": result.endpoint.model,
+        "api_key": result.endpoint.api_key,
+        "policy": result.policy,
+        "members": [
+            {"endpoint_id": m.endpoint_id, "worker_id": m.worker_id, "url": m.url} for m in result.members
+        ],
         "log_path": result.gateway.data.get("log_path"),
     }

@@ -9,89 +9,146 @@ from typing import Any
 
 import click
 
-from ..errors import SandserveError
-from ._app import main, reports_errors, sigterm_as_interrupt
-
+from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
+from sandserve.errors import SandserveError
 
 # --- serving ------------------------------------------------------------------------------------------
 
 
 @main.command()
-@click.option("--provider", type=click.Choice(["local", "daytona"]),
-              help="Where to serve. Default: daytona when DAYTONA_API_KEY is set, else local.")
-@click.option("--model", "model", metavar="PRESET|HF_ID|PATH",
-              help="A preset (`sandserve presets`), any Hugging Face id, or a local .gguf file.")
+@click.option(
+    "--provider",
+    type=click.Choice(["local", "daytona"]),
+    help="Where to serve. Default: daytona when DAYTONA_API_KEY is set, else local.",
+)
+@click.option(
+    "--model",
+    "model",
+    metavar="PRESET|HF_ID|PATH",
+    help="A preset (`sandserve presets`), any Hugging Face id, or a local .gguf file.",
+)
 @click.option("--engine", type=click.Choice(["sglang", "llamacpp"]), help="Override the preset's engine.")
 @click.option("--served-name", help="The model name clients send (default: from the preset).")
-@click.option("--auth", type=click.Choice(["token", "signed", "key", "public"]), default=None,
-              help="token: preview-token header (default); signed: a signed URL; key: public URL + SGLang "
-              "API key; public: no auth at all.")
+@click.option(
+    "--auth",
+    type=click.Choice(["token", "signed", "key", "public"]),
+    default=None,
+    help="token: preview-token header (default); signed: a signed URL; key: public URL + SGLang "
+    "API key; public: no auth at all.",
+)
 @click.option("--port", type=int, help="Server port (local: default a free one; Daytona: 8000).")
-@click.option("--gpu", "gpus", multiple=True, metavar="TYPE",
-              help="GPU type in order of preference (repeat). Default: H100, then RTX_PRO_6000.")
+@click.option(
+    "--gpu",
+    "gpus",
+    multiple=True,
+    metavar="TYPE",
+    help="GPU type in order of preference (repeat). Default: H100, then RTX_PRO_6000.",
+)
 @click.option("--image", help="Container image for the sandbox (default: the stock SGLang image).")
 @click.option("--target", help="Daytona region (default us-east-1, the GPU region).")
 @click.option("--reasoning-parser", help="SGLang reasoning parser (`auto`, `none`, or a name).")
 @click.option("--tool-call-parser", help="SGLang tool-call parser (`auto`, `none`, or a name).")
 @click.option("--context-length", type=int, help="Context window the server allocates for.")
-@click.option("--engine-arg", "engine_args", multiple=True, metavar="ARG",
-              help="Extra flag for the engine's command line (repeat; e.g. --engine-arg=--tp --engine-arg=2).")
+@click.option(
+    "--engine-arg",
+    "engine_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra flag for the engine's command line (repeat; e.g. --engine-arg=--tp --engine-arg=2).",
+)
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE", help="Environment for the server.")
 @click.option("--boot-timeout", type=float, help="Seconds to wait for a real generation (default 900).")
 @click.option("--create-timeout", type=float, help="Seconds to wait for the sandbox (default 600).")
 @click.option("--signed-ttl", type=int, help="Lifetime of a signed URL in seconds (default 3600).")
-@click.option("--cache-volume", metavar="NAME",
-              help="Daytona volume for the Hugging Face cache: the second boot skips the download.")
+@click.option(
+    "--cache-volume",
+    metavar="NAME",
+    help="Daytona volume for the Hugging Face cache: the second boot skips the download.",
+)
 @click.option("--hf-token-secret", metavar="NAME", help="Pass HF_TOKEN as this Daytona secret, not as text.")
 @click.option("--delete-on-failure", is_flag=True, help="Delete the sandbox when boot fails (default: keep).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and create nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoint (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the server's start-up log.")
 @reports_errors
-def up(provider: str | None, model: str | None, engine: str | None, served_name: str | None,
-       auth: str | None, port: int | None, gpus: tuple[str, ...], image: str | None, target: str | None,
-       reasoning_parser: str | None, tool_call_parser: str | None, context_length: int | None,
-       engine_args: tuple[str, ...], env_pairs: tuple[str, ...], boot_timeout: float | None,
-       create_timeout: float | None, signed_ttl: int | None, cache_volume: str | None,
-       hf_token_secret: str | None, delete_on_failure: bool, dry_run: bool, as_json: bool,
-       quiet: bool) -> None:
+def up(
+    provider: str | None,
+    model: str | None,
+    engine: str | None,
+    served_name: str | None,
+    auth: str | None,
+    port: int | None,
+    gpus: tuple[str, ...],
+    image: str | None,
+    target: str | None,
+    reasoning_parser: str | None,
+    tool_call_parser: str | None,
+    context_length: int | None,
+    engine_args: tuple[str, ...],
+    env_pairs: tuple[str, ...],
+    boot_timeout: float | None,
+    create_timeout: float | None,
+    signed_ttl: int | None,
+    cache_volume: str | None,
+    hf_token_secret: str | None,
+    delete_on_failure: bool,
+    dry_run: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Bring a model up and print how to reach it.
 
     Progress and the server's log go to stderr; stdout gets only the export lines (or JSON), so
     `eval "$(sandserve up)"` sets ENDPOINT (and TOKEN) in your shell.
     """
-    from ..config import load_dotenv_once
-    from ..spec import resolve_spec
+    from sandserve.config import load_dotenv_once
+    from sandserve.spec import resolve_spec
 
     load_dotenv_once()
     overrides: dict[str, Any] = {
-        key: value for key, value in {
-            "port": port, "gpus": tuple(gpus) or None, "image": image, "target": target,
-            "context_length": context_length, "boot_timeout": boot_timeout, "create_timeout": create_timeout,
-            "signed_url_ttl": signed_ttl, "cache_volume": cache_volume, "hf_token_secret": hf_token_secret,
+        key: value
+        for key, value in {
+            "port": port,
+            "gpus": tuple(gpus) or None,
+            "image": image,
+            "target": target,
+            "context_length": context_length,
+            "boot_timeout": boot_timeout,
+            "create_timeout": create_timeout,
+            "signed_url_ttl": signed_ttl,
+            "cache_volume": cache_volume,
+            "hf_token_secret": hf_token_secret,
             "env": _parse_env(env_pairs) or None,
-        }.items() if value is not None
+        }.items()
+        if value is not None
     }
     spec = resolve_spec(
-        model, provider=provider, engine=engine, served_name=served_name, auth=auth,
-        reasoning_parser=reasoning_parser, tool_call_parser=tool_call_parser, extra_args=engine_args,
-        delete_on_failure=delete_on_failure, **overrides,
+        model,
+        provider=provider,
+        engine=engine,
+        served_name=served_name,
+        auth=auth,
+        reasoning_parser=reasoning_parser,
+        tool_call_parser=tool_call_parser,
+        extra_args=engine_args,
+        delete_on_failure=delete_on_failure,
+        **overrides,
     )
     if dry_run:
-        from ..plan import plan
+        from sandserve.serve.plan import plan
 
         _print_plan(plan(spec), as_json)
         return
 
-    from .. import lifecycle
-    from ..console import ConsoleBootEvents, err
+    from sandserve.cli.console import ConsoleBootEvents, err
+    from sandserve.serve import lifecycle
 
     with sigterm_as_interrupt():
         endpoint = lifecycle.up(spec, events=ConsoleBootEvents(show_log=not quiet))
     if as_json:
         click.echo(json.dumps(_endpoint_json(endpoint), indent=2))
     else:
-        from ..handoff import handoff_lines
+        from sandserve.cli.handoff import handoff_lines
 
         for line in endpoint.export_lines():
             click.echo(line)
@@ -118,7 +175,7 @@ def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(plan, indent=2))
         return
-    from ..console import out
+    from sandserve.cli.console import out
 
     out.print("[bold]plan[/] (nothing created)")
     for key, value in plan.items():
@@ -136,8 +193,8 @@ def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
 @reports_errors
 def ls(include_down: bool, as_json: bool) -> None:
     """List the endpoints in the ledger, with whether their server still runs."""
-    from ..lifecycle import refresh
-    from ..registry import Registry
+    from sandserve.serve.ledger import Registry
+    from sandserve.serve.lifecycle import refresh
 
     records = [refresh(record) for record in Registry().list(include_down=include_down)]
     if as_json:
@@ -145,15 +202,22 @@ def ls(include_down: bool, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    from ..console import out
+    from sandserve.cli.console import out
 
     if not records:
         out.print("no endpoints (start one with `sandserve up`)")
         return
     table = Table("id", "state", "provider", "engine", "model", "url", "age")
     for record in records:
-        table.add_row(record.id, _styled_state(record.shown_state), record.provider, record.engine,
-                      record.model, record.endpoint.url if record.endpoint else "-", _age(record.created_at))
+        table.add_row(
+            record.id,
+            _styled_state(record.shown_state),
+            record.provider,
+            record.engine,
+            record.model,
+            record.endpoint.url if record.endpoint else "-",
+            _age(record.created_at),
+        )
     out.print(table)
 
 
@@ -173,10 +237,17 @@ def _age(created_at: float) -> str:
 
 def _record_json(record: Any) -> dict[str, Any]:
     return {
-        "id": record.id, "state": record.shown_state, "provider": record.provider, "engine": record.engine,
-        "model": record.model, "sandbox_id": record.sandbox.sandbox_id or None,
-        "url": record.endpoint.url if record.endpoint else None, "log_path": record.log_path,
-        "error": record.error, "created_at": record.created_at, "live": record.live,
+        "id": record.id,
+        "state": record.shown_state,
+        "provider": record.provider,
+        "engine": record.engine,
+        "model": record.model,
+        "sandbox_id": record.sandbox.sandbox_id or None,
+        "url": record.endpoint.url if record.endpoint else None,
+        "log_path": record.log_path,
+        "error": record.error,
+        "created_at": record.created_at,
+        "live": record.live,
         "info": record.endpoint.info if record.endpoint else {},
     }
 
@@ -187,15 +258,15 @@ def _record_json(record: Any) -> dict[str, Any]:
 @reports_errors
 def status(endpoint_id: str | None, as_json: bool) -> None:
     """Show one endpoint: state, URL, boot timeline, KV pool, capabilities."""
-    from ..lifecycle import refresh
-    from ..registry import Registry
+    from sandserve.serve.ledger import Registry
+    from sandserve.serve.lifecycle import refresh
 
     record = refresh(Registry().resolve(endpoint_id))
     data = _record_json(record)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    from ..console import out
+    from sandserve.cli.console import out
 
     out.print(f"[bold]{record.id}[/]  {_styled_state(record.shown_state)}")
     for key in ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error"):
@@ -216,8 +287,8 @@ def status(endpoint_id: str | None, as_json: bool) -> None:
 @reports_errors
 def logs(endpoint_id: str | None, follow: bool) -> None:
     """Print an endpoint's server log."""
-    from ..lifecycle import read_log
-    from ..registry import Registry
+    from sandserve.serve.ledger import Registry
+    from sandserve.serve.lifecycle import read_log
 
     record = Registry().resolve(endpoint_id)
     shown = 0
@@ -236,12 +307,14 @@ def logs(endpoint_id: str | None, follow: bool) -> None:
 @reports_errors
 def env_(endpoint_id: str | None) -> None:
     """Print the export lines for an endpoint again (eval "$(sandserve env)")."""
-    from ..registry import Registry
+    from sandserve.serve.ledger import Registry
 
     record = Registry().resolve(endpoint_id)
     if record.endpoint is None:
-        raise SandserveError(f"{record.id} never became ready ({record.shown_state}).",
-                             hint=f"`sandserve logs {record.id}` shows why.")
+        raise SandserveError(
+            f"{record.id} never became ready ({record.shown_state}).",
+            hint=f"`sandserve logs {record.id}` shows why.",
+        )
     for line in record.endpoint.export_lines():
         click.echo(line)
 
@@ -252,9 +325,9 @@ def env_(endpoint_id: str | None) -> None:
 @reports_errors
 def down(endpoint_ids: tuple[str, ...], everything: bool) -> None:
     """Stop endpoints and delete their sandboxes."""
-    from .. import lifecycle
-    from ..console import err
-    from ..registry import Registry
+    from sandserve.cli.console import err
+    from sandserve.serve import lifecycle
+    from sandserve.serve.ledger import Registry
 
     registry = Registry()
     if everything == bool(endpoint_ids):
@@ -278,37 +351,49 @@ def down(endpoint_ids: tuple[str, ...], everything: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def presets(as_json: bool) -> None:
     """List the model presets and what each one sets."""
-    from ..presets import PRESETS
+    from sandserve.presets import PRESETS
 
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in PRESETS], indent=2, default=list))
         return
     from rich.table import Table
 
-    from ..console import out
+    from sandserve.cli.console import out
 
     table = Table("preset", "model", "engine", "reasoning", "tools", "flags / env", "note")
     for p in PRESETS:
         flags = " ".join([*p.extra_args, *(f"{k}={v}" for k, v in p.env.items())])
-        table.add_row(p.name, p.model, p.engine, p.reasoning_parser or "-", p.tool_call_parser or "-",
-                      flags or "-", p.note)
+        table.add_row(
+            p.name,
+            p.model,
+            p.engine,
+            p.reasoning_parser or "-",
+            p.tool_call_parser or "-",
+            flags or "-",
+            p.note,
+        )
     out.print(table)
 
 
 @main.command()
-@click.option("--provider", type=click.Choice(["local", "daytona"]),
-              help="Default: daytona when DAYTONA_API_KEY is set, else local.")
+@click.option(
+    "--provider",
+    type=click.Choice(["local", "daytona"]),
+    help="Default: daytona when DAYTONA_API_KEY is set, else local.",
+)
 @reports_errors
 def demo(provider: str | None) -> None:
     """The main job: bring an endpoint up, ask it one question, show how to go further."""
-    from ..config import load_dotenv_once
-    from ..console import ConsoleBootEvents, err, out
-    from ..demo import run_demo
+    from sandserve.cli.console import ConsoleBootEvents, err, out
+    from sandserve.cli.demo import run_demo
+    from sandserve.config import load_dotenv_once
 
     load_dotenv_once()
     result = run_demo(provider=provider, events=ConsoleBootEvents(show_log=False))
     endpoint = result.endpoint
-    out.print(f"\n[bold]endpoint[/] {endpoint.id} is up at {endpoint.url} ({endpoint.engine}, {endpoint.model})")
+    out.print(
+        f"\n[bold]endpoint[/] {endpoint.id} is up at {endpoint.url} ({endpoint.engine}, {endpoint.model})"
+    )
     out.print(f"[bold]asked:[/] {result.question}")
     if result.disclaimer:
         out.print(f"[yellow]note: this answer comes from the tiny model with {result.disclaimer}[/]")
@@ -328,14 +413,11 @@ def engine() -> None:
 @reports_errors
 def engine_build() -> None:
     """Build (or find cached) llama-server and the tiny model; prints the binary path."""
-    from ..console import ConsoleBootEvents
-    from ..llamacpp_build import ensure_llama_server
-    from ..tinymodel import ensure_tiny_model
+    from sandserve.cli.console import ConsoleBootEvents
+    from sandserve.engines.llamacpp_build import ensure_llama_server
+    from sandserve.engines.tinymodel import ensure_tiny_model
 
     events = ConsoleBootEvents()
     binary = ensure_llama_server(on_progress=lambda p: events.build_progress(p.done, p.total, p.message))
     events.status(f"llama-server: {binary}")
     events.status(f"tiny model: {ensure_tiny_model()}")
-
-
-

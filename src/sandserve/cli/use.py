@@ -7,44 +7,74 @@ from pathlib import Path
 
 import click
 
-from ._app import main, reports_errors
-
+from sandserve.cli._app import main, reports_errors
 
 # --- using an endpoint ----------------------------------------------------------------------------------
 
 
 @main.command()
 @click.argument("prompt")
-@click.option("--endpoint", "-e", "endpoint_id", metavar="ID",
-              help="An endpoint from the ledger. Default: ENDPOINT (+TOKEN) from the environment, else the "
-              "one that is up.")
+@click.option(
+    "--endpoint",
+    "-e",
+    "endpoint_id",
+    metavar="ID",
+    help="An endpoint from the ledger. Default: ENDPOINT (+TOKEN) from the environment, else the "
+    "one that is up.",
+)
 @click.option("--system", help="A system message sent before the prompt.")
-@click.option("--max-tokens", type=int, default=1024, show_default=True,
-              help="Budget for reasoning + answer.")
+@click.option(
+    "--max-tokens", type=int, default=1024, show_default=True, help="Budget for reasoning + answer."
+)
 @click.option("--stream", is_flag=True, help="Print the reply as it arrives.")
-@click.option("--reasoning-effort", type=click.Choice(["low", "medium", "high"]),
-              help="How hard the model thinks (mapped per model family; refused where there is no dial).")
-@click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False),
-              help="A JSON schema file: the answer is constrained to it.")
+@click.option(
+    "--reasoning-effort",
+    type=click.Choice(["low", "medium", "high"]),
+    help="How hard the model thinks (mapped per model family; refused where there is no dial).",
+)
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A JSON schema file: the answer is constrained to it.",
+)
 @click.option("--regex", help="A regular expression the whole answer must match.")
-@click.option("--ebnf", "ebnf_file", type=click.Path(exists=True, dir_okay=False),
-              help="An EBNF (GBNF) grammar file the answer must follow (start rule: root).")
+@click.option(
+    "--ebnf",
+    "ebnf_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An EBNF (GBNF) grammar file the answer must follow (start rule: root).",
+)
 @click.option("--temperature", type=float, help="Sampling temperature (server default if left out).")
-@click.option("--verbose", "-v", is_flag=True,
-              help="Also show cached/prompt tokens, the finish reason, and how options were mapped.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also show cached/prompt tokens, the finish reason, and how options were mapped.",
+)
 @reports_errors
-def chat(prompt: str, endpoint_id: str | None, system: str | None, max_tokens: int, stream: bool,
-         reasoning_effort: str | None, schema_file: str | None, regex: str | None, ebnf_file: str | None,
-         temperature: float | None, verbose: bool) -> None:
+def chat(
+    prompt: str,
+    endpoint_id: str | None,
+    system: str | None,
+    max_tokens: int,
+    stream: bool,
+    reasoning_effort: str | None,
+    schema_file: str | None,
+    regex: str | None,
+    ebnf_file: str | None,
+    temperature: float | None,
+    verbose: bool,
+) -> None:
     """Ask the endpoint one question. The answer goes to stdout; the reasoning (shown apart, dimmed) and the
     --verbose figures go to stderr."""
 
     from rich.text import Text
 
-    from ..chat import ChatOptions, ChatReply, Delta, ask, ask_streaming
-    from ..connect import connect
-    from ..console import err
-    from ..constrained import pick_constraint
+    from sandserve.cli.console import err
+    from sandserve.client.chat import ChatOptions, ChatReply, Delta, ask, ask_streaming
+    from sandserve.client.connect import connect
+    from sandserve.client.constrained import pick_constraint
 
     constraint = pick_constraint(
         regex=regex,
@@ -52,11 +82,15 @@ def chat(prompt: str, endpoint_id: str | None, system: str | None, max_tokens: i
         json_schema=Path(schema_file).read_text() if schema_file else None,
     )
     endpoint = connect(endpoint_id)
-    options = ChatOptions(system=system, max_tokens=max_tokens,
-                          reasoning_effort=reasoning_effort,  # type: ignore[arg-type]
-                          constraint=constraint, temperature=temperature)
+    options = ChatOptions(
+        system=system,
+        max_tokens=max_tokens,
+        reasoning_effort=reasoning_effort,  # type: ignore[arg-type]
+        constraint=constraint,
+        temperature=temperature,
+    )
     if endpoint.serves_random_model:
-        from ..tinymodel import DISCLAIMER
+        from sandserve.engines.tinymodel import DISCLAIMER
 
         err.print(Text(f"(tiny model: {DISCLAIMER})", style="dim"))
     reply: ChatReply | None = None
@@ -87,14 +121,19 @@ def chat(prompt: str, endpoint_id: str | None, system: str | None, max_tokens: i
     if verbose:
         for note in reply.notes:
             err.print(Text(f"note: {note}", style="yellow"))
-        err.print(Text(f"{reply.cache}; {reply.completion_tokens} completion tokens; "
-                       f"finish_reason={reply.finish_reason}", style="dim"))
+        err.print(
+            Text(
+                f"{reply.cache}; {reply.completion_tokens} completion tokens; "
+                f"finish_reason={reply.finish_reason}",
+                style="dim",
+            )
+        )
     if reply.finish_reason == "length":
         err.print(Text(f"(cut at --max-tokens {max_tokens}: raise it for a complete answer)", style="yellow"))
 
 
 def _start_channel(channel: str, *, first: bool) -> None:
-    from ..console import err
+    from sandserve.cli.console import err
 
     if not first:
         err.print("")
@@ -111,14 +150,14 @@ def tour(endpoint_id: str | None) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from ..connect import connect
-    from ..console import out
-    from ..tour import TourStep, run_tour, settings_for
+    from sandserve.cli.console import out
+    from sandserve.client.connect import connect
+    from sandserve.workloads.tour import TourStep, run_tour, settings_for
 
     endpoint = connect(endpoint_id)
     out.print(f"[bold]tour of {endpoint.id}[/] ({endpoint.engine}, {endpoint.model}) at {endpoint.url}")
     if settings_for(endpoint).random_model:
-        from ..tinymodel import DISCLAIMER
+        from sandserve.engines.tinymodel import DISCLAIMER
 
         out.print(Text(f"tiny model: {DISCLAIMER}; the tool call is forced", style="yellow"))
     steps: list[TourStep] = []
@@ -140,4 +179,3 @@ def tour(endpoint_id: str | None) -> None:
 def _styled_status(status: str) -> str:
     colour = {"passed": "green", "failed": "red", "unavailable": "dim"}[status]
     return f"[{colour}]{status}[/]"
-

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from .base import Capabilities, Diagnosis, Engine, Launch, ReadinessProbe, diagnose, phases_in
+from sandserve.engines.base import (
+    Capabilities,
+    Diagnosis,
+    Engine,
+    Launch,
+    ReadinessProbe,
+    diagnose,
+    phases_in,
+)
+from sandserve.errors import ConfigError
 
 ENGINE_NAMES = ("sglang", "llamacpp")
 
@@ -11,11 +19,11 @@ ENGINE_NAMES = ("sglang", "llamacpp")
 def get_engine(name: str, *, llama_server: str | None = None) -> Engine:
     """The engine called ``name``; ``llama_server`` is the binary path for llama.cpp."""
     if name == "sglang":
-        from .sglang import SGLANG
+        from sandserve.engines.sglang import SGLANG
 
         return SGLANG
     if name == "llamacpp":
-        from .llamacpp import LlamaCppEngine
+        from sandserve.engines.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(binary=llama_server or "llama-server")
     raise ConfigError(f"Unknown engine {name!r}.", hint=f"Use one of: {', '.join(ENGINE_NAMES)}.")
@@ -26,6 +34,14 @@ def capabilities_of(name: str) -> Capabilities:
 
 
 __all__ = [
-    "ENGINE_NAMES", "Capabilities", "Diagnosis", "Engine", "Launch", "ReadinessProbe", "capabilities_of",
-    "diagnose", "get_engine", "phases_in",
+    "ENGINE_NAMES",
+    "Capabilities",
+    "Diagnosis",
+    "Engine",
+    "Launch",
+    "ReadinessProbe",
+    "capabilities_of",
+    "diagnose",
+    "get_engine",
+    "phases_in",
 ]

@@ -12,10 +12,11 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:
-    from ..spec import ServeSpec
+from sandserve.masking import mask_secrets
+from sandserve.results import Capabilities
 
-MASK = "****"
+if TYPE_CHECKING:
+    from sandserve.spec import ServeSpec
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,7 @@ class Launch:
         return " ".join([*assignments, *(shlex.quote(arg) for arg in self.argv)])
 
     def masked(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, MASK)
-        return text
+        return mask_secrets(text, self.secrets)
 
     def display_command(self) -> str:
         return self.masked(" ".join(shlex.quote(arg) for arg in self.argv))
@@ -73,24 +71,6 @@ class LogSignature:
     @classmethod
     def of(cls, pattern: str, summary: str, fix: str) -> LogSignature:
         return cls(re.compile(pattern, re.MULTILINE), summary, fix)
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What clients can ask of an engine. Honest per engine: a False here means the library refuses the call."""
-
-    streaming: bool = True
-    reasoning_split: bool = True
-    reasoning_effort: bool = False
-    json_schema: bool = True
-    regex: bool = False
-    ebnf: bool = False
-    native_generate: bool = False
-    tool_calls: bool = True
-    cache_report: bool = True
-
-    def as_dict(self) -> dict[str, bool]:
-        return dict(self.__dict__)
 
 
 class Engine(Protocol):

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..spec import ServeSpec
-from .base import Capabilities, Launch, LogSignature, ReadinessProbe
+from sandserve.engines.base import Capabilities, Launch, LogSignature, ReadinessProbe
+from sandserve.spec import ServeSpec
 
 #: Shared by the slots (16k tokens each): room for the guide's 12,000-character passages at a few MB of KV.
 DEFAULT_CONTEXT = 32768
@@ -52,7 +52,11 @@ class LlamaCppEngine:
 
     name = "llamacpp"
     capabilities = Capabilities(
-        reasoning_effort=False, regex=True, ebnf=True, native_generate=False, cache_report=True,
+        reasoning_effort=False,
+        regex=True,
+        ebnf=True,
+        native_generate=False,
+        cache_report=True,
     )
     readiness = ReadinessProbe(
         "POST", "/v1/completions", {"prompt": "Ready?", "max_tokens": 1, "temperature": 0}
@@ -63,21 +67,32 @@ class LlamaCppEngine:
 
     def summarise_info(self, data: dict[str, Any]) -> dict[str, Any]:
         settings = data.get("default_generation_settings") or {}
-        return {"max_running_requests": data.get("total_slots"), "context_len": settings.get("n_ctx"),
-                "version": data.get("build_info")}
+        return {
+            "max_running_requests": data.get("total_slots"),
+            "context_len": settings.get("n_ctx"),
+            "version": data.get("build_info"),
+        }
 
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
         argv = [
             self.binary,
-            "-m", spec.model,
-            "--alias", spec.served_name,
-            "--host", host,
-            "--port", str(port),
-            "-c", str(spec.context_length or DEFAULT_CONTEXT),
-            "-np", str(self.parallel_slots),
-            "-t", str(self.threads),
+            "-m",
+            spec.model,
+            "--alias",
+            spec.served_name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "-c",
+            str(spec.context_length or DEFAULT_CONTEXT),
+            "-np",
+            str(self.parallel_slots),
+            "-t",
+            str(self.threads),
             "--jinja",
-            "--reasoning-format", "deepseek" if spec.reasoning_parser else "none",
+            "--reasoning-format",
+            "deepseek" if spec.reasoning_parser else "none",
             "--no-ui",
             "--offline",
             "--metrics",

@@ -11,19 +11,62 @@ import json
 import re
 from typing import Any
 
-from ..errors import ConfigError
-from ..spec import ServeSpec
-from .base import Capabilities, Launch, LogSignature, ReadinessProbe
+from sandserve.engines.base import Capabilities, Launch, LogSignature, ReadinessProbe
+from sandserve.errors import ConfigError
+from sandserve.spec import ServeSpec
 
 TOOL_CALL_PARSERS = (
-    "deepseekv3", "deepseekv31", "deepseekv32", "deepseekv4", "glm", "glm45", "glm47", "gpt-oss", "kimi_k2",
-    "lfm2", "llama3", "mimo", "mistral", "poolside_v1", "pythonic", "qwen", "qwen25", "qwen3_coder", "step3",
-    "step3p5", "minimax-m2", "trinity", "interns1", "hermes", "hunyuan", "gigachat3", "gemma4", "auto",
+    "deepseekv3",
+    "deepseekv31",
+    "deepseekv32",
+    "deepseekv4",
+    "glm",
+    "glm45",
+    "glm47",
+    "gpt-oss",
+    "kimi_k2",
+    "lfm2",
+    "llama3",
+    "mimo",
+    "mistral",
+    "poolside_v1",
+    "pythonic",
+    "qwen",
+    "qwen25",
+    "qwen3_coder",
+    "step3",
+    "step3p5",
+    "minimax-m2",
+    "trinity",
+    "interns1",
+    "hermes",
+    "hunyuan",
+    "gigachat3",
+    "gemma4",
+    "auto",
 )
 REASONING_PARSERS = (
-    "deepseek-r1", "deepseek-v3", "deepseek-v4", "glm45", "hunyuan", "gpt-oss", "kimi", "kimi_k2", "mimo",
-    "poolside_v1", "qwen3", "qwen3-thinking", "minimax", "minimax-append-think", "step3", "step3p5",
-    "mistral", "nemotron_3", "interns1", "gemma4", "auto",
+    "deepseek-r1",
+    "deepseek-v3",
+    "deepseek-v4",
+    "glm45",
+    "hunyuan",
+    "gpt-oss",
+    "kimi",
+    "kimi_k2",
+    "mimo",
+    "poolside_v1",
+    "qwen3",
+    "qwen3-thinking",
+    "minimax",
+    "minimax-append-think",
+    "step3",
+    "step3p5",
+    "mistral",
+    "nemotron_3",
+    "interns1",
+    "gemma4",
+    "auto",
 )
 
 _PHASES = (
@@ -92,8 +135,15 @@ _KV_ALLOCATED = re.compile(r"KV Cache is allocated\..*?#tokens: (\d+)")
 class SGLangEngine:
     name = "sglang"
     capabilities = Capabilities(
-        streaming=True, reasoning_split=True, reasoning_effort=True, json_schema=True, regex=True, ebnf=True,
-        native_generate=True, tool_calls=True, cache_report=True,
+        streaming=True,
+        reasoning_split=True,
+        reasoning_effort=True,
+        json_schema=True,
+        regex=True,
+        ebnf=True,
+        native_generate=True,
+        tool_calls=True,
+        cache_report=True,
     )
     # /health_generate runs a real one-token generation; /v1/models answers 200 before the model can serve.
     readiness = ReadinessProbe("GET", "/health_generate")
@@ -109,11 +159,17 @@ class SGLangEngine:
         _check_parser("reasoning parser", "--reasoning-parser", spec.reasoning_parser, REASONING_PARSERS)
         _check_parser("tool-call parser", "--tool-call-parser", spec.tool_call_parser, TOOL_CALL_PARSERS)
         argv = [
-            "python3", "-m", "sglang.launch_server",
-            "--model-path", spec.model,
-            "--served-model-name", spec.served_name,
-            "--host", host,
-            "--port", str(port),
+            "python3",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            spec.model,
+            "--served-model-name",
+            spec.served_name,
+            "--host",
+            host,
+            "--port",
+            str(port),
             "--enable-cache-report",
             "--enable-metrics",
         ]

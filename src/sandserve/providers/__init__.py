@@ -1,31 +1,39 @@
-"""Sandbox providers: where a server runs and how clients reach it."""
+"""Sandbox providers: where a server runs and how clients reach it.
+
+Each provider is a ``Provider`` subclass that registers itself under its ``name``; the built-in ones are
+imported on first use, so a verb pays only for the provider it touches.
+"""
 
 from __future__ import annotations
 
+import importlib
 from functools import cache
 
-from ..errors import ConfigError
-from .base import Exposure, Provider, SandboxHandle
+from sandserve.errors import ConfigError
+from sandserve.providers.base import Exposure, Provider, SandboxHandle
 
+#: Where each built-in provider lives (imported by name: nothing is loaded before it is needed).
+BUILTIN_PROVIDERS = {
+    "local": "sandserve.providers.local",
+    "daytona": "sandserve.providers.daytona",
+    "gateway": "sandserve.providers.gateway",
+}
+#: The providers a user may serve on (the gateway is a fleet's own process).
 PROVIDER_NAMES = ("local", "daytona")
 
 
 @cache
 def get_provider(name: str) -> Provider:
     """One provider object per process: the local one remembers the children it started."""
-    if name == "local":
-        from .local import LocalProvider
-
-        return LocalProvider()
-    if name == "daytona":
-        from .daytona import DaytonaProvider
-
-        return DaytonaProvider()
-    if name == "gateway":  # a fleet's gateway: a local process in the ledger (sandserve.fleet)
-        from ..fleet import GatewayProvider
-
-        return GatewayProvider()
-    raise ConfigError(f"Unknown provider {name!r}.", hint=f"Use one of: {', '.join(PROVIDER_NAMES)}.")
+    if name not in Provider.registered and name in BUILTIN_PROVIDERS:
+        importlib.import_module(BUILTIN_PROVIDERS[name])
+    try:
+        provider_class = Provider.registered[name]
+    except KeyError:
+        raise ConfigError(
+            f"Unknown provider {name!r}.", hint=f"Use one of: {', '.join(PROVIDER_NAMES)}."
+        ) from None
+    return provider_class()
 
 
-__all__ = ["PROVIDER_NAMES", "Exposure", "Provider", "SandboxHandle", "get_provider"]
+__all__ = ["BUILTIN_PROVIDERS", "PROVIDER_NAMES", "Exposure", "Provider", "SandboxHandle", "get_provider"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ..engines.base import Launch
-    from ..spec import ServeSpec
+    from sandserve.engines.base import Launch
+    from sandserve.spec import ServeSpec
 
 
 @dataclass
@@ -35,35 +35,49 @@ class Exposure:
         return headers
 
 
-class Provider(Protocol):
-    name: str
+class Provider:
+    """Where a server runs and how clients reach it. Subclasses register themselves by ``name``
+    (``get_provider`` looks them up), so nothing outside ``providers/`` branches on a provider's name."""
+
+    registered: ClassVar[dict[str, type[Provider]]] = {}
+    name: ClassVar[str]
     #: Seconds between polls of the log / exit code / readiness while booting.
     poll_interval: float
     #: Whether a failed boot keeps its sandbox by default (Daytona: the weights already downloaded).
     keeps_failed_sandboxes: bool
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            Provider.registered[cls.name] = cls
+
     def preflight(self, spec: ServeSpec) -> None:
         """Refuse a spec that cannot work (port taken, no credentials) before anything is created."""
-        ...
+        raise NotImplementedError
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle: ...
+    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
+        raise NotImplementedError
 
-    def server_port(self, handle: SandboxHandle) -> int: ...
+    def server_port(self, handle: SandboxHandle) -> int:
+        raise NotImplementedError
 
-    def start(self, handle: SandboxHandle, launch: Launch) -> None: ...
+    def start(self, handle: SandboxHandle, launch: Launch) -> None:
+        raise NotImplementedError
 
     def read_log(self, handle: SandboxHandle) -> str:
         """The whole log so far (cumulative)."""
-        ...
+        raise NotImplementedError
 
     def exit_code(self, handle: SandboxHandle) -> int | None:
         """None while the server runs."""
-        ...
+        raise NotImplementedError
 
-    def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure: ...
+    def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure:
+        raise NotImplementedError
 
-    def is_running(self, handle: SandboxHandle) -> bool: ...
+    def is_running(self, handle: SandboxHandle) -> bool:
+        raise NotImplementedError
 
     def delete(self, handle: SandboxHandle) -> None:
         """Stop and remove the sandbox; succeeds if it is already gone."""
-        ...
+        raise NotImplementedError

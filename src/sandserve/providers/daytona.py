@@ -11,11 +11,16 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER
-from ..engines.base import Launch
-from ..errors import MissingCredentialsError, ProviderError, QuotaExceededError, SandboxCreateTimeoutError
-from ..spec import SANDBOX_PORT, AuthMode, ServeSpec
-from .base import Exposure, SandboxHandle
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER
+from sandserve.engines.base import Launch
+from sandserve.errors import (
+    MissingCredentialsError,
+    ProviderError,
+    QuotaExceededError,
+    SandboxCreateTimeoutError,
+)
+from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.spec import SANDBOX_PORT, AuthMode, ServeSpec
 
 if TYPE_CHECKING:
     from daytona import Daytona, Sandbox
@@ -28,7 +33,7 @@ LABEL_MODEL = "sandserve.model"
 QUOTA_MARKER = "gpu limit exceeded"
 
 
-class DaytonaProvider:
+class DaytonaProvider(Provider):
     name = "daytona"
     poll_interval = 3.0
     keeps_failed_sandboxes = True
@@ -92,8 +97,12 @@ class DaytonaProvider:
             secrets=secrets,
             volumes=volumes,
             target=spec.target,
-            labels={LABEL_OWNER: "1", LABEL_ENDPOINT: endpoint_id, LABEL_MODEL: spec.served_name,
-                    **spec.labels},
+            labels={
+                LABEL_OWNER: "1",
+                LABEL_ENDPOINT: endpoint_id,
+                LABEL_MODEL: spec.served_name,
+                **spec.labels,
+            },
         )
 
     def _volume(self, name: str) -> Any:
@@ -162,8 +171,11 @@ class DaytonaProvider:
         try:
             if spec.auth is AuthMode.SIGNED:
                 signed = sandbox.create_signed_preview_url(port, expires_in_seconds=spec.signed_url_ttl)
-                return Exposure(url=signed.url.rstrip("/"), headers=skip_warning,
-                                expires_at=time.time() + spec.signed_url_ttl)
+                return Exposure(
+                    url=signed.url.rstrip("/"),
+                    headers=skip_warning,
+                    expires_at=time.time() + spec.signed_url_ttl,
+                )
             preview = sandbox.get_preview_link(port)
         except DaytonaError as exc:
             raise _translate(exc, "open the preview URL") from exc
@@ -246,5 +258,7 @@ def _translate(exc: Exception, doing: str) -> ProviderError:
             f"Daytona refused the API key while trying to {doing}.",
             hint="Check DAYTONA_API_KEY (the Daytona dashboard issues keys) and DAYTONA_API_URL.",
         )
-    return ProviderError(f"Daytona could not {doing}: {message}",
-                         hint="Run again; if it persists, check the Daytona dashboard for the sandbox's state.")
+    return ProviderError(
+        f"Daytona could not {doing}: {message}",
+        hint="Run again; if it persists, check the Daytona dashboard for the sandbox's state.",
+    )

@@ -15,11 +15,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..engines.base import Launch
-from ..errors import PortInUseError
-from ..paths import logs_dir
-from ..spec import ServeSpec
-from .base import Exposure, SandboxHandle
+from sandserve.engines.base import Launch
+from sandserve.errors import PortInUseError
+from sandserve.paths import logs_dir
+from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.spec import ServeSpec
 
 HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 5.0
@@ -68,7 +68,7 @@ def process_start_time(pid: int) -> str | None:
     return None if state in ("Z", "X") else start_time
 
 
-class LocalProvider:
+class LocalProvider(Provider):
     name = "local"
     poll_interval = 0.1
     keeps_failed_sandboxes = False

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..batch import BatchProgress, BatchRequest, BatchResult, BatchSummary, run_requests
-from ..endpoint import Endpoint
-from .corpus import AUTHORS, Passage
+from sandserve.batch.runner import BatchProgress, BatchRequest, BatchResult, BatchSummary, run_requests
+from sandserve.endpoint import Endpoint
+from sandserve.workloads.corpus import AUTHORS, Passage
 
 AUTHOR_QUESTION = f"Which of these authors wrote this passage: {', '.join(AUTHORS)}?"
 SETTING_QUESTION = "Is this scene set indoors or outdoors?"
@@ -50,12 +50,16 @@ def prompt(passage: Passage, question: Question) -> str:
     return f"{passage.text}\n\n{question.text} Reply as JSON."
 
 
-def answer_request(endpoint: Endpoint, passage: Passage, question: Question,
-                   temperature: float | None = None) -> BatchRequest:
+def answer_request(
+    endpoint: Endpoint, passage: Passage, question: Question, temperature: float | None = None
+) -> BatchRequest:
     body: dict[str, Any] = {
         "model": endpoint.model,
         "messages": [{"role": "user", "content": prompt(passage, question)}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": question.schema}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": question.schema},
+        },
         "max_tokens": MAX_TOKENS,
     }
     if endpoint.engine == "sglang":
@@ -108,17 +112,27 @@ class PassReport:
         return self.cached_tokens / self.input_tokens if self.input_tokens else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "input_tokens_per_s": self.input_tokens_per_s,
-                "output_tokens_per_s": self.output_tokens_per_s,
-                "input_m_tokens_per_hour": self.input_m_tokens_per_hour, "cached_share": self.cached_share}
+        return {
+            **asdict(self),
+            "input_tokens_per_s": self.input_tokens_per_s,
+            "output_tokens_per_s": self.output_tokens_per_s,
+            "input_m_tokens_per_hour": self.input_m_tokens_per_hour,
+            "cached_share": self.cached_share,
+        }
 
     @classmethod
     def of(cls, question: Question, summary: BatchSummary, results: list[BatchResult]) -> PassReport:
         answered = sum(parse_answer(result, question.key) is not None for result in results)
-        return cls(question=question.text, passages=len(results), answered=answered,
-                   failed=sum(not result.ok for result in results), wall_s=summary.wall_s,
-                   input_tokens=summary.input_tokens, output_tokens=summary.output_tokens,
-                   cached_tokens=summary.cached_tokens)
+        return cls(
+            question=question.text,
+            passages=len(results),
+            answered=answered,
+            failed=sum(not result.ok for result in results),
+            wall_s=summary.wall_s,
+            input_tokens=summary.input_tokens,
+            output_tokens=summary.output_tokens,
+            cached_tokens=summary.cached_tokens,
+        )
 
 
 @dataclass
@@ -180,16 +194,22 @@ class ClassificationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "engine": self.engine, "passages": len(self.truths),
-            "accuracy": self.accuracy, "correct": self.correct,
+            "model": self.model,
+            "engine": self.engine,
+            "passages": len(self.truths),
+            "accuracy": self.accuracy,
+            "correct": self.correct,
             "per_author": {a: {"correct": ok, "passages": n} for a, (ok, n) in self.per_author().items()},
-            "confusion": self.confusion(), "settings": self.settings(),
-            "author_pass": self.author_pass.to_dict(), "setting_pass": self.setting_pass.to_dict(),
+            "confusion": self.confusion(),
+            "settings": self.settings(),
+            "author_pass": self.author_pass.to_dict(),
+            "setting_pass": self.setting_pass.to_dict(),
             "pass2_speedup": self.speedup,
             "answers": [
                 {"passage": pid, "truth": truth, "author": author, "setting": setting}
                 for pid, truth, author, setting in zip(
-                    self.passage_ids, self.truths, self.author_answers, self.setting_answers, strict=True)
+                    self.passage_ids, self.truths, self.author_answers, self.setting_answers, strict=True
+                )
             ],
         }
 
@@ -197,9 +217,15 @@ class ClassificationReport:
 PassProgress = Callable[[str, BatchProgress], None]
 
 
-async def classify(endpoint: Endpoint, passages: list[Passage], *, temperature: float | None = None,
-                   order: str = "input", concurrency: int | None = None,
-                   on_progress: PassProgress | None = None) -> ClassificationReport:
+async def classify(
+    endpoint: Endpoint,
+    passages: list[Passage],
+    *,
+    temperature: float | None = None,
+    order: str = "input",
+    concurrency: int | None = None,
+    on_progress: PassProgress | None = None,
+) -> ClassificationReport:
     """Run both passes over ``passages`` and score pass 1 against the true authors."""
     answers: dict[str, list[BatchResult]] = {}
     reports: dict[str, PassReport] = {}
@@ -211,7 +237,9 @@ async def classify(endpoint: Endpoint, passages: list[Passage], *, temperature: 
             results.append,
             concurrency=concurrency or len(passages),
             order=order,  # type: ignore[arg-type]
-            on_progress=(lambda progress, name=question.name: on_progress(name, progress)) if on_progress else None,
+            on_progress=(lambda progress, name=question.name: on_progress(name, progress))
+            if on_progress
+            else None,
         )
         by_id = {result.custom_id: result for result in results}
         answers[question.name] = [by_id[f"{question.name}/{passage.id}"] for passage in passages]
@@ -262,7 +290,17 @@ def _token_lines(report: PassReport, *, cached: bool) -> list[str]:
 
 
 __all__ = [
-    "AUTHOR", "AUTHOR_QUESTION", "AUTHOR_SCHEMA", "SETTING", "SETTING_QUESTION", "SETTING_SCHEMA",
-    "ClassificationReport", "PassReport", "answer_request", "classify", "parse_answer", "prompt",
+    "AUTHOR",
+    "AUTHOR_QUESTION",
+    "AUTHOR_SCHEMA",
+    "SETTING",
+    "SETTING_QUESTION",
+    "SETTING_SCHEMA",
+    "ClassificationReport",
+    "PassReport",
+    "answer_request",
+    "classify",
+    "parse_answer",
+    "prompt",
     "summary_lines",
 ]

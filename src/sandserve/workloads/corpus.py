@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, SandserveError
-from ..paths import cache_dir
+from sandserve.errors import ConfigError, SandserveError
+from sandserve.paths import cache_dir
 
 BOOKS: dict[str, int] = {
     "Austen": 1342,  # Pride and Prejudice
@@ -61,7 +61,9 @@ def select_books(names_or_ids: list[str] | None) -> dict[str, int]:
     """The books named by author or Gutenberg id (all thirteen when None)."""
     if not names_or_ids:
         return dict(BOOKS)
-    by_key = {author.lower(): author for author in BOOKS} | {str(book): author for author, book in BOOKS.items()}
+    by_key = {author.lower(): author for author in BOOKS} | {
+        str(book): author for author, book in BOOKS.items()
+    }
     chosen: dict[str, int] = {}
     for key in names_or_ids:
         author = by_key.get(key.strip().lower())
@@ -69,7 +71,8 @@ def select_books(names_or_ids: list[str] | None) -> dict[str, int]:
             raise ConfigError(
                 f"Unknown book {key!r}.",
                 hint="Name books by author or Gutenberg id: "
-                + ", ".join(f"{a} ({b})" for a, b in BOOKS.items()) + ".",
+                + ", ".join(f"{a} ({b})" for a, b in BOOKS.items())
+                + ".",
             )
         chosen[author] = BOOKS[author]
     return chosen
@@ -83,15 +86,18 @@ def normalise(raw: bytes) -> str:
 def book_body(text: str) -> str:
     """The part between the Gutenberg START and END markers, a tenth cut from each end (as the guide does)."""
     if "*** START" not in text or "*** END" not in text:
-        raise CorpusError("The book has no '*** START' / '*** END' markers: it is not a Project Gutenberg text.",
-                          hint="Use the plain-text (pg<ID>.txt) edition of the book.")
+        raise CorpusError(
+            "The book has no '*** START' / '*** END' markers: it is not a Project Gutenberg text.",
+            hint="Use the plain-text (pg<ID>.txt) edition of the book.",
+        )
     body = text.split("*** START")[1].split("*** END")[0]
     # -len // 10 rounds away from zero: the guide's end trim is ceil(len / 10), kept for identical passages.
     return body[len(body) // 10 : -len(body) // 10]
 
 
-def slice_passages(author: str, book_id: int, body: str, count: int,
-                   length: int = PASSAGE_CHARS) -> list[Passage]:
+def slice_passages(
+    author: str, book_id: int, body: str, count: int, length: int = PASSAGE_CHARS
+) -> list[Passage]:
     """``count`` passages of ``length`` characters, evenly spaced by offset (they may cut mid-word)."""
     if len(body) < length + count:
         raise CorpusError(
@@ -106,7 +112,9 @@ ProgressCallback = Callable[[str, int, int | None], None]
 """(file name, bytes so far, total bytes or None)"""
 
 
-def load_book(book_id: int, *, corpus_dir: Path | None = None, on_progress: ProgressCallback | None = None) -> str:
+def load_book(
+    book_id: int, *, corpus_dir: Path | None = None, on_progress: ProgressCallback | None = None
+) -> str:
     """A book's text: from ``corpus_dir`` when it holds pg<ID>.txt, else the cache, else downloaded."""
     name = f"pg{book_id}.txt"
     if corpus_dir is not None:
@@ -119,8 +127,13 @@ def load_book(book_id: int, *, corpus_dir: Path | None = None, on_progress: Prog
     return _read(cached)
 
 
-def load_passages(books: dict[str, int], per_book: int = PASSAGES_PER_BOOK, *, corpus_dir: Path | None = None,
-                  on_progress: ProgressCallback | None = None) -> list[Passage]:
+def load_passages(
+    books: dict[str, int],
+    per_book: int = PASSAGES_PER_BOOK,
+    *,
+    corpus_dir: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> list[Passage]:
     passages: list[Passage] = []
     for author, book_id in books.items():
         body = book_body(load_book(book_id, corpus_dir=corpus_dir, on_progress=on_progress))
@@ -132,7 +145,9 @@ def _read(path: Path) -> str:
     try:
         return normalise(path.read_bytes())
     except OSError as exc:
-        raise CorpusError(f"Cannot read {path}: {exc.strerror or exc}.", hint="Check the file's permissions.") from exc
+        raise CorpusError(
+            f"Cannot read {path}: {exc.strerror or exc}.", hint="Check the file's permissions."
+        ) from exc
     except UnicodeDecodeError as exc:
         raise CorpusError(f"{path} is not UTF-8 text.", hint="Use the UTF-8 plain-text edition.") from exc
 
@@ -144,8 +159,10 @@ def _download(url: str, destination: Path, on_progress: ProgressCallback | None)
     destination.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=destination.parent, prefix=destination.name, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT_S,
-                                                      follow_redirects=True) as response:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True) as response,
+        ):
             response.raise_for_status()
             total = int(response.headers["content-length"]) if "content-length" in response.headers else None
             for chunk in response.iter_bytes():

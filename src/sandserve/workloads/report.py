@@ -11,8 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .classify import ClassificationReport, summary_lines
-from .corpus import AUTHORS
+from sandserve.workloads.classify import ClassificationReport, summary_lines
+from sandserve.workloads.corpus import AUTHORS
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -52,7 +52,9 @@ def markdown(report: ClassificationReport) -> str:
     ]
     settings = report.settings()
     for author, (ok, n) in report.per_author().items():
-        lines.append(f"| {author} | {ok} | {n} | {settings[author]['indoors']} | {settings[author]['outdoors']} |")
+        lines.append(
+            f"| {author} | {ok} | {n} | {settings[author]['indoors']} | {settings[author]['outdoors']} |"
+        )
     lines += [
         "",
         "| pass | wall s | input tok | tok/s | M tok/hour | output tok | cached tok | cached share |",
@@ -88,8 +90,15 @@ def plot_confusion(report: ClassificationReport, path: Path) -> None:
     for row, counts in enumerate(values):
         for column, count in enumerate(counts):
             if count:
-                axes.text(column, row, str(count), ha="center", va="center", fontsize=8,
-                          color="white" if count > max(map(max, values)) / 2 else "black")
+                axes.text(
+                    column,
+                    row,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if count > max(map(max, values)) / 2 else "black",
+                )
     figure.colorbar(image, ax=axes, shrink=0.7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

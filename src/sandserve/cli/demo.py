@@ -1,0 +1,81 @@
+"""The main job (`make demo`): bring an endpoint up, ask it one question through the OpenAI SDK, say what next.
+
+With a Daytona key it serves the guide's gpt-oss-20b on a GPU sandbox; without one, the tiny local model.
+An endpoint that is already up for the same model is reused rather than started twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sandserve.endpoint import Endpoint
+from sandserve.engines.tinymodel import DISCLAIMER
+from sandserve.serve import lifecycle
+from sandserve.serve.ledger import Registry, State
+from sandserve.serve.lifecycle import BootEvents
+from sandserve.spec import ProviderName, resolve_spec
+
+QUESTION = "Write a haiku about a sandbox where AI agents run code."
+
+
+@dataclass
+class DemoResult:
+    endpoint: Endpoint
+    reused: bool
+    question: str
+    answer: str
+    usage: str
+    disclaimer: str | None
+    next_steps: list[str]
+
+
+def run_demo(provider: str | None = None, *, events: BootEvents | None = None) -> DemoResult:
+    spec = resolve_spec(provider=provider)
+    registry = Registry()
+    endpoint = _running_endpoint(registry, spec.served_name, str(spec.provider))
+    reused = endpoint is not None
+    if endpoint is None:
+        endpoint = lifecycle.up(spec, events=events, registry=registry)
+
+    local = spec.provider is ProviderName.LOCAL
+    response = endpoint.openai(timeout=120).chat.completions.create(
+        model=endpoint.model,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=48 if local else 4096,
+        temperature=0.8,
+    )
+    usage = response.usage
+    return DemoResult(
+        endpoint=endpoint,
+        reused=reused,
+        question=QUESTION,
+        answer=response.choices[0].message.content or "",
+        usage=f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens" if usage else "",
+        disclaimer=DISCLAIMER if endpoint.serves_random_model else None,
+        next_steps=_next_steps(endpoint, local),
+    )
+
+
+def _running_endpoint(registry: Registry, served_name: str, provider: str) -> Endpoint | None:
+    for record in registry.list():
+        ours = record.state is State.READY and record.model == served_name and record.provider == provider
+        if ours and lifecycle.refresh(record).live and record.endpoint:
+            return record.endpoint
+    return None
+
+
+def _next_steps(endpoint: Endpoint, local: bool) -> list[str]:
+    steps = [
+        "",
+        '[bold]use it[/]:  eval "$(.venv/bin/sandserve env ' + endpoint.id + ')"  then  '
+        "curl \"$ENDPOINT/v1/chat/completions\" -H 'Content-Type: application/json' "
+        '-d \'{"model": "\'$MODEL\'", "messages": [{"role": "user", "content": "Hi"}]}\'',
+    ]
+    if local:
+        steps += [
+            "[bold]a real model[/]: .venv/bin/sandserve up --model /path/to/model.gguf   (any GGUF file, on CPU)",
+            "[bold]on a GPU[/]:     put DAYTONA_API_KEY=... in .env, then `make demo` serves gpt-oss-20b with "
+            "SGLang on a Daytona GPU sandbox",
+        ]
+    steps.append(f"[bold]stop it[/]:     .venv/bin/sandserve down {endpoint.id}   (or: sandserve down --all)")
+    return steps

@@ -1,0 +1,30 @@
+"""What a user reads once an endpoint is up: where it is, what it holds, how to come back and how to stop it."""
+
+from __future__ import annotations
+
+from sandserve.endpoint import Endpoint
+
+
+def handoff_lines(endpoint: Endpoint) -> list[str]:
+    lines = ["", f"[bold green]ready[/]: {endpoint.id} serves [bold]{endpoint.model}[/] at {endpoint.url}"]
+    info = endpoint.info
+    if info.get("kv_pool_tokens"):
+        lines.append(f"  KV pool: {info['kv_pool_tokens']:,} tokens (max_total_num_tokens)")
+    timeline = info.get("boot_timeline") or []
+    if timeline:
+        lines.append("  boot: " + ", ".join(f"{step['phase']} {step['seconds']:.1f}s" for step in timeline))
+    if endpoint.auth == "public" and endpoint.provider != "local":
+        lines.append("[bold red]  warning: this endpoint is PUBLIC: anyone with the URL can use it.[/]")
+    if endpoint.auth == "signed" and endpoint.expires_at:
+        import time
+
+        minutes = max(0, int((endpoint.expires_at - time.time()) / 60))
+        lines.append(f"  the signed URL expires in {minutes} min")
+    if endpoint.sandbox_id and endpoint.provider == "daytona":
+        lines.append(f"  sandbox left UP: {endpoint.sandbox_id}")
+        lines.append(f"  reconnect: daytona.get('{endpoint.sandbox_id}')  or  sandserve env {endpoint.id}")
+        lines.append(f"  delete:    sandserve down {endpoint.id}")
+    else:
+        lines.append(f'  again:     eval "$(sandserve env {endpoint.id})"')
+        lines.append(f"  stop:      sandserve down {endpoint.id}")
+    return lines

@@ -1,0 +1,55 @@
+"""`sandserve.client.connect()`: the Endpoint to use, from the ledger or from the environment."""
+
+from __future__ import annotations
+
+from sandserve.endpoint import Endpoint
+from sandserve.errors import EndpointNotFoundError, SandserveError
+
+
+def connect(endpoint_id: str | None = None) -> Endpoint:
+    """The endpoint ``endpoint_id`` names in the ledger; with no id, ENDPOINT (+ TOKEN) from the environment
+    when set, else the one endpoint that is up."""
+    if endpoint_id is None:
+        from_env = Endpoint.from_env()
+        if from_env is not None:
+            return _identified(from_env)
+    from sandserve.serve.ledger import Registry
+
+    record = Registry().resolve(endpoint_id)
+    if record.endpoint is None:
+        raise SandserveError(
+            f"Endpoint {record.id} is {record.shown_state}, not ready.",
+            hint=f"`sandserve status {record.id}` and `sandserve logs {record.id}` show why.",
+        )
+    return record.endpoint
+
+
+#: ``owned_by`` in ``/v1/models`` names the engine (SGLang: "sglang", llama.cpp's llama-server: "llamacpp").
+_ENGINE_BY_OWNER = {"sglang": "sglang", "llamacpp": "llamacpp"}
+
+
+def _identified(endpoint: Endpoint) -> Endpoint:
+    """ENDPOINT from the environment: ask the server which model it serves (when MODEL is unset) and which
+    engine it is, since constraints are sent differently to each (a field one engine ignores would leave the
+    output silently unconstrained). An endpoint that does not answer fails here, with the reason."""
+    import httpx
+
+    from sandserve.client.transport import error_for_status, server_message
+    from sandserve.errors import EndpointUnavailableError
+
+    try:
+        response = httpx.get(f"{endpoint.base_url}/models", headers=endpoint.request_headers(), timeout=10)
+    except httpx.HTTPError as exc:
+        raise EndpointUnavailableError(endpoint.url, f"could not list its models ({exc})") from exc
+    if response.status_code != 200:
+        raise error_for_status(endpoint.url, response.status_code, server_message(response.text))
+    try:
+        card = response.json()["data"][0]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise EndpointUnavailableError(endpoint.url, f"its model list is not OpenAI-shaped ({exc})") from exc
+    endpoint.model = endpoint.model or str(card.get("id", ""))
+    endpoint.engine = _ENGINE_BY_OWNER.get(str(card.get("owned_by", "")).lower(), endpoint.engine)
+    return endpoint
+
+
+__all__ = ["EndpointNotFoundError", "connect"]

@@ -1,0 +1,124 @@
+"""Talking to an endpoint over HTTP, with every failure turned into one of the project's errors.
+
+Whatever the client (the OpenAI SDK, LiteLLM, raw httpx), the same rules apply:
+- no answer, 401/403 (a token or signed URL that expired), 404 from the proxy, 502-504: the endpoint is not
+  usable -> ``EndpointUnavailableError`` (its hint names ``sandserve status``);
+- another 4xx: the request is wrong (a bad schema, regex or grammar) -> ``RequestRejectedError`` with the
+  server's own message;
+- 500 and the rest of 5xx: the server failed on a request it accepted -> ``ServerFailedError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from sandserve.errors import EndpointUnavailableError, RequestRejectedError, SandserveError, ServerFailedError
+
+if TYPE_CHECKING:
+    from sandserve.endpoint import Endpoint
+
+#: Statuses that mean "this endpoint cannot serve you", whatever was asked.
+_UNAVAILABLE = {
+    401: "it refused the credentials",
+    403: "it refused the credentials",
+    404: "nothing answers at this address",
+    502: "the proxy got no answer from the server",
+    503: "the server is not ready",
+    504: "the proxy timed out waiting for the server",
+}
+
+
+def error_for_status(url: str, status: int, message: str) -> SandserveError:
+    if status in _UNAVAILABLE:
+        reason = _UNAVAILABLE[status]
+        if status in (401, 403):
+            reason += " (the token may be wrong, or the signed URL expired)"
+        return EndpointUnavailableError(url, f"{reason}; the server said {status}: {message}")
+    if 400 <= status < 500:
+        return RequestRejectedError(status, message)
+    return ServerFailedError(status, message)
+
+
+def server_message(body: Any, fallback: str = "") -> str:
+    """The human part of an error body, whichever server shaped it (OpenAI, SGLang, llama.cpp, the proxy)."""
+    if isinstance(body, (str, bytes)):
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        try:
+            return server_message(json.loads(text), text)
+        except ValueError:
+            return text.strip() or fallback
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            value = body.get(key)
+            if isinstance(value, (str, dict)) and value:
+                return server_message(value, fallback) if isinstance(value, dict) else value
+    return fallback or (json.dumps(body) if body is not None else "")
+
+
+def translate(exc: BaseException, url: str) -> SandserveError | None:
+    """The project error for an exception raised by the OpenAI SDK (or LiteLLM, which subclasses it) or
+    httpx; None for anything else."""
+    if isinstance(exc, SandserveError):
+        return exc
+    if isinstance(exc, httpx.HTTPStatusError):
+        response = exc.response
+        message = server_message(response.text, response.reason_phrase)
+        return error_for_status(url, response.status_code, message)
+    if isinstance(exc, httpx.TransportError):
+        detail = str(exc) or "connection failed"
+        return EndpointUnavailableError(url, f"no answer ({type(exc).__name__}: {detail})")
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - openai is a dependency
+        return None
+    if isinstance(exc, openai.APIStatusError):
+        return error_for_status(url, exc.status_code, server_message(exc.body, exc.message))
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return EndpointUnavailableError(url, f"no answer ({type(cause).__name__}: {cause})")
+    if isinstance(exc, openai.APIError):
+        # An error chunk inside a stream that had already started with HTTP 200 (SGLang's way for a bad
+        # grammar).
+        code = exc.body.get("code") if isinstance(exc.body, dict) else None
+        status = code if isinstance(code, int) else 400
+        return error_for_status(url, status, server_message(exc.body, exc.message))
+    return None
+
+
+@contextlib.contextmanager
+def endpoint_errors(endpoint: Endpoint) -> Iterator[None]:
+    """Re-raise client exceptions met inside the block as the project's errors."""
+    try:
+        yield
+    except Exception as exc:
+        translated = translate(exc, endpoint.url)
+        if translated is None or translated is exc:
+            raise
+        raise translated from exc
+
+
+def post_json(endpoint: Endpoint, path: str, body: dict[str, Any], *, timeout: float = 120.0) -> Any:
+    """POST ``body`` to ``endpoint.url + path`` with the endpoint's auth; the decoded JSON answer."""
+    with endpoint_errors(endpoint):
+        response = httpx.post(
+            endpoint.url + path, json=body, headers=endpoint.request_headers(), timeout=timeout
+        )
+        response.raise_for_status()
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise EndpointUnavailableError(
+                endpoint.url, f"{path} answered something that is not JSON: {response.text[:200]!r}"
+            ) from exc
+
+
+def get_json(endpoint: Endpoint, path: str, *, timeout: float = 30.0) -> Any:
+    with endpoint_errors(endpoint):
+        response = httpx.get(endpoint.url + path, headers=endpoint.request_headers(), timeout=timeout)
+        response.raise_for_status()
+        return response.json()

@@ -1,0 +1,325 @@
+"""The pipeline every provider shares: create -> start -> wait -> handoff, and down.
+
+``up`` returns only when a real generation has succeeded. While waiting it hands the server's new log text to
+the caller, notices at once when the server dies (saving the whole log and naming the cause), and on a timeout
+or Ctrl-C cleans up so that nothing keeps running unseen. Every step is written to the ledger first.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from sandserve.endpoint import Endpoint
+from sandserve.engines import Engine, diagnose, get_engine, phases_in
+from sandserve.errors import BootInterruptedError, BootTimeoutError, EngineDiedError, SandserveError
+from sandserve.paths import logs_dir
+from sandserve.providers import get_provider
+from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.serve.ledger import Record, Registry, State
+from sandserve.spec import ServeSpec
+
+#: A fatal signature in the log with the process still up: SGLang's parent can linger after its scheduler died.
+FATAL_LOG_GRACE_SECONDS = 5.0
+
+
+class BootEvents:
+    """Callbacks for what happens during boot. The library never prints; the CLI overrides these."""
+
+    def status(self, message: str) -> None:
+        """A step of the pipeline starts (``creating sandbox``, ``waiting for the server``...)."""
+
+    def log(self, text: str) -> None:
+        """New text from the server's start-up log."""
+
+    def phase(self, name: str, seconds: float) -> None:
+        """A boot phase completed, ``seconds`` after ``up`` started."""
+
+    def build_progress(self, done: int, total: int, message: str) -> None:
+        """The local engine is being built (first run only)."""
+
+
+@dataclass
+class BootTimeline:
+    started: float = field(default_factory=time.monotonic)
+    phases: list[tuple[str, float]] = field(default_factory=list)
+
+    def mark(self, name: str, events: BootEvents) -> None:
+        if any(seen == name for seen, _ in self.phases):
+            return
+        seconds = round(time.monotonic() - self.started, 2)
+        self.phases.append((name, seconds))
+        events.phase(name, seconds)
+
+    def as_list(self) -> list[dict[str, float | str]]:
+        return [{"phase": name, "seconds": seconds} for name, seconds in self.phases]
+
+
+def new_endpoint_id(spec: ServeSpec) -> str:
+    return f"{spec.served_name.lower()}-{secrets.token_hex(3)}"
+
+
+def up(spec: ServeSpec, *, events: BootEvents | None = None, registry: Registry | None = None) -> Endpoint:
+    """Bring ``spec`` to a live endpoint and record it in the ledger."""
+    events = events or BootEvents()
+    registry = registry or Registry()
+    timeline = BootTimeline()
+    spec, engine = _prepare(spec, events)
+    provider = get_provider(spec.provider)
+    provider.preflight(spec)
+    endpoint_id = new_endpoint_id(spec)
+    handle = SandboxHandle(provider.name, sandbox_id="")
+    registry.add(
+        endpoint_id,
+        provider=provider.name,
+        engine=engine.name,
+        model=spec.served_name,
+        spec=spec.to_record(),
+        sandbox=handle,
+    )
+    try:
+        events.status(f"creating {provider.name} sandbox")
+        handle = provider.create(spec, endpoint_id)
+        registry.update(endpoint_id, sandbox=handle)
+        timeline.mark("sandbox ready", events)
+
+        launch = engine.launch(
+            spec, host=_bind_host(provider), port=provider.server_port(handle), api_key=spec.api_key
+        )
+        events.status("starting the server: " + launch.display_command())
+        provider.start(handle, launch)
+        registry.update(endpoint_id, sandbox=handle)
+        exposure = provider.expose(handle, spec)
+
+        events.status(f"waiting for a real generation (up to {spec.boot_timeout:.0f} s)")
+        log_text = _wait_until_ready(spec, engine, provider, handle, exposure, timeline, events, endpoint_id)
+    except KeyboardInterrupt:
+        log_path = _save_log(endpoint_id, provider, handle)
+        _delete_quietly(provider, handle)
+        registry.update(endpoint_id, state=State.DOWN, error="interrupted while booting", log_path=log_path)
+        raise BootInterruptedError(endpoint_id=endpoint_id, log_path=log_path) from None
+    except SandserveError as exc:
+        log_path = getattr(exc, "log_path", None) or _save_log(endpoint_id, provider, handle)
+        cleanup = spec.delete_on_failure or not provider.keeps_failed_sandboxes or not handle.sandbox_id
+        if cleanup:
+            _delete_quietly(provider, handle)
+        registry.update(
+            endpoint_id, state=State.DOWN if cleanup else State.FAILED, error=exc.message, log_path=log_path
+        )
+        raise
+
+    timeline.mark("ready", events)
+    server_info = _server_info(engine, exposure)
+    endpoint = Endpoint(
+        id=endpoint_id,
+        url=exposure.url,
+        model=spec.served_name,
+        engine=engine.name,
+        provider=provider.name,
+        auth=str(spec.auth) if provider.name != "local" else ("key" if spec.api_key else "public"),
+        headers=exposure.headers,
+        api_key=exposure.api_key,
+        sandbox_id=handle.sandbox_id,
+        expires_at=exposure.expires_at,
+        info={
+            **server_info,
+            "kv_pool_tokens": engine.kv_pool_tokens(log_text) or server_info.get("max_total_num_tokens"),
+            "boot_timeline": timeline.as_list(),
+            "capabilities": engine.capabilities.as_dict(),
+            "preset": spec.preset,
+            "model_path": spec.model,
+        },
+    )
+    registry.update(
+        endpoint_id,
+        state=State.READY,
+        endpoint=endpoint,
+        sandbox=handle,
+        log_path=handle.data.get("log_path"),
+    )
+    return endpoint
+
+
+def _prepare(spec: ServeSpec, events: BootEvents) -> tuple[ServeSpec, Engine]:
+    """Make the things a spec names real: the llama-server binary and the tiny model are built on first use."""
+    if spec.engine != "llamacpp":
+        return spec, get_engine(spec.engine)
+    from sandserve.engines.llamacpp_build import ensure_llama_server
+    from sandserve.engines.tinymodel import ensure_tiny_model, tiny_model_path
+
+    def on_build(progress: object) -> None:
+        events.build_progress(
+            getattr(progress, "done", 0), getattr(progress, "total", 0), getattr(progress, "message", "")
+        )
+
+    binary = ensure_llama_server(on_progress=on_build)
+    if spec.model == "tiny":
+        if not tiny_model_path().exists():
+            events.status("writing the tiny random-weight model (first run only)")
+        spec = spec.with_overrides(model=str(ensure_tiny_model()))
+    return spec, get_engine("llamacpp", llama_server=str(binary))
+
+
+def _bind_host(provider: Provider) -> str:
+    # Inside a sandbox the preview proxy reaches the server from outside its loopback.
+    return "127.0.0.1" if provider.name == "local" else "0.0.0.0"
+
+
+def _wait_until_ready(
+    spec: ServeSpec,
+    engine: Engine,
+    provider: Provider,
+    handle: SandboxHandle,
+    exposure: Exposure,
+    timeline: BootTimeline,
+    events: BootEvents,
+    endpoint_id: str,
+) -> str:
+    deadline = time.monotonic() + spec.boot_timeout
+    shown = 0
+    fatal_seen_at: float | None = None
+    log_text = ""
+    with httpx.Client(timeout=10.0, headers=exposure.request_headers()) as http:
+        while True:
+            log_text = provider.read_log(handle)
+            if len(log_text) > shown:
+                events.log(log_text[shown:])
+                shown = len(log_text)
+            for phase in phases_in(engine, log_text):
+                timeline.mark(phase, events)
+
+            exit_code = provider.exit_code(handle)
+            diagnosis = diagnose(engine, log_text)
+            if diagnosis and fatal_seen_at is None:
+                fatal_seen_at = time.monotonic()
+            lingering = (
+                fatal_seen_at is not None and time.monotonic() - fatal_seen_at > FATAL_LOG_GRACE_SECONDS
+            )
+            if exit_code is not None or lingering:
+                log_text = provider.read_log(handle)
+                if len(log_text) > shown:
+                    events.log(log_text[shown:])
+                diagnosis = diagnose(engine, log_text)
+                raise EngineDiedError(
+                    exit_code=exit_code,
+                    diagnosis=diagnosis.summary if diagnosis else None,
+                    fix=diagnosis.fix if diagnosis else None,
+                    log_path=_save_log(endpoint_id, provider, handle, log_text),
+                    endpoint_id=endpoint_id,
+                )
+            if _generates(http, exposure.url, engine):
+                return _final_log(provider, handle, engine, timeline, events, shown)
+            if time.monotonic() > deadline:
+                raise BootTimeoutError(
+                    seconds=spec.boot_timeout,
+                    log_path=_save_log(endpoint_id, provider, handle, log_text),
+                    endpoint_id=endpoint_id,
+                )
+            time.sleep(provider.poll_interval)
+
+
+def _final_log(
+    provider: Provider,
+    handle: SandboxHandle,
+    engine: Engine,
+    timeline: BootTimeline,
+    events: BootEvents,
+    shown: int,
+) -> str:
+    """The log once the server generates: lines written since the last poll still count for the timeline."""
+    log_text = provider.read_log(handle)
+    if len(log_text) > shown:
+        events.log(log_text[shown:])
+    for phase in phases_in(engine, log_text):
+        timeline.mark(phase, events)
+    return log_text
+
+
+def _server_info(engine: Engine, exposure: Exposure) -> dict[str, object]:
+    """What the server says of its capacity (KV pool, requests at once); empty if it will not say."""
+    try:
+        response = httpx.get(
+            exposure.url + engine.info_path, headers=exposure.request_headers(), timeout=10.0
+        )
+        response.raise_for_status()
+        summary = engine.summarise_info(response.json())
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return {}
+    return {key: value for key, value in summary.items() if value is not None}
+
+
+def _generates(http: httpx.Client, url: str, engine: Engine) -> bool:
+    probe = engine.readiness
+    try:
+        response = http.request(probe.method, url + probe.path, json=probe.json)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def _save_log(
+    endpoint_id: str, provider: Provider, handle: SandboxHandle, text: str | None = None
+) -> Path | None:
+    """The whole server log, kept in the state directory (a local server already writes it there)."""
+    if handle.data.get("log_path"):
+        return Path(handle.data["log_path"])
+    if not handle.sandbox_id:
+        return None
+    try:
+        text = provider.read_log(handle) if text is None else text
+    except Exception:
+        return None
+    path = logs_dir() / f"{endpoint_id}.log"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def _delete_quietly(provider: Provider, handle: SandboxHandle) -> None:
+    try:
+        provider.delete(handle)
+    except Exception:
+        pass
+
+
+# --- the ledger verbs ---------------------------------------------------------------------------------
+
+
+def refresh(record: Record) -> Record:
+    """Ask the provider whether the endpoint's server still runs (``record.live``)."""
+    if record.state is State.DOWN or not record.sandbox.sandbox_id:
+        record.live = False
+        return record
+    try:
+        record.live = get_provider(record.provider).is_running(record.sandbox)
+    except SandserveError:
+        record.live = None
+    return record
+
+
+def read_log(record: Record) -> str:
+    if record.log_path and Path(record.log_path).exists():
+        return Path(record.log_path).read_text(errors="replace")
+    if record.sandbox.sandbox_id and record.state is not State.DOWN:
+        return get_provider(record.provider).read_log(record.sandbox)
+    return ""
+
+
+def down(record: Record, registry: Registry) -> None:
+    """Stop the endpoint's server and delete its sandbox; the ledger keeps the row, marked down. A fleet's
+    gateway goes first (no new requests reach its workers), then each of its workers."""
+    if record.sandbox.sandbox_id:
+        get_provider(record.provider).delete(record.sandbox)
+    registry.update(record.id, state=State.DOWN)
+    failures: list[SandserveError] = []
+    for member in registry.members_of(record.id):
+        try:
+            down(member, registry)
+        except SandserveError as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]

@@ -1,0 +1,62 @@
+"""`make demo`'s command: locally without a Daytona key, and SGLang on a GPU sandbox with one (.env included)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TESTS_DIR, sandserve_command, take_everything_down
+from standins.daytona_api import DaytonaStandin
+
+from sandserve.serve.ledger import Registry, State
+
+
+def run_demo(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*sandserve_command(), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_demo_without_a_key_answers_from_the_local_engine(llama_server, tiny_model):
+    result = run_demo()
+    assert result.returncode == 0, result.stderr
+    assert "asked: Write a haiku" in result.stdout
+    assert "tiny model with random weights" in result.stdout and "answer:" in result.stdout
+    assert "DAYTONA_API_KEY" in result.stdout and "sandserve down" in result.stdout
+    (record,) = Registry().list()
+    assert record.provider == "local" and record.state is State.READY
+
+    again = run_demo()  # the endpoint already up is reused, not started twice
+    assert again.returncode == 0, again.stderr
+    assert [r.id for r in Registry().list()] == [record.id]
+
+
+def test_demo_with_a_key_in_dotenv_serves_gpt_oss_on_daytona():
+    standin = DaytonaStandin(
+        extra_env={
+            "PYTHONPATH": str(TESTS_DIR / "standins" / "fake_sglang"),
+            "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
+            "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
+        },
+        path_prepend=[Path(sys.executable).parent],
+        remap_ports=[8000],  # the guide's port, made distinct per sandbox
+    )
+    with standin:
+        Path(".env").write_text(f"DAYTONA_API_KEY={standin.api_key}\n")
+        try:
+            result = run_demo({"DAYTONA_API_URL": standin.url})
+            assert result.returncode == 0, result.stderr
+            assert "(sglang, gpt-oss-20b)" in result.stdout
+            assert "random weights" not in result.stdout
+            (record,) = Registry().list()
+            assert record.provider == "daytona" and record.sandbox.sandbox_id in standin.sandboxes
+            command = standin.sandboxes[record.sandbox.sandbox_id].runs[0]
+            assert "--model-path openai/gpt-oss-20b" in str(command.command)
+        finally:
+            take_everything_down()
