@@ -54,7 +54,8 @@ class ConsoleBootEvents(BootEvents):
         )
 
     def _build_progress_lines(self, done: int, total: int) -> None:
-        """Without a terminal (CI logs, pipes) a bar is invisible: a line at every tenth of the build instead."""
+        """Without a terminal (CI logs, pipes) a bar is invisible: a line at every tenth of the build
+        instead."""
         if self._tenths_shown < 0:
             err.print("[bold cyan]::[/] building llama-server from source (first run only, a few minutes)")
             self._tenths_shown = 0
