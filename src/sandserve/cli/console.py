@@ -3,11 +3,15 @@ what a shell is meant to capture (export lines, JSON), which goes to stdout."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from sandserve.serve.lifecycle import BootEvents
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -38,6 +42,8 @@ class ConsoleBootEvents(BootEvents):
             self._build_progress_lines(done, total)
             return
         if self._progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
             err.print("[bold cyan]::[/] building llama-server from source (first run only, a few minutes)")
             self._progress = Progress(
                 TextColumn("  {task.description}"),
@@ -73,7 +79,7 @@ class BatchProgressView:
     """A live bar for a batch: requests done, tokens/s, cached share, errors."""
 
     def __init__(self, description: str = "requests") -> None:
-        from rich.progress import MofNCompleteColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
             TextColumn("  {task.description}"),
@@ -113,7 +119,7 @@ class DownloadProgressView:
     """One bar per file being downloaded (the classification corpus, on its first run)."""
 
     def __init__(self) -> None:
-        from rich.progress import DownloadColumn, TransferSpeedColumn
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
         self._progress = Progress(
             TextColumn("  {task.description}"),

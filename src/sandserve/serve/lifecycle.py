@@ -11,8 +11,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from sandserve.endpoint import Endpoint
 from sandserve.engines import Engine, diagnose, get_engine, phases_in
@@ -22,6 +21,9 @@ from sandserve.providers import get_provider
 from sandserve.providers.base import Exposure, Provider, SandboxHandle
 from sandserve.serve.ledger import Record, Registry, State
 from sandserve.spec import ServeSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 #: A fatal signature in the log with the process still up: SGLang's parent can linger after its scheduler died.
 FATAL_LOG_GRACE_SECONDS = 5.0
@@ -179,6 +181,8 @@ def _wait_until_ready(
     events: BootEvents,
     endpoint_id: str,
 ) -> str:
+    import httpx  # here, not at the top: `ls`, `env` and `down` never pay for it
+
     deadline = time.monotonic() + spec.boot_timeout
     shown = 0
     fatal_seen_at: float | None = None
@@ -241,6 +245,8 @@ def _final_log(
 
 def _server_info(engine: Engine, exposure: Exposure) -> dict[str, object]:
     """What the server says of its capacity (KV pool, requests at once); empty if it will not say."""
+    import httpx
+
     try:
         response = httpx.get(
             exposure.url + engine.info_path, headers=exposure.request_headers(), timeout=10.0
@@ -253,6 +259,8 @@ def _server_info(engine: Engine, exposure: Exposure) -> dict[str, object]:
 
 
 def _generates(http: httpx.Client, url: str, engine: Engine) -> bool:
+    import httpx
+
     probe = engine.readiness
     try:
         response = http.request(probe.method, url + probe.path, json=probe.json)

@@ -1,0 +1,94 @@
+"""What a verb costs before it does anything: `sandserve --help`, `env` and `ls`, beside bare `python -c pass`.
+
+    .venv/bin/python bench/bench_startup.py              # 21 rounds
+    .venv/bin/python bench/bench_startup.py --rounds 51
+
+Each command is a whole new process, timed from start to exit; the commands take turns inside every round, so
+a machine that speeds up or slows down during the run moves them all alike. `env` and `ls` read a ledger with
+one live endpoint (a local tiny-model server brought up for the run in a temporary state directory, never your
+ledger, and taken down at the end). `ls` is timed twice: into a pipe (plain tab-separated output) and on a
+terminal (a pseudo-terminal: the drawn table). Prints the median, min and max of each, and the median's ratio
+to bare Python; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pty
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+SANDSERVE = str(VENV_BIN / "sandserve")
+
+
+def run_once(argv: list[str], env: dict[str, str], *, terminal: bool) -> float:
+    """Wall seconds from start to exit of ``argv``, its output into a pipe or onto a pseudo-terminal."""
+    if terminal:
+        leader, follower = pty.openpty()
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
+        os.close(follower)
+        while True:  # drain the terminal, or a long table would block the child
+            try:
+                if not os.read(leader, 65536):
+                    break
+            except OSError:
+                break
+        process.wait()
+        elapsed = time.perf_counter() - started
+        os.close(leader)
+    else:
+        started = time.perf_counter()
+        process = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL)
+        elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {process.returncode}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=21)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sandserve-bench-startup-") as state:
+        env = {**os.environ, "SANDSERVE_STATE_DIR": state, "COLUMNS": "80"}
+        env.pop("DAYTONA_API_KEY", None)
+        up = subprocess.run([SANDSERVE, "up", "--provider", "local", "-q"], env=env, capture_output=True)
+        if up.returncode != 0:
+            raise SystemExit("could not bring the tiny model up:\n" + up.stderr.decode(errors="replace"))
+        try:
+            commands = {
+                "python -c pass": ([sys.executable, "-c", "pass"], False),
+                "sandserve --help": ([SANDSERVE, "--help"], False),
+                "sandserve env": ([SANDSERVE, "env"], False),
+                "sandserve ls (pipe)": ([SANDSERVE, "ls"], False),
+                "sandserve ls (terminal)": ([SANDSERVE, "ls"], True),
+            }
+            for argv, terminal in commands.values():  # warm the file cache and the bytecode
+                run_once(argv, env, terminal=terminal)
+            times: dict[str, list[float]] = {name: [] for name in commands}
+            for _ in range(args.rounds):
+                for name, (argv, terminal) in commands.items():
+                    times[name].append(run_once(argv, env, terminal=terminal))
+        finally:
+            subprocess.run([SANDSERVE, "down", "--all"], env=env, capture_output=True)
+
+    bare = statistics.median(times["python -c pass"])
+    print(f"start-up, {args.rounds} rounds, {os.cpu_count()} cores (seconds: median, min, max)")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        print(
+            f"  {name:<24} {median:6.3f}  {min(samples):6.3f}  {max(samples):6.3f}"
+            f"   x{median / bare:5.1f} bare python   +{median - bare:.3f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
