@@ -203,50 +203,9 @@ def ls(include_down: bool, as_json: bool) -> None:
     if not records:
         click.echo("no endpoints (start one with `sandserve up`)", err=True)
         return
-    from sandserve.cli.tables import Column, show_table
+    from sandserve.cli.listing import show_endpoints
 
-    columns = [
-        Column("id", keep=True),
-        Column("state", style=_state_style),
-        Column("provider", drop_order=2),
-        Column("engine", drop_order=1),
-        Column("model", drop_order=3),
-        Column("url", whole=True, drop_order=4),
-        Column("age", drop_order=0),
-    ]
-    rows = [
-        [
-            record.id,
-            record.shown_state,
-            record.provider,
-            record.engine,
-            record.model,
-            record.endpoint.url if record.endpoint else "-",
-            _age(record.created_at),
-        ]
-        for record in records
-    ]
-    show_table(columns, rows)
-
-
-_STATE_STYLES = {"ready": "green", "booting": "yellow", "failed": "red", "dead": "red", "down": "dim"}
-
-
-def _state_style(state: str) -> str | None:
-    return _STATE_STYLES.get(state)
-
-
-def _styled_state(state: str) -> str:
-    return f"[{_STATE_STYLES[state]}]{state}[/]"
-
-
-def _age(created_at: float) -> str:
-    seconds = int(time.time() - created_at)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
+    show_endpoints(records)
 
 
 def _record_json(record: Any) -> dict[str, Any]:
@@ -280,41 +239,9 @@ def status(endpoint_id: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    gone = record.live is False and record.state.value in ("ready", "booting")
-    info = data["info"]
-    if not sys.stdout.isatty():
-        _print_status_fields(data, gone)
-        return
-    from sandserve.cli.console import out
+    from sandserve.cli.listing import show_status
 
-    out.print(f"[bold]{record.id}[/]  {_styled_state(record.shown_state)}")
-    for key in ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error"):
-        if data[key]:
-            out.print(f"  {key}: {data[key]}")
-    if info.get("kv_pool_tokens"):
-        out.print(f"  KV pool: {info['kv_pool_tokens']:,} tokens")
-    for step in info.get("boot_timeline", []):
-        out.print(f"  {step['seconds']:>7.1f} s  {step['phase']}")
-    if gone:
-        out.print("  [red]its server is gone[/]: `sandserve down " + record.id + "` clears it")
-
-
-def _print_status_fields(data: dict[str, Any], gone: bool) -> None:
-    """`status` into a pipe: one tab-separated ``field value`` line each, nothing cut, no colour."""
-    fields = [("id", data["id"]), ("state", data["state"])]
-    fields += [
-        (key, data[key])
-        for key in ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error")
-        if data[key]
-    ]
-    info = data["info"]
-    if info.get("kv_pool_tokens"):
-        fields.append(("kv_pool_tokens", info["kv_pool_tokens"]))
-    fields += [(f"phase {step['phase']}", step["seconds"]) for step in info.get("boot_timeline", [])]
-    if gone:
-        fields.append(("note", f"its server is gone: `sandserve down {data['id']}` clears it"))
-    for name, value in fields:
-        click.echo(f"{name}\t{' '.join(str(value).split())}")
+    show_status(data, gone=record.live is False and record.state.value in ("ready", "booting"))
 
 
 @main.command()
@@ -392,32 +319,9 @@ def presets(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in PRESETS], indent=2, default=list))
         return
-    from sandserve.cli.tables import Column, show_table
+    from sandserve.cli.listing import show_presets
 
-    columns = [
-        Column("preset", keep=True),
-        Column("model", whole=True, drop_order=4),
-        Column("engine", drop_order=3),
-        Column("reasoning", drop_order=2),
-        Column("tools", drop_order=1),
-        Column("flags / env", drop_order=0),
-        Column("note", drop_order=0),
-    ]
-    rows = []
-    for p in PRESETS:
-        flags = " ".join([*p.extra_args, *(f"{k}={v}" for k, v in p.env.items())])
-        rows.append(
-            [
-                p.name,
-                p.model,
-                p.engine,
-                p.reasoning_parser or "-",
-                p.tool_call_parser or "-",
-                flags or "-",
-                p.note or "-",
-            ]
-        )
-    show_table(columns, rows)
+    show_presets(PRESETS)
 
 
 @main.command()

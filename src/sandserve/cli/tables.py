@@ -18,6 +18,7 @@ import click
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from rich.text import Text
 
 #: A column that would have to wrap narrower than this is left out instead (if it may be).
 NARROWEST = 16
@@ -72,7 +73,7 @@ def render_table(
         else:
             table.add_column(column.header, overflow="fold")
     for row in rows:
-        cells = []
+        cells: list[Text] = []
         for column in shown:
             value = row[columns.index(column)]
             style = column.style(value) if column.style else None
@@ -101,7 +102,7 @@ def _table_width(columns: Sequence[Column], widths: dict[str, int]) -> int:
     return sum(widths[column.header] for column in columns) + _GAP * (len(columns) - 1) + _BORDER
 
 
-def _styled(value: str, style: str | None) -> object:
+def _styled(value: str, style: str | None) -> Text:
     from rich.text import Text
 
     return Text(value, style=style or "")
