@@ -1,4 +1,5 @@
-"""What a verb costs before it does anything: `sandserve --help`, `env` and `ls`, beside bare `python -c pass`.
+"""What a verb costs before it does anything: `sandserve --help`, `env` and `ls`, beside bare
+`python -c pass`.
 
     .venv/bin/python bench/bench_startup.py              # 21 rounds
     .venv/bin/python bench/bench_startup.py --rounds 51
