@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -149,6 +148,8 @@ def resolve_spec(
     auth_mode = AuthMode(auth) if auth else AuthMode.TOKEN
     api_key = overrides.pop("api_key", None)
     if auth_mode is AuthMode.KEY and not api_key:
+        import secrets  # here: `ls` and `env` read specs and never pay for hashlib
+
         api_key = "sk-" + secrets.token_urlsafe(24)
 
     env = dict(preset.env) if preset else {}

@@ -7,7 +7,6 @@ or Ctrl-C cleans up so that nothing keeps running unseen. Every step is written 
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +61,8 @@ class BootTimeline:
 
 
 def new_endpoint_id(spec: ServeSpec) -> str:
+    import secrets
+
     return f"{spec.served_name.lower()}-{secrets.token_hex(3)}"
 
 
