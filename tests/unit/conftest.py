@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +13,19 @@ from fakes import FAKE, FAKE_ENGINE, FakeProvider, healthy_boot, stop_every_serv
 
 from sandserve.engines import Engine
 from sandserve.serve import lifecycle
+
+
+@pytest.fixture(autouse=True)
+def no_process_is_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast tier's promise, kept: a test that would start a process fails instead."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a unit test started a process: it belongs in tests/integration")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)
 
 
 @pytest.fixture
