@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+from sandserve import AuthMode, ServeSpec
 from sandserve.engines.base import Launch, LogSignature, ReadinessProbe
 from sandserve.providers.base import Exposure, Provider, SandboxHandle
 from sandserve.results import Capabilities
-from sandserve.spec import AuthMode, ServeSpec
 
 FAKE = "fake"
 TOKEN_HEADER = "x-fake-token"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
+from sandserve import resolve_spec
 from sandserve.cli.handoff import handoff_lines
 from sandserve.endpoint import Endpoint
 from sandserve.serve.plan import plan
-from sandserve.spec import resolve_spec
 
 
 def test_a_daytona_plan_shows_the_command_with_every_secret_masked(monkeypatch):

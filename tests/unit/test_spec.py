@@ -6,17 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from sandserve import AuthMode, ServeSpec, resolve_spec
 from sandserve.errors import ConfigError, ModelFileNotFoundError, UnknownPresetError
 from sandserve.masking import MASK
 from sandserve.presets import PRESETS, find_preset
-from sandserve.spec import (
-    LOCAL_BOOT_TIMEOUT,
-    AuthMode,
-    ProviderName,
-    ServeSpec,
-    default_provider,
-    resolve_spec,
-)
+from sandserve.spec import LOCAL_BOOT_TIMEOUT, ProviderName, default_provider
 
 
 def test_without_a_key_the_local_tiny_model_is_the_default():
