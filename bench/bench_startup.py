@@ -12,8 +12,8 @@ terminal (a pseudo-terminal: the drawn table). Prints the median, min and max of
 to bare Python; asserts nothing.
 
 Python's bytecode cache is on for the commands (PYTHONDONTWRITEBYTECODE is removed from their environment),
-as for any user after a first run: the warm-up run writes it. `--no-bytecode-cache` times them compiling
-every module from source instead.
+as for any user after a first run: the warm-up run writes it (without it, every run compiles sandserve's
+modules from source again).
 """
 
 from __future__ import annotations
@@ -60,16 +60,12 @@ def run_once(argv: list[str], env: dict[str, str], *, terminal: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--no-bytecode-cache", action="store_true", help="compile every module each run")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sandserve-bench-startup-") as state:
         env = {**os.environ, "SANDSERVE_STATE_DIR": state, "COLUMNS": "80"}
         env.pop("DAYTONA_API_KEY", None)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        if args.no_bytecode_cache:
-            env["PYTHONDONTWRITEBYTECODE"] = "1"
-            env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="sandserve-bench-no-pycache-")
         up = subprocess.run([SANDSERVE, "up", "--provider", "local", "-q"], env=env, capture_output=True)
         if up.returncode != 0:
             raise SystemExit("could not bring the tiny model up:\n" + up.stderr.decode(errors="replace"))
@@ -91,8 +87,7 @@ def main() -> None:
             subprocess.run([SANDSERVE, "down", "--all"], env=env, capture_output=True)
 
     bare = statistics.median(times["python -c pass"])
-    cache = "no bytecode cache" if args.no_bytecode_cache else "bytecode cached"
-    print(f"start-up, {args.rounds} rounds, {os.cpu_count()} cores, {cache} (seconds: median, min, max)")
+    print(f"start-up, {args.rounds} rounds, {os.cpu_count()} cores (seconds: median, min, max)")
     for name, samples in times.items():
         median = statistics.median(samples)
         print(
