@@ -3,13 +3,15 @@
 
     .venv/bin/python bench/bench_startup.py              # 21 rounds
     .venv/bin/python bench/bench_startup.py --rounds 51
+    .venv/bin/python bench/bench_startup.py --baseline-src /tmp/old/src   # beside another checkout's src/
 
 Each command is a whole new process, timed from start to exit; the commands take turns inside every round, so
 a machine that speeds up or slows down during the run moves them all alike. `env` and `ls` read a ledger with
 one live endpoint (a local tiny-model server brought up for the run in a temporary state directory, never your
 ledger, and taken down at the end). `ls` is timed twice: into a pipe (plain tab-separated output) and on a
 terminal (a pseudo-terminal: the drawn table). Prints the median, min and max of each, and the median's ratio
-to bare Python; asserts nothing.
+to bare Python; asserts nothing. With ``--baseline-src``, each sandserve command also runs from that source
+tree (put first on PYTHONPATH), in the same rounds, and the ratio of the medians is printed.
 
 Python's bytecode cache is on for the commands (PYTHONDONTWRITEBYTECODE is removed from their environment),
 as for any user after a first run: the warm-up run writes it (without it, every run compiles sandserve's
@@ -45,21 +47,22 @@ def run_once(argv: list[str], env: dict[str, str], *, terminal: bool) -> float:
                     break
             except OSError:
                 break
-        process.wait()
+        returncode = process.wait()
         elapsed = time.perf_counter() - started
         os.close(leader)
     else:
         started = time.perf_counter()
-        process = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL)
+        returncode = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL).returncode
         elapsed = time.perf_counter() - started
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {process.returncode}")
+    if returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {returncode}")
     return elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--baseline-src", type=Path, help="another checkout's src/ to time beside this one")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sandserve-bench-startup-") as state:
@@ -70,19 +73,24 @@ def main() -> None:
         if up.returncode != 0:
             raise SystemExit("could not bring the tiny model up:\n" + up.stderr.decode(errors="replace"))
         try:
-            commands = {
-                "python -c pass": ([sys.executable, "-c", "pass"], False),
-                "sandserve --help": ([SANDSERVE, "--help"], False),
-                "sandserve env": ([SANDSERVE, "env"], False),
-                "sandserve ls (pipe)": ([SANDSERVE, "ls"], False),
-                "sandserve ls (terminal)": ([SANDSERVE, "ls"], True),
+            verbs = {
+                "sandserve --help": (["--help"], False),
+                "sandserve env": (["env"], False),
+                "sandserve ls (pipe)": (["ls"], False),
+                "sandserve ls (terminal)": (["ls"], True),
             }
-            for argv, terminal in commands.values():  # warm the file cache and the bytecode
-                run_once(argv, env, terminal=terminal)
+            commands = {"python -c pass": ([sys.executable, "-c", "pass"], False, env)}
+            for name, (verb, terminal) in verbs.items():
+                commands[name] = ([SANDSERVE, *verb], terminal, env)
+                if args.baseline_src:
+                    baseline_env = {**env, "PYTHONPATH": str(args.baseline_src.resolve())}
+                    commands[name + " [baseline]"] = ([SANDSERVE, *verb], terminal, baseline_env)
+            for argv, terminal, command_env in commands.values():  # warm the file cache and the bytecode
+                run_once(argv, command_env, terminal=terminal)
             times: dict[str, list[float]] = {name: [] for name in commands}
             for _ in range(args.rounds):
-                for name, (argv, terminal) in commands.items():
-                    times[name].append(run_once(argv, env, terminal=terminal))
+                for name, (argv, terminal, command_env) in commands.items():
+                    times[name].append(run_once(argv, command_env, terminal=terminal))
         finally:
             subprocess.run([SANDSERVE, "down", "--all"], env=env, capture_output=True)
 
@@ -90,10 +98,14 @@ def main() -> None:
     print(f"start-up, {args.rounds} rounds, {os.cpu_count()} cores (seconds: median, min, max)")
     for name, samples in times.items():
         median = statistics.median(samples)
-        print(
-            f"  {name:<24} {median:6.3f}  {min(samples):6.3f}  {max(samples):6.3f}"
+        line = (
+            f"  {name:<35} {median:6.3f}  {min(samples):6.3f}  {max(samples):6.3f}"
             f"   x{median / bare:5.1f} bare python   +{median - bare:.3f} s"
         )
+        baseline = times.get(name + " [baseline]")
+        if baseline:
+            line += f"   {median / statistics.median(baseline):.2f} of the baseline"
+        print(line)
 
 
 if __name__ == "__main__":
