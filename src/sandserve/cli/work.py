@@ -47,7 +47,7 @@ def batch(
     Each finished request is appended to OUT as one whole line; run the same command again after a crash or
     Ctrl-C and only the unfinished requests are sent. A summary is written to OUT.summary.json.
     """
-    from sandserve.batch.runner import run_batch_sync, summary_path
+    from sandserve.batch import errors_path, run_batch_sync, summary_path
     from sandserve.cli.console import BatchProgressView, out
     from sandserve.client.connect import connect
 
