@@ -327,6 +327,19 @@ class ToolSandboxError(SandserveError):
         )
 
 
+class ToolIsolationUnavailableError(ConfigError):
+    """No OS-level isolation for local tool calls on this machine, and no opt-in to run them without it."""
+
+    def __init__(self, opt_in_variable: str) -> None:
+        super().__init__(
+            "Model-written tools cannot be isolated on this machine: bubblewrap (bwrap) is missing or cannot "
+            "create namespaces here, so a tool would run as you, with your files and network.",
+            hint="Install it (Debian/Ubuntu: apt-get install bubblewrap), or accept the risk explicitly: "
+            f"{opt_in_variable}=1 (or LocalToolSandbox(allow_unisolated=True)) runs them in a restricted "
+            "subprocess that is not a security boundary.",
+        )
+
+
 # --- fleets: many endpoints behind one gateway ------------------------------------------------------
 
 
@@ -420,6 +433,7 @@ __all__ = [
     "ServerFailedError",
     "StateDirError",
     "ToolDefinitionError",
+    "ToolIsolationUnavailableError",
     "ToolSandboxError",
     "UnknownPresetError",
 ]
