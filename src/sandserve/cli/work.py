@@ -94,11 +94,23 @@ def batch(
         raise
     out.print(_batch_summary_table(summary))
     errors = errors_path(output_path)
+    failed = _count_lines(errors)
     shown_errors = f"   errors: {errors}" if errors.exists() else ""
     out.print(f"results: {output_path}{shown_errors}   summary: {summary_path(output_path)}")
-    if summary.failed:
-        err.print(f"{summary.failed} requests ended in an error the server gave for them: see {errors}")
+    if failed:  # this run's and earlier runs': the exit code tells the state of the whole batch
+        err.print(
+            f"{failed} requests ended in an error the server gave for them (or are not valid requests): "
+            f"see {errors}; --retry-errors sends them again"
+        )
         sys.exit(1)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as file:
+            return sum(1 for _ in file)
+    except FileNotFoundError:
+        return 0
 
 
 def _batch_summary_table(summary: Any) -> Any:
