@@ -78,6 +78,10 @@ def mask_signed_url(url: str) -> str:
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Free text (a log, an error) with known secret values and ``name=value`` secrets masked."""
     text = mask_secrets(text, secrets)
-    return _TEXT_ASSIGNMENT.sub(
-        lambda m: m.group(0) if m.group("value") == MASK else f"{m.group('name')}{m.group('sep')}{MASK}", text
-    )
+
+    def masked(match: re.Match[str]) -> str:
+        if match.group("value") == MASK or not is_secret_name(match.group("name")):
+            return match.group(0)  # max_tokens=2048 is no secret
+        return f"{match.group('name')}{match.group('sep')}{MASK}"
+
+    return _TEXT_ASSIGNMENT.sub(masked, text)

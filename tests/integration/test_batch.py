@@ -348,7 +348,9 @@ def test_endpoint_going_down_midway_stops_the_run(server: FaultServer, tmp_path:
     ids = [f"r{i}" for i in range(20)]
     server.script("r5", "down")
     inp, out = write_batch(tmp_path / "in.jsonl", ids), tmp_path / "out.jsonl"
-    with pytest.raises(BatchIncompleteError, match="14 of 20 requests still have no result: .*no connection"):
+    with pytest.raises(
+        BatchIncompleteError, match=r"14 of 20 requests still have no result: .*no connection"
+    ):
         run_batch_sync(endpoint_for(server.url), inp, out, concurrency=1, max_retries=2, backoff=FAST)
     lines = read_all(out)
     assert {line["custom_id"] for line in lines} == {f"r{i}" for i in range(6)}
@@ -359,7 +361,7 @@ def test_endpoint_going_down_midway_stops_the_run(server: FaultServer, tmp_path:
 def test_server_failing_every_request_stops_the_run_early(server: FaultServer, tmp_path: Path) -> None:
     server.default_action = "500"
     inp, out = write_batch(tmp_path / "in.jsonl", [f"r{i}" for i in range(50)]), tmp_path / "out.jsonl"
-    with pytest.raises(BatchIncompleteError, match="50 of 50 requests still have no result: .*all got no"):
+    with pytest.raises(BatchIncompleteError, match=r"50 of 50 requests still have no result: .*all got no"):
         run_batch_sync(endpoint_for(server.url), inp, out, concurrency=2, max_retries=1, backoff=FAST)
     assert read_all(out) == [], "a 5xx after every retry is not a final result"
     assert 10 <= sum(server.attempts.values()) // 2 < 50, "the run stops early"

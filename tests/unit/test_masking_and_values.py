@@ -85,6 +85,13 @@ def test_secrets_in_free_text_are_masked(text: str, hidden: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "text", ["max_tokens=2048 is over the limit", "--max-total-tokens 4096", "tokens: 1234"]
+)
+def test_counts_named_like_tokens_are_not_masked(text: str) -> None:
+    assert mask_text(text) == text
+
+
+@pytest.mark.parametrize(
     ("args", "widened"),
     [
         (("--host", "0.0.0.0"), "0.0.0.0"),
