@@ -119,6 +119,40 @@ def test_kill_9_of_the_engine_mid_batch_then_a_new_endpoint_completes_every_requ
     assert not errors_path(out).exists()
 
 
+def test_a_gateway_killed_mid_batch_loses_nothing_and_a_worker_finishes_the_batch(tmp_path: Path) -> None:
+    from sandserve.fleet import fleet_up
+
+    fleet = fleet_up(resolve_spec(provider="local"), 2, "round_robin")
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = chat_batch(inp, 300)
+    run = subprocess.Popen(
+        [*sandserve_command(), "batch", str(inp), str(out), "--endpoint", fleet.id, "--concurrency", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.exists() and out.read_bytes().count(b"\n") >= 30) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(fleet.gateway.data["pid"], signal.SIGKILL)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 3 and "requests still have no result" in " ".join(stderr.split()), stderr
+    before = output_lines(out)
+    assert 30 <= len(before) < 300 and all(line["error"] is None for line in before)
+
+    worker = fleet.members[0].endpoint_id
+    resumed = run_cli("batch", str(inp), str(out), "--endpoint", worker, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    lines = output_lines(out)
+    assert Counter(line["custom_id"] for line in lines) == Counter({cid: 1 for cid in ids})
+    assert all(line["error"] is None for line in lines) and not errors_path(out).exists()
+
+
 # --- keys never on a command line -----------------------------------------------------------------------------
 
 
