@@ -81,7 +81,7 @@ def batch(
                 input_path,
                 output_path,
                 concurrency=concurrency,
-                order=order,  # type: ignore[arg-type]
+                order=order,  # type: ignore[arg-type]  # click.Choice allows only the Order values
                 max_retries=max_retries,
                 retry_errors=retry_errors,
                 request_timeout_s=request_timeout,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from sandserve.errors import ToolSandboxError
 from sandserve.tools.declaration import Tool
@@ -29,13 +29,14 @@ RESULT_MARKER = "__sandserve_tool_result__"
 class ToolRunner(Protocol):
     """Runs one tool call somewhere isolated. Use as a context manager: ``close()`` releases what it holds."""
 
-    isolation: str
+    @property
+    def isolation(self) -> str: ...
 
     def run(self, tool: Tool, arguments: dict[str, Any]) -> ToolOutcome: ...
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> ToolRunner: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
