@@ -99,6 +99,7 @@ def test_a_4xx_with_an_error_body_is_final_and_goes_to_the_error_file(
     assert again.returncode == 1 and server.attempts["bad"] == 1
     retried = batch(server, str(inp), str(out), "--retry-errors")
     assert retried.returncode == 0 and answered(out) == Counter({"good": 1, "bad": 1})
+    assert not errors_path(out).exists(), "an error file left empty by --retry-errors is removed"
 
 
 def test_the_endpoint_going_away_stops_the_run_and_a_new_endpoint_finishes_it(tmp_path: Path) -> None:

@@ -399,6 +399,9 @@ class BatchOutputSink:
     def __exit__(self, *exc_info: object) -> None:
         self.output.close()
         self.errors.close()
+        with contextlib.suppress(OSError):
+            if self.errors_path.stat().st_size == 0:  # every error was retried and answered
+                self.errors_path.unlink()
 
     def __call__(self, result: BatchResult) -> None:
         if result.ok:

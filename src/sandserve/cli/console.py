@@ -103,6 +103,7 @@ class BatchProgressView:
         rates = (
             f"{p.input_tokens_per_s:,.0f} in tok/s  {p.output_tokens_per_s:,.0f} out tok/s  "
             f"cached {100 * cached:.0f}%  errors {p.failed}"
+            + (f"  no answer yet {p.unfinished}" if p.unfinished else "")
         )
         if description:
             self._progress.update(
