@@ -269,7 +269,7 @@ class BatchIncompleteError(SandserveError):
     def __init__(self, *, unfinished: int, total: int | None, reason: str, summary: object = None) -> None:
         of = f" of {total}" if total is not None else ""
         super().__init__(
-            f"{unfinished}{of} requests still have no result: {reason}. Nothing was written for them.",
+            f"{unfinished}{of} requests still have no result: {reason.rstrip('.')}. Nothing was written for them.",
             hint="Nothing was lost: run the same command again to send them (with --endpoint ID to use another "
             "endpoint); finished requests are skipped.",
         )

@@ -35,6 +35,8 @@ from sandserve.errors import EndpointUnavailableError
 
 #: Status codes that mean "try again later"; other 4xx with an error body are the request's own fault.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: A run stops when no connection at all could be made for this long (the endpoint is gone).
+UNREACHABLE_GIVE_UP_S = 10.0
 #: The endpoint refuses us, not the request: stop the run.
 REFUSED_STATUSES = frozenset({401, 403, 407})
 
@@ -167,6 +169,7 @@ class Client:
                 )
             if attempts > self._max_retries:
                 break
+            self._stop_if_gone(outcome)
             self._on_retry()
             await asyncio.sleep(self._backoff.delay(attempts - 1, outcome.retry_after))
         since = self._watcher.unreachable_since
@@ -176,6 +179,16 @@ class Client:
                 f"no connection for {time.monotonic() - since:.0f} s, {attempts} attempts ({outcome.message})",
             )
         return Unfinished(request.custom_id, f"{outcome.code}: {outcome.message}", attempts)
+
+    def _stop_if_gone(self, outcome: Failure) -> None:
+        """Stop the whole run once no connection could be made for UNREACHABLE_GIVE_UP_S, whatever each
+        request's own retries say: a dead endpoint ends the run in seconds, not after every retry cycle."""
+        since = self._watcher.unreachable_since
+        if outcome.unreachable and since is not None and time.monotonic() - since >= UNREACHABLE_GIVE_UP_S:
+            raise EndpointUnavailableError(
+                self._endpoint.url,
+                f"no connection for {time.monotonic() - since:.0f} s ({outcome.message})",
+            )
 
     def _payload(self, request: BatchRequest) -> bytes:
         body = request.body
