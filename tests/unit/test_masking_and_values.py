@@ -96,6 +96,7 @@ def test_counts_named_like_tokens_are_not_masked(text: str) -> None:
     [
         (("--host", "0.0.0.0"), "0.0.0.0"),
         (("--host=::",), "::"),
+        (("--host 0.0.0.0",), "0.0.0.0"),
         (("--host", "192.168.1.5"), "192.168.1.5"),
         (("--host", "127.0.0.1"), None),
         (("--host", "localhost"), None),

@@ -76,6 +76,7 @@ _BIND_FLAGS = ("--host", "--bind", "--listen", "--ip")
 
 def bind_widening(engine_args: tuple[str, ...]) -> str | None:
     """The address an engine flag would make the server listen on, if that is not loopback; else None."""
+    engine_args = tuple(word for arg in engine_args for word in arg.split())  # "--host 0.0.0.0" as one arg
     for index, arg in enumerate(engine_args):
         name, eq, value = arg.partition("=")
         if name not in _BIND_FLAGS:
