@@ -170,6 +170,48 @@ def test_the_api_key_reaches_llama_server_through_its_environment_not_its_comman
     assert endpoint.api_key not in listed.stdout + listed.stderr
 
 
+def test_sglang_in_a_sandbox_gets_its_key_from_the_environment_and_its_log_is_masked() -> None:
+    """SGLang takes its key only as a flag and logs its server_args, key included: the key must still be on no
+    command line, and neither the boot log echoed by `up` nor `logs` may show it."""
+    import sys
+
+    from conftest import TESTS_DIR, take_everything_down
+    from standins.daytona_api import DaytonaStandin
+
+    from sandserve.providers.local import free_port
+
+    standin = DaytonaStandin(
+        extra_env={
+            "PYTHONPATH": str(TESTS_DIR / "standins" / "fake_sglang"),
+            "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
+            "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
+        },
+        path_prepend=[Path(sys.executable).parent],
+    )
+    with standin:
+        env = {"DAYTONA_API_KEY": standin.api_key, "DAYTONA_API_URL": standin.url}
+        try:
+            up = run_cli("up", "--provider", "daytona", "--auth", "key", "--port", str(free_port()), env=env)
+            assert up.returncode == 0, up.stderr
+            exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
+            key = exports["OPENAI_API_KEY"]
+            assert key.startswith("sk-") and "server_args=ServerArgs(" in up.stderr  # the log was echoed...
+            assert key not in up.stderr  # ...with the key masked
+            holders = [pid for pid, cmdline in command_lines().items() if key.encode() in cmdline]
+            assert holders == [], f"the key is on the command line of {holders}"
+            record = Registry().list()[0]
+            logs = run_cli("logs", record.id, env=env)
+            assert "api_key=" in logs.stdout and key not in logs.stdout
+            assert key in run_cli("logs", record.id, "--show-secrets", env=env).stdout
+            models = httpx.get(f"{exports['ENDPOINT']}/v1/models", headers={"Authorization": f"Bearer {key}"})
+            assert models.status_code == 200  # SGLang did get the key, through its environment
+        finally:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("DAYTONA_API_KEY", standin.api_key)
+                patch.setenv("DAYTONA_API_URL", standin.url)
+                take_everything_down()
+
+
 # --- secrets masked wherever they are shown --------------------------------------------------------------------
 
 SECRETS = {
