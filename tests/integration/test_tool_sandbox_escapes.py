@@ -140,8 +140,12 @@ def outside() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-def sandbox() -> LocalToolSandbox:
+@pytest.fixture(params=["as-started", "user-namespace"])
+def sandbox(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> LocalToolSandbox:
+    """Both ways the sandbox drops privileges: as root (setpriv to nobody) and as any other user (a user
+    namespace); the second is forced here by hiding that we are root."""
+    if request.param == "user-namespace":
+        monkeypatch.setattr(local_sandbox.os, "geteuid", lambda: 1000)
     runner = LocalToolSandbox(timeout=8)
     assert runner.isolated and "bubblewrap" in runner.isolation
     return runner
@@ -244,6 +248,18 @@ def test_the_ledger_and_home_cannot_be_read(
     finally:
         monkeypatch.setenv("SANDSERVE_STATE_DIR", private_state)
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, tools run as the real user nobody")
+def test_run_by_root_a_tool_cannot_read_roots_own_files(outside: Path) -> None:
+    sandbox = LocalToolSandbox(timeout=8)
+    private = outside / "root-only.txt"
+    private.write_text("root's secret")
+    private.chmod(0o600)
+    outcome = sandbox.run(tool(reads_a_file), {"path": str(private)})
+    assert not outcome.ok and "Permission denied" in outcome.content
+    shadow = sandbox.run(tool(reads_a_file), {"path": "/etc/shadow"})
+    assert not shadow.ok and "Permission denied" in shadow.content
 
 
 def _gone(marker: str, wait_s: float = 5.0) -> bool:

@@ -4,8 +4,9 @@ Each call runs a fresh ``python -I`` in its own bubblewrap sandbox:
 - the whole file system read-only, with the user's home, the sandserve state directory (the ledger holds
   tokens), /tmp, /var/tmp, /run and /dev/shm replaced by empty private folders; the only writable place is
   the call's own temporary directory (its cwd, HOME and TMPDIR), removed after the call;
-- new user (uid 65534, no capabilities), PID, network (loopback only, nothing listening), IPC, UTS and
-  cgroup namespaces: no network at all, no signal to any process outside;
+- the unprivileged user nobody (65534, no capabilities; as root, the real user nobody, so root's own
+  files stay unreadable), and new PID, network (loopback only, nothing listening), IPC, UTS and cgroup
+  namespaces: no network at all, no signal to any process outside;
 - killed as a whole at the end: when the call's main process ends (or its wall-clock limit kills it), the
   PID namespace ends and the kernel kills every process left in it, a ``setsid`` child included;
 - CPU, memory and file-size rlimits.
@@ -141,9 +142,19 @@ def network_namespace_prefix() -> tuple[str, ...]:
 
 
 def bubblewrap_argv(binary: str, root: str) -> list[str]:
-    """The bwrap command line that confines one call to ``root`` (see the module docstring)."""
-    argv = [binary, "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL"]
-    argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+    """The command line that confines one call to ``root`` (see the module docstring).
+
+    As root, bwrap sets the sandbox up with its own privileges and ``setpriv`` then becomes the real
+    unprivileged user nobody (65534) for the tool: it cannot read root's own files (/etc/shadow, keys) even
+    where they are visible. As any other user, a user namespace maps the tool to nobody inside, and it keeps
+    only what that user could read anyway (its home and the state directory are hidden).
+    """
+    setpriv = shutil.which("setpriv") if os.geteuid() == 0 else None
+    argv = [binary, "--die-with-parent", "--new-session"]
+    if setpriv:
+        argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        argv += ["--unshare-all", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     hidden = [*PRIVATE_FOLDERS, *_user_folders()]
     for folder in dict.fromkeys(hidden):
@@ -154,6 +165,9 @@ def bubblewrap_argv(binary: str, root: str) -> list[str]:
         if any(_under(tree, folder) for folder in hidden):
             argv += ["--ro-bind", tree, tree]
     argv += ["--bind", root, root, "--chdir", root]
+    if setpriv:
+        uid = str(SANDBOX_UID)
+        argv += ["--", setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs"]
     return argv
 
 
@@ -207,8 +221,8 @@ class LocalToolSandbox:
     def isolation(self) -> str:
         if self._bwrap is not None:
             return (
-                "bubblewrap sandbox: read-only system, private tmp, no network, no home or state directory, "
-                "its own PID namespace (all its processes end with the call); audit hook on top"
+                "bubblewrap sandbox as user nobody: read-only system, private tmp, no network, no home or "
+                "state directory, its own PID namespace (all its processes end with the call); audit hook on top"
             )
         network = "network namespace (unshare --net)" if self._prefix else "no network namespace"
         return f"NOT ISOLATED (opted in): a local subprocess with rlimits, {network}, and an audit hook only"
