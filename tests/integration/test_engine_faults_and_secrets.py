@@ -317,6 +317,20 @@ def processes_working_in(folder: Path) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "0 is not in the range 1<=x<=256"),
+        (["--gateway-port", "70000"], "70000 is not in the range 1<=x<=65535"),
+        (["--boot-timeout", "-1"], "must be a positive number of seconds"),
+    ],
+)
+def test_bad_fleet_values_exit_2_and_start_nothing(args: list[str], message: str, isolated: Path) -> None:
+    done = run_cli("fleet", "up", "--provider", "local", *args)
+    assert done.returncode == 2 and message in said(done), done.stderr
+    assert Registry().list(include_down=True) == [] and processes_working_in(isolated) == []
+
+
 def test_a_wider_bind_is_allowed_with_a_key_in_the_plan() -> None:
     done = run_cli("up", "--provider", "local", "--auth", "key", "--engine-arg=--host=0.0.0.0", "--dry-run")
     assert done.returncode == 0, done.stderr
