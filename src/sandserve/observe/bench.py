@@ -42,14 +42,22 @@ class LoadPlan:
 
     def __post_init__(self) -> None:
         if self.mode != "sweep" and not self.levels:
-            raise ConfigError("No load levels given.", hint="Pass --concurrency 1,4,16 or --rate 2,8,inf or --sweep.")
+            raise ConfigError(
+                "No load levels given.", hint="Pass --concurrency 1,4,16 or --rate 2,8,inf or --sweep."
+            )
         for value in self.levels:
             if not value > 0:
-                raise ConfigError(f"A load level must be > 0 (got {value}).", hint="For example --concurrency 1,4,16.")
+                raise ConfigError(
+                    f"A load level must be > 0 (got {value}).", hint="For example --concurrency 1,4,16."
+                )
             if self.mode == "concurrency" and (math.isinf(value) or value != int(value)):
-                raise ConfigError(f"A concurrency must be a whole number (got {value}).", hint="--concurrency 1,4,16")
+                raise ConfigError(
+                    f"A concurrency must be a whole number (got {value}).", hint="--concurrency 1,4,16"
+                )
         if self.requests_per_level is not None and self.requests_per_level < 1:
-            raise ConfigError("--requests must be at least 1.", hint="It is the number of requests per level.")
+            raise ConfigError(
+                "--requests must be at least 1.", hint="It is the number of requests per level."
+            )
 
     def requests_for(self, value: float) -> int:
         if self.requests_per_level is not None:
@@ -69,9 +77,9 @@ class LoadPlan:
 @dataclass(frozen=True)
 class BenchConfig:
     plan: LoadPlan
-    slo: Slo = Slo()
+    slo: Slo = field(default_factory=Slo)
     warmup: int = 2
-    sample_interval_s: float = 0.25
+    sample_interval_s: float = 0.2
     seed: int = 0
     timeout_s: float = 600.0
 
@@ -193,9 +201,14 @@ def join_load(samples: list[EndpointLoad], start: float, end: float) -> LevelLoa
     if len(ok) >= 2:
         first, last = ok[0], ok[-1]
         a, b = first.counters, last.counters
-        if a.prompt_tokens is not None and b.prompt_tokens is not None and b.prompt_tokens > a.prompt_tokens:
-            if a.cached_tokens is not None and b.cached_tokens is not None:
-                load.cache_hit_rate = (b.cached_tokens - a.cached_tokens) / (b.prompt_tokens - a.prompt_tokens)
+        prompt = (b.prompt_tokens or 0.0) - (a.prompt_tokens or 0.0)
+        if (
+            a.prompt_tokens is not None
+            and prompt > 0
+            and a.cached_tokens is not None
+            and b.cached_tokens is not None
+        ):
+            load.cache_hit_rate = (b.cached_tokens - a.cached_tokens) / prompt
         seconds = last.monotonic - first.monotonic
         if a.generation_tokens is not None and b.generation_tokens is not None and seconds > 0:
             load.server_generation_tokens_per_s = (b.generation_tokens - a.generation_tokens) / seconds
@@ -234,7 +247,10 @@ class BenchRun:
         """Every level in turn; ``on_level`` sees each finished level."""
         plan = self.config.plan
         try:
-            async with bench_session(self.endpoint, timeout_s=self.config.timeout_s) as session, LoadProbe() as probe:
+            async with (
+                bench_session(self.endpoint, timeout_s=self.config.timeout_s) as session,
+                LoadProbe() as probe,
+            ):
                 await self._warm_up(session)
                 if plan.mode == "sweep":
                     await self._sweep(session, probe, on_level)
@@ -258,7 +274,7 @@ class BenchRun:
             level = await self._level(session, probe, "concurrency", concurrency)
             throughput = level.metrics.output_token_throughput if level.metrics else 0.0
             failed = level.metrics is None or level.metrics.failed > level.metrics.sent // 2
-            if best and throughput < best * (1 + self.config.plan.saturation_gain) or failed:
+            if (best and throughput < best * (1 + self.config.plan.saturation_gain)) or failed:
                 level.saturated = True
                 level.warnings.append(
                     "saturated: this level added less than "
@@ -353,7 +369,9 @@ class BenchRun:
                 "(its own ceiling: sandserve bench --client-ceiling)"
             )
         if level.interrupted:
-            level.warnings.append(f"interrupted: {len(finished)} requests measured, {level.unfinished} cut off")
+            level.warnings.append(
+                f"interrupted: {len(finished)} requests measured, {level.unfinished} cut off"
+            )
 
 
 def run_bench_sync(

@@ -16,12 +16,68 @@ from typing import Any
 
 from sandserve.errors import ConfigError
 
-_WORDS = (
-    "river stone light garden window engine morning thread ocean lantern paper circuit meadow harbor ember "
-    "silver north echo field kernel winter bridge candle orbit signal cloud quiet agent sandbox token amber "
-    "basalt cedar delta falcon glacier hollow island juniper kestrel lagoon maple nectar opal prairie quartz "
-    "raven saffron tundra umber valley willow yonder zephyr anchor beacon canyon dune fjord grove"
-).split()
+_WORDS = [
+    "river",
+    "stone",
+    "light",
+    "garden",
+    "window",
+    "engine",
+    "morning",
+    "thread",
+    "ocean",
+    "lantern",
+    "paper",
+    "circuit",
+    "meadow",
+    "harbor",
+    "ember",
+    "silver",
+    "north",
+    "echo",
+    "field",
+    "kernel",
+    "winter",
+    "bridge",
+    "candle",
+    "orbit",
+    "signal",
+    "cloud",
+    "quiet",
+    "agent",
+    "sandbox",
+    "token",
+    "amber",
+    "basalt",
+    "cedar",
+    "delta",
+    "falcon",
+    "glacier",
+    "hollow",
+    "island",
+    "juniper",
+    "kestrel",
+    "lagoon",
+    "maple",
+    "nectar",
+    "opal",
+    "prairie",
+    "quartz",
+    "raven",
+    "saffron",
+    "tundra",
+    "umber",
+    "valley",
+    "willow",
+    "yonder",
+    "zephyr",
+    "anchor",
+    "beacon",
+    "canyon",
+    "dune",
+    "fjord",
+    "grove",
+]
 
 
 @dataclass(frozen=True)
@@ -36,9 +92,13 @@ class PromptSource:
     """An endless supply of prompts: generated ones are fresh each time (no accidental cache hits between
     levels); a finite list is cycled."""
 
-    def __init__(self, name: str, make: Callable[[int], BenchPrompt] | None = None, items: Sequence[BenchPrompt] = ()):
+    def __init__(
+        self, name: str, make: Callable[[int], BenchPrompt] | None = None, items: Sequence[BenchPrompt] = ()
+    ):
         if make is None and not items:
-            raise ConfigError(f"The {name} dataset has no prompts.", hint="Give a file with at least one prompt.")
+            raise ConfigError(
+                f"The {name} dataset has no prompts.", hint="Give a file with at least one prompt."
+            )
         self.name = name
         self._make = make
         self._items = list(items)
@@ -69,7 +129,9 @@ def random_prompts(
 ) -> PromptSource:
     _check_lengths(input_len=input_len, output_len=output_len)
     if not 0 < range_ratio <= 1:
-        raise ConfigError("--range-ratio must be in (0, 1].", hint="1 gives fixed lengths; 0.5 gives [len/2, len].")
+        raise ConfigError(
+            "--range-ratio must be in (0, 1].", hint="1 gives fixed lengths; 0.5 gives [len/2, len]."
+        )
 
     def make(i: int) -> BenchPrompt:
         rng = random.Random(f"{seed}:{i}")
@@ -118,7 +180,7 @@ def jsonl_prompts(path: str | Path, *, output_len: int = 128) -> PromptSource:
     (or ``output_len``); an OpenAI batch line (``{"body": {"messages": ...}}``) works too."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"No prompt file at {path}.", hint="Give a JSONL file: one {\"prompt\": ...} a line.")
+        raise ConfigError(f"No prompt file at {path}.", hint='Give a JSONL file: one {"prompt": ...} a line.')
     items = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -127,7 +189,8 @@ def jsonl_prompts(path: str | Path, *, output_len: int = 128) -> PromptSource:
             data = json.loads(line)
         except ValueError as exc:
             raise ConfigError(
-                f"{path}:{number} is not JSON ({exc}).", hint='Each line must be an object such as {"prompt": "..."}.'
+                f"{path}:{number} is not JSON ({exc}).",
+                hint='Each line must be an object such as {"prompt": "..."}.',
             ) from exc
         items.append(_prompt_from(data, output_len, f"{path}:{number}"))
     return PromptSource(f"prompts from {path.name}", items=items)
@@ -137,7 +200,9 @@ def _prompt_from(data: Any, output_len: int, where: str) -> BenchPrompt:
     if isinstance(data, dict) and isinstance(data.get("body"), dict):
         data = data["body"]
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} is not a JSON object.", hint='Write {"prompt": "..."} or {"messages": [...]}.')
+        raise ConfigError(
+            f"{where} is not a JSON object.", hint='Write {"prompt": "..."} or {"messages": [...]}.'
+        )
     max_tokens = data.get("max_tokens") or data.get("output_len") or output_len
     if isinstance(data.get("messages"), list):
         messages = data["messages"]
@@ -159,4 +224,3 @@ def _check_lengths(**values: int) -> None:
         if value < 1:
             flag = "--" + key.replace("_", "-")
             raise ConfigError(f"{flag} must be at least 1 (got {value}).", hint=f"Pass {flag} 1 or more.")
-

@@ -13,6 +13,11 @@ def _measured(result: BenchResult) -> list[LevelResult]:
     return [level for level in result.levels if level.metrics is not None and level.metrics.completed]
 
 
+def _gaps(values: list[float | None]) -> list[float]:
+    """None (nothing measured) as a gap in the line."""
+    return [float("nan") if v is None else v for v in values]
+
+
 def draw_plots(result: BenchResult, directory: Path) -> list[Path]:
     levels = _measured(result)
     if not levels:
@@ -41,7 +46,7 @@ def draw_plots(result: BenchResult, directory: Path) -> list[Path]:
         ("E2E p50", [m.e2e.median for m in metrics if m]),
         ("E2E p99", [m.e2e.p99 for m in metrics if m]),
     ):
-        ax.plot(throughput, series, marker="o", label=name)
+        ax.plot(throughput, _gaps(series), marker="o", label=name)
     for x, y, label in zip(throughput, [m.e2e.median for m in metrics if m], labels, strict=True):
         if y is not None:
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -55,7 +60,8 @@ def draw_plots(result: BenchResult, directory: Path) -> list[Path]:
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 4.0))
     for ax, key, title in ((left, "ttft", "TTFT"), (right, "itl", "ITL")):
         for pct in ("median", "p90", "p99"):
-            ax.plot(labels, [getattr(getattr(m, key), pct) for m in metrics if m], marker="o", label=pct)
+            values = _gaps([getattr(getattr(m, key), pct) for m in metrics if m])
+            ax.plot(labels, values, marker="o", label=pct)
         ax.set_xlabel(axis_name)
         ax.set_ylabel("ms")
         ax.set_title(f"{title} percentiles per level")
@@ -66,7 +72,7 @@ def draw_plots(result: BenchResult, directory: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(labels, [m.request_throughput for m in metrics if m], marker="o", label="requests/s")
     if any(m and m.goodput is not None for m in metrics):
-        ax.plot(labels, [m.goodput for m in metrics if m], marker="o", label="goodput (met every SLO)")
+        ax.plot(labels, _gaps([m.goodput for m in metrics if m]), marker="o", label="goodput (met every SLO)")
     ax.set_xlabel(axis_name)
     ax.set_ylabel("requests/s")
     ax.set_title("Goodput" if any(m and m.goodput is not None for m in metrics) else "Request throughput")

@@ -101,7 +101,7 @@ def markdown(result: BenchResult, plots: list[str]) -> str:
         lines.append("- **Interrupted**: the figures below are what was measured before Ctrl-C.")
     rows = [level_row(level) for level in result.levels]
     if rows:
-        headers = list(max(rows, key=len))
+        headers = max((list(row) for row in rows), key=len)
         lines += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(row.get(h, "-") for h in headers) + " |" for row in rows]
     notes = [f"- {level.label}: {w}" for level in result.levels for w in level.warnings]

@@ -43,8 +43,18 @@ def _chunk(text: str, index: int) -> bytes:
 
 
 def _usage(completion: int) -> bytes:
-    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": completion, "total_tokens": PROMPT_TOKENS + completion}
-    data = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "model": MODEL, "choices": [], "usage": usage}
+    usage = {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": completion,
+        "total_tokens": PROMPT_TOKENS + completion,
+    }
+    data = {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "model": MODEL,
+        "choices": [],
+        "usage": usage,
+    }
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
@@ -109,11 +119,66 @@ def build_app(script: Script) -> web.Application:
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "scripted"}]}
+        )
+
     app = web.Application()
+    app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
     return app
+
+
+class _InstantProtocol(asyncio.Protocol):
+    """HTTP/1.1 keep-alive with one canned answer: the cheapest server that still streams a real SSE body,
+    so that measuring the client's ceiling measures the client (an aiohttp server tops out first)."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buffer[:head_end].lower()
+            length = 0
+            marker = head.find(b"content-length:")
+            if marker >= 0:
+                length = int(head[marker + 15 :].split(b"\r\n", 1)[0].strip() or b"0")
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            self.buffer = self.buffer[end:]
+            assert self.transport is not None
+            self.transport.write(self.answer)
+
+
+def instant_answer(tokens: int) -> bytes:
+    body = _chunk(" tok", 0) * tokens + _usage(tokens) + b"data: [DONE]\n\n"
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+async def serve_instant(sock: socket.socket, tokens: int) -> None:
+    """Every request, whatever it asks, gets ``tokens`` streamed chunks and a usage chunk (no /metrics)."""
+    answer = instant_answer(tokens)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _InstantProtocol(answer), sock=sock)
+    async with server:
+        await server.serve_forever()
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -169,7 +234,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--first-token-ms", type=float, default=0.0)
     parser.add_argument("--token-ms", type=float, default=0.0)
     parser.add_argument("--slots", type=int, default=0)
+    parser.add_argument(
+        "--instant-tokens", type=int, help="Serve one canned answer of N tokens, as fast as possible."
+    )
     args = parser.parse_args(argv)
+    if args.instant_tokens:
+        asyncio.run(serve_instant(_listen(args.host, args.port), args.instant_tokens))
+        return
     script = Script(args.first_token_ms, args.token_ms, args.slots)
     web.run_app(build_app(script), sock=_listen(args.host, args.port), access_log=None, print=None)
 

@@ -1,0 +1,242 @@
+"""The model behind ``sandserve top``: which endpoints to watch (one, a fleet's gateway and workers, or every
+endpoint up), one reading of each per tick, rates between ticks, and a fleet gateway's own worker list."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+import aiohttp
+
+from sandserve.endpoint import Endpoint
+from sandserve.observe.loads import PROBE_HEADERS, EndpointLoad, LoadProbe, rates
+from sandserve.serve.ledger import Record, Registry, State
+
+
+@dataclass(frozen=True)
+class TopTarget:
+    id: str
+    role: str
+    """endpoint, gateway or worker."""
+    endpoint: Endpoint | None
+    state: str
+    created_at: float | None = None
+    fleet: str | None = None
+    model: str = ""
+    engine: str = ""
+    provider: str = ""
+
+
+@dataclass
+class TopRow:
+    id: str
+    role: str
+    fleet: str | None
+    model: str
+    engine: str
+    provider: str
+    state: str
+    ok: bool
+    error: str | None
+    running: int | None
+    queued: int | None
+    token_usage: float | None
+    cache_hit_rate: float | None
+    prompt_tokens_per_s: float | None
+    generation_tokens_per_s: float | None
+    requests_per_s: float | None
+    failed_readings: int
+    """Readings of this endpoint that failed since top started."""
+    age_s: float | None
+    gateway_healthy: bool | None = None
+    """A worker's health as its fleet's gateway sees it (None: not a worker, or the gateway did not say)."""
+    gateway_load: int | None = None
+    """Requests the gateway has routed to this worker and not seen finish."""
+    workers_healthy: str | None = None
+    """On a gateway row: healthy workers / workers the gateway lists."""
+
+
+@dataclass
+class TopSnapshot:
+    at: float
+    rows: list[TopRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "rows": [asdict(row) for row in self.rows]}
+
+
+def _target(record: Record, role: str, fleet: str | None = None) -> TopTarget:
+    endpoint = record.endpoint
+    return TopTarget(
+        id=record.id,
+        role=role,
+        endpoint=endpoint,
+        state=record.shown_state,
+        created_at=record.created_at,
+        fleet=fleet,
+        model=endpoint.model if endpoint else record.model,
+        engine=record.engine,
+        provider=record.provider,
+    )
+
+
+def targets_for(ref: str | None = None, *, registry: Registry | None = None) -> list[TopTarget]:
+    """``ref`` names an endpoint or a fleet (its gateway and every worker); None: every endpoint up, fleets
+    expanded. The environment's ENDPOINT counts when the ledger has nothing and no ref is given."""
+    registry = registry or Registry()
+    if ref is not None:
+        records = [registry.resolve(ref)]
+    else:
+        records = [r for r in registry.list() if r.state is not State.DOWN]
+        if not records:
+            from_env = Endpoint.from_env()
+            if from_env is not None:
+                return [
+                    TopTarget(
+                        "env",
+                        "endpoint",
+                        from_env,
+                        "ready",
+                        model=from_env.model,
+                        engine=from_env.engine,
+                        provider=from_env.provider,
+                    )
+                ]
+            registry.resolve(None)  # raises the error that says how to bring one up
+    members = {record.id: cast("list[Record]", registry.members_of(record.id)) for record in records}
+    worker_ids = {member.id for group in members.values() for member in group}
+    found: list[TopTarget] = []
+    for record in records:
+        if record.id in worker_ids and ref is None:
+            continue  # shown under its fleet
+        if members[record.id]:
+            found.append(_target(record, "gateway", fleet=record.id))
+            found += [_target(member, "worker", fleet=record.id) for member in members[record.id]]
+        else:
+            found.append(_target(record, "endpoint"))
+    return found
+
+
+async def gateway_workers(
+    session: aiohttp.ClientSession, gateway: Endpoint
+) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The gateway's ``GET /workers`` list (smg / sglang-router: ``{"workers": [{"url", "is_healthy",
+    "load", ...}]}``), or None and why."""
+    headers = {**gateway.request_headers(), **PROBE_HEADERS}
+    try:
+        async with session.get(gateway.url + "/workers", headers=headers) as response:
+            if response.status != 200:
+                return None, f"the gateway's /workers answered {response.status}"
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        return None, f"the gateway's /workers did not answer ({type(exc).__name__})"
+    workers = body.get("workers") if isinstance(body, dict) else None
+    if not isinstance(workers, list):
+        return None, "the gateway's /workers is not a worker list"
+    return [w for w in workers if isinstance(w, dict)], None
+
+
+def _same_url(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+class TopModel:
+    """Reads every target once per ``sample()``; rates are between a target's last two readings."""
+
+    def __init__(self, targets: list[TopTarget], *, timeout: float = 3.0) -> None:
+        self.targets = targets
+        self.timeout = timeout
+        self._probe: LoadProbe | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._previous: dict[str, EndpointLoad] = {}
+        self._failures: dict[str, int] = {}
+
+    async def __aenter__(self) -> TopModel:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        self._probe = LoadProbe(timeout=self.timeout, session=self._session)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def sample(self) -> TopSnapshot:
+        assert self._probe is not None and self._session is not None, "use `async with TopModel(...)`"
+        readable = [t for t in self.targets if t.endpoint is not None]
+        gateways = [t for t in self.targets if t.role == "gateway" and t.endpoint is not None]
+        loads, lists = await asyncio.gather(
+            self._probe.read_many([t.endpoint for t in readable if t.endpoint is not None]),
+            asyncio.gather(*(gateway_workers(self._session, g.endpoint) for g in gateways if g.endpoint)),
+        )
+        by_id = {t.id: load for t, load in zip(readable, loads, strict=True)}
+        worker_lists = {g.id: listed for g, listed in zip(gateways, lists, strict=True)}
+        now = time.time()
+        snapshot = TopSnapshot(at=now)
+        for target in self.targets:
+            snapshot.rows.append(self._row(target, by_id.get(target.id), worker_lists, now))
+        return snapshot
+
+    def _row(
+        self,
+        target: TopTarget,
+        load: EndpointLoad | None,
+        worker_lists: dict[str, tuple[list[dict[str, Any]] | None, str | None]],
+        now: float,
+    ) -> TopRow:
+        previous = self._previous.get(target.id)
+        rate = rates(previous, load) if previous is not None and load is not None and load.ok else None
+        if load is not None:
+            if not load.ok:
+                self._failures[target.id] = self._failures.get(target.id, 0) + 1
+            else:
+                self._previous[target.id] = load
+        row = TopRow(
+            id=target.id,
+            role=target.role,
+            fleet=target.fleet,
+            model=target.model,
+            engine=target.engine,
+            provider=target.provider,
+            state=target.state,
+            ok=bool(load and load.ok),
+            error=load.error if load else "not ready: no endpoint recorded",
+            running=load.running if load else None,
+            queued=load.queued if load else None,
+            token_usage=load.token_usage if load else None,
+            cache_hit_rate=load.cache_hit_rate if load else None,
+            prompt_tokens_per_s=rate.prompt_tokens_per_s if rate else None,
+            generation_tokens_per_s=rate.generation_tokens_per_s if rate else None,
+            requests_per_s=rate.requests_per_s if rate else None,
+            failed_readings=self._failures.get(target.id, 0),
+            age_s=now - target.created_at if target.created_at else None,
+        )
+        if target.fleet is not None and target.fleet in worker_lists:
+            listed, error = worker_lists[target.fleet]
+            if target.role == "gateway":
+                if listed is None:
+                    row.error = row.error or error
+                else:
+                    healthy = len([w for w in listed if w.get("is_healthy", w.get("healthy"))])
+                    row.workers_healthy = f"{healthy}/{len(listed)}"
+                    loads = [int(w["load"]) for w in listed if isinstance(w.get("load"), int)]
+                    row.gateway_load = sum(loads) if loads else None
+                    row.ok = True  # the gateway answered, whatever its own load routes say
+            elif listed is not None and target.endpoint is not None:
+                url = target.endpoint.url
+                match = next((w for w in listed if _same_url(str(w.get("url", "")), url)), None)
+                if match is not None:
+                    health = match.get("is_healthy", match.get("healthy"))
+                    row.gateway_healthy = bool(health) if health is not None else None
+                    load_value = match.get("load")
+                    row.gateway_load = int(load_value) if isinstance(load_value, int) else None
+        return row
+
+
+async def snapshot_once(targets: list[TopTarget], *, interval: float = 1.0) -> TopSnapshot:
+    """Two readings ``interval`` apart (so the rates are real), the second returned."""
+    async with TopModel(targets) as model:
+        await model.sample()
+        await asyncio.sleep(interval)
+        return await model.sample()
