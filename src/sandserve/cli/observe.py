@@ -331,7 +331,10 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
             options["requests"],
         )
     config = BenchConfig(plan, slo=parse_slo(options["slo"]), warmup=options["warmup"], seed=options["seed"])
+    from sandserve.observe.top import load_endpoints_for
+
     endpoint = connect(endpoint_id)
+    load_endpoints = load_endpoints_for(endpoint_id)
     source = _source(options["dataset"], options, endpoint)
     err.print(f"[bold cyan]::[/] benchmarking {endpoint.model} at {endpoint.url} ({source.describe()})")
 
@@ -342,7 +345,7 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
 
     interrupted = False
     try:
-        result = run_bench_sync(endpoint, source, config, on_level).result
+        result = run_bench_sync(endpoint, source, config, on_level, load_endpoints=load_endpoints).result
     except BenchInterrupted as stop:
         result, interrupted = stop.run.result, True
         err.print("[yellow]interrupted:[/] writing what was measured")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from sandserve.endpoint import Endpoint
 from sandserve.errors import ConfigError, EndpointUnavailableError
 from sandserve.observe.datasets import BenchPrompt, PromptSource
-from sandserve.observe.loads import EndpointLoad, LoadProbe
+from sandserve.observe.loads import EndpointLoad, LoadProbe, combine
 from sandserve.observe.metrics import LevelMetrics, RequestRecord, Slo, level_metrics
 from sandserve.observe.stream import bench_session, chat_body, stream_chat
 
@@ -219,8 +219,18 @@ def join_load(samples: list[EndpointLoad], start: float, end: float) -> LevelLoa
 
 
 class BenchRun:
-    def __init__(self, endpoint: Endpoint, source: PromptSource, config: BenchConfig) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        source: PromptSource,
+        config: BenchConfig,
+        *,
+        load_endpoints: list[Endpoint] | None = None,
+    ) -> None:
+        """``load_endpoints``: whose load to sample (default: the endpoint itself; for a fleet, its workers,
+        whose readings are added up)."""
         self.endpoint = endpoint
+        self.load_endpoints = load_endpoints or [endpoint]
         self.source = source
         self.config = config
         self.url = endpoint.base_url + "/chat/completions"
@@ -237,6 +247,7 @@ class BenchRun:
                 "slo": config.slo.to_dict(),
                 "sample_interval_s": config.sample_interval_s,
                 "seed": config.seed,
+                "load_sampled_from": [e.id for e in self.load_endpoints],
             },
             started_at=time.time(),
         )
@@ -303,9 +314,15 @@ class BenchRun:
         body = chat_body(self.endpoint.model, prompt.messages, prompt.max_tokens, prompt.extra)
         await stream_chat(session, self.url, body, record)
 
+    async def _read_load(self, probe: LoadProbe) -> EndpointLoad:
+        if self.load_endpoints == [self.endpoint]:
+            return await probe.read(self.endpoint)
+        loads = await probe.read_many(self.load_endpoints)
+        return combine(loads, endpoint_id=self.endpoint.id, url=self.endpoint.url)
+
     async def _sample(self, probe: LoadProbe, samples: list[EndpointLoad]) -> None:
         while True:
-            samples.append(await probe.read(self.endpoint))
+            samples.append(await self._read_load(probe))
             await asyncio.sleep(self.config.sample_interval_s)
 
     async def _level(self, session: Any, probe: LoadProbe, mode: str, value: float) -> LevelResult:
@@ -347,7 +364,7 @@ class BenchRun:
             wall = time.perf_counter() - wall0
             level.client_cpu = (time.process_time() - cpu0) / wall if wall > 0 else None
             try:
-                samples.append(await asyncio.shield(probe.read(self.endpoint)))
+                samples.append(await asyncio.shield(self._read_load(probe)))
             except (asyncio.CancelledError, Exception):
                 pass
             sampler.cancel()
@@ -379,11 +396,13 @@ def run_bench_sync(
     source: PromptSource,
     config: BenchConfig,
     on_level: Callable[[LevelResult], None] | None = None,
+    *,
+    load_endpoints: list[Endpoint] | None = None,
 ) -> BenchRun:
     """Run a benchmark to the end, or until Ctrl-C; the returned run's ``result`` holds what was measured
     either way (``result.interrupted`` says which). KeyboardInterrupt is re-raised after the result is
     complete, so a caller can write it and then exit 130."""
-    run = BenchRun(endpoint, source, config)
+    run = BenchRun(endpoint, source, config, load_endpoints=load_endpoints)
     try:
         asyncio.run(run.run(on_level))
     except KeyboardInterrupt:

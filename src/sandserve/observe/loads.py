@@ -260,6 +260,43 @@ def merge(
     return reading
 
 
+def combine(loads: Sequence[EndpointLoad], *, endpoint_id: str, url: str) -> EndpointLoad:
+    """Several endpoints' readings as one (a fleet's workers seen as the fleet): counts and counters add up,
+    usage is the pooled share; a field none of them reports stays None."""
+    ok = [load for load in loads if load.ok]
+    first = min((load.monotonic for load in loads), default=time.monotonic())
+    reading = EndpointLoad(endpoint_id=endpoint_id, url=url, at=time.time(), monotonic=first, ok=bool(ok))
+    errors = [load.error for load in loads if load.error]
+    reading.error = errors[0] if errors else None
+
+    def add(values: Iterable[float | int | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return float(sum(present)) if present else None
+
+    reading.running = _int(add(load.running for load in ok))
+    reading.queued = _int(add(load.queued for load in ok))
+    reading.used_tokens = _int(add(load.used_tokens for load in ok))
+    reading.capacity_tokens = _int(add(load.capacity_tokens for load in ok))
+    if reading.used_tokens is not None and reading.capacity_tokens:
+        reading.token_usage = reading.used_tokens / reading.capacity_tokens
+    else:
+        usages = [load.token_usage for load in ok if load.token_usage is not None]
+        reading.token_usage = sum(usages) / len(usages) if usages else None
+    reading.gen_throughput = add(load.gen_throughput for load in ok)
+    reading.counters = LoadCounters(
+        prompt_tokens=add(load.counters.prompt_tokens for load in ok),
+        generation_tokens=add(load.counters.generation_tokens for load in ok),
+        cached_tokens=add(load.counters.cached_tokens for load in ok),
+        requests=add(load.counters.requests for load in ok),
+    )
+    counters = reading.counters
+    if counters.prompt_tokens and counters.cached_tokens is not None:
+        reading.cache_hit_rate = counters.cached_tokens / counters.prompt_tokens
+    reading.sources = tuple(sorted({source for load in ok for source in load.sources}))
+    reading.probe_ms = max((load.probe_ms for load in loads), default=0.0)
+    return reading
+
+
 class _RouteFailed(Exception):
     def __init__(self, message: str, *, absent: bool = False) -> None:
         super().__init__(message)

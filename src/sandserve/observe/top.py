@@ -240,3 +240,13 @@ async def snapshot_once(targets: list[TopTarget], *, interval: float = 1.0) -> T
         await model.sample()
         await asyncio.sleep(interval)
         return await model.sample()
+
+
+def load_endpoints_for(ref: str | None, *, registry: Registry | None = None) -> list[Endpoint] | None:
+    """Whose load a benchmark of ``ref`` should sample: a fleet's workers (its gateway reports none of the
+    engines' load), else None (the endpoint itself)."""
+    if ref is None:
+        return None
+    targets = targets_for(ref, registry=registry)
+    workers = [t.endpoint for t in targets if t.role == "worker" and t.endpoint is not None]
+    return workers or None
