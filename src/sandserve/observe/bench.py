@@ -142,6 +142,7 @@ def _record_summary(record: RequestRecord) -> dict[str, Any]:
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "cached_tokens": record.cached_tokens,
+        "resent": record.resent,
     }
 
 
@@ -380,6 +381,11 @@ class BenchRun:
             start = min(r.sent_at for r in finished)
             end = max(r.done_at or r.sent_at for r in finished)
             level.load = join_load(samples, start, end)
+        if level.metrics.resent:
+            level.warnings.append(
+                f"{level.metrics.resent} requests were sent again: the server had closed their pooled "
+                "connection before answering (each counts once, timed from its second send)"
+            )
         if level.client_cpu is not None and level.client_cpu >= CLIENT_CPU_SATURATED:
             level.warnings.append(
                 f"client CPU {level.client_cpu:.0%} of one core: the client may have limited this level "

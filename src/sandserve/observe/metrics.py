@@ -47,6 +47,8 @@ class RequestRecord:
     cached_tokens: int | None = None
     ok: bool = False
     error: str | None = None
+    resent: int = 0
+    """Times it was sent again after its pooled connection proved closed before any answer."""
 
     @property
     def ttft(self) -> float | None:
@@ -167,6 +169,8 @@ class LevelMetrics:
     """Requests/s that met every SLO (None when no SLO was given)."""
     slo_attainment: float | None
     errors: dict[str, int]
+    resent: int = 0
+    """Requests sent again on a new connection (their clocks restarted: they count once)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,4 +217,5 @@ def level_metrics(records: Sequence[RequestRecord], slo: Slo = Slo()) -> LevelMe
         goodput=None if good is None else per_second(good),
         slo_attainment=None if good is None or not records else good / len(records),
         errors=errors,
+        resent=sum(1 for r in records if r.resent),
     )

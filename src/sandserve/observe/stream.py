@@ -56,18 +56,37 @@ def _read_usage(record: RequestRecord, usage: dict[str, Any]) -> None:
     record.cached_tokens = details.get("cached_tokens") or 0
 
 
+#: Failures of a pooled keep-alive connection the server had already closed: the request never reached it.
+_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
 async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes, record: RequestRecord) -> None:
     """POST ``body`` to ``url`` and fill ``record`` as the stream arrives; never raises for a server's error
-    (the record says ``ok=False`` and why). ``record.sent_at`` is set here, just before the request goes."""
+    (the record says ``ok=False`` and why). ``record.sent_at`` is set here, just before the request goes.
+
+    A request whose pooled connection turns out closed before any answer arrives is sent once more on a
+    new connection (counted in ``record.resent``; its clock restarts): the server never saw it."""
+    for attempt in range(2):
+        answered = await _attempt(session, url, body, record)
+        if answered or attempt:
+            return
+        record.resent += 1
+        record.error = None
+
+
+async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record: RequestRecord) -> bool:
+    """One try; False only when it failed on a stale connection before any answer."""
     clock = time.perf_counter
     record.sent_at = clock()
+    answered = False
     try:
         async with session.post(url, data=body) as response:
+            answered = True
             if response.status != 200:
                 text = await response.text()
                 record.error = error_for_status(url, response.status, server_message(text)).message
                 record.done_at = clock()
-                return
+                return True
             async for line in response.content:
                 if not line.startswith(b"data:"):
                     continue
@@ -79,7 +98,7 @@ async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes, rec
                 if "error" in chunk:
                     record.error = server_message(chunk, "error chunk in the stream")
                     record.done_at = now
-                    return
+                    return True
                 if _text_in(chunk):
                     record.chunk_times.append(now)
                 usage = chunk.get("usage")
@@ -95,3 +114,6 @@ async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes, rec
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         record.done_at = clock()
         record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if not answered and isinstance(exc, _STALE_CONNECTION):
+            return False
+    return True
