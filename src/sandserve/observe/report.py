@@ -30,6 +30,8 @@ server's own `usage`, never a local tokenizer. Definitions follow SGLang's `benc
 - Where they differ: SGLang's OpenAI-compatible backends retokenise the received text to count output
   tokens (can differ from the server's usage by a few tokens); vLLM uses the server's usage when it is sent.
   Both send all requests at once unless a rate or max concurrency is set; a rate means Poisson arrivals.
+  SGLang opens a new HTTP session per request; sandserve keeps connections alive (less client CPU) and
+  sends a request once more if its pooled connection proves closed before any answer (counted per level).
 - **Server load** (queue depth, running, KV/token usage, cache hit rate) is sampled from the server's own
   `/v1/loads`, `/slots` and `/metrics` during each level; cache hit rate = cached / prompt tokens over the
   level (server counters).
