@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sandserve_command
+from conftest import run_cli, sandserve_command
 
 from sandserve.endpoint import Endpoint
 from sandserve.observe.bench import BenchConfig, LoadPlan, run_bench_sync
@@ -126,3 +126,60 @@ def test_a_concurrency_sweep_against_the_real_model(local_endpoint: Endpoint, tm
     assert "queue mean/max" in report and "concurrency=8" in report
     for name in ("latency_vs_throughput", "ttft_itl_percentiles", "goodput"):
         assert written[name].stat().st_size > 10_000
+
+
+def test_poisson_rates_with_a_cap_on_requests_in_flight():
+    with ScriptedServer(Script(first_token_ms=30, token_ms=10)) as server:
+        plan = LoadPlan("rate", (20.0, float("inf")), requests_per_level=12, max_concurrency=2)
+        config = BenchConfig(plan, warmup=0, sample_interval_s=0.01)
+        result = run_bench_sync(scripted_endpoint(server), random_prompts(4, 5), config).result
+    assert [level.label for level in result.levels] == ["rate=20/s", "rate=inf"]
+    for level in result.levels:
+        assert level.metrics is not None and level.metrics.completed == 12
+        # The server's own count of requests it was generating never passed the cap.
+        assert level.load is not None and level.load.running_max is not None and level.load.running_max <= 2
+    assert result.levels[1].load.running_max == 2  # all at once, so the cap was reached
+
+
+def test_a_sweep_stops_where_throughput_stops_growing():
+    # Two slots, each request 40 + 4 x 20 ms: one and two at once scale, four at once cannot.
+    with ScriptedServer(Script(first_token_ms=40, token_ms=20, slots=2)) as server:
+        plan = LoadPlan("sweep", requests_per_level=16, sweep_max=64)
+        result = run_bench_sync(
+            scripted_endpoint(server), random_prompts(4, 5), BenchConfig(plan, warmup=0)
+        ).result
+    assert [level.label for level in result.levels] == ["concurrency=1", "concurrency=2", "concurrency=4"]
+    assert result.levels[-1].saturated and not result.levels[1].saturated
+    assert "saturated" in result.levels[-1].warnings[0]
+
+
+def test_bad_bench_arguments_fail_clearly():
+    cases = [
+        (["--concurrency", "0"], "must be > 0"),
+        (["--concurrency", "1.5"], "whole number"),
+        (["--rate", "2", "--sweep"], "Give one of"),
+        (["--slo", "ttft=fast"], "Cannot read the SLO"),
+        (["--dataset", "jsonl"], "needs --prompts"),
+        (["--concurrency", "a,b"], "is not a number"),
+    ]
+    for args, message in cases:
+        result = run_cli("bench", *args, env={"ENDPOINT": "http://127.0.0.1:9"})
+        assert result.returncode != 0, args
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_bench_against_nothing_says_the_endpoint_is_unavailable(tmp_path: Path):
+    with ScriptedServer() as server:
+        url = server.url
+    result = run_cli("bench", "--output", str(tmp_path / "out"), env={"ENDPOINT": url, "MODEL": "m"})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert url in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_client_ceiling_prints_both_clients():
+    result = run_cli("bench", "--client-ceiling", "--requests", "400", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "sandserve bench (aiohttp, streaming)" in result.stdout
+    assert "AsyncOpenAI" in result.stdout and "CPU-bound ceiling" in result.stdout

@@ -208,14 +208,18 @@ def _level_table(levels: list[Any]) -> Any:
     return table
 
 
-def _print_ceiling() -> None:
+def _print_ceiling(requests: int | None) -> None:
     from rich.table import Table
 
     from sandserve.cli.console import err, out
     from sandserve.observe.ceiling import measure_client_ceiling
 
     err.print("[bold cyan]::[/] measuring the client against an instant local server (about 20 s)")
-    result = measure_client_ceiling()
+    result = (
+        measure_client_ceiling()
+        if requests is None
+        else measure_client_ceiling(requests=requests, openai_requests=max(requests // 5, 1))
+    )
     table = Table("client", "requests", "in flight", "req/s", "CPU ms/request", "client CPU", "failed")
     for row in result.rows:
         table.add_row(
@@ -302,7 +306,7 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
     Writes OUTPUT/bench.json, OUTPUT/report.md and plots; Ctrl-C stops and still writes what was measured.
     """
     if options["client_ceiling"]:
-        _print_ceiling()
+        _print_ceiling(options["requests"])
         return
     from sandserve.cli.console import err, out
     from sandserve.client.connect import connect
@@ -333,9 +337,11 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
     config = BenchConfig(plan, slo=parse_slo(options["slo"]), warmup=options["warmup"], seed=options["seed"])
     from sandserve.observe.top import load_endpoints_for
 
+    # Every argument is checked before the endpoint is asked anything (the corpus prompts need the endpoint).
+    source = None if options["dataset"] == "classify" else _source(options["dataset"], options, None)
     endpoint = connect(endpoint_id)
     load_endpoints = load_endpoints_for(endpoint_id)
-    source = _source(options["dataset"], options, endpoint)
+    source = source or _source(options["dataset"], options, endpoint)
     err.print(f"[bold cyan]::[/] benchmarking {endpoint.model} at {endpoint.url} ({source.describe()})")
 
     def on_level(level: Any) -> None:

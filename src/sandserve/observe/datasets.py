@@ -203,7 +203,7 @@ def _prompt_from(data: Any, output_len: int, where: str) -> BenchPrompt:
         raise ConfigError(
             f"{where} is not a JSON object.", hint='Write {"prompt": "..."} or {"messages": [...]}.'
         )
-    max_tokens = data.get("max_tokens") or data.get("output_len") or output_len
+    max_tokens = next((data[k] for k in ("max_tokens", "output_len") if data.get(k) is not None), output_len)
     if isinstance(data.get("messages"), list):
         messages = data["messages"]
     elif isinstance(data.get("prompt"), str):
