@@ -145,3 +145,25 @@ def worker_endpoint(endpoint_id: str) -> Endpoint:
     endpoint = Registry().get(endpoint_id).endpoint
     assert endpoint is not None
     return endpoint
+
+
+def test_live_top_refreshes_until_ctrl_c(local_endpoint: Endpoint):
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [*sandserve_command(), "top", local_endpoint.id, "--interval", "0.3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert local_endpoint.id in stdout and "running" in stdout and "Traceback" not in stderr

@@ -121,6 +121,10 @@ def top(ref: str | None, once: bool, as_json: bool, interval: float) -> None:
 
     async def watch() -> None:
         async with TopModel(targets) as model:
+            if not out.is_terminal:  # a log or a pipe: one whole table per refresh, not a redrawn screen
+                while True:
+                    _wide(top_table(await model.sample()))
+                    await asyncio.sleep(interval)
             with Live(top_table(await model.sample()), console=out, refresh_per_second=4) as live:
                 while True:
                     await asyncio.sleep(interval)
