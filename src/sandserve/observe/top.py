@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 
@@ -105,7 +105,7 @@ def targets_for(ref: str | None = None, *, registry: Registry | None = None) -> 
                     )
                 ]
             registry.resolve(None)  # raises the error that says how to bring one up
-    members = {record.id: cast("list[Record]", registry.members_of(record.id)) for record in records}
+    members = {record.id: registry.members_of(record.id) for record in records}
     worker_ids = {member.id for group in members.values() for member in group}
     found: list[TopTarget] = []
     for record in records:
