@@ -183,3 +183,22 @@ def test_client_ceiling_prints_both_clients():
     assert result.returncode == 0, result.stderr
     assert "sandserve bench (aiohttp, streaming)" in result.stdout
     assert "AsyncOpenAI" in result.stdout and "CPU-bound ceiling" in result.stdout
+
+
+def test_bench_on_sglang_shapes_counts_the_servers_tokens_not_its_chunks():
+    from standins.sglang_server import SGLangStandin
+
+    with SGLangStandin(api_key="sk-b", enable_metrics=True, reasoning_parser="gpt-oss") as server:
+        endpoint = Endpoint(id="sgl", url=server.url, model="gpt-oss-20b", api_key="sk-b")
+        plan = LoadPlan("concurrency", (2,), requests_per_level=6)
+        result = run_bench_sync(
+            endpoint, random_prompts(10, 16), BenchConfig(plan, sample_interval_s=0.02)
+        ).result
+    [level] = result.levels
+    assert level.metrics is not None and level.metrics.completed == 6
+    for record in level.records:
+        # Reasoning and answer chunks both count as text; tokens come from usage (16 each, ignore_eos).
+        assert record.completion_tokens == 16 and 1 < len(record.chunk_times) < 16
+        assert record.tpot == (record.e2e - record.ttft) / 15
+    assert level.metrics.output_tokens == 96
+    assert level.load is not None and not level.load.source_errors
