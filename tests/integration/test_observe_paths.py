@@ -130,6 +130,9 @@ def test_top_and_bench_through_a_fleet_gateway():
         for member in fleet.members:
             [load] = read_loads([worker_endpoint(member.endpoint_id)])
             assert load.counters.generation_tokens and load.counters.generation_tokens > 0
+        # The gateway's own metrics: what it routed and how it answered.
+        gateway = snapshot_once_rows(fleet.id)[0]
+        assert gateway.error_responses == 0 and gateway.workers_healthy == "2/2"
         listed = httpx.get(fleet.url + "/workers", headers=fleet.endpoint.request_headers(), timeout=10)
         assert listed.status_code == 200
         result = run_cli("top", fleet.id, "--once", "--json")

@@ -56,7 +56,9 @@ def top_table(snapshot: Any) -> Any:
     )
     for row in snapshot.rows:
         if row.role == "gateway":
-            gateway = f"{row.workers_healthy or '?'} healthy, load {_num(row.gateway_load)}"
+            gateway = f"{row.workers_healthy or '?'} healthy"
+            if row.error_responses is not None:
+                gateway += f", {row.error_responses} 4xx/5xx"
         elif row.role == "worker":
             health = {True: "healthy", False: "UNHEALTHY", None: "?"}[row.gateway_healthy]
             gateway = f"{health}, load {_num(row.gateway_load)}"

@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 
 from sandserve.endpoint import Endpoint
-from sandserve.observe.loads import PROBE_HEADERS, EndpointLoad, LoadProbe, rates
+from sandserve.observe.gateway_view import GatewayMetrics, gateway_metrics, gateway_workers
+from sandserve.observe.loads import EndpointLoad, LoadProbe, rates
 from sandserve.serve.ledger import Record, Registry, State
 
 
@@ -27,6 +28,8 @@ class TopTarget:
     model: str = ""
     engine: str = ""
     provider: str = ""
+    metrics_url: str | None = None
+    """A gateway's Prometheus metrics (where the fleet recorded its port)."""
 
 
 @dataclass
@@ -56,6 +59,8 @@ class TopRow:
     """Requests the gateway has routed to this worker and not seen finish."""
     workers_healthy: str | None = None
     """On a gateway row: healthy workers / workers the gateway lists."""
+    error_responses: int | None = None
+    """On a gateway row: answers it gave with a 4xx/5xx status since it started (from its metrics)."""
 
 
 @dataclass
@@ -69,6 +74,7 @@ class TopSnapshot:
 
 def _target(record: Record, role: str, fleet: str | None = None) -> TopTarget:
     endpoint = record.endpoint
+    port = record.sandbox.data.get("prometheus_port") if role == "gateway" else None
     return TopTarget(
         id=record.id,
         role=role,
@@ -79,6 +85,7 @@ def _target(record: Record, role: str, fleet: str | None = None) -> TopTarget:
         model=endpoint.model if endpoint else record.model,
         engine=record.engine,
         provider=record.provider,
+        metrics_url=f"http://127.0.0.1:{port}/metrics" if isinstance(port, int) else None,
     )
 
 
@@ -119,25 +126,6 @@ def targets_for(ref: str | None = None, *, registry: Registry | None = None) -> 
     return found
 
 
-async def gateway_workers(
-    session: aiohttp.ClientSession, gateway: Endpoint
-) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """The gateway's ``GET /workers`` list (smg / sglang-router: ``{"workers": [{"url", "is_healthy",
-    "load", ...}]}``), or None and why."""
-    headers = {**gateway.request_headers(), **PROBE_HEADERS}
-    try:
-        async with session.get(gateway.url + "/workers", headers=headers) as response:
-            if response.status != 200:
-                return None, f"the gateway's /workers answered {response.status}"
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-        return None, f"the gateway's /workers did not answer ({type(exc).__name__})"
-    workers = body.get("workers") if isinstance(body, dict) else None
-    if not isinstance(workers, list):
-        return None, "the gateway's /workers is not a worker list"
-    return [w for w in workers if isinstance(w, dict)], None
-
-
 def _same_url(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
@@ -152,6 +140,7 @@ class TopModel:
         self._session: aiohttp.ClientSession | None = None
         self._previous: dict[str, EndpointLoad] = {}
         self._failures: dict[str, int] = {}
+        self._gateway_requests: dict[str, tuple[float, float]] = {}
 
     async def __aenter__(self) -> TopModel:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
@@ -164,27 +153,33 @@ class TopModel:
 
     async def sample(self) -> TopSnapshot:
         assert self._probe is not None and self._session is not None, "use `async with TopModel(...)`"
-        readable = [t for t in self.targets if t.endpoint is not None]
+        # A gateway reports no engine load of its own: its rows come from its worker list and metrics.
+        engines = [t for t in self.targets if t.endpoint is not None and t.role != "gateway"]
         gateways = [t for t in self.targets if t.role == "gateway" and t.endpoint is not None]
-        loads, lists = await asyncio.gather(
-            self._probe.read_many([t.endpoint for t in readable if t.endpoint is not None]),
-            asyncio.gather(*(gateway_workers(self._session, g.endpoint) for g in gateways if g.endpoint)),
+        session = self._session
+        loads, lists, metrics = await asyncio.gather(
+            self._probe.read_many([t.endpoint for t in engines if t.endpoint is not None]),
+            asyncio.gather(*(gateway_workers(session, g.endpoint) for g in gateways if g.endpoint)),
+            asyncio.gather(*(gateway_metrics(session, g.metrics_url) for g in gateways)),
         )
-        by_id = {t.id: load for t, load in zip(readable, loads, strict=True)}
-        worker_lists = {g.id: listed for g, listed in zip(gateways, lists, strict=True)}
+        by_id = {t.id: load for t, load in zip(engines, loads, strict=True)}
+        views = {
+            g.id: _GatewayView(listed[0], listed[1], m)
+            for g, listed, m in zip(gateways, lists, metrics, strict=True)
+        }
         now = time.time()
         snapshot = TopSnapshot(at=now)
         for target in self.targets:
-            snapshot.rows.append(self._row(target, by_id.get(target.id), worker_lists, now))
+            if target.role == "gateway" and target.id in views:
+                snapshot.rows.append(self._gateway_row(target, views[target.id], now))
+            else:
+                row = self._row(target, by_id.get(target.id), now)
+                if target.fleet in views:
+                    _add_gateway_view(row, target, views[target.fleet])
+                snapshot.rows.append(row)
         return snapshot
 
-    def _row(
-        self,
-        target: TopTarget,
-        load: EndpointLoad | None,
-        worker_lists: dict[str, tuple[list[dict[str, Any]] | None, str | None]],
-        now: float,
-    ) -> TopRow:
+    def _row(self, target: TopTarget, load: EndpointLoad | None, now: float) -> TopRow:
         previous = self._previous.get(target.id)
         rate = rates(previous, load) if previous is not None and load is not None and load.ok else None
         if load is not None:
@@ -192,7 +187,7 @@ class TopModel:
                 self._failures[target.id] = self._failures.get(target.id, 0) + 1
             else:
                 self._previous[target.id] = load
-        row = TopRow(
+        return TopRow(
             id=target.id,
             role=target.role,
             fleet=target.fleet,
@@ -212,26 +207,58 @@ class TopModel:
             failed_readings=self._failures.get(target.id, 0),
             age_s=now - target.created_at if target.created_at else None,
         )
-        if target.fleet is not None and target.fleet in worker_lists:
-            listed, error = worker_lists[target.fleet]
-            if target.role == "gateway":
-                if listed is None:
-                    row.error = row.error or error
-                else:
-                    healthy = len([w for w in listed if w.get("is_healthy", w.get("healthy"))])
-                    row.workers_healthy = f"{healthy}/{len(listed)}"
-                    loads = [int(w["load"]) for w in listed if isinstance(w.get("load"), int)]
-                    row.gateway_load = sum(loads) if loads else None
-                    row.ok = True  # the gateway answered, whatever its own load routes say
-            elif listed is not None and target.endpoint is not None:
-                url = target.endpoint.url
-                match = next((w for w in listed if _same_url(str(w.get("url", "")), url)), None)
-                if match is not None:
-                    health = match.get("is_healthy", match.get("healthy"))
-                    row.gateway_healthy = bool(health) if health is not None else None
-                    load_value = match.get("load")
-                    row.gateway_load = int(load_value) if isinstance(load_value, int) else None
+
+    def _gateway_row(self, target: TopTarget, view: _GatewayView, now: float) -> TopRow:
+        row = self._row(target, None, now)
+        row.ok = view.workers is not None
+        row.error = view.error
+        if not row.ok:
+            self._failures[target.id] = self._failures.get(target.id, 0) + 1
+            row.failed_readings = self._failures[target.id]
+        if view.workers is not None:
+            healthy = len([w for w in view.workers if w.get("is_healthy", w.get("healthy"))])
+            row.workers_healthy = f"{healthy}/{len(view.workers)}"
+            loads = [
+                int(w["load"]) for w in view.workers if isinstance(w.get("load"), int) and w["load"] >= 0
+            ]
+            row.gateway_load = sum(loads) if loads else None
+        if view.metrics is not None:
+            row.error_responses = view.metrics.error_responses
+            if view.metrics.active_by_worker:
+                row.running = sum(view.metrics.active_by_worker.values())
+            requests = view.metrics.requests_total
+            before = self._gateway_requests.get(target.id)
+            clock = time.monotonic()
+            if requests is not None:
+                if before is not None and requests >= before[1] and clock > before[0]:
+                    row.requests_per_s = (requests - before[1]) / (clock - before[0])
+                self._gateway_requests[target.id] = (clock, requests)
         return row
+
+
+@dataclass
+class _GatewayView:
+    workers: list[dict[str, Any]] | None
+    error: str | None
+    metrics: GatewayMetrics | None
+
+
+def _add_gateway_view(row: TopRow, target: TopTarget, view: _GatewayView) -> None:
+    """A worker's health and load as its fleet's gateway sees it."""
+    if target.endpoint is None:
+        return
+    url = target.endpoint.url.rstrip("/")
+    match = next((w for w in view.workers or () if _same_url(str(w.get("url", "")), url)), None)
+    if match is not None:
+        health = match.get("is_healthy", match.get("healthy"))
+        row.gateway_healthy = bool(health) if health is not None else None
+        load = match.get("load")
+        row.gateway_load = int(load) if isinstance(load, int) and load >= 0 else None
+    if view.metrics is not None:
+        if url in view.metrics.active_by_worker:
+            row.gateway_load = view.metrics.active_by_worker[url]
+        if row.gateway_healthy is None and url in view.metrics.healthy_by_worker:
+            row.gateway_healthy = view.metrics.healthy_by_worker[url]
 
 
 async def snapshot_once(targets: list[TopTarget], *, interval: float = 1.0) -> TopSnapshot:
