@@ -14,10 +14,11 @@ import pytest
 from conftest import run_cli, sandserve_command
 from standins.daytona_api import DaytonaStandin
 
-from sandserve.endpoint import Endpoint
-from sandserve.observe.bench import BenchConfig, LoadPlan, run_bench_sync
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.observe.bench import BenchConfig, BenchResult, LoadPlan, run_bench_sync
 from sandserve.observe.datasets import random_prompts
 from sandserve.observe.loads import read_loads
+from sandserve.observe.report import write_report
 from sandserve.observe.top import load_endpoints_for, snapshot_once, targets_for
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import free_port
@@ -27,13 +28,14 @@ from sandserve.spec import resolve_spec
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 
 
-def short_bench(endpoint: Endpoint, load_endpoints: list[Endpoint] | None = None) -> None:
+def short_bench(endpoint: Endpoint, load_endpoints: list[Endpoint] | None = None) -> BenchResult:
     plan = LoadPlan("concurrency", (2,), requests_per_level=4)
     config = BenchConfig(plan, warmup=1, sample_interval_s=0.05)
     result = run_bench_sync(endpoint, random_prompts(8, 8), config, load_endpoints=load_endpoints)
     [level] = result.result.levels
     assert level.metrics is not None and level.metrics.completed == 4, level.metrics
     assert level.load is not None and not level.load.source_errors, level.load
+    return result.result
 
 
 def test_top_once_json_during_a_batch_shows_the_work(local_endpoint: Endpoint, tmp_path: Path):
@@ -87,7 +89,7 @@ def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
 
 
 @pytest.mark.parametrize("auth", ["token", "signed", "key", "public"])
-def test_top_and_bench_through_every_daytona_auth_mode(daytona: DaytonaStandin, auth: str):
+def test_top_and_bench_through_every_daytona_auth_mode(daytona: DaytonaStandin, auth: str, tmp_path: Path):
     endpoint = lifecycle.up(
         resolve_spec("tiny", provider="daytona", auth=auth, port=free_port(), boot_timeout=60)
     )
@@ -101,8 +103,23 @@ def test_top_and_bench_through_every_daytona_auth_mode(daytona: DaytonaStandin, 
     assert row.ok and row.running == 0 and row.age_s is not None
     assert sandbox.last_activity == 0.0  # watching does not keep the sandbox awake
 
-    short_bench(endpoint)
+    result = short_bench(endpoint)
     assert sandbox.last_activity > 0.0  # real traffic does (so the check above can fail)
+
+    # No credential reaches a report or the screen: not the token, not the key, not a signed URL.
+    written = write_report(result, tmp_path / "report")
+    top_json = run_cli("top", endpoint.id, "--once", "--json")
+    assert top_json.returncode == 0, top_json.stderr
+    token = endpoint.headers.get(PREVIEW_TOKEN_HEADER)
+    secrets = [s for s in (token, endpoint.api_key) if s]
+    if auth == "signed":
+        secrets.append(endpoint.url)
+    assert secrets or auth == "public"
+    outputs = {"bench.json": written["json"], "report.md": written["report"]}
+    texts = {name: path.read_text() for name, path in outputs.items()} | {"top": top_json.stdout}
+    for name, text in texts.items():
+        leaked = [secret for secret in secrets if secret in text]
+        assert not leaked, (name, leaked)
 
 
 def snapshot_once_rows(ref: str) -> list:

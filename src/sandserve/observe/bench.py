@@ -15,10 +15,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import aiohttp
+
 from sandserve.endpoint import Endpoint
 from sandserve.errors import ConfigError, EndpointUnavailableError
+from sandserve.masking import mask_secrets
 from sandserve.observe.datasets import BenchPrompt, PromptSource
-from sandserve.observe.loads import EndpointLoad, LoadProbe, combine
+from sandserve.observe.loads import EndpointLoad, LoadProbe, combine, endpoint_secrets
 from sandserve.observe.metrics import LevelMetrics, RequestRecord, Slo, level_metrics
 from sandserve.observe.stream import bench_session, chat_body, stream_chat
 
@@ -171,10 +174,10 @@ class BenchResult:
 
 
 def _public_endpoint(endpoint: Endpoint) -> dict[str, Any]:
-    """What a report may say about the endpoint: never its token or key."""
+    """What a report may say about the endpoint: never its token or key, nor a signed URL."""
     return {
         "id": endpoint.id,
-        "url": endpoint.url,
+        "url": mask_secrets(endpoint.url, endpoint_secrets(endpoint)),
         "model": endpoint.model,
         "engine": endpoint.engine,
         "provider": endpoint.provider,
@@ -279,7 +282,7 @@ class BenchRun:
         return self.result
 
     async def _sweep(
-        self, session: Any, probe: LoadProbe, on_level: Callable[[LevelResult], None] | None
+        self, session: aiohttp.ClientSession, probe: LoadProbe, on_level: Callable[[LevelResult], None] | None
     ) -> None:
         best = 0.0
         for concurrency in self.config.plan.sweep_levels():
@@ -300,7 +303,7 @@ class BenchRun:
                 return
             best = max(best, throughput)
 
-    async def _warm_up(self, session: Any) -> None:
+    async def _warm_up(self, session: aiohttp.ClientSession) -> None:
         count = self.config.warmup
         if count <= 0:
             return
@@ -308,10 +311,13 @@ class BenchRun:
         prompts = self.source.take(count)
         await asyncio.gather(*(self._send(session, p, r) for p, r in zip(prompts, records, strict=True)))
         if not any(r.ok for r in records):
-            reason = next((r.error for r in records if r.error), "no answer")
-            raise EndpointUnavailableError(self.endpoint.url, f"every warm-up request failed: {reason}")
+            reason = mask_secrets(
+                next((r.error for r in records if r.error), "no answer"), endpoint_secrets(self.endpoint)
+            )
+            where = self.result.endpoint["url"]
+            raise EndpointUnavailableError(where, f"every warm-up request failed: {reason}")
 
-    async def _send(self, session: Any, prompt: BenchPrompt, record: RequestRecord) -> None:
+    async def _send(self, session: aiohttp.ClientSession, prompt: BenchPrompt, record: RequestRecord) -> None:
         body = chat_body(self.endpoint.model, prompt.messages, prompt.max_tokens, prompt.extra)
         await stream_chat(session, self.url, body, record)
 
@@ -326,7 +332,9 @@ class BenchRun:
             samples.append(await self._read_load(probe))
             await asyncio.sleep(self.config.sample_interval_s)
 
-    async def _level(self, session: Any, probe: LoadProbe, mode: str, value: float) -> LevelResult:
+    async def _level(
+        self, session: aiohttp.ClientSession, probe: LoadProbe, mode: str, value: float
+    ) -> LevelResult:
         plan = self.config.plan
         level = LevelResult(mode=mode, value=value)
         self.result.levels.append(level)
@@ -374,6 +382,10 @@ class BenchRun:
 
     def _close(self, level: LevelResult, samples: list[EndpointLoad]) -> None:
         finished = [r for r in level.records if r.done_at is not None]
+        secrets = endpoint_secrets(self.endpoint)
+        for record in finished:
+            if record.error:
+                record.error = mask_secrets(record.error, secrets)
         level.unfinished = len(level.records) - len(finished)
         level.records = finished
         level.metrics = level_metrics(finished, self.config.slo)

@@ -26,7 +26,8 @@ from typing import Any
 import aiohttp
 
 from sandserve.client.transport import error_for_status, server_message
-from sandserve.endpoint import SKIP_PREVIEW_WARNING_HEADER, Endpoint
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
+from sandserve.masking import MASK, mask_secrets
 from sandserve.observe.prometheus import Sample, mean, parse_metrics, total
 
 #: Daytona's preview proxy counts every request as activity unless it carries this header.
@@ -111,6 +112,22 @@ class LoadRates:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_CREDENTIAL_HEADERS = frozenset({PREVIEW_TOKEN_HEADER.lower(), "authorization", "x-api-key"})
+
+
+def endpoint_secrets(endpoint: Endpoint) -> set[str]:
+    """What must not reach a screen or a report: the credentials it sends, and a signed URL (the URL is the
+    key)."""
+    secrets = {
+        value for name, value in endpoint.headers.items() if value and name.lower() in _CREDENTIAL_HEADERS
+    }
+    if endpoint.api_key:
+        secrets.add(endpoint.api_key)
+    if endpoint.auth == "signed":
+        secrets.add(endpoint.url)
+    return secrets
 
 
 def rates(before: EndpointLoad, after: EndpointLoad) -> LoadRates:
@@ -355,7 +372,8 @@ class LoadProbe:
 
     async def read(self, endpoint: Endpoint) -> EndpointLoad:
         started = time.monotonic()
-        reading = EndpointLoad(endpoint_id=endpoint.id, url=endpoint.url, at=time.time(), monotonic=started)
+        url = MASK if endpoint.auth == "signed" else endpoint.url
+        reading = EndpointLoad(endpoint_id=endpoint.id, url=url, at=time.time(), monotonic=started)
         absent = self._absent.setdefault(endpoint.url, set())
         routes = [route for route in ROUTES if route not in absent]
         answers = await asyncio.gather(*(self._get(endpoint, r) for r in routes), return_exceptions=True)
@@ -380,7 +398,7 @@ class LoadProbe:
         reading.sources = tuple(route for route in ROUTES if route in parts)
         reading.ok = bool(parts)
         if errors:
-            reading.error = errors[0]
+            reading.error = mask_secrets(errors[0], endpoint_secrets(endpoint))
         elif not parts:
             reading.error = "the server answers none of " + ", ".join(ROUTES) + " (start it with metrics on)"
         merge(reading, (parts[r] for r in ROUTES if r in parts), counters)
