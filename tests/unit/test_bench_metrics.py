@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sandserve.errors import ConfigError
-from sandserve.observe.bench import LoadPlan, join_load
+from sandserve.observe.bench import BenchConfig, LoadPlan, join_load
 from sandserve.observe.loads import EndpointLoad, LoadCounters
 from sandserve.observe.metrics import RequestRecord, Slo, level_metrics, parse_slo
 
@@ -130,3 +130,21 @@ def test_the_server_load_is_joined_to_the_level_it_was_sampled_in():
     assert (load.running_mean, load.running_max, load.queued_mean, load.queued_max) == (2, 2, 2, 3)
     assert load.cache_hit_rate == pytest.approx(300 / 600)  # counters from the first to the last sample
     assert load.server_generation_tokens_per_s == pytest.approx(400 / 3)
+
+
+def test_a_level_whose_client_cpu_was_saturated_says_so_in_the_report():
+    from sandserve.endpoint import Endpoint
+    from sandserve.observe.bench import BenchRun, LevelResult
+    from sandserve.observe.datasets import random_prompts
+    from sandserve.observe.report import markdown
+
+    endpoint = Endpoint(id="e", url="http://127.0.0.1:1", model="m")
+    run = BenchRun(endpoint, random_prompts(4, 4), BenchConfig(LoadPlan("concurrency", (1,))))
+    busy = LevelResult("concurrency", 1, records=[scripted(0, 0.0, 0.1, 0.01, 3)], client_cpu=0.95)
+    calm = LevelResult("concurrency", 2, records=[scripted(1, 0.0, 0.1, 0.01, 3)], client_cpu=0.2)
+    run._close(busy, [])
+    run._close(calm, [])
+    assert busy.warnings and "client CPU 95% of one core" in busy.warnings[0]
+    assert calm.warnings == []
+    run.result.levels += [busy, calm]
+    assert "concurrency=1: client CPU 95% of one core" in markdown(run.result, [])
