@@ -202,3 +202,32 @@ def test_bench_on_sglang_shapes_counts_the_servers_tokens_not_its_chunks():
         assert record.tpot == (record.e2e - record.ttft) / 15
     assert level.metrics.output_tokens == 96
     assert level.load is not None and not level.load.source_errors
+
+
+@pytest.mark.usefixtures("llama_server", "tiny_model")
+def test_bench_on_the_classification_corpus(local_endpoint: Endpoint, tmp_path: Path):
+    import random
+
+    from sandserve.workloads.corpus import BOOKS
+
+    books = tmp_path / "books"
+    books.mkdir()
+    rng = random.Random(0)
+    lines = [
+        " ".join(rng.choice(["the", "garden", "said", "night", "sea"]) for _ in range(12))
+        for _ in range(2000)
+    ]
+    text = "\n".join(["*** START OF THE PROJECT GUTENBERG EBOOK ***", *lines, "*** END OF IT ***"])
+    (books / f"pg{BOOKS['Poe']}.txt").write_text(text)
+    out = tmp_path / "out"
+    result = run_cli(
+        "bench", local_endpoint.id, "--dataset", "classify", "--books", "Poe", "--corpus-dir", str(books),
+        "--concurrency", "2", "--requests", "4", "--output-len", "16", "--output", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "bench.json").read_text())
+    assert data["dataset"].startswith("classification corpus")
+    [level] = data["levels"]
+    assert level["metrics"]["completed"] == 4
+    # 12,000-character passages: thousands of prompt tokens each, as the server counted them.
+    assert all(r["prompt_tokens"] > 1000 for r in level["requests"])

@@ -183,7 +183,8 @@ def _source(dataset: str, options: dict[str, Any], endpoint: Any) -> Any:
     from sandserve.workloads.corpus import load_passages, select_books
 
     prompts = []
-    for passage in load_passages(select_books(None), corpus_dir=options["corpus_dir"]):
+    books = select_books(options["books"].split(",") if options["books"] else None)
+    for passage in load_passages(books, corpus_dir=options["corpus_dir"]):
         body = dict(answer_request(endpoint, passage, AUTHOR).body)
         messages, max_tokens = body.pop("messages"), body.pop("max_tokens")
         body.pop("model", None)
@@ -289,6 +290,7 @@ def _print_ceiling(requests: int | None) -> None:
     type=click.Path(path_type=Path),
     help="classify: a folder with the pg<ID>.txt books (else cached).",
 )
+@click.option("--books", metavar="A,B", help="classify: only these books (author or Gutenberg id).")
 @click.option("--slo", metavar="ttft=MS,tpot=MS,e2e=MS", help="Objectives for goodput (milliseconds).")
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Unrecorded requests first."
