@@ -755,8 +755,9 @@ def _error_response(message: str, kind: str = "BadRequestError", status: int = 4
 
 
 def build_app(state: ServerState) -> web.Application:
+    in_flight: dict[int, int] = {}  # request -> its prompt tokens, while it is being generated (/v1/loads)
     app = web.Application(
-        middlewares=[_access_log_middleware(state), _auth_middleware(state), _in_flight_middleware(state)]
+        middlewares=[_access_log_middleware(state), _auth_middleware(state), _in_flight_middleware(in_flight)]
     )
     routes = [
         web.get("/health", _health(state)),
@@ -771,7 +772,7 @@ def build_app(state: ServerState) -> web.Application:
         web.post("/generate", _generate(state)),
         web.post("/v1/chat/completions", _chat(state)),
         web.get("/metrics", _metrics(state)),
-        web.get("/v1/loads", _v1_loads(state)),
+        web.get("/v1/loads", _v1_loads(state, in_flight)),
     ]
     app.add_routes(routes)
     return app
@@ -944,28 +945,28 @@ def _metrics(state: ServerState) -> Handler:
 # num_total_reqs added, then an aggregate) ----------------------------------------------------------------
 
 _GENERATION_PATHS = ("/generate", "/v1/chat/completions", "/v1/completions")
-#: Requests being generated now, and their prompt tokens: what the scheduler would hold.
-_IN_FLIGHT: dict[int, dict[int, int]] = {}
 
 
-def _in_flight_middleware(state: ServerState) -> Any:
+def _in_flight_middleware(in_flight: dict[int, int]) -> Any:
+    """Keeps ``in_flight`` (request -> prompt tokens) for the requests being generated: what the scheduler
+    would hold."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "POST" or request.path not in _GENERATION_PATHS:
             return await handler(request)
         body = await request.read()  # aiohttp keeps it for the handler
-        table = _IN_FLIGHT.setdefault(id(state), {})
         key = id(request)
-        table[key] = len(tokenize(body.decode(errors="replace")))
+        in_flight[key] = len(tokenize(body.decode(errors="replace")))
         try:
             return await handler(request)
         finally:
-            table.pop(key, None)
+            in_flight.pop(key, None)
 
     return middleware
 
 
-def _v1_loads(state: ServerState) -> Handler:
+def _v1_loads(state: ServerState, in_flight_table: dict[int, int]) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         include = request.query.get("include")
         sections = {s.strip() for s in include.split(",")} if include else {"all"}
@@ -974,7 +975,7 @@ def _v1_loads(state: ServerState) -> Handler:
             message = f"Invalid include sections: {sections - valid}. Valid options: {sorted(valid)}"
             return _error_response(message, kind="Bad Request")
         config = state.config
-        in_flight = list(_IN_FLIGHT.get(id(state), {}).values())
+        in_flight = list(in_flight_table.values())
         running = min(len(in_flight), config.running_requests)
         waiting = len(in_flight) - running
         used = sum(in_flight[:running])
