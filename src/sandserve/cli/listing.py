@@ -38,18 +38,21 @@ PRESET_COLUMNS = (
 STATUS_FIELDS = ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error")
 
 
-def show_endpoints(records: Iterable[Any]) -> None:
-    show_table(ENDPOINT_COLUMNS, [endpoint_row(record) for record in records])
+def show_endpoints(records: Iterable[Any], *, show_secrets: bool = False) -> None:
+    show_table(ENDPOINT_COLUMNS, [endpoint_row(record, show_secrets=show_secrets) for record in records])
 
 
-def endpoint_row(record: Any) -> list[str]:
+def endpoint_row(record: Any, *, show_secrets: bool = False) -> list[str]:
+    """An endpoint's row; a signed URL's token is masked unless ``show_secrets``."""
+    from sandserve.cli.shown import shown_url
+
     return [
         record.id,
         record.shown_state,
         record.provider,
         record.engine,
         record.model,
-        record.endpoint.url if record.endpoint else "-",
+        shown_url(record.endpoint, show_secrets=show_secrets) or "-",
         age(record.created_at),
     ]
 
