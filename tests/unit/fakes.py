@@ -77,6 +77,8 @@ class Script:
     log: list[tuple[float, str]] = field(default_factory=list)
     generates_after: float | None = 0.0
     """When a generation first succeeds; None: never (the port answers, the model does not)."""
+    refuses_first: int = 0
+    """Generation requests refused (503, still loading) before any succeeds, whatever the time."""
     dies_at: float | None = None
     exit_code: int = 1
     info: dict[str, Any] = field(default_factory=lambda: {"max_total_num_tokens": 4096, "slots": 2})
@@ -141,6 +143,8 @@ class FakeServer:
 
     def can_generate(self) -> bool:
         ready_at = self.script.generates_after
+        if self.refused_early < self.script.refuses_first:
+            return False
         return self.alive() and ready_at is not None and self.elapsed() >= ready_at
 
     def stop(self) -> None:

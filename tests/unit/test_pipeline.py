@@ -45,13 +45,13 @@ def only_server(fake: type[FakeProvider]):
 
 
 def test_ready_only_after_a_real_generation_with_every_phase_in_order(fake_pipeline):
-    fake_pipeline.script = healthy_boot(kv_tokens=8192, ready_at=0.3)
+    fake_pipeline.script = healthy_boot(kv_tokens=8192, ready_at=0.15)
+    fake_pipeline.script.refuses_first = 3  # the port answers, the model is not ready yet
     events = RecordedEvents()
     endpoint = lifecycle.up(fake_spec(), events=events)
 
     server = only_server(fake_pipeline)
-    assert server.refused_early > 0, "the pipeline asked before the model could generate"
-    assert server.generations == 1
+    assert server.refused_early == 3 and server.generations == 1, "asked until a generation succeeded"
     assert events.phases == ["sandbox ready", "weights loaded", "kv cache allocated", "listening", "ready"]
     assert "".join(events.logs) == server.log_text()
     assert endpoint.info["kv_pool_tokens"] == 8192
