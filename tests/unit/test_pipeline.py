@@ -51,7 +51,7 @@ def test_ready_only_after_a_real_generation_with_every_phase_in_order(fake_pipel
     endpoint = lifecycle.up(fake_spec(), events=events)
 
     server = only_server(fake_pipeline)
-    assert server.refused_early == 3 and server.generations == 1, "asked until a generation succeeded"
+    assert server.refused_early >= 3 and server.generations == 1, "asked until a generation succeeded"
     assert events.phases == ["sandbox ready", "weights loaded", "kv cache allocated", "listening", "ready"]
     assert "".join(events.logs) == server.log_text()
     assert endpoint.info["kv_pool_tokens"] == 8192
