@@ -16,7 +16,13 @@ the local port, except ports listed in `remap_ports`: those get a free local por
 processes as DAYTONA_STANDIN_PORT_<port>, so two sandboxes can both "serve on 8000".
 
 JSON bodies are read and written with the SDK's generated models (daytona_api_client and
-daytona_toolbox_api_client).
+daytona_toolbox_api_client), and refused as the service refuses them (`_daytona_rules`): unknown fields and
+enum values, more than one GPU, a GPU sandbox that is not ephemeral, spot without a GPU.
+
+A new sandbox goes through the service's states (pending_build -> building_snapshot -> starting -> started for
+an image, creating -> started for a snapshot), `state_step_seconds` each. Its processes see only their own
+environment (a fixed PATH, HOME, the sandbox's env and secrets, the request's env), never this machine's.
+Preview requests count as activity (`last_activity_at`) unless they carry X-Daytona-Skip-Last-Activity-Update.
 """
 
 from __future__ import annotations
@@ -45,7 +51,6 @@ from daytona_api_client import (
     BuildInfo,
     CreateSandbox,
     CreateVolume,
-    GpuType,
     ListSandboxesResponse,
     PortPreviewUrl,
     Sandbox,
@@ -75,7 +80,7 @@ from daytona_toolbox_api_client import (
 )
 from pydantic import ValidationError
 
-from . import _preview
+from . import _daytona_rules, _preview
 from ._procs import STDERR, STDOUT, CommandRun, kill_groups
 
 ORGANIZATION_ID = "standin-org"
@@ -90,6 +95,19 @@ _STREAM_PREFIX = {STDOUT: b"\x01\x01\x01", STDERR: b"\x02\x02\x02"}
 # Codes the API puts in its error envelope, by status (apps/api/src/common/errors/api-error-code.enum.ts).
 _API_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT"}
 _DAEMON_CODES = {**_API_CODES, 408: "REQUEST_TIMEOUT", 410: "GONE"}
+
+
+_BOOT_STATES = frozenset(
+    {
+        SandboxState.PENDING_BUILD,
+        SandboxState.BUILDING_SNAPSHOT,
+        SandboxState.CREATING,
+        SandboxState.STARTING,
+    }
+)
+#: What a sandbox process finds in PATH (the image's own, not this machine's).
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 
 
 class StandinError(Exception):
@@ -118,7 +136,7 @@ class SandboxRecord:
     memory: int
     disk: int
     gpu: int
-    gpu_type: GpuType | None
+    gpu_type: str | None
     auto_stop_interval: int
     auto_archive_interval: int
     auto_delete_interval: int
@@ -127,8 +145,13 @@ class SandboxRecord:
     snapshot: str | None
     user: str
     created_at: str
-    ready_at: float  # time.monotonic() at which "creating" turns into "started"
+    ready_at: float  # time.monotonic() at which the sandbox is "started"
+    steps: list[tuple[float, SandboxState]] = field(default_factory=list)  # (from time, state) until ready_at
     stored_state: SandboxState = SandboxState.CREATING
+    ttl_minutes: int = 0
+    spot: bool = False
+    last_activity_at: str | None = None
+    activity_updates: int = 0  # preview requests that refreshed the idle timer
     error_reason: str | None = None
     ports: dict[int, int] = field(default_factory=dict)  # sandbox port -> local port (remapped ports only)
     secrets: dict[str, str] = field(
@@ -139,8 +162,14 @@ class SandboxRecord:
 
     @property
     def state(self) -> SandboxState:
-        if self.stored_state == SandboxState.CREATING and time.monotonic() >= self.ready_at:
-            self.stored_state = SandboxState.STARTED
+        if self.stored_state in _BOOT_STATES:
+            now = time.monotonic()
+            if now >= self.ready_at:
+                self.stored_state = SandboxState.STARTED
+            else:
+                for since, state in self.steps:
+                    if now >= since:
+                        self.stored_state = state
         return self.stored_state
 
     def local_port(self, port: int) -> int:
@@ -159,6 +188,8 @@ class DaytonaStandin:
         remap_ports: Iterable[int] = (),
         gpu_quota: int | None = None,
         python: str = sys.executable,
+        state_step_seconds: float = 0.05,
+        vault: Mapping[str, str] | None = None,
     ) -> None:
         """
         Args:
@@ -169,7 +200,13 @@ class DaytonaStandin:
             gpu_quota: when set, a create whose GPUs would exceed it (live sandboxes counted) fails as the
                 real quota does.
             python: interpreter behind `process.code_run`.
+            state_step_seconds: how long a new sandbox stays in each state before "started".
+            vault: the organisation's secrets (name -> value): a sandbox's `secrets` entries name them and
+                their processes get the values; a name not in it is refused.
         """
+        self.state_step_seconds = state_step_seconds
+        self.vault = dict(vault or {})
+        self.create_bodies: list[dict[str, Any]] = []  # every create request as received (raw JSON)
         self.api_key = api_key
         self.extra_env = dict(extra_env or {})
         self.path_prepend = [str(p) for p in path_prepend]
@@ -314,6 +351,8 @@ class DaytonaStandin:
             ("POST", tb + "/process/session/{session}/exec", self._session_exec),
             ("GET", tb + "/process/session/{session}/command/{cmd}", self._get_command),
             ("GET", tb + "/process/session/{session}/command/{cmd}/logs", self._command_logs),
+            ("POST", tb + "/files/bulk-upload", self._bulk_upload),
+            ("POST", tb + "/files/bulk-download", self._bulk_download),
             ("GET", tb + "/user-home-dir", self._home_dir),
             ("GET", tb + "/work-dir", self._home_dir),
         ]
@@ -334,8 +373,11 @@ class DaytonaStandin:
             return await handler(request)
         except StandinError as e:
             return _error_response(request, e.status, e.message, e.code)
+        except _daytona_rules.ValidationFailed as e:
+            return _error_response(request, 400, e.sentences, None)  # type: ignore[arg-type]
         except ValidationError as e:
-            return _error_response(request, 400, str(e), None)
+            sentences = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+            return _error_response(request, 400, sentences, None)  # type: ignore[arg-type]
         except web.HTTPException as e:
             if e.status < 400:
                 raise
@@ -353,16 +395,20 @@ class DaytonaStandin:
     # ----- control plane: sandboxes -----
 
     async def _create(self, request: web.Request) -> web.Response:
-        body = CreateSandbox.from_dict(await _json_body(request))
-        assert body is not None
+        raw = await _json_body(request)
+        self.create_bodies.append(raw)
+        body = _daytona_rules.parse(CreateSandbox, raw)
+        _daytona_rules.check_create_sandbox(raw)
+        refusal = _daytona_rules.service_refusal(raw)
+        if refusal:
+            raise StandinError(400, refusal)
         gpu = body.gpu or 0
         if self._quota_failures:
             self._quota_failures -= 1
             raise StandinError(400, GPU_LIMIT_MESSAGE.format(maximum=self._quota_maximum))
-        if gpu > 1:
-            raise StandinError(400, "gpu must not be greater than 1")
-        if gpu > 0 and body.auto_delete_interval != 0:
-            raise StandinError(400, "GPU sandboxes must be ephemeral - set autoDeleteInterval to 0")
+        missing = [name for entry in body.secrets or [] for name in entry.values() if name not in self.vault]
+        if missing:
+            raise StandinError(404, f"Secret {missing[0]} not found")
         if gpu > 0 and self.gpu_quota is not None:
             in_use = sum(r.gpu for r in self.sandboxes.values())
             if in_use + gpu > self.gpu_quota:
@@ -390,7 +436,7 @@ class DaytonaStandin:
             memory=body.memory or 1,
             disk=body.disk or 3,
             gpu=gpu,
-            gpu_type=(body.gpu_type or [None])[0] if gpu else None,
+            gpu_type=(raw.get("gpuType") or [None])[0] if gpu else None,
             auto_stop_interval=15 if body.auto_stop_interval is None else body.auto_stop_interval,
             auto_archive_interval=10080 if body.auto_archive_interval is None else body.auto_archive_interval,
             auto_delete_interval=-1 if body.auto_delete_interval is None else body.auto_delete_interval,
@@ -399,12 +445,29 @@ class DaytonaStandin:
             snapshot=body.snapshot,
             user=body.user or "daytona",
             created_at=now,
-            ready_at=time.monotonic() + self._create_delay,
+            ready_at=0.0,
             ports={port: _free_port() for port in self.remap_ports},
+            ttl_minutes=body.ttl_minutes or 0,
+            spot=bool(body.spot),
         )
+        self._schedule_boot(record, building=body.build_info is not None)
         self._create_delay = 0.0
         self.sandboxes[sandbox_id] = record
         return _json(self._dto(record))
+
+    def _schedule_boot(self, record: SandboxRecord, *, building: bool) -> None:
+        """The states a new sandbox goes through; a hung create stays in its first one."""
+        if building:
+            states = [SandboxState.PENDING_BUILD, SandboxState.BUILDING_SNAPSHOT, SandboxState.STARTING]
+        else:
+            states = [SandboxState.CREATING, SandboxState.STARTING]
+        start = time.monotonic()
+        step = self.state_step_seconds
+        record.steps = [
+            (start + self._create_delay + i * step if i else start, s) for i, s in enumerate(states)
+        ]
+        record.stored_state = states[0]
+        record.ready_at = start + self._create_delay + len(states) * step
 
     async def _list(self, request: web.Request) -> web.Response:
         query = request.query
@@ -450,7 +513,7 @@ class DaytonaStandin:
 
     async def _replace_labels(self, request: web.Request) -> web.Response:
         record = self._sandbox(request)
-        body = SandboxLabels.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(SandboxLabels, await _json_body(request))
         assert body is not None
         record.labels = dict(body.labels)
         return _json(SandboxLabels(labels=record.labels))
@@ -530,6 +593,8 @@ class DaytonaStandin:
             cpu=record.cpu,
             gpu=record.gpu,
             gpu_type=record.gpu_type,
+            spot=record.spot,
+            last_activity_at=record.last_activity_at,
             memory=record.memory,
             disk=record.disk,
             state=record.state,
@@ -538,6 +603,9 @@ class DaytonaStandin:
             auto_stop_interval=record.auto_stop_interval,
             auto_archive_interval=record.auto_archive_interval,
             auto_delete_interval=record.auto_delete_interval,
+            auto_destroy_at=_plus_minutes(record.created_at, record.ttl_minutes)
+            if record.ttl_minutes
+            else None,
             volumes=record.volumes,
             build_info=record.build_info,
             created_at=record.created_at,
@@ -551,7 +619,7 @@ class DaytonaStandin:
         return _json(list(self.volumes.values()))
 
     async def _create_volume(self, request: web.Request) -> web.Response:
-        body = CreateVolume.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(CreateVolume, await _json_body(request))
         assert body is not None
         if any(v.name == body.name for v in self.volumes.values()):
             raise StandinError(409, f"Volume with name {body.name} already exists")
@@ -599,7 +667,7 @@ class DaytonaStandin:
 
     async def _exec(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
-        body = ExecuteRequest.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(ExecuteRequest, await _json_body(request))
         assert body is not None
         argv = ["bash", "-c", body.command]
         run = self._run(record, argv, body.cwd, body.envs, body.command, combined=True)
@@ -608,7 +676,7 @@ class DaytonaStandin:
 
     async def _code_run(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
-        body = CodeRunRequest.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(CodeRunRequest, await _json_body(request))
         assert body is not None
         if body.language != "python":
             raise StandinError(400, f"unsupported language in the stand-in: {body.language}")
@@ -628,7 +696,7 @@ class DaytonaStandin:
 
     async def _create_session(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
-        body = CreateSessionRequest.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(CreateSessionRequest, await _json_body(request))
         assert body is not None
         if body.session_id in record.sessions:
             raise StandinError(409, "session already exists")
@@ -650,7 +718,7 @@ class DaytonaStandin:
     async def _session_exec(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
         commands = self._commands(record, request.match_info["session"])
-        body = SessionExecuteRequest.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(SessionExecuteRequest, await _json_body(request))
         assert body is not None
         if not body.command.strip():
             raise StandinError(400, "command cannot be empty")
@@ -696,6 +764,49 @@ class DaytonaStandin:
         await ws.close()
         return ws
 
+    async def _bulk_upload(self, request: web.Request) -> web.Response:
+        """multipart: `files[i].path` (text) and `files[i].file` (content), as the SDK's upload_files sends."""
+        record = self._running_sandbox(request)
+        paths: dict[str, str] = {}
+        contents: dict[str, bytes] = {}
+        reader = await request.multipart()
+        async for part in reader:
+            name = part.name or ""  # type: ignore[union-attr]
+            data = await part.read()  # type: ignore[union-attr]
+            index = name.split("]", 1)[0]
+            if name.endswith(".path"):
+                paths[index] = data.decode()
+            elif name.endswith(".file"):
+                contents[index] = bytes(data)
+        for index, path in paths.items():
+            target = _sandbox_path(record.home, path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(contents.get(index, b""))
+        return web.Response(status=200)
+
+    async def _bulk_download(self, request: web.Request) -> web.StreamResponse:
+        """multipart/form-data: a `file` part per path (filename = the path asked for), or an `error` part."""
+        from daytona_toolbox_api_client import FilesDownloadRequest
+
+        record = self._running_sandbox(request)
+        body = _daytona_rules.parse(FilesDownloadRequest, await _json_body(request))
+        writer = aiohttp.MultipartWriter("form-data")
+        for path in body.paths:
+            target = _sandbox_path(record.home, path)
+            if target.is_file():
+                part = writer.append(target.read_bytes(), {"Content-Type": "application/octet-stream"})
+                part.set_content_disposition("form-data", name="file", filename=path)
+            else:
+                part = writer.append(f"file not found: {path}", {"Content-Type": "text/plain"})
+                part.set_content_disposition("form-data", name="error", filename=path)
+        response = web.StreamResponse(status=200)
+        response.content_type = "multipart/form-data"
+        response.headers["Content-Type"] = f"multipart/form-data; boundary={writer.boundary}"
+        await response.prepare(request)
+        await writer.write(response)
+        await response.write_eof()
+        return response
+
     async def _home_dir(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
         if request.path.endswith("/work-dir"):
@@ -736,14 +847,20 @@ class DaytonaStandin:
         return run
 
     def _process_env(self, record: SandboxRecord, envs: Mapping[str, str] | None) -> dict[str, str]:
-        env = dict(os.environ)
-        env["HOME"] = str(record.home)
-        env["DAYTONA_SANDBOX_ID"] = record.id
+        """A sandbox's own environment: nothing of this machine's leaks in (not even its PATH)."""
+        env = {
+            "PATH": os.pathsep.join([*self.path_prepend, SANDBOX_PATH]),
+            "HOME": str(record.home),
+            "LANG": "C.UTF-8",
+            "DAYTONA_SANDBOX_ID": record.id,
+            "DAYTONA_SANDBOX_USER": record.user,
+        }
         env.update(self.extra_env)
-        if self.path_prepend:
-            env["PATH"] = os.pathsep.join([*self.path_prepend, env.get("PATH", "")])
         env.update({f"DAYTONA_STANDIN_PORT_{port}": str(local) for port, local in record.ports.items()})
         env.update(record.env)
+        env.update(
+            {name: self.vault[secret] for name, secret in record.secrets.items() if secret in self.vault}
+        )
         env.update(envs or {})
         return env
 
@@ -777,6 +894,9 @@ class DaytonaStandin:
             return _proxy_error(404, "not a preview URL")
         if not allowed:
             return _proxy_error(401, "missing or invalid preview token")
+        if request.headers.get(SKIP_ACTIVITY_HEADER, "").lower() != "true":
+            record.last_activity_at = _now()
+            record.activity_updates += 1
         if record.state != SandboxState.STARTED:
             return _proxy_error(502, f"sandbox is {record.state.value}")
         target = request.raw_path[len(prefix) :]
@@ -806,6 +926,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _plus_minutes(stamp: str, minutes: int) -> str:
+    from datetime import timedelta
+
+    return (datetime.fromisoformat(stamp) + timedelta(minutes=minutes)).isoformat()
+
+
 def _pgids(record: SandboxRecord) -> list[int]:
     return [run.pgid for run in record.runs]
 
@@ -815,6 +941,15 @@ def _resolve_cwd(home: Path, cwd: str | None) -> Path:
     if not path.is_dir():
         raise StandinError(400, f"working directory {cwd} does not exist")
     return path
+
+
+def _sandbox_path(home: Path, path: str) -> Path:
+    """A sandbox path on this machine: the sandbox's HOME stands for its filesystem; relative paths start there."""
+    target = Path(path) if Path(path).is_absolute() else home / path
+    resolved = target.resolve()
+    if not resolved.is_relative_to(home.resolve()):
+        raise StandinError(400, f"path {path} is outside the sandbox (the stand-in keeps files under HOME)")
+    return resolved
 
 
 def _build_info(body: CreateSandbox, now: str) -> BuildInfo | None:
@@ -871,12 +1006,14 @@ def _json(value: Any, status: int = 200) -> web.Response:
     )
 
 
-def _error_response(request: web.Request, status: int, message: str, code: str | None) -> web.Response:
+def _error_response(
+    request: web.Request, status: int, message: str | list[str], code: str | None
+) -> web.Response:
     """The API's error envelope (all-exceptions.filter.ts) or, under /toolbox, the daemon's ErrorResponse."""
     if request.path.startswith("/toolbox/"):
         body: Any = ErrorResponse(
             code=code or _DAEMON_CODES.get(status, "INTERNAL_SERVER_ERROR"),
-            message=message,
+            message=message if isinstance(message, str) else "; ".join(message),
             method=request.method,
             path=request.path,
             source="DAYTONA_DAEMON",

@@ -101,10 +101,8 @@ def up(
     Progress and the server's log go to stderr; stdout gets only the export lines (or JSON), so
     `eval "$(sandserve up)"` sets ENDPOINT (and TOKEN) in your shell.
     """
-    from sandserve.config import load_dotenv_once
     from sandserve.spec import resolve_spec
 
-    load_dotenv_once()
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -386,9 +384,7 @@ def demo(provider: str | None) -> None:
     """The main job: bring an endpoint up, ask it one question, show how to go further."""
     from sandserve.cli.console import ConsoleBootEvents, err, out
     from sandserve.cli.demo import run_demo
-    from sandserve.config import load_dotenv_once
 
-    load_dotenv_once()
     result = run_demo(provider=provider, events=ConsoleBootEvents(show_log=False))
     endpoint = result.endpoint
     out.print(

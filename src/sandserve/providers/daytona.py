@@ -1,8 +1,10 @@
 """The Daytona provider, on the real `daytona` SDK: a GPU sandbox from the stock SGLang image.
 
-The sandbox is ephemeral with auto-stop off (a busy endpoint must not stop under its users), labelled as ours
-so a sandbox is never lost track of, and its server runs as an async session command whose log and exit code
-are polled. Every sandbox this module creates is either recorded in the ledger or deleted.
+The sandbox is ephemeral (the service demands it of GPU sandboxes), bounded in time by the service itself
+(``ttl_minutes``; auto-stop only when asked: a busy endpoint must not stop under its users), labelled as ours so
+a sandbox is never lost track of, and its server runs as an async session command whose log and exit code are
+polled. sandserve's own probes carry the header that keeps them from counting as activity. Every sandbox this
+module creates is either recorded in the ledger or deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sandserve.errors import (
     SandboxCreateTimeoutError,
 )
 from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput
 from sandserve.spec import SANDBOX_PORT, AuthMode, ServeSpec
 
 if TYPE_CHECKING:
@@ -31,6 +34,8 @@ LABEL_OWNER = "sandserve"
 LABEL_ENDPOINT = "sandserve.endpoint"
 LABEL_MODEL = "sandserve.model"
 QUOTA_MARKER = "gpu limit exceeded"
+#: Preview traffic with this header does not reset the sandbox's idle timer (auto-stop).
+SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 
 
 class DaytonaProvider(Provider):
@@ -50,8 +55,18 @@ class DaytonaProvider(Provider):
 
     # --- create ---------------------------------------------------------------------------------------
 
-    def preflight(self, spec: ServeSpec) -> None:
+    def preflight(self, spec: ServeSpec) -> list[str] | None:
+        from sandserve.providers.daytona_params import gpu_types
+
+        gpu_types(spec.gpus)
         self.client  # noqa: B018 - constructing the client is the credentials check
+        if spec.uses_gpu and spec.engine == "sglang":
+            from sandserve.providers.hfcheck import check_model_repo, looks_like_repo_id
+
+            if looks_like_repo_id(spec.model):
+                warning = check_model_repo(spec.model, None if spec.hf_token_secret else spec.hf_token)
+                return [warning] if warning else None
+        return None
 
     def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
         from daytona import DaytonaError, DaytonaTimeoutError
@@ -61,7 +76,7 @@ class DaytonaProvider(Provider):
             sandbox = self.client.create(params, timeout=spec.create_timeout)
         except DaytonaTimeoutError as exc:
             sandbox_id = getattr(exc, "sandbox_id", None)
-            cleaned = bool(sandbox_id) and self._delete_by_id(sandbox_id)
+            cleaned = self._delete_by_id(sandbox_id) if sandbox_id else False
             raise SandboxCreateTimeoutError(spec.create_timeout, sandbox_id, cleaned) from exc
         except KeyboardInterrupt:
             self._delete_labelled(endpoint_id)
@@ -72,38 +87,11 @@ class DaytonaProvider(Provider):
         return SandboxHandle(self.name, sandbox.id, {"port": spec.port or SANDBOX_PORT, "session": SESSION})
 
     def _create_params(self, spec: ServeSpec, endpoint_id: str) -> Any:
-        from daytona import CreateSandboxFromImageParams, GpuType, Resources, VolumeMount
+        from sandserve.providers.daytona_params import create_params
 
-        env_vars = {}
-        secrets = None
-        if spec.hf_token_secret:
-            secrets = {"HF_TOKEN": spec.hf_token_secret}
-        elif spec.hf_token:
-            env_vars["HF_TOKEN"] = spec.hf_token
-        volumes = None
-        if spec.cache_volume:
-            volume = self._volume(spec.cache_volume)
-            volumes = [VolumeMount(volume_id=volume.id, mount_path=HF_CACHE_PATH)]
-        resources = None
-        if spec.gpus:
-            resources = Resources(gpu=1, gpu_type=[GpuType(gpu) for gpu in spec.gpus])
-        return CreateSandboxFromImageParams(
-            image=spec.image,
-            resources=resources,
-            auto_stop_interval=0,
-            ephemeral=True,
-            public=spec.auth in (AuthMode.KEY, AuthMode.PUBLIC),
-            env_vars=env_vars,
-            secrets=secrets,
-            volumes=volumes,
-            target=spec.target,
-            labels={
-                LABEL_OWNER: "1",
-                LABEL_ENDPOINT: endpoint_id,
-                LABEL_MODEL: spec.served_name,
-                **spec.labels,
-            },
-        )
+        volume_id = self._volume(spec.cache_volume).id if spec.cache_volume else None
+        labels = {LABEL_OWNER: "1", LABEL_ENDPOINT: endpoint_id, LABEL_MODEL: spec.served_name}
+        return create_params(spec, labels=labels, cache_volume_id=volume_id, cache_path=HF_CACHE_PATH)
 
     def _volume(self, name: str) -> Any:
         from daytona import DaytonaError
@@ -168,6 +156,7 @@ class DaytonaProvider(Provider):
         sandbox = self._sandbox(handle)
         port = self.server_port(handle)
         skip_warning = {SKIP_PREVIEW_WARNING_HEADER: "true"}
+        probe = {SKIP_ACTIVITY_HEADER: "true"}
         try:
             if spec.auth is AuthMode.SIGNED:
                 signed = sandbox.create_signed_preview_url(port, expires_in_seconds=spec.signed_url_ttl)
@@ -175,16 +164,35 @@ class DaytonaProvider(Provider):
                     url=signed.url.rstrip("/"),
                     headers=skip_warning,
                     expires_at=time.time() + spec.signed_url_ttl,
+                    probe_headers=probe,
                 )
             preview = sandbox.get_preview_link(port)
         except DaytonaError as exc:
             raise _translate(exc, "open the preview URL") from exc
         url = preview.url.rstrip("/")
         if spec.auth is AuthMode.TOKEN:
-            return Exposure(url=url, headers={PREVIEW_TOKEN_HEADER: preview.token, **skip_warning})
+            headers = {PREVIEW_TOKEN_HEADER: preview.token, **skip_warning}
+            return Exposure(url=url, headers=headers, probe_headers=probe)
         if spec.auth is AuthMode.KEY:
-            return Exposure(url=url, headers=skip_warning, api_key=spec.api_key)
-        return Exposure(url=url, headers=skip_warning)
+            return Exposure(url=url, headers=skip_warning, api_key=spec.api_key, probe_headers=probe)
+        return Exposure(url=url, headers=skip_warning, probe_headers=probe)
+
+    # --- colocated work -------------------------------------------------------------------------------
+
+    def inside_url(self, handle: SandboxHandle, url: str) -> str:
+        return f"http://localhost:{self.server_port(handle)}"
+
+    def run_colocated(
+        self, handle: SandboxHandle, job: ColocatedJob, on_output: OnOutput
+    ) -> ColocatedOutcome:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_colocated import run_in_sandbox
+
+        try:
+            return run_in_sandbox(self._sandbox(handle), job, on_output)
+        except DaytonaError as exc:
+            raise _translate(exc, "run the job in the sandbox") from exc
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
