@@ -4,7 +4,7 @@ Each module adds its verbs to the one `main` group; verbs import the library ins
 `sandserve --help` stays fast.
 """
 
-from sandserve.cli import fleet, serve, use, work  # noqa: F401 - importing them registers their verbs
+from sandserve.cli import colocated, fleet, serve, use, work  # noqa: F401 - importing them registers their verbs
 from sandserve.cli._app import main
 
 __all__ = ["main"]
