@@ -103,13 +103,15 @@ def sandserve_command() -> list[str]:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `sandserve ARGS` in a child process with this test's environment (plus ``env``)."""
+    """Run `sandserve ARGS` in a child process with this test's environment (plus ``env``), without a terminal."""
     return subprocess.run(
         [*sandserve_command(), *args],
         capture_output=True,
+        stdin=subprocess.DEVNULL,
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )

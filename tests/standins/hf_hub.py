@@ -18,7 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class HubStandin:
-    def __init__(self, *, public: Iterable[str] = (), gated: Mapping[str, Iterable[str]] | None = None) -> None:
+    def __init__(
+        self, *, public: Iterable[str] = (), gated: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
         self.public = set(public)
         self.gated = {repo: set(tokens) for repo, tokens in (gated or {}).items()}
         self.requests: list[tuple[str, str | None]] = []  # (path, Authorization header)
@@ -36,7 +38,7 @@ class HubStandin:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 auth = self.headers.get("Authorization")
                 hub.requests.append((self.path, auth))
                 prefix, suffix = "/api/models/", "/auth-check"
