@@ -793,12 +793,19 @@ class DaytonaStandin:
         writer = aiohttp.MultipartWriter("form-data")
         for path in body.paths:
             target = _sandbox_path(record.home, path)
+            # As Go's multipart.Writer.CreateFormFile writes it (the daemon is Go): quotes escaped, no encoding.
+            quoted = path.replace("\\", "\\\\").replace('"', '\\"')
             if target.is_file():
-                part = writer.append(target.read_bytes(), {"Content-Type": "application/octet-stream"})
-                part.set_content_disposition("form-data", name="file", filename=path)
+                kind, content, content_type = "file", target.read_bytes(), "application/octet-stream"
             else:
-                part = writer.append(f"file not found: {path}", {"Content-Type": "text/plain"})
-                part.set_content_disposition("form-data", name="error", filename=path)
+                kind, content, content_type = "error", f"file not found: {path}".encode(), "text/plain"
+            writer.append(
+                content,
+                {
+                    "Content-Type": content_type,
+                    "Content-Disposition": f'form-data; name="{kind}"; filename="{quoted}"',
+                },
+            )
         response = web.StreamResponse(status=200)
         response.content_type = "multipart/form-data"
         response.headers["Content-Type"] = f"multipart/form-data; boundary={writer.boundary}"
