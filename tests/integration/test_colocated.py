@@ -102,7 +102,7 @@ def test_exec_inside_the_daytona_sandbox_streams_and_keeps_the_exit_code(daytona
     inside, key = result.stdout.split()
     assert inside.startswith("http://localhost:") and key == endpoint.api_key
     assert Path("out/flag").read_text() == "done\n"
-    server, *job = daytona.sandboxes[endpoint.sandbox_id].runs
+    _server, *job = daytona.sandboxes[endpoint.sandbox_id].runs
     assert job and endpoint.api_key not in " ".join(run.command for run in job)  # the key travels in a file
 
 
