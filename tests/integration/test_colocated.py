@@ -19,7 +19,7 @@ from conftest import TESTS_DIR, run_cli, sandserve_command, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import Endpoint
-from sandserve.errors import ToolSandboxError
+from sandserve.errors import ColocatedRunError, ToolSandboxError
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
@@ -114,6 +114,8 @@ def test_run_and_exec_on_the_local_provider(local_endpoint):
     assert "this machine" in result.stderr
     echoed = run_cli("exec", local_endpoint.id, "--", "sh", "-c", "echo $ENDPOINT")
     assert echoed.returncode == 0 and echoed.stdout.strip() == local_endpoint.url
+    hung = run_cli("exec", "--timeout", "1", "--", "sleep", "60", timeout=30)
+    assert hung.returncode == 1 and "did not finish within 1 s" in hung.stderr
 
 
 def test_the_library_twin_on_the_endpoint(daytona, tmp_path):
@@ -128,6 +130,10 @@ def test_the_library_twin_on_the_endpoint(daytona, tmp_path):
     assert [p.name for p in result.files] == ["two.txt"] and (
         tmp_path / "back" / "two.txt"
     ).read_text() == "two\n"
+    with pytest.raises(ColocatedRunError, match="did not finish within 1 s"):
+        endpoint.exec(["sleep", "60"], timeout=1)
+    sleeper = daytona.sandboxes[endpoint.sandbox_id].runs[-1]
+    assert sleeper.command.endswith("sleep 60") and sleeper.done.wait(5)  # its session was deleted: it died
 
 
 # --- the confirmation on a real terminal ---------------------------------------------------------------------

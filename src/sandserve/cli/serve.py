@@ -190,7 +190,8 @@ def up(
 
         for line in endpoint.export_lines():
             click.echo(line)
-        for line in handoff_lines(endpoint, ttl_minutes=spec.ttl_minutes if spec.uses_gpu else None):
+        ttl = spec.ttl_minutes if spec.uses_gpu else None
+        for line in handoff_lines(endpoint, ttl_minutes=ttl, auto_stop_minutes=spec.auto_stop_minutes):
             err.print(line)
 
 

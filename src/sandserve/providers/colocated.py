@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -75,13 +76,31 @@ def run_on_this_machine(job: ColocatedJob, on_output: OnOutput) -> ColocatedOutc
             start_new_session=True,
         )
         assert process.stdout is not None
+        # A job that hangs without a word must still end: a timer kills its whole group at the deadline.
+        timed_out = threading.Event()
+
+        def stop_at_deadline() -> None:
+            timed_out.set()
+            _kill(process)
+
+        timer = threading.Timer(job.timeout, stop_at_deadline) if job.timeout else None
+        if timer is not None:
+            timer.start()
         try:
             for line in process.stdout:
                 on_output(line)
-            exit_code = process.wait(timeout=job.timeout)
-        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            exit_code = process.wait()
+        except KeyboardInterrupt:
             _kill(process)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if timed_out.is_set():
+            raise ColocatedRunError(
+                f"The job did not finish within {job.timeout:g} s; it was stopped.",
+                hint="Raise --timeout, or look at what it was doing in the output above.",
+            )
         files = {
             str(path.relative_to(workdir / job.output_dir)): path.read_bytes()
             for path in sorted((workdir / job.output_dir).rglob("*"))
@@ -99,4 +118,3 @@ def _kill(process: subprocess.Popen[str]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    process.wait()
