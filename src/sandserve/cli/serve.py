@@ -240,6 +240,7 @@ def ls(include_down: bool, as_json: bool) -> None:
         out.print("no endpoints (start one with `sandserve up`)")
         return
     from sandserve.config import gpu_hour_price
+    from sandserve.serve.spend import cost_so_far
 
     price = gpu_hour_price()
     table = Table("id", "state", "provider", "engine", "model", "url", "age", *(["cost"] if price else []))
@@ -254,7 +255,7 @@ def ls(include_down: bool, as_json: bool) -> None:
             _age(record.created_at),
         ]
         if price:
-            cost = _cost_so_far(record, price)
+            cost = cost_so_far(record, price)
             row.append(f"${cost:,.2f}" if cost is not None else "-")
         table.add_row(*row)
     out.print(table)
@@ -276,26 +277,14 @@ def _age(created_at: float) -> str:
     return f"{seconds // 3600}h"
 
 
-def _gpu_seconds(record: Any) -> float:
-    """How long the record has held a GPU: from creation to now (still up) or to its last change (down)."""
-    if record.provider != "daytona" or not record.spec.get("gpus"):
-        return 0.0
-    end = time.time() if record.state.value != "down" else record.updated_at
-    return max(0.0, end - record.created_at)
-
-
-def _cost_so_far(record: Any, price: float) -> float | None:
-    seconds = _gpu_seconds(record)
-    return seconds / 3600 * price if seconds else None
-
-
 def _record_json(record: Any) -> dict[str, Any]:
     from sandserve.config import gpu_hour_price
+    from sandserve.serve.spend import cost_so_far
 
     price = gpu_hour_price()
     return {
         "age_seconds": round(time.time() - record.created_at, 1),
-        "cost_so_far": round(_cost_so_far(record, price) or 0.0, 4) if price else None,
+        "cost_so_far": round(cost_so_far(record, price) or 0.0, 4) if price else None,
         "id": record.id,
         "state": record.shown_state,
         "provider": record.provider,
