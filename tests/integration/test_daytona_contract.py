@@ -40,6 +40,7 @@ def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
             "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
         },
         path_prepend=[Path(sys.executable).parent],
+        vault={"hf-secret": "hf_accepted"},
     )
     with standin:
         monkeypatch.setenv("DAYTONA_API_KEY", standin.api_key)
@@ -208,6 +209,27 @@ def test_a_gated_repo_is_refused_before_a_gpu_is_created(daytona, monkeypatch):
         endpoint = lifecycle.up(sglang_spec())
         assert hub.requests[-1] == ("/api/models/openai/gpt-oss-20b/auth-check", "Bearer hf_accepted")
         assert daytona.sandboxes[endpoint.sandbox_id].env["HF_TOKEN"] == "hf_accepted"
+
+
+class _Warnings(lifecycle.BootEvents):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def warning(self, message: str) -> None:
+        self.seen.append(message)
+
+
+def test_with_the_token_in_a_daytona_secret_a_gated_repo_is_only_a_warning(daytona, monkeypatch):
+    with HubStandin(gated={"openai/gpt-oss-20b": {"hf_accepted"}}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        events = _Warnings()
+        endpoint = lifecycle.up(sglang_spec(hf_token_secret="hf-secret"), events=events)
+    assert "gated repo" in events.seen[0] and "'hf-secret'" in events.seen[0]
+    assert last_create(daytona)["secrets"] == [{"HF_TOKEN": "hf-secret"}]
+    server = daytona.sandboxes[endpoint.sandbox_id]
+    assert "HF_TOKEN" not in server.env  # the value reaches the sandbox's processes from the vault only
+    seen = run_cli("exec", "--", "sh", "-c", "echo token=$HF_TOKEN")
+    assert seen.returncode == 0 and "token=hf_accepted" in seen.stdout
 
 
 def test_a_missing_repo_is_refused_at_once(daytona, monkeypatch):

@@ -64,7 +64,9 @@ class DaytonaProvider(Provider):
             from sandserve.providers.hfcheck import check_model_repo, looks_like_repo_id
 
             if looks_like_repo_id(spec.model):
-                warning = check_model_repo(spec.model, None if spec.hf_token_secret else spec.hf_token)
+                if spec.hf_token_secret:
+                    return _check_with_a_secret(spec)
+                warning = check_model_repo(spec.model, spec.hf_token)
                 return [warning] if warning else None
         return None
 
@@ -240,6 +242,23 @@ class DaytonaProvider(Provider):
         with contextlib.suppress(Exception):
             for sandbox in self.client.list(ListSandboxesQuery(labels={LABEL_ENDPOINT: endpoint_id})):
                 self._delete_by_id(sandbox.id)
+
+
+def _check_with_a_secret(spec: ServeSpec) -> list[str] | None:
+    """The server's token is in a Daytona secret this machine cannot read: check with the local one, if any,
+    and only warn, since the secret's account may well have the access this one lacks."""
+    from sandserve.config import hf_token
+    from sandserve.errors import ModelRepoError
+    from sandserve.providers.hfcheck import check_model_repo
+
+    try:
+        warning = check_model_repo(spec.model, hf_token().value)
+    except ModelRepoError as exc:
+        return [
+            f"{exc.message} (checked with this machine's token; the server gets the secret "
+            f"{spec.hf_token_secret!r}, which may have access)"
+        ]
+    return [warning] if warning else None
 
 
 def _connect() -> Daytona:
