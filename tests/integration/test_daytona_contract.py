@@ -100,11 +100,28 @@ def test_sandboxes_see_only_their_own_environment(daytona, monkeypatch):
     assert "marker= mine=yes" in seen
 
 
-def test_a_new_sandbox_goes_through_the_services_states(daytona):
+def test_a_new_sandbox_goes_through_the_services_states_and_the_sdk_hears_them(daytona):
     daytona.state_step_seconds = 0.3
     endpoint = lifecycle.up(sglang_spec())
     assert daytona.sandboxes[endpoint.sandbox_id].state.value == "started"
-    assert ("GET", f"/api/sandbox/{endpoint.sandbox_id}") in daytona.requests  # the SDK polled it to started
+    states = [state for _event, sandbox_id, state in daytona.events.sent if sandbox_id == endpoint.sandbox_id]
+    assert states == ["pending_build", "building_snapshot", "starting", "started"]
+    assert daytona.events.connections >= 1  # the SDK waited on the event stream, not on a 404 and polling
+
+
+def test_the_event_stream_refuses_a_wrong_key(daytona):
+    import socketio
+
+    client = socketio.Client()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(
+            daytona.url.removesuffix("/api"),
+            socketio_path="/api/socket.io/",
+            auth={"token": "not-the-key"},
+            transports=["websocket"],
+            wait_timeout=5,
+        )
+    assert daytona.events.refused == 1
 
 
 # --- GPU names, region, configuration ----------------------------------------------------------------------

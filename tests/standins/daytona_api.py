@@ -23,6 +23,8 @@ A new sandbox goes through the service's states (pending_build -> building_snaps
 an image, creating -> started for a snapshot), `state_step_seconds` each. Its processes see only their own
 environment (a fixed PATH, HOME, the sandbox's env and secrets, the request's env), never this machine's.
 Preview requests count as activity (`last_activity_at`) unless they carry X-Daytona-Skip-Last-Activity-Update.
+The event stream (Socket.IO, `_daytona_events`) sends sandbox.created / sandbox.state.updated, so the SDK waits
+on events as it does against the service.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ from daytona_toolbox_api_client import (
 )
 from pydantic import ValidationError
 
-from . import _daytona_rules, _preview
+from . import _daytona_events, _daytona_rules, _preview
 from ._procs import STDERR, STDOUT, CommandRun, kill_groups
 
 ORGANIZATION_ID = "standin-org"
@@ -207,6 +209,7 @@ class DaytonaStandin:
         self.state_step_seconds = state_step_seconds
         self.vault = dict(vault or {})
         self.create_bodies: list[dict[str, Any]] = []  # every create request as received (raw JSON)
+        self.events = _daytona_events.EventStream(api_key, ORGANIZATION_ID)
         self.api_key = api_key
         self.extra_env = dict(extra_env or {})
         self.path_prepend = [str(p) for p in path_prepend]
@@ -280,18 +283,25 @@ class DaytonaStandin:
     async def _serve(self, api_sock: socket.socket, preview_sock: socket.socket) -> None:
         self._proxy_session = _preview.new_client_session()
         for app, sock in ((self._api_app(), api_sock), (self._preview_app(), preview_sock)):
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            # Short: at stop every sandbox is being killed anyway, and event-stream sockets would hold it for the full time.
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
             await runner.setup()
             await web.SockSite(runner, sock).start()
             self._runners.append(runner)
+        self.events.start(lambda: self.sandboxes, self._dto)
 
     async def _shutdown(self) -> None:
+        await self.events.stop()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
         if self._proxy_session is not None:
             await self._proxy_session.close()
         await asyncio.sleep(0.05)  # let closed connections run their connection_lost callbacks
+        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in leftovers:  # the event stream's ping loops, mostly
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     # ----- test controls -----
 
@@ -318,6 +328,7 @@ class DaytonaStandin:
 
     def _api_app(self) -> web.Application:
         app = web.Application(middlewares=[self._error_middleware, self._auth_middleware])
+        self.events.attach(app)
         sb = "/api/sandbox/{id}"
         tb = "/toolbox/{id}"
         routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
@@ -388,6 +399,8 @@ class DaytonaStandin:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if request.path.startswith("/api/socket.io"):  # the event stream authenticates in its handshake
+            return await handler(request)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             raise StandinError(401, "Unauthorized")
         return await handler(request)
@@ -453,6 +466,7 @@ class DaytonaStandin:
         self._schedule_boot(record, building=body.build_info is not None)
         self._create_delay = 0.0
         self.sandboxes[sandbox_id] = record
+        await self.events.created(self._dto(record))
         return _json(self._dto(record))
 
     def _schedule_boot(self, record: SandboxRecord, *, building: bool) -> None:
@@ -565,8 +579,10 @@ class DaytonaStandin:
     async def _destroy(self, record: SandboxRecord) -> None:
         await asyncio.to_thread(kill_groups, _pgids(record))
         record.sessions.clear()
+        old = record.stored_state.value
         record.stored_state = SandboxState.DESTROYED
         self.sandboxes.pop(record.id, None)
+        await self.events.state_changed(self._dto(record), old)
         self.deleted_ids.append(record.id)
         shutil.rmtree(record.home, ignore_errors=True)
 
