@@ -347,3 +347,22 @@ def test_ls_shows_age_and_cost_so_far_when_a_price_is_set(daytona):
     table = run_cli("ls", env={"SANDSERVE_GPU_HOUR_PRICE": "3.60", "COLUMNS": "250"}).stdout
     assert "cost" in table and "$0.0" in table
     assert json.loads(run_cli("ls", "--json").stdout)[0]["cost_so_far"] is None
+
+
+def test_the_services_validation_sentences_reach_the_user(daytona, monkeypatch):
+    """The API answers a body its validators refuse with a list of sentences the SDK reduces to "Bad Request";
+    sandserve reads them back (here: a body forced to ask for two GPUs, as no spec of sandserve's can)."""
+    from sandserve.errors import ProviderError
+    from sandserve.providers import daytona_params
+
+    real = daytona_params.create_params
+
+    def two_gpus(*args, **kwargs):
+        params = real(*args, **kwargs)
+        params.resources.gpu = 2
+        return params
+
+    monkeypatch.setattr(daytona_params, "create_params", two_gpus)
+    with pytest.raises(ProviderError, match="gpu must not be greater than 1"):
+        lifecycle.up(sglang_spec())
+    assert daytona.sandboxes == {}

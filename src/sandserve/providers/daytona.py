@@ -285,7 +285,33 @@ def _translate(exc: Exception, doing: str) -> ProviderError:
             f"Daytona refused the API key while trying to {doing}.",
             hint="Check DAYTONA_API_KEY (the Daytona dashboard issues keys) and DAYTONA_API_URL.",
         )
+    refused = _validation_sentences(exc)
+    if refused:
+        return ProviderError(
+            f"Daytona refused the request to {doing}: {refused}",
+            hint="This is a bug in what sandserve sent, or a setting the service does not take: report it "
+            "with this message (the sentences are the service's own).",
+        )
     return ProviderError(
         f"Daytona could not {doing}: {message}",
         hint="Run again; if it persists, check the Daytona dashboard for the sandbox's state.",
     )
+
+
+def _validation_sentences(exc: Exception) -> str | None:
+    """The API's validation failures are a LIST of sentences in ``message``, which the SDK drops (it keeps
+    only "Bad Request"); read them from the response body the SDK's error was made from."""
+    import json
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        body = getattr(cause, "body", None)
+        if body:
+            try:
+                message = json.loads(body).get("message")
+            except (ValueError, AttributeError):
+                message = None
+            if isinstance(message, list) and message:
+                return "; ".join(str(sentence) for sentence in message)
+        cause = cause.__cause__
+    return None
