@@ -195,6 +195,7 @@ class DaytonaStandin:
         python: str = sys.executable,
         state_step_seconds: float = 0.05,
         vault: Mapping[str, str] | None = None,
+        event_stream: bool = True,
     ) -> None:
         """
         Args:
@@ -208,7 +209,9 @@ class DaytonaStandin:
             state_step_seconds: how long a new sandbox stays in each state before "started".
             vault: the organisation's secrets (name -> value): a sandbox's `secrets` entries name them and
                 their processes get the values; a name not in it is refused.
+            event_stream: serve the Socket.IO event stream (off: it answers 404 and the SDK polls).
         """
+        self.event_stream = event_stream
         self.state_step_seconds = state_step_seconds
         self.vault = dict(vault or {})
         self.create_bodies: list[dict[str, Any]] = []  # every create request as received (raw JSON)
@@ -331,7 +334,8 @@ class DaytonaStandin:
 
     def _api_app(self) -> web.Application:
         app = web.Application(middlewares=[self._error_middleware, self._auth_middleware])
-        self.events.attach(app)
+        if self.event_stream:
+            self.events.attach(app)
         sb = "/api/sandbox/{id}"
         tb = "/toolbox/{id}"
         routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
