@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from daytona import CreateSandboxFromImageParams, Daytona, DaytonaConfig  # noqa: E402
-from standins.daytona_api import DaytonaStandin  # noqa: E402
+from daytona import CreateSandboxFromImageParams, Daytona, DaytonaConfig
+from standins.daytona_api import DaytonaStandin
 
 
 def create_times(event_stream: bool, creates: int, step: float) -> list[float]:
@@ -48,7 +48,9 @@ def main() -> None:
     rows = {}
     for label, stream in (("event stream", True), ("polling", False)):
         rows[label] = create_times(stream, args.creates, args.step)
-    print(f"{args.creates} creates each, {args.step:g} s per state (a create cannot be shorter than {floor:g} s)")
+    print(
+        f"{args.creates} creates each, {args.step:g} s per state (a create cannot be shorter than {floor:g} s)"
+    )
     for label, times in rows.items():
         print(f"  {label:13s} median {statistics.median(times):6.3f} s   worst {max(times):6.3f} s")
     ratio = statistics.median(rows["polling"]) / statistics.median(rows["event stream"])
