@@ -366,3 +366,68 @@ def test_the_services_validation_sentences_reach_the_user(daytona, monkeypatch):
     with pytest.raises(ProviderError, match="gpu must not be greater than 1"):
         lifecycle.up(sglang_spec())
     assert daytona.sandboxes == {}
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_the_service_ends_an_idle_sandbox_that_ls_watches_and_spares_a_used_one(daytona):
+    """Auto-stop, as the service applies it (a "minute" here is a second): sandserve's own checks (`ls`,
+    `status`) do not count as activity, so an idle endpoint is stopped (and, ephemeral, deleted); one whose
+    users keep sending requests is not."""
+    import time
+
+    daytona.minute_seconds = 1.0
+    idle = lifecycle.up(sglang_spec(auto_stop_minutes=2))
+    used = lifecycle.up(sglang_spec(auto_stop_minutes=2))
+    in_use = threading.Event()
+    in_use.set()
+
+    def a_user() -> None:
+        client = used.openai()
+        while in_use.is_set():
+            client.models.list()
+            time.sleep(0.2)
+
+    user = threading.Thread(target=a_user, daemon=True)
+    user.start()
+    try:
+        registry = Registry()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for record in registry.list():
+                lifecycle.refresh(record)  # what `sandserve ls` does, every 0.2 s
+            time.sleep(0.2)
+        assert (idle.sandbox_id, "auto-stop") in daytona.ended_by_service
+        assert used.sandbox_id in daytona.sandboxes
+        listed = {entry["id"]: entry["state"] for entry in json.loads(run_cli("ls", "--json").stdout)}
+        assert listed == {idle.id: "dead", used.id: "ready"}
+    finally:
+        in_use.clear()
+        user.join(timeout=10)
+
+
+def test_the_service_ends_a_sandbox_at_its_ttl_whatever_it_does(daytona):
+    import contextlib
+
+    import openai
+
+    daytona.minute_seconds = 1.0
+    endpoint = lifecycle.up(sglang_spec(ttl_minutes=3))
+    client = endpoint.openai(max_retries=0)
+
+    def ended_while_in_use() -> bool:
+        with contextlib.suppress(openai.APIError):
+            client.models.list()  # in use all along: a TTL does not care
+        return (endpoint.sandbox_id, "ttl") in daytona.ended_by_service
+
+    assert _wait_for(ended_while_in_use, 8)
+    assert endpoint.sandbox_id not in daytona.sandboxes

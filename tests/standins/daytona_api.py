@@ -151,9 +151,12 @@ class SandboxRecord:
     steps: list[tuple[float, SandboxState]] = field(default_factory=list)  # (from time, state) until ready_at
     stored_state: SandboxState = SandboxState.CREATING
     ttl_minutes: int = 0
+    created_mono: float = field(default_factory=time.monotonic)
+    active_mono: float = field(default_factory=time.monotonic)  # last activity (preview traffic, refresh)
     spot: bool = False
     last_activity_at: str | None = None
     activity_updates: int = 0  # preview requests that refreshed the idle timer
+    toolbox_activity: int = 0  # toolbox requests that did
     error_reason: str | None = None
     ports: dict[int, int] = field(default_factory=dict)  # sandbox port -> local port (remapped ports only)
     secrets: dict[str, str] = field(
@@ -196,6 +199,7 @@ class DaytonaStandin:
         state_step_seconds: float = 0.05,
         vault: Mapping[str, str] | None = None,
         event_stream: bool = True,
+        minute_seconds: float = 60.0,
     ) -> None:
         """
         Args:
@@ -210,11 +214,17 @@ class DaytonaStandin:
             vault: the organisation's secrets (name -> value): a sandbox's `secrets` entries name them and
                 their processes get the values; a name not in it is refused.
             event_stream: serve the Socket.IO event stream (off: it answers 404 and the SDK polls).
+            minute_seconds: how long a "minute" of ttlMinutes / autoStopInterval lasts here (tests shorten it
+                to see the service end a sandbox: a TTL destroys it, an idle stop stops it, which deletes an
+                ephemeral one).
         """
+        self.minute_seconds = minute_seconds
+        self._limits_task: asyncio.Task[None] | None = None
         self.event_stream = event_stream
         self.state_step_seconds = state_step_seconds
         self.vault = dict(vault or {})
         self.create_bodies: list[dict[str, Any]] = []  # every create request as received (raw JSON)
+        self.ended_by_service: list[tuple[str, str]] = []  # (sandbox id, "ttl" | "auto-stop")
         self.events = _daytona_events.EventStream(api_key, ORGANIZATION_ID)
         self.api_key = api_key
         self.extra_env = dict(extra_env or {})
@@ -295,9 +305,12 @@ class DaytonaStandin:
             await web.SockSite(runner, sock).start()
             self._runners.append(runner)
         self.events.start(lambda: self.sandboxes, self._dto)
+        self._limits_task = asyncio.get_running_loop().create_task(self._enforce_limits())
 
     async def _shutdown(self) -> None:
         await self.events.stop()
+        if self._limits_task is not None:
+            self._limits_task.cancel()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
@@ -410,6 +423,12 @@ class DaytonaStandin:
             return await handler(request)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             raise StandinError(401, "Unauthorized")
+        if request.path.startswith("/toolbox/"):
+            # The toolbox is reached through the preview proxy, which counts it as activity (apps/proxy).
+            record = self.sandboxes.get(request.match_info.get("id", ""))
+            if record is not None and request.headers.get(SKIP_ACTIVITY_HEADER, "").lower() != "true":
+                record.active_mono = time.monotonic()
+                record.toolbox_activity += 1
         return await handler(request)
 
     # ----- control plane: sandboxes -----
@@ -490,6 +509,28 @@ class DaytonaStandin:
         record.stored_state = states[0]
         record.ready_at = start + self._create_delay + len(states) * step
 
+    async def _enforce_limits(self) -> None:
+        """What the service does on its own: destroy a sandbox past its TTL (whatever its state), stop one idle
+        for longer than its auto-stop interval (and so delete it when it is ephemeral)."""
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            for record in list(self.sandboxes.values()):
+                if (
+                    record.ttl_minutes
+                    and now - record.created_mono >= record.ttl_minutes * self.minute_seconds
+                ):
+                    await self._destroy(record)
+                    self.ended_by_service.append((record.id, "ttl"))
+                elif (
+                    record.auto_stop_interval
+                    and record.state == SandboxState.STARTED
+                    and now - max(record.active_mono, record.ready_at)
+                    >= record.auto_stop_interval * self.minute_seconds
+                ):
+                    await self._stop_record(record)
+                    self.ended_by_service.append((record.id, "auto-stop"))
+
     async def _list(self, request: web.Request) -> web.Response:
         query = request.query
         labels = json.loads(query["labels"]) if query.get("labels") else {}
@@ -525,12 +566,17 @@ class DaytonaStandin:
 
     async def _stop(self, request: web.Request) -> web.Response:
         record = self._sandbox(request)
+        await self._stop_record(record)
+        return _json(self._dto(record))
+
+    async def _stop_record(self, record: SandboxRecord) -> None:
         await asyncio.to_thread(kill_groups, _pgids(record))
         record.sessions.clear()
+        old = record.stored_state.value
         record.stored_state = SandboxState.STOPPED
+        await self.events.state_changed(self._dto(record), old)
         if record.auto_delete_interval == 0:  # ephemeral: deleted as soon as it stops
             await self._destroy(record)
-        return _json(self._dto(record))
 
     async def _replace_labels(self, request: web.Request) -> web.Response:
         record = self._sandbox(request)
@@ -553,7 +599,9 @@ class DaytonaStandin:
         return handler
 
     async def _last_activity(self, request: web.Request) -> web.Response:
-        self._sandbox(request).last_activity = time.time()
+        record = self._sandbox(request)
+        record.last_activity = time.time()
+        record.active_mono = time.monotonic()
         return web.Response(status=201)
 
     async def _toolbox_proxy_url(self, request: web.Request) -> web.Response:
@@ -926,6 +974,7 @@ class DaytonaStandin:
             return _proxy_error(401, "missing or invalid preview token")
         if request.headers.get(SKIP_ACTIVITY_HEADER, "").lower() != "true":
             record.last_activity = time.time()
+            record.active_mono = time.monotonic()
             record.last_activity_at = _now()
             record.activity_updates += 1
         if record.state != SandboxState.STARTED:

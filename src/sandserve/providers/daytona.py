@@ -45,6 +45,7 @@ class DaytonaProvider(Provider):
 
     def __init__(self, client: Daytona | None = None) -> None:
         self._client = client
+        self._watch_client: Daytona | None = None
         self._sandboxes: dict[str, Sandbox] = {}
 
     @property
@@ -199,16 +200,37 @@ class DaytonaProvider(Provider):
     # --- lifecycle ------------------------------------------------------------------------------------
 
     def is_running(self, handle: SandboxHandle) -> bool:
-        from daytona import DaytonaNotFoundError, SandboxState
+        """Whether the server still runs, asked without counting as activity: `ls` and `status` must not keep
+        an idle sandbox from its auto-stop."""
+        from daytona import DaytonaError, DaytonaNotFoundError, SandboxState
 
         try:
-            sandbox = self.client.get(handle.sandbox_id)
+            sandbox = self.watch_client.get(handle.sandbox_id)
         except DaytonaNotFoundError:
             return False
-        self._sandboxes[handle.sandbox_id] = sandbox
         if sandbox.state != SandboxState.STARTED:
             return False
-        return "cmd_id" not in handle.data or self.exit_code(handle) is None
+        if "cmd_id" not in handle.data:
+            return True
+        try:
+            command = sandbox.process.get_session_command(SESSION, handle.data["cmd_id"])
+        except DaytonaNotFoundError:
+            return False
+        except DaytonaError as exc:
+            raise _translate(exc, "check the server") from exc
+        return command.exit_code is None
+
+    @property
+    def watch_client(self) -> Daytona:
+        """A second client whose toolbox requests carry the skip-activity header. Daytona's proxy counts every
+        toolbox request as activity otherwise (daytonaio/daytona apps/proxy: GetProxyTarget)."""
+        if self._watch_client is None:
+            client = _connect()
+            # The SDK has no public setting for its toolbox client's headers; its generated client takes
+            # default headers, and every toolbox call of this client goes through it.
+            client._toolbox_api_client.default_headers[SKIP_ACTIVITY_HEADER] = "true"
+            self._watch_client = client
+        return self._watch_client
 
     def delete(self, handle: SandboxHandle) -> None:
         from daytona import DaytonaError, DaytonaNotFoundError
