@@ -28,9 +28,11 @@ def test_with_a_key_daytona_and_gpt_oss_are_the_default(monkeypatch):
     assert spec.auth is AuthMode.TOKEN and spec.boot_timeout == 900.0
 
 
-def test_default_provider_reads_only_the_given_environment():
-    assert default_provider({}) is ProviderName.LOCAL
-    assert default_provider({"DAYTONA_JWT_TOKEN": "x"}) is ProviderName.DAYTONA
+def test_default_provider_is_daytona_only_with_a_key(monkeypatch, tmp_path):
+    assert default_provider() is ProviderName.LOCAL
+    (tmp_path / ".env").write_text("DAYTONA_API_KEY=dtn_from_dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    assert default_provider() is ProviderName.DAYTONA  # found in .env, as the SDK finds it
 
 
 def test_a_preset_carries_its_flags_and_environment():

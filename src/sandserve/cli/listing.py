@@ -38,15 +38,33 @@ PRESET_COLUMNS = (
 STATUS_FIELDS = ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error")
 
 
+#: Shown when the user gave a price per GPU hour (SANDSERVE_GPU_HOUR_PRICE).
+COST_COLUMN = Column("cost", drop_order=0)
+
+
 def show_endpoints(records: Iterable[Any], *, show_secrets: bool = False) -> None:
-    show_table(ENDPOINT_COLUMNS, [endpoint_row(record, show_secrets=show_secrets) for record in records])
+    from sandserve.config import gpu_hour_price
+
+    price = gpu_hour_price()
+    columns = (*ENDPOINT_COLUMNS, COST_COLUMN) if price else ENDPOINT_COLUMNS
+    rows = [endpoint_row(record, show_secrets=show_secrets, price=price) for record in records]
+    show_table(columns, rows)
+    if price:
+        note = f"cost: GPU hours so far x ${price:g} per GPU hour (SANDSERVE_GPU_HOUR_PRICE)"
+        if sys.stdout.isatty():
+            from sandserve.cli.console import out
+
+            out.print(f"[dim]{note}[/]")
+        else:
+            click.echo(note, err=True)
 
 
-def endpoint_row(record: Any, *, show_secrets: bool = False) -> list[str]:
-    """An endpoint's row; a signed URL's token is masked unless ``show_secrets``."""
+def endpoint_row(record: Any, *, show_secrets: bool = False, price: float | None = None) -> list[str]:
+    """An endpoint's row (and its cost so far, given a price per GPU hour); a signed URL's token is masked
+    unless ``show_secrets``."""
     from sandserve.cli.shown import shown_url
 
-    return [
+    row = [
         record.id,
         record.shown_state,
         record.provider,
@@ -55,6 +73,12 @@ def endpoint_row(record: Any, *, show_secrets: bool = False) -> list[str]:
         shown_url(record.endpoint, show_secrets=show_secrets) or "-",
         age(record.created_at),
     ]
+    if price:
+        from sandserve.serve.spend import cost_so_far
+
+        cost = cost_so_far(record, price)
+        row.append(f"${cost:,.2f}" if cost is not None else "-")
+    return row
 
 
 def show_presets(presets: Iterable[Any]) -> None:
