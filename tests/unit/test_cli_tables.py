@@ -119,3 +119,12 @@ def test_other_columns_wrap_before_they_are_left_out():
     rows = [["short-id", "a note that is long enough to need wrapping at this width, and so it wraps"]]
     text = drawn(render_table(columns, rows, width=50), 50)
     assert "note" in text and "wraps" in text and "not shown" not in text
+
+
+def test_a_gpu_hour_price_adds_a_cost_field_and_its_note_goes_to_stderr(two_endpoints, monkeypatch):
+    monkeypatch.setenv("SANDSERVE_GPU_HOUR_PRICE", "2.5")
+    result = CliRunner().invoke(main, ["ls"], env={"COLUMNS": "80"}, catch_exceptions=False)
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [row[0] for row in rows] == two_endpoints
+    assert all(len(row) == len(ENDPOINT_COLUMNS) + 1 and row[-1] == "-" for row in rows)  # no GPU held
+    assert "per GPU hour (SANDSERVE_GPU_HOUR_PRICE)" in result.stderr
