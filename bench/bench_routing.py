@@ -165,7 +165,7 @@ def tokens_seen(url: str, api_key: str | None) -> float:
 
 
 def run_policy(policy: str, prompts: list[str], in_flight: int) -> Run:
-    from sandserve.fleet.core import fleet_down, fleet_up
+    from sandserve.fleet import fleet_down, fleet_up
     from sandserve.serve.ledger import Registry
     from sandserve.spec import resolve_spec
 

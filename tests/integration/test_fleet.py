@@ -20,8 +20,7 @@ from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.errors import EngineDiedError, FleetBootError, GatewayDiedError, NotAFleetMemberError
-from sandserve.fleet.core import (
-    FLEET_LABEL,
+from sandserve.fleet import (
     Fleet,
     add_worker,
     fleet_down,
@@ -31,7 +30,7 @@ from sandserve.fleet.core import (
 )
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
-from sandserve.serve.ledger import Registry, State
+from sandserve.serve.ledger import FLEET_LABEL, Registry, State
 from sandserve.spec import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")

@@ -1,9 +1,10 @@
 """`sandserve fleet`: many endpoints behind one SGLang Model Gateway, used as one endpoint. Parses and prints;
-the work is in `sandserve.fleet.core` (imported inside each verb, so `sandserve --help` stays fast)."""
+the work is in `sandserve.fleet` (imported inside each verb, so `sandserve --help` stays fast)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -11,10 +12,30 @@ import click
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
 
 
+def _scaler_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The autoscaler's knobs, shared by `fleet up` and `fleet scale` (unset: the defaults or the current)."""
+    options = [
+        (
+            "--queue-per-worker",
+            "queue_per_worker",
+            "Queued requests per worker that count as short of workers.",
+        ),
+        ("--up-delay", "up_delay", "Seconds requests must stay queued before a worker is added."),
+        ("--down-delay", "down_delay", "Seconds the fleet must stay idle before a worker is removed."),
+        ("--interval", "interval", "Seconds between two looks at the workers' loads."),
+        ("--backoff", "backoff", "Seconds to wait after a provider refused a worker (quota, capacity)."),
+        ("--hold-timeout", "hold_timeout", "At zero workers: seconds a request may wait for one to boot."),
+        ("--drain-timeout", "drain_timeout", "Seconds a leaving worker may take to finish its requests."),
+    ]
+    for flag, name, text in reversed(options):
+        command = click.option(flag, name, type=float, help=text)(command)
+    return command
+
+
 @main.group()
 def fleet() -> None:
-    """Many endpoints behind one SGLang Model Gateway (sglang-router) with cache-aware routing, as ONE
-    endpoint."""
+    """Many endpoints behind one model gateway (sglang-router or smg) with cache-aware routing, as ONE
+    endpoint; with --min/--max an autoscaler sizes it from the engines' own queues."""
 
 
 @fleet.command("up")
@@ -51,6 +72,19 @@ def fleet() -> None:
     metavar="ARG",
     help="Extra flag for sglang-router (repeat; e.g. --gateway-arg=--cache-threshold --gateway-arg=0.5).",
 )
+@click.option(
+    "--gateway",
+    "gateway_name",
+    type=click.Choice(["sglang-router", "smg"]),
+    default="sglang-router",
+    show_default=True,
+    help="Which model gateway routes (smg only with --public-gateway: it sends workers the client's key).",
+)
+@click.option(
+    "--min", "min_workers", type=int, help="Autoscale: never fewer workers (0: scale to zero when idle)."
+)
+@click.option("--max", "max_workers", type=int, help="Autoscale: never more workers.")
+@_scaler_options
 @click.option("--json", "as_json", is_flag=True, help="Print the fleet as JSON instead of export lines.")
 @click.option("--show-logs", is_flag=True, help="Echo the workers' start-up logs (labelled) to stderr.")
 @reports_errors
@@ -64,8 +98,12 @@ def fleet_up(
     gateway_port: int | None,
     public_gateway: bool,
     gateway_args: tuple[str, ...],
+    gateway_name: str,
+    min_workers: int | None,
+    max_workers: int | None,
     as_json: bool,
     show_logs: bool,
+    **scaler: float | None,
 ) -> None:
     """Bring WORKERS endpoints up behind one gateway and print how to reach it.
 
@@ -75,7 +113,8 @@ def fleet_up(
     """
     from sandserve.cli.console import ConsoleBootEvents, err
     from sandserve.config import load_dotenv_once
-    from sandserve.fleet.core import fleet_up as bring_up
+    from sandserve.fleet import ScalerSettings
+    from sandserve.fleet import fleet_up as bring_up
     from sandserve.spec import resolve_spec
 
     load_dotenv_once()
@@ -85,6 +124,14 @@ def fleet_up(
         if value is not None
     }
     spec = resolve_spec(model, provider=provider, auth="key", **overrides)
+    scaling = None
+    if min_workers is not None or max_workers is not None:
+        low = min_workers if min_workers is not None else 1
+        scaling = ScalerSettings(
+            min_workers=low,
+            max_workers=max_workers if max_workers is not None else max(low, workers),
+            **{key: value for key, value in scaler.items() if value is not None},  # type: ignore[arg-type]
+        )
     with sigterm_as_interrupt():
         result = bring_up(
             spec,
@@ -93,6 +140,8 @@ def fleet_up(
             public_gateway=public_gateway,
             gateway_port=gateway_port,
             gateway_args=gateway_args,
+            gateway=gateway_name,
+            scaling=scaling,
             events=ConsoleBootEvents(show_log=show_logs),
         )
     if as_json:
@@ -102,9 +151,13 @@ def fleet_up(
             click.echo(line)
     err.print("")
     err.print(
-        f"[bold green]ready[/]: {result.id}: {len(result.members)} worker(s) behind sglang-router "
+        f"[bold green]ready[/]: {result.id}: {len(result.members)} worker(s) behind {result.gateway_name} "
         f"({result.policy}) at {result.url}"
     )
+    if scaling is not None:
+        err.print(
+            f"  autoscaler: {scaling.min_workers}..{scaling.max_workers} workers (`fleet scale` changes it)"
+        )
     for member in result.members:
         err.print(f"  worker {member.endpoint_id}  {member.url}")
     err.print(f"  more:   sandserve fleet add {result.id}")
@@ -120,7 +173,7 @@ def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
     """Bring one more worker up and register it while the fleet serves (default: the one fleet up)."""
     from sandserve.cli.console import ConsoleBootEvents, err
     from sandserve.config import load_dotenv_once
-    from sandserve.fleet.core import add_worker
+    from sandserve.fleet import add_worker
 
     load_dotenv_once()
     with sigterm_as_interrupt():
@@ -133,12 +186,33 @@ def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
 @click.argument("worker_endpoint_id")
 @reports_errors
 def fleet_remove(fleet_id: str, worker_endpoint_id: str) -> None:
-    """Deregister a worker from the gateway, then take its endpoint down."""
+    """Deregister a worker from the gateway, let its in-flight requests finish, then take its endpoint down."""
     from sandserve.cli.console import err
-    from sandserve.fleet.core import remove_worker
+    from sandserve.fleet import remove_worker
 
     member = remove_worker(fleet_id, worker_endpoint_id)
-    err.print(f"[green]removed[/] {member.endpoint_id} from {fleet_id} and took it down")
+    err.print(f"[green]removed[/] {member.endpoint_id} from {fleet_id}: drained, then taken down")
+
+
+@fleet.command("scale")
+@click.argument("fleet_id", required=False)
+@click.option("--min", "min_workers", type=int, help="Never fewer workers (0: scale to zero when idle).")
+@click.option("--max", "max_workers", type=int, help="Never more workers.")
+@_scaler_options
+@reports_errors
+def fleet_scale(
+    fleet_id: str | None, min_workers: int | None, max_workers: int | None, **scaler: float | None
+) -> None:
+    """Change a serving fleet's autoscaling bounds (starts an autoscaler if it has none)."""
+    from sandserve.cli.console import err
+    from sandserve.fleet import scale_fleet
+
+    changes: dict[str, Any] = {key: value for key, value in scaler.items() if value is not None}
+    settings = scale_fleet(fleet_id, min_workers=min_workers, max_workers=max_workers, **changes)
+    err.print(
+        f"[green]scaling[/] {fleet_id or 'the fleet'} between {settings.min_workers} and {settings.max_workers} "
+        f"worker(s) (up after {settings.up_delay:g} s queued, down after {settings.down_delay:g} s idle)"
+    )
 
 
 @fleet.command("status")
@@ -146,11 +220,11 @@ def fleet_remove(fleet_id: str, worker_endpoint_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @reports_errors
 def fleet_status(fleet_id: str | None, as_json: bool) -> None:
-    """Show fleets (default: every fleet up): the gateway, the policy, and each worker's health as the
-    gateway sees it."""
+    """Show fleets (default: every fleet up): the gateway, the policy, each worker's health (as the gateway
+    sees it) and load (running, queued, cache hits: from its engine), and the autoscaler's last decisions."""
     import dataclasses
 
-    from sandserve.fleet.core import fleet_status as statuses_of
+    from sandserve.fleet import fleet_status as statuses_of
 
     statuses = statuses_of(fleet_id)
     if as_json:
@@ -166,20 +240,58 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
     for status in statuses:
         gateway = "[green]running[/]" if status.gateway_running else "[red]not running[/]"
         out.print(
-            f"[bold]{status.id}[/]  {status.state}  gateway {gateway} at {status.url or '-'}  "
+            f"[bold]{status.id}[/]  {status.state}  {status.gateway} {gateway} at {status.url or '-'}  "
             f"policy {status.policy}"
         )
-        table = Table("worker", "url", "gateway sees", "load", "server", "gateway id")
+        table = Table(
+            "worker", "url", "gateway sees", "server", "running", "queued", "cache hits", "gateway id"
+        )
         for worker in status.workers:
             table.add_row(
                 worker.endpoint_id or "[dim](not ours)[/]",
                 worker.url,
                 _health(worker.healthy),
-                "-" if worker.load is None else str(worker.load),
                 _running(worker.running),
+                _count(worker.requests_running),
+                _count(worker.requests_queued),
+                "-" if worker.cache_hit_rate is None else f"{worker.cache_hit_rate:.0%}",
                 worker.worker_id or "-",
             )
         out.print(table)
+        if status.scaler is not None:
+            _print_scaler(status.scaler)
+
+
+def _print_scaler(scaler: dict[str, Any]) -> None:
+    import datetime
+
+    from sandserve.cli.console import out
+
+    settings = scaler.get("settings", {})
+    state = (
+        "[green]running[/]" if scaler["running"] else f"[red]{scaler['state']}[/] (log: {scaler['log_path']})"
+    )
+    out.print(
+        f"  autoscaler {scaler['id']} {state}: {settings.get('min_workers')}..{settings.get('max_workers')} "
+        f"workers, up after {settings.get('up_delay')} s queued, down after {settings.get('down_delay')} s idle"
+    )
+    if scaler.get("now"):
+        out.print(f"    now: {scaler['now']}")
+    if scaler.get("backoff"):
+        backoff = scaler["backoff"]
+        out.print(f"    [yellow]backing off[/] ({backoff['seconds_left']} s left): {backoff['reason']}")
+    if scaler.get("held"):
+        out.print(f"    holding {scaler['held']} request(s) while a worker boots")
+    if scaler.get("cold_starts"):
+        starts = ", ".join(f"{seconds:.1f} s" for seconds in scaler["cold_starts"][-5:])
+        out.print(f"    cold starts (request held at zero -> answered by a new worker): {starts}")
+    for decision in scaler.get("decisions", [])[-5:]:
+        at = datetime.datetime.fromtimestamp(decision["at"]).strftime("%H:%M:%S")
+        out.print(f"    {at} {decision['action']}: {decision['reason']}")
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _health(healthy: bool | None) -> str:
@@ -194,11 +306,11 @@ def _running(running: bool | None) -> str:
 @click.argument("fleet_id", required=False)
 @reports_errors
 def fleet_down(fleet_id: str | None) -> None:
-    """Stop the gateway and take every worker down (default: the one fleet up)."""
+    """Stop the autoscaler and the gateway and take every worker down (default: the one fleet up)."""
     from sandserve.cli.console import err
-    from sandserve.fleet.core import fleet_down as take_down
+    from sandserve.fleet import fleet_down as take_down
 
-    err.print(f"[green]down[/] {take_down(fleet_id)} (gateway and workers)")
+    err.print(f"[green]down[/] {take_down(fleet_id)} (autoscaler, gateway and workers)")
 
 
 def _fleet_json(result: Any) -> dict[str, Any]:
