@@ -280,8 +280,8 @@ def _print_scaler(scaler: dict[str, Any]) -> None:
     if scaler.get("backoff"):
         backoff = scaler["backoff"]
         out.print(f"    [yellow]backing off[/] ({backoff['seconds_left']} s left): {backoff['reason']}")
-    if scaler.get("held"):
-        out.print(f"    holding {scaler['held']} request(s) while a worker boots")
+    if scaler.get("holder_worker_id"):
+        out.print(f"    at zero workers: {scaler.get('held', 0)} request(s) held until a worker boots")
     if scaler.get("cold_starts"):
         starts = ", ".join(f"{seconds:.1f} s" for seconds in scaler["cold_starts"][-5:])
         out.print(f"    cold starts (request held at zero -> answered by a new worker): {starts}")

@@ -170,7 +170,10 @@ class ScaleRule:
                 "down", f"idle (nothing running or queued) for {idle_for:.0f} s", _least_busy(seen)
             )
         if short and planned >= s.max_workers:
-            return Decision("none", f"{seen.queued} request(s) queued, already at --max {s.max_workers}")
+            return Decision(
+                "none",
+                f"{seen.queued} request(s) queued; {planned} worker(s) up or booting, --max {s.max_workers}",
+            )
         return Decision("none", "within bounds")
 
 

@@ -96,7 +96,7 @@ class Holder:
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, HOST, self.port).start())
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
+        self._session = self._loop.run_until_complete(_new_session())
         self._started.set()
         self._loop.run_forever()
 
@@ -145,6 +145,10 @@ class Holder:
             await reply.write_eof()
         self.forwarded += 1
         return reply
+
+
+async def _new_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -82,8 +82,9 @@ def parse_metrics(text: str) -> WorkerLoad | None:
 def _cache_hit_rate(samples: dict[str, float]) -> float | None:
     if "sglang:cache_hit_rate" in samples:
         return samples["sglang:cache_hit_rate"]
-    prompt = samples.get("llamacpp:prompt_tokens_total")
+    # llama.cpp counts the prompt tokens it processed and, apart, those it took from its cache.
+    processed = samples.get("llamacpp:prompt_tokens_total")
     cached = samples.get("llamacpp:prompt_tokens_cached_total")
-    if prompt and cached is not None:
-        return cached / prompt
-    return None
+    if processed is None or cached is None or processed + cached == 0:
+        return None
+    return cached / (processed + cached)

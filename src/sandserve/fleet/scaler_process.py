@@ -95,7 +95,8 @@ class Scaler:
         return FleetLoad(
             loads=loads,
             dead=dead,
-            booting=sum(not boot.done() for boot in self.boots),
+            # a finished boot counts until it has been registered (else it would be booted twice)
+            booting=len(self.boots),
             draining=sum(not drain.done() for drain in self.drains.values()),
             held=self.holder.held,
         )
@@ -235,6 +236,10 @@ def _stop(signum: int, frame: object) -> None:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per load probe otherwise
+    # sglang-router opens some connections to a worker with an HTTP/2 preface, which the holder (HTTP/1.1)
+    # refuses; the gateway then speaks HTTP/1.1. Each refusal would log a traceback.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGTERM, _stop)
     fleet_id, row_id = argv
     try:

@@ -227,6 +227,9 @@ def _status_of(registry: Registry, record: Record) -> FleetStatus:
                 listed = {worker["id"]: worker for worker in gw.listed_workers(admin, record.sandbox)}
         except SandserveError:
             listed = {}
+    scaler = scaler_summary(record.id, registry)
+    if scaler is not None and scaler.get("holder_worker_id"):
+        listed.pop(scaler["holder_worker_id"], None)  # the holder: shown as the scaler's held requests
     workers = []
     for member in members:
         seen = listed.pop(member.worker_id, None)
@@ -266,5 +269,5 @@ def _status_of(registry: Registry, record: Record) -> FleetStatus:
         workers=workers,
         log_path=record.log_path,
         gateway=str(record.sandbox.data.get("gateway", DEFAULT_GATEWAY)),
-        scaler=scaler_summary(record.id, registry),
+        scaler=scaler,
     )

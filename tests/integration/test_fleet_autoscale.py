@@ -1,0 +1,259 @@
+"""The autoscaler with real llama-server workers behind the real gateway: it adds a worker while requests stay
+queued, returns to --min when idle, scales to zero and back for a held request, replaces a killed worker, drains
+before removing, and every process is visible in `ls` / `fleet status` and gone after `down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from conftest import run_cli
+
+from sandserve.fleet import Fleet, ScalerSettings, fleet_status, fleet_up, load_fleet, remove_worker
+from sandserve.providers.local import live_group_members, process_start_time
+from sandserve.serve.ledger import Registry
+from sandserve.spec import resolve_spec
+
+pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
+
+#: Short delays so that every scale event happens within seconds (the defaults are minutes).
+FAST = {"up_delay": 0.5, "down_delay": 1.5, "interval": 0.2, "backoff": 5.0}
+LONG_PROMPT = "Tell me everything about rivers, stones and lanterns. " * 20
+
+
+def scaled_fleet(min_workers: int, max_workers: int, workers: int = 1, **settings: float) -> Fleet:
+    scaling = ScalerSettings(min_workers=min_workers, max_workers=max_workers, **{**FAST, **settings})
+    return fleet_up(resolve_spec(provider="local"), workers, scaling=scaling)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def member_ids(fleet: Fleet) -> list[str]:
+    return [member.endpoint_id for member in load_fleet(fleet.id).members]
+
+
+def actions(fleet: Fleet) -> list[str]:
+    scaler = fleet_status(fleet.id)[0].scaler
+    assert scaler is not None
+    return [decision["action"] for decision in scaler.get("decisions", [])]
+
+
+@contextmanager
+def sustained_load(fleet: Fleet, clients: int = 6, max_tokens: int = 48) -> Iterator[dict[str, list]]:
+    """``clients`` requests in flight at all times (more than a worker's 2 slots: the rest queue)."""
+    stop = threading.Event()
+    outcome: dict[str, list] = {"ok": [], "failed": []}
+
+    def client() -> None:
+        openai = fleet.endpoint.openai(max_retries=0, timeout=120)
+        while not stop.is_set():
+            try:
+                reply = openai.chat.completions.create(
+                    model=fleet.endpoint.model,
+                    messages=[{"role": "user", "content": LONG_PROMPT}],
+                    max_tokens=max_tokens,
+                    extra_body={"ignore_eos": True},
+                )
+                outcome["ok"].append(reply.usage.completion_tokens)
+            except Exception as exc:
+                outcome["failed"].append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield outcome
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_queued_requests_add_a_worker_and_an_idle_fleet_returns_to_min():
+    fleet = scaled_fleet(1, 2)
+    first = member_ids(fleet)
+    assert len(first) == 1
+
+    with sustained_load(fleet) as outcome:
+        wait_for(lambda: len(member_ids(fleet)) == 2, what="a second worker")
+        status = fleet_status(fleet.id)[0]
+        loads = [(w.requests_running, w.requests_queued) for w in status.workers]
+        assert all(running is not None and queued is not None for running, queued in loads), loads
+        wait_for(lambda: len(outcome["ok"]) >= 20, what="requests served by two workers")
+    assert outcome["failed"] == []
+    scaler = fleet_status(fleet.id)[0].scaler
+    up = [d for d in scaler["decisions"] if d["action"] == "up"]
+    assert up and "queued" in up[0]["reason"]
+
+    wait_for(lambda: len(member_ids(fleet)) == 1, what="the fleet back at --min 1")
+    wait_for(lambda: "removed" in actions(fleet), what="the drained worker taken down")
+    down = [d for d in fleet_status(fleet.id)[0].scaler["decisions"] if d["action"] == "down"]
+    assert "idle" in down[-1]["reason"]
+    # the fleet still answers with its one worker
+    reply = fleet.endpoint.openai(max_retries=0).chat.completions.create(
+        model=fleet.endpoint.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    assert reply.usage.completion_tokens > 0
+
+
+def test_min_zero_holds_a_request_until_a_worker_is_up_then_answers_it():
+    fleet = scaled_fleet(0, 1, down_delay=0.5)
+    wait_for(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
+    scaler = fleet_status(fleet.id)[0].scaler
+    assert scaler["holder_worker_id"], scaler
+    registry = Registry()
+    assert all(not r.live for r in registry.members_of(fleet.id) if r.provider == "local")
+
+    replies = []
+    threads = [
+        threading.Thread(
+            target=lambda: replies.append(
+                fleet.endpoint.openai(max_retries=0, timeout=60).chat.completions.create(
+                    model=fleet.endpoint.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=3
+                )
+            )
+        )
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(replies) == 3 and all(reply.usage.completion_tokens > 0 for reply in replies)
+    assert len(member_ids(fleet)) == 1
+    wait_for(lambda: fleet_status(fleet.id)[0].scaler["cold_starts"], what="the cold start recorded")
+    scaler = fleet_status(fleet.id)[0].scaler
+    assert len(scaler["cold_starts"]) == 1 and scaler["cold_starts"][0] > 0
+    assert scaler["holder_worker_id"] is None
+    assert "waiting" in next(d for d in scaler["decisions"] if d["action"] == "up")["reason"]
+
+
+def test_a_worker_killed_under_load_is_replaced_and_no_request_fails():
+    fleet = scaled_fleet(2, 2, workers=2)
+    registry = Registry()
+    victim = member_ids(fleet)[0]
+    with sustained_load(fleet, clients=4) as outcome:
+        wait_for(lambda: len(outcome["ok"]) >= 4, what="requests under way")
+        os.kill(registry.get(victim).sandbox.data["pid"], signal.SIGKILL)
+        wait_for(
+            lambda: victim not in member_ids(fleet) and len(member_ids(fleet)) == 2,
+            what="the killed worker replaced",
+        )
+        served = len(outcome["ok"])
+        wait_for(lambda: len(outcome["ok"]) >= served + 6, what="requests after the replacement")
+    assert outcome["failed"] == []
+    assert "replace" in actions(fleet)
+
+
+def test_removing_a_busy_worker_drains_it_first():
+    fleet = fleet_up(resolve_spec(provider="local"), 2, "round_robin")
+    leaving = fleet.members[1]
+    with sustained_load(fleet, clients=4, max_tokens=96) as outcome:
+        wait_for(lambda: len(outcome["ok"]) >= 2, what="requests under way")
+        remove_worker(fleet.id, leaving.endpoint_id)
+        served = len(outcome["ok"])
+        wait_for(lambda: len(outcome["ok"]) >= served + 4, what="requests after the removal")
+    assert outcome["failed"] == []
+    assert [m.endpoint_id for m in load_fleet(fleet.id).members] == [fleet.members[0].endpoint_id]
+    assert not Registry().get(leaving.endpoint_id).live
+
+
+def pids_of_fleet(fleet_id: str) -> list[int]:
+    registry = Registry()
+    rows = [registry.get(fleet_id), *registry.members_of(fleet_id, include_down=True)]
+    return [row.sandbox.data["pid"] for row in rows if row.sandbox.data.get("pid")]
+
+
+def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
+    up = run_cli(
+        "fleet", "up", "--provider", "local", "--workers", "1", "--min", "1", "--max", "2",
+        "--up-delay", "0.5", "--down-delay", "1", "--interval", "0.2", "--json",
+    )  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    fleet_id = json.loads(up.stdout)["id"]
+    registry = Registry()
+    scaler = next(r for r in registry.members_of(fleet_id) if r.provider == "fleet-scaler")
+    status = json.loads(run_cli("fleet", "status", fleet_id, "--json").stdout)[0]
+    assert status["scaler"]["running"] and status["scaler"]["settings"]["max_workers"] == 2
+
+    scaled = run_cli("fleet", "scale", fleet_id, "--max", "3", "--down-delay", "2")
+    assert scaled.returncode == 0, scaled.stderr
+    wait_for(lambda: registry.get(scaler.id).sandbox.data["settings"]["max_workers"] == 3, what="new bounds")
+
+    os.kill(scaler.sandbox.data["pid"], signal.SIGKILL)
+    wait_for(lambda: process_start_time(scaler.sandbox.data["pid"]) is None, what="the scaler gone")
+    listing = {row["id"]: row for row in json.loads(run_cli("ls", "--json").stdout)}
+    assert listing[scaler.id]["state"] == "dead", listing[scaler.id]
+    shown = run_cli("fleet", "status", fleet_id)
+    assert "autoscaler" in shown.stdout and "dead" in shown.stdout, shown.stdout
+
+    restarted = run_cli("fleet", "scale", fleet_id, "--min", "1")  # a dead scaler is replaced by a new one
+    assert restarted.returncode == 0, restarted.stderr
+    status = json.loads(run_cli("fleet", "status", fleet_id, "--json").stdout)[0]
+    assert status["scaler"]["running"] and status["scaler"]["id"] != scaler.id
+
+    gateway_pid = registry.get(fleet_id).sandbox.data["pid"]
+    os.killpg(gateway_pid, signal.SIGKILL)
+    new_scaler = next(r for r in Registry().members_of(fleet_id) if r.id == status["scaler"]["id"])
+    wait_for(lambda: process_start_time(new_scaler.sandbox.data["pid"]) is None, what="the scaler to stop")
+    status = json.loads(run_cli("fleet", "status", fleet_id, "--json").stdout)[0]
+    assert not status["gateway_running"] and not status["scaler"]["running"]
+    assert status["scaler"]["decisions"][-1]["reason"] == "the gateway is not running any more"
+
+    pids = pids_of_fleet(fleet_id)
+    down = run_cli("down", fleet_id)
+    assert down.returncode == 0, down.stderr
+    assert all(not live_group_members(pid) for pid in pids)
+    assert all(r.state.value == "down" for r in Registry().members_of(fleet_id, include_down=True))
+    assert json.loads(run_cli("ls", "--json").stdout) == []
+
+
+def test_bad_bounds_are_refused_before_anything_starts():
+    result = run_cli("fleet", "up", "--provider", "local", "--min", "3", "--max", "2")
+    assert result.returncode != 0 and "--max (2) must be at least --min (3)" in result.stderr
+    assert Registry().list() == []
+
+
+def test_load_probes_carry_the_skip_activity_header_and_read_the_engine(local_endpoint):
+    """What a probe sends, recorded by a relay in front of the real engine (as Daytona's proxy would see it)."""
+    import dataclasses
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sandserve.fleet.loads import SKIP_ACTIVITY_HEADER, read_load
+
+    seen: list[dict[str, str]] = []
+
+    class Relay(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            upstream = httpx.get(local_endpoint.url + self.path, timeout=5)
+            self.send_response(upstream.status_code)
+            self.send_header("Content-Length", str(len(upstream.content)))
+            self.end_headers()
+            self.wfile.write(upstream.content)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    relay = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        through_relay = dataclasses.replace(local_endpoint, url=f"http://127.0.0.1:{relay.server_port}")
+        load = read_load(through_relay)
+    finally:
+        relay.shutdown()
+    assert load is not None and load.running == 0 and load.queued == 0
+    assert seen and seen[0].get(SKIP_ACTIVITY_HEADER) == "true"
