@@ -1,29 +1,18 @@
-"""How busy a worker is, read from the engine's own load endpoint: what the autoscaler and ``fleet status`` use.
-
-Both engines publish Prometheus text at ``/metrics`` (sandserve starts llama-server with ``--metrics`` and
-SGLang with ``--enable-metrics``): llama.cpp ``llamacpp:requests_processing`` / ``requests_deferred`` /
-``prompt_tokens_total`` / ``prompt_tokens_cached_total``; SGLang ``sglang:num_running_reqs`` /
-``sglang:num_queue_reqs`` / ``sglang:cache_hit_rate``. Every probe carries Daytona's skip-activity header, so
-reading a worker's load never keeps an idle sandbox alive: idling workers down is the autoscaler's decision.
+"""How busy a fleet's workers are, from their engines' own load endpoints (``observe.loads``): what the
+autoscaler decides on and ``fleet status`` shows. Every probe carries Daytona's skip-activity header, so
+watching a worker never keeps an idle sandbox alive: idling workers down is the autoscaler's decision.
 """
 
 from __future__ import annotations
 
-import re
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-import httpx
 
 from sandserve.endpoint import Endpoint
+from sandserve.observe.loads import PROBE_HEADERS, SKIP_ACTIVITY_HEADER, EndpointLoad, LoadProbe, read_loads
 
-#: Daytona's preview proxy does not count a request carrying this header as activity (auto-stop still applies).
-SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 LOAD_TIMEOUT = 5.0
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)", re.MULTILINE)
-_RUNNING = ("llamacpp:requests_processing", "sglang:num_running_reqs")
-_QUEUED = ("llamacpp:requests_deferred", "sglang:num_queue_reqs")
 
 
 @dataclass(frozen=True)
@@ -39,52 +28,36 @@ class WorkerLoad:
         return self.running + self.queued > 0
 
 
-class LoadSource(Protocol):
-    """Where the autoscaler reads loads from (a worker's endpoint in, its load or None if it did not answer)."""
-
-    def __call__(self, endpoint: Endpoint) -> WorkerLoad | None: ...
-
-
-def probe_headers(endpoint: Endpoint) -> dict[str, str]:
-    return {**endpoint.request_headers(), SKIP_ACTIVITY_HEADER: "true"}
-
-
-def read_load(endpoint: Endpoint, client: httpx.Client | None = None) -> WorkerLoad | None:
-    """The worker's running and queued requests and its cache hit rate; None when it does not answer."""
-    try:
-        if client is None:
-            response = httpx.get(
-                endpoint.url + "/metrics", headers=probe_headers(endpoint), timeout=LOAD_TIMEOUT
-            )
-        else:
-            response = client.get(endpoint.url + "/metrics", headers=probe_headers(endpoint))
-    except httpx.HTTPError:
+def worker_load(reading: EndpointLoad) -> WorkerLoad | None:
+    """None when the engine did not answer or does not say how many requests it runs."""
+    if not reading.ok or reading.running is None:
         return None
-    if response.status_code != 200:
-        return None
-    return parse_metrics(response.text)
+    return WorkerLoad(
+        running=reading.running, queued=reading.queued or 0, cache_hit_rate=reading.cache_hit_rate
+    )
 
 
-def parse_metrics(text: str) -> WorkerLoad | None:
-    samples: dict[str, float] = {}
-    for name, value in _SAMPLE.findall(text):
-        try:
-            samples[name] = samples.get(name, 0.0) + float(value)
-        except ValueError:
-            continue
-    running = next((samples[name] for name in _RUNNING if name in samples), None)
-    queued = next((samples[name] for name in _QUEUED if name in samples), None)
-    if running is None or queued is None:
-        return None
-    return WorkerLoad(running=int(running), queued=int(queued), cache_hit_rate=_cache_hit_rate(samples))
+def read_load(endpoint: Endpoint) -> WorkerLoad | None:
+    """One reading of one worker (a blocking call)."""
+    return worker_load(read_loads([endpoint], timeout=LOAD_TIMEOUT)[0])
 
 
-def _cache_hit_rate(samples: dict[str, float]) -> float | None:
-    if "sglang:cache_hit_rate" in samples:
-        return samples["sglang:cache_hit_rate"]
-    # llama.cpp counts the prompt tokens it processed and, apart, those it took from its cache.
-    processed = samples.get("llamacpp:prompt_tokens_total")
-    cached = samples.get("llamacpp:prompt_tokens_cached_total")
-    if processed is None or cached is None or processed + cached == 0:
-        return None
-    return cached / (processed + cached)
+class LoadReader:
+    """Readings of many workers, again and again, over one session (the routes a worker lacks are asked once)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._probe = LoadProbe(timeout=LOAD_TIMEOUT)
+
+    def read(self, endpoints: Sequence[Endpoint]) -> dict[str, WorkerLoad | None]:
+        readings = self._loop.run_until_complete(self._probe.read_many(endpoints))
+        return {
+            endpoint.id: worker_load(reading) for endpoint, reading in zip(endpoints, readings, strict=True)
+        }
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._probe.close())
+        self._loop.close()
+
+
+__all__ = ["PROBE_HEADERS", "SKIP_ACTIVITY_HEADER", "LoadReader", "WorkerLoad", "read_load", "worker_load"]

@@ -24,7 +24,7 @@ from sandserve.fleet import gateway as gw
 from sandserve.fleet.autoscale import Decision, FleetLoad, ScaleRule
 from sandserve.fleet.drain import drain_and_remove
 from sandserve.fleet.hold import Holder, Target
-from sandserve.fleet.loads import read_load
+from sandserve.fleet.loads import LoadReader
 from sandserve.fleet.members import change_members, worker_spec
 from sandserve.fleet.model import Fleet, Member
 from sandserve.fleet.scaler_row import read_settings, write_state
@@ -56,6 +56,7 @@ class Scaler:
         self.drains: dict[str, concurrent.futures.Future[bool]] = {}
         self.decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)
         self.now_reason = "starting"
+        self.loads = LoadReader()
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -82,7 +83,7 @@ class Scaler:
             self.holder.wait_for_request(self.rule.settings.interval)
 
     def _look(self, fleet: Fleet) -> FleetLoad:
-        loads: dict[str, Any] = {}
+        serving: list[Endpoint] = []
         dead: list[str] = []
         for member in fleet.members:
             if member.endpoint_id in self.drains:
@@ -91,9 +92,9 @@ class Scaler:
             if not record.live or record.endpoint is None:
                 dead.append(member.endpoint_id)
             else:
-                loads[member.endpoint_id] = read_load(record.endpoint)
+                serving.append(record.endpoint)
         return FleetLoad(
-            loads=loads,
+            loads=self.loads.read(serving) if serving else {},
             dead=dead,
             # a finished boot counts until it has been registered (else it would be booted twice)
             booting=len(self.boots),
