@@ -131,23 +131,25 @@ class ScaleRule:
         planned = serving + seen.booting
         per_worker = seen.queued / max(serving, 1)
         short = (seen.held > 0 and planned == 0) or per_worker >= s.queue_per_worker
-        self.short_since = (self.short_since or now) if short else None
-        self.idle_since = (self.idle_since or now) if seen.idle and seen.booting == 0 else None
+        if not short:
+            self.short_since = None
+        elif self.short_since is None:
+            self.short_since = now
+        if not (seen.idle and seen.booting == 0):
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = now
 
+        short_for = now - self.short_since if self.short_since is not None else 0.0
         wants_up: str | None = None
         if planned < s.min_workers:
             wants_up = f"{planned} worker(s) up or booting, below --min {s.min_workers}"
         elif planned == 0 and seen.held > 0:
             wants_up = f"{seen.held} request(s) waiting and no worker up"
-        elif (
-            short
-            and seen.booting == 0
-            and planned < s.max_workers
-            and now - (self.short_since or now) >= s.up_delay
-        ):
+        elif short and seen.booting == 0 and planned < s.max_workers and short_for >= s.up_delay:
             wants_up = (
                 f"{seen.queued} request(s) queued on {serving} worker(s) "
-                f"(>= {s.queue_per_worker:g} per worker) for {now - (self.short_since or now):.0f} s"
+                f"(>= {s.queue_per_worker:g} per worker) for {short_for:.0f} s"
             )
         if wants_up:
             if self.backing_off(now):
