@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from conftest import run_cli
+from test_fleet import daytona  # noqa: F401 - the Daytona stand-in fixture
 
 from sandserve.fleet import Fleet, ScalerSettings, fleet_status, fleet_up, load_fleet, remove_worker
 from sandserve.providers.local import live_group_members, process_start_time
@@ -169,6 +170,32 @@ def test_removing_a_busy_worker_drains_it_first():
     assert outcome["failed"] == []
     assert [m.endpoint_id for m in load_fleet(fleet.id).members] == [fleet.members[0].endpoint_id]
     assert not Registry().get(leaving.endpoint_id).live
+
+
+def test_a_quota_refusal_backs_off_and_fleet_status_says_so(daytona):  # noqa: F811
+    """Daytona (the stand-in, with the real SDK) refuses the scaler's new worker: GPU quota exceeded."""
+    fleet = fleet_up(
+        resolve_spec("tiny", provider="daytona", gpus=()),
+        1,
+        scaling=ScalerSettings(min_workers=1, max_workers=2, **{**FAST, "backoff": 600.0}),
+    )
+    daytona.fail_next_create_with_quota(maximum=1)
+    creates_before = sum(
+        1 for method, path in daytona.requests if method == "POST" and path.endswith("/sandbox")
+    )
+    with sustained_load(fleet) as outcome:
+        wait_for(lambda: (fleet_status(fleet.id)[0].scaler or {}).get("backoff"), what="a back-off")
+        time.sleep(2)  # a few more looks under the same queue: no new attempt while backing off
+    assert outcome["failed"] == []
+    scaler = fleet_status(fleet.id)[0].scaler
+    assert "GPU quota exceeded" in scaler["backoff"]["reason"] and scaler["backoff"]["seconds_left"] > 0
+    assert "backing off" in scaler["now"] or scaler["now"] == "within bounds"
+    assert [d["action"] for d in scaler["decisions"]].count("up") == 1
+    creates = sum(1 for method, path in daytona.requests if method == "POST" and path.endswith("/sandbox"))
+    assert creates - creates_before == 1
+    assert len(member_ids(fleet)) == 1
+    shown = run_cli("fleet", "status", fleet.id)
+    assert "backing off" in shown.stdout and "GPU quota exceeded" in shown.stdout, shown.stdout
 
 
 def pids_of_fleet(fleet_id: str) -> list[int]:
