@@ -78,7 +78,8 @@ def fleet() -> None:
     type=click.Choice(["sglang-router", "smg"]),
     default="sglang-router",
     show_default=True,
-    help="Which model gateway routes (smg only with --public-gateway: it sends workers the client's key).",
+    help="Which model gateway routes (behind smg every worker takes the gateway's key: it passes the "
+    "client's key on).",
 )
 @click.option(
     "--min", "min_workers", type=int, help="Autoscale: never fewer workers (0: scale to zero when idle)."

@@ -34,11 +34,13 @@ class Target:
 class Holder:
     """The holding worker: an aiohttp server on 127.0.0.1 in a thread of its own."""
 
-    def __init__(self, model: str, *, capacity: int, timeout: float) -> None:
+    def __init__(self, model: str, *, capacity: int, timeout: float, shared_key: str | None = None) -> None:
+        """``shared_key``: the fleet's key, which smg sends in place of the holder's own."""
         self.model = model
         self.capacity = capacity
         self.timeout = timeout
         self.api_key = new_key()
+        self._accepted = {f"Bearer {key}" for key in (self.api_key, shared_key) if key}
         self.port = free_port()
         self.held = 0
         self.forwarded = 0
@@ -107,7 +109,7 @@ class Holder:
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def _hold(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+        if request.headers.get("Authorization") not in self._accepted:
             return _error(401, "Invalid API key.")
         body = await request.read()
         assert self._woken is not None

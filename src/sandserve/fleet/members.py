@@ -23,7 +23,7 @@ from sandserve.errors import (
     SandserveError,
 )
 from sandserve.fleet.gateway import POLL_SECONDS, log_path_of
-from sandserve.fleet.model import Fleet, Member
+from sandserve.fleet.model import KEY_PASSING_GATEWAYS, Fleet, Member
 from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import FLEET_LABEL, Record, Registry, State
@@ -52,7 +52,12 @@ class WorkerEvents(BootEvents):
 
 
 def boot_workers(
-    fleet_id: str, spec: ServeSpec, count: int, events: BootEvents, registry: Registry
+    fleet_id: str,
+    spec: ServeSpec,
+    count: int,
+    events: BootEvents,
+    registry: Registry,
+    shared_key: str | None = None,
 ) -> list[Endpoint]:
     """Boot ``count`` workers at once (a GPU boot takes minutes; one after another would take N times that)."""
     futures: list[concurrent.futures.Future[Endpoint]] = []
@@ -62,7 +67,7 @@ def boot_workers(
                 futures.append(
                     pool.submit(
                         lifecycle.up,
-                        worker_spec(spec, fleet_id),
+                        worker_spec(spec, fleet_id, shared_key),
                         events=WorkerEvents(events, f"worker {number}/{count}"),
                         registry=registry,
                     )
@@ -92,11 +97,13 @@ def _first_failure(futures: Sequence[concurrent.futures.Future[Endpoint]]) -> Ba
         time.sleep(POLL_SECONDS)
 
 
-def worker_spec(spec: ServeSpec, fleet_id: str) -> ServeSpec:
+def worker_spec(spec: ServeSpec, fleet_id: str, shared_key: str | None = None) -> ServeSpec:
+    """A worker's spec: a key of its own, or ``shared_key`` (the gateway's) behind smg, which sends a worker
+    the client's own Authorization header instead of the worker's key."""
     return spec.with_overrides(
         # The gateway can only send a worker a Bearer key; a worker without one would answer anyone directly.
         auth=AuthMode.KEY,
-        api_key=new_key(),
+        api_key=shared_key or new_key(),
         # Nothing of a failed fleet may keep running (or billing): a worker that fails is never kept.
         delete_on_failure=True,
         labels={**spec.labels, FLEET_LABEL: fleet_id},
@@ -105,6 +112,11 @@ def worker_spec(spec: ServeSpec, fleet_id: str) -> ServeSpec:
 
 def new_key() -> str:
     return "sk-" + secrets.token_urlsafe(24)
+
+
+def shared_worker_key(fleet: Fleet) -> str | None:
+    """The key new workers of ``fleet`` must accept when its gateway passes the client's key through (smg)."""
+    return fleet.endpoint.api_key if fleet.gateway_name in KEY_PASSING_GATEWAYS else None
 
 
 # --- the ledger ---------------------------------------------------------------------------------------------

@@ -17,8 +17,10 @@ DEFAULT_POLICY: Policy = "cache_aware"
 GatewayName = Literal["sglang-router", "smg"]
 GATEWAYS: tuple[str, ...] = get_args(GatewayName)
 #: sglang-router stays the default: smg 1.13.0 sends a worker the CLIENT's Authorization header instead of the
-#: worker's own key, so a fleet with its own key and per-worker keys answers 401 through it (bench_routing.py).
+#: worker's own key (model_gateway/src/routers/http/router.rs), so behind smg every worker must accept the
+#: gateway's key: one key for the whole fleet instead of a key per worker.
 DEFAULT_GATEWAY: GatewayName = "sglang-router"
+KEY_PASSING_GATEWAYS = frozenset({"smg"})
 
 
 @dataclass(frozen=True)

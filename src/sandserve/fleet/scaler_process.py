@@ -25,7 +25,7 @@ from sandserve.fleet.autoscale import Decision, FleetLoad, ScaleRule
 from sandserve.fleet.drain import drain_and_remove
 from sandserve.fleet.hold import Holder, Target
 from sandserve.fleet.loads import LoadReader
-from sandserve.fleet.members import change_members, worker_spec
+from sandserve.fleet.members import change_members, shared_worker_key, worker_spec
 from sandserve.fleet.model import Fleet, Member
 from sandserve.fleet.scaler_row import read_settings, write_state
 from sandserve.serve import lifecycle
@@ -127,7 +127,9 @@ class Scaler:
     # --- boots, drains, the holder ----------------------------------------------------------------------------
 
     def _boot(self) -> Endpoint:
-        return lifecycle.up(worker_spec(self.spec, self.fleet_id), registry=self.registry)
+        fleet = Fleet.from_record(self.registry.get(self.fleet_id))
+        spec = worker_spec(self.spec, self.fleet_id, shared_worker_key(fleet))
+        return lifecycle.up(spec, registry=self.registry)
 
     def _collect(self, fleet: Fleet) -> None:
         """Finished boots are registered (and released held requests); finished drains are forgotten."""

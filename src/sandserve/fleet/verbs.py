@@ -22,6 +22,7 @@ from sandserve.fleet.loads import read_load
 from sandserve.fleet.model import (
     DEFAULT_GATEWAY,
     DEFAULT_POLICY,
+    KEY_PASSING_GATEWAYS,
     POLICIES,
     Fleet,
     FleetStatus,
@@ -74,8 +75,9 @@ def fleet_up(
         ),
     )
     try:
-        endpoints = fm.boot_workers(fleet_id, spec, workers, events, registry)
         api_key = None if public_gateway else fm.new_key()
+        shared = api_key if gateway in KEY_PASSING_GATEWAYS else None
+        endpoints = fm.boot_workers(fleet_id, spec, workers, events, registry, shared)
         # power_of_two will not start without two workers on its command line (facts/gateway.md).
         startup_workers = endpoints if policy == "power_of_two" else []
         handle = gw.start_gateway(
@@ -115,7 +117,9 @@ def add_worker(
     events = events or BootEvents()
     registry = registry or Registry()
     fleet = fm.serving_fleet(registry, fleet_ref)
-    spec = fm.worker_spec(ServeSpec.from_record(registry.get(fleet.id).spec), fleet.id)
+    spec = fm.worker_spec(
+        ServeSpec.from_record(registry.get(fleet.id).spec), fleet.id, fm.shared_worker_key(fleet)
+    )
     endpoint = lifecycle.up(spec, events=events, registry=registry)
     try:
         with gw.admin_client(fleet.url, fleet.endpoint.api_key) as admin:
@@ -206,11 +210,11 @@ def check_fleet_request(
             "Each local worker listens on a free port of its own; they cannot share one --port.",
             hint="Leave the worker port out; the gateway's own port is --gateway-port.",
         )
-    if gateway == "smg" and not public_gateway:
+    if gateway in KEY_PASSING_GATEWAYS and public_gateway:
         raise ConfigError(
-            "smg sends each worker the client's Authorization header instead of the worker's own key, so a "
-            "gateway key and per-worker keys cannot work together through it.",
-            hint="Use the default gateway (sglang-router), or --public-gateway (127.0.0.1 only) with smg.",
+            f"{gateway} sends each worker the client's own Authorization header (the OpenAI SDK always sends "
+            "one), so its workers can only check the gateway's key: it cannot be a public gateway.",
+            hint=f"Leave out --public-gateway with {gateway}, or use sglang-router.",
         )
     if gateway_port is not None and not port_is_free(gateway_port):
         raise PortInUseError(gateway_port)
