@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import threading
 import time
@@ -17,7 +18,15 @@ import pytest
 from conftest import run_cli
 from test_fleet import daytona  # noqa: F401 - the Daytona stand-in fixture
 
-from sandserve.fleet import Fleet, ScalerSettings, fleet_status, fleet_up, load_fleet, remove_worker
+from sandserve.fleet import (
+    Fleet,
+    ScalerSettings,
+    add_worker,
+    fleet_status,
+    fleet_up,
+    load_fleet,
+    remove_worker,
+)
 from sandserve.providers.local import live_group_members, process_start_time
 from sandserve.serve.ledger import Registry
 from sandserve.spec import resolve_spec
@@ -26,7 +35,27 @@ pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 
 #: Short delays so that every scale event happens within seconds (the defaults are minutes).
 FAST = {"up_delay": 0.5, "down_delay": 1.5, "interval": 0.2, "backoff": 5.0}
-LONG_PROMPT = "Tell me everything about rivers, stones and lanterns. " * 20
+WORDS = [
+    "river",
+    "stone",
+    "lantern",
+    "harbour",
+    "winter",
+    "copper",
+    "meadow",
+    "signal",
+    "orchard",
+    "thunder",
+    "velvet",
+    "quarry",
+    "falcon",
+]
+
+
+def fresh_prompt(rng: random.Random) -> str:
+    """No two share a prefix: cache_aware keeps a repeated prefix on the worker that holds it, whatever its
+    queue, so only new prefixes show that a new worker takes work."""
+    return " ".join(rng.choice(WORDS) for _ in range(150))
 
 
 def scaled_fleet(min_workers: int, max_workers: int, workers: int = 1, **settings: float) -> Fleet:
@@ -60,11 +89,12 @@ def sustained_load(fleet: Fleet, clients: int = 6, max_tokens: int = 48) -> Iter
 
     def client() -> None:
         openai = fleet.endpoint.openai(max_retries=0, timeout=120)
+        rng = random.Random()
         while not stop.is_set():
             try:
                 reply = openai.chat.completions.create(
                     model=fleet.endpoint.model,
-                    messages=[{"role": "user", "content": LONG_PROMPT}],
+                    messages=[{"role": "user", "content": fresh_prompt(rng)}],
                     max_tokens=max_tokens,
                     extra_body={"ignore_eos": True},
                 )
@@ -284,3 +314,42 @@ def test_load_probes_carry_the_skip_activity_header_and_read_the_engine(local_en
         relay.shutdown()
     assert load is not None and load.running == 0 and load.queued == 0
     assert seen and seen[0].get(SKIP_ACTIVITY_HEADER) == "true"
+
+
+def test_smg_serves_with_one_fleet_key_and_workers_join_while_it_serves():
+    """smg passes the client's key on to workers, so behind it every worker takes the gateway's key."""
+    fleet = fleet_up(resolve_spec(provider="local"), 1, gateway="smg")
+    registry = Registry()
+    assert fleet.gateway_name == "smg"
+    assert registry.get(fleet.members[0].endpoint_id).endpoint.api_key == fleet.endpoint.api_key
+    add_worker(fleet.id)
+    fleet = load_fleet(fleet.id)
+    assert len(fleet.members) == 2
+    for member in fleet.members:
+        assert registry.get(member.endpoint_id).endpoint.api_key == fleet.endpoint.api_key
+    for text in ("Hello", "Again", "Once more", "And again"):
+        reply = fleet.endpoint.openai(max_retries=0).chat.completions.create(
+            model=fleet.endpoint.model, messages=[{"role": "user", "content": text}], max_tokens=2
+        )
+        assert reply.usage.completion_tokens > 0
+    body = {"model": fleet.endpoint.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    assert httpx.post(f"{fleet.url}/v1/chat/completions", json=body, timeout=10).status_code == 401
+    refused = run_cli("fleet", "up", "--provider", "local", "--gateway", "smg", "--public-gateway")
+    assert refused.returncode != 0 and "cannot be a public gateway" in refused.stderr
+
+
+def test_fleet_bench_prints_cached_share_and_latency_per_policy():
+    result = run_cli(
+        "fleet", "bench", "--provider", "local", "--policies", "cache_aware,round_robin",
+        "--documents", "2", "--words", "60", "--questions", "2", "--in-flight", "1", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert 0 < report["ideal_cached_share"] < 1
+    rows = {row["policy"]: row for row in report["results"]}
+    assert set(rows) == {"cache_aware", "round_robin"}
+    for row in rows.values():
+        assert row["failed"] == 0 and row["requests"] == 4
+        assert 0 <= row["cached_share"] <= report["ideal_cached_share"] + 1e-9
+        assert 0 < row["ttft_p50_s"] <= row["e2e_p50_s"] and row["e2e_p95_s"] >= row["e2e_p50_s"]
+    assert Registry().list() == []  # every fleet it made is down
