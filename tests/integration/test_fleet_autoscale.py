@@ -281,6 +281,10 @@ def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
 def test_bad_bounds_are_refused_before_anything_starts():
     result = run_cli("fleet", "up", "--provider", "local", "--min", "3", "--max", "2")
     assert result.returncode != 0 and "--max (2) must be at least --min (3)" in result.stderr
+    result = run_cli(
+        "fleet", "up", "--provider", "local", "--policy", "power_of_two", "--min", "1", "--max", "3"
+    )
+    assert result.returncode != 0 and "--min 2 or more" in result.stderr
     assert Registry().list() == []
 
 

@@ -70,7 +70,7 @@ def fleet() -> None:
     "gateway_args",
     multiple=True,
     metavar="ARG",
-    help="Extra flag for sglang-router (repeat; e.g. --gateway-arg=--cache-threshold --gateway-arg=0.5).",
+    help="Extra flag for the gateway (repeat; e.g. --gateway-arg=--cache-threshold --gateway-arg=0.5).",
 )
 @click.option(
     "--gateway",

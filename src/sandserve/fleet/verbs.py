@@ -61,6 +61,11 @@ def fleet_up(
     registry = registry or Registry()
     if scaling is not None:
         scaling.check()
+        if policy == "power_of_two" and scaling.min_workers < 2:
+            raise ConfigError(
+                "power_of_two picks the less loaded of two workers: an autoscaled fleet needs --min 2 or more.",
+                hint="Pass --min 2, or another --policy.",
+            )
         workers = min(max(workers, scaling.min_workers, 1), scaling.max_workers)
     check_fleet_request(spec, workers, policy, gateway_port, gateway=gateway, public_gateway=public_gateway)
     fleet_id = f"fleet-{secrets.token_hex(3)}"
