@@ -95,7 +95,7 @@ class Endpoint:
             **kwargs,
         )
 
-    def async_openai(self, **kwargs: Any) -> openai.AsyncOpenAI:
+    def async_openai(self, **kwargs: Any) -> openai.AsyncOpenAI:  # type: ignore[name-defined]
         import openai
 
         return openai.AsyncOpenAI(

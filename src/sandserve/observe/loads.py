@@ -26,7 +26,8 @@ from typing import Any
 import aiohttp
 
 from sandserve.client.transport import error_for_status, server_message
-from sandserve.endpoint import SKIP_PREVIEW_WARNING_HEADER, Endpoint
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
+from sandserve.masking import MASK, mask_secrets
 from sandserve.observe.prometheus import Sample, mean, parse_metrics, total
 
 #: Daytona's preview proxy counts every request as activity unless it carries this header.
@@ -111,6 +112,22 @@ class LoadRates:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_CREDENTIAL_HEADERS = frozenset({PREVIEW_TOKEN_HEADER.lower(), "authorization", "x-api-key"})
+
+
+def endpoint_secrets(endpoint: Endpoint) -> set[str]:
+    """What must not reach a screen or a report: the credentials it sends, and a signed URL (the URL is the
+    key)."""
+    secrets = {
+        value for name, value in endpoint.headers.items() if value and name.lower() in _CREDENTIAL_HEADERS
+    }
+    if endpoint.api_key:
+        secrets.add(endpoint.api_key)
+    if endpoint.auth == "signed":
+        secrets.add(endpoint.url)
+    return secrets
 
 
 def rates(before: EndpointLoad, after: EndpointLoad) -> LoadRates:
@@ -260,6 +277,43 @@ def merge(
     return reading
 
 
+def combine(loads: Sequence[EndpointLoad], *, endpoint_id: str, url: str) -> EndpointLoad:
+    """Several endpoints' readings as one (a fleet's workers seen as the fleet): counts and counters add up,
+    usage is the pooled share; a field none of them reports stays None."""
+    ok = [load for load in loads if load.ok]
+    first = min((load.monotonic for load in loads), default=time.monotonic())
+    reading = EndpointLoad(endpoint_id=endpoint_id, url=url, at=time.time(), monotonic=first, ok=bool(ok))
+    errors = [load.error for load in loads if load.error]
+    reading.error = errors[0] if errors else None
+
+    def add(values: Iterable[float | int | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return float(sum(present)) if present else None
+
+    reading.running = _int(add(load.running for load in ok))
+    reading.queued = _int(add(load.queued for load in ok))
+    reading.used_tokens = _int(add(load.used_tokens for load in ok))
+    reading.capacity_tokens = _int(add(load.capacity_tokens for load in ok))
+    if reading.used_tokens is not None and reading.capacity_tokens:
+        reading.token_usage = reading.used_tokens / reading.capacity_tokens
+    else:
+        usages = [load.token_usage for load in ok if load.token_usage is not None]
+        reading.token_usage = sum(usages) / len(usages) if usages else None
+    reading.gen_throughput = add(load.gen_throughput for load in ok)
+    reading.counters = LoadCounters(
+        prompt_tokens=add(load.counters.prompt_tokens for load in ok),
+        generation_tokens=add(load.counters.generation_tokens for load in ok),
+        cached_tokens=add(load.counters.cached_tokens for load in ok),
+        requests=add(load.counters.requests for load in ok),
+    )
+    counters = reading.counters
+    if counters.prompt_tokens and counters.cached_tokens is not None:
+        reading.cache_hit_rate = counters.cached_tokens / counters.prompt_tokens
+    reading.sources = tuple(sorted({source for load in ok for source in load.sources}))
+    reading.probe_ms = max((load.probe_ms for load in loads), default=0.0)
+    return reading
+
+
 class _RouteFailed(Exception):
     def __init__(self, message: str, *, absent: bool = False) -> None:
         super().__init__(message)
@@ -318,7 +372,8 @@ class LoadProbe:
 
     async def read(self, endpoint: Endpoint) -> EndpointLoad:
         started = time.monotonic()
-        reading = EndpointLoad(endpoint_id=endpoint.id, url=endpoint.url, at=time.time(), monotonic=started)
+        url = MASK if endpoint.auth == "signed" else endpoint.url
+        reading = EndpointLoad(endpoint_id=endpoint.id, url=url, at=time.time(), monotonic=started)
         absent = self._absent.setdefault(endpoint.url, set())
         routes = [route for route in ROUTES if route not in absent]
         answers = await asyncio.gather(*(self._get(endpoint, r) for r in routes), return_exceptions=True)
@@ -343,7 +398,7 @@ class LoadProbe:
         reading.sources = tuple(route for route in ROUTES if route in parts)
         reading.ok = bool(parts)
         if errors:
-            reading.error = errors[0]
+            reading.error = mask_secrets(errors[0], endpoint_secrets(endpoint))
         elif not parts:
             reading.error = "the server answers none of " + ", ".join(ROUTES) + " (start it with metrics on)"
         merge(reading, (parts[r] for r in ROUTES if r in parts), counters)

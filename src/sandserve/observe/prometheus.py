@@ -37,20 +37,24 @@ def parse_metrics(text: str) -> dict[str, list[Sample]]:
     return samples
 
 
+#: Labels that tell apart replicas of one scheduler's figures: tensor/pipeline-parallel ranks report the same
+#: requests and the same pool, so their values are not added up.
+_REPLICA_LABELS = frozenset({"tp_rank", "pp_rank", "attn_tp_rank", "moe_ep_rank"})
+
+
 def _per_rank(samples: dict[str, list[Sample]], name: str) -> list[float]:
-    """One value per data-parallel rank: the tensor-parallel ranks of one DP rank report the same scheduler,
-    so they are not added up (the largest is kept)."""
-    ranks: dict[str, float] = {}
+    """One value per distinct series once replica labels are set aside (the largest replica is kept)."""
+    series: dict[tuple[tuple[str, str], ...], float] = {}
     for sample in samples.get(name, ()):
         if math.isnan(sample.value) or math.isinf(sample.value):
             continue
-        rank = sample.labels.get("dp_rank", "0")
-        ranks[rank] = max(ranks.get(rank, sample.value), sample.value)
-    return list(ranks.values())
+        key = tuple(sorted((k, v) for k, v in sample.labels.items() if k not in _REPLICA_LABELS))
+        series[key] = max(series.get(key, sample.value), sample.value)
+    return list(series.values())
 
 
 def total(samples: dict[str, list[Sample]], *names: str) -> float | None:
-    """The sum over DP ranks of the first of ``names`` present (counters, request counts)."""
+    """The sum over series (DP ranks, label sets) of the first of ``names`` present."""
     for name in names:
         values = _per_rank(samples, name)
         if values:
@@ -59,7 +63,7 @@ def total(samples: dict[str, list[Sample]], *names: str) -> float | None:
 
 
 def mean(samples: dict[str, list[Sample]], *names: str) -> float | None:
-    """The mean over DP ranks of the first of ``names`` present (ratios such as token usage)."""
+    """The mean over series (DP ranks) of the first of ``names`` present (ratios such as token usage)."""
     for name in names:
         values = _per_rank(samples, name)
         if values:
