@@ -11,7 +11,6 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
-from typing import cast
 
 from sandserve.endpoint import Endpoint
 from sandserve.errors import (
@@ -180,7 +179,7 @@ def take_down_members(
     registry: Registry, fleet_id: str, *, quietly: bool = False, include_down: bool = False
 ) -> None:
     failures: list[SandserveError] = []
-    for record in cast("list[Record]", registry.members_of(fleet_id, include_down=include_down)):
+    for record in registry.members_of(fleet_id, include_down=include_down):
         try:
             lifecycle.down(record, registry)
         except SandserveError as exc:

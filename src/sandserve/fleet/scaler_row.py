@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from typing import Any, cast
+from typing import Any
 
 from sandserve.engines.base import Launch
 from sandserve.errors import GatewayError
@@ -31,11 +31,7 @@ def new_scaler_id(fleet_id: str) -> str:
 
 def scaler_record(fleet_id: str, registry: Registry) -> Record | None:
     """The fleet's newest scaler row (a scaler restarted by ``fleet scale`` gets a new row)."""
-    rows = [
-        r
-        for r in cast("list[Record]", registry.members_of(fleet_id, include_down=True))
-        if r.provider == SCALER_PROVIDER
-    ]
+    rows = [r for r in registry.members_of(fleet_id, include_down=True) if r.provider == SCALER_PROVIDER]
     return max(rows, key=lambda r: r.created_at) if rows else None
 
 
