@@ -58,9 +58,11 @@ def fresh_prompt(rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(150))
 
 
-def scaled_fleet(min_workers: int, max_workers: int, workers: int = 1, **settings: float) -> Fleet:
+def scaled_fleet(
+    min_workers: int, max_workers: int, workers: int = 1, gateway: str = "sglang-router", **settings: float
+) -> Fleet:
     scaling = ScalerSettings(min_workers=min_workers, max_workers=max_workers, **{**FAST, **settings})
-    return fleet_up(resolve_spec(provider="local"), workers, scaling=scaling)
+    return fleet_up(resolve_spec(provider="local"), workers, scaling=scaling, gateway=gateway)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
@@ -140,8 +142,9 @@ def test_queued_requests_add_a_worker_and_an_idle_fleet_returns_to_min():
     assert reply.usage.completion_tokens > 0
 
 
-def test_min_zero_holds_a_request_until_a_worker_is_up_then_answers_it():
-    fleet = scaled_fleet(0, 1, down_delay=0.5)
+@pytest.mark.parametrize("gateway", ["sglang-router", "smg"])
+def test_min_zero_holds_a_request_until_a_worker_is_up_then_answers_it(gateway):
+    fleet = scaled_fleet(0, 1, gateway=gateway, down_delay=0.5)
     wait_for(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
     scaler = fleet_status(fleet.id)[0].scaler
     assert scaler["holder_worker_id"], scaler

@@ -49,6 +49,7 @@ class Scaler:
             fleet_row.model,
             capacity=self.rule.settings.hold_capacity,
             timeout=self.rule.settings.hold_timeout,
+            shared_key=shared_worker_key(Fleet.from_record(fleet_row)),
         )
         self.holder_member: Member | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="scaler")
