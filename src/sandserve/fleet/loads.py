@@ -56,8 +56,13 @@ class LoadReader:
         }
 
     def close(self) -> None:
-        self._loop.run_until_complete(self._probe.close())
-        self._loop.close()
+        try:
+            self._loop.run_until_complete(self._probe.close())
+        except RuntimeError:  # interrupted inside a reading: the loop is still running it
+            pass
+        finally:
+            if not self._loop.is_running():
+                self._loop.close()
 
 
 __all__ = ["PROBE_HEADERS", "SKIP_ACTIVITY_HEADER", "LoadReader", "WorkerLoad", "read_load", "worker_load"]

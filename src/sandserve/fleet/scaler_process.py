@@ -246,11 +246,14 @@ def main(argv: list[str]) -> int:
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGTERM, _stop)
     fleet_id, row_id = argv
+    scaler = Scaler(fleet_id, row_id, Registry())
     try:
-        return Scaler(fleet_id, row_id, Registry()).run()
+        return scaler.run()
     except KeyboardInterrupt:
         log.info("stopped")
         return 0
+    finally:
+        scaler.loads.close()
 
 
 if __name__ == "__main__":
