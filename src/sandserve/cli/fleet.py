@@ -238,6 +238,8 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
     if not statuses:
         out.print("no fleets (start one with `sandserve fleet up`)")
         return
+    if not out.is_terminal:
+        out.width = max(out.width, 140)  # eight columns with URLs and ids: wider than a pipe's 80
     for status in statuses:
         gateway = "[green]running[/]" if status.gateway_running else "[red]not running[/]"
         out.print(
@@ -258,7 +260,10 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
                 "-" if worker.cache_hit_rate is None else f"{worker.cache_hit_rate:.0%}",
                 worker.worker_id or "-",
             )
-        out.print(table)
+        if status.workers:
+            out.print(table)
+        else:
+            out.print("  no worker up")
         if status.scaler is not None:
             _print_scaler(status.scaler)
 
