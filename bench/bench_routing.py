@@ -7,7 +7,7 @@ Each document (about 500 words) is asked several questions, document first, so t
 worker can reuse from its cache; requests are shuffled with a fixed seed. Every run gets a fresh fleet (cold
 caches) of 2 local llama-server workers (the default local model) behind the real gateway. Prints, per
 gateway and policy: failed requests, cached share (cached prompt tokens / prompt tokens) and its ratio to the
-ideal for the traffic (from the workers' own tokenizer: the first question per document cannot hit), time to
+ideal for the traffic (from the workers' own tokenizer: the first question per document cannot reuse its document), time to
 first token and end-to-end latency (median and p95, streamed), wall time. Runs are interleaved so a slow
 spell of the machine hits every configuration alike. Asserts nothing; uses a temporary state directory.
 The library does the work (sandserve.fleet.routing_bench, also `sandserve fleet bench`).

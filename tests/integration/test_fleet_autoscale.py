@@ -360,3 +360,73 @@ def test_fleet_bench_prints_cached_share_and_latency_per_policy():
         assert 0 <= row["cached_share"] <= report["ideal_cached_share"] + 1e-9
         assert 0 < row["ttft_p50_s"] <= row["e2e_p50_s"] and row["e2e_p95_s"] >= row["e2e_p50_s"]
     assert Registry().list() == []  # every fleet it made is down
+
+
+PYTHON_REMAPPING_PORT = """#!/bin/sh
+# In a stand-in sandbox "port 8000" is a local port of its own (DAYTONA_STANDIN_PORT_8000), as on Daytona
+# every sandbox has its own 8000.
+for arg; do
+  shift
+  if [ "$previous" = "--port" ] && [ -n "$DAYTONA_STANDIN_PORT_8000" ]; then arg="$DAYTONA_STANDIN_PORT_8000"; fi
+  set -- "$@" "$arg"
+  previous="$arg"
+done
+exec {real} "$@"
+"""
+
+
+@pytest.fixture
+def sglang_on_daytona(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """SGLang (its stand-in, in SGLang's shapes: /health, /server_info, /v1/loads, /metrics) on Daytona sandboxes
+    (the stand-in API, the real SDK), each sandbox serving on its own "8000"."""
+    import sys
+    from pathlib import Path
+
+    from conftest import take_everything_down
+    from standins.daytona_api import DaytonaStandin
+
+    from sandserve.providers.daytona import DaytonaProvider
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(PYTHON_REMAPPING_PORT.format(real=sys.executable))
+    (bin_dir / "python3").chmod(0o755)
+    standin = DaytonaStandin(
+        extra_env={
+            "PYTHONPATH": str(Path(__file__).parent.parent / "standins" / "fake_sglang"),
+            "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
+            "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
+        },
+        path_prepend=[bin_dir],
+        remap_ports=[8000],
+    )
+    with standin:
+        monkeypatch.setenv("DAYTONA_API_KEY", standin.api_key)
+        monkeypatch.setenv("DAYTONA_API_URL", standin.url)
+        monkeypatch.setattr(DaytonaProvider, "poll_interval", 0.1)
+        yield standin
+        take_everything_down()
+
+
+@pytest.mark.parametrize("gateway", ["sglang-router", "smg"])
+def test_sglang_workers_serve_and_scale_through_either_gateway(sglang_on_daytona, gateway):
+    fleet = fleet_up(
+        resolve_spec(provider="daytona"),
+        1,
+        gateway=gateway,
+        scaling=ScalerSettings(min_workers=1, max_workers=2, **FAST),
+    )
+    assert fleet.endpoint.engine == "sglang"
+    ask = fleet.endpoint.openai(max_retries=0).chat.completions.create
+    assert ask(model=fleet.endpoint.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4).choices
+    worker = fleet_status(fleet.id)[0].workers[0]
+    assert worker.healthy and worker.requests_running == 0 and worker.requests_queued == 0  # from /v1/loads
+
+    scaled = run_cli("fleet", "scale", fleet.id, "--min", "2")
+    assert scaled.returncode == 0, scaled.stderr
+    wait_for(lambda: len(member_ids(fleet)) == 2, what="a second SGLang worker")
+    for text in ("One", "Two", "Three", "Four"):
+        assert ask(
+            model=fleet.endpoint.model, messages=[{"role": "user", "content": text}], max_tokens=4
+        ).choices
+    assert all(w.healthy and w.requests_running is not None for w in fleet_status(fleet.id)[0].workers)

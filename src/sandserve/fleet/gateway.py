@@ -315,9 +315,15 @@ def listed_workers(admin: httpx.Client, handle: SandboxHandle) -> list[dict[str,
 def wait_until_generates(admin: httpx.Client, handle: SandboxHandle, model: str) -> None:
     """A real one-token completion through the gateway: its routing, its key and a worker's key all work."""
     deadline = time.monotonic() + REGISTRATION_TIMEOUT
-    body = {"model": model, "prompt": READINESS_PROMPT, "max_tokens": 1, "temperature": 0}
+    # Chat, not /v1/completions: every engine and stand-in serves chat completions.
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": READINESS_PROMPT}],
+        "max_tokens": 1,
+        "temperature": 0,
+    }
     while True:
-        response = admin_call(admin, handle, "POST", "/v1/completions", json=body)
+        response = admin_call(admin, handle, "POST", "/v1/chat/completions", json=body)
         if response.status_code == 200:
             return
         if time.monotonic() > deadline:

@@ -4,8 +4,8 @@ Traffic: documents, each asked several questions, document first (the document i
 reuse from its cache), shuffled with a fixed seed. Each run gets a fresh fleet (cold caches). Per run: the
 cached share (cached prompt tokens / prompt tokens, from the engines' own usage reports), time to first token
 and end-to-end latency of every request (streamed), and failed requests. The ideal cached share for the
-traffic comes from the workers' own tokenizer: the first question of each document cannot hit; every later
-one could reuse its longest common token prefix with an earlier prompt of the same document.
+traffic comes from the workers' own tokenizer: the first question of each document can reuse only the chat
+template's opening; every later one its longest common token prefix with an earlier prompt of its document.
 """
 
 from __future__ import annotations
@@ -192,10 +192,14 @@ async def send_traffic(
 
 def ideal_cached_share(worker: Endpoint, traffic: Traffic) -> float | None:
     """The most the traffic can take from caches, from the worker's own chat template and tokenizer
-    (llama-server's /apply-template and /tokenize); None where the engine offers neither."""
+    (llama-server's /apply-template and /tokenize); None where the engine offers neither. A prompt can reuse
+    its longest common token prefix with any earlier prompt (for the first question of a document that is only
+    the chat template's opening, which the readiness probe already cached)."""
+    from sandserve.fleet.gateway import READINESS_PROMPT
+
     tokens: list[list[int]] = []
     with httpx.Client(base_url=worker.url, headers=worker.request_headers(), timeout=60) as http:
-        for prompt in traffic.prompts:
+        for prompt in (READINESS_PROMPT, *traffic.prompts):
             templated = http.post("/apply-template", json={"messages": [{"role": "user", "content": prompt}]})
             if templated.status_code != 200:
                 return None
@@ -203,11 +207,12 @@ def ideal_cached_share(worker: Endpoint, traffic: Traffic) -> float | None:
             if tokenized.status_code != 200:
                 return None
             tokens.append(list(tokenized.json()["tokens"]))
+    readiness, prompts = tokens[0], tokens[1:]
     reusable = 0
-    for index, prompt_tokens in enumerate(tokens):
-        earlier = [tokens[i] for i in range(index) if traffic.documents[i] == traffic.documents[index]]
-        reusable += max((_common_prefix(prompt_tokens, other) for other in earlier), default=0)
-    total = sum(len(prompt_tokens) for prompt_tokens in tokens)
+    for index, prompt_tokens in enumerate(prompts):
+        earlier = [readiness, *prompts[:index]]
+        reusable += max(_common_prefix(prompt_tokens, other) for other in earlier)
+    total = sum(len(prompt_tokens) for prompt_tokens in prompts)
     return reusable / total if total else None
 
 
