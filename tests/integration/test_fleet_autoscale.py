@@ -231,6 +231,31 @@ def test_a_quota_refusal_backs_off_and_fleet_status_says_so(daytona):  # noqa: F
     assert "backing off" in shown.stdout and "GPU quota exceeded" in shown.stdout, shown.stdout
 
 
+def test_at_zero_a_refused_worker_is_said_at_once_then_the_next_request_is_held_and_answered(daytona):  # noqa: F811
+    fleet = fleet_up(
+        resolve_spec("tiny", provider="daytona", gpus=()),
+        1,
+        scaling=ScalerSettings(min_workers=0, max_workers=1, **{**FAST, "down_delay": 0.5, "backoff": 3.0}),
+    )
+    wait_for(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
+    wait_for(lambda: fleet_status(fleet.id)[0].scaler["holder_worker_id"], what="the holder registered")
+    daytona.fail_next_create_with_quota(maximum=1)
+    ask = fleet.endpoint.openai(max_retries=0, timeout=120).chat.completions.create
+    body = {
+        "model": fleet.endpoint.model,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 2,
+    }
+    with pytest.raises(Exception) as refused:
+        ask(**body)
+    assert "cannot start one now" in str(refused.value) and "GPU quota exceeded" in str(refused.value)
+    assert fleet_status(fleet.id)[0].scaler["backoff"]
+
+    wait_for(lambda: not fleet_status(fleet.id)[0].scaler.get("refusing"), what="the back-off over")
+    assert ask(**body).usage.completion_tokens > 0  # held while a worker boots, then answered
+    assert len(member_ids(fleet)) == 1
+
+
 def pids_of_fleet(fleet_id: str) -> list[int]:
     registry = Registry()
     rows = [registry.get(fleet_id), *registry.members_of(fleet_id, include_down=True)]

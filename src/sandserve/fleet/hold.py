@@ -22,6 +22,11 @@ from sandserve.fleet.members import new_key
 from sandserve.providers.local import HOST, free_port
 
 _FORWARDED_HEADERS = ("content-type", "accept")
+#: How the holder says "no worker for this request" (held too long, too many held, workers refused). Not 503 or
+#: 429: both gateways retry 408/429/5xx on the same (only) worker and count each as a failure of its circuit
+#: breaker, which then opens and refuses every request, held or not, for a while. 424 Failed Dependency (the
+#: request depended on a worker boot that did not happen) is passed to the client as it is.
+REFUSED = 424
 _REPLY_HEADERS = ("content-type", "cache-control")
 
 
@@ -50,6 +55,8 @@ class Holder:
         self.cold_starts: list[float] = []
         """Seconds from a request held at zero to a worker serving it, one per cold start."""
         self._target: Target | None = None
+        self.refusing: str | None = None
+        """Why requests are answered at once instead of held (the provider refuses workers for now)."""
         self._arrived = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._woken: asyncio.Event | None = None
@@ -71,6 +78,20 @@ class Holder:
     def hold_again(self) -> None:
         """The fleet is back at zero: hold requests again."""
         self._loop.call_soon_threadsafe(self._set_target, None)
+
+    def refuse(self, reason: str) -> None:
+        """No worker can be started for a while: the requests held so far, and every one that arrives until
+        ``accept``, are answered 503 with ``reason`` at once instead of waiting in vain."""
+        self.refusing = reason
+        self._loop.call_soon_threadsafe(self._wake)
+
+    def accept(self) -> None:
+        self.refusing = None
+        self._loop.call_soon_threadsafe(self._set_target, self._target)
+
+    def _wake(self) -> None:
+        assert self._woken is not None
+        self._woken.set()
 
     def wait_for_request(self, timeout: float) -> bool:
         """Block until a request arrives (or ``timeout``); the autoscaler wakes at once instead of polling."""
@@ -114,8 +135,10 @@ class Holder:
         body = await request.read()
         assert self._woken is not None
         if self._target is None:
+            if self.refusing:
+                return _error(REFUSED, f"The fleet has no worker up and cannot start one now: {self.refusing}")
             if self.held >= self.capacity:
-                return _error(503, f"The fleet has no worker up and already holds {self.held} requests.")
+                return _error(REFUSED, f"The fleet has no worker up and already holds {self.held} requests.")
             self.held += 1
             self.first_held_at = self.first_held_at or time.monotonic()
             self._arrived.set()
@@ -123,13 +146,14 @@ class Holder:
                 await asyncio.wait_for(self._woken.wait(), self.timeout)
             except TimeoutError:
                 self.timed_out += 1
-                return _error(503, f"No worker came up within {self.timeout:.0f} s.")
+                return _error(REFUSED, f"No worker came up within {self.timeout:.0f} s.")
             finally:
                 self.held -= 1
                 if self.held == 0:
                     self.first_held_at = None
         target = self._target
-        assert target is not None
+        if target is None:  # woken by a refusal
+            return _error(REFUSED, f"The fleet has no worker up and cannot start one now: {self.refusing}")
         return await self._forward(request, body, target)
 
     async def _forward(self, request: web.Request, body: bytes, target: Target) -> web.StreamResponse:

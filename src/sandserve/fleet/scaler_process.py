@@ -75,6 +75,8 @@ class Scaler:
                 self._write()
                 return 3
             self.rule.settings = read_settings(self.row_id, self.registry)
+            if self.holder.refusing and not self.rule.backing_off(time.monotonic()):
+                self.holder.accept()
             fleet = Fleet.from_record(fleet_row)
             self._collect(fleet)
             fleet = Fleet.from_record(self.registry.get(self.fleet_id))
@@ -140,6 +142,8 @@ class Scaler:
                 endpoint = boot.result()
             except ProviderError as exc:  # quota, capacity: no new worker for a while
                 self.rule.back_off(time.monotonic(), exc.message)
+                if self.holder_member is not None:  # at zero: say so at once rather than hold in vain
+                    self.holder.refuse(exc.message)
                 self._note("backoff", f"the provider refused a worker: {exc.message}")
                 log.warning("backing off: %s", exc.message)
                 continue
@@ -230,6 +234,7 @@ class Scaler:
                 "holder_worker_id": self.holder_member.worker_id if self.holder_member else None,
                 "cold_starts": list(self.holder.cold_starts),
                 "held_timed_out": self.holder.timed_out,
+                "refusing": self.holder.refusing,
             },
         )
 
