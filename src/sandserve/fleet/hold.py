@@ -136,7 +136,9 @@ class Holder:
         assert self._woken is not None
         if self._target is None:
             if self.refusing:
-                return _error(REFUSED, f"The fleet has no worker up and cannot start one now: {self.refusing}")
+                return _error(
+                    REFUSED, f"The fleet has no worker up and cannot start one now: {self.refusing}"
+                )
             if self.held >= self.capacity:
                 return _error(REFUSED, f"The fleet has no worker up and already holds {self.held} requests.")
             self.held += 1
