@@ -296,7 +296,7 @@ def test_daytona_workers_are_public_previews_registered_with_their_keys(daytona)
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--workers", "0"], "at least one worker"),
+        (["--workers", "0"], "0 is not in the range 1<=x<=256"),
         (["--policy", "fastest"], "Unknown routing policy 'fastest'"),
         (["--policy", "power_of_two", "--workers", "1"], "power_of_two"),
     ],

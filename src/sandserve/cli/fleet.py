@@ -10,7 +10,10 @@ from typing import Any
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
-from sandserve.cli.values import PORT, SECONDS
+from sandserve.cli.values import PORT, SECONDS, Number
+
+#: The autoscaler's seconds and ratios: finite, 0 allowed (its own check refuses what cannot work).
+SCALER_NUMBER = Number(0.0, 7 * 86_400)
 
 
 def _scaler_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -29,7 +32,7 @@ def _scaler_options(command: Callable[..., None]) -> Callable[..., None]:
         ("--drain-timeout", "drain_timeout", "Seconds a leaving worker may take to finish its requests."),
     ]
     for flag, name, text in reversed(options):
-        command = click.option(flag, name, type=float, help=text)(command)
+        command = click.option(flag, name, type=SCALER_NUMBER, help=text)(command)
     return command
 
 
@@ -88,9 +91,12 @@ def fleet() -> None:
     "client's key on).",
 )
 @click.option(
-    "--min", "min_workers", type=int, help="Autoscale: never fewer workers (0: scale to zero when idle)."
+    "--min",
+    "min_workers",
+    type=click.IntRange(0, 256),
+    help="Autoscale: never fewer workers (0: scale to zero when idle).",
 )
-@click.option("--max", "max_workers", type=int, help="Autoscale: never more workers.")
+@click.option("--max", "max_workers", type=click.IntRange(1, 256), help="Autoscale: never more workers.")
 @_scaler_options
 @click.option("--json", "as_json", is_flag=True, help="Print the fleet as JSON instead of export lines.")
 @click.option("--show-logs", is_flag=True, help="Echo the workers' start-up logs (labelled) to stderr.")
@@ -203,8 +209,13 @@ def fleet_remove(fleet_id: str, worker_endpoint_id: str) -> None:
 
 @fleet.command("scale")
 @click.argument("fleet_id", required=False)
-@click.option("--min", "min_workers", type=int, help="Never fewer workers (0: scale to zero when idle).")
-@click.option("--max", "max_workers", type=int, help="Never more workers.")
+@click.option(
+    "--min",
+    "min_workers",
+    type=click.IntRange(0, 256),
+    help="Never fewer workers (0: scale to zero when idle).",
+)
+@click.option("--max", "max_workers", type=click.IntRange(1, 256), help="Never more workers.")
 @_scaler_options
 @reports_errors
 def fleet_scale(
