@@ -1,4 +1,4 @@
-"""The autoscaler process: ``python -m sandserve.fleet.scaler_process FLEET_ID ROW_ID`` (started by
+"""The autoscaler process: ``python -m sandserve.fleet.scaler_process FLEET_ID ROW_ID LEDGER`` (started by
 ``fleet up --min/--max`` or ``fleet scale``; detached, its log and ledger row of its own).
 
 At every look it reads each worker's load from its engine (never from the gateway), asks the rule
@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from sandserve.endpoint import Endpoint
@@ -250,8 +251,8 @@ def main(argv: list[str]) -> int:
     # refuses; the gateway then speaks HTTP/1.1. Each refusal would log a traceback.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGTERM, _stop)
-    fleet_id, row_id = argv
-    scaler = Scaler(fleet_id, row_id, Registry())
+    fleet_id, row_id, ledger = argv
+    scaler = Scaler(fleet_id, row_id, Registry(Path(ledger)))
     try:
         return scaler.run()
     except KeyboardInterrupt:

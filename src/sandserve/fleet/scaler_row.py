@@ -51,7 +51,9 @@ def start_scaler(fleet_id: str, settings: ScalerSettings, registry: Registry) ->
         spec={**fleet.spec, "labels": {**fleet.spec.get("labels", {}), FLEET_LABEL: fleet_id}},
         sandbox=handle,
     )
-    launch = Launch(argv=[sys.executable, "-m", "sandserve.fleet.scaler_process", fleet_id, row_id], env={})
+    # The ledger's path too: a fleet brought up on another ledger than the default is scaled from that one.
+    argv = [sys.executable, "-m", "sandserve.fleet.scaler_process", fleet_id, row_id, str(registry.path)]
+    launch = Launch(argv=argv, env={})
     get_provider(SCALER_PROVIDER).start(handle, launch)
     registry.update(row_id, sandbox=handle, log_path=log_path)
     deadline = time.monotonic() + SCALER_START_TIMEOUT
