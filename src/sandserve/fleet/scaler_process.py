@@ -78,13 +78,19 @@ class Scaler:
             self.rule.settings = read_settings(self.row_id, self.registry)
             if self.holder.refusing and not self.rule.backing_off(time.monotonic()):
                 self.holder.accept()
-            fleet = Fleet.from_record(fleet_row)
-            self._collect(fleet)
-            fleet = Fleet.from_record(self.registry.get(self.fleet_id))
-            decision = self.rule.decide(time.monotonic(), self._look(fleet))
-            self._act(fleet, decision)
+            try:
+                self._step(Fleet.from_record(fleet_row))
+            except SandserveError as exc:  # the gateway's admin API failed once: look again next time
+                log.warning("%s", exc.message)
+                self._note("failed", exc.message)
             self._write()
             self.holder.wait_for_request(self.rule.settings.interval)
+
+    def _step(self, fleet: Fleet) -> None:
+        self._collect(fleet)
+        fleet = Fleet.from_record(self.registry.get(self.fleet_id))
+        decision = self.rule.decide(time.monotonic(), self._look(fleet))
+        self._act(fleet, decision)
 
     def _look(self, fleet: Fleet) -> FleetLoad:
         serving: list[Endpoint] = []
