@@ -151,22 +151,33 @@ def test_min_zero_holds_a_request_until_a_worker_is_up_then_answers_it(gateway):
     registry = Registry()
     assert all(not r.live for r in registry.members_of(fleet.id) if r.provider == "local")
 
-    replies = []
-    threads = [
-        threading.Thread(
-            target=lambda: replies.append(
-                fleet.endpoint.openai(max_retries=0, timeout=60).chat.completions.create(
-                    model=fleet.endpoint.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=3
-                )
-            )
+    replies: list = []
+    streamed: list = []
+    openai = fleet.endpoint.openai(max_retries=0, timeout=60)
+    messages = [{"role": "user", "content": "Hello"}]
+
+    def plain() -> None:
+        replies.append(
+            openai.chat.completions.create(model=fleet.endpoint.model, messages=messages, max_tokens=3)
         )
-        for _ in range(3)
-    ]
+
+    def streaming() -> None:  # held, then streamed through the holder chunk by chunk
+        stream = openai.chat.completions.create(
+            model=fleet.endpoint.model,
+            messages=messages,
+            max_tokens=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        streamed.extend(stream)
+
+    threads = [threading.Thread(target=plain) for _ in range(3)] + [threading.Thread(target=streaming)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert len(replies) == 3 and all(reply.usage.completion_tokens > 0 for reply in replies)
+    assert len(streamed) > 2 and streamed[-1].usage.completion_tokens > 0
     assert len(member_ids(fleet)) == 1
     wait_for(lambda: fleet_status(fleet.id)[0].scaler["cold_starts"], what="the cold start recorded")
     scaler = fleet_status(fleet.id)[0].scaler
