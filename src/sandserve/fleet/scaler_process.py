@@ -148,15 +148,10 @@ class Scaler:
             try:
                 endpoint = boot.result()
             except ProviderError as exc:  # quota, capacity: no new worker for a while
-                self.rule.back_off(time.monotonic(), exc.message)
-                if self.holder_member is not None:  # at zero: say so at once rather than hold in vain
-                    self.holder.refuse(exc.message)
-                self._note("backoff", f"the provider refused a worker: {exc.message}")
-                log.warning("backing off: %s", exc.message)
+                self._back_off(f"the provider refused a worker: {exc.message}")
                 continue
-            except SandserveError as exc:
-                self._note("failed", f"a worker did not boot: {exc.message}")
-                log.warning("a worker did not boot: %s", exc.message)
+            except SandserveError as exc:  # a boot that failed would fail again at once: not in a loop
+                self._back_off(f"a worker did not boot: {exc.message}")
                 continue
             self._join(fleet, endpoint)
         for endpoint_id, drain in list(self.drains.items()):
@@ -174,13 +169,21 @@ class Scaler:
                 except SandserveError as exc:
                     self._note("failed", f"removing {endpoint_id}: {exc.message}", endpoint_id)
 
+    def _back_off(self, reason: str) -> None:
+        """No new worker for ``settings.backoff`` seconds; at zero, requests are told why at once."""
+        self.rule.back_off(time.monotonic(), reason)
+        if self.holder_member is not None:
+            self.holder.refuse(reason)
+        self._note("backoff", reason)
+        log.warning("backing off: %s", reason)
+
     def _join(self, fleet: Fleet, endpoint: Endpoint) -> None:
         try:
             with gw.admin_client(fleet.url, fleet.endpoint.api_key) as admin:
                 member = gw.register_endpoint(admin, fleet.gateway, endpoint)
         except SandserveError as exc:
-            self._note("failed", f"registering {endpoint.id}: {exc.message}", endpoint.id)
             lifecycle.down(self.registry.get(endpoint.id), self.registry)
+            self._back_off(f"the gateway did not take worker {endpoint.id}: {exc.message}")
             return
         change_members(self.registry, self.fleet_id, add=member)
         self._note("joined", f"{endpoint.id} serves", endpoint.id)
