@@ -317,6 +317,38 @@ def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
     assert json.loads(run_cli("ls", "--json").stdout) == []
 
 
+def test_down_while_the_scaler_boots_a_worker_leaves_nothing_running():
+    fleet = scaled_fleet(0, 1, down_delay=0.5)
+    wait_for(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
+    wait_for(lambda: fleet_status(fleet.id)[0].scaler["holder_worker_id"], what="the holder registered")
+    body = {"model": fleet.endpoint.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    asking = threading.Thread(
+        target=lambda: httpx.post(
+            f"{fleet.url}/v1/chat/completions",
+            json=body,
+            headers=fleet.endpoint.request_headers(),
+            timeout=60,
+        ),
+        daemon=True,
+    )
+    asking.start()
+    registry = Registry()
+    wait_for(
+        lambda: any(
+            r.provider == "local" for r in registry.members_of(fleet.id) if r.state.value == "booting"
+        ),
+        what="a worker booting for the held request",
+    )
+    result = run_cli("down", fleet.id)
+    assert result.returncode == 0, result.stderr
+    asking.join(timeout=60)
+    time.sleep(2)  # a boot still finishing in the scaler would have started its server by now
+    rows = registry.members_of(fleet.id, include_down=True)
+    assert all(r.state.value == "down" for r in rows)
+    assert len([r for r in rows if r.provider == "local"]) <= 3  # the first worker and at most 2 boots
+    assert all(not live_group_members(pid) for pid in pids_of_fleet(fleet.id))
+
+
 def test_bad_bounds_are_refused_before_anything_starts():
     result = run_cli("fleet", "up", "--provider", "local", "--min", "3", "--max", "2")
     assert result.returncode != 0 and "--max (2) must be at least --min (3)" in result.stderr

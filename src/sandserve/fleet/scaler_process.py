@@ -29,6 +29,7 @@ from sandserve.fleet.loads import LoadReader
 from sandserve.fleet.members import change_members, shared_worker_key, worker_spec
 from sandserve.fleet.model import Fleet, Member
 from sandserve.fleet.scaler_row import read_settings, write_state
+from sandserve.providers.gateway import SCALER_PROVIDER
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
 from sandserve.spec import ServeSpec
@@ -36,6 +37,8 @@ from sandserve.spec import ServeSpec
 log = logging.getLogger("sandserve.fleet.scaler")
 HOLDER_ID = "holder"
 DECISIONS_KEPT = 20
+#: How long a stopping scaler takes down the workers it was booting (its process group is killed after 5 s).
+STOP_SECONDS = 4.0
 
 
 class Scaler:
@@ -215,6 +218,21 @@ class Scaler:
         change_members(self.registry, self.fleet_id, remove=member)
         lifecycle.down(self.registry.get(endpoint_id), self.registry)
 
+    def stop(self) -> None:
+        """Boots under way see their server vanish and end at once, instead of leaving a worker nobody
+        registers (a stopped fleet's sweep may have passed its row before the server started)."""
+        deadline = time.monotonic() + STOP_SECONDS
+        while any(not boot.done() for boot in self.boots) and time.monotonic() < deadline:
+            for record in self.registry.members_of(self.fleet_id):
+                if record.state is State.BOOTING and record.provider != SCALER_PROVIDER:
+                    try:
+                        lifecycle.down(record, self.registry)
+                    except SandserveError:
+                        pass
+            time.sleep(0.25)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.loads.close()
+
     # --- what fleet status shows ------------------------------------------------------------------------------
 
     def _note(self, action: str, reason: str, worker: str | None = None) -> None:
@@ -268,7 +286,7 @@ def main(argv: list[str]) -> int:
         log.info("stopped")
         return 0
     finally:
-        scaler.loads.close()
+        scaler.stop()
 
 
 if __name__ == "__main__":
