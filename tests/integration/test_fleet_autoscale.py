@@ -203,6 +203,18 @@ def test_a_worker_killed_under_load_is_replaced_and_no_request_fails():
     assert "replace" in actions(fleet)
 
 
+def test_requests_wait_for_the_replacement_of_a_fleets_only_worker():
+    fleet = scaled_fleet(1, 1)
+    only = member_ids(fleet)[0]
+    os.kill(Registry().get(only).sandbox.data["pid"], signal.SIGKILL)
+    wait_for(lambda: only not in member_ids(fleet), what="the dead worker noticed")
+    reply = fleet.endpoint.openai(max_retries=0, timeout=60).chat.completions.create(
+        model=fleet.endpoint.model, messages=[{"role": "user", "content": "Still there?"}], max_tokens=2
+    )
+    assert reply.usage.completion_tokens > 0
+    assert len(member_ids(fleet)) == 1 and "replace" in actions(fleet)
+
+
 def test_removing_a_busy_worker_drains_it_first():
     fleet = fleet_up(resolve_spec(provider="local"), 2, "round_robin")
     leaving = fleet.members[1]

@@ -130,7 +130,8 @@ class Scaler:
             self.boots.append(self.pool.submit(self._boot))
         elif decision.action == "down" and decision.worker:
             member = next(m for m in fleet.members if m.endpoint_id == decision.worker)
-            if len(fleet.members) - len(self.drains) == 1:
+            serving = [m for m in fleet.members if m.endpoint_id not in self.drains]
+            if serving == [member]:  # the last one: the holder takes requests from now on
                 self._hold_requests(fleet)
             timeout = self.rule.settings.drain_timeout
             self.drains[member.endpoint_id] = self.pool.submit(
@@ -208,8 +209,8 @@ class Scaler:
 
     def _forget_dead(self, fleet: Fleet, endpoint_id: str) -> None:
         member = next(m for m in fleet.members if m.endpoint_id == endpoint_id)
-        if len(fleet.members) == 1 and self.rule.settings.min_workers == 0:
-            self._hold_requests(fleet)
+        if [m for m in fleet.members if m.endpoint_id not in self.drains] == [member]:
+            self._hold_requests(fleet)  # the only worker died: requests wait for its replacement
         try:
             with gw.admin_client(fleet.url, fleet.endpoint.api_key) as admin:
                 gw.deregister(admin, fleet.gateway, member)
