@@ -122,8 +122,8 @@ def fleet_up(
 
     Progress goes to stderr; stdout gets only the export lines (ENDPOINT = the gateway, OPENAI_API_KEY = its
     key), so `eval "$(sandserve fleet up --workers 2)"` works. Workers serve with their own API keys (auth
-    mode key), since the gateway can send a worker nothing else.
-    """
+    mode key), since the gateway can send a worker nothing else (behind smg: the gateway's key, which smg
+    passes on). With --min/--max an autoscaler keeps the fleet between those bounds."""
     from sandserve.cli.console import ConsoleBootEvents, err
     from sandserve.fleet import ScalerSettings
     from sandserve.fleet import fleet_up as bring_up
