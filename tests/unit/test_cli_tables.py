@@ -128,3 +128,16 @@ def test_a_gpu_hour_price_adds_a_cost_field_and_its_note_goes_to_stderr(two_endp
     assert [row[0] for row in rows] == two_endpoints
     assert all(len(row) == len(ENDPOINT_COLUMNS) + 1 and row[-1] == "-" for row in rows)  # no GPU held
     assert "per GPU hour (SANDSERVE_GPU_HOUR_PRICE)" in result.stderr
+
+
+def test_fleet_status_at_80_columns_shows_every_worker_id_whole():
+    from sandserve.cli.fleet import _worker_columns
+
+    ids = ["tiny-random-llama-w0-9f8e7d-with-a-long-name", "tiny-random-llama-w1-0a1b2c"]
+    rows = [
+        [worker, f"http://127.0.0.1:4{n}123", "healthy", "running", "0", "0", "75%", f"gw-{n}"]
+        for n, worker in enumerate(ids)
+    ]
+    text = drawn(render_table(_worker_columns(), rows, width=80), 80)
+    assert all(worker in text for worker in ids) and "healthy" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
