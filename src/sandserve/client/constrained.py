@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sandserve.client.gbnf import regex_to_gbnf
+from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.client.transport import post_json
 from sandserve.errors import ConfigError, ConstraintViolatedError, InvalidConstraintError
 from sandserve.results import GenerateResult
