@@ -11,7 +11,7 @@ from typing import Any
 
 from sandserve.engines.base import Capabilities, Launch, LogSignature, ReadinessProbe
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
-from sandserve.spec import ServeSpec
+from sandserve.spec import ProviderName, ServeSpec
 
 #: Per slot when a model file does not say how long a context it was trained for.
 FALLBACK_CONTEXT = 8192
@@ -130,7 +130,7 @@ class LlamaCppEngine:
         return min(trained_context(spec.model), MAX_SLOT_CONTEXT)
 
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
-        """llama-server behind the adapter (llamacpp_adapter.py), which answers on ``host:port``.
+        """Locally, llama-server behind the adapter (llamacpp_adapter.py), which answers on ``host:port``.
 
         The prompt cache stays on (llama-server's default ``cache_prompt``) and finished slots are kept in a RAM
         cache (``--cache-ram``), so a second pass over the same passages finds them. The API key goes to the
@@ -160,11 +160,24 @@ class LlamaCppEngine:
             "--metrics",
             *spec.extra_args,
         ]
-        adapter = [sys.executable, "-m", "sandserve.engines.llamacpp_adapter", "--host", host, "--port", str(port)]
         env = dict(spec.env)
+        secrets = frozenset({api_key} if api_key else ())
+        if spec.provider is not ProviderName.LOCAL:
+            # In a sandbox (the Daytona stand-in runs llama-server for tests) its proxy is the front.
+            server += ["--host", host, "--port", str(port)] + (["--api-key", api_key] if api_key else [])
+            return Launch(argv=server, env=env, secrets=secrets)
+        adapter = [
+            sys.executable,
+            "-m",
+            "sandserve.engines.llamacpp_adapter",
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
         if api_key:
             env[API_KEY_ENV] = api_key
-        return Launch(argv=[*adapter, "--", *server], env=env, secrets=frozenset({api_key} if api_key else ()))
+        return Launch(argv=[*adapter, "--", *server], env=env, secrets=secrets)
 
     def kv_pool_tokens(self, log_text: str) -> int | None:
         """Every slot's context together: llama-server splits its KV cache evenly between slots."""

@@ -48,7 +48,9 @@ OPEN_ROUTES = frozenset({"/health", "/health_generate"})
 _NOT_FORWARDED = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length", "authorization"}
 )
-_NOT_RETURNED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"})
+_NOT_RETURNED = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+)
 _JSON_FORMATS = ("json_schema", "json_object")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -90,7 +92,8 @@ def _auth(access_token: str | None, api_key: str | None) -> Any:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if access_token and not _same(request.headers.get(PREVIEW_TOKEN_HEADER), access_token):
             return web.Response(
-                status=401, text=f"Unauthorized: send the endpoint's token in the {PREVIEW_TOKEN_HEADER} header\n"
+                status=401,
+                text=f"Unauthorized: send the endpoint's token in the {PREVIEW_TOKEN_HEADER} header\n",
             )
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
@@ -167,7 +170,11 @@ def _rewrite_sse_line(line: bytes, rewrite: Callable[[dict[str, Any]], None]) ->
 
 
 def _loading(exc: BaseException) -> web.Response:
-    error = {"code": 503, "message": f"Loading model (llama-server does not answer yet: {exc})", "type": "unavailable"}
+    error = {
+        "code": 503,
+        "message": f"Loading model (llama-server does not answer yet: {exc})",
+        "type": "unavailable",
+    }
     return web.json_response({"error": error}, status=503)
 
 
@@ -290,16 +297,22 @@ def _generate(upstream: Upstream) -> Handler:
         body["stream"] = stream
         rid = uuid.uuid4().hex
         try:
-            answer = await upstream.client().post(upstream.base + "/completion", json=body, headers=upstream.headers)
+            answer = await upstream.client().post(
+                upstream.base + "/completion", json=body, headers=upstream.headers
+            )
         except aiohttp.ClientError as exc:
             return _loading(exc)
         async with answer:
             if answer.status != 200:
-                return web.Response(status=answer.status, body=await answer.read(), content_type="application/json")
+                return web.Response(
+                    status=answer.status, body=await answer.read(), content_type="application/json"
+                )
             if not stream:
                 done = await answer.json()
                 return web.json_response(generate_answer(done, done.get("content", ""), rid, started))
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
             await response.prepare(request)
             text = ""
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
@@ -309,7 +322,9 @@ def _generate(upstream: Upstream) -> Handler:
                     piece = json.loads(line[len(b"data: ") :])
                     text += piece.get("content", "")
                     # SGLang streams the text so far (cumulative), not the new piece.
-                    await response.write(b"data: " + json.dumps(generate_answer(piece, text, rid, started)).encode() + b"\n\n")
+                    await response.write(
+                        b"data: " + json.dumps(generate_answer(piece, text, rid, started)).encode() + b"\n\n"
+                    )
                 await response.write(b"data: [DONE]\n\n")
                 await response.write_eof()
             return response
@@ -321,7 +336,9 @@ def _health_generate(upstream: Upstream) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         probe = {"prompt": "Hi", "n_predict": 1, "cache_prompt": False}
         try:
-            async with upstream.client().post(upstream.base + "/completion", json=probe, headers=upstream.headers) as answer:
+            async with upstream.client().post(
+                upstream.base + "/completion", json=probe, headers=upstream.headers
+            ) as answer:
                 await answer.read()
                 return web.Response(status=200 if answer.status == 200 else 503)
         except aiohttp.ClientError:
@@ -348,9 +365,17 @@ async def serve(host: str, port: int, command: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if k not in (ACCESS_TOKEN_ENV, API_KEY_ENV)}
     env["LLAMA_API_KEY"] = private_key
     server = await asyncio.create_subprocess_exec(
-        *command, "--host", "127.0.0.1", "--port", str(private_port), env=env, stdin=asyncio.subprocess.DEVNULL
+        *command,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(private_port),
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
     )
-    runner = web.AppRunner(build_app(Upstream(private_port, private_key), access_token, api_key), access_log=None)
+    runner = web.AppRunner(
+        build_app(Upstream(private_port, private_key), access_token, api_key), access_log=None
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

