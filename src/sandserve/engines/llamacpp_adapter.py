@@ -46,7 +46,16 @@ API_KEY_ENV = "SANDSERVE_API_KEY"
 LISTENING_LINE = "sandserve adapter: listening on"
 OPEN_ROUTES = frozenset({"/health", "/health_generate"})
 _NOT_FORWARDED = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length", "authorization"}
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "authorization",
+        "accept-encoding",  # answers are read and rewritten as plain bytes
+    }
 )
 _NOT_RETURNED = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
@@ -317,9 +326,12 @@ def _generate(upstream: Upstream) -> Handler:
             text = ""
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
                 async for line in answer.content:
-                    if not line.startswith(b"data: {"):
+                    try:
+                        piece = json.loads(line[len(b"data: ") :]) if line.startswith(b"data: {") else None
+                    except ValueError:
+                        piece = None
+                    if not isinstance(piece, dict):
                         continue
-                    piece = json.loads(line[len(b"data: ") :])
                     text += piece.get("content", "")
                     # SGLang streams the text so far (cumulative), not the new piece.
                     await response.write(

