@@ -259,12 +259,30 @@ class BatchInputError(ConfigError):
 class BatchOutputError(ConfigError):
     """The batch output file cannot be read or written."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, *, hint: str | None = None) -> None:
         super().__init__(
             f"Cannot write the batch output {path}: {reason}.",
-            hint="Pick an output path in a directory you can write to (it is created, or resumed if it exists).",
+            hint=hint
+            or "Pick an output path in a directory you can write to (it is created, or resumed if it exists).",
         )
         self.path = path
+
+
+class BatchIncompleteError(SandserveError):
+    """A batch run stopped (or ended) with requests that have no result yet; none of them was lost."""
+
+    exit_code = 3
+
+    def __init__(self, *, unfinished: int, total: int | None, reason: str, summary: object = None) -> None:
+        of = f" of {total}" if total is not None else ""
+        super().__init__(
+            f"{unfinished}{of} requests still have no result: {reason.rstrip('.')}. Nothing was written for them.",
+            hint="Nothing was lost: run the same command again to send them (with --endpoint ID to use another "
+            "endpoint); finished requests are skipped.",
+        )
+        self.unfinished = unfinished
+        self.total = total
+        self.summary = summary
 
 
 # --- clients: chat, constrained generation, tools ---------------------------------------------------
@@ -331,6 +349,19 @@ class ToolSandboxError(SandserveError):
         )
 
 
+class ToolIsolationUnavailableError(ConfigError):
+    """No OS-level isolation for local tool calls on this machine, and no opt-in to run them without it."""
+
+    def __init__(self, opt_in_variable: str) -> None:
+        super().__init__(
+            "Model-written tools cannot be isolated on this machine: bubblewrap (bwrap) is missing or cannot "
+            "create namespaces here, so a tool would run as you, with your files and network.",
+            hint="Install it (Debian/Ubuntu: apt-get install bubblewrap), or accept the risk explicitly: "
+            f"{opt_in_variable}=1 (or LocalToolSandbox(allow_unisolated=True)) runs them in a restricted "
+            "subprocess that is not a security boundary.",
+        )
+
+
 # --- fleets: many endpoints behind one gateway ------------------------------------------------------
 
 
@@ -392,6 +423,7 @@ class FleetBootError(SandserveError):
 
 __all__ = [
     "AmbiguousEndpointError",
+    "BatchIncompleteError",
     "BatchInputError",
     "BatchOutputError",
     "BootError",
@@ -423,6 +455,7 @@ __all__ = [
     "ServerFailedError",
     "StateDirError",
     "ToolDefinitionError",
+    "ToolIsolationUnavailableError",
     "ToolSandboxError",
     "UnknownPresetError",
 ]

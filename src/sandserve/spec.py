@@ -152,7 +152,8 @@ def resolve_spec(
         api_key = "sk-" + secrets.token_urlsafe(24)
 
     env = dict(preset.env) if preset else {}
-    env.update(overrides.pop("env", None) or {})  # type: ignore[arg-type]
+    extra_env: dict[str, str] = overrides.pop("env", None) or {}  # type: ignore[assignment]
+    env.update(extra_env)
     hf_token = overrides.pop("hf_token", None) or os.environ.get("HF_TOKEN") or None
 
     return ServeSpec(

@@ -41,10 +41,11 @@ def reports_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SandserveError as exc:
             from sandserve.cli.console import err
+            from sandserve.masking import mask_text
 
-            err.print(f"[bold red]error:[/] {exc.message}")
+            err.print(f"[bold red]error:[/] {mask_text(exc.message)}")
             if exc.hint:
-                err.print(f"  [yellow]->[/] {exc.hint}")
+                err.print(f"  [yellow]->[/] {mask_text(exc.hint)}")
             if exc.exit_code == INTERRUPTED:
                 exit_interrupted()
             sys.exit(exc.exit_code)

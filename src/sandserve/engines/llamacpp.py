@@ -29,7 +29,7 @@ _PHASES = (
     ("listening", r"llama_server: listening on"),
 )
 
-_SIGNATURES = (
+_SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"couldn't bind HTTP server socket|sandserve adapter: cannot listen",
         "the port is already taken by another process",
@@ -164,7 +164,11 @@ class LlamaCppEngine:
         secrets = frozenset({api_key} if api_key else ())
         if spec.provider is not ProviderName.LOCAL:
             # In a sandbox (the Daytona stand-in runs llama-server for tests) its proxy is the front.
-            server += ["--host", host, "--port", str(port)] + (["--api-key", api_key] if api_key else [])
+            # llama-server reads its key from LLAMA_API_KEY: never on the command line, which any local user
+            # can read in /proc/PID/cmdline (the environment is readable only by the same user).
+            server += ["--host", host, "--port", str(port)]
+            if api_key:
+                env["LLAMA_API_KEY"] = api_key
             return Launch(argv=server, env=env, secrets=secrets)
         adapter = [
             sys.executable,

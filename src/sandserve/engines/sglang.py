@@ -84,7 +84,7 @@ _PHASES = (
     ("server ready", r"The server is fired up and ready to roll!"),
 )
 
-_SIGNATURES = (
+_SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"Not enough memory\. Please try to increase --mem-fraction-static",
         "the GPU had no memory left for the KV cache pool after loading the weights",
@@ -179,11 +179,15 @@ class SGLangEngine:
             argv += ["--tool-call-parser", spec.tool_call_parser]
         if spec.context_length:
             argv += ["--context-length", str(spec.context_length)]
-        if api_key:
-            argv += ["--api-key", api_key]
         argv += list(spec.extra_args)
+        env = dict(spec.env)
+        if api_key:
+            # SGLang takes its key only as a flag: a launcher adds it inside the process, from the
+            # environment, so that it is on no command line (/proc/PID/cmdline is world-readable).
+            argv[:3] = ["python3", "-c", KEY_FROM_ENV_LAUNCHER]
+            env[API_KEY_ENV] = api_key
         # HF_TOKEN stays out: the provider hands it to the sandbox as an env var or a secret.
-        return Launch(argv=argv, env=dict(spec.env), secrets=frozenset({api_key} if api_key else ()))
+        return Launch(argv=argv, env=env, secrets=frozenset({api_key} if api_key else ()))
 
     def kv_pool_tokens(self, log_text: str) -> int | None:
         """The KV pool size in tokens: the scheduler's summary line, else the pool allocation lines."""
@@ -195,6 +199,15 @@ class SGLangEngine:
         sizes = [int(n) for n in _KV_ALLOCATED.findall(log_text)]
         return max(sizes) if sizes else None
 
+
+#: The environment variable that carries the API key to the launcher below (never shown: masked by name).
+API_KEY_ENV = "SANDSERVE_SGLANG_API_KEY"
+#: ``python3 -m sglang.launch_server ARGS --api-key KEY``, with KEY read from the environment inside the process.
+KEY_FROM_ENV_LAUNCHER = (
+    "import os, runpy, sys; "
+    f"sys.argv = ['sglang.launch_server', *sys.argv[1:], '--api-key', os.environ.pop({API_KEY_ENV!r})]; "
+    "runpy.run_module('sglang.launch_server', run_name='__main__', alter_sys=True)"
+)
 
 SGLANG = SGLangEngine()
 

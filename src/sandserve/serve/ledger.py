@@ -5,6 +5,7 @@ The file holds tokens and API keys, so it is created with mode 0600 and never ma
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -176,7 +177,7 @@ class Registry:
             rows = db.execute(query + " ORDER BY created_at").fetchall()
         return [_record(row) for row in rows]
 
-    def members_of(self, parent_id: str, *, include_down: bool = False) -> list[Record]:
+    def members_of(self, parent_id: str, *, include_down: bool = False) -> builtins.list[Record]:
         """The rows that belong to ``parent_id`` (a fleet's workers, booting ones included)."""
         return [
             record
