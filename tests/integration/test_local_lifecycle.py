@@ -152,7 +152,7 @@ def test_readiness_means_a_real_generation_not_an_open_port(tmp_path, monkeypatc
     monkeypatch.setenv("SANDSERVE_LLAMA_SERVER", str(script))
     endpoint = lifecycle.up(resolve_spec("tiny", provider="local"))
     probes = seen.read_text().splitlines()
-    assert "POST /completion 503" in probes  # up asked for a generation (/health_generate) and was refused...
+    assert "POST /v1/completions 503" in probes  # up asked for a generation and was refused...
     assert not any(line.startswith("GET /v1/models") for line in probes)  # ...never trusting /v1/models
     first = httpx.post(
         f"{endpoint.url}/v1/completions",

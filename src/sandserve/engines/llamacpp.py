@@ -110,7 +110,11 @@ class LlamaCppEngine:
         native_generate=True,  # the adapter translates SGLang's /generate
         cache_report=True,
     )
-    readiness = ReadinessProbe("GET", "/health_generate")
+    # A one-token completion: llama-server answers it whether or not the adapter is in front (in a sandbox it
+    # is not, and llama-server has no /health_generate of its own).
+    readiness = ReadinessProbe(
+        "POST", "/v1/completions", {"prompt": "Ready?", "max_tokens": 1, "temperature": 0}
+    )
     phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
     signatures = _SIGNATURES
     info_path = "/props"
