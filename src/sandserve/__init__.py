@@ -99,5 +99,12 @@ class _EndpointServices:
 
         return capabilities_of(endpoint.engine)
 
+    def colocated(self, endpoint: Endpoint, verb: str, options: dict[str, Any]) -> Any:
+        from sandserve.serve import colocated
+
+        if verb == "exec":
+            return colocated.exec_argv(endpoint, options.pop("argv"), **options)
+        return colocated.run_script(endpoint, options.pop("script"), **options)
+
 
 _endpoint.install_services(_EndpointServices())

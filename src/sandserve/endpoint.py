@@ -33,6 +33,8 @@ class EndpointServices(Protocol):
 
     def capabilities(self, endpoint: Endpoint) -> Capabilities: ...
 
+    def colocated(self, endpoint: Endpoint, verb: str, options: dict[str, Any]) -> Any: ...
+
 
 _services: EndpointServices | None = None
 
@@ -158,6 +160,16 @@ class Endpoint:
             known = set(Capabilities.__dataclass_fields__)
             return Capabilities(**{k: bool(v) for k, v in recorded.items() if k in known})
         return _installed().capabilities(self)
+
+    def exec(self, argv: list[str], **options: Any) -> Any:
+        """Run a command beside the server: inside its Daytona sandbox (ENDPOINT=http://localhost:8000), or on
+        this machine for a local endpoint. Output streams to ``on_output``; files written under ``out/`` come
+        back into ``output_dir``. Returns a ``ColocatedResult`` (exit code, files)."""
+        return _installed().colocated(self, "exec", {"argv": list(argv), **options})
+
+    def run(self, script: str | os.PathLike[str], **options: Any) -> Any:
+        """Run a Python script beside the server (see ``exec``); ``upload=[paths]`` go up with it."""
+        return _installed().colocated(self, "run", {"script": script, **options})
 
     def export_lines(self) -> list[str]:
         """The shell lines that hand this endpoint to curl and the examples."""

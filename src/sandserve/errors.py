@@ -71,6 +71,37 @@ class LedgerCorruptError(ConfigError):
         )
 
 
+class UnknownGpuError(ConfigError):
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        super().__init__(
+            f"Unknown GPU type {name!r}.",
+            hint=f"Use one of: {', '.join(known)} (upper or lower case; RTX_PRO_6000 and RTX-PRO-6000 both work).",
+        )
+
+
+class ConfirmationRequiredError(ConfigError):
+    """A paid or destructive step needs a yes, and there is no terminal to ask on."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what}, and there is no terminal to confirm it on.",
+            hint="Pass --yes (-y) to go ahead without asking, or run it from a terminal.",
+        )
+
+
+class ModelRepoError(ConfigError):
+    """The Hugging Face repo cannot be downloaded: found out before a GPU sandbox is paid for."""
+
+
+class BootBreakerOpenError(ConfigError):
+    def __init__(self, failures: int, last_error: str | None, last_id: str) -> None:
+        super().__init__(
+            f"This same spec failed to boot {failures} times in a row (last: {last_id}: "
+            f"{last_error or 'no diagnosis'}).",
+            hint="Fix the cause above (change the model, flags or GPU), or pass --force to try the same again.",
+        )
+
+
 class MissingCredentialsError(ConfigError):
     def __init__(self, what: str, hint: str) -> None:
         super().__init__(f"{what} is not configured.", hint=hint)
@@ -338,6 +369,10 @@ class ToolDefinitionError(ConfigError):
         super().__init__(f"The function {name!r} cannot be used as a tool: {reason}.", hint=hint)
 
 
+class ColocatedRunError(SandserveError):
+    """Code could not be run beside the server (not the code's own failure: that is its exit code)."""
+
+
 class ToolSandboxError(SandserveError):
     """The sandbox that runs tool calls could not be created or reached."""
 
@@ -426,11 +461,14 @@ __all__ = [
     "BatchIncompleteError",
     "BatchInputError",
     "BatchOutputError",
+    "BootBreakerOpenError",
     "BootError",
     "BootInterruptedError",
     "BootTimeoutError",
     "CapabilityError",
+    "ColocatedRunError",
     "ConfigError",
+    "ConfirmationRequiredError",
     "ConstraintViolatedError",
     "EndpointNotFoundError",
     "EndpointUnavailableError",
@@ -445,6 +483,7 @@ __all__ = [
     "LedgerCorruptError",
     "MissingCredentialsError",
     "ModelFileNotFoundError",
+    "ModelRepoError",
     "NotAFleetMemberError",
     "PortInUseError",
     "ProviderError",
@@ -457,5 +496,6 @@ __all__ = [
     "ToolDefinitionError",
     "ToolIsolationUnavailableError",
     "ToolSandboxError",
+    "UnknownGpuError",
     "UnknownPresetError",
 ]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sandserve.errors import ConfigError, ModelFileNotFoundError
+from sandserve import config
+from sandserve.errors import ConfigError, ModelFileNotFoundError, UnknownGpuError
 from sandserve.masking import MASK
 from sandserve.presets import (
     DEFAULT_DAYTONA_PRESET,
@@ -21,8 +21,13 @@ from sandserve.presets import (
 )
 
 DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.12.post1-cu130"
-DEFAULT_GPUS = ("H100", "RTX_PRO_6000")
-DEFAULT_TARGET = "us-east-1"
+#: The GPU types the Daytona API takes, spelt as it takes them (`daytona_api_client.GpuType` VALUES; the member
+#: names use underscores, and `GpuType("RTX_PRO_6000")` silently becomes "unknown_default_open_api").
+GPU_TYPES = ("H100", "H200", "B200", "B300", "RTX-PRO-6000", "RTX-4090", "RTX-5090", "MI355X")
+DEFAULT_GPUS = ("H100", "RTX-PRO-6000")
+DEFAULT_TARGET = config.DEFAULT_TARGET
+#: A GPU sandbox is destroyed this long after its creation unless told otherwise (--ttl; 0 for none).
+DEFAULT_GPU_TTL_MINUTES = 240
 SANDBOX_PORT = 8000
 #: A local model loads in seconds; a GPU boot downloads and loads weights and captures CUDA graphs (minutes).
 LOCAL_BOOT_TIMEOUT = 120.0
@@ -74,6 +79,16 @@ class ServeSpec:
     delete_on_failure: bool = False
     context_length: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    ttl_minutes: int = 0
+    """Daytona destroys the sandbox this many minutes after creation, whatever its state (0: no limit)."""
+    auto_stop_minutes: int = 0
+    """Daytona stops the sandbox after this many idle minutes (0: never); an ephemeral one is then deleted."""
+    spot: bool = False
+    """A spot GPU: cheaper, and may be taken back without notice."""
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.provider is ProviderName.DAYTONA and bool(self.gpus)
 
     def with_overrides(self, **changes: object) -> ServeSpec:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -95,17 +110,29 @@ class ServeSpec:
             auth=AuthMode(data["auth"]),
             gpus=tuple(data["gpus"]),
             extra_args=tuple(data["extra_args"]),
-            hf_token=os.environ.get("HF_TOKEN") if data.get("hf_token") else None,
+            hf_token=config.hf_token().value if data.get("hf_token") else None,
         )
         return cls(**fields)
 
 
-def default_provider(environ: dict[str, str] | None = None) -> ProviderName:
-    """Daytona when a key is configured (environment or .env in the current directory), else local."""
-    env = os.environ if environ is None else environ
-    if env.get("DAYTONA_API_KEY") or env.get("DAYTONA_JWT_TOKEN"):
-        return ProviderName.DAYTONA
-    return ProviderName.LOCAL
+def default_provider() -> ProviderName:
+    """Daytona when a key is configured as the SDK finds it (environment, .env.local or .env in the current
+    directory, never a parent's), else local."""
+    return ProviderName.DAYTONA if config.daytona_key().is_set else ProviderName.LOCAL
+
+
+def normalise_gpus(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Users write H100, h100, RTX_PRO_6000 or RTX-PRO-6000; the API takes the dashed upper-case values.
+    An unknown name is refused here, before anything is created."""
+    known = {gpu.replace("-", "_"): gpu for gpu in GPU_TYPES}
+    chosen = []
+    for name in names:
+        gpu = known.get(name.strip().upper().replace("-", "_"))
+        if gpu is None:
+            raise UnknownGpuError(name, GPU_TYPES)
+        if gpu not in chosen:
+            chosen.append(gpu)
+    return tuple(chosen)
 
 
 def resolve_spec(
@@ -146,6 +173,14 @@ def resolve_spec(
 
     if provider is ProviderName.LOCAL:
         overrides.setdefault("boot_timeout", LOCAL_BOOT_TIMEOUT)
+    asked_gpus = overrides.pop("gpus", None)
+    gpus = normalise_gpus(DEFAULT_GPUS if asked_gpus is None else asked_gpus)  # type: ignore[arg-type]
+    if provider is ProviderName.DAYTONA:
+        overrides.setdefault("target", config.daytona_target().value)
+        if overrides.get("ttl_minutes") is None:
+            overrides["ttl_minutes"] = DEFAULT_GPU_TTL_MINUTES if gpus else 0
+    for key in [key for key, value in overrides.items() if value is None]:
+        del overrides[key]
     auth_mode = AuthMode(auth) if auth else AuthMode.TOKEN
     api_key = overrides.pop("api_key", None)
     if auth_mode is AuthMode.KEY and not api_key:
@@ -154,7 +189,7 @@ def resolve_spec(
     env = dict(preset.env) if preset else {}
     extra_env: dict[str, str] = overrides.pop("env", None) or {}  # type: ignore[assignment]
     env.update(extra_env)
-    hf_token = overrides.pop("hf_token", None) or os.environ.get("HF_TOKEN") or None
+    hf_token = overrides.pop("hf_token", None) or config.hf_token().value or None
 
     return ServeSpec(
         model=model_id,
@@ -169,6 +204,7 @@ def resolve_spec(
         extra_args=(*(preset.extra_args if preset else ()), *extra_args),
         env=env,
         hf_token=hf_token,  # type: ignore[arg-type]
+        gpus=gpus,
         **overrides,  # type: ignore[arg-type]
     )
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from sandserve.engines.base import Launch
+    from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput
     from sandserve.spec import ServeSpec
 
 
@@ -27,12 +28,17 @@ class Exposure:
     headers: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     expires_at: float | None = None
+    probe_headers: dict[str, str] = field(default_factory=dict)
+    """Added to sandserve's own health and readiness probes only (Daytona: they must not count as activity)."""
 
     def request_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
+
+    def probe_request_headers(self) -> dict[str, str]:
+        return {**self.request_headers(), **self.probe_headers}
 
 
 class Provider:
@@ -51,8 +57,9 @@ class Provider:
         if "name" in cls.__dict__:
             Provider.registered[cls.name] = cls
 
-    def preflight(self, spec: ServeSpec) -> None:
-        """Refuse a spec that cannot work (port taken, no credentials) before anything is created."""
+    def preflight(self, spec: ServeSpec) -> list[str] | None:
+        """Refuse a spec that cannot work (port taken, no credentials) before anything is created; return
+        warnings worth showing (a check that could not be made, say)."""
         raise NotImplementedError
 
     def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
@@ -80,4 +87,18 @@ class Provider:
 
     def delete(self, handle: SandboxHandle) -> None:
         """Stop and remove the sandbox; succeeds if it is already gone."""
+        raise NotImplementedError
+
+    # --- colocated work: code run beside the server ---
+
+    #: How a job calls Python where it runs.
+    python_command: ClassVar[str] = "python3"
+
+    def inside_url(self, handle: SandboxHandle, url: str) -> str:
+        """The server's URL as seen by code running beside it."""
+        return url
+
+    def run_colocated(
+        self, handle: SandboxHandle, job: ColocatedJob, on_output: OnOutput
+    ) -> ColocatedOutcome:
         raise NotImplementedError

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV
 from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
 from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput, run_on_this_machine
 from sandserve.spec import AuthMode, ServeSpec
 
 HOST = "127.0.0.1"
@@ -80,12 +83,18 @@ class LocalProvider(Provider):
     name = "local"
     poll_interval = 0.1
     keeps_failed_sandboxes = False
+    python_command = shlex.quote(sys.executable)  # this environment's Python: it has the openai package
+
+    def run_colocated(
+        self, handle: SandboxHandle, job: ColocatedJob, on_output: OnOutput
+    ) -> ColocatedOutcome:
+        return run_on_this_machine(job, on_output)
 
     def __init__(self) -> None:
         # Children started by this process: only their parent can read their exit code.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
-    def preflight(self, spec: ServeSpec) -> None:
+    def preflight(self, spec: ServeSpec) -> list[str] | None:
         if spec.auth is AuthMode.SIGNED:
             raise ConfigError(
                 "A signed URL is a feature of Daytona's preview proxy; a local endpoint cannot have one.",
@@ -94,6 +103,7 @@ class LocalProvider(Provider):
             )
         if spec.port is not None and not port_is_free(spec.port):
             raise PortInUseError(spec.port)
+        return None
 
     def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
         self.preflight(spec)
