@@ -118,8 +118,6 @@ class EngineBuildError(SandserveError):
 
 
 class ModelFetchError(SandserveError):
-    """A pinned model could not be fetched from the package index, or it did not verify."""
-
     def __init__(self, requirement: str, reason: str, *, hint: str) -> None:
         super().__init__(f"Fetching the model {requirement} failed: {reason}.", hint=hint)
 
@@ -351,15 +349,13 @@ class AnswerCutShortError(SandserveError):
     """A constrained answer stopped at max_tokens: the prefix of a valid answer, never handed back as one."""
 
     def __init__(self, kind: str, max_tokens: int | None, text: str) -> None:
-        budget = f"max_tokens={max_tokens}" if max_tokens else "max_tokens"
         super().__init__(
-            f"The answer reached {budget} before its {kind} was complete, so it is not a valid answer "
-            f"(it ends {text[-80:]!r}).",
+            f"The answer reached max_tokens={max_tokens or '?'} before its {kind} was complete, so it is not a "
+            f"valid answer (it ends {text[-80:]!r}).",
             hint="Raise max_tokens, or ask for a shorter answer: the reply ran out of tokens, the server "
             "did not fail.",
         )
-        self.max_tokens = max_tokens
-        self.text = text
+        self.max_tokens, self.text = max_tokens, text
 
 
 class ToolDefinitionError(ConfigError):
