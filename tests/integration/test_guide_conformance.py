@@ -8,7 +8,7 @@ cut (``BUDGET``) to keep the suite fast on 2 cores; answers cut by a budget are 
 
 Targets: the local default (SmolLM2-135M-Instruct behind the llama-server adapter, token auth, handed over as
 ``eval "$(sandserve up)"`` hands it), the SGLang stand-in (shapes read from SGLang 0.5.12's source) and a fleet
-gateway (SGLang's Model Gateway in front of local workers).
+gateway (SGLang's Model Gateway in front of a local SmolLM2 worker).
 """
 
 from __future__ import annotations
@@ -67,9 +67,11 @@ def sglang_standin() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def fleet_gateway(llama_server, tiny_model) -> Iterator[dict[str, str]]:
-    # The gateway routes by model name, so the workers serve under the name the guide's clients send.
-    spec = resolve_spec("tiny", provider="local", served_name=GUIDE_MODEL)
+def fleet_gateway(llama_server, smollm2_model) -> Iterator[dict[str, str]]:
+    # The gateway routes by model name, so the workers serve under the name the guide's clients send. The
+    # worker is the local default: the tiny model's random JSON strings, cut at max_tokens, sometimes fail
+    # llama-server's output parser (HTTP 500), and the gateway then opens its circuit breaker.
+    spec = resolve_spec("smollm2-135m", provider="local", served_name=GUIDE_MODEL)
     fleet = fleet_up(spec, 1, "cache_aware", public_gateway=True)
     try:
         yield {**exports_of(fleet.endpoint), "TOKEN": ""}
@@ -97,6 +99,14 @@ def guide_client() -> openai.OpenAI:
 
 def test_the_guides_clients_run_unchanged(guide_env):
     client = guide_client()
+
+    # serve_sglang.py's readiness poll: /health_generate through the preview URL, with the token header.
+    import requests
+
+    hdr = {"x-daytona-preview-token": os.environ["TOKEN"]}
+    assert (
+        requests.get(f"{os.environ['ENDPOINT']}/health_generate", headers=hdr, timeout=10).status_code == 200
+    )
 
     # query.sh: the guide's curl line, under `set -u` (TOKEN must be set).
     curl = subprocess.run(
