@@ -300,3 +300,18 @@ def test_corrupt_ledger_is_a_clear_error_and_left_as_it_was(isolated):
     assert ledger.read_bytes() == garbage
     with pytest.raises(LedgerCorruptError):
         Registry()
+
+
+def test_llama_server_never_outlives_its_adapter(local_endpoint):
+    """kill -9 of the adapter (the process `up` recorded) takes llama-server with it, and `down` still stops a
+    group whose leader died first."""
+    record = Registry().get(local_endpoint.id)
+    adapter = record.sandbox.data["pid"]
+    assert len(live_group_members(adapter)) == 2  # the adapter and llama-server
+    os.kill(adapter, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while live_group_members(adapter) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_group_members(adapter) == []
+    lifecycle.down(record, Registry())
+    assert Registry().get(local_endpoint.id).state is State.DOWN

@@ -362,6 +362,15 @@ def _health_generate(upstream: Upstream) -> Handler:
 # --- the process -----------------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """llama-server gets SIGKILL when the adapter dies, however it dies (kill -9 included): never an orphan."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -384,6 +393,7 @@ async def serve(host: str, port: int, command: list[str]) -> int:
         str(private_port),
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     runner = web.AppRunner(
         build_app(Upstream(private_port, private_key), access_token, api_key), access_log=None

@@ -170,8 +170,10 @@ class LocalProvider(Provider):
         return started is not None and started == handle.data.get("start_time")
 
     def delete(self, handle: SandboxHandle) -> None:
-        """Stop the server and everything it started (its whole process group)."""
-        if not self.is_running(handle):
+        """Stop the server and everything it started (its whole process group), also when the group's leader
+        died first and left children running (a pid is not reused while its process group still exists)."""
+        pid = handle.data.get("pid")
+        if not self.is_running(handle) and not (pid and live_group_members(int(pid))):
             self._reap(handle)
             return
         pgid = int(handle.data["pid"])
