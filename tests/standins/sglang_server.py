@@ -1390,7 +1390,7 @@ async def _stream_chat(
 
     async for delta in _deltas(reply):
         await response.write(_sse(chunk(delta)))
-    await response.write(_sse(chunk({}, reply.finish_reason, reply.matched_stop)))
+    await response.write(_sse(chunk({"reasoning_content": None}, reply.finish_reason, reply.matched_stop)))
     if usage is not None:
         await response.write(
             _sse(
@@ -1409,25 +1409,41 @@ async def _stream_chat(
 
 
 async def _deltas(reply: Reply) -> AsyncIterator[dict[str, Any]]:
-    yield {"role": "assistant", "content": ""}
+    """Deltas shaped as SGLang 0.5.12 writes them. Text chunks come from ``sse_utils.StreamDelta`` (msgspec,
+    omit_defaults): ``reasoning_content`` has no default there, so it is ALWAYS sent (null or text), because the
+    OpenAI SDK's ``ChoiceDelta`` only has the attribute when the key is present; ``role`` and ``content`` are
+    left out when None. Tool-call chunks are pydantic ``DeltaMessage`` dumps: every key present."""
+    yield {"reasoning_content": None, "role": "assistant", "content": ""}
     for field_name, text in (("reasoning_content", reply.reasoning), ("content", reply.content)):
         pieces = tokenize(text or "")
         for i in range(0, len(pieces), 4):
-            yield {field_name: "".join(pieces[i : i + 4])}
+            yield {"reasoning_content": None, field_name: "".join(pieces[i : i + 4])}
             await asyncio.sleep(0)
     for call in reply.tool_calls or []:
         function = call["function"]
+        empty = {"role": None, "content": None, "reasoning_content": None}
         yield {
+            **empty,
             "tool_calls": [
                 {
-                    "index": 0,
                     "id": call["id"],
+                    "index": 0,
                     "type": "function",
                     "function": {"name": function["name"], "arguments": ""},
                 }
-            ]
+            ],
         }
-        yield {"tool_calls": [{"index": 0, "function": {"arguments": function["arguments"]}}]}
+        yield {
+            **empty,
+            "tool_calls": [
+                {
+                    "id": None,
+                    "index": 0,
+                    "type": "function",
+                    "function": {"name": None, "arguments": function["arguments"]},
+                }
+            ],
+        }
 
 
 # --- running it ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from sandserve.client.gbnf import regex_to_gbnf
+from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.errors import CapabilityError, InvalidConstraintError
 
 

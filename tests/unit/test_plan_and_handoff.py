@@ -29,7 +29,7 @@ def test_a_token_mode_plan_is_private_and_an_hf_secret_is_named_not_shown(monkey
 
 
 def test_a_local_plan_names_the_binary_and_the_model_to_be_written():
-    shown = plan(resolve_spec(provider="local"))
+    shown = plan(resolve_spec("tiny", provider="local"))
     assert shown["provider"] == "local" and shown["port"] == "a free port"
     assert shown["model"] == "tiny (random weights, written on first use)"
     assert "--host 127.0.0.1" in shown["command"] and "--alias tiny-random-llama" in shown["command"]

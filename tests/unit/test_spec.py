@@ -13,10 +13,11 @@ from sandserve.presets import PRESETS, find_preset
 from sandserve.spec import LOCAL_BOOT_TIMEOUT, ProviderName, default_provider
 
 
-def test_without_a_key_the_local_tiny_model_is_the_default():
+def test_without_a_key_the_local_default_is_smollm2():
     spec = resolve_spec()
     assert spec.provider is ProviderName.LOCAL and spec.engine == "llamacpp"
-    assert spec.model == "tiny" and spec.preset == "tiny" and spec.served_name == "tiny-random-llama"
+    assert spec.model == "smollm2-135m" and spec.preset == "smollm2-135m"
+    assert spec.served_name == "smollm2-135m"
     assert spec.boot_timeout == LOCAL_BOOT_TIMEOUT
 
 

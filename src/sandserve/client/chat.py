@@ -183,7 +183,7 @@ def ask(
         completion_tokens=response.usage.completion_tokens if response.usage else 0,
         notes=notes,
     )
-    check_chat_output(endpoint, options.constraint, reply.content, reply.finish_reason)
+    check_chat_output(endpoint, options.constraint, reply.content, reply.finish_reason, options.max_tokens)
     return reply
 
 
@@ -225,7 +225,7 @@ def ask_streaming(
         completion_tokens=usage.completion_tokens if usage is not None else 0,
         notes=notes,
     )
-    check_chat_output(endpoint, options.constraint, reply.content, reply.finish_reason)
+    check_chat_output(endpoint, options.constraint, reply.content, reply.finish_reason, options.max_tokens)
     yield reply
 
 

@@ -6,9 +6,12 @@
 | EBNF        | ``ebnf``                              | its GBNF ``grammar`` (the same notation family)      |
 | JSON schema | ``json_schema`` / ``response_format`` | ``json_schema`` / ``response_format``                |
 
-Raw-text generation uses SGLang's native ``/generate`` and llama.cpp's ``/v1/completions`` (it has no
-``/generate``). A constraint is never dropped: what an engine cannot enforce raises ``CapabilityError``; what
-it returns is checked (regex) before it is handed back. Constrained chat on llama.cpp also sends
+Raw-text generation uses SGLang's native ``/generate`` and llama.cpp's ``/v1/completions``. A constraint is
+never dropped: what an engine cannot enforce raises ``CapabilityError``. What comes back is checked before it
+is handed back, on every engine: a finished regex answer must match it, a finished JSON-schema answer must
+parse and validate (``ConstraintViolatedError`` otherwise), and an answer cut at ``max_tokens`` is only the
+prefix of one, so it raises ``AnswerCutShortError`` (naming ``max_tokens``) instead of passing broken JSON on.
+Constrained chat on llama.cpp also sends
 ``chat_template_kwargs.enable_thinking = false``: with thinking on, a grammar lets a ``<think>`` block come
 first, and a small model can wander there until it runs out of tokens.
 """
@@ -20,9 +23,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sandserve.client.gbnf import regex_to_gbnf
 from sandserve.client.transport import post_json
-from sandserve.errors import ConfigError, ConstraintViolatedError, InvalidConstraintError
+from sandserve.engines.gbnf import regex_to_gbnf
+from sandserve.errors import AnswerCutShortError, ConfigError, ConstraintViolatedError, InvalidConstraintError
 from sandserve.results import GenerateResult
 
 if TYPE_CHECKING:
@@ -100,24 +103,37 @@ def chat_constraint_params(endpoint: Endpoint, constraint: Constraint | None) ->
 
 
 def check_chat_output(
-    endpoint: Endpoint, constraint: Constraint | None, text: str | None, finish_reason: str | None
+    endpoint: Endpoint,
+    constraint: Constraint | None,
+    text: str | None,
+    finish_reason: str | None,
+    max_tokens: int | None = None,
 ) -> None:
-    """Refuse a finished answer that escaped its regex (llama.cpp only: the grammar is sandserve's own)."""
-    if constraint is not None and _is_llamacpp(endpoint):
-        _check_regex(
-            constraint, text or "", "stop" if finish_reason in (None, "stop") else "length", endpoint.engine
-        )
+    """Refuse a constrained answer that was cut at ``max_tokens`` or that escaped its constraint."""
+    check_answer(constraint, text or "", finish_reason or "stop", endpoint.engine, max_tokens)
 
 
 def _llamacpp_grammar(constraint: Constraint) -> str:
     return regex_to_gbnf(constraint.value) if constraint.kind == "regex" else str(constraint.value)
 
 
-def _check_regex(constraint: Constraint, text: str, finish_reason: str, engine: str) -> None:
-    # A reply cut at max tokens is a prefix of a match, not a match: only finished replies are checked.
-    finished = finish_reason == "stop"
-    if constraint.kind == "regex" and finished and re.fullmatch(constraint.value, text) is None:
+def check_answer(
+    constraint: Constraint | None, text: str, finish_reason: str, engine: str, max_tokens: int | None = None
+) -> None:
+    """A finished answer must match its regex or validate against its schema; a cut one is refused."""
+    if constraint is None:
+        return
+    if finish_reason == "length":
+        raise AnswerCutShortError(constraint.label, max_tokens, text)
+    if constraint.kind == "regex" and re.fullmatch(constraint.value, text) is None:
         raise ConstraintViolatedError("regex", engine, text)
+    if constraint.kind == "json_schema":
+        import jsonschema
+
+        try:
+            jsonschema.validate(json.loads(text), constraint.value)
+        except (ValueError, jsonschema.ValidationError) as exc:
+            raise ConstraintViolatedError("JSON schema", engine, text) from exc
 
 
 # --- raw-text generation ------------------------------------------------------------------------------------
@@ -161,7 +177,7 @@ def _generate_sglang(
     meta = answer.get("meta_info") or {}
     finish = meta.get("finish_reason")
     finish_type = finish.get("type") if isinstance(finish, dict) else (finish or "stop")
-    return GenerateResult(
+    result = GenerateResult(
         text=answer.get("text", ""),
         finish_reason="length" if finish_type == "length" else str(finish_type),
         prompt_tokens=int(meta.get("prompt_tokens") or 0),
@@ -169,6 +185,8 @@ def _generate_sglang(
         cached_tokens=int(meta.get("cached_tokens") or 0),
         raw=answer,
     )
+    check_answer(constraint, result.text, result.finish_reason, endpoint.engine, max_new_tokens)
+    return result
 
 
 def _generate_llamacpp(
@@ -202,6 +220,5 @@ def _generate_llamacpp(
         cached_tokens=int(details.get("cached_tokens") or 0),
         raw=answer,
     )
-    if constraint is not None:
-        _check_regex(constraint, result.text, result.finish_reason, endpoint.engine)
+    check_answer(constraint, result.text, result.finish_reason, endpoint.engine, max_new_tokens)
     return result

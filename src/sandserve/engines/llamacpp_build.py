@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -358,19 +357,17 @@ def _build_tool(name: str) -> Path:
 
 
 def _pip_command(log: IO[str], log_path: Path) -> list[str]:
-    # Environments made by uv often have no pip; any pip can fetch an sdist, so fall back to the one on PATH.
-    if importlib.util.find_spec("pip") is not None:
-        return [sys.executable, "-m", "pip"]
-    for name in ("pip3", "pip"):
-        found = shutil.which(name)
-        if found:
-            return [found]
-    raise _build_failure(
-        f"downloading the llama.cpp source needs pip, and none was found. Install pip, or put "
-        f"{sdist_path().name} (from PyPI) at {sdist_path()}",
-        log,
-        log_path,
-    )
+    from sandserve.engines.modelfetch import pip_command
+
+    command = pip_command()
+    if command is None:
+        raise _build_failure(
+            f"downloading the llama.cpp source needs pip, and none was found. Install pip, or put "
+            f"{sdist_path().name} (from PyPI) at {sdist_path()}",
+            log,
+            log_path,
+        )
+    return command
 
 
 def _job_count() -> int:

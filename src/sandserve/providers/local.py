@@ -2,12 +2,18 @@
 
 The process gets its own process group (so stopping it stops everything it started) and keeps serving after
 `sandserve up` returns. It is recognised later by pid and start time, so a recycled pid never passes for it.
+
+Auth works as on Daytona, so the guide's clients run unchanged after `eval "$(sandserve up)"`: in token mode (the
+default) every request must carry the endpoint's token in the ``x-daytona-preview-token`` header (the engine's
+front, llamacpp_adapter.py, checks it; the token reaches it through its environment); in key mode the engine
+checks ``Authorization: Bearer``; public is public. A signed URL is a Daytona proxy feature: refused here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -17,12 +23,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.base import Launch
-from sandserve.errors import PortInUseError
+from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV
+from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
 from sandserve.providers.base import Exposure, Provider, SandboxHandle
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput, run_on_this_machine
-from sandserve.spec import ServeSpec
+from sandserve.spec import AuthMode, ServeSpec
 
 HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 5.0
@@ -87,6 +95,12 @@ class LocalProvider(Provider):
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def preflight(self, spec: ServeSpec) -> list[str] | None:
+        if spec.auth is AuthMode.SIGNED:
+            raise ConfigError(
+                "A signed URL is a feature of Daytona's preview proxy; a local endpoint cannot have one.",
+                hint="Locally use --auth token (the default: clients send $TOKEN in the x-daytona-preview-token "
+                "header), --auth key (Authorization: Bearer) or --auth public.",
+            )
         if spec.port is not None and not port_is_free(spec.port):
             raise PortInUseError(spec.port)
         return None
@@ -95,20 +109,27 @@ class LocalProvider(Provider):
         self.preflight(spec)
         port = spec.port or free_port()
         log_path = logs_dir() / f"{endpoint_id}.log"
-        return SandboxHandle(self.name, endpoint_id, {"port": port, "log_path": str(log_path)})
+        data: dict[str, object] = {"port": port, "log_path": str(log_path)}
+        if spec.auth is AuthMode.TOKEN:
+            data["token"] = secrets.token_urlsafe(24)
+        return SandboxHandle(self.name, endpoint_id, data)
 
     def server_port(self, handle: SandboxHandle) -> int:
         return int(handle.data["port"])
 
     def start(self, handle: SandboxHandle, launch: Launch) -> None:
         log_path = Path(handle.data["log_path"])
+        env = {**os.environ, **launch.env}
+        env.pop(ACCESS_TOKEN_ENV, None)
+        if handle.data.get("token"):
+            env[ACCESS_TOKEN_ENV] = str(handle.data["token"])
         # An interrupt between the spawn and the bookkeeping would leave a server nobody knows the pid of:
         # hold interrupts back until the pid is recorded (the child itself starts with them unblocked).
         with open(log_path, "ab") as log, _interrupts_deferred():
             os.chmod(log_path, 0o600)
             process = subprocess.Popen(
                 launch.argv,
-                env={**os.environ, **launch.env},
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -132,7 +153,11 @@ class LocalProvider(Provider):
         return None if self.is_running(handle) else -1
 
     def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure:
-        return Exposure(url=f"http://{HOST}:{self.server_port(handle)}", api_key=spec.api_key)
+        token = handle.data.get("token")
+        headers = {PREVIEW_TOKEN_HEADER: str(token)} if token else {}
+        return Exposure(
+            url=f"http://{HOST}:{self.server_port(handle)}", headers=headers, api_key=spec.api_key
+        )
 
     def is_running(self, handle: SandboxHandle) -> bool:
         pid = handle.data.get("pid")
@@ -145,8 +170,10 @@ class LocalProvider(Provider):
         return started is not None and started == handle.data.get("start_time")
 
     def delete(self, handle: SandboxHandle) -> None:
-        """Stop the server and everything it started (its whole process group)."""
-        if not self.is_running(handle):
+        """Stop the server and everything it started (its whole process group), also when the group's leader
+        died first and left children running (a pid is not reused while its process group still exists)."""
+        pid = handle.data.get("pid")
+        if not self.is_running(handle) and not (pid and live_group_members(int(pid))):
             self._reap(handle)
             return
         pgid = int(handle.data["pid"])

@@ -140,7 +140,7 @@ def up(
         model=spec.served_name,
         engine=engine.name,
         provider=provider.name,
-        auth=str(spec.auth) if provider.name != "local" else ("key" if spec.api_key else "public"),
+        auth=str(spec.auth),
         headers=exposure.headers,
         api_key=exposure.api_key,
         sandbox_id=handle.sandbox_id,
@@ -165,11 +165,12 @@ def up(
 
 
 def _prepare(spec: ServeSpec, events: BootEvents) -> tuple[ServeSpec, Engine]:
-    """Make the things a spec names real: the llama-server binary and the tiny model are built on first use."""
+    """Make the things a spec names real: the llama-server binary is built, the model file written or fetched,
+    on first use."""
     if spec.engine != "llamacpp":
         return spec, get_engine(spec.engine)
     from sandserve.engines.llamacpp_build import ensure_llama_server
-    from sandserve.engines.tinymodel import ensure_tiny_model, tiny_model_path
+    from sandserve.engines.modelfetch import local_model_file
 
     def on_build(progress: object) -> None:
         events.build_progress(
@@ -177,10 +178,7 @@ def _prepare(spec: ServeSpec, events: BootEvents) -> tuple[ServeSpec, Engine]:
         )
 
     binary = ensure_llama_server(on_progress=on_build)
-    if spec.model == "tiny":
-        if not tiny_model_path().exists():
-            events.status("writing the tiny random-weight model (first run only)")
-        spec = spec.with_overrides(model=str(ensure_tiny_model()))
+    spec = spec.with_overrides(model=str(local_model_file(spec.model, events.status)))
     return spec, get_engine("llamacpp", llama_server=str(binary))
 
 

@@ -80,10 +80,11 @@ def auto_stop_text(minutes: int) -> str:
 
 def _local_plan(spec: ServeSpec) -> dict[str, Any]:
     from sandserve.engines.llamacpp_build import llama_server_path
+    from sandserve.engines.modelfetch import describe_local_model
 
     binary = llama_server_path()
     engine = get_engine(spec.engine, llama_server=str(binary) if binary else "llama-server")
-    model = spec.model if spec.model != "tiny" else "tiny (random weights, written on first use)"
+    model = describe_local_model(spec.model)
     launch = engine.launch(
         spec.with_overrides(model=model), host="127.0.0.1", port=spec.port or 0, api_key=spec.api_key
     )

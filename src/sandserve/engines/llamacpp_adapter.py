@@ -1,0 +1,440 @@
+"""A thin front for llama-server, so the guide's clients meet SGLang's shapes and the endpoint's auth.
+
+    python -m sandserve.engines.llamacpp_adapter --host H --port P -- llama-server -m MODEL ...
+
+It starts llama-server (the command after ``--``) on a private port of 127.0.0.1 and answers on H:P:
+- every route is passed through, streams chunk by chunk (nothing is buffered);
+- chat completions carry ``reasoning_content`` in every message and stream delta, null when there is none
+  (as SGLang 0.5.12 sends it: its ``StreamDelta`` keeps the key required, so that the OpenAI SDK's attribute
+  access works), and ``usage.prompt_tokens_details`` with ``cached_tokens``;
+- a chat request with a JSON response format gets ``enable_thinking: false`` unless it sets it: llama.cpp's
+  grammar lets a ``<think>`` block come first, which its output parser then rejects with HTTP 500;
+- SGLang's native ``/generate`` (text, sampling_params with regex / ebnf / json_schema, stream) and
+  ``/health_generate`` (a real one-token generation) are translated to llama-server's ``/completion``;
+- credentials come from the environment, never the command line: ``SANDSERVE_ACCESS_TOKEN`` is required on
+  every request in the ``x-daytona-preview-token`` header (as the Daytona preview proxy does), and
+  ``SANDSERVE_API_KEY`` as ``Authorization: Bearer`` (as SGLang's ``--api-key`` does: health routes stay
+  open).
+  llama-server itself gets a random key of its own, so its private port serves no one else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+from sandserve.engines.gbnf import regex_to_gbnf
+from sandserve.errors import SandserveError
+
+ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
+API_KEY_ENV = "SANDSERVE_API_KEY"
+LISTENING_LINE = "sandserve adapter: listening on"
+OPEN_ROUTES = frozenset({"/health", "/health_generate"})
+_NOT_FORWARDED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "authorization",
+        "accept-encoding",  # answers are read and rewritten as plain bytes
+    }
+)
+_NOT_RETURNED = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+)
+_JSON_FORMATS = ("json_schema", "json_object")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Upstream:
+    """llama-server on its private port, with the private key every forwarded request carries."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.session: aiohttp.ClientSession | None = None
+
+    def client(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), auto_decompress=False
+            )
+        return self.session
+
+
+def build_app(upstream: Upstream, access_token: str | None, api_key: str | None) -> web.Application:
+    app = web.Application(middlewares=[_auth(access_token, api_key)], client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", _chat(upstream))
+    app.router.add_post("/generate", _generate(upstream))
+    app.router.add_route("*", "/health_generate", _health_generate(upstream))
+    app.router.add_route("*", "/{tail:.*}", _passthrough(upstream))
+
+    async def close(_: web.Application) -> None:
+        if upstream.session is not None:
+            await upstream.session.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+def _auth(access_token: str | None, api_key: str | None) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if access_token and not _same(request.headers.get(PREVIEW_TOKEN_HEADER), access_token):
+            return web.Response(
+                status=401,
+                text=f"Unauthorized: send the endpoint's token in the {PREVIEW_TOKEN_HEADER} header\n",
+            )
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return await handler(request)
+
+    return middleware
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+# --- pass-through ----------------------------------------------------------------------------------------
+
+
+def _passthrough(upstream: Upstream) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        return await _forward(upstream, request, request.method, request.path_qs, body or None, None)
+
+    return handler
+
+
+async def _forward(
+    upstream: Upstream,
+    request: web.Request,
+    method: str,
+    target: str,
+    body: bytes | None,
+    rewrite: Callable[[dict[str, Any]], None] | None,
+) -> web.StreamResponse:
+    """Send the request on; stream the answer back. ``rewrite`` edits each JSON answer or SSE chunk."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+    headers.pop(PREVIEW_TOKEN_HEADER, None)
+    headers.update(upstream.headers)
+    try:
+        answer = await upstream.client().request(method, upstream.base + target, data=body, headers=headers)
+    except aiohttp.ClientError as exc:
+        return _loading(exc)
+    async with answer:
+        kind = answer.headers.get("Content-Type", "")
+        if rewrite is not None and answer.status == 200 and kind.startswith("application/json"):
+            data = json.loads(await answer.read())
+            rewrite(data)
+            return web.json_response(data)
+        response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        for name, value in answer.headers.items():
+            if name.lower() not in _NOT_RETURNED:
+                response.headers.add(name, value)
+        await response.prepare(request)
+        streaming_json = rewrite is not None and kind.startswith("text/event-stream")
+        with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
+            if streaming_json:
+                assert rewrite is not None
+                async for line in answer.content:  # one SSE line at a time: written as soon as it comes
+                    await response.write(_rewrite_sse_line(line, rewrite))
+            else:
+                async for chunk in answer.content.iter_any():
+                    await response.write(chunk)
+            await response.write_eof()
+        return response
+
+
+def _rewrite_sse_line(line: bytes, rewrite: Callable[[dict[str, Any]], None]) -> bytes:
+    if not line.startswith(b"data: {"):
+        return line
+    try:
+        chunk = json.loads(line[len(b"data: ") :])
+    except ValueError:
+        return line
+    rewrite(chunk)
+    return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n"
+
+
+def _loading(exc: BaseException) -> web.Response:
+    error = {
+        "code": 503,
+        "message": f"Loading model (llama-server does not answer yet: {exc})",
+        "type": "unavailable",
+    }
+    return web.json_response({"error": error}, status=503)
+
+
+# --- chat: SGLang's shapes -------------------------------------------------------------------------------
+
+
+def sglang_shapes(data: dict[str, Any]) -> None:
+    """``reasoning_content`` in every message and delta (null when empty); cached tokens in the usage."""
+    for choice in data.get("choices") or []:
+        for part in ("message", "delta"):
+            if isinstance(choice.get(part), dict):
+                choice[part].setdefault("reasoning_content", None)
+                if not choice[part]["reasoning_content"]:
+                    choice[part]["reasoning_content"] = None
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        details = usage.get("prompt_tokens_details")
+        if not isinstance(details, dict):
+            usage["prompt_tokens_details"] = details = {}
+        details.setdefault("cached_tokens", 0)
+
+
+def _chat(upstream: Upstream) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and (body.get("response_format") or {}).get("type") in _JSON_FORMATS:
+            kwargs = body.setdefault("chat_template_kwargs", {})
+            if isinstance(kwargs, dict):
+                kwargs.setdefault("enable_thinking", False)
+                raw = json.dumps(body).encode()
+        return await _forward(upstream, request, "POST", request.path_qs, raw, sglang_shapes)
+
+    return handler
+
+
+# --- SGLang's native routes ------------------------------------------------------------------------------
+
+
+class BadRequest(Exception):
+    pass
+
+
+def completion_body(request: dict[str, Any]) -> dict[str, Any]:
+    """SGLang's ``/generate`` request as llama-server's native ``/completion`` request."""
+    prompt = request.get("text", request.get("input_ids"))
+    if prompt is None:
+        raise BadRequest("Either text or input_ids should be provided.")
+    params = request.get("sampling_params") or {}
+    body: dict[str, Any] = {
+        "prompt": prompt,
+        "n_predict": int(params.get("max_new_tokens", 128)),
+        "cache_prompt": True,
+        "return_tokens": True,
+    }
+    for name in ("temperature", "top_p", "top_k", "min_p", "ignore_eos", "seed"):
+        if params.get(name) is not None:
+            body[name] = params[name]
+    if params.get("stop") is not None:
+        body["stop"] = [params["stop"]] if isinstance(params["stop"], str) else list(params["stop"])
+    constraints = [name for name in ("regex", "ebnf", "json_schema") if params.get(name) is not None]
+    if len(constraints) > 1:
+        raise BadRequest(f"Only one constraint can be set at a time, got {', '.join(constraints)}.")
+    try:
+        if params.get("regex") is not None:
+            body["grammar"] = regex_to_gbnf(params["regex"])
+        elif params.get("ebnf") is not None:
+            body["grammar"] = params["ebnf"]
+        elif params.get("json_schema") is not None:
+            schema = params["json_schema"]
+            body["json_schema"] = json.loads(schema) if isinstance(schema, str) else schema
+    except (SandserveError, ValueError) as exc:
+        raise BadRequest(f"Failed to compile the constraint: {exc}") from exc
+    return body
+
+
+def generate_answer(done: dict[str, Any], text: str, rid: str, started: float) -> dict[str, Any]:
+    """llama-server's final ``/completion`` answer in SGLang's ``/generate`` shape."""
+    completion = int(done.get("tokens_predicted") or 0)
+    finish: dict[str, Any] | None
+    if not done.get("stop", True):
+        finish = None  # a streamed piece before the last one
+    elif done.get("stop_type") == "limit":
+        finish = {"type": "length", "length": completion}
+    else:
+        finish = {"type": "stop", "matched": done.get("stopping_word") or None}
+    return {
+        "text": text,
+        "output_ids": done.get("tokens") or [],
+        "meta_info": {
+            "id": rid,
+            "finish_reason": finish,
+            "prompt_tokens": int(done.get("tokens_evaluated") or 0),
+            "completion_tokens": completion,
+            "cached_tokens": int((done.get("timings") or {}).get("cache_n") or 0),
+            "e2e_latency": round(time.monotonic() - started, 4),
+        },
+    }
+
+
+def _bad_request(message: str) -> web.Response:
+    error = {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400}
+    return web.json_response(error, status=400)
+
+
+def _generate(upstream: Upstream) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        try:
+            sglang = json.loads(await request.read())
+            if not isinstance(sglang, dict):
+                raise BadRequest("The request body must be a JSON object.")
+            body = completion_body(sglang)
+        except (ValueError, BadRequest) as exc:
+            return _bad_request(str(exc))
+        stream = bool(sglang.get("stream"))
+        body["stream"] = stream
+        rid = uuid.uuid4().hex
+        try:
+            answer = await upstream.client().post(
+                upstream.base + "/completion", json=body, headers=upstream.headers
+            )
+        except aiohttp.ClientError as exc:
+            return _loading(exc)
+        async with answer:
+            if answer.status != 200:
+                return web.Response(
+                    status=answer.status, body=await answer.read(), content_type="application/json"
+                )
+            if not stream:
+                done = await answer.json()
+                return web.json_response(generate_answer(done, done.get("content", ""), rid, started))
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
+            await response.prepare(request)
+            text = ""
+            with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
+                async for line in answer.content:
+                    try:
+                        piece = json.loads(line[len(b"data: ") :]) if line.startswith(b"data: {") else None
+                    except ValueError:
+                        piece = None
+                    if not isinstance(piece, dict):
+                        continue
+                    text += piece.get("content", "")
+                    # SGLang streams the text so far (cumulative), not the new piece.
+                    await response.write(
+                        b"data: " + json.dumps(generate_answer(piece, text, rid, started)).encode() + b"\n\n"
+                    )
+                await response.write(b"data: [DONE]\n\n")
+                await response.write_eof()
+            return response
+
+    return handler
+
+
+def _health_generate(upstream: Upstream) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        probe = {"prompt": "Hi", "n_predict": 1, "cache_prompt": False}
+        try:
+            async with upstream.client().post(
+                upstream.base + "/completion", json=probe, headers=upstream.headers
+            ) as answer:
+                await answer.read()
+                return web.Response(status=200 if answer.status == 200 else 503)
+        except aiohttp.ClientError:
+            return web.Response(status=503)
+
+    return handler
+
+
+# --- the process -----------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """llama-server gets SIGKILL when the adapter dies, however it dies (kill -9 too): never an orphan."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def serve(host: str, port: int, command: list[str]) -> int:
+    """Start llama-server, answer in front of it, and end with it (its exit code is ours)."""
+    access_token = os.environ.get(ACCESS_TOKEN_ENV) or None
+    api_key = os.environ.get(API_KEY_ENV) or None
+    private_key = secrets.token_urlsafe(24)
+    private_port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in (ACCESS_TOKEN_ENV, API_KEY_ENV)}
+    env["LLAMA_API_KEY"] = private_key
+    server = await asyncio.create_subprocess_exec(
+        *command,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(private_port),
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+    runner = web.AppRunner(
+        build_app(Upstream(private_port, private_key), access_token, api_key), access_log=None
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        sys.stderr.write(f"sandserve adapter: cannot listen on {host}:{port}: {exc}\n")
+        server.terminate()
+        await server.wait()
+        return 98
+    sys.stderr.write(f"{LISTENING_LINE} {host}:{port}, llama-server on 127.0.0.1:{private_port}\n")
+    sys.stderr.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    waiting = asyncio.ensure_future(server.wait())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await runner.cleanup()
+    if server.returncode is None:
+        server.terminate()
+    code = await server.wait()
+    stopping.cancel()
+    return 0 if stop.is_set() else code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- llama-server and its arguments")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the llama-server command after --")
+    return asyncio.run(serve(args.host, args.port, command))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

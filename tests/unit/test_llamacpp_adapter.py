@@ -1,0 +1,113 @@
+"""The llama-server adapter's translations and the local engine's flags (pure functions: no process)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, LlamaCppEngine, MachineFit
+from sandserve.engines.llamacpp_adapter import (
+    API_KEY_ENV,
+    BadRequest,
+    _rewrite_sse_line,
+    completion_body,
+    generate_answer,
+    sglang_shapes,
+)
+from sandserve.spec import resolve_spec
+
+
+def test_chat_answers_get_sglangs_reasoning_key_and_cache_report():
+    answer = {
+        "choices": [{"message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+    }
+    sglang_shapes(answer)
+    message = answer["choices"][0]["message"]
+    assert "reasoning_content" in message and message["reasoning_content"] is None
+    assert answer["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+
+
+def test_stream_deltas_keep_reasoning_text_and_turn_empty_into_null():
+    chunk = {"choices": [{"delta": {"reasoning_content": "think"}}, {"delta": {"reasoning_content": ""}}]}
+    sglang_shapes(chunk)
+    assert [c["delta"]["reasoning_content"] for c in chunk["choices"]] == ["think", None]
+
+
+def test_sse_lines_are_rewritten_one_at_a_time_and_others_pass_untouched():
+    line = b'data: {"choices": [{"delta": {"content": "a"}}]}\n'
+    rewritten = _rewrite_sse_line(line, sglang_shapes)
+    assert json.loads(rewritten.removeprefix(b"data: "))["choices"][0]["delta"] == {
+        "content": "a",
+        "reasoning_content": None,
+    }
+    for untouched in (b"data: [DONE]\n", b"\n", b": keep-alive\n"):
+        assert _rewrite_sse_line(untouched, sglang_shapes) == untouched
+
+
+def test_generate_requests_become_completion_requests_with_the_constraint_compiled():
+    body = completion_body(
+        {"text": "Color:", "sampling_params": {"max_new_tokens": 8, "regex": " (red|blue)", "stop": "\n"}}
+    )
+    assert body["prompt"] == "Color:" and body["n_predict"] == 8 and body["stop"] == ["\n"]
+    assert "red" in body["grammar"] and body["cache_prompt"] is True
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = completion_body({"input_ids": [1, 2], "sampling_params": {"json_schema": json.dumps(schema)}})
+    assert body["prompt"] == [1, 2] and body["json_schema"] == schema and body["n_predict"] == 128
+
+
+@pytest.mark.parametrize(
+    "request_body, message",
+    [
+        ({"sampling_params": {}}, "text or input_ids"),
+        ({"text": "x", "sampling_params": {"regex": "a", "ebnf": "root ::= 'a'"}}, "Only one constraint"),
+        ({"text": "x", "sampling_params": {"regex": "(?<=a)b"}}, "Failed to compile"),
+        ({"text": "x", "sampling_params": {"json_schema": "{not json"}}, "Failed to compile"),
+    ],
+)
+def test_bad_generate_requests_are_refused_with_sglangs_words(request_body, message):
+    with pytest.raises(BadRequest, match=message):
+        completion_body(request_body)
+
+
+def test_completion_answers_take_sglangs_generate_shape():
+    done = {"content": " red", "stop": True, "stop_type": "eos", "tokens_predicted": 2, "tokens_evaluated": 5}
+    answer = generate_answer({**done, "timings": {"cache_n": 4}, "tokens": [7, 8]}, " red", "rid", 0.0)
+    assert answer["text"] == " red" and answer["output_ids"] == [7, 8]
+    meta = answer["meta_info"]
+    assert meta["finish_reason"] == {"type": "stop", "matched": None}
+    assert (meta["prompt_tokens"], meta["completion_tokens"], meta["cached_tokens"]) == (5, 2, 4)
+    cut = generate_answer({**done, "stop_type": "limit"}, " re", "rid", 0.0)
+    assert cut["meta_info"]["finish_reason"] == {"type": "length", "length": 2}
+    piece = generate_answer({"content": " r", "stop": False}, " r", "rid", 0.0)
+    assert piece["meta_info"]["finish_reason"] is None  # streamed pieces before the last
+
+
+def test_engine_flags_fit_the_machine():
+    assert (MachineFit(cores=2).threads, MachineFit(cores=2).batch_threads, MachineFit(cores=2).slots) == (
+        1,
+        2,
+        4,
+    )
+    assert (MachineFit(cores=16).threads, MachineFit(cores=16).slots) == (8, 8)
+    assert MachineFit(cores=1).threads == 1 and MachineFit(cores=1).slots == 2
+
+
+def test_local_launch_puts_the_adapter_in_front_and_no_secret_on_the_command_line(tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"not a gguf")  # unreadable header: the fallback context
+    spec = resolve_spec(str(model), provider="local", auth="key")
+    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2)).launch(
+        spec, host="127.0.0.1", port=8123, api_key=spec.api_key
+    )
+    argv = launch.argv
+    assert argv[1:3] == ["-m", "sandserve.engines.llamacpp_adapter"] and "--port" in argv
+    server = argv[argv.index("--") + 1 :]
+    assert server[0] == "llama-server" and "--host" not in server  # the adapter picks its private port
+    assert (
+        server[server.index("-c") + 1] == str(MAX_SLOT_CONTEXT * 4) and server[server.index("-np") + 1] == "4"
+    )
+    assert (server[server.index("-t") + 1], server[server.index("-tb") + 1]) == ("1", "2")
+    assert spec.api_key and spec.api_key not in " ".join(argv) and launch.env[API_KEY_ENV] == spec.api_key
+    assert spec.api_key not in launch.display_env()[API_KEY_ENV]
