@@ -167,7 +167,7 @@ def tokens_seen(url: str, api_key: str | None) -> float:
 def run_policy(policy: str, prompts: list[str], in_flight: int) -> Run:
     from sandserve.fleet.core import fleet_down, fleet_up
     from sandserve.serve.ledger import Registry
-    from sandserve.spec import resolve_spec
+    from sandserve.serve.resolve import resolve_spec
 
     fleet = fleet_up(resolve_spec(provider="local"), 2, policy)
     try:

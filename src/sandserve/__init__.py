@@ -16,11 +16,13 @@ from sandserve.errors import __all__ as _error_names
 if TYPE_CHECKING:
     from sandserve.batch import run_batch, run_batch_sync, run_requests, run_requests_sync
     from sandserve.client.connect import connect
-    from sandserve.endpoint import Endpoint
+    from sandserve.endpoint import Endpoint, EndpointStatus
     from sandserve.fleet import Fleet, fleet_down, fleet_status, fleet_up
-    from sandserve.results import CacheStats, Capabilities, GenerateResult
+    from sandserve.results import CacheStats, Capabilities, GenerateResult, ServerInfo, TokenUsage
     from sandserve.serve.lifecycle import BootEvents, up
-    from sandserve.spec import AuthMode, ServeSpec, resolve_spec
+    from sandserve.serve.resolve import resolve_spec
+    from sandserve.serve.verbs import down
+    from sandserve.spec import AuthMode, ServeSpec
     from sandserve.tools.declaration import Tool, tool
     from sandserve.tools.loop import ToolLoopResult, run_tool_loop
 
@@ -31,16 +33,20 @@ _LOCATIONS = {
     "CacheStats": "sandserve.results",
     "Capabilities": "sandserve.results",
     "Endpoint": "sandserve.endpoint",
+    "EndpointStatus": "sandserve.endpoint",
     "Fleet": "sandserve.fleet",
     "GenerateResult": "sandserve.results",
     "ServeSpec": "sandserve.spec",
+    "ServerInfo": "sandserve.results",
+    "TokenUsage": "sandserve.results",
     "Tool": "sandserve.tools.declaration",
     "ToolLoopResult": "sandserve.tools.loop",
     "connect": "sandserve.client.connect",
+    "down": "sandserve.serve.verbs",
     "fleet_down": "sandserve.fleet",
     "fleet_status": "sandserve.fleet",
     "fleet_up": "sandserve.fleet",
-    "resolve_spec": "sandserve.spec",
+    "resolve_spec": "sandserve.serve.resolve",
     "run_batch": "sandserve.batch",
     "run_batch_sync": "sandserve.batch",
     "run_requests": "sandserve.batch",
@@ -67,7 +73,7 @@ def __dir__() -> list[str]:
 
 
 class _EndpointServices:
-    """The client and engine work an ``Endpoint`` hands on (``sandserve.endpoint.EndpointServices``)."""
+    """The client, engine and ledger work an ``Endpoint`` hands on (``sandserve.endpoint.EndpointServices``)."""
 
     def generate(self, endpoint: Endpoint, text: str, options: dict[str, Any]) -> GenerateResult:
         from sandserve.client.constrained import generate, pick_constraint
@@ -86,6 +92,21 @@ class _EndpointServices:
         from sandserve.engines import capabilities_of
 
         return capabilities_of(endpoint.engine)
+
+    def status(self, endpoint: Endpoint) -> EndpointStatus:
+        from sandserve.serve import verbs
+
+        return verbs.status(endpoint)
+
+    def logs(self, endpoint: Endpoint) -> str:
+        from sandserve.serve import verbs
+
+        return verbs.logs(endpoint)
+
+    def down(self, endpoint: Endpoint) -> None:
+        from sandserve.serve import verbs
+
+        verbs.down(endpoint)
 
 
 _endpoint.install_services(_EndpointServices())

@@ -1,7 +1,7 @@
 """Every error sandserve raises on purpose. Each message says what happened and what to do next.
 
-The CLI prints ``str(error)`` and exits with ``error.exit_code``; nothing else is needed to make a
-failure understandable.
+The CLI prints ``str(error)`` and maps the error's class to an exit code (``cli/_app.py``); nothing else is
+needed to make a failure understandable.
 """
 
 from __future__ import annotations
@@ -12,21 +12,17 @@ from pathlib import Path
 class SandserveError(Exception):
     """Base class. ``hint`` is the next step for the user; it is appended to the message."""
 
-    exit_code = 1
-
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.message = message
         self.hint = hint
         super().__init__(f"{message}\n  -> {hint}" if hint else message)
 
 
-# --- bad input and local configuration (exit code 2) ------------------------------------------------
+# --- bad input and local configuration --------------------------------------------------------------
 
 
 class ConfigError(SandserveError):
     """The request cannot be carried out as given: fix the input and run again."""
-
-    exit_code = 2
 
 
 class UnknownPresetError(ConfigError):
@@ -69,6 +65,28 @@ class LedgerCorruptError(ConfigError):
             hint=f"Move it aside (mv {path} {path}.bad) and run again; endpoints it listed may still be "
             "running: check `daytona` / your process list.",
         )
+
+
+class LedgerBusyError(SandserveError):
+    """Another process held the ledger's lock for longer than we wait: busy, not broken."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        super().__init__(
+            f"The endpoint ledger {path} is busy: another sandserve process has held its lock for "
+            f"{seconds:.0f} s. Nothing was changed.",
+            hint="Wait for the other sandserve command to finish (see `ps`), then run this one again.",
+        )
+        self.path = path
+
+
+class LedgerTooNewError(ConfigError):
+    def __init__(self, path: Path, unknown: list[str]) -> None:
+        super().__init__(
+            f"The endpoint ledger {path} was written by a newer sandserve (schema steps this version does not "
+            f"know: {', '.join(unknown)}).",
+            hint="Upgrade sandserve (pip install -U sandserve); the ledger is left as it is.",
+        )
+        self.path = path
 
 
 class MissingCredentialsError(ConfigError):
@@ -139,7 +157,6 @@ class BootInterruptedError(BootError):
             log_path=log_path,
             endpoint_id=endpoint_id,
         )
-        self.exit_code = 130
 
 
 # --- providers ------------------------------------------------------------------------------------
@@ -365,7 +382,6 @@ class FleetBootError(SandserveError):
         )
         self.cause = cause
         self.log_path = getattr(cause, "log_path", None)
-        self.exit_code = cause.exit_code
 
 
 __all__ = [
@@ -388,7 +404,9 @@ __all__ = [
     "GatewayDiedError",
     "GatewayError",
     "InvalidConstraintError",
+    "LedgerBusyError",
     "LedgerCorruptError",
+    "LedgerTooNewError",
     "MissingCredentialsError",
     "ModelFileNotFoundError",
     "NotAFleetMemberError",

@@ -34,6 +34,8 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import aiohttp
 
+from sandserve.client.transport import server_message
+from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
 from sandserve.errors import (
     BatchInputError,
@@ -41,6 +43,7 @@ from sandserve.errors import (
     ConfigError,
     EndpointUnavailableError,
 )
+from sandserve.results import TokenUsage
 
 try:
     import orjson
@@ -107,13 +110,7 @@ class BatchRequest:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-
-
+Usage = TokenUsage
 NO_USAGE = Usage()
 
 
@@ -849,7 +846,7 @@ class _Client:
                     status_code=outcome.status_code,
                     request_id=outcome.request_id,
                     body=outcome.body,
-                    usage=_usage(outcome.body),
+                    usage=usage_of(outcome.body),
                     attempts=attempts,
                     latency_s=time.monotonic() - started,
                 )
@@ -893,7 +890,7 @@ class _Client:
         body = _json_or_text(raw)
         return _Failure(
             f"http_{status}",
-            _server_message(body, status),
+            server_message(body, f"HTTP {status} with an empty body"),
             retryable=status in RETRYABLE_STATUSES,
             status_code=status,
             body=body,
@@ -930,19 +927,6 @@ def _json_or_text(raw: bytes) -> Any:
         return raw[:2000].decode(errors="replace")
 
 
-def _server_message(body: Any, status: int) -> str:
-    """The error message out of OpenAI-style ({"error": {"message"}}) or SGLang-style ({"message"}) bodies."""
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        for candidate in (error, body.get("message"), body.get("detail")):
-            if isinstance(candidate, str) and candidate:
-                return candidate
-        return _dumps(body)[:500].decode(errors="replace")
-    return str(body)[:500] if body else f"HTTP {status} with an empty body"
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait, from a Retry-After header (seconds or an HTTP date); None if absent or unreadable."""
     if not value:
@@ -956,38 +940,6 @@ def parse_retry_after(value: str | None) -> float | None:
             return None
         seconds = moment.timestamp() - time.time()
     return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _usage(body: Any) -> Usage:
-    """Token counts from an OpenAI usage block, or from /generate's meta_info (a list for batched text)."""
-    if isinstance(body, list):
-        parts = [_usage(item) for item in body]
-        return Usage(
-            sum(u.prompt_tokens for u in parts),
-            sum(u.completion_tokens for u in parts),
-            sum(u.cached_tokens for u in parts),
-        )
-    if not isinstance(body, dict):
-        return NO_USAGE
-    usage = body.get("usage")
-    if isinstance(usage, dict):
-        details = usage.get("prompt_tokens_details")
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        return Usage(
-            _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(cached)
-        )
-    meta = body.get("meta_info")
-    if isinstance(meta, dict):
-        return Usage(
-            _count(meta.get("prompt_tokens")),
-            _count(meta.get("completion_tokens")),
-            _count(meta.get("cached_tokens")),
-        )
-    return NO_USAGE
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _describe(error: BaseException) -> str:

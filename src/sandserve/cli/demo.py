@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from sandserve.endpoint import Endpoint
 from sandserve.engines.tinymodel import DISCLAIMER
+from sandserve.providers import get_provider
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
 from sandserve.serve.lifecycle import BootEvents
-from sandserve.spec import ProviderName, resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 QUESTION = "Write a haiku about a sandbox where AI agents run code."
 
@@ -37,7 +38,7 @@ def run_demo(provider: str | None = None, *, events: BootEvents | None = None) -
     if endpoint is None:
         endpoint = lifecycle.up(spec, events=events, registry=registry)
 
-    local = spec.provider is ProviderName.LOCAL
+    local = not get_provider(spec.provider).remote
     response = endpoint.openai(timeout=120).chat.completions.create(
         model=endpoint.model,
         messages=[{"role": "user", "content": QUESTION}],

@@ -76,7 +76,7 @@ def fleet_up(
     from sandserve.cli.console import ConsoleBootEvents, err
     from sandserve.config import load_dotenv_once
     from sandserve.fleet.core import fleet_up as bring_up
-    from sandserve.spec import resolve_spec
+    from sandserve.serve.resolve import resolve_spec
 
     load_dotenv_once()
     overrides: dict[str, Any] = {
@@ -212,5 +212,5 @@ def _fleet_json(result: Any) -> dict[str, Any]:
         "members": [
             {"endpoint_id": m.endpoint_id, "worker_id": m.worker_id, "url": m.url} for m in result.members
         ],
-        "log_path": result.gateway.data.get("log_path"),
+        "log_path": result.gateway.log_path,
     }

@@ -102,7 +102,7 @@ def up(
     `eval "$(sandserve up)"` sets ENDPOINT (and TOKEN) in your shell.
     """
     from sandserve.config import load_dotenv_once
-    from sandserve.spec import resolve_spec
+    from sandserve.serve.resolve import resolve_spec
 
     load_dotenv_once()
     overrides: dict[str, Any] = {
@@ -196,7 +196,8 @@ def ls(include_down: bool, as_json: bool) -> None:
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
 
-    records = [refresh(record) for record in Registry().list(include_down=include_down)]
+    registry = Registry()
+    records = [refresh(record, registry) for record in registry.list(include_down=include_down)]
     if as_json:
         click.echo(json.dumps([_record_json(r) for r in records], indent=2))
         return
@@ -248,7 +249,7 @@ def _record_json(record: Any) -> dict[str, Any]:
         "error": record.error,
         "created_at": record.created_at,
         "live": record.live,
-        "info": record.endpoint.info if record.endpoint else {},
+        "info": record.endpoint.info.to_dict() if record.endpoint else {},
     }
 
 
@@ -261,7 +262,8 @@ def status(endpoint_id: str | None, as_json: bool) -> None:
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
 
-    record = refresh(Registry().resolve(endpoint_id))
+    registry = Registry()
+    record = refresh(registry.resolve(endpoint_id), registry)
     data = _record_json(record)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -272,11 +274,12 @@ def status(endpoint_id: str | None, as_json: bool) -> None:
     for key in ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error"):
         if data[key]:
             out.print(f"  {key}: {data[key]}")
-    info = data["info"]
-    if info.get("kv_pool_tokens"):
-        out.print(f"  KV pool: {info['kv_pool_tokens']:,} tokens")
-    for step in info.get("boot_timeline", []):
-        out.print(f"  {step['seconds']:>7.1f} s  {step['phase']}")
+    if record.endpoint is not None:
+        info = record.endpoint.info
+        if info.kv_pool_tokens:
+            out.print(f"  KV pool: {info.kv_pool_tokens:,} tokens")
+        for step in info.boot_timeline:
+            out.print(f"  {step.seconds:>7.1f} s  {step.phase}")
     if record.live is False and record.state.value in ("ready", "booting"):
         out.print("  [red]its server is gone[/]: `sandserve down " + record.id + "` clears it")
 

@@ -24,10 +24,6 @@ def connect(endpoint_id: str | None = None) -> Endpoint:
     return record.endpoint
 
 
-#: ``owned_by`` in ``/v1/models`` names the engine (SGLang: "sglang", llama.cpp's llama-server: "llamacpp").
-_ENGINE_BY_OWNER = {"sglang": "sglang", "llamacpp": "llamacpp"}
-
-
 def _identified(endpoint: Endpoint) -> Endpoint:
     """ENDPOINT from the environment: ask the server which model it serves (when MODEL is unset) and which
     engine it is, since constraints are sent differently to each (a field one engine ignores would leave the
@@ -35,6 +31,7 @@ def _identified(endpoint: Endpoint) -> Endpoint:
     import httpx
 
     from sandserve.client.transport import error_for_status, server_message
+    from sandserve.engines import engine_owning
     from sandserve.errors import EndpointUnavailableError
 
     try:
@@ -48,7 +45,8 @@ def _identified(endpoint: Endpoint) -> Endpoint:
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise EndpointUnavailableError(endpoint.url, f"its model list is not OpenAI-shaped ({exc})") from exc
     endpoint.model = endpoint.model or str(card.get("id", ""))
-    endpoint.engine = _ENGINE_BY_OWNER.get(str(card.get("owned_by", "")).lower(), endpoint.engine)
+    # ``owned_by`` in ``/v1/models`` names the engine; each engine knows its own.
+    endpoint.engine = engine_owning(str(card.get("owned_by", ""))) or endpoint.engine
     return endpoint
 
 

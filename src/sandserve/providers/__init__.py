@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
+from typing import Any
 
 from sandserve.errors import ConfigError
-from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.providers.base import Exposure, Provider
+from sandserve.providers.handles import DaytonaHandle, GatewayHandle, LocalHandle, SandboxHandle
 
 #: Where each built-in provider lives (imported by name: nothing is loaded before it is needed).
 BUILTIN_PROVIDERS = {
@@ -23,7 +25,7 @@ PROVIDER_NAMES = ("local", "daytona")
 
 
 @cache
-def get_provider(name: str) -> Provider:
+def get_provider(name: str) -> Provider[Any]:
     """One provider object per process: the local one remembers the children it started."""
     if name not in Provider.registered and name in BUILTIN_PROVIDERS:
         importlib.import_module(BUILTIN_PROVIDERS[name])
@@ -36,4 +38,14 @@ def get_provider(name: str) -> Provider:
     return provider_class()
 
 
-__all__ = ["BUILTIN_PROVIDERS", "PROVIDER_NAMES", "Exposure", "Provider", "SandboxHandle", "get_provider"]
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "PROVIDER_NAMES",
+    "DaytonaHandle",
+    "Exposure",
+    "GatewayHandle",
+    "LocalHandle",
+    "Provider",
+    "SandboxHandle",
+    "get_provider",
+]

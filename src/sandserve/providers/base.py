@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from sandserve.presets import DEFAULT_DAYTONA_PRESET
+from sandserve.providers.handles import SandboxHandle
 
 if TYPE_CHECKING:
-    from sandserve.engines.base import Launch
+    from sandserve.engines.base import Engine, Launch
     from sandserve.spec import ServeSpec
 
+HandleT = TypeVar("HandleT", bound=SandboxHandle)
 
-@dataclass
-class SandboxHandle:
-    """A provider's own record of one sandbox; ``data`` is JSON-serialisable and lives in the ledger."""
-
-    provider: str
-    sandbox_id: str
-    data: dict[str, Any] = field(default_factory=dict)
+#: A server in a remote sandbox is reached through the provider's proxy, from outside its loopback.
+ALL_INTERFACES = "0.0.0.0"
 
 
 @dataclass(frozen=True)
@@ -35,49 +34,66 @@ class Exposure:
         return headers
 
 
-class Provider:
+class Provider(Generic[HandleT]):
     """Where a server runs and how clients reach it. Subclasses register themselves by ``name``
-    (``get_provider`` looks them up), so nothing outside ``providers/`` branches on a provider's name."""
+    (``get_provider`` looks them up), so nothing outside ``providers/`` branches on a provider's name.
+    ``HandleT`` is the provider's own typed record of a sandbox (``providers/handles.py``)."""
 
-    registered: ClassVar[dict[str, type[Provider]]] = {}
+    registered: ClassVar[dict[str, type[Provider[Any]]]] = {}
     name: ClassVar[str]
     #: Seconds between polls of the log / exit code / readiness while booting.
     poll_interval: float
     #: Whether a failed boot keeps its sandbox by default (Daytona: the weights already downloaded).
     keeps_failed_sandboxes: bool
+    #: The address the server listens on inside its sandbox.
+    bind_host: ClassVar[str] = ALL_INTERFACES
+    #: Whether the server runs elsewhere, kept up (and billed) until deleted, behind the provider's own auth.
+    remote: ClassVar[bool] = True
+    #: Seconds ``up`` waits for a first generation unless told otherwise (None: the spec's default).
+    default_boot_timeout: ClassVar[float | None] = None
+    #: The preset served when no model is named.
+    default_preset: ClassVar[str] = DEFAULT_DAYTONA_PRESET
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             Provider.registered[cls.name] = cls
 
+    @classmethod
+    def check_engine(cls, engine: type[Engine], model: str) -> None:
+        """Refuse an engine this provider cannot run (before anything is created)."""
+
+    def auth_label(self, spec: ServeSpec) -> str:
+        """How clients are authenticated, as ``Endpoint.auth`` records it."""
+        return str(spec.auth)
+
     def preflight(self, spec: ServeSpec) -> None:
         """Refuse a spec that cannot work (port taken, no credentials) before anything is created."""
         raise NotImplementedError
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
+    def create(self, spec: ServeSpec, endpoint_id: str) -> HandleT:
         raise NotImplementedError
 
-    def server_port(self, handle: SandboxHandle) -> int:
+    def server_port(self, handle: HandleT) -> int:
         raise NotImplementedError
 
-    def start(self, handle: SandboxHandle, launch: Launch) -> None:
+    def start(self, handle: HandleT, launch: Launch) -> None:
         raise NotImplementedError
 
-    def read_log(self, handle: SandboxHandle) -> str:
+    def read_log(self, handle: HandleT) -> str:
         """The whole log so far (cumulative)."""
         raise NotImplementedError
 
-    def exit_code(self, handle: SandboxHandle) -> int | None:
+    def exit_code(self, handle: HandleT) -> int | None:
         """None while the server runs."""
         raise NotImplementedError
 
-    def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure:
+    def expose(self, handle: HandleT, spec: ServeSpec) -> Exposure:
         raise NotImplementedError
 
-    def is_running(self, handle: SandboxHandle) -> bool:
+    def is_running(self, handle: HandleT) -> bool:
         raise NotImplementedError
 
-    def delete(self, handle: SandboxHandle) -> None:
+    def delete(self, handle: HandleT) -> None:
         """Stop and remove the sandbox; succeeds if it is already gone."""
         raise NotImplementedError
