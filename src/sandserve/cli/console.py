@@ -3,11 +3,16 @@ what a shell is meant to capture (export lines, JSON), which goes to stdout."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from sandserve.serve.lifecycle import BootEvents
+
+if TYPE_CHECKING:
+    from sandserve.batch import BatchProgress
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -33,7 +38,7 @@ class ConsoleBootEvents(BootEvents):
     def phase(self, name: str, seconds: float) -> None:
         err.print(f"[green]  ✓ {name}[/] [dim]at {seconds:.1f} s[/]")
 
-    def build_progress(self, done: int, total: int, message: str) -> None:
+    def build_progress(self, done: int | None, total: int | None, message: str) -> None:
         if not err.is_terminal:
             self._build_progress_lines(done, total)
             return
@@ -53,7 +58,7 @@ class ConsoleBootEvents(BootEvents):
             self._task, completed=done, total=total or None, description=(message or "compiling")[:40]
         )
 
-    def _build_progress_lines(self, done: int, total: int) -> None:
+    def _build_progress_lines(self, done: int | None, total: int | None) -> None:
         """Without a terminal (CI logs, pipes) a bar is invisible: a line at every tenth of the build instead."""
         if self._tenths_shown < 0:
             err.print("[bold cyan]::[/] building llama-server from source (first run only, a few minutes)")
@@ -92,20 +97,19 @@ class BatchProgressView:
     def __exit__(self, *exc_info: object) -> None:
         self._progress.stop()
 
-    def update(self, progress: object, description: str | None = None) -> None:
-        p = progress  # a sandserve.batch.runner.BatchProgress
-        cached = p.cached_tokens / p.input_tokens if p.input_tokens else 0.0  # type: ignore[attr-defined]
+    def update(self, progress: BatchProgress, description: str | None = None) -> None:
+        p = progress
+        cached = p.cached_tokens / p.input_tokens if p.input_tokens else 0.0
         rates = (
-            f"{p.input_tokens_per_s:,.0f} in tok/s  {p.output_tokens_per_s:,.0f} out tok/s  "  # type: ignore[attr-defined]
+            f"{p.input_tokens_per_s:,.0f} in tok/s  {p.output_tokens_per_s:,.0f} out tok/s  "
             f"cached {100 * cached:.0f}%  errors {p.failed}"
-        )  # type: ignore[attr-defined]
-        self._progress.update(
-            self._task,
-            completed=p.done,
-            total=p.total,
-            rates=rates,  # type: ignore[attr-defined]
-            **({"description": description} if description else {}),
         )
+        if description:
+            self._progress.update(
+                self._task, completed=p.done, total=p.total, rates=rates, description=description
+            )
+        else:
+            self._progress.update(self._task, completed=p.done, total=p.total, rates=rates)
 
 
 class DownloadProgressView:

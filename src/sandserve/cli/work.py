@@ -58,7 +58,7 @@ def batch(
             input_path,
             output_path,
             concurrency=concurrency,
-            order=order,
+            order=order,  # type: ignore[arg-type]  # click.Choice allows only the Order values
             max_retries=max_retries,
             retry_errors=retry_errors,
             on_progress=view.update,

@@ -36,7 +36,7 @@ _PHASES = (
     ("listening", r"llama_server: listening on"),
 )
 
-_SIGNATURES = (
+_SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"couldn't bind HTTP server socket",
         "the port is already taken by another process",

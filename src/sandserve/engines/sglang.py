@@ -85,7 +85,7 @@ _PHASES = (
     ("server ready", r"The server is fired up and ready to roll!"),
 )
 
-_SIGNATURES = (
+_SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"Not enough memory\. Please try to increase --mem-fraction-static",
         "the GPU had no memory left for the KV cache pool after loading the weights",

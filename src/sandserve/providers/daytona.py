@@ -61,7 +61,7 @@ class DaytonaProvider(Provider):
             sandbox = self.client.create(params, timeout=spec.create_timeout)
         except DaytonaTimeoutError as exc:
             sandbox_id = getattr(exc, "sandbox_id", None)
-            cleaned = bool(sandbox_id) and self._delete_by_id(sandbox_id)
+            cleaned = bool(sandbox_id) and self._delete_by_id(str(sandbox_id))
             raise SandboxCreateTimeoutError(spec.create_timeout, sandbox_id, cleaned) from exc
         except KeyboardInterrupt:
             self._delete_labelled(endpoint_id)

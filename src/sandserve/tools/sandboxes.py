@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from sandserve.errors import ToolSandboxError
 from sandserve.tools.declaration import Tool
@@ -59,13 +59,14 @@ def _clip(text: str) -> str:
 class ToolRunner(Protocol):
     """Runs one tool call somewhere isolated. Use as a context manager: ``close()`` releases what it holds."""
 
-    isolation: str
+    @property
+    def isolation(self) -> str: ...
 
     def run(self, tool: Tool, arguments: dict[str, Any]) -> ToolOutcome: ...
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> ToolRunner: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 

@@ -215,6 +215,12 @@ class ClassificationReport:
 PassProgress = Callable[[str, BatchProgress], None]
 
 
+def _for_pass(on_progress: PassProgress | None, name: str) -> Callable[[BatchProgress], None] | None:
+    if on_progress is None:
+        return None
+    return lambda progress: on_progress(name, progress)
+
+
 async def classify(
     endpoint: Endpoint,
     passages: list[Passage],
@@ -235,9 +241,7 @@ async def classify(
             results.append,
             concurrency=concurrency or len(passages),
             order=order,  # type: ignore[arg-type]
-            on_progress=(lambda progress, name=question.name: on_progress(name, progress))
-            if on_progress
-            else None,
+            on_progress=_for_pass(on_progress, question.name),
         )
         by_id = {result.custom_id: result for result in results}
         answers[question.name] = [by_id[f"{question.name}/{passage.id}"] for passage in passages]
