@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sandserve.presets import find_preset
 from sandserve.results import CacheStats, Capabilities, GenerateResult, ServerInfo
+from sandserve.spec import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
     # Aliased: the method ``Endpoint.openai`` would shadow the module inside the class body.
     import openai as openai_sdk
 
-#: The engine an endpoint from the environment is assumed to run until its server says otherwise.
-DEFAULT_ENGINE = "sglang"
 PREVIEW_TOKEN_HEADER = "x-daytona-preview-token"
 #: Without it the Daytona preview proxy may answer with an HTML warning page instead of the server's reply.
 SKIP_PREVIEW_WARNING_HEADER = "X-Daytona-Skip-Preview-Warning"

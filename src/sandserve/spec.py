@@ -15,7 +15,8 @@ DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.12.post1-cu130"
 DEFAULT_GPUS = ("H100", "RTX_PRO_6000")
 DEFAULT_TARGET = "us-east-1"
 SANDBOX_PORT = 8000
-#: The engine of a Hugging Face model with no preset.
+#: The engine of a Hugging Face model with no preset (and of an endpoint from the environment, until its
+#: server says otherwise).
 DEFAULT_ENGINE = "sglang"
 
 

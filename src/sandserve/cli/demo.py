@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
 from sandserve.engines.tinymodel import DISCLAIMER
 from sandserve.providers import get_provider
@@ -45,13 +46,13 @@ def run_demo(provider: str | None = None, *, events: BootEvents | None = None) -
         max_tokens=48 if local else 4096,
         temperature=0.8,
     )
-    usage = response.usage
+    usage = usage_of(response)
     return DemoResult(
         endpoint=endpoint,
         reused=reused,
         question=QUESTION,
         answer=response.choices[0].message.content or "",
-        usage=f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens" if usage else "",
+        usage=f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens",
         disclaimer=DISCLAIMER if endpoint.serves_random_model else None,
         next_steps=_next_steps(endpoint, local),
     )

@@ -367,8 +367,12 @@ def reconcile(record: Record, registry: Registry) -> Record:
             record.id, state=State.READY, error="its `up` was interrupted after the server started"
         )
     else:
-        if alive:
-            _delete_quietly(provider, record.sandbox)
+        # Nothing usable: whatever is left of the sandbox (a kept one bills) goes before the row says down.
+        if record.sandbox.sandbox_id:
+            try:
+                provider.delete(record.sandbox)
+            except SandserveError:
+                return record  # still there and not deletable now: settle it another time
         registry.update(record.id, state=State.DOWN, error="its `up` ended before the server was ready")
     return registry.get(record.id)
 
