@@ -3,8 +3,10 @@ booting, a ledger write failing after the engine started, and the Endpoint as th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from old_ledger import OLD_SCHEMA, old_endpoint, old_row
 
 import sandserve
 from sandserve.endpoint import Endpoint
@@ -181,3 +184,18 @@ def test_an_endpoint_from_the_environment_has_no_ledger_handle() -> None:
     assert endpoint is not None
     with pytest.raises(EndpointNotFoundError):
         endpoint.status()
+
+
+def test_sandserve_reads_a_ledger_written_before_migrations(isolated: Path) -> None:
+    """A user's existing ledger: migrated on first use; a row whose server is gone shows as dead."""
+    isolated.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(isolated / "ledger.sqlite3") as db:
+        db.execute(OLD_SCHEMA)
+        gone = {"port": 9, "pid": 2**22 + 1, "start_time": "1"}  # a pid above pid_max: never running
+        old_row(db, "old-1", "local", gone, {}, endpoint=old_endpoint("old-1", 9, {"kv_pool_tokens": 64}))
+    listed = run_cli("ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert (row["id"], row["state"], row["info"]["kv_pool_tokens"]) == ("old-1", "dead", 64)
+    assert run_cli("down", "old-1").returncode == 0
+    assert Registry().get("old-1").state is State.DOWN

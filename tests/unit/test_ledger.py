@@ -3,61 +3,19 @@ that waits (and says so) instead of being called corrupt, and rows left booting 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from old_ledger import OLD_SCHEMA, old_endpoint, old_row
 
 from sandserve.endpoint import Endpoint
 from sandserve.errors import LedgerBusyError, LedgerCorruptError, LedgerTooNewError
 from sandserve.providers.handles import GatewayHandle, LocalHandle, SandboxHandle
 from sandserve.serve import lifecycle, migrations
 from sandserve.serve.ledger import FLEET_LABEL, LedgerEvents, Registry, State
-
-#: The table as layout-base (before migrations) created it, verbatim.
-OLD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS endpoints (
-    id          TEXT PRIMARY KEY,
-    provider    TEXT NOT NULL,
-    engine      TEXT NOT NULL,
-    model       TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    sandbox     TEXT NOT NULL,
-    endpoint    TEXT,
-    spec        TEXT NOT NULL,
-    log_path    TEXT,
-    error       TEXT,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL
-)
-"""
-
-
-def _old_row(
-    db: sqlite3.Connection, endpoint_id: str, provider: str, data: dict, labels: dict, **extra
-) -> None:
-    sandbox = {"provider": provider, "sandbox_id": endpoint_id, "data": data}
-    endpoint = extra.get("endpoint")
-    db.execute(
-        "INSERT INTO endpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            endpoint_id,
-            provider,
-            "llamacpp",
-            "tiny-random-llama",
-            extra.get("state", "ready"),
-            json.dumps(sandbox),
-            json.dumps(endpoint) if endpoint else None,
-            json.dumps({"labels": labels, "provider": "local"}),
-            data.get("log_path"),
-            None,
-            1000.0,
-            1001.0,
-        ),
-    )
 
 
 @pytest.fixture
@@ -66,7 +24,7 @@ def old_ledger(tmp_path: Path) -> Path:
     path = tmp_path / "ledger.sqlite3"
     with sqlite3.connect(path) as db:
         db.execute(OLD_SCHEMA)
-        _old_row(
+        old_row(
             db,
             "fleet-1",
             "gateway",
@@ -81,34 +39,26 @@ def old_ledger(tmp_path: Path) -> Path:
             {},
         )
         for worker in ("w-1", "w-2"):
-            _old_row(
+            old_row(
                 db, worker, "local", {"port": 4000, "pid": 12, "start_time": "6"}, {FLEET_LABEL: "fleet-1"}
             )
-        _old_row(
+        old_row(
             db,
             "solo",
             "local",
             {"port": 5000, "log_path": "/tmp/s.log", "pid": 13, "start_time": "7"},
             {},
-            endpoint={
-                "id": "solo",
-                "url": "http://127.0.0.1:5000",
-                "model": "m",
-                "engine": "llamacpp",
-                "provider": "local",
-                "auth": "public",
-                "headers": {},
-                "api_key": None,
-                "sandbox_id": "solo",
-                "expires_at": None,
-                "info": {
+            endpoint=old_endpoint(
+                "solo",
+                5000,
+                {
                     "kv_pool_tokens": 32768,
                     "preset": "tiny",
                     "policy": "kept",
                     "boot_timeline": [{"phase": "listening", "seconds": 0.4}],
                     "capabilities": {"regex": True, "ebnf": True, "native_generate": False},
                 },
-            },
+            ),
         )
     return path
 

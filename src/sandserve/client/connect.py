@@ -30,7 +30,7 @@ def _identified(endpoint: Endpoint) -> Endpoint:
     output silently unconstrained). An endpoint that does not answer fails here, with the reason."""
     import httpx
 
-    from sandserve.client.transport import error_for_status, server_message
+    from sandserve.client.transport import raise_for_status
     from sandserve.engines import engine_owning
     from sandserve.errors import EndpointUnavailableError
 
@@ -38,8 +38,7 @@ def _identified(endpoint: Endpoint) -> Endpoint:
         response = httpx.get(f"{endpoint.base_url}/models", headers=endpoint.request_headers(), timeout=10)
     except httpx.HTTPError as exc:
         raise EndpointUnavailableError(endpoint.url, f"could not list its models ({exc})") from exc
-    if response.status_code != 200:
-        raise error_for_status(endpoint.url, response.status_code, server_message(response.text))
+    raise_for_status(endpoint.url, response)
     try:
         card = response.json()["data"][0]
     except (KeyError, IndexError, TypeError, ValueError) as exc:
