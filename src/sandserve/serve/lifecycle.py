@@ -139,15 +139,16 @@ def up(spec: ServeSpec, *, events: BootEvents | None = None, registry: Registry 
         )
         if cleanup:
             _delete_quietly(provider, handle)
-        _record_quietly(
-            registry,
-            endpoint_id,
-            state=State.DOWN if cleanup else State.FAILED,
-            error=exc.message,
-            log_path=log_path,
-        )
+        if not isinstance(exc, LedgerBusyError):  # a busy ledger would only make us wait again
+            _record_quietly(
+                registry,
+                endpoint_id,
+                state=State.DOWN if cleanup else State.FAILED,
+                error=exc.message,
+                log_path=log_path,
+            )
         raise
-    except BaseException as exc:
+    except Exception as exc:
         # Anything unforeseen (the ledger's disk full...): stop what runs rather than leave it unrecorded.
         _delete_quietly(provider, handle)
         _record_quietly(registry, endpoint_id, state=State.DOWN, error=f"{type(exc).__name__}: {exc}")
@@ -180,10 +181,11 @@ def _endpoint(
 
 
 def _record_quietly(registry: Registry, endpoint_id: str, **changes: Any) -> None:
-    """Record how a boot ended; if even that fails, the row stays ``booting`` and ``reconcile`` settles it."""
+    """Record how a boot ended; if even that fails, the row stays ``booting`` and ``reconcile`` settles it
+    once this process has ended (the error that ended the boot is the one worth raising)."""
     try:
         registry.update(endpoint_id, **changes)
-    except SandserveError:
+    except Exception:
         pass
 
 
