@@ -79,6 +79,17 @@ class LedgerBusyError(SandserveError):
         self.path = path
 
 
+class LedgerUnusableError(SandserveError):
+    """SQLite refused the ledger for a reason that is not its content (a full disk, a read-only file...)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"The endpoint ledger {path} could not be used: {reason}. Nothing was changed.",
+            hint=f"Check the disk it is on (df {path.parent}) and its permissions (ls -l {path}), then run again.",
+        )
+        self.path = path
+
+
 class LedgerTooNewError(ConfigError):
     def __init__(self, path: Path, unknown: list[str]) -> None:
         super().__init__(
@@ -407,6 +418,7 @@ __all__ = [
     "LedgerBusyError",
     "LedgerCorruptError",
     "LedgerTooNewError",
+    "LedgerUnusableError",
     "MissingCredentialsError",
     "ModelFileNotFoundError",
     "NotAFleetMemberError",

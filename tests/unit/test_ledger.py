@@ -238,3 +238,34 @@ def test_endpoint_json_keeps_server_info_as_a_dict(tmp_path: Path) -> None:
     registry.update("e", endpoint=endpoint, state=State.READY)
     stored = registry.get("e").endpoint
     assert stored is not None and stored.info == endpoint.info and stored.info["policy"] == "p"
+
+
+def _sqlite_error(cls: type[sqlite3.DatabaseError], text: str, name: str | None) -> sqlite3.DatabaseError:
+    error = cls(text)
+    error.sqlite_errorname = name  # type: ignore[attr-defined] - set by SQLite itself on real errors
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "corrupt"),
+    [
+        (_sqlite_error(sqlite3.DatabaseError, "file is not a database", "SQLITE_NOTADB"), True),
+        (_sqlite_error(sqlite3.DatabaseError, "database disk image is malformed", "SQLITE_CORRUPT"), True),
+        (_sqlite_error(sqlite3.OperationalError, "database or disk is full", "SQLITE_FULL"), False),
+        (
+            _sqlite_error(
+                sqlite3.OperationalError, "attempt to write a readonly database", "SQLITE_READONLY"
+            ),
+            False,
+        ),
+        (_sqlite_error(sqlite3.OperationalError, "disk I/O error", "SQLITE_IOERR"), False),
+    ],
+)
+def test_only_a_broken_file_is_called_corrupt(error: sqlite3.DatabaseError, corrupt: bool) -> None:
+    from sandserve.errors import LedgerUnusableError
+    from sandserve.serve.ledger import _unusable
+
+    found = _unusable(Path("/state/ledger.sqlite3"), error)
+    assert isinstance(found, LedgerCorruptError if corrupt else LedgerUnusableError)
+    if not corrupt:
+        assert "Move it aside" not in str(found) and "Nothing was changed" in str(found)

@@ -26,6 +26,7 @@ from sandserve.errors import (
     LedgerBusyError,
     LedgerCorruptError,
     LedgerTooNewError,
+    LedgerUnusableError,
     StateDirError,
 )
 from sandserve.paths import state_dir
@@ -173,7 +174,7 @@ class Registry:
             except sqlite3.OperationalError as exc:
                 _rollback(db)
                 if not _is_busy(exc):
-                    raise LedgerCorruptError(self.path, str(exc)) from exc
+                    raise _unusable(self.path, exc) from exc
                 waited = time.monotonic() - started
                 if waited >= self.busy_wait:
                     raise LedgerBusyError(self.path, waited) from exc
@@ -182,7 +183,7 @@ class Registry:
                     told = True
             except sqlite3.DatabaseError as exc:
                 _rollback(db)
-                raise LedgerCorruptError(self.path, str(exc)) from exc
+                raise _unusable(self.path, exc) from exc
             except BaseException:
                 _rollback(db)
                 raise
@@ -304,6 +305,20 @@ class Registry:
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     name = getattr(exc, "sqlite_errorname", "")
     return name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in str(exc) or "busy" in str(exc)
+
+
+#: SQLite's codes for a file whose content is not a (whole) database: only these make a ledger corrupt.
+_CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+def _unusable(path: Path, exc: sqlite3.DatabaseError) -> LedgerCorruptError | LedgerUnusableError:
+    """Corrupt only when SQLite says the content is; a full disk or a read-only file is something else."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if name in _CORRUPT or name.startswith("SQLITE_CORRUPT") or "malformed" in str(exc):
+        return LedgerCorruptError(path, str(exc))
+    if not name and not isinstance(exc, sqlite3.OperationalError):
+        return LedgerCorruptError(path, str(exc))
+    return LedgerUnusableError(path, str(exc))
 
 
 def _rollback(db: sqlite3.Connection) -> None:
