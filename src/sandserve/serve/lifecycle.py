@@ -377,13 +377,3 @@ def reconcile(record: Record, registry: Registry) -> Record:
                 return record  # still there and not deletable now: settle it another time
         registry.update(record.id, state=State.DOWN, error="its `up` ended before the server was ready")
     return registry.get(record.id)
-
-
-def reconcile_all(registry: Registry) -> list[Record]:
-    """Every row ``reconcile`` changed."""
-    return [
-        settled
-        for record in registry.list()
-        if record.state is State.BOOTING
-        and (settled := reconcile(record, registry)).state is not State.BOOTING
-    ]
