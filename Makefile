@@ -10,7 +10,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_COMPILE_BYTECODE := 1
 export UV_LINK_MODE := copy
 
-.PHONY: demo test test-fast check bench engine clean
+.PHONY: demo test test-fast check bench engine bubblewrap clean
 
 demo: $(SYNCED)
 	$(VENV)/bin/sandserve demo
@@ -29,9 +29,16 @@ test: check engine
 test-fast: $(SYNCED)
 	$(VENV)/bin/python -m pytest -q tests/unit
 
-# The llama-server build (minutes, once; cached in the user's cache directory) and the tiny model.
-engine: $(SYNCED)
+# The llama-server build (minutes, once; cached in the user's cache directory) and the tiny model; and
+# bubblewrap, the boundary local tool calls run in (installed when missing and we are root on Debian).
+engine: $(SYNCED) bubblewrap
 	$(VENV)/bin/sandserve engine build
+
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; }; } || \
+	  echo "note: bubblewrap (bwrap) is not installed: local tool calls need it (apt-get install bubblewrap)"
 
 bench: $(SYNCED) engine
 	for script in bench/bench_*.py; do $(VENV)/bin/python $$script || exit 1; done

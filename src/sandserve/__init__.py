@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from sandserve.client.connect import connect
     from sandserve.endpoint import Endpoint, EndpointStatus
     from sandserve.fleet import Fleet, fleet_down, fleet_status, fleet_up
+    from sandserve.observe.bench import BenchConfig, LoadPlan, run_bench_sync
+    from sandserve.observe.loads import EndpointLoad, LoadProbe, read_loads
+    from sandserve.observe.metrics import Slo
+    from sandserve.observe.report import write_report
     from sandserve.results import CacheStats, Capabilities, GenerateResult, ServerInfo, TokenUsage
     from sandserve.serve.lifecycle import BootEvents, up
     from sandserve.serve.resolve import resolve_spec
@@ -29,16 +33,21 @@ if TYPE_CHECKING:
 #: Public name -> the module that defines it.
 _LOCATIONS = {
     "AuthMode": "sandserve.spec",
+    "BenchConfig": "sandserve.observe.bench",
     "BootEvents": "sandserve.serve.lifecycle",
     "CacheStats": "sandserve.results",
     "Capabilities": "sandserve.results",
     "Endpoint": "sandserve.endpoint",
     "EndpointStatus": "sandserve.endpoint",
+    "EndpointLoad": "sandserve.observe.loads",
     "Fleet": "sandserve.fleet",
     "GenerateResult": "sandserve.results",
+    "LoadPlan": "sandserve.observe.bench",
+    "LoadProbe": "sandserve.observe.loads",
     "ServeSpec": "sandserve.spec",
     "ServerInfo": "sandserve.results",
     "TokenUsage": "sandserve.results",
+    "Slo": "sandserve.observe.metrics",
     "Tool": "sandserve.tools.declaration",
     "ToolLoopResult": "sandserve.tools.loop",
     "connect": "sandserve.client.connect",
@@ -46,14 +55,17 @@ _LOCATIONS = {
     "fleet_down": "sandserve.fleet",
     "fleet_status": "sandserve.fleet",
     "fleet_up": "sandserve.fleet",
+    "read_loads": "sandserve.observe.loads",
     "resolve_spec": "sandserve.serve.resolve",
     "run_batch": "sandserve.batch",
     "run_batch_sync": "sandserve.batch",
+    "run_bench_sync": "sandserve.observe.bench",
     "run_requests": "sandserve.batch",
     "run_requests_sync": "sandserve.batch",
     "run_tool_loop": "sandserve.tools.loop",
     "tool": "sandserve.tools.declaration",
     "up": "sandserve.serve.lifecycle",
+    "write_report": "sandserve.observe.report",
 }
 
 __all__ = sorted([*_LOCATIONS, *_error_names])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -221,13 +222,14 @@ class Endpoint:
 
     def export_lines(self) -> list[str]:
         """The shell lines that hand this endpoint to curl and the examples."""
-        lines = [f"export ENDPOINT={self.url}", f"export MODEL={self.model}"]
+        values = {"ENDPOINT": self.url, "MODEL": self.model}
         token = self.headers.get(PREVIEW_TOKEN_HEADER)
         if token:
-            lines.append(f"export TOKEN={token}")
+            values["TOKEN"] = token
         if self.api_key:
-            lines.append(f"export OPENAI_API_KEY={self.api_key}")
-        return lines
+            values["OPENAI_API_KEY"] = self.api_key
+        # Quoted for the shell: `eval "$(sandserve up)"` must survive a model named "My Model (q4)".
+        return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -280,12 +280,28 @@ class BatchInputError(ConfigError):
 class BatchOutputError(ConfigError):
     """The batch output file cannot be read or written."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, *, hint: str | None = None) -> None:
         super().__init__(
             f"Cannot write the batch output {path}: {reason}.",
-            hint="Pick an output path in a directory you can write to (it is created, or resumed if it exists).",
+            hint=hint
+            or "Pick an output path in a directory you can write to (it is created, or resumed if it exists).",
         )
         self.path = path
+
+
+class BatchIncompleteError(SandserveError):
+    """A batch run stopped (or ended) with requests that have no result yet; none of them was lost."""
+
+    def __init__(self, *, unfinished: int, total: int | None, reason: str, summary: object = None) -> None:
+        of = f" of {total}" if total is not None else ""
+        super().__init__(
+            f"{unfinished}{of} requests still have no result: {reason.rstrip('.')}. Nothing was written for them.",
+            hint="Nothing was lost: run the same command again to send them (with --endpoint ID to use another "
+            "endpoint); finished requests are skipped.",
+        )
+        self.unfinished = unfinished
+        self.total = total
+        self.summary = summary
 
 
 # --- clients: chat, constrained generation, tools ---------------------------------------------------
@@ -334,6 +350,19 @@ class ToolSandboxError(SandserveError):
             f"The tool sandbox is not usable: {reason}.",
             hint="Check DAYTONA_API_KEY and the Daytona dashboard; or run the tools locally "
             "(they then run in a restricted subprocess on this machine).",
+        )
+
+
+class ToolIsolationUnavailableError(ConfigError):
+    """No OS-level isolation for local tool calls on this machine, and no opt-in to run them without it."""
+
+    def __init__(self, opt_in_variable: str) -> None:
+        super().__init__(
+            "Model-written tools cannot be isolated on this machine: bubblewrap (bwrap) is missing or cannot "
+            "create namespaces here, so a tool would run as you, with your files and network.",
+            hint="Install it (Debian/Ubuntu: apt-get install bubblewrap), or accept the risk explicitly: "
+            f"{opt_in_variable}=1 (or LocalToolSandbox(allow_unisolated=True)) runs them in a restricted "
+            "subprocess that is not a security boundary.",
         )
 
 
@@ -397,6 +426,7 @@ class FleetBootError(SandserveError):
 
 __all__ = [
     "AmbiguousEndpointError",
+    "BatchIncompleteError",
     "BatchInputError",
     "BatchOutputError",
     "BootError",
@@ -431,6 +461,7 @@ __all__ = [
     "ServerFailedError",
     "StateDirError",
     "ToolDefinitionError",
+    "ToolIsolationUnavailableError",
     "ToolSandboxError",
     "UnknownPresetError",
 ]

@@ -15,22 +15,13 @@ from typing import Any
 import pytest
 from faultserver import FaultServer
 
-from sandserve.batch.runner import (
-    Backoff,
-    BatchProgress,
-    BatchRequest,
-    BatchResult,
-    JsonlSink,
-    default_concurrency,
-    parse_retry_after,
-    plan_prefix_waves,
-    run_batch,
-    run_batch_sync,
-    run_requests,
-    summary_path,
-)
+from sandserve.batch.files import JsonlSink, errors_path, summary_path
+from sandserve.batch.http import parse_retry_after
+from sandserve.batch.prefix import plan_prefix_waves
+from sandserve.batch.runner import default_concurrency, run_batch, run_batch_sync, run_requests
+from sandserve.batch.types import Backoff, BatchProgress, BatchRequest, BatchResult
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
-from sandserve.errors import BatchInputError, EndpointUnavailableError
+from sandserve.errors import BatchIncompleteError, BatchInputError, EndpointUnavailableError
 from sandserve.providers.local import free_port
 
 FAST = Backoff(base_s=0.001, max_s=0.005)
@@ -68,6 +59,12 @@ def read_output(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+def read_all(out: Path) -> list[dict[str, Any]]:
+    """The output's lines and its error file's: every request with a result, each once."""
+    errors = errors_path(out)
+    return read_output(out) + (read_output(errors) if errors.exists() else [])
+
+
 def assert_each_once(lines: list[dict[str, Any]], expected_ids: set[str]) -> None:
     counts = Counter(line["custom_id"] for line in lines)
     assert set(counts) == expected_ids
@@ -88,8 +85,8 @@ def test_every_request_ends_exactly_once_through_faults(server: FaultServer, tmp
     server.script("r3", "drop", "ok")
     server.script("r4", "malformed", "malformed", "ok")
     server.script("r5", "400")
-    server.script("r6", *["502"] * 10)
-    server.script("r7", *["malformed"] * 10)
+    server.script("r6", "502", "502", "502", "ok")
+    server.script("r7", "malformed", "malformed", "malformed", "ok")
     server.script("r8", "slow", "ok")
     inp = write_batch(tmp_path / "in.jsonl", ids)
     with inp.open("a") as file:
@@ -108,22 +105,21 @@ def test_every_request_ends_exactly_once_through_faults(server: FaultServer, tmp
         on_progress=progress.append,
     )
 
-    lines = read_output(out)
+    lines = read_all(out)
     assert_each_once(lines, {*ids, "c1", "g1"})
     results = by_id(lines)
     failed = {cid for cid, line in results.items() if line["error"] is not None}
-    assert failed == {"r5", "r6", "r7"}
-    assert results["r6"]["error"]["code"] == "http_502"
-    assert results["r7"]["error"]["code"] == "malformed_response"
+    assert failed == {"r5"}
+    assert [line["custom_id"] for line in read_output(errors_path(out))] == ["r5"]
     assert server.attempts["r6"] == server.attempts["r7"] == 4  # 1 + max_retries
     assert server.attempts["r1"] == 2 and server.attempts["r2"] == 3 and server.attempts["r4"] == 3
     ok = results["r1"]["response"]
     assert ok["status_code"] == 200 and ok["body"]["choices"][0]["message"]["content"] == "answer to r1"
     assert results["g1"]["response"]["body"]["text"] == "answer to g1"
 
-    assert (summary.requests, summary.succeeded, summary.failed) == (42, 39, 3)
+    assert (summary.requests, summary.succeeded, summary.failed, summary.unfinished) == (42, 41, 1, 0)
     assert summary.retries == 1 + 2 + 1 + 2 + 3 + 3
-    assert summary.errors_by_kind == {"http_400": 1, "http_502": 1, "malformed_response": 1}
+    assert summary.errors_by_kind == {"http_400": 1}
     bodies = [line["response"]["body"] for line in lines if line["error"] is None]
     assert summary.input_tokens == sum(b.get("usage", b.get("meta_info"))["prompt_tokens"] for b in bodies)
     assert summary.cached_tokens == sum(
@@ -143,7 +139,8 @@ def test_400_is_not_retried_and_keeps_the_servers_message(server: FaultServer, t
     inp = write_batch(tmp_path / "in.jsonl", ["bad", "good"])
     run_batch_sync(endpoint_for(server.url), inp, out, backoff=FAST)
 
-    bad = by_id(read_output(out))["bad"]
+    assert [line["custom_id"] for line in read_output(out)] == ["good"]
+    bad = by_id(read_output(errors_path(out)))["bad"]
     assert server.attempts["bad"] == 1
     assert bad["error"] == {"code": "http_400", "message": "bad request bad"}
     assert bad["response"]["status_code"] == 400
@@ -282,7 +279,7 @@ def test_finished_are_skipped_and_errors_retried_on_request(server: FaultServer,
 
     retried = run_batch_sync(endpoint_for(server.url), inp, out, retry_errors=True)
     assert retried.requests == 1 and retried.succeeded == 1 and retried.skipped == 2
-    lines = read_output(out)
+    lines = read_all(out)
     assert_each_once(lines, set(ids))
     assert all(line["error"] is None for line in lines)
 
@@ -310,7 +307,7 @@ def test_malformed_input_lines_become_error_lines(server: FaultServer, tmp_path:
     out = tmp_path / "out.jsonl"
     summary = run_batch_sync(endpoint_for(server.url), inp, out)
 
-    lines = by_id(read_output(out))
+    lines = by_id(read_all(out))
     assert set(lines) == {"a", "b", "line-2", "line-3", "no-body", "bad-url", "line-7"}
     expected = [("line-2", 2), ("line-3", 3), ("no-body", 5), ("bad-url", 6), ("line-7", 7)]
     for custom_id, line_number in expected:
@@ -340,7 +337,7 @@ def test_missing_input_file_is_a_clear_error(server: FaultServer, tmp_path: Path
 
 def test_endpoint_down_raises_and_leaves_output_valid(tmp_path: Path) -> None:
     inp, out = write_batch(tmp_path / "in.jsonl", ["a", "b"]), tmp_path / "out.jsonl"
-    out.write_text(request_line("old") + "\n")
+    out.write_text(json.dumps({"id": "batch_req_1", "custom_id": "a", "response": {}, "error": None}) + "\n")
     before = out.read_bytes()
     with pytest.raises(EndpointUnavailableError, match="sandserve status"):
         run_batch_sync(endpoint_for(f"http://127.0.0.1:{free_port()}"), inp, out, backoff=FAST)
@@ -351,20 +348,25 @@ def test_endpoint_going_down_midway_stops_the_run(server: FaultServer, tmp_path:
     ids = [f"r{i}" for i in range(20)]
     server.script("r5", "down")
     inp, out = write_batch(tmp_path / "in.jsonl", ids), tmp_path / "out.jsonl"
-    with pytest.raises(EndpointUnavailableError, match="no connection"):
+    with pytest.raises(
+        BatchIncompleteError, match=r"14 of 20 requests still have no result: .*no connection"
+    ):
         run_batch_sync(endpoint_for(server.url), inp, out, concurrency=1, max_retries=2, backoff=FAST)
-    lines = read_output(out)
-    assert {line["custom_id"] for line in lines if line["error"] is None} == {f"r{i}" for i in range(6)}
-    assert len(lines) <= 7  # at most the one request whose retries straddled the outage
+    lines = read_all(out)
+    assert {line["custom_id"] for line in lines} == {f"r{i}" for i in range(6)}
+    assert all(line["error"] is None for line in lines), "a lost connection is never a final result"
+    assert json.loads(summary_path(out).read_text())["unfinished"] == 14
 
 
 def test_server_failing_every_request_stops_the_run_early(server: FaultServer, tmp_path: Path) -> None:
     server.default_action = "500"
     inp, out = write_batch(tmp_path / "in.jsonl", [f"r{i}" for i in range(50)]), tmp_path / "out.jsonl"
-    with pytest.raises(EndpointUnavailableError, match="all failed"):
+    with pytest.raises(BatchIncompleteError, match=r"50 of 50 requests still have no result: .*all got no"):
         run_batch_sync(endpoint_for(server.url), inp, out, concurrency=2, max_retries=1, backoff=FAST)
-    lines = read_output(out)
-    assert 10 <= len(lines) < 50 and all(line["error"]["code"] == "http_500" for line in lines)
+    assert read_all(out) == [], "a 5xx after every retry is not a final result"
+    assert 10 <= sum(server.attempts.values()) // 2 < 50, "the run stops early"
+    server.default_action = "ok"
+    assert run_batch_sync(endpoint_for(server.url), inp, out, backoff=FAST).succeeded == 50
 
 
 def test_auth_headers_are_sent_and_refusal_is_reported(tmp_path: Path) -> None:

@@ -292,7 +292,8 @@ def test_dry_run_prints_the_plan_and_creates_nothing_without_a_key():
     plan = json.loads(result.stdout)
     assert {"image", "command", "env", "gpu"} <= set(plan)
     assert plan["image"] == "lmsysorg/sglang:v0.5.12.post1-cu130" and plan["gpu"] == ["H100", "RTX_PRO_6000"]
-    assert "--mem-fraction-static 0.93" in plan["command"] and "--api-key ****" in plan["command"]
+    assert "--mem-fraction-static 0.93" in plan["command"] and "sk-" not in plan["command"]
+    assert plan["env"]["SANDSERVE_SGLANG_API_KEY"] == "****"  # the key reaches SGLang by its environment
     assert plan["env"]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert plan["env"]["HF_TOKEN"] == "****"
     assert "hf_very_secret" not in result.stdout and "sk-" not in result.stdout

@@ -136,6 +136,9 @@ class SandboxRecord:
     )  # env var -> vault secret name (recorded, not resolved)
     sessions: dict[str, dict[str, CommandRun]] = field(default_factory=dict)
     runs: list[CommandRun] = field(default_factory=list)  # every command started; their groups die with it
+    last_activity: float = 0.0
+    """time.time() of the last activity: preview traffic without X-Daytona-Skip-Last-Activity-Update: true
+    counts, as on Daytona (auto-stop counts from it), and so does POST /last-activity."""
 
     @property
     def state(self) -> SandboxState:
@@ -469,7 +472,7 @@ class DaytonaStandin:
         return handler
 
     async def _last_activity(self, request: web.Request) -> web.Response:
-        self._sandbox(request)
+        self._sandbox(request).last_activity = time.time()
         return web.Response(status=201)
 
     async def _toolbox_proxy_url(self, request: web.Request) -> web.Response:
@@ -777,6 +780,8 @@ class DaytonaStandin:
             return _proxy_error(404, "not a preview URL")
         if not allowed:
             return _proxy_error(401, "missing or invalid preview token")
+        if request.headers.get(SKIP_ACTIVITY_HEADER, "").lower() != "true":
+            record.last_activity = time.time()
         if record.state != SandboxState.STARTED:
             return _proxy_error(502, f"sandbox is {record.state.value}")
         target = request.raw_path[len(prefix) :]
@@ -785,6 +790,8 @@ class DaytonaStandin:
         assert self._proxy_session is not None
         return await _preview.forward(self._proxy_session, request, record.local_port(port), target)
 
+
+SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 
 # ----- helpers -----
 

@@ -755,7 +755,10 @@ def _error_response(message: str, kind: str = "BadRequestError", status: int = 4
 
 
 def build_app(state: ServerState) -> web.Application:
-    app = web.Application(middlewares=[_access_log_middleware(state), _auth_middleware(state)])
+    in_flight: dict[int, int] = {}  # request -> its prompt tokens, while it is being generated (/v1/loads)
+    app = web.Application(
+        middlewares=[_access_log_middleware(state), _auth_middleware(state), _in_flight_middleware(in_flight)]
+    )
     routes = [
         web.get("/health", _health(state)),
         web.get("/health_generate", _health(state)),
@@ -769,6 +772,7 @@ def build_app(state: ServerState) -> web.Application:
         web.post("/generate", _generate(state)),
         web.post("/v1/chat/completions", _chat(state)),
         web.get("/metrics", _metrics(state)),
+        web.get("/v1/loads", _v1_loads(state, in_flight)),
     ]
     app.add_routes(routes)
     return app
@@ -933,6 +937,97 @@ def _metrics(state: ServerState) -> Handler:
             lines += [f"# HELP sglang:{metric} {metric}.", f"# TYPE sglang:{metric} {kind}"]
             lines.append(f'sglang:{metric}{{model_name="{name}"}} {float(value)}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    return handler
+
+
+# --- /v1/loads (SGLang's entrypoints/v1_loads.py: one entry per DP rank, None fields and timestamp dropped,
+# num_total_reqs added, then an aggregate) ----------------------------------------------------------------
+
+_GENERATION_PATHS = ("/generate", "/v1/chat/completions", "/v1/completions")
+
+
+def _in_flight_middleware(in_flight: dict[int, int]) -> Any:
+    """Keeps ``in_flight`` (request -> prompt tokens) for the requests being generated: what the scheduler
+    would hold."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST" or request.path not in _GENERATION_PATHS:
+            return await handler(request)
+        body = await request.read()  # aiohttp keeps it for the handler
+        key = id(request)
+        in_flight[key] = len(tokenize(body.decode(errors="replace")))
+        try:
+            return await handler(request)
+        finally:
+            in_flight.pop(key, None)
+
+    return middleware
+
+
+def _v1_loads(state: ServerState, in_flight_table: dict[int, int]) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        include = request.query.get("include")
+        sections = {s.strip() for s in include.split(",")} if include else {"all"}
+        valid = {"core", "memory", "spec", "lora", "disagg", "queues", "all"}
+        if sections - valid:
+            message = f"Invalid include sections: {sections - valid}. Valid options: {sorted(valid)}"
+            return _error_response(message, kind="Bad Request")
+        config = state.config
+        in_flight = list(in_flight_table.values())
+        running = min(len(in_flight), config.running_requests)
+        waiting = len(in_flight) - running
+        used = sum(in_flight[:running])
+        m = state.metrics
+        load: dict[str, Any] = {
+            "dp_rank": 0,
+            "num_running_reqs": running,
+            "num_waiting_reqs": waiting,
+            "num_used_tokens": used,
+            "num_total_tokens": sum(in_flight),
+            "max_total_num_tokens": config.max_total_num_tokens,
+            "token_usage": round(used / config.max_total_num_tokens, 4),
+            "gen_throughput": 0.0,
+            "cache_hit_rate": round(m.cached_tokens / m.prompt_tokens, 4) if m.prompt_tokens else 0.0,
+            "utilization": round(running / config.running_requests, 4),
+            "max_running_requests": config.running_requests,
+        }
+        if sections & {"memory", "all"}:
+            capacity = config.max_total_num_tokens
+            load["memory"] = {
+                "weight_gb": 12.81,
+                "kv_cache_gb": 27.94,
+                "graph_gb": 0.6,
+                "token_capacity": capacity,
+            }
+        if sections & {"queues", "all"}:
+            load["queues"] = {"waiting": waiting, "grammar": 0, "paused": 0, "retracted": 0}
+        load["num_total_reqs"] = running + waiting
+        loads = [load]
+        if request.query.get("format") == "prometheus":
+            lines = []
+            for key, value in load.items():
+                if isinstance(value, (int, float)) and key not in ("dp_rank", "num_total_reqs"):
+                    lines += [f"# TYPE sglang_{key} gauge", f'sglang_{key}{{dp_rank="0"}} {value}']
+            return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        aggregate = {
+            "total_running_reqs": running,
+            "total_waiting_reqs": waiting,
+            "total_reqs": running + waiting,
+            "avg_token_usage": load["token_usage"],
+            "avg_throughput": load["gen_throughput"],
+            "avg_utilization": load["utilization"],
+        }
+        return web.json_response(
+            {
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                "version": VERSION,
+                "dp_rank_count": len(loads),
+                "loads": loads,
+                "aggregate": aggregate,
+            }
+        )
 
     return handler
 

@@ -85,7 +85,13 @@ def _name_branches(path: Path) -> list[int]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
-            if any(_is_adapter_name(side) for side in sides):
+            # A fleet member's role ("gateway", "worker") is not a provider's name.
+            about_a_role = any(
+                (isinstance(side, ast.Attribute) and side.attr == "role")
+                or (isinstance(side, ast.Name) and side.id == "role")
+                for side in sides
+            )
+            if not about_a_role and any(_is_adapter_name(side) for side in sides):
                 lines.append(node.lineno)
     return lines
 

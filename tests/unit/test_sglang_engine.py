@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from sandserve.engines.base import diagnose, phases_in
-from sandserve.engines.sglang import SGLANG, server_info_summary
+from sandserve.engines.sglang import API_KEY_ENV, KEY_FROM_ENV_LAUNCHER, SGLANG, server_info_summary
 from sandserve.errors import ConfigError
 from sandserve.masking import MASK
 from sandserve.presets import PRESETS
@@ -139,11 +139,12 @@ def test_api_key_only_in_key_mode_and_masked_when_shown() -> None:
     assert spec.api_key
     launch = SGLANG.launch(spec, host="0.0.0.0", port=8000, api_key=spec.api_key)
 
-    assert _flag(launch.argv, "--api-key") == spec.api_key
-    assert spec.api_key in launch.secrets
-    assert spec.api_key in shlex.split(launch.shell_command())  # the real command carries it...
+    assert spec.api_key not in launch.argv  # on no command line: the launcher reads it from the environment
+    assert launch.env[API_KEY_ENV] == spec.api_key and spec.api_key in launch.secrets
+    assert launch.argv[:3] == ["python3", "-c", KEY_FROM_ENV_LAUNCHER]
+    assert f"{API_KEY_ENV}={spec.api_key}" in shlex.split(launch.shell_command())  # the session gets it...
     assert spec.api_key not in launch.display_command()  # ...what is shown does not
-    assert f"--api-key {MASK}" in launch.display_command()
+    assert launch.display_env()[API_KEY_ENV] == MASK
 
     token_mode = SGLANG.launch(_spec("gpt-oss-20b"), host="0.0.0.0", port=8000, api_key=None)
     assert "--api-key" not in token_mode.argv

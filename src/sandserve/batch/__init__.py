@@ -1,17 +1,14 @@
 """Batch work: OpenAI batch files in and out, a bounded pool of requests in flight, nothing lost."""
 
+from sandserve.batch.files import errors_path, summary_path
 from sandserve.batch.runner import (
-    BatchProgress,
-    BatchRequest,
-    BatchResult,
-    BatchSummary,
     default_concurrency,
     run_batch,
     run_batch_sync,
     run_requests,
     run_requests_sync,
-    summary_path,
 )
+from sandserve.batch.types import BatchProgress, BatchRequest, BatchResult, BatchSummary
 
 __all__ = [
     "BatchProgress",
@@ -19,6 +16,7 @@ __all__ = [
     "BatchResult",
     "BatchSummary",
     "default_concurrency",
+    "errors_path",
     "run_batch",
     "run_batch_sync",
     "run_requests",

@@ -12,7 +12,13 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from sandserve.errors import BootInterruptedError, ConfigError, FleetBootError, SandserveError
+from sandserve.errors import (
+    BatchIncompleteError,
+    BootInterruptedError,
+    ConfigError,
+    FleetBootError,
+    SandserveError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,10 +48,11 @@ def reports_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SandserveError as exc:
             from sandserve.cli.console import err
+            from sandserve.masking import mask_text
 
-            err.print(f"[bold red]error:[/] {exc.message}")
+            err.print(f"[bold red]error:[/] {mask_text(exc.message)}")
             if exc.hint:
-                err.print(f"  [yellow]->[/] {exc.hint}")
+                err.print(f"  [yellow]->[/] {mask_text(exc.hint)}")
             code = exit_code_for(exc)
             if code == INTERRUPTED:
                 exit_interrupted()
@@ -76,12 +83,14 @@ INTERRUPTED = 130
 #: Exit codes by error class (the most specific class listed wins); any other SandserveError exits 1.
 EXIT_CODES: dict[type[SandserveError], int] = {
     ConfigError: 2,
+    BatchIncompleteError: 3,  # requests still without a result: a rerun sends them
     BootInterruptedError: INTERRUPTED,
 }
 
 
 def exit_code_for(error: SandserveError) -> int:
-    """The process exit code for a library error: 2 for input to fix, 130 for an interrupt, else 1."""
+    """The process exit code for a library error: 2 for input to fix, 3 for a batch with requests still
+    unanswered, 130 for an interrupt, else 1."""
     if isinstance(error, FleetBootError):
         return exit_code_for(error.cause)
     for cls in type(error).__mro__:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from sandserve.masking import mask_text
 from sandserve.serve.lifecycle import BootEvents
 
 if TYPE_CHECKING:
@@ -32,8 +33,8 @@ class ConsoleBootEvents(BootEvents):
         err.print(f"[bold cyan]::[/] {message}", soft_wrap=True)
 
     def log(self, text: str) -> None:
-        if self.show_log:
-            err.print(Text(text.rstrip("\n"), style="dim"), soft_wrap=True)
+        if self.show_log:  # SGLang logs its server_args, api_key included: masked
+            err.print(Text(mask_text(text.rstrip("\n")), style="dim"), soft_wrap=True)
 
     def phase(self, name: str, seconds: float) -> None:
         err.print(f"[green]  ✓ {name}[/] [dim]at {seconds:.1f} s[/]")
@@ -103,6 +104,7 @@ class BatchProgressView:
         rates = (
             f"{p.input_tokens_per_s:,.0f} in tok/s  {p.output_tokens_per_s:,.0f} out tok/s  "
             f"cached {100 * cached:.0f}%  errors {p.failed}"
+            + (f"  no answer yet {p.unfinished}" if p.unfinished else "")
         )
         if description:
             self._progress.update(

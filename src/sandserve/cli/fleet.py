@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
+from sandserve.cli.values import PORT, SECONDS
 
 
 @main.group()
@@ -19,7 +20,12 @@ def fleet() -> None:
 
 @fleet.command("up")
 @click.option(
-    "--workers", "-n", type=int, default=2, show_default=True, help="How many endpoints to bring up."
+    "--workers",
+    "-n",
+    type=click.IntRange(1, 256),
+    default=2,
+    show_default=True,
+    help="How many endpoints to bring up.",
 )
 @click.option(
     "--policy",
@@ -39,8 +45,8 @@ def fleet() -> None:
 @click.option(
     "--gpu", "gpus", multiple=True, metavar="TYPE", help="GPU type in order of preference (repeat)."
 )
-@click.option("--boot-timeout", type=float, help="Seconds each worker may take to generate.")
-@click.option("--gateway-port", type=int, help="The gateway's port on 127.0.0.1 (default: a free one).")
+@click.option("--boot-timeout", type=SECONDS, help="Seconds each worker may take to generate.")
+@click.option("--gateway-port", type=PORT, help="The gateway's port on 127.0.0.1 (default: a free one).")
 @click.option(
     "--public-gateway", is_flag=True, help="No API key on the gateway (it listens on 127.0.0.1 only)."
 )

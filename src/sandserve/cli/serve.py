@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
+from sandserve.cli.values import CONTEXT_LENGTH, PORT, SECONDS, bind_widening
 from sandserve.errors import SandserveError
 
 # --- serving ------------------------------------------------------------------------------------------
@@ -36,7 +37,7 @@ from sandserve.errors import SandserveError
     help="token: preview-token header (default); signed: a signed URL; key: public URL + SGLang "
     "API key; public: no auth at all.",
 )
-@click.option("--port", type=int, help="Server port (local: default a free one; Daytona: 8000).")
+@click.option("--port", type=PORT, help="Server port (local: default a free one; Daytona: 8000).")
 @click.option(
     "--gpu",
     "gpus",
@@ -48,7 +49,7 @@ from sandserve.errors import SandserveError
 @click.option("--target", help="Daytona region (default us-east-1, the GPU region).")
 @click.option("--reasoning-parser", help="SGLang reasoning parser (`auto`, `none`, or a name).")
 @click.option("--tool-call-parser", help="SGLang tool-call parser (`auto`, `none`, or a name).")
-@click.option("--context-length", type=int, help="Context window the server allocates for.")
+@click.option("--context-length", type=CONTEXT_LENGTH, help="Context window the server allocates for.")
 @click.option(
     "--engine-arg",
     "engine_args",
@@ -57,9 +58,13 @@ from sandserve.errors import SandserveError
     help="Extra flag for the engine's command line (repeat; e.g. --engine-arg=--tp --engine-arg=2).",
 )
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE", help="Environment for the server.")
-@click.option("--boot-timeout", type=float, help="Seconds to wait for a real generation (default 900).")
-@click.option("--create-timeout", type=float, help="Seconds to wait for the sandbox (default 600).")
-@click.option("--signed-ttl", type=int, help="Lifetime of a signed URL in seconds (default 3600).")
+@click.option("--boot-timeout", type=SECONDS, help="Seconds to wait for a real generation (default 900).")
+@click.option("--create-timeout", type=SECONDS, help="Seconds to wait for the sandbox (default 600).")
+@click.option(
+    "--signed-ttl",
+    type=click.IntRange(1, 7 * 86_400),
+    help="Lifetime of a signed URL in seconds (default 3600).",
+)
 @click.option(
     "--cache-volume",
     metavar="NAME",
@@ -105,6 +110,8 @@ def up(
     from sandserve.serve.resolve import resolve_spec
 
     load_dotenv_once()
+    env = _parse_env(env_pairs)
+    _check_bind(engine_args, provider, auth)
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -118,7 +125,7 @@ def up(
             "signed_url_ttl": signed_ttl,
             "cache_volume": cache_volume,
             "hf_token_secret": hf_token_secret,
-            "env": _parse_env(env_pairs) or None,
+            "env": env or None,
         }.items()
         if value is not None
     }
@@ -161,9 +168,34 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--env")
+            raise click.BadParameter(f"{_shown_pair(pair)!r} is not NAME=VALUE", param_hint="--env")
+        if not name.replace("_", "a").isalnum() or name[0].isdigit() or not name.isascii():
+            raise click.BadParameter(f"{name!r} is not a valid variable name", param_hint="--env")
         env[name] = value
     return env
+
+
+def _shown_pair(pair: str) -> str:
+    from sandserve.masking import mask_env
+
+    name, _, value = pair.partition("=")
+    return f"{name}={mask_env({name: value})[name]}" if value else pair
+
+
+def _check_bind(engine_args: tuple[str, ...], provider: str | None, auth: str | None) -> None:
+    """A local server with no key must listen on loopback only: refuse an engine flag that widens it."""
+    from sandserve.providers import get_provider
+    from sandserve.spec import default_provider
+
+    # No provider's proxy in front of it: its own bind address is all that keeps it private.
+    local = not get_provider(provider or default_provider()).remote
+    address = bind_widening(engine_args)
+    if local and address is not None and auth != "key":
+        raise click.BadParameter(
+            f"--engine-arg would make the local server listen on {address}, reachable from other machines, "
+            "with no API key. Use --auth key to require one, or leave the host flag out (127.0.0.1).",
+            param_hint="--engine-arg",
+        )
 
 
 def _endpoint_json(endpoint: Any) -> dict[str, Any]:
@@ -172,6 +204,9 @@ def _endpoint_json(endpoint: Any) -> dict[str, Any]:
 
 
 def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
+    from sandserve.cli.shown import masked_plan
+
+    plan = masked_plan(plan)
     if as_json:
         click.echo(json.dumps(plan, indent=2))
         return
@@ -187,11 +222,17 @@ def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
             out.print(f"  {key}: {value}")
 
 
+_SHOW_SECRETS = click.option(
+    "--show-secrets", is_flag=True, help="Show API keys, tokens and signed URLs in clear (masked by default)."
+)
+
+
 @main.command("ls")
 @click.option("--all", "include_down", is_flag=True, help="Include endpoints already taken down.")
 @click.option("--json", "as_json", is_flag=True)
+@_SHOW_SECRETS
 @reports_errors
-def ls(include_down: bool, as_json: bool) -> None:
+def ls(include_down: bool, as_json: bool, show_secrets: bool) -> None:
     """List the endpoints in the ledger, with whether their server still runs."""
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
@@ -199,11 +240,12 @@ def ls(include_down: bool, as_json: bool) -> None:
     registry = Registry()
     records = [refresh(record, registry) for record in registry.list(include_down=include_down)]
     if as_json:
-        click.echo(json.dumps([_record_json(r) for r in records], indent=2))
+        click.echo(json.dumps([_record_json(r, show_secrets) for r in records], indent=2))
         return
     from rich.table import Table
 
     from sandserve.cli.console import out
+    from sandserve.cli.shown import shown_url
 
     if not records:
         out.print("no endpoints (start one with `sandserve up`)")
@@ -216,7 +258,7 @@ def ls(include_down: bool, as_json: bool) -> None:
             record.provider,
             record.engine,
             record.model,
-            record.endpoint.url if record.endpoint else "-",
+            shown_url(record.endpoint, show_secrets=show_secrets) or "-",
             _age(record.created_at),
         )
     out.print(table)
@@ -236,7 +278,9 @@ def _age(created_at: float) -> str:
     return f"{seconds // 3600}h"
 
 
-def _record_json(record: Any) -> dict[str, Any]:
+def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
+    from sandserve.cli.shown import shown_text, shown_url
+
     return {
         "id": record.id,
         "state": record.shown_state,
@@ -244,9 +288,9 @@ def _record_json(record: Any) -> dict[str, Any]:
         "engine": record.engine,
         "model": record.model,
         "sandbox_id": record.sandbox.sandbox_id or None,
-        "url": record.endpoint.url if record.endpoint else None,
+        "url": shown_url(record.endpoint, show_secrets=show_secrets),
         "log_path": record.log_path,
-        "error": record.error,
+        "error": shown_text(record.error, record.endpoint, show_secrets=show_secrets),
         "created_at": record.created_at,
         "live": record.live,
         "info": record.endpoint.info.to_dict() if record.endpoint else {},
@@ -256,15 +300,16 @@ def _record_json(record: Any) -> dict[str, Any]:
 @main.command()
 @click.argument("endpoint_id", required=False)
 @click.option("--json", "as_json", is_flag=True)
+@_SHOW_SECRETS
 @reports_errors
-def status(endpoint_id: str | None, as_json: bool) -> None:
+def status(endpoint_id: str | None, as_json: bool, show_secrets: bool) -> None:
     """Show one endpoint: state, URL, boot timeline, KV pool, capabilities."""
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
 
     registry = Registry()
     record = refresh(registry.resolve(endpoint_id), registry)
-    data = _record_json(record)
+    data = _record_json(record, show_secrets)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -287,9 +332,11 @@ def status(endpoint_id: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("endpoint_id", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new log text until Ctrl-C.")
+@_SHOW_SECRETS
 @reports_errors
-def logs(endpoint_id: str | None, follow: bool) -> None:
-    """Print an endpoint's server log."""
+def logs(endpoint_id: str | None, follow: bool, show_secrets: bool) -> None:
+    """Print an endpoint's server log (keys and tokens in it masked)."""
+    from sandserve.cli.shown import shown_text
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import read_log
 
@@ -297,7 +344,7 @@ def logs(endpoint_id: str | None, follow: bool) -> None:
     shown = 0
     while True:
         text = read_log(record)
-        sys.stdout.write(text[shown:])
+        sys.stdout.write(shown_text(text[shown:], record.endpoint, show_secrets=show_secrets) or "")
         sys.stdout.flush()
         shown = len(text)
         if not follow:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from sandserve.cli._app import main, reports_errors
+from sandserve.cli.values import TEMPERATURE, read_text_file
 
 # --- using an endpoint ----------------------------------------------------------------------------------
 
@@ -24,7 +24,11 @@ from sandserve.cli._app import main, reports_errors
 )
 @click.option("--system", help="A system message sent before the prompt.")
 @click.option(
-    "--max-tokens", type=int, default=1024, show_default=True, help="Budget for reasoning + answer."
+    "--max-tokens",
+    type=click.IntRange(1, 10_000_000),
+    default=1024,
+    show_default=True,
+    help="Budget for reasoning + answer.",
 )
 @click.option("--stream", is_flag=True, help="Print the reply as it arrives.")
 @click.option(
@@ -45,7 +49,9 @@ from sandserve.cli._app import main, reports_errors
     type=click.Path(exists=True, dir_okay=False),
     help="An EBNF (GBNF) grammar file the answer must follow (start rule: root).",
 )
-@click.option("--temperature", type=float, help="Sampling temperature (server default if left out).")
+@click.option(
+    "--temperature", type=TEMPERATURE, help="Sampling temperature, 0-2 (server default if left out)."
+)
 @click.option(
     "--verbose",
     "-v",
@@ -78,8 +84,8 @@ def chat(
 
     constraint = pick_constraint(
         regex=regex,
-        ebnf=Path(ebnf_file).read_text() if ebnf_file else None,
-        json_schema=Path(schema_file).read_text() if schema_file else None,
+        ebnf=read_text_file(ebnf_file, "--ebnf") if ebnf_file else None,
+        json_schema=read_text_file(schema_file, "--schema") if schema_file else None,
     )
     endpoint = connect(endpoint_id)
     options = ChatOptions(

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from sandserve.cli._app import main, reports_errors
+from sandserve.cli.values import TEMPERATURE, Seconds
 
 # --- batch work ---------------------------------------------------------------------------------------
 
@@ -30,8 +31,22 @@ from sandserve.cli._app import main, reports_errors
     show_default=True,
     help="prefix: send one request of each shared-prefix group first, so the prefix is computed once.",
 )
-@click.option("--max-retries", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--retry-errors", is_flag=True, help="Send again the requests that ended in an error line.")
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0, max=100),
+    default=5,
+    show_default=True,
+    help="Retries of a request after a timeout, a dropped connection, 408/429 or 5xx.",
+)
+@click.option(
+    "--timeout",
+    "request_timeout",
+    type=Seconds(maximum=86_400),
+    default=600.0,
+    show_default=True,
+    help="Seconds one attempt of one request may take before it is retried.",
+)
+@click.option("--retry-errors", is_flag=True, help="Send again the requests in OUT.errors.jsonl.")
 @reports_errors
 def batch(
     input_path: Path,
@@ -40,33 +55,62 @@ def batch(
     concurrency: int | None,
     order: str,
     max_retries: int,
+    request_timeout: float,
     retry_errors: bool,
 ) -> None:
     """Run an OpenAI batch file (JSONL) against the endpoint; OUT is resumable.
 
-    Each finished request is appended to OUT as one whole line; run the same command again after a crash or
-    Ctrl-C and only the unfinished requests are sent. A summary is written to OUT.summary.json.
+    Each answered request is appended to OUT as one whole line; an error the server gave for the request
+    itself (a 4xx) goes to OUT.errors.jsonl, as in the OpenAI Batch API. A request with no answer (the
+    endpoint went away, timeouts, 5xx after every retry) gets no line: the run stops, exits 3 and says how
+    many are left, and the same command again (with --endpoint for another endpoint) sends them. A summary
+    is written to OUT.summary.json.
     """
-    from sandserve.batch.runner import run_batch_sync, summary_path
-    from sandserve.cli.console import BatchProgressView, out
+    from sandserve.batch import errors_path, run_batch_sync, summary_path
+    from sandserve.batch.files import check_paths
+    from sandserve.cli.console import BatchProgressView, err, out
     from sandserve.client.connect import connect
+    from sandserve.errors import BatchIncompleteError
 
+    check_paths(input_path, output_path)  # before any endpoint is looked up
     endpoint = connect(endpoint_id)
-    with BatchProgressView() as view:
-        summary = run_batch_sync(
-            endpoint,
-            input_path,
-            output_path,
-            concurrency=concurrency,
-            order=order,  # type: ignore[arg-type]  # click.Choice allows only the Order values
-            max_retries=max_retries,
-            retry_errors=retry_errors,
-            on_progress=view.update,
-        )
+    try:
+        with BatchProgressView() as view:
+            summary = run_batch_sync(
+                endpoint,
+                input_path,
+                output_path,
+                concurrency=concurrency,
+                order=order,  # type: ignore[arg-type]  # click.Choice allows only the Order values
+                max_retries=max_retries,
+                retry_errors=retry_errors,
+                request_timeout_s=request_timeout,
+                on_progress=view.update,
+            )
+    except BatchIncompleteError as error:
+        if error.summary is not None:
+            out.print(_batch_summary_table(error.summary))
+        err.print(f"results so far: {output_path}   summary: {summary_path(output_path)}")
+        raise
     out.print(_batch_summary_table(summary))
-    out.print(f"results: {output_path}   summary: {summary_path(output_path)}")
-    if summary.failed:
+    errors = errors_path(output_path)
+    failed = _count_lines(errors)
+    shown_errors = f"   errors: {errors}" if errors.exists() else ""
+    out.print(f"results: {output_path}{shown_errors}   summary: {summary_path(output_path)}")
+    if failed:  # this run's and earlier runs': the exit code tells the state of the whole batch
+        err.print(
+            f"{failed} requests ended in an error the server gave for them (or are not valid requests): "
+            f"see {errors}; --retry-errors sends them again"
+        )
         sys.exit(1)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as file:
+            return sum(1 for _ in file)
+    except FileNotFoundError:
+        return 0
 
 
 def _batch_summary_table(summary: Any) -> Any:
@@ -83,6 +127,7 @@ def _batch_summary_table(summary: Any) -> Any:
         "cached",
         "p50 / p90 / p99 s",
         "errors",
+        "no result yet",
         title="batch summary",
     )
     latency = " / ".join(
@@ -101,6 +146,7 @@ def _batch_summary_table(summary: Any) -> Any:
         f"{100 * summary.cached_share:.1f}%",
         latency,
         errors,
+        str(summary.unfinished),
     )
     return table
 
@@ -116,7 +162,7 @@ def _batch_summary_table(summary: Any) -> Any:
     type=click.Path(path_type=Path, file_okay=False),
     help="Folder with local copies (pg<ID>.txt); missing books are downloaded and cached.",
 )
-@click.option("--temperature", type=float, help="Sampling temperature (default: the server's).")
+@click.option("--temperature", type=TEMPERATURE, help="Sampling temperature, 0-2 (default: the server's).")
 @click.option("--order", type=click.Choice(["input", "prefix"]), default="input", show_default=True)
 @click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight (default: all at once).")
 @click.option(
@@ -141,9 +187,11 @@ def classify(
     from sandserve.cli.console import BatchProgressView, DownloadProgressView, err, out
     from sandserve.client.connect import connect
     from sandserve.workloads import classify as workload
-    from sandserve.workloads.corpus import PASSAGES_PER_BOOK, load_passages, select_books
+    from sandserve.workloads.corpus import PASSAGES_PER_BOOK, check_corpus_dir, load_passages, select_books
     from sandserve.workloads.report import write_report
 
+    if corpus_dir is not None:
+        check_corpus_dir(corpus_dir)
     chosen = select_books(books.split(",") if books else None)
     run_dir = run_dir or Path("runs") / time.strftime("classify-%Y%m%d-%H%M%S")
     if run_dir.exists():

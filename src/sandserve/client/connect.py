@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sandserve.endpoint import Endpoint
 from sandserve.errors import EndpointNotFoundError, SandserveError
 
@@ -13,15 +15,41 @@ def connect(endpoint_id: str | None = None) -> Endpoint:
         from_env = Endpoint.from_env()
         if from_env is not None:
             return _identified(from_env)
+    from sandserve.errors import AmbiguousEndpointError
     from sandserve.serve.ledger import Registry
 
-    record = Registry().resolve(endpoint_id)
+    registry = Registry()
+    try:
+        record = registry.resolve(endpoint_id)
+    except AmbiguousEndpointError:
+        if endpoint_id is not None:
+            raise
+        record = _the_live_one(registry)
     if record.endpoint is None:
         raise SandserveError(
             f"Endpoint {record.id} is {record.shown_state}, not ready.",
             hint=f"`sandserve status {record.id}` and `sandserve logs {record.id}` show why.",
         )
     return record.endpoint
+
+
+def _the_live_one(registry: Any) -> Any:
+    """With several endpoints ready in the ledger, the one whose server still runs: a dead one (its process
+    or sandbox gone) is never the reason to refuse."""
+    from sandserve.errors import AmbiguousEndpointError
+    from sandserve.serve.ledger import State
+    from sandserve.serve.lifecycle import refresh
+
+    ready = [refresh(r) for r in registry.list() if r.state is State.READY]
+    live = [r for r in ready if r.live is not False]
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        raise SandserveError(
+            f"No endpoint is up: {', '.join(r.id for r in ready)} are in the ledger but their servers are gone.",
+            hint="`sandserve down --all` clears them; `sandserve up` starts a new one.",
+        )
+    raise AmbiguousEndpointError([r.id for r in live])
 
 
 def _identified(endpoint: Endpoint) -> Endpoint:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sandserve.errors import CapabilityError
-from sandserve.masking import mask_secrets
+from sandserve.masking import MASK, mask_argv, mask_env, mask_secrets
 from sandserve.results import Capabilities, Constraint, ServerInfo
 
 if TYPE_CHECKING:
@@ -44,10 +44,13 @@ class Launch:
         return mask_secrets(text, self.secrets)
 
     def display_command(self) -> str:
-        return self.masked(" ".join(shlex.quote(arg) for arg in self.argv))
+        """The command line to show: known secrets and the value of every secret-named flag masked."""
+        shown = (arg if arg == MASK else shlex.quote(arg) for arg in mask_argv(self.argv))
+        return self.masked(" ".join(shown))
 
     def display_env(self) -> dict[str, str]:
-        return {name: self.masked(value) for name, value in self.env.items()}
+        """The environment to show: known secrets and secret-named variables (HF_TOKEN, *_API_KEY) masked."""
+        return {name: self.masked(value) for name, value in mask_env(self.env).items()}
 
 
 @dataclass(frozen=True)

@@ -119,10 +119,13 @@ class LlamaCppEngine(Engine):
             "--offline",
             "--metrics",
         ]
+        env = dict(spec.env)
         if api_key:
-            argv += ["--api-key", api_key]
+            # llama-server reads its key from LLAMA_API_KEY: never on the command line, which any local user
+            # can read in /proc/PID/cmdline (the environment is readable only by the same user).
+            env["LLAMA_API_KEY"] = api_key
         argv += list(spec.extra_args)
-        return Launch(argv=argv, env=dict(spec.env), secrets=frozenset({api_key} if api_key else ()))
+        return Launch(argv=argv, env=env, secrets=frozenset({api_key} if api_key else ()))
 
     def kv_pool_tokens(self, log_text: str) -> int | None:
         """Every slot's context together: llama-server splits its KV cache evenly between slots."""

@@ -182,11 +182,15 @@ class SGLangEngine(Engine):
             argv += ["--tool-call-parser", spec.tool_call_parser]
         if spec.context_length:
             argv += ["--context-length", str(spec.context_length)]
-        if api_key:
-            argv += ["--api-key", api_key]
         argv += list(spec.extra_args)
+        env = dict(spec.env)
+        if api_key:
+            # SGLang takes its key only as a flag: a launcher adds it inside the process, from the
+            # environment, so that it is on no command line (/proc/PID/cmdline is world-readable).
+            argv[:3] = ["python3", "-c", KEY_FROM_ENV_LAUNCHER]
+            env[API_KEY_ENV] = api_key
         # HF_TOKEN stays out: the provider hands it to the sandbox as an env var or a secret.
-        return Launch(argv=argv, env=dict(spec.env), secrets=frozenset({api_key} if api_key else ()))
+        return Launch(argv=argv, env=env, secrets=frozenset({api_key} if api_key else ()))
 
     def kv_pool_tokens(self, log_text: str) -> int | None:
         """The KV pool size in tokens: the scheduler's summary line, else the pool allocation lines."""
@@ -231,6 +235,15 @@ class SGLangEngine(Engine):
     def brief_answer_fields(self) -> dict[str, Any]:
         return {"reasoning_effort": "low"}
 
+
+#: The environment variable that carries the API key to the launcher below (never shown: masked by name).
+API_KEY_ENV = "SANDSERVE_SGLANG_API_KEY"
+#: ``python3 -m sglang.launch_server ARGS --api-key KEY``, with KEY read from the environment inside the process.
+KEY_FROM_ENV_LAUNCHER = (
+    "import os, runpy, sys; "
+    f"sys.argv = ['sglang.launch_server', *sys.argv[1:], '--api-key', os.environ.pop({API_KEY_ENV!r})]; "
+    "runpy.run_module('sglang.launch_server', run_name='__main__', alter_sys=True)"
+)
 
 SGLANG = SGLangEngine()
 

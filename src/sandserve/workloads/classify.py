@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sandserve.batch.runner import BatchProgress, BatchRequest, BatchResult, BatchSummary, run_requests
+from sandserve.batch import BatchProgress, BatchRequest, BatchResult, BatchSummary, run_requests
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
 from sandserve.workloads.corpus import AUTHORS, Passage

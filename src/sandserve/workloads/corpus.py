@@ -127,6 +127,20 @@ def load_book(
     return _read(cached)
 
 
+def check_corpus_dir(corpus_dir: Path) -> None:
+    """A --corpus-dir that is not a folder is a typo, not a reason to download: say so."""
+    if not corpus_dir.exists():
+        raise ConfigError(
+            f"The corpus folder {corpus_dir} does not exist.",
+            hint="Check the path (it should hold pg<ID>.txt files), or leave --corpus-dir out to download "
+            "the books once into the cache.",
+        )
+    if not corpus_dir.is_dir():
+        raise ConfigError(
+            f"The corpus folder {corpus_dir} is not a folder.", hint="Pass the folder that holds it."
+        )
+
+
 def load_passages(
     books: dict[str, int],
     per_book: int = PASSAGES_PER_BOOK,
@@ -134,6 +148,8 @@ def load_passages(
     corpus_dir: Path | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> list[Passage]:
+    if corpus_dir is not None:
+        check_corpus_dir(corpus_dir)
     passages: list[Passage] = []
     for author, book_id in books.items():
         body = book_body(load_book(book_id, corpus_dir=corpus_dir, on_progress=on_progress))

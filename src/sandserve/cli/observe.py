@@ -1,0 +1,377 @@
+"""Observe verbs: `top` (what endpoints are doing now) and `bench` (how fast one is for your traffic)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sandserve.cli._app import INTERRUPTED, exit_interrupted, main, reports_errors
+
+# --- top --------------------------------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def top_table(snapshot: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        "endpoint",
+        "role",
+        "state",
+        "running",
+        "queued",
+        "KV/tokens",
+        "cache hit",
+        "prompt tok/s",
+        "gen tok/s",
+        "req/s",
+        "gateway",
+        "errors",
+        "age",
+        title=time.strftime("sandserve top  %H:%M:%S", time.localtime(snapshot.at)),
+        title_justify="left",
+    )
+    for row in snapshot.rows:
+        if row.role == "gateway":
+            gateway = f"{row.workers_healthy or '?'} healthy"
+            if row.error_responses is not None:
+                gateway += f", {row.error_responses} 4xx/5xx"
+        elif row.role == "worker":
+            health = {True: "healthy", False: "UNHEALTHY", None: "?"}[row.gateway_healthy]
+            gateway = f"{health}, load {_num(row.gateway_load)}"
+        else:
+            gateway = ""
+        state = row.state if row.ok else f"[red]{row.state}: no reading[/]"
+        errors = (
+            str(row.failed_readings) if not row.error else f"{row.failed_readings} [dim]{row.error[:60]}[/]"
+        )
+        name = row.id if row.role != "worker" else f"  └ {row.id}"
+        table.add_row(
+            name,
+            row.role,
+            state,
+            _num(row.running),
+            _num(row.queued),
+            _share(row.token_usage),
+            _share(row.cache_hit_rate),
+            _num(row.prompt_tokens_per_s),
+            _num(row.generation_tokens_per_s),
+            _num(row.requests_per_s, 1),
+            gateway,
+            errors,
+            _age(row.age_s),
+        )
+    return table
+
+
+@main.command()
+@click.argument("ref", metavar="[ID|FLEET]", required=False)
+@click.option(
+    "--once", is_flag=True, help="Print one reading (two probes a second apart, for rates) and exit."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the reading as JSON (implies --once).")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.2), default=1.0, show_default=True, help="Seconds per refresh."
+)
+@reports_errors
+def top(ref: str | None, once: bool, as_json: bool, interval: float) -> None:
+    """What each endpoint (or each worker of a fleet) is doing now, from the servers' own load reports.
+
+    Running and queued requests, KV/token usage, cache hit rate, tokens/s and requests/s, failed readings and
+    age, and for a fleet its gateway's view of each worker (health, load). Sources: SGLang's /v1/loads and
+    /metrics, llama.cpp's /slots and /metrics, the gateway's /workers. Probes do not count as activity for
+    Daytona's auto-stop. Ctrl-C to leave.
+    """
+    import asyncio
+
+    from sandserve.cli.console import out
+    from sandserve.observe.top import TopModel, snapshot_once, targets_for
+
+    targets = targets_for(ref)
+    if once or as_json:
+        snapshot = asyncio.run(snapshot_once(targets, interval=min(interval, 1.0)))
+        if as_json:
+            click.echo(json.dumps(snapshot.to_dict(), indent=1))
+        else:
+            _wide(top_table(snapshot))
+        return
+
+    from rich.live import Live
+
+    async def watch() -> None:
+        async with TopModel(targets) as model:
+            if not out.is_terminal:  # a log or a pipe: one whole table per refresh, not a redrawn screen
+                while True:
+                    _wide(top_table(await model.sample()))
+                    await asyncio.sleep(interval)
+            with Live(top_table(await model.sample()), console=out, refresh_per_second=4) as live:
+                while True:
+                    await asyncio.sleep(interval)
+                    live.update(top_table(await model.sample()))
+
+    try:
+        asyncio.run(watch())
+    except KeyboardInterrupt:
+        return
+
+
+# --- bench ------------------------------------------------------------------------------------------------
+
+
+def _numbers(text: str | None, what: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    values = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            values.append(math.inf if part in ("inf", "max") else float(part))
+        except ValueError:
+            raise click.BadParameter(
+                f"{part!r} is not a number (write e.g. 1,4,16)", param_hint=what
+            ) from None
+    return tuple(values)
+
+
+def _source(dataset: str, options: dict[str, Any], endpoint: Any) -> Any:
+    from sandserve.observe import datasets
+
+    if dataset == "random":
+        return datasets.random_prompts(
+            options["input_len"],
+            options["output_len"],
+            range_ratio=options["range_ratio"],
+            seed=options["seed"],
+        )
+    if dataset == "shared-prefix":
+        return datasets.shared_prefix_prompts(
+            options["groups"],
+            options["prompts_per_group"],
+            options["system_len"],
+            options["question_len"],
+            options["output_len"],
+            seed=options["seed"],
+        )
+    if dataset == "jsonl":
+        if not options["prompts"]:
+            raise click.UsageError("--dataset jsonl needs --prompts FILE.jsonl")
+        return datasets.jsonl_prompts(options["prompts"], output_len=options["output_len"])
+    from sandserve.workloads.classify import AUTHOR, answer_request
+    from sandserve.workloads.corpus import load_passages, select_books
+
+    prompts = []
+    books = select_books(options["books"].split(",") if options["books"] else None)
+    for passage in load_passages(books, corpus_dir=options["corpus_dir"]):
+        body = dict(answer_request(endpoint, passage, AUTHOR).body)
+        messages, max_tokens = body.pop("messages"), body.pop("max_tokens")
+        body.pop("model", None)
+        prompts.append(datasets.BenchPrompt(messages, min(max_tokens, options["output_len"]), body))
+    return datasets.given_prompts("classification corpus (the guide's author question)", prompts)
+
+
+def _wide(renderable: Any) -> None:
+    """Tables too wide for 80 columns are printed whole when the output is not a terminal (logs, pipes)."""
+    from rich.console import Console
+
+    from sandserve.cli.console import out
+
+    console = out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=200)
+    console.print(renderable)
+
+
+def _level_table(levels: list[Any]) -> Any:
+    from rich.table import Table
+
+    from sandserve.observe.report import level_row
+
+    rows = [level_row(level) for level in levels]
+    headers = max((list(row) for row in rows), key=len) if rows else ["level"]
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*(row.get(h, "-") for h in headers))
+    return table
+
+
+def _print_ceiling(requests: int | None) -> None:
+    from rich.table import Table
+
+    from sandserve.cli.console import err, out
+    from sandserve.observe.ceiling import measure_client_ceiling
+
+    err.print("[bold cyan]::[/] measuring the client against an instant local server (about 20 s)")
+    result = (
+        measure_client_ceiling()
+        if requests is None
+        else measure_client_ceiling(requests=requests, openai_requests=max(requests // 5, 1))
+    )
+    table = Table("client", "requests", "in flight", "req/s", "CPU ms/request", "client CPU", "failed")
+    for row in result.rows:
+        table.add_row(
+            row.client,
+            str(row.requests),
+            str(row.concurrency),
+            f"{row.requests_per_s:,.0f}",
+            f"{row.cpu_ms_per_request:.3f}",
+            f"{row.client_cpu:.0%}",
+            str(row.failed),
+        )
+    _wide(table)
+    ours = result.rows[0]
+    out.print(
+        f"CPU-bound ceiling of the sandserve client: {1000 / ours.cpu_ms_per_request:,.0f} requests/s per core "
+        f"({result.output_tokens} streamed tokens each; this machine has {result.cores} cores)."
+    )
+    if result.speedup is not None:
+        cpu_ratio = result.rows[1].cpu_ms_per_request / ours.cpu_ms_per_request
+        out.print(
+            f"vs the OpenAI SDK: {result.speedup:.1f}x the requests/s, {cpu_ratio:.1f}x less CPU per request."
+        )
+    if ours.client_cpu < 0.9:
+        out.print(
+            "[dim]The client was not CPU-saturated (the server or other load on this machine set the pace); "
+            "CPU ms/request is the figure that carries over.[/]"
+        )
+
+
+@main.command()
+@click.argument("endpoint_id", metavar="[ID]", required=False)
+@click.option("--concurrency", "concurrency_text", metavar="N,N,..", help="Concurrency levels (closed loop).")
+@click.option(
+    "--rate", "rate_text", metavar="R,R,..", help="Request rates per second (Poisson; inf: all at once)."
+)
+@click.option("--sweep", is_flag=True, help="Concurrency 1,2,4,... until output tokens/s stop growing.")
+@click.option(
+    "--max-concurrency", type=click.IntRange(min=1), help="With --rate: at most this many in flight."
+)
+@click.option(
+    "--requests", type=click.IntRange(min=1), help="Requests per level (default: 4 x concurrency, >= 16)."
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["random", "shared-prefix", "jsonl", "classify"]),
+    default="random",
+    show_default=True,
+)
+@click.option("--input-len", type=int, default=256, show_default=True, help="random: prompt words.")
+@click.option("--output-len", type=int, default=128, show_default=True, help="Output tokens per request.")
+@click.option(
+    "--range-ratio", type=float, default=1.0, show_default=True, help="random: lengths in [len*r, len]."
+)
+@click.option("--groups", type=int, default=4, show_default=True, help="shared-prefix: prefixes.")
+@click.option("--prompts-per-group", type=int, default=8, show_default=True)
+@click.option("--system-len", type=int, default=512, show_default=True, help="shared-prefix: prefix words.")
+@click.option("--question-len", type=int, default=32, show_default=True)
+@click.option("--prompts", type=click.Path(path_type=Path), help="jsonl: the prompt file.")
+@click.option(
+    "--corpus-dir",
+    type=click.Path(path_type=Path),
+    help="classify: a folder with the pg<ID>.txt books (else cached).",
+)
+@click.option("--books", metavar="A,B", help="classify: only these books (author or Gutenberg id).")
+@click.option("--slo", metavar="ttft=MS,tpot=MS,e2e=MS", help="Objectives for goodput (milliseconds).")
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Unrecorded requests first."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+)
+@click.option(
+    "--client-ceiling", is_flag=True, help="Measure this client against an instant local server instead."
+)
+@reports_errors
+def bench(endpoint_id: str | None, **options: Any) -> None:
+    """A serving benchmark of the endpoint: TTFT, TPOT, ITL, E2E (mean, p50, p90, p99), throughput, goodput,
+    with the server's own queue depth, KV usage and cache hit rate joined to each load level.
+
+    Writes OUTPUT/bench.json, OUTPUT/report.md and plots; Ctrl-C stops and still writes what was measured.
+    """
+    if options["client_ceiling"]:
+        _print_ceiling(options["requests"])
+        return
+    from sandserve.cli.console import err, out
+    from sandserve.client.connect import connect
+    from sandserve.observe.bench import BenchConfig, BenchInterrupted, LoadPlan, run_bench_sync
+    from sandserve.observe.metrics import parse_slo
+    from sandserve.observe.report import write_report
+
+    modes = [m for m in ("concurrency_text", "rate_text") if options[m]] + (
+        ["sweep"] if options["sweep"] else []
+    )
+    if len(modes) > 1:
+        raise click.UsageError("Give one of --concurrency, --rate or --sweep.")
+    if options["rate_text"]:
+        plan = LoadPlan(
+            "rate",
+            _numbers(options["rate_text"], "--rate"),
+            options["requests"],
+            options["max_concurrency"],
+        )
+    elif options["sweep"]:
+        plan = LoadPlan("sweep", (), options["requests"])
+    else:
+        plan = LoadPlan(
+            "concurrency",
+            _numbers(options["concurrency_text"] or "1,4,16", "--concurrency"),
+            options["requests"],
+        )
+    config = BenchConfig(plan, slo=parse_slo(options["slo"]), warmup=options["warmup"], seed=options["seed"])
+    from sandserve.observe.top import load_endpoints_for
+
+    # Every argument is checked before the endpoint is asked anything (the corpus prompts need the endpoint).
+    source = None if options["dataset"] == "classify" else _source(options["dataset"], options, None)
+    endpoint = connect(endpoint_id)
+    load_endpoints = load_endpoints_for(endpoint_id)
+    source = source or _source(options["dataset"], options, endpoint)
+    err.print(f"[bold cyan]::[/] benchmarking {endpoint.model} at {endpoint.url} ({source.describe()})")
+
+    def on_level(level: Any) -> None:
+        _wide(_level_table([level]))
+        for warning in level.warnings:
+            err.print(f"  [yellow]![/] {warning}")
+
+    interrupted = False
+    try:
+        result = run_bench_sync(endpoint, source, config, on_level, load_endpoints=load_endpoints).result
+    except BenchInterrupted as stop:
+        result, interrupted = stop.run.result, True
+        err.print("[yellow]interrupted:[/] writing what was measured")
+    written = write_report(result, options["output_dir"])
+    if len(result.levels) > 1 or interrupted:
+        _wide(_level_table(result.levels))
+    out.print(f"report: {written['report']}   data: {written['json']}")
+    if interrupted:
+        sys.stdout.flush()
+        exit_interrupted()
+    if any(level.metrics and level.metrics.failed for level in result.levels):
+        sys.exit(1)
+
+
+__all__ = ["INTERRUPTED", "bench", "top"]

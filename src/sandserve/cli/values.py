@@ -1,0 +1,95 @@
+"""Checked CLI values: every number, path and file is validated before anything starts (exit 2, clear words)."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+class Seconds(click.ParamType):
+    """A positive, finite number of seconds (no 0, no -5, no nan, no inf)."""
+
+    name = "seconds"
+
+    def __init__(self, maximum: float = 7 * 86_400) -> None:
+        self.maximum = maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.fail(f"{value!r} must be a positive number of seconds", param, ctx)
+        if seconds > self.maximum:
+            self.fail(f"{value!r} is more than {self.maximum:g} s", param, ctx)
+        return seconds
+
+
+class Number(click.ParamType):
+    """A finite float in [minimum, maximum]."""
+
+    name = "number"
+
+    def __init__(self, minimum: float, maximum: float) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.minimum <= number <= self.maximum:
+            self.fail(f"{value!r} must be between {self.minimum:g} and {self.maximum:g}", param, ctx)
+        return number
+
+
+PORT = click.IntRange(1, 65535)
+SECONDS = Seconds()
+#: A context window: at least one token, at most what any model has today (10 M).
+CONTEXT_LENGTH = click.IntRange(1, 10_000_000)
+TEMPERATURE = Number(0.0, 2.0)
+
+
+def read_text_file(path: str | Path, option: str) -> str:
+    """A UTF-8 text file's content, or a clear usage error (exit 2) for one that is not UTF-8 or unreadable."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint=option) from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
+            param_hint=option,
+        ) from exc
+
+
+#: Flags with which an engine is told where to listen.
+_BIND_FLAGS = ("--host", "--bind", "--listen", "--ip")
+
+
+def bind_widening(engine_args: tuple[str, ...]) -> str | None:
+    """The address an engine flag would make the server listen on, if that is not loopback; else None."""
+    engine_args = tuple(word for arg in engine_args for word in arg.split())  # "--host 0.0.0.0" as one arg
+    for index, arg in enumerate(engine_args):
+        name, eq, value = arg.partition("=")
+        if name not in _BIND_FLAGS:
+            continue
+        if not eq:
+            value = engine_args[index + 1] if index + 1 < len(engine_args) else ""
+        address = value.strip("[]")
+        if address == "localhost":
+            continue
+        try:
+            if ipaddress.ip_address(address).is_loopback:
+                continue
+        except ValueError:
+            pass
+        return value or "(no address)"
+    return None
