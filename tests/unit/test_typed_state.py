@@ -153,3 +153,21 @@ def test_exit_codes_are_the_clis_not_the_errors() -> None:
     assert exit_code_for(LedgerBusyError(Path("/l"), 60)) == 1
     assert exit_code_for(FleetBootError(fleet_id="f", cause=ConfigError("bad"))) == 2
     assert exit_code_for(FleetBootError(fleet_id="f", cause=SandserveError("boom"))) == 1
+
+
+def test_a_new_provider_inherits_its_parents_handle_type() -> None:
+    from sandserve.providers import handle_from_record
+    from sandserve.providers.base import Provider
+    from sandserve.providers.local import LocalProvider
+
+    class Sidecar(LocalProvider):  # a process of its own beside a fleet, like its autoscaler
+        name = "sidecar-for-test"
+
+    try:
+        handle = SandboxHandle("sidecar-for-test", "s", {"port": 1, "settings": {"min": 0}})
+        assert (
+            isinstance(handle, LocalHandle) and handle.port == 1 and handle.extra == {"settings": {"min": 0}}
+        )
+        assert handle_from_record(handle.to_record()) == handle
+    finally:
+        del Provider.registered["sidecar-for-test"], SandboxHandle.handle_types["sidecar-for-test"]

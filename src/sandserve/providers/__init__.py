@@ -7,6 +7,7 @@ imported on first use, so a verb pays only for the provider it touches.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -24,11 +25,15 @@ BUILTIN_PROVIDERS = {
 PROVIDER_NAMES = ("local", "daytona")
 
 
+def _load(name: str) -> None:
+    if name not in Provider.registered and name in BUILTIN_PROVIDERS:
+        importlib.import_module(BUILTIN_PROVIDERS[name])
+
+
 @cache
 def get_provider(name: str) -> Provider[Any]:
     """One provider object per process: the local one remembers the children it started."""
-    if name not in Provider.registered and name in BUILTIN_PROVIDERS:
-        importlib.import_module(BUILTIN_PROVIDERS[name])
+    _load(name)
     try:
         provider_class = Provider.registered[name]
     except KeyError:
@@ -36,6 +41,12 @@ def get_provider(name: str) -> Provider[Any]:
             f"Unknown provider {name!r}.", hint=f"Use one of: {', '.join(PROVIDER_NAMES)}."
         ) from None
     return provider_class()
+
+
+def handle_from_record(record: Mapping[str, Any]) -> SandboxHandle:
+    """A ledger's sandbox JSON as its provider's handle type (the provider's module is loaded for it)."""
+    _load(str(record.get("provider", "")))
+    return SandboxHandle.from_record(record)
 
 
 __all__ = [
@@ -48,4 +59,5 @@ __all__ = [
     "Provider",
     "SandboxHandle",
     "get_provider",
+    "handle_from_record",
 ]

@@ -54,10 +54,17 @@ class Provider(Generic[HandleT]):
     #: The preset served when no model is named.
     default_preset: ClassVar[str] = DEFAULT_DAYTONA_PRESET
 
+    #: The type of this provider's handles (its subclasses inherit it unless they name their own).
+    handle_type: ClassVar[type[SandboxHandle]] = SandboxHandle
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             Provider.registered[cls.name] = cls
+            # ``SandboxHandle(name, ...)`` then makes this provider's handle type (a handle type that named
+            # its provider itself is kept).
+            if cls.handle_type is not SandboxHandle:
+                SandboxHandle.handle_types.setdefault(cls.name, cls.handle_type)
 
     @classmethod
     def check_engine(cls, engine: type[Engine], model: str) -> None:

@@ -80,6 +80,7 @@ class LocalProvider(Provider[LocalHandle]):
     remote = False
     default_boot_timeout = LOCAL_BOOT_TIMEOUT
     default_preset = DEFAULT_LOCAL_PRESET
+    handle_type = LocalHandle
 
     def __init__(self) -> None:
         # Children started by this process: only their parent can read their exit code.

@@ -30,6 +30,7 @@ from sandserve.errors import (
     StateDirError,
 )
 from sandserve.paths import state_dir
+from sandserve.providers import handle_from_record
 from sandserve.providers.handles import SandboxHandle
 from sandserve.providers.local import process_start_time
 from sandserve.serve import migrations
@@ -340,7 +341,7 @@ def _record(row: tuple[Any, ...]) -> Record:
         **{
             **values,
             "state": State(values["state"]),
-            "sandbox": SandboxHandle.from_record(json.loads(values["sandbox"])),
+            "sandbox": handle_from_record(json.loads(values["sandbox"])),
             "endpoint": Endpoint.from_dict(json.loads(endpoint)) if endpoint else None,
             "spec": json.loads(values["spec"]),
         }
