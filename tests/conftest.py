@@ -36,6 +36,8 @@ USER_VARIABLES = (
     "SGLANG_API_KEY",
     "HF_TOKEN",
     "SANDSERVE_LLAMA_SERVER",
+    "SANDSERVE_GPU_HOUR_PRICE",
+    "HF_TOKEN_PATH",
 )
 
 
@@ -46,6 +48,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.delenv(name, raising=False)
     state = tmp_path / "state"
     monkeypatch.setenv("SANDSERVE_STATE_DIR", str(state))
+    # Hugging Face: no saved login of the user's, and no request leaves this machine (a refused port: the
+    # preflight's offline warning); tests that need answers start tests/standins/hf_hub.py.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -97,13 +103,15 @@ def sandserve_command() -> list[str]:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `sandserve ARGS` in a child process with this test's environment (plus ``env``)."""
+    """Run `sandserve ARGS` in a child process with this test's environment (plus ``env``), without a terminal."""
     return subprocess.run(
         [*sandserve_command(), *args],
         capture_output=True,
+        stdin=subprocess.DEVNULL,
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )

@@ -120,5 +120,12 @@ class _EndpointServices:
 
         verbs.down(endpoint)
 
+    def colocated(self, endpoint: Endpoint, verb: str, options: dict[str, Any]) -> Any:
+        from sandserve.serve import colocated
+
+        if verb == "exec":
+            return colocated.exec_argv(endpoint, options.pop("argv"), **options)
+        return colocated.run_script(endpoint, options.pop("script"), **options)
+
 
 _endpoint.install_services(_EndpointServices())

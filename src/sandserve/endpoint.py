@@ -45,6 +45,8 @@ class EndpointServices(Protocol):
 
     def down(self, endpoint: Endpoint) -> None: ...
 
+    def colocated(self, endpoint: Endpoint, verb: str, options: dict[str, Any]) -> Any: ...
+
 
 @dataclass(frozen=True)
 class EndpointStatus:
@@ -219,6 +221,16 @@ class Endpoint:
     def down(self) -> None:
         """Stop the server and delete its sandbox (a fleet's workers too); the ledger keeps the row, down."""
         _installed().down(self)
+
+    def exec(self, argv: list[str], **options: Any) -> Any:
+        """Run a command beside the server: inside its Daytona sandbox (ENDPOINT=http://localhost:8000), or on
+        this machine for a local endpoint. Output streams to ``on_output``; files written under ``out/`` come
+        back into ``output_dir``. Returns a ``ColocatedResult`` (exit code, files)."""
+        return _installed().colocated(self, "exec", {"argv": list(argv), **options})
+
+    def run(self, script: str | os.PathLike[str], **options: Any) -> Any:
+        """Run a Python script beside the server (see ``exec``); ``upload=[paths]`` go up with it."""
+        return _installed().colocated(self, "run", {"script": script, **options})
 
     def export_lines(self) -> list[str]:
         """The shell lines that hand this endpoint to curl and the examples."""

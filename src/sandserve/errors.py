@@ -72,32 +72,53 @@ class LedgerBusyError(SandserveError):
 
     def __init__(self, path: Path, seconds: float) -> None:
         super().__init__(
-            f"The endpoint ledger {path} is busy: another sandserve process has held its lock for "
-            f"{seconds:.0f} s. Nothing was changed.",
+            f"The endpoint ledger {path} is busy: another sandserve process has held its lock for {seconds:.0f} s. "
+            "Nothing was changed.",
             hint="Wait for the other sandserve command to finish (see `ps`), then run this one again.",
         )
-        self.path = path
 
 
 class LedgerUnusableError(SandserveError):
-    """SQLite refused the ledger for a reason that is not its content (a full disk, a read-only file...)."""
+    """SQLite refused the ledger for a reason that is not its content (a full disk, a read-only file, a ledger
+    written by a newer sandserve)."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, *, hint: str | None = None) -> None:
         super().__init__(
             f"The endpoint ledger {path} could not be used: {reason}. Nothing was changed.",
-            hint=f"Check the disk it is on (df {path.parent}) and its permissions (ls -l {path}), then run again.",
+            hint=hint
+            or f"Check the disk it is on (df {path.parent}) and its permissions (ls -l {path}), then run again.",
         )
-        self.path = path
 
 
-class LedgerTooNewError(ConfigError):
-    def __init__(self, path: Path, unknown: list[str]) -> None:
+class UnknownGpuError(ConfigError):
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
         super().__init__(
-            f"The endpoint ledger {path} was written by a newer sandserve (schema steps this version does not "
-            f"know: {', '.join(unknown)}).",
-            hint="Upgrade sandserve (pip install -U sandserve); the ledger is left as it is.",
+            f"Unknown GPU type {name!r}.",
+            hint=f"Use one of: {', '.join(known)} (upper or lower case; RTX_PRO_6000 and RTX-PRO-6000 both work).",
         )
-        self.path = path
+
+
+class ConfirmationRequiredError(ConfigError):
+    """A paid or destructive step needs a yes, and there is no terminal to ask on."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what}, and there is no terminal to confirm it on.",
+            hint="Pass --yes (-y) to go ahead without asking, or run it from a terminal.",
+        )
+
+
+class ModelRepoError(ConfigError):
+    """The Hugging Face repo cannot be downloaded: found out before a GPU sandbox is paid for."""
+
+
+class BootBreakerOpenError(ConfigError):
+    def __init__(self, failures: int, last_error: str | None, last_id: str) -> None:
+        super().__init__(
+            f"This same spec failed to boot {failures} times in a row (last: {last_id}: "
+            f"{last_error or 'no diagnosis'}).",
+            hint="Fix the cause above (change the model, flags or GPU), or pass --force to try the same again.",
+        )
 
 
 class MissingCredentialsError(ConfigError):
@@ -342,6 +363,10 @@ class ToolDefinitionError(ConfigError):
         super().__init__(f"The function {name!r} cannot be used as a tool: {reason}.", hint=hint)
 
 
+class ColocatedRunError(SandserveError):
+    """Code could not be run beside the server (not the code's own failure: that is its exit code)."""
+
+
 class ToolSandboxError(SandserveError):
     """The sandbox that runs tool calls could not be created or reached."""
 
@@ -429,11 +454,14 @@ __all__ = [
     "BatchIncompleteError",
     "BatchInputError",
     "BatchOutputError",
+    "BootBreakerOpenError",
     "BootError",
     "BootInterruptedError",
     "BootTimeoutError",
     "CapabilityError",
+    "ColocatedRunError",
     "ConfigError",
+    "ConfirmationRequiredError",
     "ConstraintViolatedError",
     "EndpointNotFoundError",
     "EndpointUnavailableError",
@@ -447,10 +475,10 @@ __all__ = [
     "InvalidConstraintError",
     "LedgerBusyError",
     "LedgerCorruptError",
-    "LedgerTooNewError",
     "LedgerUnusableError",
     "MissingCredentialsError",
     "ModelFileNotFoundError",
+    "ModelRepoError",
     "NotAFleetMemberError",
     "PortInUseError",
     "ProviderError",
@@ -463,5 +491,6 @@ __all__ = [
     "ToolDefinitionError",
     "ToolIsolationUnavailableError",
     "ToolSandboxError",
+    "UnknownGpuError",
     "UnknownPresetError",
 ]

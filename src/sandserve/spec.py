@@ -4,16 +4,22 @@ flags: deciding needs the engines and providers, which sit above this vocabulary
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from sandserve import config
+from sandserve.errors import UnknownGpuError
 from sandserve.masking import MASK
 
 DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.12.post1-cu130"
-DEFAULT_GPUS = ("H100", "RTX_PRO_6000")
-DEFAULT_TARGET = "us-east-1"
+#: The GPU types the Daytona API takes, spelt as it takes them (`daytona_api_client.GpuType` VALUES; the member
+#: names use underscores, and `GpuType("RTX_PRO_6000")` silently becomes "unknown_default_open_api").
+GPU_TYPES = ("H100", "H200", "B200", "B300", "RTX-PRO-6000", "RTX-4090", "RTX-5090", "MI355X")
+DEFAULT_GPUS = ("H100", "RTX-PRO-6000")
+DEFAULT_TARGET = config.DEFAULT_TARGET
+#: A GPU sandbox is destroyed this long after its creation unless told otherwise (--ttl; 0 for none).
+DEFAULT_GPU_TTL_MINUTES = 240
 SANDBOX_PORT = 8000
 #: The engine of a Hugging Face model with no preset (and of an endpoint from the environment, until its
 #: server says otherwise).
@@ -66,6 +72,17 @@ class ServeSpec:
     delete_on_failure: bool = False
     context_length: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    ttl_minutes: int = 0
+    """Daytona destroys the sandbox this many minutes after creation, whatever its state (0: no limit)."""
+    auto_stop_minutes: int = 0
+    """Daytona stops the sandbox after this many idle minutes (0: never); an ephemeral one is then deleted."""
+    spot: bool = False
+    """A spot GPU: cheaper, and may be taken back without notice."""
+
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether it asks for a (paid) GPU: ``resolve_spec`` leaves ``gpus`` empty where there are none."""
+        return bool(self.gpus)
 
     def with_overrides(self, **changes: object) -> ServeSpec:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -87,14 +104,26 @@ class ServeSpec:
             auth=AuthMode(data["auth"]),
             gpus=tuple(data["gpus"]),
             extra_args=tuple(data["extra_args"]),
-            hf_token=os.environ.get("HF_TOKEN") if data.get("hf_token") else None,
+            hf_token=config.hf_token().value if data.get("hf_token") else None,
         )
         return cls(**fields)
 
 
-def default_provider(environ: dict[str, str] | None = None) -> ProviderName:
-    """Daytona when a key is configured (environment or .env in the current directory), else local."""
-    env = os.environ if environ is None else environ
-    if env.get("DAYTONA_API_KEY") or env.get("DAYTONA_JWT_TOKEN"):
-        return ProviderName.DAYTONA
-    return ProviderName.LOCAL
+def default_provider() -> ProviderName:
+    """Daytona when a key is configured as the SDK finds it (environment, .env.local or .env in the current
+    directory, never a parent's), else local."""
+    return ProviderName.DAYTONA if config.daytona_key().is_set else ProviderName.LOCAL
+
+
+def normalise_gpus(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Users write H100, h100, RTX_PRO_6000 or RTX-PRO-6000; the API takes the dashed upper-case values.
+    An unknown name is refused here, before anything is created."""
+    known = {gpu.replace("-", "_"): gpu for gpu in GPU_TYPES}
+    chosen = []
+    for name in names:
+        gpu = known.get(name.strip().upper().replace("-", "_"))
+        if gpu is None:
+            raise UnknownGpuError(name, GPU_TYPES)
+        if gpu not in chosen:
+            chosen.append(gpu)
+    return tuple(chosen)

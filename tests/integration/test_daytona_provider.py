@@ -49,6 +49,7 @@ def daytona(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Daytona
             "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
         },
         path_prepend=[Path(sys.executable).parent],
+        vault={"my-hf-token": "hf_from_the_vault"},
     )
     standin.ready_file = ready_file  # type: ignore[attr-defined]
     with standin:
@@ -154,7 +155,9 @@ def test_key_mode_is_public_but_sglang_checks_the_key(daytona):
 
 
 def test_public_mode_needs_nothing_and_the_cli_warns(daytona):
-    result = run_cli("up", "--provider", "daytona", "--auth", "public", "--port", str(free_port()), "--quiet")
+    result = run_cli(
+        "up", "--provider", "daytona", "--auth", "public", "--port", str(free_port()), "--quiet", "--yes"
+    )
     assert result.returncode == 0, result.stderr
     assert "PUBLIC" in result.stderr
     exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
@@ -172,7 +175,7 @@ def test_death_during_boot_is_diagnosed_and_the_sandbox_kept(daytona):
     assert record.state is State.FAILED  # kept, with its weights, as the guide does...
     assert record.sandbox.sandbox_id in daytona.sandboxes
 
-    assert run_cli("down", "--all").returncode == 0  # ...and `down --all` still finds it
+    assert run_cli("down", "--all", "--yes").returncode == 0  # ...and `down --all` still finds it
     assert record.sandbox.sandbox_id in daytona.deleted_ids
 
 
@@ -217,6 +220,7 @@ def test_ctrl_c_while_booting_deletes_the_sandbox(daytona):
             "up",
             "--provider",
             "daytona",
+            "--yes",
             "--port",
             str(free_port()),
             "--env",
@@ -261,7 +265,7 @@ def test_ls_shows_daytona_endpoints_and_down_all_spares_other_sandboxes(daytona)
         (second.id, "daytona", "ready"),
     }
 
-    assert run_cli("down", "--all").returncode == 0
+    assert run_cli("down", "--all", "--yes").returncode == 0
     assert {first.sandbox_id, second.sandbox_id} <= set(daytona.deleted_ids)
     assert foreign.id not in daytona.deleted_ids and foreign.id in daytona.sandboxes
 
@@ -291,7 +295,7 @@ def test_dry_run_prints_the_plan_and_creates_nothing_without_a_key():
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert {"image", "command", "env", "gpu"} <= set(plan)
-    assert plan["image"] == "lmsysorg/sglang:v0.5.12.post1-cu130" and plan["gpu"] == ["H100", "RTX_PRO_6000"]
+    assert plan["image"] == "lmsysorg/sglang:v0.5.12.post1-cu130" and plan["gpu"] == ["H100", "RTX-PRO-6000"]
     assert "--mem-fraction-static 0.93" in plan["command"] and "sk-" not in plan["command"]
     assert plan["env"]["SANDSERVE_SGLANG_API_KEY"] == "****"  # the key reaches SGLang by its environment
     assert plan["env"]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"

@@ -221,7 +221,7 @@ def test_hung_create_times_out_with_the_sandbox_id(api: DaytonaStandin, daytona:
     sandbox_id = failure.value.sandbox_id
     assert sandbox_id is not None and sandbox_id in api.sandboxes
     listed = list(daytona.list(ListSandboxesQuery(labels={"app": "hung"})))
-    assert [(s.id, s.state) for s in listed] == [(sandbox_id, "creating")]
+    assert [(s.id, s.state) for s in listed] == [(sandbox_id, "pending_build")]
     daytona.delete(daytona.get(sandbox_id))
     assert api.deleted_ids == [sandbox_id]
 

@@ -13,10 +13,11 @@ from standins.daytona_api import DaytonaStandin
 from sandserve.serve.ledger import Registry, State
 
 
-def run_demo(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_demo(env: dict[str, str] | None = None, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*sandserve_command(), "demo"],
+        [*sandserve_command(), "demo", *args],
         capture_output=True,
+        stdin=subprocess.DEVNULL,
         text=True,
         timeout=300,
         env={**os.environ, **(env or {})},
@@ -50,7 +51,9 @@ def test_demo_with_a_key_in_dotenv_serves_gpt_oss_on_daytona():
     with standin:
         Path(".env").write_text(f"DAYTONA_API_KEY={standin.api_key}\n")
         try:
-            result = run_demo({"DAYTONA_API_URL": standin.url})
+            refused = run_demo({"DAYTONA_API_URL": standin.url})  # a paid GPU, and no terminal to ask on
+            assert refused.returncode == 2 and "--yes" in refused.stderr and standin.create_bodies == []
+            result = run_demo({"DAYTONA_API_URL": standin.url}, "--yes")
             assert result.returncode == 0, result.stderr
             assert "(sglang, gpt-oss-20b)" in result.stdout
             assert "random weights" not in result.stdout

@@ -191,7 +191,9 @@ def test_sglang_in_a_sandbox_gets_its_key_from_the_environment_and_its_log_is_ma
     with standin:
         env = {"DAYTONA_API_KEY": standin.api_key, "DAYTONA_API_URL": standin.url}
         try:
-            up = run_cli("up", "--provider", "daytona", "--auth", "key", "--port", str(free_port()), env=env)
+            up = run_cli(
+                "up", "--provider", "daytona", "--auth", "key", "--yes", "--port", str(free_port()), env=env
+            )
             assert up.returncode == 0, up.stderr
             exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
             key = exports["OPENAI_API_KEY"]

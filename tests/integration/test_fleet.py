@@ -400,7 +400,7 @@ def test_cli_exports_one_endpoint_and_ls_and_down_know_the_fleet():
         "ready",
     ]
 
-    down = run_cli("down", "--all")  # ...and `down --all` ends the fleet with everything else
+    down = run_cli("down", "--all", "--yes")  # ...and `down --all` ends the fleet with everything else
     assert down.returncode == 0, down.stderr
     assert not any(alive(pid) for pid in worker_pids)
     assert json.loads(run_cli("ls", "--json").stdout) == []

@@ -82,7 +82,7 @@ def test_cli_up_prints_exports_that_curl_style_clients_can_use():
     assert [entry["state"] for entry in listed] == ["ready"]
     assert run_cli("env").stdout.splitlines() == result.stdout.splitlines()
 
-    down = run_cli("down", "--all")
+    down = run_cli("down", "--all", "--yes")
     assert down.returncode == 0, down.stderr
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{exports['ENDPOINT']}/health", timeout=5)
@@ -210,7 +210,7 @@ def test_two_endpoints_at_once_are_independent():
             ).status_code
             == 200
         )
-    assert run_cli("down", "--all").returncode == 0
+    assert run_cli("down", "--all", "--yes").returncode == 0
     assert all(record.state is State.DOWN for record in Registry().list(include_down=True))
 
 

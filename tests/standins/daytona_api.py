@@ -16,7 +16,15 @@ the local port, except ports listed in `remap_ports`: those get a free local por
 processes as DAYTONA_STANDIN_PORT_<port>, so two sandboxes can both "serve on 8000".
 
 JSON bodies are read and written with the SDK's generated models (daytona_api_client and
-daytona_toolbox_api_client).
+daytona_toolbox_api_client), and refused as the service refuses them (`_daytona_rules`): unknown fields and
+enum values, more than one GPU, a GPU sandbox that is not ephemeral, spot without a GPU.
+
+A new sandbox goes through the service's states (pending_build -> building_snapshot -> starting -> started for
+an image, creating -> started for a snapshot), `state_step_seconds` each. Its processes see only their own
+environment (a fixed PATH, HOME, the sandbox's env and secrets, the request's env), never this machine's.
+Preview requests count as activity (`last_activity_at`) unless they carry X-Daytona-Skip-Last-Activity-Update.
+The event stream (Socket.IO, `_daytona_events`) sends sandbox.created / sandbox.state.updated, so the SDK waits
+on events as it does against the service.
 """
 
 from __future__ import annotations
@@ -45,7 +53,6 @@ from daytona_api_client import (
     BuildInfo,
     CreateSandbox,
     CreateVolume,
-    GpuType,
     ListSandboxesResponse,
     PortPreviewUrl,
     Sandbox,
@@ -75,7 +82,7 @@ from daytona_toolbox_api_client import (
 )
 from pydantic import ValidationError
 
-from . import _preview
+from . import _daytona_events, _daytona_rules, _preview
 from ._procs import STDERR, STDOUT, CommandRun, kill_groups
 
 ORGANIZATION_ID = "standin-org"
@@ -90,6 +97,19 @@ _STREAM_PREFIX = {STDOUT: b"\x01\x01\x01", STDERR: b"\x02\x02\x02"}
 # Codes the API puts in its error envelope, by status (apps/api/src/common/errors/api-error-code.enum.ts).
 _API_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT"}
 _DAEMON_CODES = {**_API_CODES, 408: "REQUEST_TIMEOUT", 410: "GONE"}
+
+
+_BOOT_STATES = frozenset(
+    {
+        SandboxState.PENDING_BUILD,
+        SandboxState.BUILDING_SNAPSHOT,
+        SandboxState.CREATING,
+        SandboxState.STARTING,
+    }
+)
+#: What a sandbox process finds in PATH (the image's own, not this machine's).
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 
 
 class StandinError(Exception):
@@ -118,7 +138,7 @@ class SandboxRecord:
     memory: int
     disk: int
     gpu: int
-    gpu_type: GpuType | None
+    gpu_type: str | None
     auto_stop_interval: int
     auto_archive_interval: int
     auto_delete_interval: int
@@ -127,8 +147,16 @@ class SandboxRecord:
     snapshot: str | None
     user: str
     created_at: str
-    ready_at: float  # time.monotonic() at which "creating" turns into "started"
+    ready_at: float  # time.monotonic() at which the sandbox is "started"
+    steps: list[tuple[float, SandboxState]] = field(default_factory=list)  # (from time, state) until ready_at
     stored_state: SandboxState = SandboxState.CREATING
+    ttl_minutes: int = 0
+    created_mono: float = field(default_factory=time.monotonic)
+    active_mono: float = field(default_factory=time.monotonic)  # last activity (preview traffic, refresh)
+    spot: bool = False
+    last_activity_at: str | None = None
+    activity_updates: int = 0  # preview requests that refreshed the idle timer
+    toolbox_activity: int = 0  # toolbox requests that did
     error_reason: str | None = None
     ports: dict[int, int] = field(default_factory=dict)  # sandbox port -> local port (remapped ports only)
     secrets: dict[str, str] = field(
@@ -142,8 +170,14 @@ class SandboxRecord:
 
     @property
     def state(self) -> SandboxState:
-        if self.stored_state == SandboxState.CREATING and time.monotonic() >= self.ready_at:
-            self.stored_state = SandboxState.STARTED
+        if self.stored_state in _BOOT_STATES:
+            now = time.monotonic()
+            if now >= self.ready_at:
+                self.stored_state = SandboxState.STARTED
+            else:
+                for since, state in self.steps:
+                    if now >= since:
+                        self.stored_state = state
         return self.stored_state
 
     def local_port(self, port: int) -> int:
@@ -162,6 +196,10 @@ class DaytonaStandin:
         remap_ports: Iterable[int] = (),
         gpu_quota: int | None = None,
         python: str = sys.executable,
+        state_step_seconds: float = 0.05,
+        vault: Mapping[str, str] | None = None,
+        event_stream: bool = True,
+        minute_seconds: float = 60.0,
     ) -> None:
         """
         Args:
@@ -172,7 +210,22 @@ class DaytonaStandin:
             gpu_quota: when set, a create whose GPUs would exceed it (live sandboxes counted) fails as the
                 real quota does.
             python: interpreter behind `process.code_run`.
+            state_step_seconds: how long a new sandbox stays in each state before "started".
+            vault: the organisation's secrets (name -> value): a sandbox's `secrets` entries name them and
+                their processes get the values; a name not in it is refused.
+            event_stream: serve the Socket.IO event stream (off: it answers 404 and the SDK polls).
+            minute_seconds: how long a "minute" of ttlMinutes / autoStopInterval lasts here (tests shorten it
+                to see the service end a sandbox: a TTL destroys it, an idle stop stops it, which deletes an
+                ephemeral one).
         """
+        self.minute_seconds = minute_seconds
+        self._limits_task: asyncio.Task[None] | None = None
+        self.event_stream = event_stream
+        self.state_step_seconds = state_step_seconds
+        self.vault = dict(vault or {})
+        self.create_bodies: list[dict[str, Any]] = []  # every create request as received (raw JSON)
+        self.ended_by_service: list[tuple[str, str]] = []  # (sandbox id, "ttl" | "auto-stop")
+        self.events = _daytona_events.EventStream(api_key, ORGANIZATION_ID)
         self.api_key = api_key
         self.extra_env = dict(extra_env or {})
         self.path_prepend = [str(p) for p in path_prepend]
@@ -246,18 +299,28 @@ class DaytonaStandin:
     async def _serve(self, api_sock: socket.socket, preview_sock: socket.socket) -> None:
         self._proxy_session = _preview.new_client_session()
         for app, sock in ((self._api_app(), api_sock), (self._preview_app(), preview_sock)):
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            # Short: at stop every sandbox is being killed anyway, and event-stream sockets would hold it for the full time.
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
             await runner.setup()
             await web.SockSite(runner, sock).start()
             self._runners.append(runner)
+        self.events.start(lambda: self.sandboxes, self._dto)
+        self._limits_task = asyncio.get_running_loop().create_task(self._enforce_limits())
 
     async def _shutdown(self) -> None:
+        await self.events.stop()
+        if self._limits_task is not None:
+            self._limits_task.cancel()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
         if self._proxy_session is not None:
             await self._proxy_session.close()
         await asyncio.sleep(0.05)  # let closed connections run their connection_lost callbacks
+        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in leftovers:  # the event stream's ping loops, mostly
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     # ----- test controls -----
 
@@ -284,6 +347,8 @@ class DaytonaStandin:
 
     def _api_app(self) -> web.Application:
         app = web.Application(middlewares=[self._error_middleware, self._auth_middleware])
+        if self.event_stream:
+            self.events.attach(app)
         sb = "/api/sandbox/{id}"
         tb = "/toolbox/{id}"
         routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
@@ -317,6 +382,8 @@ class DaytonaStandin:
             ("POST", tb + "/process/session/{session}/exec", self._session_exec),
             ("GET", tb + "/process/session/{session}/command/{cmd}", self._get_command),
             ("GET", tb + "/process/session/{session}/command/{cmd}/logs", self._command_logs),
+            ("POST", tb + "/files/bulk-upload", self._bulk_upload),
+            ("POST", tb + "/files/bulk-download", self._bulk_download),
             ("GET", tb + "/user-home-dir", self._home_dir),
             ("GET", tb + "/work-dir", self._home_dir),
         ]
@@ -337,8 +404,11 @@ class DaytonaStandin:
             return await handler(request)
         except StandinError as e:
             return _error_response(request, e.status, e.message, e.code)
+        except _daytona_rules.ValidationFailed as e:
+            return _error_response(request, 400, e.sentences, None)  # type: ignore[arg-type]
         except ValidationError as e:
-            return _error_response(request, 400, str(e), None)
+            sentences = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+            return _error_response(request, 400, sentences, None)  # type: ignore[arg-type]
         except web.HTTPException as e:
             if e.status < 400:
                 raise
@@ -349,23 +419,35 @@ class DaytonaStandin:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if request.path.startswith("/api/socket.io"):  # the event stream authenticates in its handshake
+            return await handler(request)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             raise StandinError(401, "Unauthorized")
+        if request.path.startswith("/toolbox/"):
+            # The toolbox is reached through the preview proxy, which counts it as activity (apps/proxy).
+            record = self.sandboxes.get(request.match_info.get("id", ""))
+            if record is not None and request.headers.get(SKIP_ACTIVITY_HEADER, "").lower() != "true":
+                record.active_mono = time.monotonic()
+                record.toolbox_activity += 1
         return await handler(request)
 
     # ----- control plane: sandboxes -----
 
     async def _create(self, request: web.Request) -> web.Response:
-        body = CreateSandbox.from_dict(await _json_body(request))
-        assert body is not None
+        raw = await _json_body(request)
+        self.create_bodies.append(raw)
+        body = _daytona_rules.parse(CreateSandbox, raw)
+        _daytona_rules.check_create_sandbox(raw)
+        refusal = _daytona_rules.service_refusal(raw)
+        if refusal:
+            raise StandinError(400, refusal)
         gpu = body.gpu or 0
         if self._quota_failures:
             self._quota_failures -= 1
             raise StandinError(400, GPU_LIMIT_MESSAGE.format(maximum=self._quota_maximum))
-        if gpu > 1:
-            raise StandinError(400, "gpu must not be greater than 1")
-        if gpu > 0 and body.auto_delete_interval != 0:
-            raise StandinError(400, "GPU sandboxes must be ephemeral - set autoDeleteInterval to 0")
+        missing = [name for entry in body.secrets or [] for name in entry.values() if name not in self.vault]
+        if missing:
+            raise StandinError(404, f"Secret {missing[0]} not found")
         if gpu > 0 and self.gpu_quota is not None:
             in_use = sum(r.gpu for r in self.sandboxes.values())
             if in_use + gpu > self.gpu_quota:
@@ -393,7 +475,7 @@ class DaytonaStandin:
             memory=body.memory or 1,
             disk=body.disk or 3,
             gpu=gpu,
-            gpu_type=(body.gpu_type or [None])[0] if gpu else None,
+            gpu_type=(raw.get("gpuType") or [None])[0] if gpu else None,
             auto_stop_interval=15 if body.auto_stop_interval is None else body.auto_stop_interval,
             auto_archive_interval=10080 if body.auto_archive_interval is None else body.auto_archive_interval,
             auto_delete_interval=-1 if body.auto_delete_interval is None else body.auto_delete_interval,
@@ -402,12 +484,52 @@ class DaytonaStandin:
             snapshot=body.snapshot,
             user=body.user or "daytona",
             created_at=now,
-            ready_at=time.monotonic() + self._create_delay,
+            ready_at=0.0,
             ports={port: _free_port() for port in self.remap_ports},
+            ttl_minutes=body.ttl_minutes or 0,
+            spot=bool(body.spot),
         )
+        self._schedule_boot(record, building=body.build_info is not None)
         self._create_delay = 0.0
         self.sandboxes[sandbox_id] = record
+        await self.events.created(self._dto(record))
         return _json(self._dto(record))
+
+    def _schedule_boot(self, record: SandboxRecord, *, building: bool) -> None:
+        """The states a new sandbox goes through; a hung create stays in its first one."""
+        if building:
+            states = [SandboxState.PENDING_BUILD, SandboxState.BUILDING_SNAPSHOT, SandboxState.STARTING]
+        else:
+            states = [SandboxState.CREATING, SandboxState.STARTING]
+        start = time.monotonic()
+        step = self.state_step_seconds
+        record.steps = [
+            (start + self._create_delay + i * step if i else start, s) for i, s in enumerate(states)
+        ]
+        record.stored_state = states[0]
+        record.ready_at = start + self._create_delay + len(states) * step
+
+    async def _enforce_limits(self) -> None:
+        """What the service does on its own: destroy a sandbox past its TTL (whatever its state), stop one idle
+        for longer than its auto-stop interval (and so delete it when it is ephemeral)."""
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            for record in list(self.sandboxes.values()):
+                if (
+                    record.ttl_minutes
+                    and now - record.created_mono >= record.ttl_minutes * self.minute_seconds
+                ):
+                    await self._destroy(record)
+                    self.ended_by_service.append((record.id, "ttl"))
+                elif (
+                    record.auto_stop_interval
+                    and record.state == SandboxState.STARTED
+                    and now - max(record.active_mono, record.ready_at)
+                    >= record.auto_stop_interval * self.minute_seconds
+                ):
+                    await self._stop_record(record)
+                    self.ended_by_service.append((record.id, "auto-stop"))
 
     async def _list(self, request: web.Request) -> web.Response:
         query = request.query
@@ -444,16 +566,21 @@ class DaytonaStandin:
 
     async def _stop(self, request: web.Request) -> web.Response:
         record = self._sandbox(request)
+        await self._stop_record(record)
+        return _json(self._dto(record))
+
+    async def _stop_record(self, record: SandboxRecord) -> None:
         await asyncio.to_thread(kill_groups, _pgids(record))
         record.sessions.clear()
+        old = record.stored_state.value
         record.stored_state = SandboxState.STOPPED
+        await self.events.state_changed(self._dto(record), old)
         if record.auto_delete_interval == 0:  # ephemeral: deleted as soon as it stops
             await self._destroy(record)
-        return _json(self._dto(record))
 
     async def _replace_labels(self, request: web.Request) -> web.Response:
         record = self._sandbox(request)
-        body = SandboxLabels.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(SandboxLabels, await _json_body(request))
         assert body is not None
         record.labels = dict(body.labels)
         return _json(SandboxLabels(labels=record.labels))
@@ -472,7 +599,9 @@ class DaytonaStandin:
         return handler
 
     async def _last_activity(self, request: web.Request) -> web.Response:
-        self._sandbox(request).last_activity = time.time()
+        record = self._sandbox(request)
+        record.last_activity = time.time()
+        record.active_mono = time.monotonic()
         return web.Response(status=201)
 
     async def _toolbox_proxy_url(self, request: web.Request) -> web.Response:
@@ -505,8 +634,10 @@ class DaytonaStandin:
     async def _destroy(self, record: SandboxRecord) -> None:
         await asyncio.to_thread(kill_groups, _pgids(record))
         record.sessions.clear()
+        old = record.stored_state.value
         record.stored_state = SandboxState.DESTROYED
         self.sandboxes.pop(record.id, None)
+        await self.events.state_changed(self._dto(record), old)
         self.deleted_ids.append(record.id)
         shutil.rmtree(record.home, ignore_errors=True)
 
@@ -533,6 +664,8 @@ class DaytonaStandin:
             cpu=record.cpu,
             gpu=record.gpu,
             gpu_type=record.gpu_type,
+            spot=record.spot,
+            last_activity_at=record.last_activity_at,
             memory=record.memory,
             disk=record.disk,
             state=record.state,
@@ -541,6 +674,9 @@ class DaytonaStandin:
             auto_stop_interval=record.auto_stop_interval,
             auto_archive_interval=record.auto_archive_interval,
             auto_delete_interval=record.auto_delete_interval,
+            auto_destroy_at=_plus_minutes(record.created_at, record.ttl_minutes)
+            if record.ttl_minutes
+            else None,
             volumes=record.volumes,
             build_info=record.build_info,
             created_at=record.created_at,
@@ -554,7 +690,7 @@ class DaytonaStandin:
         return _json(list(self.volumes.values()))
 
     async def _create_volume(self, request: web.Request) -> web.Response:
-        body = CreateVolume.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(CreateVolume, await _json_body(request))
         assert body is not None
         if any(v.name == body.name for v in self.volumes.values()):
             raise StandinError(409, f"Volume with name {body.name} already exists")
@@ -602,7 +738,7 @@ class DaytonaStandin:
 
     async def _exec(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
-        body = ExecuteRequest.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(ExecuteRequest, await _json_body(request))
         assert body is not None
         argv = ["bash", "-c", body.command]
         run = self._run(record, argv, body.cwd, body.envs, body.command, combined=True)
@@ -611,7 +747,7 @@ class DaytonaStandin:
 
     async def _code_run(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
-        body = CodeRunRequest.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(CodeRunRequest, await _json_body(request))
         assert body is not None
         if body.language != "python":
             raise StandinError(400, f"unsupported language in the stand-in: {body.language}")
@@ -631,7 +767,7 @@ class DaytonaStandin:
 
     async def _create_session(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
-        body = CreateSessionRequest.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(CreateSessionRequest, await _json_body(request))
         assert body is not None
         if body.session_id in record.sessions:
             raise StandinError(409, "session already exists")
@@ -653,7 +789,7 @@ class DaytonaStandin:
     async def _session_exec(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
         commands = self._commands(record, request.match_info["session"])
-        body = SessionExecuteRequest.from_dict(await _json_body(request))
+        body = _daytona_rules.parse(SessionExecuteRequest, await _json_body(request))
         assert body is not None
         if not body.command.strip():
             raise StandinError(400, "command cannot be empty")
@@ -699,6 +835,56 @@ class DaytonaStandin:
         await ws.close()
         return ws
 
+    async def _bulk_upload(self, request: web.Request) -> web.Response:
+        """multipart: `files[i].path` (text) and `files[i].file` (content), as the SDK's upload_files sends."""
+        record = self._running_sandbox(request)
+        paths: dict[str, str] = {}
+        contents: dict[str, bytes] = {}
+        reader = await request.multipart()
+        async for part in reader:
+            name = part.name or ""  # type: ignore[union-attr]
+            data = await part.read()  # type: ignore[union-attr]
+            index = name.split("]", 1)[0]
+            if name.endswith(".path"):
+                paths[index] = data.decode()
+            elif name.endswith(".file"):
+                contents[index] = bytes(data)
+        for index, path in paths.items():
+            target = _sandbox_path(record.home, path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(contents.get(index, b""))
+        return web.Response(status=200)
+
+    async def _bulk_download(self, request: web.Request) -> web.StreamResponse:
+        """multipart/form-data: a `file` part per path (filename = the path asked for), or an `error` part."""
+        from daytona_toolbox_api_client import FilesDownloadRequest
+
+        record = self._running_sandbox(request)
+        body = _daytona_rules.parse(FilesDownloadRequest, await _json_body(request))
+        writer = aiohttp.MultipartWriter("form-data")
+        for path in body.paths:
+            target = _sandbox_path(record.home, path)
+            # As Go's multipart.Writer.CreateFormFile writes it (the daemon is Go): quotes escaped, no encoding.
+            quoted = path.replace("\\", "\\\\").replace('"', '\\"')
+            if target.is_file():
+                kind, content, content_type = "file", target.read_bytes(), "application/octet-stream"
+            else:
+                kind, content, content_type = "error", f"file not found: {path}".encode(), "text/plain"
+            writer.append(
+                content,
+                {
+                    "Content-Type": content_type,
+                    "Content-Disposition": f'form-data; name="{kind}"; filename="{quoted}"',
+                },
+            )
+        response = web.StreamResponse(status=200)
+        response.content_type = "multipart/form-data"
+        response.headers["Content-Type"] = f"multipart/form-data; boundary={writer.boundary}"
+        await response.prepare(request)
+        await writer.write(response)
+        await response.write_eof()
+        return response
+
     async def _home_dir(self, request: web.Request) -> web.Response:
         record = self._running_sandbox(request)
         if request.path.endswith("/work-dir"):
@@ -739,14 +925,20 @@ class DaytonaStandin:
         return run
 
     def _process_env(self, record: SandboxRecord, envs: Mapping[str, str] | None) -> dict[str, str]:
-        env = dict(os.environ)
-        env["HOME"] = str(record.home)
-        env["DAYTONA_SANDBOX_ID"] = record.id
+        """A sandbox's own environment: nothing of this machine's leaks in (not even its PATH)."""
+        env = {
+            "PATH": os.pathsep.join([*self.path_prepend, SANDBOX_PATH]),
+            "HOME": str(record.home),
+            "LANG": "C.UTF-8",
+            "DAYTONA_SANDBOX_ID": record.id,
+            "DAYTONA_SANDBOX_USER": record.user,
+        }
         env.update(self.extra_env)
-        if self.path_prepend:
-            env["PATH"] = os.pathsep.join([*self.path_prepend, env.get("PATH", "")])
         env.update({f"DAYTONA_STANDIN_PORT_{port}": str(local) for port, local in record.ports.items()})
         env.update(record.env)
+        env.update(
+            {name: self.vault[secret] for name, secret in record.secrets.items() if secret in self.vault}
+        )
         env.update(envs or {})
         return env
 
@@ -782,6 +974,9 @@ class DaytonaStandin:
             return _proxy_error(401, "missing or invalid preview token")
         if request.headers.get(SKIP_ACTIVITY_HEADER, "").lower() != "true":
             record.last_activity = time.time()
+            record.active_mono = time.monotonic()
+            record.last_activity_at = _now()
+            record.activity_updates += 1
         if record.state != SandboxState.STARTED:
             return _proxy_error(502, f"sandbox is {record.state.value}")
         target = request.raw_path[len(prefix) :]
@@ -790,8 +985,6 @@ class DaytonaStandin:
         assert self._proxy_session is not None
         return await _preview.forward(self._proxy_session, request, record.local_port(port), target)
 
-
-SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 
 # ----- helpers -----
 
@@ -813,6 +1006,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _plus_minutes(stamp: str, minutes: int) -> str:
+    from datetime import timedelta
+
+    return (datetime.fromisoformat(stamp) + timedelta(minutes=minutes)).isoformat()
+
+
 def _pgids(record: SandboxRecord) -> list[int]:
     return [run.pgid for run in record.runs]
 
@@ -822,6 +1021,15 @@ def _resolve_cwd(home: Path, cwd: str | None) -> Path:
     if not path.is_dir():
         raise StandinError(400, f"working directory {cwd} does not exist")
     return path
+
+
+def _sandbox_path(home: Path, path: str) -> Path:
+    """A sandbox path on this machine: the sandbox's HOME stands for its filesystem; relative paths start there."""
+    target = Path(path) if Path(path).is_absolute() else home / path
+    resolved = target.resolve()
+    if not resolved.is_relative_to(home.resolve()):
+        raise StandinError(400, f"path {path} is outside the sandbox (the stand-in keeps files under HOME)")
+    return resolved
 
 
 def _build_info(body: CreateSandbox, now: str) -> BuildInfo | None:
@@ -878,12 +1086,14 @@ def _json(value: Any, status: int = 200) -> web.Response:
     )
 
 
-def _error_response(request: web.Request, status: int, message: str, code: str | None) -> web.Response:
+def _error_response(
+    request: web.Request, status: int, message: str | list[str], code: str | None
+) -> web.Response:
     """The API's error envelope (all-exceptions.filter.ts) or, under /toolbox, the daemon's ErrorResponse."""
     if request.path.startswith("/toolbox/"):
         body: Any = ErrorResponse(
             code=code or _DAEMON_CODES.get(status, "INTERNAL_SERVER_ERROR"),
-            message=message,
+            message=message if isinstance(message, str) else "; ".join(message),
             method=request.method,
             path=request.path,
             source="DAYTONA_DAEMON",

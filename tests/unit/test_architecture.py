@@ -72,7 +72,8 @@ def test_no_module_is_a_giant(path: Path) -> None:
 ADAPTER_NAMES = {"sglang", "llamacpp", "local", "daytona", "gateway"}
 #: Known leaks owned by another open issue (say which, and remove the entry when it is fixed).
 KNOWN_NAME_BRANCHES = {
-    # Which tool sandbox an endpoint gets: issue 10 changes how a Daytona endpoint's tools run.
+    # Which tool sandbox an endpoint gets (runs_on_daytona): recognising a Daytona endpoint belongs in
+    # providers/daytona.py; not moved yet.
     "tools/sandboxes.py",
     # A fixed local gateway port: issue 12 reworks fleets (smg, autoscaling).
     "fleet/core.py",

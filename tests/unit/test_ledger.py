@@ -12,7 +12,7 @@ import pytest
 from old_ledger import OLD_SCHEMA, old_endpoint, old_row
 
 from sandserve.endpoint import Endpoint
-from sandserve.errors import LedgerBusyError, LedgerCorruptError, LedgerTooNewError
+from sandserve.errors import LedgerBusyError, LedgerCorruptError, LedgerUnusableError
 from sandserve.providers.handles import GatewayHandle, LocalHandle, SandboxHandle
 from sandserve.serve import lifecycle, migrations
 from sandserve.serve.ledger import FLEET_LABEL, LedgerEvents, Registry, State
@@ -109,7 +109,7 @@ def test_a_ledger_from_a_newer_version_is_refused_and_left_alone(tmp_path: Path)
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO _migrations (name, applied_at) VALUES ('m999_from_the_future', 0)")
     before = path.read_bytes()
-    with pytest.raises(LedgerTooNewError, match="m999_from_the_future"):
+    with pytest.raises(LedgerUnusableError, match="m999_from_the_future"):
         Registry(path)
     assert path.read_bytes() == before
 

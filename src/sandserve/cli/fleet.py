@@ -80,11 +80,9 @@ def fleet_up(
     mode key), since the gateway can send a worker nothing else.
     """
     from sandserve.cli.console import ConsoleBootEvents, err
-    from sandserve.config import load_dotenv_once
     from sandserve.fleet.core import fleet_up as bring_up
     from sandserve.serve.resolve import resolve_spec
 
-    load_dotenv_once()
     overrides: dict[str, Any] = {
         key: value
         for key, value in {"gpus": tuple(gpus) or None, "boot_timeout": boot_timeout}.items()
@@ -125,10 +123,8 @@ def fleet_up(
 def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
     """Bring one more worker up and register it while the fleet serves (default: the one fleet up)."""
     from sandserve.cli.console import ConsoleBootEvents, err
-    from sandserve.config import load_dotenv_once
     from sandserve.fleet.core import add_worker
 
-    load_dotenv_once()
     with sigterm_as_interrupt():
         member = add_worker(fleet_id, events=ConsoleBootEvents(show_log=show_logs))
     err.print(f"[green]added[/] {member.endpoint_id} ({member.url}) as gateway worker {member.worker_id}")

@@ -6,7 +6,11 @@ from sandserve.endpoint import Endpoint
 from sandserve.errors import ConfigError
 
 
-def handoff_lines(endpoint: Endpoint) -> list[str]:
+def handoff_lines(
+    endpoint: Endpoint, *, ttl_minutes: int | None = None, auto_stop_minutes: int = 0
+) -> list[str]:
+    """``ttl_minutes``: the sandbox's time limit on Daytona (0: none); ``auto_stop_minutes``: its idle stop.
+    Both said so the user knows when (and how) it ends."""
     lines = ["", f"[bold green]ready[/]: {endpoint.id} serves [bold]{endpoint.model}[/] at {endpoint.url}"]
     info = endpoint.info
     if info.kv_pool_tokens:
@@ -26,6 +30,17 @@ def handoff_lines(endpoint: Endpoint) -> list[str]:
     if endpoint.sandbox_id and remote:
         # A remote sandbox keeps running (and billing) until deleted: say where it is and how to end it.
         lines.append(f"  sandbox left UP: {endpoint.sandbox_id}")
+        if ttl_minutes:
+            lines.append(
+                f"  time limit: Daytona deletes it {ttl_minutes} min after creation (--ttl; 0 for none)"
+            )
+        elif ttl_minutes == 0:
+            lines.append("  [yellow]no time limit[/]: it bills until `sandserve down` (--ttl sets one)")
+        if auto_stop_minutes:
+            lines.append(
+                f"  idle stop: after {auto_stop_minutes} min without requests Daytona stops it, and a stop "
+                "deletes an ephemeral sandbox (sandserve's own health checks do not count as requests)"
+            )
         lines.append(
             f"  reconnect: {endpoint.provider}.get('{endpoint.sandbox_id}')  or  sandserve env {endpoint.id}"
         )

@@ -1,4 +1,4 @@
-"""Serving verbs: up, ls, status, logs, env, down, presets, demo, and the local engine build."""
+"""Serving verbs: up, ls, status, logs, env, down."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from sandserve.errors import SandserveError
 @click.option(
     "--provider",
     type=click.Choice(["local", "daytona"]),
-    help="Where to serve. Default: daytona when DAYTONA_API_KEY is set, else local.",
+    help="Where to serve. Default: daytona when DAYTONA_API_KEY is set (environment, .env.local or .env "
+    "in this folder), else local.",
 )
 @click.option(
     "--model",
@@ -43,10 +44,30 @@ from sandserve.errors import SandserveError
     "gpus",
     multiple=True,
     metavar="TYPE",
-    help="GPU type in order of preference (repeat). Default: H100, then RTX_PRO_6000.",
+    help="GPU type in order of preference (repeat): H100, H200, B200, B300, RTX-PRO-6000, RTX-4090, RTX-5090, "
+    "MI355X (any case; _ or -). Default: H100, then RTX-PRO-6000.",
 )
 @click.option("--image", help="Container image for the sandbox (default: the stock SGLang image).")
-@click.option("--target", help="Daytona region (default us-east-1, the GPU region).")
+@click.option("--target", help="Daytona region (default: DAYTONA_TARGET, else us-east-1, the GPU region).")
+@click.option(
+    "--ttl",
+    "ttl_minutes",
+    type=click.IntRange(min=0),
+    metavar="MINUTES",
+    help="Daytona deletes the sandbox this long after creation, whatever it is doing (default 240 for a GPU "
+    "sandbox; 0: no limit).",
+)
+@click.option(
+    "--auto-stop",
+    "auto_stop_minutes",
+    type=click.IntRange(min=0),
+    metavar="MINUTES",
+    help="Daytona stops the sandbox after this many idle minutes (default 0: never). The sandbox is "
+    "ephemeral, so a stop deletes it. sandserve's own health checks never count as activity.",
+)
+@click.option("--spot", is_flag=True, help="A spot GPU: cheaper, and may be taken back without notice.")
+@click.option("--yes", "-y", is_flag=True, help="Create a paid GPU sandbox without asking first.")
+@click.option("--force", is_flag=True, help="Boot even a spec that failed to boot several times in a row.")
 @click.option("--reasoning-parser", help="SGLang reasoning parser (`auto`, `none`, or a name).")
 @click.option("--tool-call-parser", help="SGLang tool-call parser (`auto`, `none`, or a name).")
 @click.option("--context-length", type=CONTEXT_LENGTH, help="Context window the server allocates for.")
@@ -55,7 +76,8 @@ from sandserve.errors import SandserveError
     "engine_args",
     multiple=True,
     metavar="ARG",
-    help="Extra flag for the engine's command line (repeat; e.g. --engine-arg=--tp --engine-arg=2).",
+    help="Extra flag for the engine's command line (repeat). Simpler: put engine flags after --, "
+    "e.g. `sandserve up -- --mem-fraction-static 0.9`.",
 )
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE", help="Environment for the server.")
 @click.option("--boot-timeout", type=SECONDS, help="Seconds to wait for a real generation (default 900).")
@@ -75,6 +97,7 @@ from sandserve.errors import SandserveError
 @click.option("--dry-run", is_flag=True, help="Print the plan and create nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoint (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the server's start-up log.")
+@click.argument("engine_flags", nargs=-1, type=click.UNPROCESSED, metavar="[-- ENGINE FLAGS...]")
 @reports_errors
 def up(
     provider: str | None,
@@ -86,6 +109,11 @@ def up(
     gpus: tuple[str, ...],
     image: str | None,
     target: str | None,
+    ttl_minutes: int | None,
+    auto_stop_minutes: int | None,
+    spot: bool,
+    yes: bool,
+    force: bool,
     reasoning_parser: str | None,
     tool_call_parser: str | None,
     context_length: int | None,
@@ -100,18 +128,23 @@ def up(
     dry_run: bool,
     as_json: bool,
     quiet: bool,
+    engine_flags: tuple[str, ...],
 ) -> None:
-    """Bring a model up and print how to reach it.
+    """Bring a model up and print how to reach it. Engine flags go after `--`, passed as they are:
+    `sandserve up --model gpt-oss-20b -- --mem-fraction-static 0.9`.
 
     Progress and the server's log go to stderr; stdout gets only the export lines (or JSON), so
-    `eval "$(sandserve up)"` sets ENDPOINT (and TOKEN) in your shell.
+    `eval "$(sandserve up)"` sets ENDPOINT (and TOKEN) in your shell. A paid GPU sandbox is created only
+    after a yes (asked on a terminal, or --yes).
     """
-    from sandserve.config import load_dotenv_once
     from sandserve.serve.resolve import resolve_spec
 
-    load_dotenv_once()
+    if engine_flags and "--" not in sys.argv:
+        raise click.UsageError(
+            f"Unexpected {' '.join(engine_flags)!r}: engine flags go after --, e.g. `sandserve up -- {engine_flags[0]}`."
+        )
     env = _parse_env(env_pairs)
-    _check_bind(engine_args, provider, auth)
+    _check_bind((*engine_args, *engine_flags), provider, auth)
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -119,6 +152,9 @@ def up(
             "gpus": tuple(gpus) or None,
             "image": image,
             "target": target,
+            "ttl_minutes": ttl_minutes,
+            "auto_stop_minutes": auto_stop_minutes,
+            "spot": spot or None,
             "context_length": context_length,
             "boot_timeout": boot_timeout,
             "create_timeout": create_timeout,
@@ -137,7 +173,7 @@ def up(
         auth=auth,
         reasoning_parser=reasoning_parser,
         tool_call_parser=tool_call_parser,
-        extra_args=engine_args,
+        extra_args=(*engine_args, *engine_flags),
         delete_on_failure=delete_on_failure,
         **overrides,
     )
@@ -147,11 +183,13 @@ def up(
         _print_plan(plan(spec), as_json)
         return
 
-    from sandserve.cli.console import ConsoleBootEvents, err
+    from sandserve.cli.console import err
+    from sandserve.cli.guard import GuardedBootEvents
     from sandserve.serve import lifecycle
 
     with sigterm_as_interrupt():
-        endpoint = lifecycle.up(spec, events=ConsoleBootEvents(show_log=not quiet))
+        events = GuardedBootEvents(yes=yes, show_log=not quiet)
+        endpoint = lifecycle.up(spec, events=events, force=force)
     if as_json:
         click.echo(json.dumps(_endpoint_json(endpoint), indent=2))
     else:
@@ -159,7 +197,8 @@ def up(
 
         for line in endpoint.export_lines():
             click.echo(line)
-        for line in handoff_lines(endpoint):
+        ttl = spec.ttl_minutes if spec.uses_gpu else None
+        for line in handoff_lines(endpoint, ttl_minutes=ttl, auto_stop_minutes=spec.auto_stop_minutes):
             err.print(line)
 
 
@@ -210,16 +249,9 @@ def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(plan, indent=2))
         return
-    from sandserve.cli.console import out
+    from sandserve.cli.guard import print_plan
 
-    out.print("[bold]plan[/] (nothing created)")
-    for key, value in plan.items():
-        if isinstance(value, dict):
-            out.print(f"  {key}:")
-            for name, item in value.items():
-                out.print(f"    {name}={item}")
-        else:
-            out.print(f"  {key}: {value}")
+    print_plan(plan)
 
 
 _SHOW_SECRETS = click.option(
@@ -250,9 +282,13 @@ def ls(include_down: bool, as_json: bool, show_secrets: bool) -> None:
     if not records:
         out.print("no endpoints (start one with `sandserve up`)")
         return
-    table = Table("id", "state", "provider", "engine", "model", "url", "age")
+    from sandserve.config import gpu_hour_price
+    from sandserve.serve.spend import cost_so_far
+
+    price = gpu_hour_price()
+    table = Table("id", "state", "provider", "engine", "model", "url", "age", *(["cost"] if price else []))
     for record in records:
-        table.add_row(
+        row = [
             record.id,
             _styled_state(record.shown_state),
             record.provider,
@@ -260,8 +296,14 @@ def ls(include_down: bool, as_json: bool, show_secrets: bool) -> None:
             record.model,
             shown_url(record.endpoint, show_secrets=show_secrets) or "-",
             _age(record.created_at),
-        )
+        ]
+        if price:
+            cost = cost_so_far(record, price)
+            row.append(f"${cost:,.2f}" if cost is not None else "-")
+        table.add_row(*row)
     out.print(table)
+    if price:
+        out.print(f"[dim]cost: GPU hours so far x ${price:g} per GPU hour (SANDSERVE_GPU_HOUR_PRICE)[/]")
 
 
 def _styled_state(state: str) -> str:
@@ -280,8 +322,13 @@ def _age(created_at: float) -> str:
 
 def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
     from sandserve.cli.shown import shown_text, shown_url
+    from sandserve.config import gpu_hour_price
+    from sandserve.serve.spend import cost_so_far
 
+    price = gpu_hour_price()
     return {
+        "age_seconds": round(time.time() - record.created_at, 1),
+        "cost_so_far": round(cost_so_far(record, price) or 0.0, 4) if price else None,
         "id": record.id,
         "state": record.shown_state,
         "provider": record.provider,
@@ -372,8 +419,9 @@ def env_(endpoint_id: str | None) -> None:
 @main.command()
 @click.argument("endpoint_ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Take down every endpoint in the ledger.")
+@click.option("--yes", "-y", is_flag=True, help="With --all: do not ask first.")
 @reports_errors
-def down(endpoint_ids: tuple[str, ...], everything: bool) -> None:
+def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool) -> None:
     """Stop endpoints and delete their sandboxes."""
     from sandserve.cli.console import err
     from sandserve.serve import lifecycle
@@ -383,6 +431,13 @@ def down(endpoint_ids: tuple[str, ...], everything: bool) -> None:
     if everything == bool(endpoint_ids):
         raise click.UsageError("Name the endpoints to take down, or pass --all (not both).")
     records = registry.list() if everything else [registry.resolve(ref) for ref in endpoint_ids]
+    if everything and records:
+        from sandserve.cli.guard import ask
+
+        for record in records:
+            err.print(f"  {record.id}  {record.provider}  {record.model}  {record.shown_state}")
+        what = f"Taking down all {len(records)} endpoints above and deleting their sandboxes"
+        ask(f"{what}?", what, yes=yes)
     failures = []
     for record in records:
         try:
@@ -395,79 +450,3 @@ def down(endpoint_ids: tuple[str, ...], everything: bool) -> None:
         err.print("nothing to take down")
     if failures:
         sys.exit(1)
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True)
-def presets(as_json: bool) -> None:
-    """List the model presets and what each one sets."""
-    from sandserve.presets import PRESETS
-
-    if as_json:
-        click.echo(json.dumps([p.__dict__ for p in PRESETS], indent=2, default=list))
-        return
-    from rich.table import Table
-
-    from sandserve.cli.console import out
-
-    table = Table("preset", "model", "engine", "reasoning", "tools", "flags / env", "note")
-    for p in PRESETS:
-        flags = " ".join([*p.extra_args, *(f"{k}={v}" for k, v in p.env.items())])
-        table.add_row(
-            p.name,
-            p.model,
-            p.engine,
-            p.reasoning_parser or "-",
-            p.tool_call_parser or "-",
-            flags or "-",
-            p.note,
-        )
-    out.print(table)
-
-
-@main.command()
-@click.option(
-    "--provider",
-    type=click.Choice(["local", "daytona"]),
-    help="Default: daytona when DAYTONA_API_KEY is set, else local.",
-)
-@reports_errors
-def demo(provider: str | None) -> None:
-    """The main job: bring an endpoint up, ask it one question, show how to go further."""
-    from sandserve.cli.console import ConsoleBootEvents, err, out
-    from sandserve.cli.demo import run_demo
-    from sandserve.config import load_dotenv_once
-
-    load_dotenv_once()
-    result = run_demo(provider=provider, events=ConsoleBootEvents(show_log=False))
-    endpoint = result.endpoint
-    out.print(
-        f"\n[bold]endpoint[/] {endpoint.id} is up at {endpoint.url} ({endpoint.engine}, {endpoint.model})"
-    )
-    out.print(f"[bold]asked:[/] {result.question}")
-    if result.disclaimer:
-        out.print(f"[yellow]note: this answer comes from the tiny model with {result.disclaimer}[/]")
-    out.print(f"[bold]answer:[/] {result.answer!r}")
-    out.print(f"[dim]{result.usage}[/]")
-    err.print("")
-    for line in result.next_steps:
-        out.print(line)
-
-
-@main.group()
-def engine() -> None:
-    """The local engine (llama.cpp's llama-server)."""
-
-
-@engine.command("build")
-@reports_errors
-def engine_build() -> None:
-    """Build (or find cached) llama-server and the tiny model; prints the binary path."""
-    from sandserve.cli.console import ConsoleBootEvents
-    from sandserve.engines.llamacpp_build import ensure_llama_server
-    from sandserve.engines.tinymodel import ensure_tiny_model
-
-    events = ConsoleBootEvents()
-    binary = ensure_llama_server(on_progress=lambda p: events.build_progress(p.done, p.total, p.message))
-    events.status(f"llama-server: {binary}")
-    events.status(f"tiny model: {ensure_tiny_model()}")

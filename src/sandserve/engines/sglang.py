@@ -89,8 +89,8 @@ _SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"Not enough memory\. Please try to increase --mem-fraction-static",
         "the GPU had no memory left for the KV cache pool after loading the weights",
-        "Raise --mem-fraction-static (e.g. --mem-fraction-static 0.9) so the KV pool gets room, or lower "
-        "--context-length / --cuda-graph-max-bs; or use a GPU with more memory.",
+        "Give the KV pool room: `sandserve up ... -- --mem-fraction-static 0.95` (engine flags go after --), "
+        "or lower --context-length or `-- --cuda-graph-max-bs 16`; or use a GPU with more memory (--gpu H200).",
     ),
     LogSignature.of(
         # 0.5.11+: "Rank 0 scheduler died during initialization (exit code: -9)"; before: "... scheduler is
@@ -102,8 +102,9 @@ _SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"CUDA out of memory|torch\.OutOfMemoryError|CUDA error: out of memory",
         "the GPU ran out of memory (CUDA out of memory)",
-        "Lower --mem-fraction-static (e.g. 0.8), --cuda-graph-max-bs (e.g. 16) or --max-running-requests, "
-        "or use a GPU with more memory.",
+        "Lower the engine's memory use: `sandserve up ... -- --mem-fraction-static 0.8` (engine flags go after "
+        "--), or `-- --cuda-graph-max-bs 16` or `-- --max-running-requests 32`; or use a GPU with more memory "
+        "(--gpu H200).",
     ),
     LogSignature.of(
         # Only the ValueError names the variable; the same text without it is a warning, not a failure.

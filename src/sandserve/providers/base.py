@@ -10,6 +10,7 @@ from sandserve.providers.handles import SandboxHandle
 
 if TYPE_CHECKING:
     from sandserve.engines.base import Engine, Launch
+    from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput
     from sandserve.spec import ServeSpec
 
 HandleT = TypeVar("HandleT", bound=SandboxHandle)
@@ -26,12 +27,17 @@ class Exposure:
     headers: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     expires_at: float | None = None
+    probe_headers: dict[str, str] = field(default_factory=dict)
+    """Added to sandserve's own health and readiness probes only (Daytona: they must not count as activity)."""
 
     def request_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
+
+    def probe_request_headers(self) -> dict[str, str]:
+        return {**self.request_headers(), **self.probe_headers}
 
 
 class Provider(Generic[HandleT]):
@@ -70,12 +76,19 @@ class Provider(Generic[HandleT]):
     def check_engine(cls, engine: type[Engine], model: str) -> None:
         """Refuse an engine this provider cannot run (before anything is created)."""
 
+    #: Whether its sandboxes can have GPUs (``ServeSpec.gpus`` means something here).
+    offers_gpus: ClassVar[bool] = True
+
+    def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
+        """Set this provider's own defaults in ``resolve_spec``'s overrides (what the user did not say)."""
+
     def auth_label(self, spec: ServeSpec) -> str:
         """How clients are authenticated, as ``Endpoint.auth`` records it."""
         return str(spec.auth)
 
-    def preflight(self, spec: ServeSpec) -> None:
-        """Refuse a spec that cannot work (port taken, no credentials) before anything is created."""
+    def preflight(self, spec: ServeSpec) -> list[str] | None:
+        """Refuse a spec that cannot work (port taken, no credentials) before anything is created; return
+        warnings worth showing (a check that could not be made, say)."""
         raise NotImplementedError
 
     def create(self, spec: ServeSpec, endpoint_id: str) -> HandleT:
@@ -103,4 +116,16 @@ class Provider(Generic[HandleT]):
 
     def delete(self, handle: HandleT) -> None:
         """Stop and remove the sandbox; succeeds if it is already gone."""
+        raise NotImplementedError
+
+    # --- colocated work: code run beside the server ---
+
+    #: How a job calls Python where it runs.
+    python_command: ClassVar[str] = "python3"
+
+    def inside_url(self, handle: HandleT, url: str) -> str:
+        """The server's URL as seen by code running beside it."""
+        return url
+
+    def run_colocated(self, handle: HandleT, job: ColocatedJob, on_output: OnOutput) -> ColocatedOutcome:
         raise NotImplementedError

@@ -1,8 +1,10 @@
 """The Daytona provider, on the real `daytona` SDK: a GPU sandbox from the stock SGLang image.
 
-The sandbox is ephemeral with auto-stop off (a busy endpoint must not stop under its users), labelled as ours
-so a sandbox is never lost track of, and its server runs as an async session command whose log and exit code
-are polled. Every sandbox this module creates is either recorded in the ledger or deleted.
+The sandbox is ephemeral (the service demands it of GPU sandboxes), bounded in time by the service itself
+(``ttl_minutes``; auto-stop only when asked: a busy endpoint must not stop under its users), labelled as ours so
+a sandbox is never lost track of, and its server runs as an async session command whose log and exit code are
+polled. sandserve's own probes carry the header that keeps them from counting as activity. Every sandbox this
+module creates is either recorded in the ledger or deleted.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from sandserve import config
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER
 from sandserve.engines.base import Launch
 from sandserve.errors import (
@@ -20,7 +23,8 @@ from sandserve.errors import (
     SandboxCreateTimeoutError,
 )
 from sandserve.providers.base import Exposure, Provider, SandboxHandle
-from sandserve.spec import SANDBOX_PORT, AuthMode, ServeSpec
+from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput
+from sandserve.spec import DEFAULT_GPU_TTL_MINUTES, SANDBOX_PORT, AuthMode, ServeSpec
 
 if TYPE_CHECKING:
     from daytona import Daytona, Sandbox
@@ -31,6 +35,8 @@ LABEL_OWNER = "sandserve"
 LABEL_ENDPOINT = "sandserve.endpoint"
 LABEL_MODEL = "sandserve.model"
 QUOTA_MARKER = "gpu limit exceeded"
+#: Preview traffic with this header does not reset the sandbox's idle timer (auto-stop).
+SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 
 
 class DaytonaProvider(Provider):
@@ -40,6 +46,7 @@ class DaytonaProvider(Provider):
 
     def __init__(self, client: Daytona | None = None) -> None:
         self._client = client
+        self._watch_client: Daytona | None = None
         self._sandboxes: dict[str, Sandbox] = {}
 
     @property
@@ -50,8 +57,26 @@ class DaytonaProvider(Provider):
 
     # --- create ---------------------------------------------------------------------------------------
 
-    def preflight(self, spec: ServeSpec) -> None:
+    def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
+        # DAYTONA_TARGET as the SDK reads it; a GPU sandbox gets a time limit unless one was given.
+        overrides.setdefault("target", config.daytona_target().value)
+        if overrides.get("ttl_minutes") is None:
+            overrides["ttl_minutes"] = DEFAULT_GPU_TTL_MINUTES if gpus else 0
+
+    def preflight(self, spec: ServeSpec) -> list[str] | None:
+        from sandserve.providers.daytona_params import gpu_types
+
+        gpu_types(spec.gpus)
         self.client  # noqa: B018 - constructing the client is the credentials check
+        if spec.uses_gpu and spec.engine == "sglang":
+            from sandserve.providers.hfcheck import check_model_repo, looks_like_repo_id
+
+            if looks_like_repo_id(spec.model):
+                if spec.hf_token_secret:
+                    return _check_with_a_secret(spec)
+                warning = check_model_repo(spec.model, spec.hf_token)
+                return [warning] if warning else None
+        return None
 
     def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
         from daytona import DaytonaError, DaytonaTimeoutError
@@ -72,38 +97,11 @@ class DaytonaProvider(Provider):
         return SandboxHandle(self.name, sandbox.id, {"port": spec.port or SANDBOX_PORT, "session": SESSION})
 
     def _create_params(self, spec: ServeSpec, endpoint_id: str) -> Any:
-        from daytona import CreateSandboxFromImageParams, GpuType, Resources, VolumeMount
+        from sandserve.providers.daytona_params import create_params
 
-        env_vars = {}
-        secrets = None
-        if spec.hf_token_secret:
-            secrets = {"HF_TOKEN": spec.hf_token_secret}
-        elif spec.hf_token:
-            env_vars["HF_TOKEN"] = spec.hf_token
-        volumes = None
-        if spec.cache_volume:
-            volume = self._volume(spec.cache_volume)
-            volumes = [VolumeMount(volume_id=volume.id, mount_path=HF_CACHE_PATH)]
-        resources = None
-        if spec.gpus:
-            resources = Resources(gpu=1, gpu_type=[GpuType(gpu) for gpu in spec.gpus])
-        return CreateSandboxFromImageParams(
-            image=spec.image,
-            resources=resources,
-            auto_stop_interval=0,
-            ephemeral=True,
-            public=spec.auth in (AuthMode.KEY, AuthMode.PUBLIC),
-            env_vars=env_vars,
-            secrets=secrets,
-            volumes=volumes,
-            target=spec.target,
-            labels={
-                LABEL_OWNER: "1",
-                LABEL_ENDPOINT: endpoint_id,
-                LABEL_MODEL: spec.served_name,
-                **spec.labels,
-            },
-        )
+        volume_id = self._volume(spec.cache_volume).id if spec.cache_volume else None
+        labels = {LABEL_OWNER: "1", LABEL_ENDPOINT: endpoint_id, LABEL_MODEL: spec.served_name}
+        return create_params(spec, labels=labels, cache_volume_id=volume_id, cache_path=HF_CACHE_PATH)
 
     def _volume(self, name: str) -> Any:
         from daytona import DaytonaError
@@ -168,6 +166,7 @@ class DaytonaProvider(Provider):
         sandbox = self._sandbox(handle)
         port = self.server_port(handle)
         skip_warning = {SKIP_PREVIEW_WARNING_HEADER: "true"}
+        probe = {SKIP_ACTIVITY_HEADER: "true"}
         try:
             if spec.auth is AuthMode.SIGNED:
                 signed = sandbox.create_signed_preview_url(port, expires_in_seconds=spec.signed_url_ttl)
@@ -175,30 +174,70 @@ class DaytonaProvider(Provider):
                     url=signed.url.rstrip("/"),
                     headers=skip_warning,
                     expires_at=time.time() + spec.signed_url_ttl,
+                    probe_headers=probe,
                 )
             preview = sandbox.get_preview_link(port)
         except DaytonaError as exc:
             raise _translate(exc, "open the preview URL") from exc
         url = preview.url.rstrip("/")
         if spec.auth is AuthMode.TOKEN:
-            return Exposure(url=url, headers={PREVIEW_TOKEN_HEADER: preview.token, **skip_warning})
+            headers = {PREVIEW_TOKEN_HEADER: preview.token, **skip_warning}
+            return Exposure(url=url, headers=headers, probe_headers=probe)
         if spec.auth is AuthMode.KEY:
-            return Exposure(url=url, headers=skip_warning, api_key=spec.api_key)
-        return Exposure(url=url, headers=skip_warning)
+            return Exposure(url=url, headers=skip_warning, api_key=spec.api_key, probe_headers=probe)
+        return Exposure(url=url, headers=skip_warning, probe_headers=probe)
+
+    # --- colocated work -------------------------------------------------------------------------------
+
+    def inside_url(self, handle: SandboxHandle, url: str) -> str:
+        return f"http://localhost:{self.server_port(handle)}"
+
+    def run_colocated(
+        self, handle: SandboxHandle, job: ColocatedJob, on_output: OnOutput
+    ) -> ColocatedOutcome:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_colocated import run_in_sandbox
+
+        try:
+            return run_in_sandbox(self._sandbox(handle), job, on_output)
+        except DaytonaError as exc:
+            raise _translate(exc, "run the job in the sandbox") from exc
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
     def is_running(self, handle: SandboxHandle) -> bool:
-        from daytona import DaytonaNotFoundError, SandboxState
+        """Whether the server still runs, asked without counting as activity: `ls` and `status` must not keep
+        an idle sandbox from its auto-stop."""
+        from daytona import DaytonaError, DaytonaNotFoundError, SandboxState
 
         try:
-            sandbox = self.client.get(handle.sandbox_id)
+            sandbox = self.watch_client.get(handle.sandbox_id)
         except DaytonaNotFoundError:
             return False
-        self._sandboxes[handle.sandbox_id] = sandbox
         if sandbox.state != SandboxState.STARTED:
             return False
-        return "cmd_id" not in handle.data or self.exit_code(handle) is None
+        if "cmd_id" not in handle.data:
+            return True
+        try:
+            command = sandbox.process.get_session_command(SESSION, handle.data["cmd_id"])
+        except DaytonaNotFoundError:
+            return False
+        except DaytonaError as exc:
+            raise _translate(exc, "check the server") from exc
+        return command.exit_code is None
+
+    @property
+    def watch_client(self) -> Daytona:
+        """A second client whose toolbox requests carry the skip-activity header. Daytona's proxy counts every
+        toolbox request as activity otherwise (daytonaio/daytona apps/proxy: GetProxyTarget)."""
+        if self._watch_client is None:
+            client = _connect()
+            # The SDK has no public setting for its toolbox client's headers; its generated client takes
+            # default headers, and every toolbox call of this client goes through it.
+            client._toolbox_api_client.default_headers[SKIP_ACTIVITY_HEADER] = "true"
+            self._watch_client = client
+        return self._watch_client
 
     def delete(self, handle: SandboxHandle) -> None:
         from daytona import DaytonaError, DaytonaNotFoundError
@@ -234,6 +273,23 @@ class DaytonaProvider(Provider):
                 self._delete_by_id(sandbox.id)
 
 
+def _check_with_a_secret(spec: ServeSpec) -> list[str] | None:
+    """The server's token is in a Daytona secret this machine cannot read: check with the local one, if any,
+    and only warn, since the secret's account may well have the access this one lacks."""
+    from sandserve.config import hf_token
+    from sandserve.errors import ModelRepoError
+    from sandserve.providers.hfcheck import check_model_repo
+
+    try:
+        warning = check_model_repo(spec.model, hf_token().value)
+    except ModelRepoError as exc:
+        return [
+            f"{exc.message} (checked with this machine's token; the server gets the secret "
+            f"{spec.hf_token_secret!r}, which may have access)"
+        ]
+    return [warning] if warning else None
+
+
 def _connect() -> Daytona:
     """A client configured the SDK's way: DAYTONA_API_KEY / DAYTONA_API_URL / DAYTONA_TARGET, or .env."""
     from daytona import Daytona, DaytonaConfig, DaytonaError
@@ -258,7 +314,33 @@ def _translate(exc: Exception, doing: str) -> ProviderError:
             f"Daytona refused the API key while trying to {doing}.",
             hint="Check DAYTONA_API_KEY (the Daytona dashboard issues keys) and DAYTONA_API_URL.",
         )
+    refused = _validation_sentences(exc)
+    if refused:
+        return ProviderError(
+            f"Daytona refused the request to {doing}: {refused}",
+            hint="This is a bug in what sandserve sent, or a setting the service does not take: report it "
+            "with this message (the sentences are the service's own).",
+        )
     return ProviderError(
         f"Daytona could not {doing}: {message}",
         hint="Run again; if it persists, check the Daytona dashboard for the sandbox's state.",
     )
+
+
+def _validation_sentences(exc: Exception) -> str | None:
+    """The API's validation failures are a LIST of sentences in ``message``, which the SDK drops (it keeps
+    only "Bad Request"); read them from the response body the SDK's error was made from."""
+    import json
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        body = getattr(cause, "body", None)
+        if body:
+            try:
+                message = json.loads(body).get("message")
+            except (ValueError, AttributeError):
+                message = None
+            if isinstance(message, list) and message:
+                return "; ".join(str(sentence) for sentence in message)
+        cause = cause.__cause__
+    return None

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
 from sandserve.presets import DEFAULT_LOCAL_PRESET
 from sandserve.providers.base import Exposure, Provider
+from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput, run_on_this_machine
 from sandserve.providers.handles import LocalHandle
 from sandserve.spec import ServeSpec
 
@@ -81,6 +84,11 @@ class LocalProvider(Provider[LocalHandle]):
     default_boot_timeout = LOCAL_BOOT_TIMEOUT
     default_preset = DEFAULT_LOCAL_PRESET
     handle_type = LocalHandle
+    offers_gpus = False
+    python_command = shlex.quote(sys.executable)  # this environment's Python: it has the openai package
+
+    def run_colocated(self, handle: LocalHandle, job: ColocatedJob, on_output: OnOutput) -> ColocatedOutcome:
+        return run_on_this_machine(job, on_output)
 
     def __init__(self) -> None:
         # Children started by this process: only their parent can read their exit code.
@@ -99,9 +107,10 @@ class LocalProvider(Provider[LocalHandle]):
         # No proxy in front: the server's own key is the only auth there is.
         return "key" if spec.api_key else "public"
 
-    def preflight(self, spec: ServeSpec) -> None:
+    def preflight(self, spec: ServeSpec) -> list[str] | None:
         if spec.port is not None and not port_is_free(spec.port):
             raise PortInUseError(spec.port)
+        return None
 
     def create(self, spec: ServeSpec, endpoint_id: str) -> LocalHandle:
         self.preflight(spec)

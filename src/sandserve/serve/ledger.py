@@ -25,7 +25,6 @@ from sandserve.errors import (
     EndpointNotFoundError,
     LedgerBusyError,
     LedgerCorruptError,
-    LedgerTooNewError,
     LedgerUnusableError,
     StateDirError,
 )
@@ -144,15 +143,20 @@ class Registry:
     def _needs_migrating(self, db: sqlite3.Connection) -> bool:
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name = '_migrations'").fetchone():
             return True
-        newer = migrations.unknown(db)
-        if newer:
-            raise LedgerTooNewError(self.path, newer)
+        self._refuse_newer(db)
         return bool(migrations.pending(db))
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
+    def _refuse_newer(self, db: sqlite3.Connection) -> None:
         newer = migrations.unknown(db)
         if newer:
-            raise LedgerTooNewError(self.path, newer)
+            raise LedgerUnusableError(
+                self.path,
+                f"it was written by a newer sandserve (schema steps unknown here: {', '.join(newer)})",
+                hint="Upgrade sandserve (pip install -U sandserve); the ledger is left as it is.",
+            )
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        self._refuse_newer(db)
         for step in migrations.pending(db):
             migrations.apply(db, step)
         db.execute("SELECT count(*) FROM endpoints").fetchone()

@@ -30,6 +30,7 @@ from sandserve.providers.base import Exposure, Provider
 from sandserve.providers.handles import SandboxHandle
 from sandserve.providers.local import process_start_time
 from sandserve.results import BootPhase, ServerInfo
+from sandserve.serve import breaker
 from sandserve.serve.ledger import Record, Registry, State
 from sandserve.spec import ServeSpec
 
@@ -52,6 +53,12 @@ class BootEvents:
     def build_progress(self, done: int, total: int, message: str) -> None:
         """The local engine is being built (first run only)."""
 
+    def warning(self, message: str) -> None:
+        """Something worth knowing that does not stop the boot (a check that could not be made)."""
+
+    def confirm(self, spec: ServeSpec) -> None:
+        """Last word before anything is created (or paid for): raise to stop here."""
+
 
 @dataclass
 class BootTimeline:
@@ -70,8 +77,15 @@ def new_endpoint_id(spec: ServeSpec) -> str:
     return f"{spec.served_name.lower()}-{secrets.token_hex(3)}"
 
 
-def up(spec: ServeSpec, *, events: BootEvents | None = None, registry: Registry | None = None) -> Endpoint:
-    """Bring ``spec`` to a live endpoint and record it in the ledger.
+def up(
+    spec: ServeSpec,
+    *,
+    events: BootEvents | None = None,
+    registry: Registry | None = None,
+    force: bool = False,
+) -> Endpoint:
+    """Bring ``spec`` to a live endpoint and record it in the ledger. ``force``: boot even a spec that failed
+    to boot several times in a row (the breaker, ``sandserve.serve.breaker``).
 
     Every ledger write after the server started is covered: if one fails (a ledger busy past its wait, a full
     disk), the server is stopped, so nothing runs unrecorded; a row an interrupted ``up`` leaves ``booting``
@@ -79,9 +93,12 @@ def up(spec: ServeSpec, *, events: BootEvents | None = None, registry: Registry 
     events = events or BootEvents()
     registry = registry or Registry()
     timeline = BootTimeline()
+    breaker.check(spec, registry, force=force)
     spec, engine = get_engine(spec.engine).prepare(spec, events)
     provider = get_provider(spec.provider)
-    provider.preflight(spec)
+    for warning in provider.preflight(spec) or ():
+        events.warning(warning)
+    events.confirm(spec)
     endpoint_id = new_endpoint_id(spec)
     handle = SandboxHandle(provider.name, sandbox_id="")
     registry.add(
@@ -203,7 +220,7 @@ def _wait_until_ready(
     shown = 0
     fatal_seen_at: float | None = None
     log_text = ""
-    with httpx.Client(timeout=10.0, headers=exposure.request_headers()) as http:
+    with httpx.Client(timeout=10.0, headers=exposure.probe_request_headers()) as http:
         while True:
             log_text = provider.read_log(handle)
             if len(log_text) > shown:
@@ -263,7 +280,7 @@ def _server_info(engine: Engine, exposure: Exposure) -> ServerInfo:
     """What the server says of its capacity (KV pool, requests at once); nothing if it will not say."""
     try:
         response = httpx.get(
-            exposure.url + engine.info_path, headers=exposure.request_headers(), timeout=10.0
+            exposure.url + engine.info_path, headers=exposure.probe_request_headers(), timeout=10.0
         )
         response.raise_for_status()
         return engine.summarise_info(response.json())

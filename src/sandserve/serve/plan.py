@@ -1,9 +1,11 @@
-"""`up --dry-run`: what would be created and run, with every secret masked. Creates nothing, needs no key."""
+"""`up --dry-run` (and the confirmation before a paid GPU): what would be created and run, with every secret
+masked and where each setting came from. Creates nothing, needs no key."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sandserve import config
 from sandserve.engines import engine_class
 from sandserve.masking import MASK
 from sandserve.providers import get_provider
@@ -42,7 +44,12 @@ def plan(spec: ServeSpec) -> dict[str, Any]:
         **head,
         "image": spec.image,
         "gpu": list(spec.gpus),
+        "spot": spec.spot,
         "target": spec.target,
+        "ttl": ttl_text(spec.ttl_minutes),
+        "ttl_minutes": spec.ttl_minutes,
+        "auto_stop": auto_stop_text(spec.auto_stop_minutes),
+        "auto_stop_minutes": spec.auto_stop_minutes,
         "auth": str(spec.auth),
         "public": spec.auth in (AuthMode.KEY, AuthMode.PUBLIC),
         "port": port,
@@ -53,4 +60,39 @@ def plan(spec: ServeSpec) -> dict[str, Any]:
         "boot_timeout": spec.boot_timeout,
         "create_timeout": spec.create_timeout,
         "keep_on_failure": not spec.delete_on_failure,
+        "settings_from": settings_sources(spec),
     }
+
+
+def settings_sources(spec: ServeSpec) -> dict[str, str]:
+    """Where each Daytona / Hugging Face setting comes from (environment, .env.local, .env, default, a flag)."""
+    key = config.daytona_key()
+    target = config.daytona_target()
+    hf = config.hf_token()
+    sources = {
+        key.name if key.is_set else "DAYTONA_API_KEY": key.source
+        if key.is_set
+        else "unset (needed to create)",
+        "DAYTONA_API_URL": config.daytona_api_url().source + " (never read from .env files)",
+        "DAYTONA_TARGET": target.source if target.value == spec.target else "--target",
+    }
+    if spec.hf_token_secret:
+        sources["HF_TOKEN"] = f"Daytona secret {spec.hf_token_secret!r} (--hf-token-secret)"
+    elif spec.hf_token:
+        sources["HF_TOKEN"] = hf.source if hf.value == spec.hf_token else "given"
+    else:
+        sources["HF_TOKEN"] = "unset (gated models cannot download)"
+    return sources
+
+
+def ttl_text(minutes: int) -> str:
+    if not minutes:
+        return "none (the sandbox runs until `sandserve down`)"
+    hours = f" ({minutes / 60:g} h)" if minutes >= 60 else ""
+    return f"{minutes} min{hours} after creation Daytona deletes the sandbox, whatever it is doing"
+
+
+def auto_stop_text(minutes: int) -> str:
+    if not minutes:
+        return "off"
+    return f"after {minutes} idle min (the sandbox is ephemeral: a stop deletes it)"

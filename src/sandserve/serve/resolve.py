@@ -6,14 +6,22 @@ for what it can run (the local one only engines that need no GPU) and its own de
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
+from sandserve import config
 from sandserve.engines import engine_class, engine_for_model
 from sandserve.presets import Preset, find_preset, unknown_preset_error
 from sandserve.providers import get_provider
-from sandserve.spec import DEFAULT_ENGINE, AuthMode, ProviderName, ServeSpec, default_provider
+from sandserve.spec import (
+    DEFAULT_ENGINE,
+    DEFAULT_GPUS,
+    AuthMode,
+    ProviderName,
+    ServeSpec,
+    default_provider,
+    normalise_gpus,
+)
 
 
 def resolve_spec(
@@ -45,6 +53,13 @@ def resolve_spec(
 
     if where.default_boot_timeout is not None:
         overrides.setdefault("boot_timeout", where.default_boot_timeout)
+    asked_gpus = overrides.pop("gpus", None)
+    gpus = normalise_gpus(DEFAULT_GPUS if asked_gpus is None else asked_gpus)  # type: ignore[arg-type]
+    if not where.offers_gpus:
+        gpus = ()  # checked all the same: a misspelt --gpu is an error wherever it is given
+    where.fill_defaults(overrides, gpus)
+    for key in [key for key, value in overrides.items() if value is None]:
+        del overrides[key]
     auth_mode = AuthMode(auth) if auth else AuthMode.TOKEN
     api_key = overrides.pop("api_key", None)
     if auth_mode is AuthMode.KEY and not api_key:
@@ -54,7 +69,7 @@ def resolve_spec(
     extra_env = overrides.pop("env", None)
     if isinstance(extra_env, dict):
         env.update(extra_env)
-    hf_token = overrides.pop("hf_token", None) or os.environ.get("HF_TOKEN") or None
+    hf_token = overrides.pop("hf_token", None) or config.hf_token().value or None
 
     return ServeSpec(
         model=model_id,
@@ -69,6 +84,7 @@ def resolve_spec(
         extra_args=(*(preset.extra_args if preset else ()), *extra_args),
         env=env,
         hf_token=hf_token,  # type: ignore[arg-type]
+        gpus=gpus,
         **overrides,  # type: ignore[arg-type]
     )
 

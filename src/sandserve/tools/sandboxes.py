@@ -103,9 +103,16 @@ class DaytonaToolSandbox:
 
     def _daytona(self) -> Any:
         if self._client is None:
+            from sandserve.errors import SandserveError
             from sandserve.providers import get_provider
 
-            self._client = get_provider("daytona").client  # type: ignore[attr-defined]
+            try:
+                self._client = get_provider("daytona").client  # type: ignore[attr-defined]
+            except SandserveError as exc:
+                raise ToolSandboxError(
+                    "this endpoint runs on Daytona, so its tool calls run in a Daytona CPU sandbox, and "
+                    f"none can be created: {exc.message} {exc.hint or ''}".strip()
+                ) from exc
         return self._client
 
     def _ensure_sandbox(self) -> Any:
@@ -170,10 +177,41 @@ class DaytonaToolSandbox:
 
 
 def tool_runner_for(endpoint: Any, **options: Any) -> ToolRunner:
-    """The runner that fits where the endpoint runs: its own Daytona CPU sandbox, or a local subprocess."""
-    if getattr(endpoint, "provider", None) == "daytona":
-        return DaytonaToolSandbox(endpoint.id, **options)
+    """The runner that fits where the endpoint runs: its own Daytona CPU sandbox, or a local subprocess.
+
+    An endpoint reached through ENDPOINT/TOKEN is a Daytona one when the ledger knows its URL as such, or when
+    it carries a Daytona preview token or a Daytona preview host; its tools then run on Daytona too (or fail
+    clearly for want of a key), never silently on this machine."""
+    if runs_on_daytona(endpoint):
+        return DaytonaToolSandbox(getattr(endpoint, "id", None), **options)
     return LocalToolSandbox(**options)
+
+
+#: Hosts of Daytona's preview proxy (private and signed preview URLs).
+DAYTONA_PREVIEW_HOST_SUFFIXES = (".proxy.daytona.works", ".proxy.daytona.work", ".daytona.app")
+
+
+def runs_on_daytona(endpoint: Any) -> bool:
+    provider = getattr(endpoint, "provider", None)
+    if provider == "daytona":
+        return True
+    if provider != "env":
+        return False
+    from urllib.parse import urlsplit
+
+    from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+    from sandserve.serve.ledger import Registry
+
+    url = getattr(endpoint, "url", "")
+    try:
+        known = {r.endpoint.url: r.provider for r in Registry().list() if r.endpoint is not None}
+    except Exception:
+        known = {}
+    if url in known:
+        return known[url] == "daytona"
+    headers = {name.lower() for name in getattr(endpoint, "headers", {}) or {}}
+    host = (urlsplit(url).hostname or "").lower()
+    return PREVIEW_TOKEN_HEADER in headers or host.endswith(DAYTONA_PREVIEW_HOST_SUFFIXES)
 
 
 __all__ = [
@@ -183,6 +221,7 @@ __all__ = [
     "ToolOutcome",
     "ToolRunner",
     "network_namespace_prefix",
+    "runs_on_daytona",
     "tool_program",
     "tool_runner_for",
 ]
