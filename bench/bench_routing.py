@@ -1,193 +1,28 @@
-"""The routing self-test: the same traffic through fresh 2-worker fleets under each gateway policy.
+"""Routing: the same traffic through fresh fleets under each policy and each gateway (sglang-router, smg).
 
-    .venv/bin/python bench/bench_routing.py                    # 8 documents x 4 questions, 4 in flight
-    .venv/bin/python bench/bench_routing.py --repeats 3 --policies cache_aware,round_robin
+    .venv/bin/python bench/bench_routing.py                     # 8 documents x 4 questions, 4 in flight, 3 repeats
+    .venv/bin/python bench/bench_routing.py --gateways smg --policies cache_aware,round_robin --repeats 1
 
 Each document (about 500 words) is asked several questions, document first, so the document is the prefix a
-worker can reuse from its cache. Requests are shuffled with a fixed seed. Every run gets a fresh fleet (cold
-caches) of local llama-server workers (the tiny model) behind the real sglang-router. Prints, per policy: the
-cached share (cached prompt tokens / prompt tokens), wall time, and how the prompt tokens were spread over
-the workers (from their own /metrics). Asserts nothing; uses a temporary state directory.
+worker can reuse from its cache; requests are shuffled with a fixed seed. Every run gets a fresh fleet (cold
+caches) of 2 local llama-server workers (the default local model) behind the real gateway. Prints, per
+gateway and policy: failed requests, cached share (cached prompt tokens / prompt tokens) and its ratio to the
+ideal for the traffic (from the workers' own tokenizer: the first question per document cannot reuse its document), time to
+first token and end-to-end latency (median and p95, streamed), wall time. Runs are interleaved so a slow
+spell of the machine hits every configuration alike. Asserts nothing; uses a temporary state directory.
+The library does the work (sandserve.fleet.routing_bench, also `sandserve fleet bench`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import random
 import statistics
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
-
-QUESTIONS = (
-    "What is this document about?",
-    "Which place does it mention first?",
-    "Summarise it in one sentence.",
-    "What is its tone?",
-    "Which word appears most?",
-    "How does it end?",
-)
-VOCABULARY = [
-    "the",
-    "river",
-    "stone",
-    "lantern",
-    "harbour",
-    "winter",
-    "copper",
-    "meadow",
-    "signal",
-    "orchard",
-    "thunder",
-    "velvet",
-    "quarry",
-    "falcon",
-    "ember",
-    "glacier",
-    "saddle",
-    "marble",
-    "tide",
-    "compass",
-    "willow",
-    "of",
-    "and",
-    "a",
-    "to",
-    "in",
-    "ship",
-    "light",
-    "night",
-    "garden",
-    "door",
-    "sea",
-    "house",
-    "window",
-    "mountain",
-    "bridge",
-    "letter",
-    "market",
-    "evening",
-    "morning",
-    "silver",
-    "road",
-    "forest",
-    "field",
-    "cloud",
-    "village",
-    "story",
-    "road",
-    "king",
-    "baker",
-    "miller",
-    "sailor",
-    "doctor",
-    "painter",
-    "music",
-    "silence",
-    "autumn",
-    "summer",
-    "spring",
-]
-
-
-@dataclass
-class Run:
-    policy: str
-    requests: int
-    failed: int
-    prompt_tokens: int
-    cached_tokens: int
-    wall_s: float
-    busiest_share: float
-    """The busiest worker's share of all prompt tokens the workers saw (0.5 = even, 1.0 = one worker)."""
-
-    @property
-    def cached_share(self) -> float:
-        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
-
-
-def make_documents(count: int, words: int, rng: random.Random) -> list[str]:
-    return [" ".join(rng.choice(VOCABULARY) for _ in range(words)) for _ in range(count)]
-
-
-def make_traffic(documents: list[str], questions: int, seed: int) -> list[str]:
-    prompts = [
-        f"{document}\n\nQuestion: {QUESTIONS[q % len(QUESTIONS)]}"
-        for document in documents
-        for q in range(questions)
-    ]
-    random.Random(seed).shuffle(prompts)
-    return prompts
-
-
-async def send_all(endpoint, prompts: list[str], in_flight: int) -> tuple[int, int, int]:
-    client = endpoint.async_openai(max_retries=0, timeout=120)
-    gate = asyncio.Semaphore(in_flight)
-    failed = prompt_tokens = cached_tokens = 0
-
-    async def one(prompt: str) -> None:
-        nonlocal failed, prompt_tokens, cached_tokens
-        async with gate:
-            try:
-                reply = await client.chat.completions.create(
-                    model=endpoint.model,
-                    messages=[{"role": "user", "content": prompt}],
-                    max_tokens=8,
-                    temperature=0,
-                )
-            except Exception:
-                failed += 1
-                return
-        stats = endpoint.cache_stats(reply)
-        prompt_tokens += stats.prompt_tokens
-        cached_tokens += stats.cached_tokens
-
-    await asyncio.gather(*(one(prompt) for prompt in prompts))
-    await client.close()
-    return failed, prompt_tokens, cached_tokens
-
-
-def tokens_seen(url: str, api_key: str | None) -> float:
-    """Prompt tokens a llama-server worker processed or took from its cache (its /metrics)."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    text = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
-    values = dict(line.split() for line in text.splitlines() if line.startswith("llamacpp:prompt_tokens"))
-    return float(values["llamacpp:prompt_tokens_total"]) + float(
-        values["llamacpp:prompt_tokens_cached_total"]
-    )
-
-
-def run_policy(policy: str, prompts: list[str], in_flight: int) -> Run:
-    from sandserve.fleet.core import fleet_down, fleet_up
-    from sandserve.serve.ledger import Registry
-    from sandserve.serve.resolve import resolve_spec
-
-    fleet = fleet_up(resolve_spec(provider="local"), 2, policy)
-    try:
-        started = time.perf_counter()
-        failed, prompt_tokens, cached_tokens = asyncio.run(send_all(fleet.endpoint, prompts, in_flight))
-        wall_s = time.perf_counter() - started
-        registry = Registry()
-        workers = [registry.get(member.endpoint_id).endpoint for member in fleet.members]
-        seen = [tokens_seen(worker.url, worker.api_key) for worker in workers if worker is not None]
-    finally:
-        fleet_down(fleet.id)
-    return Run(
-        policy=policy,
-        requests=len(prompts),
-        failed=failed,
-        prompt_tokens=prompt_tokens,
-        cached_tokens=cached_tokens,
-        wall_s=wall_s,
-        busiest_share=max(seen) / sum(seen) if sum(seen) else 0,
-    )
 
 
 def main() -> None:
@@ -195,53 +30,74 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--policies", default="cache_aware,round_robin,random")
+    parser.add_argument("--gateways", default="sglang-router,smg")
     parser.add_argument("--documents", type=int, default=8)
     parser.add_argument("--words", type=int, default=500, help="words per document")
     parser.add_argument("--questions", type=int, default=4, help="questions per document")
     parser.add_argument("--in-flight", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3, help="fresh fleets per policy (figures are means)")
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh fleets per configuration")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    policies = args.policies.split(",")
 
-    rng = random.Random(args.seed)
-    prompts = make_traffic(make_documents(args.documents, args.words, rng), args.questions, args.seed)
-    runs: dict[str, list[Run]] = {policy: [] for policy in policies}
     with tempfile.TemporaryDirectory(prefix="sandserve-bench-") as scratch:
         os.environ["SANDSERVE_STATE_DIR"] = str(Path(scratch) / "state")
-        for _ in range(args.repeats):
-            for policy in policies:  # interleaved, so a slow spell of the machine hits every policy alike
-                runs[policy].append(run_policy(policy, prompts, args.in_flight))
+        from sandserve.fleet.routing_bench import compare_policies, make_traffic, median, percentile
+        from sandserve.serve.resolve import resolve_spec
 
-    title = (
-        f"{len(prompts)} requests ({args.documents} documents x {args.questions} questions, "
-        f"~{args.words} words each), {args.in_flight} in flight, 2 local workers, {args.repeats} fresh "
-        "fleets per policy"
-    )
-    table = Table(title=title)
-    for column in ("policy", "failed", "cached share (mean)", "per run", "wall s (mean)", "busiest worker"):
-        table.add_column(column, justify="right")
-    for policy, policy_runs in runs.items():
-        table.add_row(
-            policy,
-            str(sum(run.failed for run in policy_runs)),
-            f"{statistics.mean(run.cached_share for run in policy_runs):.3f}",
-            " ".join(f"{run.cached_share:.3f}" for run in policy_runs),
-            f"{statistics.mean(run.wall_s for run in policy_runs):.2f}",
-            f"{100 * statistics.mean(run.busiest_share for run in policy_runs):.0f}%",
+        traffic = make_traffic(args.documents, args.words, args.questions, args.seed)
+        runs, ideal = compare_policies(
+            resolve_spec(provider="local"),
+            args.policies.split(","),
+            traffic,
+            repeats=args.repeats,
+            gateways=args.gateways.split(","),
+            in_flight=args.in_flight,
+            max_tokens=args.max_tokens,
         )
-    console = Console(width=120)
+
+    console = Console(width=140)
+    table = Table(
+        title=f"{traffic.description}, {args.in_flight} in flight, 2 local workers, {args.repeats} fresh fleet(s) "
+        f"per row; ideal cached share {ideal:.3f}"
+        if ideal
+        else traffic.description
+    )
+    for column in ("gateway", "policy", "failed", "cached (mean)", "per run", "/ideal", "TTFT p50", "TTFT p95",
+                   "e2e p50", "e2e p95", "wall s"):  # fmt: skip
+        table.add_column(column, justify="right")
+    summary: dict[tuple[str, str], tuple[float, float]] = {}
+    for gateway in args.gateways.split(","):
+        for policy in args.policies.split(","):
+            group = [run for run in runs if run.gateway == gateway and run.policy == policy]
+            ttft = [value for run in group for value in run.ttft_s]
+            e2e = [value for run in group for value in run.e2e_s]
+            share = statistics.mean(run.cached_share for run in group)
+            summary[gateway, policy] = (share, median(e2e) or 0.0)
+            table.add_row(
+                gateway,
+                policy,
+                f"{sum(run.failed for run in group)}/{sum(run.requests for run in group)}",
+                f"{share:.3f}",
+                " ".join(f"{run.cached_share:.3f}" for run in group),
+                f"{share / ideal:.2f}" if ideal else "-",
+                *(
+                    f"{value:.3f}" if value is not None else "-"
+                    for value in (median(ttft), percentile(ttft, 0.95), median(e2e), percentile(e2e, 0.95))
+                ),
+                f"{statistics.mean(run.wall_s for run in group):.2f}",
+            )
     console.print(table)
-    if "cache_aware" in runs:
-        aware = statistics.mean(run.cached_share for run in runs["cache_aware"])
-        aware_s = statistics.mean(run.wall_s for run in runs["cache_aware"])
-        for other in (policy for policy in policies if policy != "cache_aware"):
-            share = statistics.mean(run.cached_share for run in runs[other])
-            wall = statistics.mean(run.wall_s for run in runs[other])
+    gateways = args.gateways.split(",")
+    if len(gateways) == 2:
+        first, second = gateways
+        for policy in args.policies.split(","):
+            (share_a, e2e_a), (share_b, e2e_b) = summary[first, policy], summary[second, policy]
             console.print(
-                f"cache_aware / {other}: cached share x{aware / share:.2f}, wall time x{aware_s / wall:.2f}"
-                if share
-                else f"{other}: nothing cached"
+                f"{policy}: {second} / {first}: cached share x{share_b / share_a:.2f}, "
+                f"median end-to-end x{e2e_b / e2e_a:.2f}"
+                if share_a and e2e_a
+                else f"{policy}: nothing cached through {first}"
             )
 
 

@@ -20,8 +20,7 @@ from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.errors import EngineDiedError, FleetBootError, GatewayDiedError, NotAFleetMemberError
-from sandserve.fleet.core import (
-    FLEET_LABEL,
+from sandserve.fleet import (
     Fleet,
     add_worker,
     fleet_down,
@@ -31,7 +30,7 @@ from sandserve.fleet.core import (
 )
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
-from sandserve.serve.ledger import Registry, State
+from sandserve.serve.ledger import FLEET_LABEL, Registry, State
 from sandserve.serve.resolve import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
@@ -297,7 +296,7 @@ def test_daytona_workers_are_public_previews_registered_with_their_keys(daytona)
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--workers", "0"], "at least one worker"),
+        (["--workers", "0"], "0 is not in the range 1<=x<=256"),
         (["--policy", "fastest"], "Unknown routing policy 'fastest'"),
         (["--policy", "power_of_two", "--workers", "1"], "power_of_two"),
     ],

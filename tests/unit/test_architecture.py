@@ -75,8 +75,6 @@ KNOWN_NAME_BRANCHES = {
     # Which tool sandbox an endpoint gets (runs_on_daytona): recognising a Daytona endpoint belongs in
     # providers/daytona.py; not moved yet.
     "tools/sandboxes.py",
-    # A fixed local gateway port: issue 12 reworks fleets (smg, autoscaling).
-    "fleet/core.py",
 }
 
 

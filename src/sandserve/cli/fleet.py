@@ -1,21 +1,45 @@
 """`sandserve fleet`: many endpoints behind one SGLang Model Gateway, used as one endpoint. Parses and prints;
-the work is in `sandserve.fleet.core` (imported inside each verb, so `sandserve --help` stays fast)."""
+the work is in `sandserve.fleet` (imported inside each verb, so `sandserve --help` stays fast)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
-from sandserve.cli.values import PORT, SECONDS
+from sandserve.cli.values import PORT, SECONDS, Number
+
+#: The autoscaler's seconds and ratios: finite, 0 allowed (its own check refuses what cannot work).
+SCALER_NUMBER = Number(0.0, 7 * 86_400)
+
+
+def _scaler_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The autoscaler's knobs, shared by `fleet up` and `fleet scale` (unset: the defaults or the current)."""
+    options = [
+        (
+            "--queue-per-worker",
+            "queue_per_worker",
+            "Queued requests per worker that count as short of workers.",
+        ),
+        ("--up-delay", "up_delay", "Seconds requests must stay queued before a worker is added."),
+        ("--down-delay", "down_delay", "Seconds the fleet must stay idle before a worker is removed."),
+        ("--interval", "interval", "Seconds between two looks at the workers' loads."),
+        ("--backoff", "backoff", "Seconds to wait after a provider refused a worker (quota, capacity)."),
+        ("--hold-timeout", "hold_timeout", "At zero workers: seconds a request may wait for one to boot."),
+        ("--drain-timeout", "drain_timeout", "Seconds a leaving worker may take to finish its requests."),
+    ]
+    for flag, name, text in reversed(options):
+        command = click.option(flag, name, type=SCALER_NUMBER, help=text)(command)
+    return command
 
 
 @main.group()
 def fleet() -> None:
-    """Many endpoints behind one SGLang Model Gateway (sglang-router) with cache-aware routing, as ONE
-    endpoint."""
+    """Many endpoints behind one model gateway (sglang-router or smg) with cache-aware routing, as ONE
+    endpoint; with --min/--max an autoscaler sizes it from the engines' own queues."""
 
 
 @fleet.command("up")
@@ -55,8 +79,25 @@ def fleet() -> None:
     "gateway_args",
     multiple=True,
     metavar="ARG",
-    help="Extra flag for sglang-router (repeat; e.g. --gateway-arg=--cache-threshold --gateway-arg=0.5).",
+    help="Extra flag for the gateway (repeat; e.g. --gateway-arg=--cache-threshold --gateway-arg=0.5).",
 )
+@click.option(
+    "--gateway",
+    "gateway_name",
+    type=click.Choice(["sglang-router", "smg"]),
+    default="sglang-router",
+    show_default=True,
+    help="Which model gateway routes (behind smg every worker takes the gateway's key: it passes the "
+    "client's key on).",
+)
+@click.option(
+    "--min",
+    "min_workers",
+    type=click.IntRange(0, 256),
+    help="Autoscale: never fewer workers (0: scale to zero when idle).",
+)
+@click.option("--max", "max_workers", type=click.IntRange(1, 256), help="Autoscale: never more workers.")
+@_scaler_options
 @click.option("--json", "as_json", is_flag=True, help="Print the fleet as JSON instead of export lines.")
 @click.option("--show-logs", is_flag=True, help="Echo the workers' start-up logs (labelled) to stderr.")
 @reports_errors
@@ -70,17 +111,22 @@ def fleet_up(
     gateway_port: int | None,
     public_gateway: bool,
     gateway_args: tuple[str, ...],
+    gateway_name: str,
+    min_workers: int | None,
+    max_workers: int | None,
     as_json: bool,
     show_logs: bool,
+    **scaler: float | None,
 ) -> None:
     """Bring WORKERS endpoints up behind one gateway and print how to reach it.
 
     Progress goes to stderr; stdout gets only the export lines (ENDPOINT = the gateway, OPENAI_API_KEY = its
     key), so `eval "$(sandserve fleet up --workers 2)"` works. Workers serve with their own API keys (auth
-    mode key), since the gateway can send a worker nothing else.
-    """
+    mode key), since the gateway can send a worker nothing else (behind smg: the gateway's key, which smg
+    passes on). With --min/--max an autoscaler keeps the fleet between those bounds."""
     from sandserve.cli.console import ConsoleBootEvents, err
-    from sandserve.fleet.core import fleet_up as bring_up
+    from sandserve.fleet import ScalerSettings
+    from sandserve.fleet import fleet_up as bring_up
     from sandserve.serve.resolve import resolve_spec
 
     overrides: dict[str, Any] = {
@@ -89,6 +135,14 @@ def fleet_up(
         if value is not None
     }
     spec = resolve_spec(model, provider=provider, auth="key", **overrides)
+    scaling = None
+    if min_workers is not None or max_workers is not None:
+        low = min_workers if min_workers is not None else 1
+        scaling = ScalerSettings(
+            min_workers=low,
+            max_workers=max_workers if max_workers is not None else max(low, workers),
+            **{key: value for key, value in scaler.items() if value is not None},  # type: ignore[arg-type]
+        )
     with sigterm_as_interrupt():
         result = bring_up(
             spec,
@@ -97,6 +151,8 @@ def fleet_up(
             public_gateway=public_gateway,
             gateway_port=gateway_port,
             gateway_args=gateway_args,
+            gateway=gateway_name,
+            scaling=scaling,
             events=ConsoleBootEvents(show_log=show_logs),
         )
     if as_json:
@@ -106,9 +162,13 @@ def fleet_up(
             click.echo(line)
     err.print("")
     err.print(
-        f"[bold green]ready[/]: {result.id}: {len(result.members)} worker(s) behind sglang-router "
+        f"[bold green]ready[/]: {result.id}: {len(result.members)} worker(s) behind {result.gateway_name} "
         f"({result.policy}) at {result.url}"
     )
+    if scaling is not None:
+        err.print(
+            f"  autoscaler: {scaling.min_workers}..{scaling.max_workers} workers (`fleet scale` changes it)"
+        )
     for member in result.members:
         err.print(f"  worker {member.endpoint_id}  {member.url}")
     err.print(f"  more:   sandserve fleet add {result.id}")
@@ -123,7 +183,7 @@ def fleet_up(
 def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
     """Bring one more worker up and register it while the fleet serves (default: the one fleet up)."""
     from sandserve.cli.console import ConsoleBootEvents, err
-    from sandserve.fleet.core import add_worker
+    from sandserve.fleet import add_worker
 
     with sigterm_as_interrupt():
         member = add_worker(fleet_id, events=ConsoleBootEvents(show_log=show_logs))
@@ -135,12 +195,38 @@ def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
 @click.argument("worker_endpoint_id")
 @reports_errors
 def fleet_remove(fleet_id: str, worker_endpoint_id: str) -> None:
-    """Deregister a worker from the gateway, then take its endpoint down."""
+    """Deregister a worker from the gateway, let its in-flight requests finish, then take its endpoint down."""
     from sandserve.cli.console import err
-    from sandserve.fleet.core import remove_worker
+    from sandserve.fleet import remove_worker
 
     member = remove_worker(fleet_id, worker_endpoint_id)
-    err.print(f"[green]removed[/] {member.endpoint_id} from {fleet_id} and took it down")
+    err.print(f"[green]removed[/] {member.endpoint_id} from {fleet_id}: drained, then taken down")
+
+
+@fleet.command("scale")
+@click.argument("fleet_id", required=False)
+@click.option(
+    "--min",
+    "min_workers",
+    type=click.IntRange(0, 256),
+    help="Never fewer workers (0: scale to zero when idle).",
+)
+@click.option("--max", "max_workers", type=click.IntRange(1, 256), help="Never more workers.")
+@_scaler_options
+@reports_errors
+def fleet_scale(
+    fleet_id: str | None, min_workers: int | None, max_workers: int | None, **scaler: float | None
+) -> None:
+    """Change a serving fleet's autoscaling bounds (starts an autoscaler if it has none)."""
+    from sandserve.cli.console import err
+    from sandserve.fleet import scale_fleet
+
+    changes: dict[str, Any] = {key: value for key, value in scaler.items() if value is not None}
+    settings = scale_fleet(fleet_id, min_workers=min_workers, max_workers=max_workers, **changes)
+    err.print(
+        f"[green]scaling[/] {fleet_id or 'the fleet'} between {settings.min_workers} and {settings.max_workers} "
+        f"worker(s) (up after {settings.up_delay:g} s queued, down after {settings.down_delay:g} s idle)"
+    )
 
 
 @fleet.command("status")
@@ -148,11 +234,11 @@ def fleet_remove(fleet_id: str, worker_endpoint_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @reports_errors
 def fleet_status(fleet_id: str | None, as_json: bool) -> None:
-    """Show fleets (default: every fleet up): the gateway, the policy, and each worker's health as the
-    gateway sees it."""
+    """Show fleets (default: every fleet up): the gateway, the policy, each worker's health (as the gateway
+    sees it) and load (running, queued, cache hits: from its engine), and the autoscaler's last decisions."""
     import dataclasses
 
-    from sandserve.fleet.core import fleet_status as statuses_of
+    from sandserve.fleet import fleet_status as statuses_of
 
     statuses = statuses_of(fleet_id)
     if as_json:
@@ -165,23 +251,66 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
     if not statuses:
         out.print("no fleets (start one with `sandserve fleet up`)")
         return
+    if not out.is_terminal:
+        out.width = max(out.width, 140)  # eight columns with URLs and ids: wider than a pipe's 80
     for status in statuses:
         gateway = "[green]running[/]" if status.gateway_running else "[red]not running[/]"
         out.print(
-            f"[bold]{status.id}[/]  {status.state}  gateway {gateway} at {status.url or '-'}  "
+            f"[bold]{status.id}[/]  {status.state}  {status.gateway} {gateway} at {status.url or '-'}  "
             f"policy {status.policy}"
         )
-        table = Table("worker", "url", "gateway sees", "load", "server", "gateway id")
+        table = Table(
+            "worker", "url", "gateway sees", "server", "running", "queued", "cache hits", "gateway id"
+        )
         for worker in status.workers:
             table.add_row(
                 worker.endpoint_id or "[dim](not ours)[/]",
                 worker.url,
                 _health(worker.healthy),
-                "-" if worker.load is None else str(worker.load),
                 _running(worker.running),
+                _count(worker.requests_running),
+                _count(worker.requests_queued),
+                "-" if worker.cache_hit_rate is None else f"{worker.cache_hit_rate:.0%}",
                 worker.worker_id or "-",
             )
-        out.print(table)
+        if status.workers:
+            out.print(table)
+        else:
+            out.print("  no worker up")
+        if status.scaler is not None:
+            _print_scaler(status.scaler)
+
+
+def _print_scaler(scaler: dict[str, Any]) -> None:
+    import datetime
+
+    from sandserve.cli.console import out
+
+    settings = scaler.get("settings", {})
+    state = (
+        "[green]running[/]" if scaler["running"] else f"[red]{scaler['state']}[/] (log: {scaler['log_path']})"
+    )
+    out.print(
+        f"  autoscaler {scaler['id']} {state}: {settings.get('min_workers')}..{settings.get('max_workers')} "
+        f"workers, up after {settings.get('up_delay')} s queued, down after {settings.get('down_delay')} s idle"
+    )
+    if scaler.get("now"):
+        out.print(f"    now: {scaler['now']}")
+    if scaler.get("backoff"):
+        backoff = scaler["backoff"]
+        out.print(f"    [yellow]backing off[/] ({backoff['seconds_left']} s left): {backoff['reason']}")
+    if scaler.get("holder_worker_id"):
+        out.print(f"    at zero workers: {scaler.get('held', 0)} request(s) held until a worker boots")
+    if scaler.get("cold_starts"):
+        starts = ", ".join(f"{seconds:.1f} s" for seconds in scaler["cold_starts"][-5:])
+        out.print(f"    cold starts (request held at zero -> answered by a new worker): {starts}")
+    for decision in scaler.get("decisions", [])[-5:]:
+        at = datetime.datetime.fromtimestamp(decision["at"]).strftime("%H:%M:%S")
+        out.print(f"    {at} {decision['action']}: {decision['reason']}")
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _health(healthy: bool | None) -> str:
@@ -192,15 +321,145 @@ def _running(running: bool | None) -> str:
     return {True: "[green]running[/]", False: "[red]gone[/]", None: "[dim]?[/]"}[running]
 
 
+@fleet.command("bench")
+@click.option("--policies", default="cache_aware,round_robin,random", show_default=True, metavar="P1,P2")
+@click.option(
+    "--gateways",
+    default="sglang-router",
+    show_default=True,
+    metavar="G1,G2",
+    help="sglang-router and/or smg.",
+)
+@click.option("--provider", type=click.Choice(["local", "daytona"]), help="Where the workers run.")
+@click.option("--model", metavar="PRESET|HF_ID|PATH", help="What every worker serves.")
+@click.option("--workers", "-n", type=int, default=2, show_default=True)
+@click.option("--documents", type=int, default=8, show_default=True)
+@click.option("--words", type=int, default=500, show_default=True, help="Words per document.")
+@click.option("--questions", type=int, default=4, show_default=True, help="Questions per document.")
+@click.option("--in-flight", type=int, default=4, show_default=True)
+@click.option("--max-tokens", type=int, default=8, show_default=True)
+@click.option("--repeats", type=int, default=1, show_default=True, help="Fresh fleets per policy.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@reports_errors
+def fleet_bench(
+    policies: str,
+    gateways: str,
+    provider: str | None,
+    model: str | None,
+    workers: int,
+    documents: int,
+    words: int,
+    questions: int,
+    in_flight: int,
+    max_tokens: int,
+    repeats: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """The same traffic through fresh fleets under each routing policy: cached share (against the ideal for
+    the traffic) and latency (time to first token, end to end), side by side."""
+    from sandserve.cli.console import err
+    from sandserve.fleet.routing_bench import compare_policies, make_traffic
+    from sandserve.serve.resolve import resolve_spec
+
+    spec = resolve_spec(model, provider=provider, auth="key")
+    traffic = make_traffic(documents, words, questions, seed)
+    err.print(
+        f"{traffic.description}, {in_flight} in flight, {workers} workers, {repeats} fresh fleet(s) each"
+    )
+    with sigterm_as_interrupt():
+        runs, ideal = compare_policies(
+            spec,
+            [policy.strip() for policy in policies.split(",") if policy.strip()],
+            traffic,
+            repeats=repeats,
+            gateways=[gateway.strip() for gateway in gateways.split(",") if gateway.strip()],
+            workers=workers,
+            in_flight=in_flight,
+            max_tokens=max_tokens,
+            on_run=lambda run: err.print(
+                f"  {run.gateway} {run.policy}: cached {run.cached_share:.3f}, {run.failed} failed, "
+                f"{run.wall_s:.1f} s"
+            ),
+        )
+    _print_bench(runs, ideal, as_json)
+
+
+def _print_bench(runs: list[Any], ideal: float | None, as_json: bool) -> None:
+    import statistics
+
+    from sandserve.fleet.routing_bench import median, percentile
+
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for run in runs:
+        groups.setdefault((run.gateway, run.policy), []).append(run)
+    rows = []
+    for (gateway, policy), group in groups.items():
+        ttft = [value for run in group for value in run.ttft_s]
+        e2e = [value for run in group for value in run.e2e_s]
+        share = statistics.mean(run.cached_share for run in group)
+        rows.append(
+            {
+                "gateway": gateway,
+                "policy": policy,
+                "runs": len(group),
+                "requests": sum(run.requests for run in group),
+                "failed": sum(run.failed for run in group),
+                "cached_share": share,
+                "of_ideal": share / ideal if ideal else None,
+                "ttft_p50_s": median(ttft),
+                "ttft_p95_s": percentile(ttft, 0.95),
+                "e2e_p50_s": median(e2e),
+                "e2e_p95_s": percentile(e2e, 0.95),
+                "wall_s": statistics.mean(run.wall_s for run in group),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"ideal_cached_share": ideal, "results": rows}, indent=2))
+        return
+    from rich import box
+    from rich.table import Table
+
+    from sandserve.cli.console import out
+
+    ideal_text = f"{ideal:.3f}" if ideal is not None else "unknown"
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title=f"ideal cached share for this traffic: {ideal_text}; latencies in seconds",
+        caption="cached = cached prompt tokens / prompt tokens; TTFT = time to first token; e2e = end to end",
+    )
+    for column in ("gateway", "policy", "failed", "cached", "/ideal", "TTFT50", "TTFT95", "e2e50", "e2e95",
+                   "wall"):  # fmt: skip
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row["gateway"],
+            row["policy"],
+            f"{row['failed']}/{row['requests']}",
+            f"{row['cached_share']:.3f}",
+            "-" if row["of_ideal"] is None else f"{row['of_ideal']:.2f}",
+            *(_seconds(row[key]) for key in ("ttft_p50_s", "ttft_p95_s", "e2e_p50_s", "e2e_p95_s", "wall_s")),
+        )
+    if not out.is_terminal:
+        out.width = max(out.width, 120)  # ten columns do not fit the 80 a pipe or a file gets
+    out.print(table)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 @fleet.command("down")
 @click.argument("fleet_id", required=False)
 @reports_errors
 def fleet_down(fleet_id: str | None) -> None:
-    """Stop the gateway and take every worker down (default: the one fleet up)."""
+    """Stop the autoscaler and the gateway and take every worker down (default: the one fleet up)."""
     from sandserve.cli.console import err
-    from sandserve.fleet.core import fleet_down as take_down
+    from sandserve.fleet import fleet_down as take_down
 
-    err.print(f"[green]down[/] {take_down(fleet_id)} (gateway and workers)")
+    err.print(f"[green]down[/] {take_down(fleet_id)} (autoscaler, gateway and workers)")
 
 
 def _fleet_json(result: Any) -> dict[str, Any]:

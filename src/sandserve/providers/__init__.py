@@ -20,6 +20,7 @@ BUILTIN_PROVIDERS = {
     "local": "sandserve.providers.local",
     "daytona": "sandserve.providers.daytona",
     "gateway": "sandserve.providers.gateway",
+    "fleet-scaler": "sandserve.providers.gateway",
 }
 #: The providers a user may serve on (the gateway is a fleet's own process).
 PROVIDER_NAMES = ("local", "daytona")

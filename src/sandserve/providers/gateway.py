@@ -1,4 +1,4 @@
-"""A fleet's gateway as the ledger sees it: a local process (pid + start time, its own process group).
+"""A fleet's gateway and autoscaler as the ledger sees them: local processes (pid + start time, its own process group).
 
 Its workers are rows of their own, linked to the gateway's row in the ledger; taking the gateway down takes
 them down too (``serve.lifecycle.down``), so ``sandserve down FLEET`` and ``down --all`` end the whole fleet.
@@ -15,3 +15,13 @@ GATEWAY_PROVIDER = "gateway"
 class GatewayProvider(LocalProvider):
     name = GATEWAY_PROVIDER
     handle_type = GatewayHandle
+
+
+SCALER_PROVIDER = "fleet-scaler"
+
+
+class ScalerProvider(LocalProvider):
+    """A fleet's autoscaler: a local process like the gateway, with a ledger row of its own (so ``ls`` shows
+    it, and shows it dead if it died), labelled with its fleet so that taking the fleet down stops it too."""
+
+    name = SCALER_PROVIDER

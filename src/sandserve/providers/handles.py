@@ -122,6 +122,8 @@ class GatewayHandle(LocalHandle, provider="gateway"):
     prometheus_port: int | None = None
     policy: str | None = None
     members: list[dict[str, Any]] | None = None
+    gateway: str | None = None
+    """Which gateway program runs it (sglang-router, smg)."""
 
 
 @dataclass(kw_only=True)

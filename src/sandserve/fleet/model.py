@@ -1,0 +1,100 @@
+"""What a fleet is: its policy, its members, the one endpoint clients use, and how it looks from outside."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from sandserve.endpoint import Endpoint
+from sandserve.errors import FleetNotFoundError
+from sandserve.providers.base import SandboxHandle
+from sandserve.serve.ledger import Record
+
+Policy = Literal["cache_aware", "round_robin", "random", "power_of_two"]
+POLICIES: tuple[str, ...] = get_args(Policy)
+DEFAULT_POLICY: Policy = "cache_aware"
+
+GatewayName = Literal["sglang-router", "smg"]
+GATEWAYS: tuple[str, ...] = get_args(GatewayName)
+#: sglang-router stays the default: smg 1.13.0 sends a worker the CLIENT's Authorization header instead of the
+#: worker's own key (model_gateway/src/routers/http/router.rs), so behind smg every worker must accept the
+#: gateway's key: one key for the whole fleet instead of a key per worker.
+DEFAULT_GATEWAY: GatewayName = "sglang-router"
+KEY_PASSING_GATEWAYS = frozenset({"smg"})
+
+
+@dataclass(frozen=True)
+class Member:
+    """One worker of a fleet: its endpoint in the ledger and its id in the gateway."""
+
+    endpoint_id: str
+    worker_id: str
+    """The gateway's UUID for the worker (``DELETE /workers/{worker_id}``)."""
+    url: str
+
+
+@dataclass
+class Fleet:
+    id: str
+    policy: str
+    endpoint: Endpoint
+    """The ONE endpoint clients use (the gateway's URL and key), like any other: ``.openai()``..."""
+    members: list[Member]
+    gateway: SandboxHandle
+    """The gateway process: pid, start time, port, log path (and the members, as stored in the ledger)."""
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    @property
+    def gateway_name(self) -> str:
+        return str(self.gateway.data.get("gateway", DEFAULT_GATEWAY))
+
+    @classmethod
+    def from_record(cls, record: Record) -> Fleet:
+        if record.endpoint is None:
+            raise FleetNotFoundError(
+                record.id, reason=f"Fleet {record.id} is {record.shown_state}, not ready."
+            )
+        data = record.sandbox.data
+        return cls(
+            id=record.id,
+            policy=str(data.get("policy", DEFAULT_POLICY)),
+            endpoint=record.endpoint,
+            members=[Member(**member) for member in data.get("members", [])],
+            gateway=record.sandbox,
+        )
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    worker_id: str | None
+    url: str
+    endpoint_id: str | None
+    """None for a worker the gateway lists that this fleet did not register."""
+    healthy: bool | None
+    """As the gateway sees it (its own health checks); None when the gateway does not list it or is down."""
+    load: int | None
+    running: bool | None
+    """Whether the worker's server still runs, as its provider sees it; None for an unknown worker."""
+    requests_running: int | None = None
+    """Requests the engine is generating for, from its own load endpoint; None when it did not answer."""
+    requests_queued: int | None = None
+    """Requests the engine holds back (queued or deferred), from its own load endpoint."""
+    cache_hit_rate: float | None = None
+    """Cached prompt tokens / prompt tokens since the worker started."""
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    id: str
+    state: str
+    url: str | None
+    policy: str
+    gateway_running: bool
+    workers: list[WorkerStatus]
+    log_path: str | None
+    gateway: str = DEFAULT_GATEWAY
+    scaler: dict[str, Any] | None = field(default=None)
+    """The autoscaler's bounds, whether it runs, its back-off, cold starts and last decisions (None: no scaler)."""
