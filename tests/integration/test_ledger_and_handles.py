@@ -202,3 +202,16 @@ def test_sandserve_reads_a_ledger_written_before_migrations(isolated: Path) -> N
     assert (row["id"], row["state"], row["info"]["kv_pool_tokens"]) == ("old-1", "dead", 64)
     assert run_cli("down", "old-1").returncode == 0
     assert Registry().get("old-1").state is State.DOWN
+
+
+def test_a_fleet_is_one_handle_too(llama_server: Path, tiny_model: Path) -> None:
+    from sandserve.fleet import fleet_up
+
+    fleet = fleet_up(resolve_spec(provider="local"), 1, "round_robin")
+    (worker,) = Registry().members_of(fleet.id)
+    assert (fleet.status().state, fleet.status().live) == ("ready", True)
+    assert fleet.logs()  # the gateway's own log
+
+    fleet.down()
+    assert (fleet.status().state, fleet.status().live) == ("down", False)
+    assert Registry().get(worker.id).state is State.DOWN  # its worker went with it
