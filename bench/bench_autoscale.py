@@ -148,7 +148,8 @@ def run_events(args: argparse.Namespace) -> tuple[int, list[str], list[tuple[str
                  f"scaler decided after {decided:.2f} s (up delay {args.up_delay:g} s, a look every "
                  f"{args.interval:g} s), worker joined the gateway after {joined:.2f} s"))  # fmt: skip
     rows.append(("scale down: load stopped -> back at --min 1",
-                 f"{back_at - stopped_at:.2f} s", f"down delay {args.down_delay:g} s, then drain"))  # fmt: skip
+                 f"{back_at - stopped_at:.2f} s",
+                 f"down delay {args.down_delay:g} s, then drain"))  # fmt: skip
     fleet_down(fleet.id)
 
     # 3: a worker killed under load is replaced
@@ -166,7 +167,8 @@ def run_events(args: argparse.Namespace) -> tuple[int, list[str], list[tuple[str
     answered += load.ok
     failed += load.failed
     rows.append(("worker killed under load -> replacement served a request",
-                 f"{replaced_at - killed_at:.2f} s", f"{len(load.failed)} of {load.ok + len(load.failed)} requests failed"))  # fmt: skip
+                 f"{replaced_at - killed_at:.2f} s",
+                 f"{len(load.failed)} of {load.ok + len(load.failed)} requests failed"))  # fmt: skip
     fleet_down(fleet.id)
 
     # 4: to zero and back

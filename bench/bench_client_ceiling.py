@@ -61,9 +61,10 @@ def main() -> None:
     console.print(
         f"cores on this machine: {os.cpu_count()}; load average at the end: {os.getloadavg()[0]:.2f}\n"
         f"requests/s ratio (sandserve / AsyncOpenAI), per run: {', '.join(f'{r:.1f}x' for r in ratios)}\n"
-        f"CPU per request ratio (AsyncOpenAI / sandserve), per run: {', '.join(f'{r:.1f}x' for r in cpu_ratios)}\n"
-        f"sandserve client's CPU-bound ceiling, per run: {', '.join(f'{c:,.0f}' for c in ceilings)} requests/s "
-        "per core"
+        "CPU per request ratio (AsyncOpenAI / sandserve), per run: "
+        f"{', '.join(f'{r:.1f}x' for r in cpu_ratios)}\n"
+        "sandserve client's CPU-bound ceiling, per run: "
+        f"{', '.join(f'{c:,.0f}' for c in ceilings)} requests/s per core"
     )
 
 

@@ -5,7 +5,8 @@ The endpoint is brought up in a scratch state directory (the user's ledger is ne
 down at the end. With two slots, concurrency above two queues inside llama-server: TTFT rises with load and
 `requests_deferred` shows the queue. Prints the per-level table and where the report is; asserts nothing.
 
-    .venv/bin/python bench/bench_concurrency_sweep.py --levels 1,2,4,8 --requests 32 --output bench-results/sweep
+    .venv/bin/python bench/bench_concurrency_sweep.py --levels 1,2,4,8 --requests 32 \\
+        --output bench-results/sweep
 """
 
 from __future__ import annotations
@@ -63,9 +64,8 @@ def main() -> None:
     for level in result.levels:
         for warning in level.warnings:
             console.print(f"{level.label}: {warning}")
-    console.print(
-        f"report: {written['report']}  plots: {', '.join(str(p) for k, p in written.items() if k not in ('json', 'report'))}"
-    )
+    plots = [str(path) for kind, path in written.items() if kind not in ("json", "report")]
+    console.print(f"report: {written['report']}  plots: {', '.join(plots)}")
 
 
 if __name__ == "__main__":

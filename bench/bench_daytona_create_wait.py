@@ -49,7 +49,8 @@ def main() -> None:
     for label, stream in (("event stream", True), ("polling", False)):
         rows[label] = create_times(stream, args.creates, args.step)
     print(
-        f"{args.creates} creates each, {args.step:g} s per state (a create cannot be shorter than {floor:g} s)"
+        f"{args.creates} creates each, {args.step:g} s per state "
+        f"(a create cannot be shorter than {floor:g} s)"
     )
     for label, times in rows.items():
         print(f"  {label:13s} median {statistics.median(times):6.3f} s   worst {max(times):6.3f} s")

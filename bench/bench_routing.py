@@ -1,15 +1,16 @@
 """Routing: the same traffic through fresh fleets under each policy and each gateway (sglang-router, smg).
 
-    .venv/bin/python bench/bench_routing.py                     # 8 documents x 4 questions, 4 in flight, 3 repeats
+    .venv/bin/python bench/bench_routing.py        # 8 documents x 4 questions, 4 in flight, 3 repeats
     .venv/bin/python bench/bench_routing.py --gateways smg --policies cache_aware,round_robin --repeats 1
 
 Each document (about 500 words) is asked several questions, document first, so the document is the prefix a
 worker can reuse from its cache; requests are shuffled with a fixed seed. Every run gets a fresh fleet (cold
 caches) of 2 local llama-server workers (the default local model) behind the real gateway. Prints, per
 gateway and policy: failed requests, cached share (cached prompt tokens / prompt tokens) and its ratio to the
-ideal for the traffic (from the workers' own tokenizer: the first question per document cannot reuse its document), time to
-first token and end-to-end latency (median and p95, streamed), wall time. Runs are interleaved so a slow
-spell of the machine hits every configuration alike. Asserts nothing; uses a temporary state directory.
+ideal for the traffic (from the workers' own tokenizer: the first question per document cannot reuse its
+document), time to first token and end-to-end latency (median and p95, streamed), wall time. Runs are
+interleaved so a slow spell of the machine hits every configuration alike. Asserts nothing; uses a temporary
+state directory.
 The library does the work (sandserve.fleet.routing_bench, also `sandserve fleet bench`).
 """
 
@@ -58,13 +59,13 @@ def main() -> None:
 
     console = Console(width=140)
     table = Table(
-        title=f"{traffic.description}, {args.in_flight} in flight, 2 local workers, {args.repeats} fresh fleet(s) "
-        f"per row; ideal cached share {ideal:.3f}"
+        title=f"{traffic.description}, {args.in_flight} in flight, 2 local workers, "
+        f"{args.repeats} fresh fleet(s) per row; ideal cached share {ideal:.3f}"
         if ideal
         else traffic.description
     )
-    for column in ("gateway", "policy", "failed", "cached (mean)", "per run", "/ideal", "TTFT p50", "TTFT p95",
-                   "e2e p50", "e2e p95", "wall s"):  # fmt: skip
+    for column in ("gateway", "policy", "failed", "cached (mean)", "per run", "/ideal", "TTFT p50",
+                   "TTFT p95", "e2e p50", "e2e p95", "wall s"):  # fmt: skip
         table.add_column(column, justify="right")
     summary: dict[tuple[str, str], tuple[float, float]] = {}
     for gateway in args.gateways.split(","):

@@ -1,5 +1,5 @@
-"""The ledger as the version before migrations (tag layout-base) wrote it: its CREATE TABLE, verbatim, and rows
-in its shape (sandbox handles with a ``data`` dict, ``Endpoint.info`` as a dict)."""
+"""The ledger as the version before migrations (tag layout-base) wrote it: its CREATE TABLE, verbatim, and
+rows in its shape (sandbox handles with a ``data`` dict, ``Endpoint.info`` as a dict)."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def __dir__() -> list[str]:
 
 
 class _EndpointServices:
-    """The client, engine and ledger work an ``Endpoint`` hands on (``sandserve.endpoint.EndpointServices``)."""
+    """The client, engine and ledger work an ``Endpoint`` hands on (``endpoint.EndpointServices``)."""
 
     def generate(self, endpoint: Endpoint, text: str, options: dict[str, Any]) -> GenerateResult:
         from sandserve.client.constrained import generate, pick_constraint

@@ -136,9 +136,17 @@ def test_the_schema_comes_from_the_signature_and_docstring():
     assert parameters["required"] == ["city"]
     assert parameters["properties"] == {
         "city": {"type": "string", "description": "The city's name."},
-        "unit": {"enum": ["C", "F"], "description": "Celsius or Fahrenheit, as one letter."},
-        "days": {"type": "integer"},
-        "hours": {"type": "array", "items": {"type": "integer"}},
+        "unit": {
+            "enum": ["C", "F"],
+            "type": "string",
+            "default": "C",
+            "description": "Celsius or Fahrenheit, as one letter.",
+        },
+        "days": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None},
+        "hours": {
+            "anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "null"}],
+            "default": None,
+        },
     }
 
 

@@ -121,6 +121,7 @@ def test_only_engines_and_providers_branch_on_their_names() -> None:
 def test_the_name_check_catches_a_branch(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text(
-        'def f(endpoint, spec):\n    x = endpoint.engine == "llamacpp"\n    return spec.provider is ProviderName.LOCAL\n'
+        'def f(endpoint, spec):\n    x = endpoint.engine == "llamacpp"\n'
+        "    return spec.provider is ProviderName.LOCAL\n"
     )
     assert _name_branches(sample) == [2, 3]

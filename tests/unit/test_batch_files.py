@@ -37,7 +37,7 @@ def output_line(custom_id: str, ok: bool = True) -> str:
     return json.dumps({"id": "batch_req_1", "custom_id": custom_id, "response": None, "error": error})
 
 
-# --- input lines -----------------------------------------------------------------------------------------------
+# --- input lines --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_many_duplicates_are_summarised(tmp_path: Path) -> None:
         scan_input(inp)
 
 
-# --- foreign outputs are refused, untouched --------------------------------------------------------------------
+# --- foreign outputs are refused, untouched -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def test_results_split_between_the_output_and_its_error_file(tmp_path: Path) -> 
     assert previous.succeeded == {"ok1"} and previous.failed == {"bad1"} and not previous.failed_in_output
 
 
-# --- one writer -------------------------------------------------------------------------------------------------
+# --- one writer ---------------------------------------------------------------------------------------------
 
 
 def test_a_second_lock_is_refused_naming_the_holder(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_a_symlinked_output_is_locked_and_rewritten_through_its_target(tmp_path:
     assert real.stat().st_mode & 0o777 == 0o640
 
 
-# --- prefix order keeps keys, not bodies -----------------------------------------------------------------------
+# --- prefix order keeps keys, not bodies --------------------------------------------------------------------
 
 
 def test_prefix_keys_group_on_the_first_1024_characters() -> None:
@@ -197,7 +197,7 @@ def test_offset_waves_match_request_waves() -> None:
     ]
 
 
-# --- what is final ----------------------------------------------------------------------------------------------
+# --- what is final ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

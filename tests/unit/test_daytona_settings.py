@@ -1,4 +1,5 @@
-"""GPU names, settings read as the Daytona SDK reads them, and the boot breaker's notion of "the same spec"."""
+"""GPU names, settings read as the Daytona SDK reads them, and the boot breaker's notion of "the same
+spec"."""
 
 from __future__ import annotations
 

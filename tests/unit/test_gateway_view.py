@@ -16,7 +16,7 @@ smg_worker_pool_size{worker_type="regular",connection_mode="http",model="tiny"} 
 smg_worker_requests_active{worker="http://127.0.0.1:46259"} 3
 smg_worker_health{worker="http://127.0.0.1:46259"} 1
 smg_worker_health{worker="http://127.0.0.1:52011"} 0
-"""
+"""  # noqa: E501 - the gateway's metrics text, verbatim
 
 
 def test_requests_errors_and_each_workers_view():

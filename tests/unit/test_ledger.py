@@ -1,5 +1,5 @@
-"""The ledger in SQLite: migrations from the schema before them, named columns, the fleet relation, a busy lock
-that waits (and says so) instead of being called corrupt, and rows left booting by a killed `up` settled."""
+"""The ledger in SQLite: migrations from the schema before them, named columns, the fleet relation, a busy
+lock that waits (and says so) instead of being called corrupt, rows left booting by a killed `up` settled."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from sandserve.serve.ledger import FLEET_LABEL, LedgerEvents, Registry, State
 
 @pytest.fixture
 def old_ledger(tmp_path: Path) -> Path:
-    """A ledger written by the version before migrations: a fleet's gateway, two workers, one plain endpoint."""
+    """A ledger from before migrations: a fleet's gateway, two workers, one plain endpoint."""
     path = tmp_path / "ledger.sqlite3"
     with sqlite3.connect(path) as db:
         db.execute(OLD_SCHEMA)

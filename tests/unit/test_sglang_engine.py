@@ -1,4 +1,5 @@
-"""The SGLang engine: launch command per preset, boot phases, KV pool size and failure diagnosis from its log."""
+"""The SGLang engine: launch command per preset, boot phases, KV pool size and failure diagnosis from its
+log."""
 
 from __future__ import annotations
 
@@ -213,7 +214,7 @@ BOOT_START = """\
 [2026-11-20 09:14:12] Init torch distributed ends. elapsed=0.21 s, mem usage=0.10 GB
 [2026-11-20 09:14:13] Load weight begin. avail mem=78.41 GB
 [2026-11-20 09:14:13] Using model weights format ['*.safetensors']
-"""
+"""  # noqa: E501 - SGLang's log lines, verbatim
 BOOT_SHARDS = """\
 Loading safetensors checkpoint shards:   0% Completed | 0/3 [00:00<?, ?it/s]
 Loading safetensors checkpoint shards:  33% Completed | 1/3 [00:01<00:03,  1.62s/it]
@@ -240,7 +241,7 @@ Capturing batches (bs=1 avail_mem=8.71 GB): 100%|██████████|
 [2026-11-20 09:15:27] Prefill batch, #new-seq: 1, #new-token: 7, #cached-token: 0, token usage: 0.00, #running-req: 0, #queue-req: 0,
 [2026-11-20 09:15:28] INFO:     127.0.0.1:40516 - "POST /generate HTTP/1.1" 200 OK
 [2026-11-20 09:15:28] The server is fired up and ready to roll!
-"""
+"""  # noqa: E501 - SGLang's log lines, verbatim
 BOOT_LOG = BOOT_START + BOOT_SHARDS + BOOT_LOADED
 ALL_PHASES = [
     "weights downloaded",
@@ -261,9 +262,10 @@ def test_phases_of_a_whole_boot_in_order() -> None:
         (BOOT_START, []),  # weights are still downloading inside the load step
         (BOOT_START + BOOT_SHARDS.splitlines()[0], ["weights downloaded"]),
         (
-            "[2026-11-20 09:14:13] Load weight begin. avail mem=78.41 GB\n[2026-11-20 09:14:13] Found local HF "
-            "snapshot for openai/gpt-oss-20b at /root/.cache/huggingface/hub/models--openai--gpt-oss-20b/"
-            "snapshots/6cee5e8; skipping download.\n",
+            "[2026-11-20 09:14:13] Load weight begin. avail mem=78.41 GB\n"
+            "[2026-11-20 09:14:13] Found local HF snapshot for openai/gpt-oss-20b at "
+            "/root/.cache/huggingface/hub/models--openai--gpt-oss-20b/snapshots/6cee5e8; skipping "
+            "download.\n",
             ["weights downloaded"],
         ),
         (BOOT_LOG.split("Capture cuda graph begin")[0], ALL_PHASES[:3]),
@@ -285,13 +287,15 @@ def test_kv_pool_from_the_scheduler_summary() -> None:
         # a sliding-window model: the SWA pool is logged first and is the smaller one
         (BOOT_LOADED.split("[2026-11-20 09:15:14] KV")[0].splitlines()[-1], 1_220_512),
         (
-            "[2026-11-20 09:15:14] KV Cache is allocated. #tokens: 976384, K size: 11.18 GB, V size: 11.18 GB\n"
-            "[2026-11-20 09:15:14] KV Cache is allocated. #tokens: 1220512, K size: 13.97 GB, V size: 13.97 GB",
+            "[2026-11-20 09:15:14] KV Cache is allocated. #tokens: 976384, K size: 11.18 GB, V size: 11.18 "
+            "GB\n"
+            "[2026-11-20 09:15:14] KV Cache is allocated. #tokens: 1220512, K size: 13.97 GB, V size: 13.97 "
+            "GB",
             1_220_512,
         ),
         (
-            "[2026-05-24 00:52:54] KV Cache is allocated. dtype: torch.bfloat16, #tokens: 1707904, K size: 117.28 GB, "
-            "V size: 117.28 GB",
+            "[2026-05-24 00:52:54] KV Cache is allocated. dtype: torch.bfloat16, #tokens: 1707904, K size: "
+            "117.28 GB, V size: 117.28 GB",
             1_707_904,
         ),
         (
@@ -334,8 +338,8 @@ KV_OOM_LOG = (
     BOOT_START
     + BOOT_SHARDS
     + (
-        "[2026-11-20 09:16:40] Load weight end. elapsed=146.02 s, type=GptOssForCausalLM, quant=mxfp4, avail mem=12.10 GB, "
-        "mem usage=66.31 GB.\n"
+        "[2026-11-20 09:16:40] Load weight end. elapsed=146.02 s, type=GptOssForCausalLM, quant=mxfp4, avail "
+        "mem=12.10 GB, mem usage=66.31 GB.\n"
         "[2026-11-20 09:16:40] Scheduler hit an exception: Traceback (most recent call last):\n"
         f'  File "{SITE}/srt/managers/scheduler.py", line 3571, in run_scheduler_process\n'
         "    scheduler = Scheduler(\n"
@@ -352,8 +356,8 @@ HOST_OOM_LOG = (
     + (
         f'  File "{SITE}/srt/entrypoints/engine.py", line 1277, in _wait_for_scheduler_ready\n'
         "    raise _scheduler_died_error(i, scheduler_procs[i])\n"
-        "RuntimeError: Rank 0 scheduler died during initialization (exit code: -9). If exit code is -9 (SIGKILL), a "
-        "common cause is the OS OOM killer. Run `dmesg -T | grep -i oom` to check.\n"
+        "RuntimeError: Rank 0 scheduler died during initialization (exit code: -9). If exit code is -9 "
+        "(SIGKILL), a common cause is the OS OOM killer. Run `dmesg -T | grep -i oom` to check.\n"
     )
 )
 HOST_OOM_OLD_LOG = BOOT_START + (
@@ -367,34 +371,42 @@ CUDA_OOM_LOG = (
     + (
         "[2026-11-20 09:15:16] Scheduler hit an exception: Traceback (most recent call last):\n"
         f'  File "{SITE}/srt/managers/scheduler.py", line 3571, in run_scheduler_process\n'
-        "Exception: Capture cuda graph failed: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
-        "capacity of 79.19 GiB of which 1.05 GiB is free. Including non-PyTorch memory, this process has 78.13 GiB "
-        "memory in use. If reserved but unallocated memory is large try setting "
+        "Exception: Capture cuda graph failed: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
+        "total capacity of 79.19 GiB of which 1.05 GiB is free. Including non-PyTorch memory, this process "
+        "has 78.13 GiB memory in use. If reserved but unallocated memory is large try setting "
         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.\n"
-        "Possible solutions:\n1. set --mem-fraction-static to a smaller value (e.g., 0.8 or 0.7)\n"
-        "2. set --cuda-graph-max-bs to a smaller value (e.g., 16)\n\n" + SIGQUIT
+        "Possible solutions:\n"
+        "1. set --mem-fraction-static to a smaller value (e.g., 0.8 or 0.7)\n"
+        "2. set --cuda-graph-max-bs to a smaller value (e.g., 16)\n"
+        "\n" + SIGQUIT
     )
 )
 CONTEXT_LOG = MAIN + (
     f'  File "{SITE}/srt/configs/model_config.py", line 421, in _derive_context_length\n'
     "    raise ValueError(\n"
     "ValueError: Warning: User-specified context_length (262144) is greater than the derived context_length "
-    "(131072). This may lead to incorrect model outputs or CUDA errors. Note that the derived context_length may "
-    "differ from max_position_embeddings in the model's config. To allow overriding this maximum, set the env var "
-    "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1\n"
+    "(131072). This may lead to incorrect model outputs or CUDA errors. Note that the derived context_length "
+    "may differ from max_position_embeddings in the model's config. To allow overriding this maximum, set "
+    "the env var SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1\n"
 )
 GATED_LOG = MAIN + (
-    "huggingface_hub.errors.GatedRepoError: 401 Client Error. (Request ID: Root=1-6740f3a1-3c1b2d4e)\n\n"
-    "Cannot access gated repo for url https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/resolve/main/config.json.\n"
+    "huggingface_hub.errors.GatedRepoError: 401 Client Error. (Request ID: Root=1-6740f3a1-3c1b2d4e)\n"
+    "\n"
+    "Cannot access gated repo for url "
+    "https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/resolve/main/config.json.\n"
     "Access to model meta-llama/Llama-3.1-8B-Instruct is restricted. You must have access to it and be "
-    "authenticated to access it. Please log in.\n\n"
+    "authenticated to access it. Please log in.\n"
+    "\n"
     "OSError: You are trying to access a gated repo.\n"
     "Make sure to have access to it at https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct.\n"
 )
 GATED_403_LOG = MAIN + (
-    "OSError: You are trying to access a gated repo.\nMake sure to have access to it at "
-    "https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct.\n403 Client Error. (Request ID: Root=1-6ab9bcc8)\n\n"
-    "Cannot access gated repo for url https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/resolve/main/config.json.\n"
+    "OSError: You are trying to access a gated repo.\n"
+    "Make sure to have access to it at https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct.\n"
+    "403 Client Error. (Request ID: Root=1-6ab9bcc8)\n"
+    "\n"
+    "Cannot access gated repo for url "
+    "https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/resolve/main/config.json.\n"
     "Access to model meta-llama/Llama-3.1-8B-Instruct is restricted and you are not in the authorized list. "
     "Visit https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct to ask for access.\n"
 )

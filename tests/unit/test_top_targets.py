@@ -1,4 +1,5 @@
-"""Which endpoints `sandserve top` watches, read from the ledger (SQLite in the test's own state directory)."""
+"""Which endpoints `sandserve top` watches, read from the ledger (SQLite in the test's own state
+directory)."""
 
 from __future__ import annotations
 

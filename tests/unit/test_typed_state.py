@@ -1,5 +1,5 @@
-"""Typed state: sandbox handles per provider, the server's figures, one usage reader, one error-message reader,
-exit codes decided by the CLI."""
+"""Typed state: sandbox handles per provider, the server's figures, one usage reader, one error-message
+reader, exit codes decided by the CLI."""
 
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """A `kill` (SIGTERM) or a closed terminal (SIGHUP) cleans up like Ctrl-C: no server is left booting unseen."""
+    """A `kill` (SIGTERM) or a closed terminal (SIGHUP) cleans up like Ctrl-C: no server is left booting
+    unseen."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -103,8 +104,8 @@ def exit_interrupted() -> NoReturn:
     """Exit 130 once an interrupt has been cleaned up after.
 
     Not through sys.exit: when the KeyboardInterrupt was raised inside code run by exec() (a dataclass being
-    built during a lazy import, say), CPython remembers it as unhandled and re-kills itself with SIGINT at exit,
-    even though it was caught, so the exit status would say "killed" instead of 130.
+    built during a lazy import, say), CPython remembers it as unhandled and re-kills itself with SIGINT at
+    exit, even though it was caught, so the exit status would say "killed" instead of 130.
     """
     sys.stdout.flush()
     sys.stderr.flush()

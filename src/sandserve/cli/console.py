@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from sandserve.masking import mask_text
 from sandserve.serve.lifecycle import BootEvents
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from sandserve.batch import BatchProgress
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -44,6 +45,8 @@ class ConsoleBootEvents(BootEvents):
             self._build_progress_lines(done, total)
             return
         if self._progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
             err.print("[bold cyan]::[/] building llama-server from source (first run only, a few minutes)")
             self._progress = Progress(
                 TextColumn("  {task.description}"),
@@ -60,7 +63,8 @@ class ConsoleBootEvents(BootEvents):
         )
 
     def _build_progress_lines(self, done: int | None, total: int | None) -> None:
-        """Without a terminal (CI logs, pipes) a bar is invisible: a line at every tenth of the build instead."""
+        """Without a terminal (CI logs, pipes) a bar is invisible: a line at every tenth of the build
+        instead."""
         if self._tenths_shown < 0:
             err.print("[bold cyan]::[/] building llama-server from source (first run only, a few minutes)")
             self._tenths_shown = 0
@@ -78,7 +82,7 @@ class BatchProgressView:
     """A live bar for a batch: requests done, tokens/s, cached share, errors."""
 
     def __init__(self, description: str = "requests") -> None:
-        from rich.progress import MofNCompleteColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
             TextColumn("  {task.description}"),
@@ -118,7 +122,7 @@ class DownloadProgressView:
     """One bar per file being downloaded (the classification corpus, on its first run)."""
 
     def __init__(self) -> None:
-        from rich.progress import DownloadColumn, TransferSpeedColumn
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
         self._progress = Progress(
             TextColumn("  {task.description}"),

@@ -1,4 +1,5 @@
-"""The main job (`make demo`): bring an endpoint up, ask it one question through the OpenAI SDK, say what next.
+"""The main job (`make demo`): bring an endpoint up, ask it one question through the OpenAI SDK, say what
+next.
 
 With a Daytona key it serves the guide's gpt-oss-20b on a GPU sandbox; without one, the tiny local model.
 An endpoint that is already up for the same model is reused rather than started twice.
@@ -75,9 +76,10 @@ def _next_steps(endpoint: Endpoint, local: bool) -> list[str]:
     ]
     if local:
         steps += [
-            "[bold]a real model[/]: .venv/bin/sandserve up --model /path/to/model.gguf   (any GGUF file, on CPU)",
-            "[bold]on a GPU[/]:     put DAYTONA_API_KEY=... in .env, then `make demo` serves gpt-oss-20b with "
-            "SGLang on a Daytona GPU sandbox",
+            "[bold]a real model[/]: .venv/bin/sandserve up --model /path/to/model.gguf"
+            "   (any GGUF file, on CPU)",
+            "[bold]on a GPU[/]:     put DAYTONA_API_KEY=... in .env, then `make demo` serves gpt-oss-20b"
+            " with SGLang on a Daytona GPU sandbox",
         ]
     steps.append(f"[bold]stop it[/]:     .venv/bin/sandserve down {endpoint.id}   (or: sandserve down --all)")
     return steps

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
 from sandserve.cli.values import PORT, SECONDS, Number
+
+if TYPE_CHECKING:
+    from sandserve.cli.tables import Column
 
 #: The autoscaler's seconds and ratios: finite, 0 allowed (its own check refuses what cannot work).
 SCALER_NUMBER = Number(0.0, 7 * 86_400)
@@ -244,9 +247,8 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(status) for status in statuses], indent=2))
         return
-    from rich.table import Table
-
     from sandserve.cli.console import out
+    from sandserve.cli.tables import render_table
 
     if not statuses:
         out.print("no fleets (start one with `sandserve fleet up`)")
@@ -259,22 +261,22 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
             f"[bold]{status.id}[/]  {status.state}  {status.gateway} {gateway} at {status.url or '-'}  "
             f"policy {status.policy}"
         )
-        table = Table(
-            "worker", "url", "gateway sees", "server", "running", "queued", "cache hits", "gateway id"
-        )
-        for worker in status.workers:
-            table.add_row(
-                worker.endpoint_id or "[dim](not ours)[/]",
+        rows = [
+            [
+                worker.endpoint_id or "(not ours)",
                 worker.url,
-                _health(worker.healthy),
-                _running(worker.running),
+                _HEALTH[worker.healthy],
+                _RUNNING[worker.running],
                 _count(worker.requests_running),
                 _count(worker.requests_queued),
                 "-" if worker.cache_hit_rate is None else f"{worker.cache_hit_rate:.0%}",
                 worker.worker_id or "-",
-            )
+            ]
+            for worker in status.workers
+        ]
         if status.workers:
-            out.print(table)
+            # The worker's id is what `fleet remove` takes: shown whole at any width (cli/tables.py).
+            out.print(render_table(_worker_columns(), rows, width=out.width), soft_wrap=False)
         else:
             out.print("  no worker up")
         if status.scaler is not None:
@@ -313,12 +315,24 @@ def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def _health(healthy: bool | None) -> str:
-    return {True: "[green]healthy[/]", False: "[red]unhealthy[/]", None: "[dim]not listed[/]"}[healthy]
+_HEALTH = {True: "healthy", False: "unhealthy", None: "not listed"}
+_RUNNING = {True: "running", False: "gone", None: "?"}
+_STYLES = {"healthy": "green", "running": "green", "unhealthy": "red", "gone": "red", "not listed": "dim"}
 
 
-def _running(running: bool | None) -> str:
-    return {True: "[green]running[/]", False: "[red]gone[/]", None: "[dim]?[/]"}[running]
+def _worker_columns() -> tuple[Column, ...]:
+    from sandserve.cli.tables import Column
+
+    return (
+        Column("worker", keep=True),
+        Column("url", whole=True, drop_order=6),
+        Column("gateway sees", style=_STYLES.get),
+        Column("server", style=_STYLES.get),
+        Column("running", drop_order=3),
+        Column("queued", drop_order=4),
+        Column("cache hits", drop_order=2),
+        Column("gateway id", drop_order=1),
+    )
 
 
 @fleet.command("bench")

@@ -18,23 +18,9 @@ def presets(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in PRESETS], indent=2, default=list))
         return
-    from rich.table import Table
+    from sandserve.cli.listing import show_presets
 
-    from sandserve.cli.console import out
-
-    table = Table("preset", "model", "engine", "reasoning", "tools", "flags / env", "note")
-    for p in PRESETS:
-        flags = " ".join([*p.extra_args, *(f"{k}={v}" for k, v in p.env.items())])
-        table.add_row(
-            p.name,
-            p.model,
-            p.engine,
-            p.reasoning_parser or "-",
-            p.tool_call_parser or "-",
-            flags or "-",
-            p.note,
-        )
-    out.print(table)
+    show_presets(PRESETS)
 
 
 @main.command()

@@ -1,4 +1,5 @@
-"""What a user reads once an endpoint is up: where it is, what it holds, how to come back and how to stop it."""
+"""What a user reads once an endpoint is up: where it is, what it holds, how to come back and how to stop
+it."""
 
 from __future__ import annotations
 

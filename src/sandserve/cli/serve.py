@@ -44,8 +44,8 @@ from sandserve.errors import SandserveError
     "gpus",
     multiple=True,
     metavar="TYPE",
-    help="GPU type in order of preference (repeat): H100, H200, B200, B300, RTX-PRO-6000, RTX-4090, RTX-5090, "
-    "MI355X (any case; _ or -). Default: H100, then RTX-PRO-6000.",
+    help="GPU type in order of preference (repeat): H100, H200, B200, B300, RTX-PRO-6000, RTX-4090, "
+    "RTX-5090, MI355X (any case; _ or -). Default: H100, then RTX-PRO-6000.",
 )
 @click.option("--image", help="Container image for the sandbox (default: the stock SGLang image).")
 @click.option("--target", help="Daytona region (default: DAYTONA_TARGET, else us-east-1, the GPU region).")
@@ -141,7 +141,8 @@ def up(
 
     if engine_flags and "--" not in sys.argv:
         raise click.UsageError(
-            f"Unexpected {' '.join(engine_flags)!r}: engine flags go after --, e.g. `sandserve up -- {engine_flags[0]}`."
+            f"Unexpected {' '.join(engine_flags)!r}: engine flags go after --, "
+            f"e.g. `sandserve up -- {engine_flags[0]}`."
         )
     env = _parse_env(env_pairs)
     _check_bind((*engine_args, *engine_flags), provider, auth)
@@ -274,50 +275,12 @@ def ls(include_down: bool, as_json: bool, show_secrets: bool) -> None:
     if as_json:
         click.echo(json.dumps([_record_json(r, show_secrets) for r in records], indent=2))
         return
-    from rich.table import Table
-
-    from sandserve.cli.console import out
-    from sandserve.cli.shown import shown_url
-
     if not records:
-        out.print("no endpoints (start one with `sandserve up`)")
+        click.echo("no endpoints (start one with `sandserve up`)", err=True)
         return
-    from sandserve.config import gpu_hour_price
-    from sandserve.serve.spend import cost_so_far
+    from sandserve.cli.listing import show_endpoints
 
-    price = gpu_hour_price()
-    table = Table("id", "state", "provider", "engine", "model", "url", "age", *(["cost"] if price else []))
-    for record in records:
-        row = [
-            record.id,
-            _styled_state(record.shown_state),
-            record.provider,
-            record.engine,
-            record.model,
-            shown_url(record.endpoint, show_secrets=show_secrets) or "-",
-            _age(record.created_at),
-        ]
-        if price:
-            cost = cost_so_far(record, price)
-            row.append(f"${cost:,.2f}" if cost is not None else "-")
-        table.add_row(*row)
-    out.print(table)
-    if price:
-        out.print(f"[dim]cost: GPU hours so far x ${price:g} per GPU hour (SANDSERVE_GPU_HOUR_PRICE)[/]")
-
-
-def _styled_state(state: str) -> str:
-    colour = {"ready": "green", "booting": "yellow", "failed": "red", "dead": "red", "down": "dim"}[state]
-    return f"[{colour}]{state}[/]"
-
-
-def _age(created_at: float) -> str:
-    seconds = int(time.time() - created_at)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
+    show_endpoints(records, show_secrets=show_secrets)
 
 
 def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
@@ -360,20 +323,9 @@ def status(endpoint_id: str | None, as_json: bool, show_secrets: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    from sandserve.cli.console import out
+    from sandserve.cli.listing import show_status
 
-    out.print(f"[bold]{record.id}[/]  {_styled_state(record.shown_state)}")
-    for key in ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error"):
-        if data[key]:
-            out.print(f"  {key}: {data[key]}")
-    if record.endpoint is not None:
-        info = record.endpoint.info
-        if info.kv_pool_tokens:
-            out.print(f"  KV pool: {info.kv_pool_tokens:,} tokens")
-        for step in info.boot_timeline:
-            out.print(f"  {step.seconds:>7.1f} s  {step.phase}")
-    if record.live is False and record.state.value in ("ready", "booting"):
-        out.print("  [red]its server is gone[/]: `sandserve down " + record.id + "` clears it")
+    show_status(data, gone=record.live is False and record.state.value in ("ready", "booting"))
 
 
 @main.command()

@@ -40,7 +40,7 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def get_engine(name: str) -> Engine:
-    """The engine called ``name``, as it answers for its dialect (its prepare step gives the launchable one)."""
+    """The engine called ``name``, for its dialect (its prepare step gives the one to launch)."""
     return engine_class(name)()
 
 

@@ -110,7 +110,7 @@ class Engine:
     name: ClassVar[str]
     #: How people write the engine's name ("SGLang", "llama.cpp").
     label: ClassVar[str]
-    #: What ``owned_by`` says in the engine's ``/v1/models`` (how an endpoint from the environment is recognised).
+    #: What ``owned_by`` says in its ``/v1/models`` (how an endpoint from the environment is recognised).
     owned_by: ClassVar[str]
     #: Whether it runs on a machine with no GPU (the local provider serves only these).
     runs_on_cpu: ClassVar[bool] = False

@@ -1,9 +1,9 @@
 """Build llama.cpp's ``llama-server`` once, from source that comes from PyPI, and cache the binary.
 
-No prebuilt llama.cpp binaries are reachable where sandserve runs offline, but the ``llama-cpp-python`` sdist on
-PyPI vendors the whole llama.cpp tree. We download that sdist with pip, extract ``vendor/llama.cpp``, and build
-only the server with CMake + Ninja (both PyPI dependencies of sandserve), with portable CPU flags so a cached
-binary also runs on another machine with the same CPU features.
+No prebuilt llama.cpp binaries are reachable where sandserve runs offline, but the ``llama-cpp-python`` sdist
+on PyPI vendors the whole llama.cpp tree. We download that sdist with pip, extract ``vendor/llama.cpp``, and
+build only the server with CMake + Ninja (both PyPI dependencies of sandserve), with portable CPU flags so a
+cached binary also runs on another machine with the same CPU features.
 
 Cache layout (under ``sandserve.paths.cache_dir()``)::
 
@@ -305,7 +305,8 @@ def _run_logged(
     report: ProgressCallback,
     parse: Callable[[str], BuildProgress | None] | None = None,
 ) -> None:
-    """Run ``command`` with its output going to the log (and, parsed, to ``report``); fail on non-zero exit."""
+    """Run ``command`` with its output going to the log (and, parsed, to ``report``); fail on non-zero
+    exit."""
     _log_line(log, "$ " + " ".join(command))
     try:
         process = subprocess.Popen(

@@ -1,14 +1,15 @@
 """Forcing a tool call on llama.cpp, where ``tool_choice`` forces nothing (free text may come first).
 
-The recipe, for the first request only: a ``logit_bias`` of +100 on the template's ``<tool_call>`` token (its
-id from ``/tokenize``); the same ``presence_penalty``, so the token is neutral once emitted (otherwise the bias
-floods every JSON string with it); -100 on ``</tool_call>``, so it cannot appear inside a string and end the
-call early through the stop string; ``stop: ["</tool_call>"]``; ``parallel_tool_calls: false``; at least 256
-tokens; and, in that request's tool schemas, free string arguments (no pattern, enum or format) limited to
-plain ASCII (``FORCED_STRING_CHARS``), 48 characters unless maxLength says otherwise. A random model almost
-never ends a string by itself, and its byte-level tokens can leave broken UTF-8 in one, which llama.cpp's
-grammar lets through but its tool-call parser then rejects with a 500. The arguments are schema-valid, not
-meaningful. The requests after the forced call send ``tool_choice: "none"``: the model answers from the result.
+The recipe, for the first request only:
+- a ``logit_bias`` of +100 on the template's ``<tool_call>`` token (its id from ``/tokenize``), and the same
+  ``presence_penalty``, so the token is neutral once emitted (otherwise the bias floods every JSON string);
+- -100 on ``</tool_call>``, so it cannot appear inside a string and end the call early (the stop string);
+- ``stop: ["</tool_call>"]``, ``parallel_tool_calls: false``, at least 256 tokens;
+- in that request's tool schemas, free string arguments (no pattern, enum or format) limited to plain ASCII
+  (``FORCED_STRING_CHARS``), 48 characters unless maxLength says otherwise. A random model almost never ends a
+  string by itself, and its byte-level tokens can leave broken UTF-8 in one, which llama.cpp's grammar lets
+  through but its tool-call parser then rejects with a 500. The arguments are schema-valid, not meaningful.
+The requests after the forced call send ``tool_choice: "none"``: the model answers from the result.
 """
 
 from __future__ import annotations

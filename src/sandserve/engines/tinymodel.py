@@ -2,7 +2,8 @@
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained on the Python standard library's own source
 files, and the weights are seeded random numbers. Output is gibberish by construction, but everything the
-engine constrains (JSON schemas, grammars, forced tool calls) is still valid, which is what tests and demos need.
+engine constrains (JSON schemas, grammars, forced tool calls) is still valid, which is what tests and demos
+need.
 
 The recipe is deterministic: the same seed gives a byte-identical file on the same machine.
 """
@@ -100,13 +101,15 @@ and not(message.content.startswith('<tool_response>') and message.content.endswi
             {%- set reasoning_content = message.reasoning_content %}
         {%- else %}
             {%- if '</think>' in content %}
-                {%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}
+                {%- set reasoning_content = content.split('</think>')[0].rstrip('\\n')\
+.split('<think>')[-1].lstrip('\\n') %}
                 {%- set content = content.split('</think>')[-1].lstrip('\\n') %}
             {%- endif %}
         {%- endif %}
         {%- if loop.index0 > ns.last_query_index %}
             {%- if loop.last or (not loop.last and reasoning_content) %}
-                {{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}
+                {{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') \
++ '\\n</think>\\n\\n' + content.lstrip('\\n') }}
             {%- else %}
                 {{- '<|im_start|>' + message.role + '\\n' + content }}
             {%- endif %}

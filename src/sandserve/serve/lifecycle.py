@@ -7,13 +7,10 @@ or Ctrl-C cleans up so that nothing keeps running unseen. Every step is written 
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from sandserve.endpoint import Endpoint
 from sandserve.engines import Engine, diagnose, get_engine, phases_in
@@ -33,6 +30,9 @@ from sandserve.results import BootPhase, ServerInfo
 from sandserve.serve import breaker
 from sandserve.serve.ledger import Record, Registry, State
 from sandserve.spec import ServeSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 #: A fatal signature in the log with the process still up: SGLang's parent can linger after its scheduler died.
 FATAL_LOG_GRACE_SECONDS = 5.0
@@ -74,6 +74,8 @@ class BootTimeline:
 
 
 def new_endpoint_id(spec: ServeSpec) -> str:
+    import secrets
+
     return f"{spec.served_name.lower()}-{secrets.token_hex(3)}"
 
 
@@ -216,6 +218,8 @@ def _wait_until_ready(
     events: BootEvents,
     endpoint_id: str,
 ) -> str:
+    import httpx  # here, not at the top: `ls`, `env` and `down` never pay for it
+
     deadline = time.monotonic() + spec.boot_timeout
     shown = 0
     fatal_seen_at: float | None = None
@@ -278,6 +282,8 @@ def _final_log(
 
 def _server_info(engine: Engine, exposure: Exposure) -> ServerInfo:
     """What the server says of its capacity (KV pool, requests at once); nothing if it will not say."""
+    import httpx
+
     try:
         response = httpx.get(
             exposure.url + engine.info_path, headers=exposure.probe_request_headers(), timeout=10.0
@@ -289,6 +295,8 @@ def _server_info(engine: Engine, exposure: Exposure) -> ServerInfo:
 
 
 def _generates(http: httpx.Client, url: str, engine: Engine) -> bool:
+    import httpx
+
     probe = engine.readiness
     try:
         response = http.request(probe.method, url + probe.path, json=probe.json)

@@ -8,31 +8,32 @@
             city: The city's name, e.g. "Lisbon".
         \"\"\"
 
-A tool runs isolated (toolsandbox.py): in a subprocess or a Daytona CPU sandbox, from its own source. So it
-must be self-contained: imports inside the function, or modules imported at the top of its file (those are
-carried over); other global names are refused when the tool is declared, not when the model calls it.
+The schema comes from pydantic (a model built over the signature), so Enum, date/datetime, Optional, tuple,
+dict, nested pydantic models and ``Annotated[T, Field(description=...)]`` all work; a docstring's ``Args:``
+describe the parameters that have no ``Field`` description. The arguments a model sends are validated against
+that model before the tool runs (``Tool.check_arguments``): a wrong call goes back to the model as an error it
+can correct.
+
+A tool runs isolated (tools/sandboxes.py): in a subprocess or a Daytona CPU sandbox, from its own source
+(tools/source.py). So it must be self-contained: imports inside the function, or modules imported at the top
+of its file (those are carried over); other global names are refused when the tool is declared. The Enums and
+date types its parameters name travel with it, and its top-level arguments are rebuilt as those types there;
+inside lists and dicts, values stay as JSON (an Enum's value, a date's ISO text).
 """
 
 from __future__ import annotations
 
-import dis
 import inspect
-import textwrap
-import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sandserve.errors import ToolDefinitionError
+from sandserve.tools.source import self_contained_source
 
-_SCALARS: dict[Any, dict[str, Any]] = {
-    str: {"type": "string"},
-    int: {"type": "integer"},
-    float: {"type": "number"},
-    bool: {"type": "boolean"},
-    type(None): {"type": "null"},
-}
+if typing.TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,40 @@ class Tool:
     source: str
     """Self-contained Python source defining the function ``name`` (imports it needs included)."""
     function: Callable[..., Any]
+    arguments_model: type[BaseModel] | None = field(default=None, compare=False, repr=False)
+    """The pydantic model of the arguments (from the signature); ``check_arguments`` validates with it."""
 
     def spec(self) -> dict[str, Any]:
         """The entry for the OpenAI ``tools`` list."""
         function = {"name": self.name, "description": self.description, "parameters": self.parameters}
         return {"type": "function", "function": function}
+
+    def check_arguments(self, arguments: Any) -> dict[str, Any]:
+        """The arguments a model sent, validated against the schema, as JSON values with defaults filled in.
+
+        Raises ``ToolArgumentsError``, whose text says what is wrong in words a model can act on.
+        """
+        from pydantic import ValidationError
+
+        if self.arguments_model is None:
+            return dict(arguments)
+        try:
+            validated = self.arguments_model.model_validate(arguments)
+        except ValidationError as exc:
+            raise ToolArgumentsError(self.name, exc) from None
+        return validated.model_dump(mode="json")
+
+
+class ToolArgumentsError(ValueError):
+    """A model's arguments do not fit the tool's schema. Not a ``SandserveError``: the loop hands its text
+    back to the model as the tool's answer, so the model can correct the call."""
+
+    def __init__(self, tool_name: str, error: Any) -> None:
+        problems = []
+        for item in error.errors(include_url=False):
+            where = ".".join(str(part) for part in item["loc"]) or "the arguments"
+            problems.append(f"{where}: {item['msg']}")
+        super().__init__(f"error: the arguments do not fit {tool_name}'s schema: " + "; ".join(problems))
 
 
 def tool(function: Callable[..., Any]) -> Tool:
@@ -63,12 +93,15 @@ def tool(function: Callable[..., Any]) -> Tool:
             hint="Write the tool as a module-level `def` with typed parameters.",
         )
     summary, arg_docs = _parse_docstring(inspect.getdoc(function) or "")
+    hints = _type_hints(function)
+    model = _arguments_model(function, hints)
     return Tool(
         name=name,
         description=summary or name.replace("_", " "),
-        parameters=_parameters_schema(function, arg_docs),
-        source=_self_contained_source(function),
+        parameters=_parameters_schema(model, arg_docs, function.__name__),
+        source=self_contained_source(function, hints),
         function=function,
+        arguments_model=model,
     )
 
 
@@ -76,20 +109,26 @@ def tool_specs(tools: list[Tool]) -> list[dict[str, Any]]:
     return [t.spec() for t in tools]
 
 
-# --- schema from the signature ------------------------------------------------------------------------------
+# --- schema from the signature, by pydantic -----------------------------------------------------------------
 
 
-def _parameters_schema(function: Callable[..., Any], arg_docs: dict[str, str]) -> dict[str, Any]:
+def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
     try:
-        hints = typing.get_type_hints(function, include_extras=True)
+        return typing.get_type_hints(function, include_extras=True)
     except Exception as exc:
         raise ToolDefinitionError(
             function.__name__,
             f"its type hints cannot be resolved ({exc})",
-            hint="Use plain types (str, int, float, bool, list[...], Literal[...]).",
+            hint="Use types importable where the function is defined (str, int, list[...], Literal[...], "
+            "an Enum, date...).",
         ) from exc
-    properties: dict[str, Any] = {}
-    required: list[str] = []
+
+
+def _arguments_model(function: Callable[..., Any], hints: dict[str, Any]) -> type[BaseModel]:
+    """A pydantic model with one field per parameter: its annotation, its default, its ``Field(...)``."""
+    from pydantic import ConfigDict, PydanticSchemaGenerationError, create_model
+
+    fields: dict[str, Any] = {}
     for parameter in inspect.signature(function).parameters.values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD, parameter.POSITIONAL_ONLY):
             raise ToolDefinitionError(
@@ -103,41 +142,68 @@ def _parameters_schema(function: Callable[..., Any], arg_docs: dict[str, str]) -
                 f"parameter {parameter.name!r} has no type annotation",
                 hint="Annotate every parameter: its JSON schema comes from the annotation.",
             )
-        schema = _schema_of(hints[parameter.name], function.__name__)
-        if parameter.name in arg_docs:
-            schema = {**schema, "description": arg_docs[parameter.name]}
-        if parameter.default is parameter.empty:
-            required.append(parameter.name)
-        properties[parameter.name] = schema
-    return {"type": "object", "properties": properties, "required": required}
+        default = ... if parameter.default is parameter.empty else parameter.default
+        fields[parameter.name] = (hints[parameter.name], default)
+    try:
+        model = create_model(
+            f"{function.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+        )
+        model.model_json_schema()
+    except (PydanticSchemaGenerationError, TypeError, ValueError) as exc:
+        raise ToolDefinitionError(
+            function.__name__,
+            f"an annotation has no JSON schema equivalent ({str(exc).splitlines()[0]})",
+            hint="Use str, int, float, bool, list[...], tuple[...], dict[str, ...], Literal[...], an Enum, "
+            "date/datetime, Optional[...] or a pydantic model.",
+        ) from exc
+    return typing.cast("type[BaseModel]", model)
 
 
-def _schema_of(annotation: Any, tool_name: str) -> dict[str, Any]:
-    if annotation in _SCALARS:
-        return dict(_SCALARS[annotation])
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Annotated:
-        return _schema_of(args[0], tool_name)
-    if origin is typing.Literal:
-        return {"enum": list(args)}
-    if origin in (typing.Union, types.UnionType):
-        members = [a for a in args if a is not type(None)]
-        if len(members) == 1:  # Optional[X]: the default covers the None case
-            return _schema_of(members[0], tool_name)
-        return {"anyOf": [_schema_of(a, tool_name) for a in args]}
-    if origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set, frozenset):
-        items = args[0] if args else None
-        if items in (None, Ellipsis):
-            return {"type": "array"}
-        return {"type": "array", "items": _schema_of(items, tool_name)}
-    if origin is dict or annotation is dict:
-        return {"type": "object"}
-    raise ToolDefinitionError(
-        tool_name,
-        f"the annotation {annotation!r} has no JSON schema equivalent",
-        hint="Use str, int, float, bool, list[...], dict, Literal[...] or Optional[...].",
-    )
+def _parameters_schema(model: type[BaseModel], arg_docs: dict[str, str], tool_name: str) -> dict[str, Any]:
+    """The model's JSON schema, flat (``$ref`` inlined, no titles), with docstring descriptions filled in."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+    flat = _inline(schema, definitions, tool_name, seen=())
+    for name, text in arg_docs.items():
+        prop = flat.get("properties", {}).get(name)
+        if prop is not None and "description" not in prop:
+            prop["description"] = text
+    flat.setdefault("required", [])
+    flat.pop("additionalProperties", None)
+    return flat
+
+
+def _inline(node: Any, definitions: dict[str, Any], tool_name: str, seen: tuple[str, ...]) -> Any:
+    """``node`` with every ``$ref`` replaced by its definition and pydantic's ``title`` keys dropped (a model
+    reads the property names; small schemas are what every engine's grammar compiler handles)."""
+    if isinstance(node, list):
+        return [_inline(item, definitions, tool_name, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        if name in seen:
+            raise ToolDefinitionError(
+                tool_name,
+                f"the type {name} refers to itself",
+                hint="Tool arguments must be finite JSON: use a type without recursion.",
+            )
+        target = _inline(definitions[name], definitions, tool_name, (*seen, name))
+        extra = {key: value for key, value in node.items() if key != "$ref"}
+        return {**target, **_inline(extra, definitions, tool_name, seen)}
+    result: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key in ("properties", "patternProperties") and isinstance(value, dict):
+            result[key] = {
+                name: _inline(child, definitions, tool_name, seen) for name, child in value.items()
+            }
+        elif key in ("default", "enum", "const", "examples"):
+            result[key] = value  # values, not schemas
+        else:
+            result[key] = _inline(value, definitions, tool_name, seen)
+    return result
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
@@ -163,58 +229,3 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
         elif current and stripped:
             arg_docs[current] += " " + stripped
     return summary, arg_docs
-
-
-# --- the source that travels --------------------------------------------------------------------------------
-
-
-def _self_contained_source(function: Callable[..., Any]) -> str:
-    try:
-        source = textwrap.dedent(inspect.getsource(function))
-    except (OSError, TypeError) as exc:
-        raise ToolDefinitionError(
-            function.__name__,
-            "its source code cannot be read",
-            hint="Define the tool in a .py file (not in an interactive session).",
-        ) from exc
-    lines = source.splitlines()
-    while lines and lines[0].startswith("@"):  # decorators (such as @tool) stay behind
-        lines.pop(0)
-    imports = [_import_line(name, value) for name, value in _globals_used(function).items()]
-    # Annotations stay unevaluated, so names used only in them (Literal, Optional) need no import.
-    return "\n".join(["from __future__ import annotations", *imports, "", *lines]) + "\n"
-
-
-def _globals_used(function: Callable[..., Any]) -> dict[str, types.ModuleType]:
-    modules: dict[str, types.ModuleType] = {}
-    for name in sorted(_global_loads(function.__code__)):
-        if name not in function.__globals__ or name == function.__name__:
-            continue  # a builtin, or the function calling itself
-        value = function.__globals__[name]
-        if not isinstance(value, types.ModuleType):
-            raise ToolDefinitionError(
-                function.__name__,
-                f"it uses the global name {name!r}, which does not travel with it",
-                hint="Tools run isolated from your program: define what they need inside the function "
-                "(imports included).",
-            )
-        modules[name] = value
-    return modules
-
-
-def _global_loads(code: types.CodeType) -> set[str]:
-    """Names the code reads as globals (attribute names, which share ``co_names``, are not among them)."""
-    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_loads(const)
-    return names
-
-
-def _import_line(name: str, module: types.ModuleType) -> str:
-    full = module.__name__
-    if full == name:
-        return f"import {full}"
-    if "." in full and full.rsplit(".", 1)[1] == name:
-        return f"from {full.rsplit('.', 1)[0]} import {name}"
-    return f"import {full} as {name}"

@@ -18,7 +18,7 @@ from sandserve.client.transport import endpoint_errors, post_json
 from sandserve.client.usage import CacheStats, cache_stats
 from sandserve.engines import get_engine
 from sandserve.errors import ConfigError
-from sandserve.tools.declaration import Tool, tool_specs
+from sandserve.tools.declaration import Tool, ToolArgumentsError, tool_specs
 
 if TYPE_CHECKING:
     import openai
@@ -134,7 +134,11 @@ def _execute(call: Any, tools: dict[str, Tool], runner: ToolRunner) -> ToolCallR
         return ToolCallRecord(name, arguments, False, f"error: the arguments are not valid JSON ({exc})")
     if not isinstance(parsed, dict):
         return ToolCallRecord(name, arguments, False, "error: the arguments must be a JSON object")
-    outcome = runner.run(tools[name], parsed)
+    try:
+        checked = tools[name].check_arguments(parsed)
+    except ToolArgumentsError as exc:
+        return ToolCallRecord(name, arguments, False, str(exc))
+    outcome = runner.run(tools[name], checked)
     return ToolCallRecord(name, arguments, outcome.ok, outcome.content)
 
 

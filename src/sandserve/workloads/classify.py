@@ -177,7 +177,8 @@ class ClassificationReport:
         return table
 
     def leaning(self) -> dict[str, list[tuple[str, int, int]]]:
-        """For each setting, the books whose predominant call it is: (author, calls for it, calls), most first."""
+        """For each setting, the books whose predominant call it is: (author, calls for it, calls), most
+        first."""
         sides: dict[str, list[tuple[str, int, int]]] = {side: [] for side in SETTINGS}
         for author, counts in self.settings().items():
             calls = sum(counts.values())

@@ -169,7 +169,8 @@ def _read(path: Path) -> str:
 
 
 def _download(url: str, destination: Path, on_progress: ProgressCallback | None) -> None:
-    """Download to a temporary file beside ``destination``, then move it in: never a half file in the cache."""
+    """Download to a temporary file beside ``destination``, then move it in: never a half file in the
+    cache."""
     import httpx
 
     destination.parent.mkdir(parents=True, exist_ok=True)
