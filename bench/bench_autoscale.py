@@ -105,7 +105,7 @@ def run_events(args: argparse.Namespace) -> tuple[int, list[str], list[tuple[str
     from sandserve.fleet.loads import read_load
     from sandserve.observe.loads import read_loads
     from sandserve.serve.ledger import Registry
-    from sandserve.spec import resolve_spec
+    from sandserve.serve.resolve import resolve_spec
 
     spec = resolve_spec(provider="local")
     registry = Registry()

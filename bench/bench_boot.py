@@ -22,7 +22,7 @@ from rich.table import Table
 def time_boots(runs: int) -> list[tuple[float, dict[str, float]]]:
     from sandserve.serve import lifecycle
     from sandserve.serve.ledger import Registry
-    from sandserve.spec import resolve_spec
+    from sandserve.serve.resolve import resolve_spec
 
     boots = []
     for _ in range(runs):

@@ -59,7 +59,7 @@ def synthetic_corpus(folder: Path) -> Path:
 def run_order(order: str, passages: list, concurrency: int | None, model: str | None) -> object:
     from sandserve.serve import lifecycle
     from sandserve.serve.ledger import Registry
-    from sandserve.spec import resolve_spec
+    from sandserve.serve.resolve import resolve_spec
     from sandserve.workloads.classify import classify
 
     endpoint = lifecycle.up(resolve_spec(model, provider="local"))

@@ -40,7 +40,7 @@ def main() -> None:
         from sandserve.observe.report import level_row, write_report
         from sandserve.serve import lifecycle
         from sandserve.serve.ledger import Registry
-        from sandserve.spec import resolve_spec
+        from sandserve.serve.resolve import resolve_spec
 
         endpoint = lifecycle.up(resolve_spec(provider="local"))
         try:

@@ -44,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sandserve-bench-") as scratch:
         os.environ["SANDSERVE_STATE_DIR"] = str(Path(scratch) / "state")
         from sandserve.fleet.routing_bench import compare_policies, make_traffic, median, percentile
-        from sandserve.spec import resolve_spec
+        from sandserve.serve.resolve import resolve_spec
 
         traffic = make_traffic(args.documents, args.words, args.questions, args.seed)
         runs, ideal = compare_policies(

@@ -91,7 +91,7 @@ def main() -> None:
         os.environ["SANDSERVE_STATE_DIR"] = str(Path(scratch) / "state")
         from sandserve.serve import lifecycle
         from sandserve.serve.ledger import Registry
-        from sandserve.spec import resolve_spec
+        from sandserve.serve.resolve import resolve_spec
 
         endpoint = lifecycle.up(resolve_spec(args.model, provider="local"))
         try:

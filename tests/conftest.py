@@ -20,7 +20,7 @@ from sandserve.endpoint import Endpoint  # noqa: E402
 from sandserve.providers import get_provider  # noqa: E402
 from sandserve.serve import lifecycle  # noqa: E402
 from sandserve.serve.ledger import Registry  # noqa: E402
-from sandserve.spec import resolve_spec  # noqa: E402
+from sandserve.serve.resolve import resolve_spec  # noqa: E402
 
 #: Variables that would point a test at the user's own endpoints, keys or ledger.
 USER_VARIABLES = (

@@ -16,15 +16,17 @@ from sandserve.errors import __all__ as _error_names
 if TYPE_CHECKING:
     from sandserve.batch import run_batch, run_batch_sync, run_requests, run_requests_sync
     from sandserve.client.connect import connect
-    from sandserve.endpoint import Endpoint
+    from sandserve.endpoint import Endpoint, EndpointStatus
     from sandserve.fleet import Fleet, fleet_down, fleet_status, fleet_up
     from sandserve.observe.bench import BenchConfig, LoadPlan, run_bench_sync
     from sandserve.observe.loads import EndpointLoad, LoadProbe, read_loads
     from sandserve.observe.metrics import Slo
     from sandserve.observe.report import write_report
-    from sandserve.results import CacheStats, Capabilities, GenerateResult
+    from sandserve.results import CacheStats, Capabilities, GenerateResult, ServerInfo, TokenUsage
     from sandserve.serve.lifecycle import BootEvents, up
-    from sandserve.spec import AuthMode, ServeSpec, resolve_spec
+    from sandserve.serve.resolve import resolve_spec
+    from sandserve.serve.verbs import down
+    from sandserve.spec import AuthMode, ServeSpec
     from sandserve.tools.declaration import Tool, tool
     from sandserve.tools.loop import ToolLoopResult, run_tool_loop
 
@@ -36,21 +38,25 @@ _LOCATIONS = {
     "CacheStats": "sandserve.results",
     "Capabilities": "sandserve.results",
     "Endpoint": "sandserve.endpoint",
+    "EndpointStatus": "sandserve.endpoint",
     "EndpointLoad": "sandserve.observe.loads",
     "Fleet": "sandserve.fleet",
     "GenerateResult": "sandserve.results",
     "LoadPlan": "sandserve.observe.bench",
     "LoadProbe": "sandserve.observe.loads",
     "ServeSpec": "sandserve.spec",
+    "ServerInfo": "sandserve.results",
+    "TokenUsage": "sandserve.results",
     "Slo": "sandserve.observe.metrics",
     "Tool": "sandserve.tools.declaration",
     "ToolLoopResult": "sandserve.tools.loop",
     "connect": "sandserve.client.connect",
+    "down": "sandserve.serve.verbs",
     "fleet_down": "sandserve.fleet",
     "fleet_status": "sandserve.fleet",
     "fleet_up": "sandserve.fleet",
     "read_loads": "sandserve.observe.loads",
-    "resolve_spec": "sandserve.spec",
+    "resolve_spec": "sandserve.serve.resolve",
     "run_batch": "sandserve.batch",
     "run_batch_sync": "sandserve.batch",
     "run_bench_sync": "sandserve.observe.bench",
@@ -79,7 +85,7 @@ def __dir__() -> list[str]:
 
 
 class _EndpointServices:
-    """The client and engine work an ``Endpoint`` hands on (``sandserve.endpoint.EndpointServices``)."""
+    """The client, engine and ledger work an ``Endpoint`` hands on (``endpoint.EndpointServices``)."""
 
     def generate(self, endpoint: Endpoint, text: str, options: dict[str, Any]) -> GenerateResult:
         from sandserve.client.constrained import generate, pick_constraint
@@ -98,6 +104,21 @@ class _EndpointServices:
         from sandserve.engines import capabilities_of
 
         return capabilities_of(endpoint.engine)
+
+    def status(self, endpoint: Endpoint) -> EndpointStatus:
+        from sandserve.serve import verbs
+
+        return verbs.status(endpoint)
+
+    def logs(self, endpoint: Endpoint) -> str:
+        from sandserve.serve import verbs
+
+        return verbs.logs(endpoint)
+
+    def down(self, endpoint: Endpoint) -> None:
+        from sandserve.serve import verbs
+
+        verbs.down(endpoint)
 
     def colocated(self, endpoint: Endpoint, verb: str, options: dict[str, Any]) -> Any:
         from sandserve.serve import colocated

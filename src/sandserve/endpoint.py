@@ -1,7 +1,10 @@
-"""The Endpoint: everything a client needs to talk to a served model, whatever served it.
+"""The Endpoint: everything a client needs to talk to a served model, whatever served it, and the one handle
+on the thing served: ``endpoint.status()``, ``.logs()``, ``.down()`` (as huggingface_hub's InferenceEndpoint).
 
 An Endpoint is plain data (it round-trips through the ledger and through ENDPOINT/TOKEN in the environment);
 the client constructors below make the OpenAI SDK, LiteLLM and raw HTTP work unchanged in every auth mode.
+What needs the layers above (the client, the engines, the ledger) goes through ``EndpointServices``, which
+``sandserve`` installs when it is imported.
 """
 
 from __future__ import annotations
@@ -9,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sandserve.presets import find_preset
-from sandserve.results import CacheStats, Capabilities, GenerateResult
+from sandserve.results import CacheStats, Capabilities, GenerateResult, ServerInfo
+from sandserve.spec import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
-    import openai
+    # Aliased: the method ``Endpoint.openai`` would shadow the module inside the class body.
+    import openai as openai_sdk
 
 PREVIEW_TOKEN_HEADER = "x-daytona-preview-token"
 #: Without it the Daytona preview proxy may answer with an HTML warning page instead of the server's reply.
@@ -33,7 +39,30 @@ class EndpointServices(Protocol):
 
     def capabilities(self, endpoint: Endpoint) -> Capabilities: ...
 
+    def status(self, endpoint: Endpoint) -> EndpointStatus: ...
+
+    def logs(self, endpoint: Endpoint) -> str: ...
+
+    def down(self, endpoint: Endpoint) -> None: ...
+
     def colocated(self, endpoint: Endpoint, verb: str, options: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """Where a served thing stands, from the ledger and its provider."""
+
+    id: str
+    state: str
+    """``booting``, ``ready``, ``failed``, ``down``, or ``dead`` (recorded ready, but its server is gone)."""
+    live: bool | None
+    """Whether the provider still runs its server (None: could not be asked)."""
+    error: str | None = None
+    log_path: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and self.live is not False
 
 
 _services: EndpointServices | None = None
@@ -50,31 +79,51 @@ def _installed() -> EndpointServices:
     return _services
 
 
-@dataclass
+@dataclass(init=False)
 class Endpoint:
     id: str
     url: str
     """Base URL of the server, without ``/v1`` and without a trailing slash."""
     model: str
     """The served model name clients pass as ``model``."""
-    engine: str = "sglang"
-    provider: str = "env"
-    auth: str = "token"
-    headers: dict[str, str] = field(default_factory=dict)
+    engine: str
+    provider: str
+    auth: str
+    headers: dict[str, str]
     """Headers every request must carry (the preview token, in token mode)."""
-    api_key: str | None = None
+    api_key: str | None
     """Sent as ``Authorization: Bearer`` (SGLang ``--api-key``, in key mode)."""
-    sandbox_id: str | None = None
-    expires_at: float | None = None
+    sandbox_id: str | None
+    expires_at: float | None
     """Unix time after which the URL stops working (signed URLs)."""
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ServerInfo
     """What boot learnt: KV pool size, boot timeline, capabilities."""
+
+    def __init__(
+        self,
+        id: str,
+        url: str,
+        model: str,
+        engine: str = DEFAULT_ENGINE,
+        provider: str = "env",
+        auth: str = "token",
+        headers: dict[str, str] | None = None,
+        api_key: str | None = None,
+        sandbox_id: str | None = None,
+        expires_at: float | None = None,
+        info: ServerInfo | Mapping[str, Any] | None = None,
+    ) -> None:
+        # ``info`` may come as the dict it used to be (the ledger's JSON, older callers).
+        self.id, self.url, self.model, self.engine = id, url, model, engine
+        self.provider, self.auth, self.headers, self.api_key = provider, auth, dict(headers or {}), api_key
+        self.sandbox_id, self.expires_at = sandbox_id, expires_at
+        self.info = info if isinstance(info, ServerInfo) else ServerInfo.from_dict(dict(info or {}))
 
     @property
     def serves_random_model(self) -> bool:
         """Whether this is the locally written tiny model: its text is gibberish by construction."""
         tiny = find_preset("tiny")
-        return self.info.get("preset") == "tiny" or (tiny is not None and self.model == tiny.served_name)
+        return self.info.preset == "tiny" or (tiny is not None and self.model == tiny.served_name)
 
     @property
     def base_url(self) -> str:
@@ -88,7 +137,7 @@ class Endpoint:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def openai(self, **kwargs: Any) -> openai.OpenAI:
+    def openai(self, **kwargs: Any) -> openai_sdk.OpenAI:
         import openai
 
         return openai.OpenAI(
@@ -98,7 +147,7 @@ class Endpoint:
             **kwargs,
         )
 
-    def async_openai(self, **kwargs: Any) -> openai.AsyncOpenAI:  # type: ignore[name-defined]
+    def async_openai(self, **kwargs: Any) -> openai_sdk.AsyncOpenAI:
         import openai
 
         return openai.AsyncOpenAI(
@@ -155,11 +204,23 @@ class Endpoint:
 
     def capabilities(self) -> Capabilities:
         """What this endpoint's engine can do (recorded at boot; else the engine's table)."""
-        recorded = self.info.get("capabilities")
-        if isinstance(recorded, dict):
-            known = set(Capabilities.__dataclass_fields__)
-            return Capabilities(**{k: bool(v) for k, v in recorded.items() if k in known})
+        if self.info.capabilities is not None:
+            return self.info.capabilities
         return _installed().capabilities(self)
+
+    # --- the served thing: the ledger's record of it and its provider -------------------------------------
+
+    def status(self) -> EndpointStatus:
+        """Where it stands now: the ledger's state, checked against its provider (is the server running?)."""
+        return _installed().status(self)
+
+    def logs(self) -> str:
+        """The server's whole log so far."""
+        return _installed().logs(self)
+
+    def down(self) -> None:
+        """Stop the server and delete its sandbox (a fleet's workers too); the ledger keeps the row, down."""
+        _installed().down(self)
 
     def exec(self, argv: list[str], **options: Any) -> Any:
         """Run a command beside the server: inside its Daytona sandbox (ENDPOINT=http://localhost:8000), or on
@@ -183,7 +244,8 @@ class Endpoint:
         return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**data, "headers": dict(self.headers), "info": self.info.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Endpoint:

@@ -1,7 +1,7 @@
 """Every error sandserve raises on purpose. Each message says what happened and what to do next.
 
-The CLI prints ``str(error)`` and exits with ``error.exit_code``; nothing else is needed to make a
-failure understandable.
+The CLI prints ``str(error)`` and maps the error's class to an exit code (``cli/_app.py``); nothing else is
+needed to make a failure understandable.
 """
 
 from __future__ import annotations
@@ -12,21 +12,17 @@ from pathlib import Path
 class SandserveError(Exception):
     """Base class. ``hint`` is the next step for the user; it is appended to the message."""
 
-    exit_code = 1
-
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.message = message
         self.hint = hint
         super().__init__(f"{message}\n  -> {hint}" if hint else message)
 
 
-# --- bad input and local configuration (exit code 2) ------------------------------------------------
+# --- bad input and local configuration --------------------------------------------------------------
 
 
 class ConfigError(SandserveError):
     """The request cannot be carried out as given: fix the input and run again."""
-
-    exit_code = 2
 
 
 class UnknownPresetError(ConfigError):
@@ -68,6 +64,29 @@ class LedgerCorruptError(ConfigError):
             f"The endpoint ledger {path} cannot be read: {reason}",
             hint=f"Move it aside (mv {path} {path}.bad) and run again; endpoints it listed may still be "
             "running: check `daytona` / your process list.",
+        )
+
+
+class LedgerBusyError(SandserveError):
+    """Another process held the ledger's lock for longer than we wait: busy, not broken."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        super().__init__(
+            f"The endpoint ledger {path} is busy: another sandserve process has held its lock for {seconds:.0f} s. "
+            "Nothing was changed.",
+            hint="Wait for the other sandserve command to finish (see `ps`), then run this one again.",
+        )
+
+
+class LedgerUnusableError(SandserveError):
+    """SQLite refused the ledger for a reason that is not its content (a full disk, a read-only file, a ledger
+    written by a newer sandserve)."""
+
+    def __init__(self, path: Path, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"The endpoint ledger {path} could not be used: {reason}. Nothing was changed.",
+            hint=hint
+            or f"Check the disk it is on (df {path.parent}) and its permissions (ls -l {path}), then run again.",
         )
 
 
@@ -175,7 +194,6 @@ class BootInterruptedError(BootError):
             log_path=log_path,
             endpoint_id=endpoint_id,
         )
-        self.exit_code = 130
 
 
 # --- providers ------------------------------------------------------------------------------------
@@ -299,8 +317,6 @@ class BatchOutputError(ConfigError):
 
 class BatchIncompleteError(SandserveError):
     """A batch run stopped (or ended) with requests that have no result yet; none of them was lost."""
-
-    exit_code = 3
 
     def __init__(self, *, unfinished: int, total: int | None, reason: str, summary: object = None) -> None:
         of = f" of {total}" if total is not None else ""
@@ -449,49 +465,11 @@ class FleetBootError(SandserveError):
         )
         self.cause = cause
         self.log_path = getattr(cause, "log_path", None)
-        self.exit_code = cause.exit_code
 
 
+#: Every error class above: each is part of the public API (``from sandserve import ConfigError``).
 __all__ = [
-    "AmbiguousEndpointError",
-    "BatchIncompleteError",
-    "BatchInputError",
-    "BatchOutputError",
-    "BootBreakerOpenError",
-    "BootError",
-    "BootInterruptedError",
-    "BootTimeoutError",
-    "CapabilityError",
-    "ColocatedRunError",
-    "ConfigError",
-    "ConfirmationRequiredError",
-    "ConstraintViolatedError",
-    "EndpointNotFoundError",
-    "EndpointUnavailableError",
-    "EngineBinaryNotFoundError",
-    "EngineBuildError",
-    "EngineDiedError",
-    "FleetBootError",
-    "FleetNotFoundError",
-    "GatewayDiedError",
-    "GatewayError",
-    "InvalidConstraintError",
-    "LedgerCorruptError",
-    "MissingCredentialsError",
-    "ModelFileNotFoundError",
-    "ModelRepoError",
-    "NotAFleetMemberError",
-    "PortInUseError",
-    "ProviderError",
-    "QuotaExceededError",
-    "RequestRejectedError",
-    "SandboxCreateTimeoutError",
-    "SandserveError",
-    "ServerFailedError",
-    "StateDirError",
-    "ToolDefinitionError",
-    "ToolIsolationUnavailableError",
-    "ToolSandboxError",
-    "UnknownGpuError",
-    "UnknownPresetError",
+    name
+    for name, value in list(globals().items())
+    if isinstance(value, type) and issubclass(value, Exception)
 ]

@@ -1,23 +1,16 @@
-"""ServeSpec: what to serve and how, resolved once from defaults, presets, environment and flags."""
+"""ServeSpec: what to serve and how (``serve.resolve.resolve_spec`` builds one from presets, environment and
+flags: deciding needs the engines and providers, which sit above this vocabulary)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from sandserve import config
-from sandserve.errors import ConfigError, ModelFileNotFoundError, UnknownGpuError
+from sandserve.errors import UnknownGpuError
 from sandserve.masking import MASK
-from sandserve.presets import (
-    DEFAULT_DAYTONA_PRESET,
-    DEFAULT_LOCAL_PRESET,
-    Preset,
-    find_preset,
-    unknown_preset_error,
-)
 
 DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.12.post1-cu130"
 #: The GPU types the Daytona API takes, spelt as it takes them (`daytona_api_client.GpuType` VALUES; the member
@@ -28,8 +21,9 @@ DEFAULT_TARGET = config.DEFAULT_TARGET
 #: A GPU sandbox is destroyed this long after its creation unless told otherwise (--ttl; 0 for none).
 DEFAULT_GPU_TTL_MINUTES = 240
 SANDBOX_PORT = 8000
-#: A local model loads in seconds; a GPU boot downloads and loads weights and captures CUDA graphs (minutes).
-LOCAL_BOOT_TIMEOUT = 120.0
+#: The engine of a Hugging Face model with no preset (and of an endpoint from the environment, until its
+#: server says otherwise).
+DEFAULT_ENGINE = "sglang"
 
 
 class AuthMode(StrEnum):
@@ -87,7 +81,8 @@ class ServeSpec:
 
     @property
     def uses_gpu(self) -> bool:
-        return self.provider is ProviderName.DAYTONA and bool(self.gpus)
+        """Whether it asks for a (paid) GPU: ``resolve_spec`` leaves ``gpus`` empty where there are none."""
+        return bool(self.gpus)
 
     def with_overrides(self, **changes: object) -> ServeSpec:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -132,100 +127,3 @@ def normalise_gpus(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
         if gpu not in chosen:
             chosen.append(gpu)
     return tuple(chosen)
-
-
-def resolve_spec(
-    model: str | None = None,
-    *,
-    provider: ProviderName | str | None = None,
-    engine: str | None = None,
-    served_name: str | None = None,
-    auth: AuthMode | str | None = None,
-    reasoning_parser: str | None = None,
-    tool_call_parser: str | None = None,
-    extra_args: tuple[str, ...] = (),
-    **overrides: object,
-) -> ServeSpec:
-    """Build a ServeSpec: preset defaults < explicit arguments.
-
-    ``model`` is a preset name, a path to a local .gguf file, or any Hugging Face id (org/name).
-    """
-    provider = ProviderName(provider) if provider else default_provider()
-    if model is None:
-        model = DEFAULT_DAYTONA_PRESET if provider is ProviderName.DAYTONA else DEFAULT_LOCAL_PRESET
-    preset = _preset_for(model)
-    if engine is None:
-        engine = preset.engine if preset else ("llamacpp" if model.endswith(".gguf") else "sglang")
-    if provider is ProviderName.LOCAL and engine != "llamacpp":
-        raise ConfigError(
-            f"{model!r} is served with {engine}, which needs a GPU sandbox.",
-            hint="Use --provider daytona (with DAYTONA_API_KEY set), or locally give a .gguf file or the "
-            f"'{DEFAULT_LOCAL_PRESET}' preset.",
-        )
-
-    model_id = preset.model if preset else model
-    if engine == "llamacpp" and not (preset and preset.built_in):
-        path = Path(model_id).expanduser()
-        if not path.is_file():
-            raise ModelFileNotFoundError(path)
-        model_id = str(path.resolve())
-
-    if provider is ProviderName.LOCAL:
-        overrides.setdefault("boot_timeout", LOCAL_BOOT_TIMEOUT)
-    asked_gpus = overrides.pop("gpus", None)
-    gpus = normalise_gpus(DEFAULT_GPUS if asked_gpus is None else asked_gpus)  # type: ignore[arg-type]
-    if provider is ProviderName.DAYTONA:
-        overrides.setdefault("target", config.daytona_target().value)
-        if overrides.get("ttl_minutes") is None:
-            overrides["ttl_minutes"] = DEFAULT_GPU_TTL_MINUTES if gpus else 0
-    for key in [key for key, value in overrides.items() if value is None]:
-        del overrides[key]
-    auth_mode = AuthMode(auth) if auth else AuthMode.TOKEN
-    api_key = overrides.pop("api_key", None)
-    if auth_mode is AuthMode.KEY and not api_key:
-        import secrets  # here: `ls` and `env` read specs and never pay for hashlib
-
-        api_key = "sk-" + secrets.token_urlsafe(24)
-
-    env = dict(preset.env) if preset else {}
-    extra_env: dict[str, str] = overrides.pop("env", None) or {}  # type: ignore[assignment]
-    env.update(extra_env)
-    hf_token = overrides.pop("hf_token", None) or config.hf_token().value or None
-
-    return ServeSpec(
-        model=model_id,
-        served_name=served_name or (preset.served_name if preset else _served_name_for(model_id)),
-        engine=engine,
-        provider=provider,
-        preset=preset.name if preset else None,
-        auth=auth_mode,
-        api_key=api_key,  # type: ignore[arg-type]
-        reasoning_parser=_parser(reasoning_parser, preset.reasoning_parser if preset else "auto"),
-        tool_call_parser=_parser(tool_call_parser, preset.tool_call_parser if preset else "auto"),
-        extra_args=(*(preset.extra_args if preset else ()), *extra_args),
-        env=env,
-        hf_token=hf_token,  # type: ignore[arg-type]
-        gpus=gpus,
-        **overrides,  # type: ignore[arg-type]
-    )
-
-
-def _preset_for(model: str) -> Preset | None:
-    preset = find_preset(model)
-    if preset:
-        return preset
-    if "/" in model or model.endswith(".gguf") or Path(model).expanduser().exists():
-        return None
-    raise unknown_preset_error(model)
-
-
-def _served_name_for(model_id: str) -> str:
-    name = Path(model_id).name if model_id.endswith(".gguf") else model_id.rsplit("/", 1)[-1]
-    return name.removesuffix(".gguf").replace(":", "-")
-
-
-def _parser(explicit: str | None, preset_value: str | None) -> str | None:
-    """``none`` switches a preset's parser off; anything else replaces it."""
-    if explicit is None:
-        return preset_value
-    return None if explicit == "none" else explicit

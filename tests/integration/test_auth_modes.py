@@ -25,7 +25,7 @@ from sandserve.errors import EndpointUnavailableError
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 QUERY_SH = Path(__file__).parents[2] / "examples" / "query.sh"

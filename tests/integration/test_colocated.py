@@ -23,7 +23,7 @@ from sandserve.errors import ColocatedRunError, ToolSandboxError
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 from sandserve.tools.declaration import tool
 from sandserve.tools.sandboxes import DaytonaToolSandbox, LocalToolSandbox, tool_runner_for
 

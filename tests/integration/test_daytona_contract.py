@@ -26,7 +26,7 @@ from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 FAKE_SGLANG = TESTS_DIR / "standins" / "fake_sglang"
 

@@ -21,7 +21,7 @@ from sandserve.endpoint import Endpoint
 from sandserve.providers.base import SandboxHandle
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 

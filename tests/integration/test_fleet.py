@@ -31,7 +31,7 @@ from sandserve.fleet import (
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
 from sandserve.serve.ledger import FLEET_LABEL, Registry, State
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 

@@ -29,7 +29,7 @@ from sandserve.fleet import (
 )
 from sandserve.providers.local import live_group_members, process_start_time
 from sandserve.serve.ledger import Registry
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 

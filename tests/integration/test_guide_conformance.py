@@ -32,7 +32,7 @@ from sandserve.client.constrained import pick_constraint
 from sandserve.endpoint import Endpoint
 from sandserve.errors import AnswerCutShortError, ServerFailedError
 from sandserve.fleet import fleet_down, fleet_up
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 GUIDE_MODEL = "gpt-oss-20b"
 BUDGET = {"curl": 96, "stream": 48, "reasoning": 64, "haiku": 400, "tools": 64}

@@ -16,7 +16,7 @@ from sandserve.endpoint import Endpoint
 from sandserve.observe.loads import SKIP_ACTIVITY_HEADER, LoadProbe, rates, read_loads
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 MESSAGES = [{"role": "user", "content": "Tell me a long story."}]
 

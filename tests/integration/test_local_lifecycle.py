@@ -23,7 +23,7 @@ from sandserve.errors import BootTimeoutError, EngineDiedError, LedgerCorruptErr
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 

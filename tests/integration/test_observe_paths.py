@@ -23,7 +23,7 @@ from sandserve.observe.top import load_endpoints_for, snapshot_once, targets_for
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 

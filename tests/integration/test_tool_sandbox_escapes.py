@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sandserve.cli._app import exit_code_for
 from sandserve.errors import ToolIsolationUnavailableError
 from sandserve.tools import local_sandbox
 from sandserve.tools.declaration import tool
@@ -291,7 +292,7 @@ def test_without_isolation_tools_run_only_on_explicit_opt_in(monkeypatch: pytest
         with pytest.raises(ToolIsolationUnavailableError, match="cannot be isolated") as refused:
             LocalToolSandbox()
         assert "apt-get install bubblewrap" in (refused.value.hint or "")
-        assert refused.value.exit_code == 2
+        assert exit_code_for(refused.value) == 2  # the CLI maps it (cli/_app.py)
         opted_in = LocalToolSandbox(allow_unisolated=True, use_network_namespace=False)
         assert not opted_in.isolated and opted_in.isolation.startswith("NOT ISOLATED")
         monkeypatch.setenv(local_sandbox.ALLOW_UNISOLATED_ENV, "1")

@@ -20,9 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 from sandserve import AuthMode, ServeSpec
-from sandserve.engines.base import Launch, LogSignature, ReadinessProbe
+from sandserve.engines.base import Engine, Launch, LogSignature, ReadinessProbe
 from sandserve.providers.base import Exposure, Provider, SandboxHandle
-from sandserve.results import Capabilities
+from sandserve.results import Capabilities, ServerInfo
 
 FAKE = "fake"
 TOKEN_HEADER = "x-fake-token"
@@ -32,11 +32,14 @@ TOKEN_HEADER = "x-fake-token"
 
 
 @dataclass(frozen=True)
-class FakeEngine:
+class FakeEngine(Engine):
     """An engine in the pipeline's sense: a launch command, a readiness request that needs a real generation,
-    log phases, fatal signatures and a capacity summary. Its log dialect is its own (``fake: ...``)."""
+    log phases, fatal signatures and a capacity summary. Its log dialect is its own (``fake: ...``). It
+    registers itself by name, as every engine does."""
 
     name = FAKE
+    label = "Fake"
+    owned_by = FAKE
     capabilities = Capabilities(regex=True, ebnf=True)
     readiness = ReadinessProbe("POST", "/generate", {"text": "ping", "max_new_tokens": 1})
     info_path = "/server_info"
@@ -60,8 +63,10 @@ class FakeEngine:
         found = re.findall(r"fake: kv pool of (\d+) tokens", log_text)
         return int(found[-1]) if found else None
 
-    def summarise_info(self, data: dict[str, Any]) -> dict[str, Any]:
-        return {"max_total_num_tokens": data.get("max_total_num_tokens"), "slots": data.get("slots")}
+    def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
+        return ServerInfo(
+            max_total_num_tokens=data.get("max_total_num_tokens"), extra={"slots": data.get("slots")}
+        )
 
 
 FAKE_ENGINE = FakeEngine()
@@ -211,6 +216,7 @@ class FakeProvider(Provider):
     name = FAKE
     poll_interval = 0.01
     keeps_failed_sandboxes = False
+    offers_gpus = False  # nothing here is a (paid) GPU
 
     script: ClassVar[Script] = healthy_boot()
     servers: ClassVar[dict[str, FakeServer]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import grimp
@@ -65,3 +66,62 @@ def test_a_new_cycle_is_caught() -> None:
 def test_no_module_is_a_giant(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_MODULE_LINES, f"{path.name} has {lines} lines: split it at its seams"
+
+
+#: Names only engines/ and providers/ may branch on.
+ADAPTER_NAMES = {"sglang", "llamacpp", "local", "daytona", "gateway"}
+#: Known leaks owned by another open issue (say which, and remove the entry when it is fixed).
+KNOWN_NAME_BRANCHES = {
+    # Which tool sandbox an endpoint gets (runs_on_daytona): recognising a Daytona endpoint belongs in
+    # providers/daytona.py; not moved yet.
+    "tools/sandboxes.py",
+}
+
+
+def _name_branches(path: Path) -> list[int]:
+    """Lines comparing something to an engine or provider name (``==``, ``!=``, ``in``, ``is``)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            # A fleet member's role ("gateway", "worker") is not a provider's name.
+            about_a_role = any(
+                (isinstance(side, ast.Attribute) and side.attr == "role")
+                or (isinstance(side, ast.Name) and side.id == "role")
+                for side in sides
+            )
+            if not about_a_role and any(_is_adapter_name(side) for side in sides):
+                lines.append(node.lineno)
+    return lines
+
+
+def _is_adapter_name(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant):
+        return node.value in ADAPTER_NAMES
+    # ProviderName.LOCAL and the like
+    return (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "ProviderName"
+    )
+
+
+def test_only_engines_and_providers_branch_on_their_names() -> None:
+    found = {
+        str(path.relative_to(PACKAGE_DIR)): lines
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        if path.relative_to(PACKAGE_DIR).parts[0] not in ("engines", "providers")
+        and (lines := _name_branches(path))
+    }
+    assert set(found) <= KNOWN_NAME_BRANCHES, (
+        f"engine/provider names compared outside engines/, providers/: {found}"
+    )
+
+
+def test_the_name_check_catches_a_branch(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'def f(endpoint, spec):\n    x = endpoint.engine == "llamacpp"\n'
+        "    return spec.provider is ProviderName.LOCAL\n"
+    )
+    assert _name_branches(sample) == [2, 3]

@@ -24,6 +24,7 @@ from sandserve.batch.files import (
 from sandserve.batch.http import is_error_body
 from sandserve.batch.prefix import plan_prefix_waves, plan_waves, prefix_key, prompt_text
 from sandserve.batch.types import BatchRequest, BatchResult, ResultError
+from sandserve.cli._app import exit_code_for
 from sandserve.errors import BatchIncompleteError, BatchInputError, BatchOutputError
 
 
@@ -216,6 +217,6 @@ def test_only_an_error_body_makes_a_4xx_final(body: object, final: bool) -> None
 
 def test_incomplete_batches_say_how_many_and_what_to_do() -> None:
     error = BatchIncompleteError(unfinished=4, total=300, reason="the endpoint went away")
-    assert error.exit_code == 3
+    assert exit_code_for(error) == 3  # the CLI maps it (cli/_app.py)
     assert error.message.startswith("4 of 300 requests still have no result: the endpoint went away")
     assert error.hint and "run the same command again" in error.hint

@@ -11,7 +11,8 @@ from daytona import GpuType
 from sandserve import config
 from sandserve.errors import UnknownGpuError
 from sandserve.serve.breaker import fingerprint
-from sandserve.spec import DEFAULT_GPUS, GPU_TYPES, ProviderName, normalise_gpus, resolve_spec
+from sandserve.serve.resolve import resolve_spec
+from sandserve.spec import DEFAULT_GPUS, GPU_TYPES, ProviderName, normalise_gpus
 
 
 def test_the_gpu_list_is_the_apis_own_values():

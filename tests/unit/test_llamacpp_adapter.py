@@ -15,7 +15,7 @@ from sandserve.engines.llamacpp_adapter import (
     generate_answer,
     sglang_shapes,
 )
-from sandserve.spec import resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 
 def test_chat_answers_get_sglangs_reasoning_key_and_cache_report():

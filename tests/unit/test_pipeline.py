@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fakes import FAKE, TOKEN_HEADER, FakeProvider, Script, fake_spec, healthy_boot
 
+from sandserve.cli._app import exit_code_for
 from sandserve.errors import BootInterruptedError, BootTimeoutError, EngineDiedError
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
@@ -152,7 +153,7 @@ def test_an_interrupt_while_booting_stops_the_server_and_records_it(fake_pipelin
     fake_pipeline.script = healthy_boot(ready_at=60.0)
     with pytest.raises(BootInterruptedError) as raised:
         lifecycle.up(fake_spec(), events=RecordedEvents(interrupt_on="weights loaded"))
-    assert raised.value.exit_code == 130
+    assert exit_code_for(raised.value) == 130  # the CLI maps it (cli/_app.py)
     server = only_server(fake_pipeline)
     assert server.stopped and not server.alive()
     (record,) = Registry().list(include_down=True)

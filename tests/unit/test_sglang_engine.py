@@ -13,7 +13,8 @@ from sandserve.engines.sglang import API_KEY_ENV, KEY_FROM_ENV_LAUNCHER, SGLANG,
 from sandserve.errors import ConfigError
 from sandserve.masking import MASK
 from sandserve.presets import PRESETS
-from sandserve.spec import AuthMode, ProviderName, ServeSpec, resolve_spec
+from sandserve.serve.resolve import resolve_spec
+from sandserve.spec import AuthMode, ProviderName, ServeSpec
 
 # From facts/sglang.md (read from SGLang 0.5.12.post1), copied here so the engine's own lists are checked.
 FACT_TOOL_CALL_PARSERS = {

@@ -10,7 +10,8 @@ from sandserve import AuthMode, ServeSpec, resolve_spec
 from sandserve.errors import ConfigError, ModelFileNotFoundError, UnknownPresetError
 from sandserve.masking import MASK
 from sandserve.presets import PRESETS, find_preset
-from sandserve.spec import LOCAL_BOOT_TIMEOUT, ProviderName, default_provider
+from sandserve.providers.local import LOCAL_BOOT_TIMEOUT
+from sandserve.spec import ProviderName, default_provider
 
 
 def test_without_a_key_the_local_default_is_smollm2():

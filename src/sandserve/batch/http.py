@@ -20,16 +20,16 @@ import aiohttp
 
 from sandserve.batch.types import (
     DEFAULT_CONNECT_TIMEOUT_S,
-    NO_USAGE,
     SUPPORTED_URLS,
     Backoff,
     BatchRequest,
     BatchResult,
     ResultError,
-    Usage,
     dumps,
     loads,
 )
+from sandserve.client.transport import server_message
+from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
 from sandserve.errors import EndpointUnavailableError
 
@@ -215,7 +215,7 @@ class Client:
         final = 400 <= status < 500 and status not in RETRYABLE_STATUSES | REFUSED_STATUSES
         return Failure(
             f"http_{status}",
-            _server_message(body, status),
+            server_message(body, f"HTTP {status} with an empty body"),
             final=final and is_error_body(body),
             status_code=status,
             body=body,
@@ -250,19 +250,6 @@ def _json_or_text(raw: bytes) -> Any:
         return raw[:2000].decode(errors="replace")
 
 
-def _server_message(body: Any, status: int) -> str:
-    """The error message out of OpenAI-style ({"error": {"message"}}) or SGLang-style ({"message"}) bodies."""
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        for candidate in (error, body.get("message"), body.get("detail")):
-            if isinstance(candidate, str) and candidate:
-                return candidate
-        return dumps(body)[:500].decode(errors="replace")
-    return str(body)[:500] if body else f"HTTP {status} with an empty body"
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait, from a Retry-After header (seconds or an HTTP date); None if absent or unreadable."""
     if not value:
@@ -276,38 +263,6 @@ def parse_retry_after(value: str | None) -> float | None:
             return None
         seconds = moment.timestamp() - time.time()
     return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def usage_of(body: Any) -> Usage:
-    """Token counts from an OpenAI usage block, or from /generate's meta_info (a list for batched text)."""
-    if isinstance(body, list):
-        parts = [usage_of(item) for item in body]
-        return Usage(
-            sum(u.prompt_tokens for u in parts),
-            sum(u.completion_tokens for u in parts),
-            sum(u.cached_tokens for u in parts),
-        )
-    if not isinstance(body, dict):
-        return NO_USAGE
-    usage = body.get("usage")
-    if isinstance(usage, dict):
-        details = usage.get("prompt_tokens_details")
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        return Usage(
-            _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(cached)
-        )
-    meta = body.get("meta_info")
-    if isinstance(meta, dict):
-        return Usage(
-            _count(meta.get("prompt_tokens")),
-            _count(meta.get("completion_tokens")),
-            _count(meta.get("cached_tokens")),
-        )
-    return NO_USAGE
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def describe(error: BaseException) -> str:

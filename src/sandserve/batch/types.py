@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sandserve.errors import ConfigError
+from sandserve.results import TokenUsage
 
 try:
     import orjson
@@ -58,13 +59,7 @@ class BatchRequest:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-
-
+Usage = TokenUsage
 NO_USAGE = Usage()
 
 

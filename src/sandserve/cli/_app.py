@@ -12,7 +12,13 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from sandserve.errors import SandserveError
+from sandserve.errors import (
+    BatchIncompleteError,
+    BootInterruptedError,
+    ConfigError,
+    FleetBootError,
+    SandserveError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,6 +44,7 @@ def reports_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _tell_ledger_waits()
         try:
             return func(*args, **kwargs)
         except SandserveError as exc:
@@ -47,16 +54,50 @@ def reports_errors(func: F) -> F:
             err.print(f"[bold red]error:[/] {mask_text(exc.message)}")
             if exc.hint:
                 err.print(f"  [yellow]->[/] {mask_text(exc.hint)}")
-            if exc.exit_code == INTERRUPTED:
+            code = exit_code_for(exc)
+            if code == INTERRUPTED:
                 exit_interrupted()
-            sys.exit(exc.exit_code)
+            sys.exit(code)
         except KeyboardInterrupt:
             exit_interrupted()
 
     return wrapper  # type: ignore[return-value]
 
 
+def _tell_ledger_waits() -> None:
+    """Say so on stderr when the ledger is busy (the library only reports it to its events)."""
+    from sandserve.serve import ledger
+
+    class Told(ledger.LedgerEvents):
+        def waiting(self, path: Any, seconds: float) -> None:
+            from sandserve.cli.console import err
+
+            err.print(
+                f"[yellow]waiting[/] for the ledger {path}: another sandserve command holds its lock "
+                f"(up to {ledger.BUSY_WAIT_SECONDS:.0f} s)..."
+            )
+
+    ledger.use_events(Told())
+
+
 INTERRUPTED = 130
+#: Exit codes by error class (the most specific class listed wins); any other SandserveError exits 1.
+EXIT_CODES: dict[type[SandserveError], int] = {
+    ConfigError: 2,
+    BatchIncompleteError: 3,  # requests still without a result: a rerun sends them
+    BootInterruptedError: INTERRUPTED,
+}
+
+
+def exit_code_for(error: SandserveError) -> int:
+    """The process exit code for a library error: 2 for input to fix, 3 for a batch with requests still
+    unanswered, 130 for an interrupt, else 1."""
+    if isinstance(error, FleetBootError):
+        return exit_code_for(error.cause)
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 1
 
 
 def exit_interrupted() -> NoReturn:

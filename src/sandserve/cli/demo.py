@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
 from sandserve.engines.tinymodel import DISCLAIMER
+from sandserve.providers import get_provider
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
 from sandserve.serve.lifecycle import BootEvents
-from sandserve.spec import ProviderName, resolve_spec
+from sandserve.serve.resolve import resolve_spec
 
 QUESTION = "Write a haiku about a sandbox where AI agents run code."
 
@@ -39,19 +41,19 @@ def run_demo(provider: str | None = None, *, events: BootEvents | None = None) -
     if endpoint is None:
         endpoint = lifecycle.up(spec, events=events, registry=registry)
 
-    local = spec.provider is ProviderName.LOCAL
+    local = not get_provider(spec.provider).remote
     response = endpoint.openai(timeout=120).chat.completions.create(
         model=endpoint.model,
         messages=[{"role": "user", "content": QUESTION}],
         max_tokens=128 if local else 4096,
     )
-    usage = response.usage
+    usage = usage_of(response)
     return DemoResult(
         endpoint=endpoint,
         reused=reused,
         question=QUESTION,
         answer=response.choices[0].message.content or "",
-        usage=f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens" if usage else "",
+        usage=f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens",
         disclaimer=DISCLAIMER if endpoint.serves_random_model else None,
         next_steps=_next_steps(endpoint, local),
     )

@@ -130,7 +130,7 @@ def fleet_up(
     from sandserve.cli.console import ConsoleBootEvents, err
     from sandserve.fleet import ScalerSettings
     from sandserve.fleet import fleet_up as bring_up
-    from sandserve.spec import resolve_spec
+    from sandserve.serve.resolve import resolve_spec
 
     overrides: dict[str, Any] = {
         key: value
@@ -375,7 +375,7 @@ def fleet_bench(
     the traffic) and latency (time to first token, end to end), side by side."""
     from sandserve.cli.console import err
     from sandserve.fleet.routing_bench import compare_policies, make_traffic
-    from sandserve.spec import resolve_spec
+    from sandserve.serve.resolve import resolve_spec
 
     spec = resolve_spec(model, provider=provider, auth="key")
     traffic = make_traffic(documents, words, questions, seed)
@@ -487,5 +487,5 @@ def _fleet_json(result: Any) -> dict[str, Any]:
         "members": [
             {"endpoint_id": m.endpoint_id, "worker_id": m.worker_id, "url": m.url} for m in result.members
         ],
-        "log_path": result.gateway.data.get("log_path"),
+        "log_path": result.gateway.log_path,
     }

@@ -4,6 +4,7 @@ it."""
 from __future__ import annotations
 
 from sandserve.endpoint import Endpoint
+from sandserve.errors import ConfigError
 
 
 def handoff_lines(
@@ -13,19 +14,22 @@ def handoff_lines(
     Both said so the user knows when (and how) it ends."""
     lines = ["", f"[bold green]ready[/]: {endpoint.id} serves [bold]{endpoint.model}[/] at {endpoint.url}"]
     info = endpoint.info
-    if info.get("kv_pool_tokens"):
-        lines.append(f"  KV pool: {info['kv_pool_tokens']:,} tokens (max_total_num_tokens)")
-    timeline = info.get("boot_timeline") or []
-    if timeline:
-        lines.append("  boot: " + ", ".join(f"{step['phase']} {step['seconds']:.1f}s" for step in timeline))
-    if endpoint.auth == "public" and endpoint.provider != "local":
+    if info.kv_pool_tokens:
+        lines.append(f"  KV pool: {info.kv_pool_tokens:,} tokens (max_total_num_tokens)")
+    if info.boot_timeline:
+        lines.append(
+            "  boot: " + ", ".join(f"{step.phase} {step.seconds:.1f}s" for step in info.boot_timeline)
+        )
+    remote = _is_remote(endpoint.provider)
+    if endpoint.auth == "public" and remote:
         lines.append("[bold red]  warning: this endpoint is PUBLIC: anyone with the URL can use it.[/]")
     if endpoint.auth == "signed" and endpoint.expires_at:
         import time
 
         minutes = max(0, int((endpoint.expires_at - time.time()) / 60))
         lines.append(f"  the signed URL expires in {minutes} min")
-    if endpoint.sandbox_id and endpoint.provider == "daytona":
+    if endpoint.sandbox_id and remote:
+        # A remote sandbox keeps running (and billing) until deleted: say where it is and how to end it.
         lines.append(f"  sandbox left UP: {endpoint.sandbox_id}")
         if ttl_minutes:
             lines.append(
@@ -38,9 +42,20 @@ def handoff_lines(
                 f"  idle stop: after {auto_stop_minutes} min without requests Daytona stops it, and a stop "
                 "deletes an ephemeral sandbox (sandserve's own health checks do not count as requests)"
             )
-        lines.append(f"  reconnect: daytona.get('{endpoint.sandbox_id}')  or  sandserve env {endpoint.id}")
+        lines.append(
+            f"  reconnect: {endpoint.provider}.get('{endpoint.sandbox_id}')  or  sandserve env {endpoint.id}"
+        )
         lines.append(f"  delete:    sandserve down {endpoint.id}")
     else:
         lines.append(f'  again:     eval "$(sandserve env {endpoint.id})"')
         lines.append(f"  stop:      sandserve down {endpoint.id}")
     return lines
+
+
+def _is_remote(provider_name: str) -> bool:
+    from sandserve.providers import get_provider
+
+    try:
+        return get_provider(provider_name).remote
+    except ConfigError:  # an endpoint from the environment: no provider of ours runs it
+        return False

@@ -137,7 +137,7 @@ def up(
     `eval "$(sandserve up)"` sets ENDPOINT (and TOKEN) in your shell. A paid GPU sandbox is created only
     after a yes (asked on a terminal, or --yes).
     """
-    from sandserve.spec import resolve_spec
+    from sandserve.serve.resolve import resolve_spec
 
     if engine_flags and "--" not in sys.argv:
         raise click.UsageError(
@@ -224,9 +224,11 @@ def _shown_pair(pair: str) -> str:
 
 def _check_bind(engine_args: tuple[str, ...], provider: str | None, auth: str | None) -> None:
     """A local server with no key must listen on loopback only: refuse an engine flag that widens it."""
-    from sandserve.spec import ProviderName, default_provider
+    from sandserve.providers import get_provider
+    from sandserve.spec import default_provider
 
-    local = (ProviderName(provider) if provider else default_provider()) is ProviderName.LOCAL
+    # No provider's proxy in front of it: its own bind address is all that keeps it private.
+    local = not get_provider(provider or default_provider()).remote
     address = bind_widening(engine_args)
     if local and address is not None and auth != "key":
         raise click.BadParameter(
@@ -268,7 +270,8 @@ def ls(include_down: bool, as_json: bool, show_secrets: bool) -> None:
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
 
-    records = [refresh(record) for record in Registry().list(include_down=include_down)]
+    registry = Registry()
+    records = [refresh(record, registry) for record in registry.list(include_down=include_down)]
     if as_json:
         click.echo(json.dumps([_record_json(r, show_secrets) for r in records], indent=2))
         return
@@ -300,7 +303,7 @@ def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
         "error": shown_text(record.error, record.endpoint, show_secrets=show_secrets),
         "created_at": record.created_at,
         "live": record.live,
-        "info": record.endpoint.info if record.endpoint else {},
+        "info": record.endpoint.info.to_dict() if record.endpoint else {},
     }
 
 
@@ -314,7 +317,8 @@ def status(endpoint_id: str | None, as_json: bool, show_secrets: bool) -> None:
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
 
-    record = refresh(Registry().resolve(endpoint_id))
+    registry = Registry()
+    record = refresh(registry.resolve(endpoint_id), registry)
     data = _record_json(record, show_secrets)
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -7,7 +7,8 @@ Reasoning effort is a per-model-family knob (presets.py ``reasoning_knob``), map
   have only on and off, so "low" turns thinking off and "medium"/"high" leave it on; the reply's ``notes`` say
   so.
 - a family with no knob, or an unknown model on llama.cpp: ``CapabilityError`` (nothing would change).
-On SGLang an unknown model gets ``reasoning_effort`` (the server hands it to the template), with a note.
+For a model of no known family the engine decides (``Engine.reasoning_effort_fields``): SGLang sends
+``reasoning_effort`` (the server hands it to the template), with a note; llama.cpp has no dial of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sandserve.client.constrained import Constraint, chat_constraint_params, check_chat_output
 from sandserve.client.transport import endpoint_errors
-from sandserve.client.usage import CacheStats, cache_stats
+from sandserve.client.usage import NO_USAGE, CacheStats, usage_of
+from sandserve.engines import get_engine
 from sandserve.errors import CapabilityError
 from sandserve.presets import PRESETS, Preset, find_preset
 
@@ -65,22 +67,14 @@ def reasoning_plan(endpoint: Endpoint, effort: ReasoningEffort) -> ReasoningPlan
             hint="This model family does not reason (or has no per-request dial); serve gpt-oss "
             "(`sandserve up --model gpt-oss-20b`) for low/medium/high.",
         )
-    if endpoint.engine == "sglang":
-        return ReasoningPlan(
-            {"reasoning_effort": effort},
-            "unknown model family: sent as reasoning_effort, which only some templates read",
-        )
-    raise CapabilityError(
-        "Reasoning effort",
-        endpoint.engine,
-        hint="llama.cpp has no reasoning_effort dial of its own; serve gpt-oss with SGLang "
-        "(`sandserve up --provider daytona`), or a preset whose thinking can be switched off.",
-    )
+    # A model of no known family: the engine says whether it has a dial of its own.
+    params, note = get_engine(endpoint.engine).reasoning_effort_fields(effort)
+    return ReasoningPlan(params, note)
 
 
 def preset_of(endpoint: Endpoint) -> Preset | None:
     """The preset the endpoint was brought up with, else the one whose name or served name is its model."""
-    by_record = find_preset(str(endpoint.info.get("preset") or ""))
+    by_record = find_preset(endpoint.info.preset or "")
     return (
         by_record
         or find_preset(endpoint.model)
@@ -175,12 +169,13 @@ def ask(
         response = client.chat.completions.create(**params)
     choice = response.choices[0]
     message = choice.message
+    usage = usage_of(response)
     reply = ChatReply(
         content=message.content or "",
         reasoning=reasoning_of(message) or "",
         finish_reason=choice.finish_reason,
-        cache=cache_stats(response),
-        completion_tokens=response.usage.completion_tokens if response.usage else 0,
+        cache=usage.cache,
+        completion_tokens=usage.completion_tokens,
         notes=notes,
     )
     check_chat_output(endpoint, options.constraint, reply.content, reply.finish_reason, options.max_tokens)
@@ -200,12 +195,12 @@ def ask_streaming(
     content: list[str] = []
     reasoning: list[str] = []
     finish_reason = None
-    usage = None
+    usage = NO_USAGE
     with endpoint_errors(endpoint):
         stream = client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True})
         for chunk in stream:
             if chunk.usage is not None:
-                usage = chunk.usage
+                usage = usage_of(chunk.usage)
             if not chunk.choices:
                 continue
             choice = chunk.choices[0]
@@ -221,8 +216,8 @@ def ask_streaming(
         content="".join(content),
         reasoning="".join(reasoning),
         finish_reason=finish_reason,
-        cache=cache_stats({"usage": usage}) if usage is not None else CacheStats(0, 0),
-        completion_tokens=usage.completion_tokens if usage is not None else 0,
+        cache=usage.cache,
+        completion_tokens=usage.completion_tokens,
         notes=notes,
     )
     check_chat_output(endpoint, options.constraint, reply.content, reply.finish_reason, options.max_tokens)

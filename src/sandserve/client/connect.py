@@ -52,31 +52,28 @@ def _the_live_one(registry: Any) -> Any:
     raise AmbiguousEndpointError([r.id for r in live])
 
 
-#: ``owned_by`` in ``/v1/models`` names the engine (SGLang: "sglang", llama.cpp's llama-server: "llamacpp").
-_ENGINE_BY_OWNER = {"sglang": "sglang", "llamacpp": "llamacpp"}
-
-
 def _identified(endpoint: Endpoint) -> Endpoint:
     """ENDPOINT from the environment: ask the server which model it serves (when MODEL is unset) and which
     engine it is, since constraints are sent differently to each (a field one engine ignores would leave the
     output silently unconstrained). An endpoint that does not answer fails here, with the reason."""
     import httpx
 
-    from sandserve.client.transport import error_for_status, server_message
+    from sandserve.client.transport import raise_for_status
+    from sandserve.engines import engine_owning
     from sandserve.errors import EndpointUnavailableError
 
     try:
         response = httpx.get(f"{endpoint.base_url}/models", headers=endpoint.request_headers(), timeout=10)
     except httpx.HTTPError as exc:
         raise EndpointUnavailableError(endpoint.url, f"could not list its models ({exc})") from exc
-    if response.status_code != 200:
-        raise error_for_status(endpoint.url, response.status_code, server_message(response.text))
+    raise_for_status(endpoint.url, response)
     try:
         card = response.json()["data"][0]
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise EndpointUnavailableError(endpoint.url, f"its model list is not OpenAI-shaped ({exc})") from exc
     endpoint.model = endpoint.model or str(card.get("id", ""))
-    endpoint.engine = _ENGINE_BY_OWNER.get(str(card.get("owned_by", "")).lower(), endpoint.engine)
+    # ``owned_by`` in ``/v1/models`` names the engine; each engine knows its own.
+    endpoint.engine = engine_owning(str(card.get("owned_by", ""))) or endpoint.engine
     return endpoint
 
 

@@ -20,29 +20,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sandserve.client.transport import post_json
-from sandserve.engines.gbnf import regex_to_gbnf
+from sandserve.client.usage import usage_of
+from sandserve.engines import Engine, get_engine
 from sandserve.errors import AnswerCutShortError, ConfigError, ConstraintViolatedError, InvalidConstraintError
-from sandserve.results import GenerateResult
+from sandserve.results import Constraint, GenerateResult
 
 if TYPE_CHECKING:
     from sandserve.endpoint import Endpoint
-
-ConstraintKind = Literal["regex", "ebnf", "json_schema"]
-
-
-@dataclass(frozen=True)
-class Constraint:
-    kind: ConstraintKind
-    value: Any
-    """The regex or grammar text, or the JSON schema (a dict)."""
-
-    @property
-    def label(self) -> str:
-        return {"regex": "regex", "ebnf": "EBNF grammar", "json_schema": "JSON schema"}[self.kind]
 
 
 def pick_constraint(
@@ -70,8 +57,8 @@ def pick_constraint(
     return Constraint(kind, value)  # type: ignore[arg-type]
 
 
-def _is_llamacpp(endpoint: Endpoint) -> bool:
-    return endpoint.engine == "llamacpp"
+def _engine(endpoint: Endpoint) -> Engine:
+    return get_engine(endpoint.engine)
 
 
 # --- chat completions ---------------------------------------------------------------------------------------
@@ -91,12 +78,9 @@ def chat_constraint_params(endpoint: Endpoint, constraint: Constraint | None) ->
             }
         }
         extra: dict[str, Any] = {}
-    elif _is_llamacpp(endpoint):
-        params, extra = {}, {"grammar": _llamacpp_grammar(constraint)}
     else:
-        params, extra = {}, {constraint.kind: constraint.value}
-    if _is_llamacpp(endpoint):
-        extra["chat_template_kwargs"] = {"enable_thinking": False}
+        params, extra = {}, _engine(endpoint).constraint_fields(constraint)
+    extra.update(_engine(endpoint).constrained_chat_fields())
     if extra:
         params["extra_body"] = extra
     return params
@@ -111,10 +95,6 @@ def check_chat_output(
 ) -> None:
     """Refuse a constrained answer that was cut at ``max_tokens`` or that escaped its constraint."""
     check_answer(constraint, text or "", finish_reason or "stop", endpoint.engine, max_tokens)
-
-
-def _llamacpp_grammar(constraint: Constraint) -> str:
-    return regex_to_gbnf(constraint.value) if constraint.kind == "regex" else str(constraint.value)
 
 
 def check_answer(
@@ -150,74 +130,22 @@ def generate(
     timeout: float = 120.0,
 ) -> GenerateResult:
     """Continue ``text`` (no chat template) under ``constraint``: SGLang's /generate, else completions."""
-    if _is_llamacpp(endpoint):
-        return _generate_llamacpp(endpoint, text, constraint, max_new_tokens, temperature, stop, timeout)
-    return _generate_sglang(endpoint, text, constraint, max_new_tokens, temperature, stop, timeout)
-
-
-def _generate_sglang(
-    endpoint: Endpoint,
-    text: str,
-    constraint: Constraint | None,
-    max_new_tokens: int,
-    temperature: float | None,
-    stop: str | list[str] | None,
-    timeout: float,
-) -> GenerateResult:
     sampling: dict[str, Any] = {"max_new_tokens": max_new_tokens}
     if temperature is not None:
         sampling["temperature"] = temperature
     if stop is not None:
         sampling["stop"] = stop
-    if constraint is not None:
-        # SGLang takes the schema as a JSON string inside sampling_params.
-        value = json.dumps(constraint.value) if constraint.kind == "json_schema" else constraint.value
-        sampling[constraint.kind] = value
-    answer = post_json(endpoint, "/generate", {"text": text, "sampling_params": sampling}, timeout=timeout)
-    meta = answer.get("meta_info") or {}
-    finish = meta.get("finish_reason")
-    finish_type = finish.get("type") if isinstance(finish, dict) else (finish or "stop")
+    engine = _engine(endpoint)
+    call = engine.generate_call(endpoint.model, text, constraint, sampling)
+    answer = post_json(endpoint, call.path, call.body, timeout=timeout)
+    text, finish_reason = engine.read_generation(answer)
+    usage = usage_of(answer)
     result = GenerateResult(
-        text=answer.get("text", ""),
-        finish_reason="length" if finish_type == "length" else str(finish_type),
-        prompt_tokens=int(meta.get("prompt_tokens") or 0),
-        completion_tokens=int(meta.get("completion_tokens") or 0),
-        cached_tokens=int(meta.get("cached_tokens") or 0),
-        raw=answer,
-    )
-    check_answer(constraint, result.text, result.finish_reason, endpoint.engine, max_new_tokens)
-    return result
-
-
-def _generate_llamacpp(
-    endpoint: Endpoint,
-    text: str,
-    constraint: Constraint | None,
-    max_new_tokens: int,
-    temperature: float | None,
-    stop: str | list[str] | None,
-    timeout: float,
-) -> GenerateResult:
-    body: dict[str, Any] = {"model": endpoint.model, "prompt": text, "max_tokens": max_new_tokens}
-    if temperature is not None:
-        body["temperature"] = temperature
-    if stop is not None:
-        body["stop"] = stop
-    if constraint is not None:
-        if constraint.kind == "json_schema":
-            body["json_schema"] = constraint.value
-        else:
-            body["grammar"] = _llamacpp_grammar(constraint)
-    answer = post_json(endpoint, "/v1/completions", body, timeout=timeout)
-    choice = (answer.get("choices") or [{}])[0]
-    usage = answer.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-    result = GenerateResult(
-        text=choice.get("text") or "",
-        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
+        text=text,
+        finish_reason=finish_reason,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
         raw=answer,
     )
     check_answer(constraint, result.text, result.finish_reason, endpoint.engine, max_new_tokens)

@@ -1,6 +1,9 @@
 """Talking to an endpoint over HTTP, with every failure turned into one of the project's errors.
 
-Whatever the client (the OpenAI SDK, LiteLLM, raw httpx), the same rules apply:
+The one translator of HTTP answers (as huggingface_hub's ``hf_raise_for_status`` / openai's
+``_make_status_error``): ``error_for_status`` and ``server_message``; the batch runner, which records errors
+instead of raising them, reads messages with the same ``server_message``. Whatever the client (the OpenAI SDK,
+LiteLLM, raw httpx, aiohttp), the same rules apply:
 - no answer, 401/403 (a token or signed URL that expired), 404 from the proxy, 502-504: the endpoint is not
   usable -> ``EndpointUnavailableError`` (its hint names ``sandserve status``);
 - another 4xx: the request is wrong (a bad schema, regex or grammar) -> ``RequestRejectedError`` with the
@@ -33,6 +36,14 @@ _UNAVAILABLE = {
 }
 
 
+def raise_for_status(url: str, response: httpx.Response) -> None:
+    """Raise the project's error for an httpx answer that is not a success."""
+    if not response.is_success:
+        raise error_for_status(
+            url, response.status_code, server_message(response.text, response.reason_phrase)
+        )
+
+
 def error_for_status(url: str, status: int, message: str) -> SandserveError:
     if status in _UNAVAILABLE:
         reason = _UNAVAILABLE[status]
@@ -44,20 +55,31 @@ def error_for_status(url: str, status: int, message: str) -> SandserveError:
     return ServerFailedError(status, message)
 
 
+#: How much of a server's error text an error message carries.
+MESSAGE_LIMIT = 500
+
+
 def server_message(body: Any, fallback: str = "") -> str:
-    """The human part of an error body, whichever server shaped it (OpenAI, SGLang, llama.cpp, the proxy)."""
-    if isinstance(body, (str, bytes)):
-        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    """The human part of an error body, whichever server shaped it: OpenAI's and llama.cpp's
+    ``{"error": {"message"}}``, SGLang's ``{"message"}``, FastAPI's ``{"detail"}``, the proxy's text.
+    ``fallback`` stands for an empty body; anything else unrecognised is shown as it is, cut short."""
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    if isinstance(body, str):
         try:
-            return server_message(json.loads(text), text)
+            parsed = json.loads(body)
         except ValueError:
-            return text.strip() or fallback
+            return body.strip()[:MESSAGE_LIMIT] or fallback
+        return server_message(parsed, fallback) if isinstance(parsed, dict) else body.strip()[:MESSAGE_LIMIT]
     if isinstance(body, dict):
         for key in ("message", "error", "detail"):
             value = body.get(key)
-            if isinstance(value, (str, dict)) and value:
-                return server_message(value, fallback) if isinstance(value, dict) else value
-    return fallback or (json.dumps(body) if body is not None else "")
+            if isinstance(value, str) and value:
+                return value[:MESSAGE_LIMIT]
+            if isinstance(value, dict) and value:
+                return server_message(value, fallback)
+        return json.dumps(body)[:MESSAGE_LIMIT] if body else fallback
+    return str(body)[:MESSAGE_LIMIT] if body else fallback
 
 
 def translate(exc: BaseException, url: str) -> SandserveError | None:

@@ -1,21 +1,28 @@
-"""What an inference engine is to the pipeline: pure functions of a ServeSpec and of the server's log.
+"""What an inference engine is to the pipeline: its launch line, its log, and its dialect on the wire.
 
 An engine knows how to launch its server, how to tell that it can really generate, how to read its start-up
-log (boot phases, KV pool size) and how to turn a fatal log into one sentence with the fix. It never runs
-anything itself: providers run the command, the lifecycle watches it.
+log (boot phases, KV pool size), how to turn a fatal log into one sentence with the fix, and how its requests
+are shaped (constraints, the reasoning dial, forcing a tool call, raw generation). It never runs anything
+itself: providers run the command, the lifecycle watches it, the client sends what the engine shapes.
+
+Engines register themselves by ``name`` (``Engine.registered``), so nothing outside ``engines/`` branches on
+an engine's name: code asks the engine.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from sandserve.errors import CapabilityError
 from sandserve.masking import MASK, mask_argv, mask_env, mask_secrets
-from sandserve.results import Capabilities
+from sandserve.results import Capabilities, Constraint, ServerInfo
 
 if TYPE_CHECKING:
+    from sandserve.presets import Preset
     from sandserve.spec import ServeSpec
 
 
@@ -76,23 +83,135 @@ class LogSignature:
         return cls(re.compile(pattern, re.MULTILINE), summary, fix)
 
 
-class Engine(Protocol):
-    name: str
-    capabilities: Capabilities
-    readiness: ReadinessProbe
+@dataclass(frozen=True)
+class GenerateCall:
+    """A raw-text generation as this engine takes it: the route and the JSON body."""
+
+    path: str
+    body: dict[str, Any]
+
+
+class PrepareEvents(Protocol):
+    """What an engine's prepare step reports (``serve.lifecycle.BootEvents`` is one)."""
+
+    def status(self, message: str) -> None: ...
+
+    def build_progress(self, done: int, total: int, message: str) -> None: ...
+
+
+#: Turns a text into the model's token ids (the client's ``/tokenize`` call); used to force a tool call.
+Tokenize = Callable[[str], list[Any]]
+
+
+class Engine:
+    """An inference engine. Subclasses that set ``name`` register themselves (``get_engine`` finds them)."""
+
+    registered: ClassVar[dict[str, type[Engine]]] = {}
+    name: ClassVar[str]
+    #: How people write the engine's name ("SGLang", "llama.cpp").
+    label: ClassVar[str]
+    #: What ``owned_by`` says in its ``/v1/models`` (how an endpoint from the environment is recognised).
+    owned_by: ClassVar[str]
+    #: Whether it runs on a machine with no GPU (the local provider serves only these).
+    runs_on_cpu: ClassVar[bool] = False
+    capabilities: ClassVar[Capabilities]
+    readiness: ClassVar[ReadinessProbe]
     #: Boot phases in the order they happen, each with the log pattern that marks it.
-    phase_patterns: tuple[tuple[str, re.Pattern[str]], ...]
-    signatures: tuple[LogSignature, ...]
+    phase_patterns: ClassVar[tuple[tuple[str, re.Pattern[str]], ...]]
+    signatures: ClassVar[tuple[LogSignature, ...]]
     #: Where the running server describes its capacity (queried once, at handoff).
-    info_path: str
+    info_path: ClassVar[str]
+    #: Whether sandserve itself compiles some constraints for this engine, so its output must be checked.
+    checks_constrained_output: ClassVar[bool] = False
 
-    def summarise_info(self, data: dict[str, Any]) -> dict[str, Any]:
-        """The capacity figures worth keeping (never a secret the server echoes back)."""
-        ...
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            Engine.registered[cls.name] = cls
 
-    def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch: ...
+    # --- choosing and preparing ---------------------------------------------------------------------------
 
-    def kv_pool_tokens(self, log_text: str) -> int | None: ...
+    @classmethod
+    def claims_model(cls, model: str) -> bool:
+        """Whether a model reference with no preset is this engine's by its form (a ``.gguf`` file...)."""
+        return False
+
+    @classmethod
+    def resolve_model(cls, model_id: str, preset: Preset | None) -> str:
+        """The model reference as the engine will load it; raises when it cannot be loaded at all."""
+        return model_id
+
+    @classmethod
+    def planned(cls, spec: ServeSpec) -> Engine:
+        """The engine as ``--dry-run`` shows it: nothing is built or written."""
+        return cls()
+
+    def prepare(self, spec: ServeSpec, events: PrepareEvents) -> tuple[ServeSpec, Engine]:
+        """Make what the spec names real before launch (a binary to build, a model to write): the spec as it
+        will be launched, and the engine ready to launch it."""
+        return spec, self
+
+    def plan_details(self, spec: ServeSpec) -> dict[str, Any]:
+        """Engine-specific lines of a dry-run plan (the model as it will be loaded, the binary...)."""
+        return {"model": spec.model}
+
+    # --- launching and watching ---------------------------------------------------------------------------
+
+    def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
+        raise NotImplementedError
+
+    def kv_pool_tokens(self, log_text: str) -> int | None:
+        raise NotImplementedError
+
+    def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
+        """The capacity figures worth keeping from ``info_path`` (never a secret the server echoes back)."""
+        raise NotImplementedError
+
+    # --- the dialect: how requests are shaped --------------------------------------------------------------
+
+    def constraint_fields(self, constraint: Constraint) -> dict[str, Any]:
+        """Chat request fields (``extra_body``) enforcing a regex or EBNF constraint; a JSON schema goes as
+        ``response_format`` on every engine."""
+        raise NotImplementedError
+
+    def constrained_chat_fields(self) -> dict[str, Any]:
+        """Extra chat fields sent with any constraint."""
+        return {}
+
+    def constraint_route(self, kind: str) -> str:
+        """How a constraint of ``kind`` is enforced, in a few words (for the tour's text)."""
+        raise NotImplementedError
+
+    def generate_call(
+        self, model: str, text: str, constraint: Constraint | None, sampling: dict[str, Any]
+    ) -> GenerateCall:
+        """A raw-text continuation (no chat template): route and body. ``sampling`` holds
+        ``max_new_tokens`` and, when given, ``temperature`` and ``stop``."""
+        raise NotImplementedError
+
+    def read_generation(self, answer: Any) -> tuple[str, str]:
+        """The text of the answer to ``generate_call`` and how it finished: "stop" or "length" (its token
+        counts are read like every answer's, by ``client.usage.usage_of``)."""
+        raise NotImplementedError
+
+    def reasoning_effort_fields(self, effort: str) -> tuple[dict[str, Any], str]:
+        """Request fields asking a model of no known family for ``effort``, and a note on how honest that is;
+        raises ``CapabilityError`` when the engine has no such dial."""
+        raise CapabilityError("Reasoning effort", self.name, hint=f"{self.label} has no reasoning dial.")
+
+    def brief_answer_fields(self) -> dict[str, Any]:
+        """Fields that keep a structured answer from being preceded by long reasoning."""
+        return {}
+
+    def force_tool_call(
+        self, params: dict[str, Any], tool_name: str, tool_specs: list[dict[str, Any]], tokenize: Tokenize
+    ) -> dict[str, Any]:
+        """``params`` changed so that the model's first move is a call to ``tool_name``."""
+        return {**params, "tool_choice": {"type": "function", "function": {"name": tool_name}}}
+
+    def after_forced_call(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` for the requests that follow a forced call."""
+        return params
 
 
 def phases_in(engine: Engine, log_text: str) -> list[str]:

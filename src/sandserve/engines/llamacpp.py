@@ -7,11 +7,25 @@ import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sandserve.engines.base import Capabilities, Launch, LogSignature, ReadinessProbe
+from sandserve.engines.base import (
+    Engine,
+    GenerateCall,
+    Launch,
+    LogSignature,
+    PrepareEvents,
+    ReadinessProbe,
+    Tokenize,
+)
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
+from sandserve.errors import CapabilityError, ModelFileNotFoundError
+from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import ProviderName, ServeSpec
+
+if TYPE_CHECKING:
+    from sandserve.presets import Preset
 
 #: Per slot when a model file does not say how long a context it was trained for.
 FALLBACK_CONTEXT = 8192
@@ -98,11 +112,16 @@ def trained_context(model_path: str) -> int:
 
 
 @dataclass(frozen=True)
-class LlamaCppEngine:
+class LlamaCppEngine(Engine):
     binary: str = "llama-server"
     fit: MachineFit = field(default_factory=MachineFit)
 
     name = "llamacpp"
+    label = "llama.cpp"
+    owned_by = "llamacpp"
+    runs_on_cpu = True
+    # Regexes are compiled to GBNF by sandserve (gbnf.py), so what comes back is checked against them.
+    checks_constrained_output = True
     capabilities = Capabilities(
         reasoning_effort=False,
         regex=True,
@@ -119,13 +138,13 @@ class LlamaCppEngine:
     signatures = _SIGNATURES
     info_path = "/props"
 
-    def summarise_info(self, data: dict[str, Any]) -> dict[str, Any]:
+    def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
         settings = data.get("default_generation_settings") or {}
-        return {
-            "max_running_requests": data.get("total_slots"),
-            "context_len": settings.get("n_ctx"),
-            "version": data.get("build_info"),
-        }
+        return ServerInfo().with_values(
+            max_running_requests=data.get("total_slots"),
+            context_len=settings.get("n_ctx"),
+            version=data.get("build_info"),
+        )
 
     def slot_context(self, spec: ServeSpec) -> int:
         """Each slot's context: what was asked, else the model's trained context (bounded, for memory)."""
@@ -191,3 +210,109 @@ class LlamaCppEngine:
         """Every slot's context together: llama-server splits its KV cache evenly between slots."""
         match = re.search(r"n_slots = (\d+), n_ctx_slot = (\d+)", log_text)
         return int(match.group(1)) * int(match.group(2)) if match else None
+
+    # --- choosing and preparing: the binary is built and the model fetched or written on first use ----------
+
+    @classmethod
+    def claims_model(cls, model: str) -> bool:
+        return model.endswith(".gguf")
+
+    @classmethod
+    def resolve_model(cls, model_id: str, preset: Preset | None) -> str:
+        if preset is not None and preset.built_in:
+            return model_id
+        path = Path(model_id).expanduser()
+        if not path.is_file():
+            raise ModelFileNotFoundError(path)
+        return str(path.resolve())
+
+    @classmethod
+    def planned(cls, spec: ServeSpec) -> LlamaCppEngine:
+        from sandserve.engines.llamacpp_build import llama_server_path
+
+        binary = llama_server_path()
+        return cls(binary=str(binary) if binary else "llama-server")
+
+    def prepare(self, spec: ServeSpec, events: PrepareEvents) -> tuple[ServeSpec, LlamaCppEngine]:
+        from sandserve.engines.llamacpp_build import ensure_llama_server
+        from sandserve.engines.modelfetch import local_model_file
+
+        def on_build(progress: object) -> None:
+            events.build_progress(
+                getattr(progress, "done", 0), getattr(progress, "total", 0), getattr(progress, "message", "")
+            )
+
+        binary = ensure_llama_server(on_progress=on_build)
+        spec = spec.with_overrides(model=str(local_model_file(spec.model, events.status)))
+        return spec, LlamaCppEngine(binary=str(binary))
+
+    def plan_details(self, spec: ServeSpec) -> dict[str, Any]:
+        from sandserve.engines.modelfetch import describe_local_model
+
+        built = self.binary != "llama-server"
+        return {
+            "model": describe_local_model(spec.model),
+            "binary": self.binary if built else "llama-server (built from source on first use)",
+        }
+
+    # --- the dialect: GBNF grammars, completions for raw text, thinking off under a constraint -------------
+
+    def constraint_fields(self, constraint: Constraint) -> dict[str, Any]:
+        return {"grammar": llamacpp_grammar(constraint)}
+
+    def constrained_chat_fields(self) -> dict[str, Any]:
+        # With thinking on, a grammar lets a <think> block come first, and a small model can wander there
+        # until it runs out of tokens.
+        return {"chat_template_kwargs": {"enable_thinking": False}}
+
+    def constraint_route(self, kind: str) -> str:
+        return "llama.cpp completions, regex -> GBNF" if kind == "regex" else "llama.cpp GBNF grammar"
+
+    def generate_call(
+        self, model: str, text: str, constraint: Constraint | None, sampling: dict[str, Any]
+    ) -> GenerateCall:
+        # llama-server has no /generate: raw text goes to its completions route.
+        body: dict[str, Any] = {"model": model, "prompt": text, "max_tokens": sampling["max_new_tokens"]}
+        body.update({key: sampling[key] for key in ("temperature", "stop") if key in sampling})
+        if constraint is not None:
+            if constraint.kind == "json_schema":
+                body["json_schema"] = constraint.value
+            else:
+                body["grammar"] = llamacpp_grammar(constraint)
+        return GenerateCall("/v1/completions", body)
+
+    def read_generation(self, answer: Any) -> tuple[str, str]:
+        choice = (answer.get("choices") or [{}])[0]
+        return choice.get("text") or "", "length" if choice.get("finish_reason") == "length" else "stop"
+
+    def reasoning_effort_fields(self, effort: str) -> tuple[dict[str, Any], str]:
+        raise CapabilityError(
+            "Reasoning effort",
+            self.name,
+            hint="llama.cpp has no reasoning_effort dial of its own; serve gpt-oss with SGLang "
+            "(`sandserve up --provider daytona`), or a preset whose thinking can be switched off.",
+        )
+
+    def brief_answer_fields(self) -> dict[str, Any]:
+        # No effort knob, and its JSON grammar would let a thinking block come first.
+        return {"chat_template_kwargs": {"enable_thinking": False}}
+
+    def force_tool_call(
+        self, params: dict[str, Any], tool_name: str, tool_specs: list[dict[str, Any]], tokenize: Tokenize
+    ) -> dict[str, Any]:
+        # tool_choice forces nothing on llama.cpp: llamacpp_tools.py has the recipe that does.
+        from sandserve.engines.llamacpp_tools import forced_call_params
+
+        return forced_call_params(params, tool_specs, tokenize)
+
+    def after_forced_call(self, params: dict[str, Any]) -> dict[str, Any]:
+        # A model that had to be forced would only stumble into another call (and a random one writes
+        # arguments that run past max_tokens, which llama.cpp answers with a 500): ask for the answer.
+        return {**params, "tool_choice": "none"}
+
+
+def llamacpp_grammar(constraint: Constraint) -> str:
+    """A regex compiled to GBNF; an EBNF grammar passed as GBNF (the same notation family)."""
+    from sandserve.engines.gbnf import regex_to_gbnf
+
+    return regex_to_gbnf(constraint.value) if constraint.kind == "regex" else str(constraint.value)

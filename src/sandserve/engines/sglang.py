@@ -11,8 +11,9 @@ import json
 import re
 from typing import Any
 
-from sandserve.engines.base import Capabilities, Launch, LogSignature, ReadinessProbe
+from sandserve.engines.base import Engine, GenerateCall, Launch, LogSignature, ReadinessProbe
 from sandserve.errors import ConfigError
+from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import ServeSpec
 
 TOOL_CALL_PARSERS = (
@@ -133,8 +134,10 @@ _SWA_FULL = re.compile(r"full_layer_tokens=(\d+)")
 _KV_ALLOCATED = re.compile(r"KV Cache is allocated\..*?#tokens: (\d+)")
 
 
-class SGLangEngine:
+class SGLangEngine(Engine):
     name = "sglang"
+    label = "SGLang"
+    owned_by = "sglang"
     capabilities = Capabilities(
         streaming=True,
         reasoning_split=True,
@@ -152,8 +155,8 @@ class SGLangEngine:
     signatures = _SIGNATURES
     info_path = "/server_info"
 
-    def summarise_info(self, data: dict[str, Any]) -> dict[str, Any]:
-        return server_info_summary(data)
+    def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
+        return ServerInfo().with_values(**server_info_summary(data))
 
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
         _check_served_name(spec.served_name)
@@ -199,6 +202,39 @@ class SGLangEngine:
         # A sliding-window model allocates two pools (full and SWA layers); the full one is the larger.
         sizes = [int(n) for n in _KV_ALLOCATED.findall(log_text)]
         return max(sizes) if sizes else None
+
+    # --- the dialect ----------------------------------------------------------------------------------------
+
+    def constraint_fields(self, constraint: Constraint) -> dict[str, Any]:
+        return {constraint.kind: constraint.value}
+
+    def constraint_route(self, kind: str) -> str:
+        return "SGLang /generate" if kind == "regex" else f"SGLang /generate {kind}"
+
+    def generate_call(
+        self, model: str, text: str, constraint: Constraint | None, sampling: dict[str, Any]
+    ) -> GenerateCall:
+        sampling = dict(sampling)
+        if constraint is not None:
+            # SGLang takes the schema as a JSON string inside sampling_params.
+            value = json.dumps(constraint.value) if constraint.kind == "json_schema" else constraint.value
+            sampling[constraint.kind] = value
+        return GenerateCall("/generate", {"text": text, "sampling_params": sampling})
+
+    def read_generation(self, answer: Any) -> tuple[str, str]:
+        finish = (answer.get("meta_info") or {}).get("finish_reason")
+        finish_type = finish.get("type") if isinstance(finish, dict) else (finish or "stop")
+        return answer.get("text", ""), "length" if finish_type == "length" else str(finish_type)
+
+    def reasoning_effort_fields(self, effort: str) -> tuple[dict[str, Any], str]:
+        # The server hands reasoning_effort to the chat template, whatever the model.
+        return (
+            {"reasoning_effort": effort},
+            "unknown model family: sent as reasoning_effort, which only some templates read",
+        )
+
+    def brief_answer_fields(self) -> dict[str, Any]:
+        return {"reasoning_effort": "low"}
 
 
 #: The environment variable that carries the API key to the launcher below (never shown: masked by name).

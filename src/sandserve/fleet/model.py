@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from sandserve.endpoint import Endpoint
+from sandserve.endpoint import Endpoint, EndpointStatus
 from sandserve.errors import FleetNotFoundError
+from sandserve.fleet.scaler_row import stop_scaler
 from sandserve.providers.base import SandboxHandle
-from sandserve.serve.ledger import Record
+from sandserve.serve.ledger import Record, Registry
 
 Policy = Literal["cache_aware", "round_robin", "random", "power_of_two"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -46,6 +47,22 @@ class Fleet:
     @property
     def url(self) -> str:
         return self.endpoint.url
+
+    # --- the served thing, as for an Endpoint: status, logs, down ------------------------------------------
+
+    def status(self) -> EndpointStatus:
+        """The gateway's state as the ledger and its process say (ready, dead, down); every worker's, as the
+        gateway and the engines see them: ``fleet_status(fleet.id)``."""
+        return self.endpoint.status()
+
+    def logs(self) -> str:
+        """The gateway's whole log so far (each worker's: ``sandserve logs WORKER_ID``)."""
+        return self.endpoint.logs()
+
+    def down(self) -> None:
+        """Stop the autoscaler (so it starts nothing more), then the gateway and every worker."""
+        stop_scaler(self.id, Registry())
+        self.endpoint.down()
 
     @property
     def gateway_name(self) -> str:

@@ -30,13 +30,14 @@ from sandserve.fleet.model import (
     WorkerStatus,
 )
 from sandserve.fleet.scaler_row import scaler_summary, start_scaler, stop_scaler, update_scaler_settings
+from sandserve.providers import get_provider
 from sandserve.providers.base import SandboxHandle
 from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.providers.local import HOST, port_is_free
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Record, Registry, State
 from sandserve.serve.lifecycle import BootEvents
-from sandserve.spec import ProviderName, ServeSpec
+from sandserve.spec import ServeSpec
 
 
 def fleet_up(
@@ -210,7 +211,7 @@ def check_fleet_request(
             "with fewer).",
             hint="Pass --workers 2 or more, or another --policy.",
         )
-    if spec.provider is ProviderName.LOCAL and spec.port is not None:
+    if not get_provider(spec.provider).remote and spec.port is not None:
         raise ConfigError(
             "Each local worker listens on a free port of its own; they cannot share one --port.",
             hint="Leave the worker port out; the gateway's own port is --gateway-port.",

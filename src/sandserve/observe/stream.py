@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from sandserve.client.transport import error_for_status, server_message
+from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
 from sandserve.observe.metrics import RequestRecord
 
@@ -50,10 +51,10 @@ def _text_in(chunk: dict[str, Any]) -> bool:
 
 
 def _read_usage(record: RequestRecord, usage: dict[str, Any]) -> None:
-    record.prompt_tokens = usage.get("prompt_tokens")
-    record.completion_tokens = usage.get("completion_tokens")
-    details = usage.get("prompt_tokens_details") or {}  # SGLang sends null without a cache hit
-    record.cached_tokens = details.get("cached_tokens") or 0
+    counts = usage_of(usage)  # SGLang's null prompt_tokens_details (no cache hit) counts as 0
+    record.prompt_tokens = counts.prompt_tokens
+    record.completion_tokens = counts.completion_tokens
+    record.cached_tokens = counts.cached_tokens
 
 
 #: Failures of a pooled keep-alive connection the server had already closed: the request never reached it.

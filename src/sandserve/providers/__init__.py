@@ -7,10 +7,13 @@ imported on first use, so a verb pays only for the provider it touches.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 from sandserve.errors import ConfigError
-from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.providers.base import Exposure, Provider
+from sandserve.providers.handles import DaytonaHandle, GatewayHandle, LocalHandle, SandboxHandle
 
 #: Where each built-in provider lives (imported by name: nothing is loaded before it is needed).
 BUILTIN_PROVIDERS = {
@@ -23,11 +26,15 @@ BUILTIN_PROVIDERS = {
 PROVIDER_NAMES = ("local", "daytona")
 
 
-@cache
-def get_provider(name: str) -> Provider:
-    """One provider object per process: the local one remembers the children it started."""
+def _load(name: str) -> None:
     if name not in Provider.registered and name in BUILTIN_PROVIDERS:
         importlib.import_module(BUILTIN_PROVIDERS[name])
+
+
+@cache
+def get_provider(name: str) -> Provider[Any]:
+    """One provider object per process: the local one remembers the children it started."""
+    _load(name)
     try:
         provider_class = Provider.registered[name]
     except KeyError:
@@ -37,4 +44,21 @@ def get_provider(name: str) -> Provider:
     return provider_class()
 
 
-__all__ = ["BUILTIN_PROVIDERS", "PROVIDER_NAMES", "Exposure", "Provider", "SandboxHandle", "get_provider"]
+def handle_from_record(record: Mapping[str, Any]) -> SandboxHandle:
+    """A ledger's sandbox JSON as its provider's handle type (the provider's module is loaded for it)."""
+    _load(str(record.get("provider", "")))
+    return SandboxHandle.from_record(record)
+
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "PROVIDER_NAMES",
+    "DaytonaHandle",
+    "Exposure",
+    "GatewayHandle",
+    "LocalHandle",
+    "Provider",
+    "SandboxHandle",
+    "get_provider",
+    "handle_from_record",
+]

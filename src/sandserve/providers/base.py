@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from sandserve.presets import DEFAULT_DAYTONA_PRESET
+from sandserve.providers.handles import SandboxHandle
 
 if TYPE_CHECKING:
-    from sandserve.engines.base import Launch
+    from sandserve.engines.base import Engine, Launch
     from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput
     from sandserve.spec import ServeSpec
 
+HandleT = TypeVar("HandleT", bound=SandboxHandle)
 
-@dataclass
-class SandboxHandle:
-    """A provider's own record of one sandbox; ``data`` is JSON-serialisable and lives in the ledger."""
-
-    provider: str
-    sandbox_id: str
-    data: dict[str, Any] = field(default_factory=dict)
+#: A server in a remote sandbox is reached through the provider's proxy, from outside its loopback.
+ALL_INTERFACES = "0.0.0.0"
 
 
 @dataclass(frozen=True)
@@ -41,51 +40,81 @@ class Exposure:
         return {**self.request_headers(), **self.probe_headers}
 
 
-class Provider:
+class Provider(Generic[HandleT]):
     """Where a server runs and how clients reach it. Subclasses register themselves by ``name``
-    (``get_provider`` looks them up), so nothing outside ``providers/`` branches on a provider's name."""
+    (``get_provider`` looks them up), so nothing outside ``providers/`` branches on a provider's name.
+    ``HandleT`` is the provider's own typed record of a sandbox (``providers/handles.py``)."""
 
-    registered: ClassVar[dict[str, type[Provider]]] = {}
+    registered: ClassVar[dict[str, type[Provider[Any]]]] = {}
     name: ClassVar[str]
     #: Seconds between polls of the log / exit code / readiness while booting.
     poll_interval: float
     #: Whether a failed boot keeps its sandbox by default (Daytona: the weights already downloaded).
     keeps_failed_sandboxes: bool
+    #: The address the server listens on inside its sandbox.
+    bind_host: ClassVar[str] = ALL_INTERFACES
+    #: Whether the server runs elsewhere, kept up (and billed) until deleted, behind the provider's own auth.
+    remote: ClassVar[bool] = True
+    #: Seconds ``up`` waits for a first generation unless told otherwise (None: the spec's default).
+    default_boot_timeout: ClassVar[float | None] = None
+    #: The preset served when no model is named.
+    default_preset: ClassVar[str] = DEFAULT_DAYTONA_PRESET
+
+    #: The type of this provider's handles (its subclasses inherit it unless they name their own).
+    handle_type: ClassVar[type[SandboxHandle]] = SandboxHandle
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             Provider.registered[cls.name] = cls
+            # ``SandboxHandle(name, ...)`` then makes this provider's handle type (a handle type that named
+            # its provider itself is kept).
+            if cls.handle_type is not SandboxHandle:
+                SandboxHandle.handle_types.setdefault(cls.name, cls.handle_type)
+
+    @classmethod
+    def check_engine(cls, engine: type[Engine], model: str) -> None:
+        """Refuse an engine this provider cannot run (before anything is created)."""
+
+    #: Whether its sandboxes can have GPUs (``ServeSpec.gpus`` means something here).
+    offers_gpus: ClassVar[bool] = True
+
+    def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
+        """Set this provider's own defaults in ``resolve_spec``'s overrides (what the user did not say)."""
+
+    def auth_label(self, spec: ServeSpec) -> str:
+        """How clients are authenticated, as ``Endpoint.auth`` records it."""
+        return str(spec.auth)
 
     def preflight(self, spec: ServeSpec) -> list[str] | None:
         """Refuse a spec that cannot work (port taken, no credentials) before anything is created; return
         warnings worth showing (a check that could not be made, say)."""
         raise NotImplementedError
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
+    def create(self, spec: ServeSpec, endpoint_id: str) -> HandleT:
         raise NotImplementedError
 
-    def server_port(self, handle: SandboxHandle) -> int:
+    def server_port(self, handle: HandleT) -> int:
         raise NotImplementedError
 
-    def start(self, handle: SandboxHandle, launch: Launch) -> None:
+    def start(self, handle: HandleT, launch: Launch) -> None:
         raise NotImplementedError
 
-    def read_log(self, handle: SandboxHandle) -> str:
+    def read_log(self, handle: HandleT) -> str:
         """The whole log so far (cumulative)."""
         raise NotImplementedError
 
-    def exit_code(self, handle: SandboxHandle) -> int | None:
+    def exit_code(self, handle: HandleT) -> int | None:
         """None while the server runs."""
         raise NotImplementedError
 
-    def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure:
+    def expose(self, handle: HandleT, spec: ServeSpec) -> Exposure:
         raise NotImplementedError
 
-    def is_running(self, handle: SandboxHandle) -> bool:
+    def is_running(self, handle: HandleT) -> bool:
         raise NotImplementedError
 
-    def delete(self, handle: SandboxHandle) -> None:
+    def delete(self, handle: HandleT) -> None:
         """Stop and remove the sandbox; succeeds if it is already gone."""
         raise NotImplementedError
 
@@ -94,11 +123,9 @@ class Provider:
     #: How a job calls Python where it runs.
     python_command: ClassVar[str] = "python3"
 
-    def inside_url(self, handle: SandboxHandle, url: str) -> str:
+    def inside_url(self, handle: HandleT, url: str) -> str:
         """The server's URL as seen by code running beside it."""
         return url
 
-    def run_colocated(
-        self, handle: SandboxHandle, job: ColocatedJob, on_output: OnOutput
-    ) -> ColocatedOutcome:
+    def run_colocated(self, handle: HandleT, job: ColocatedJob, on_output: OnOutput) -> ColocatedOutcome:
         raise NotImplementedError

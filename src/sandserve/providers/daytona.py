@@ -13,6 +13,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from sandserve import config
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER
 from sandserve.engines.base import Launch
 from sandserve.errors import (
@@ -23,7 +24,7 @@ from sandserve.errors import (
 )
 from sandserve.providers.base import Exposure, Provider, SandboxHandle
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput
-from sandserve.spec import SANDBOX_PORT, AuthMode, ServeSpec
+from sandserve.spec import DEFAULT_GPU_TTL_MINUTES, SANDBOX_PORT, AuthMode, ServeSpec
 
 if TYPE_CHECKING:
     from daytona import Daytona, Sandbox
@@ -55,6 +56,12 @@ class DaytonaProvider(Provider):
         return self._client
 
     # --- create ---------------------------------------------------------------------------------------
+
+    def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
+        # DAYTONA_TARGET as the SDK reads it; a GPU sandbox gets a time limit unless one was given.
+        overrides.setdefault("target", config.daytona_target().value)
+        if overrides.get("ttl_minutes") is None:
+            overrides["ttl_minutes"] = DEFAULT_GPU_TTL_MINUTES if gpus else 0
 
     def preflight(self, spec: ServeSpec) -> list[str] | None:
         from sandserve.providers.daytona_params import gpu_types

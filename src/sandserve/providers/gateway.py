@@ -6,6 +6,7 @@ them down too (``serve.lifecycle.down``), so ``sandserve down FLEET`` and ``down
 
 from __future__ import annotations
 
+from sandserve.providers.handles import GatewayHandle
 from sandserve.providers.local import LocalProvider
 
 GATEWAY_PROVIDER = "gateway"
@@ -13,6 +14,7 @@ GATEWAY_PROVIDER = "gateway"
 
 class GatewayProvider(LocalProvider):
     name = GATEWAY_PROVIDER
+    handle_type = GatewayHandle
 
 
 SCALER_PROVIDER = "fleet-scaler"

@@ -24,16 +24,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
-from sandserve.engines.base import Launch
+from sandserve.engines.base import Engine, Launch
 from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV
 from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
-from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.presets import DEFAULT_LOCAL_PRESET
+from sandserve.providers.base import Exposure, Provider
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput, run_on_this_machine
+from sandserve.providers.handles import LocalHandle
 from sandserve.spec import AuthMode, ServeSpec
 
 HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 5.0
+#: A local model loads in seconds; a GPU boot downloads and loads weights and captures CUDA graphs (minutes).
+LOCAL_BOOT_TIMEOUT = 120.0
 
 
 def free_port() -> int:
@@ -79,20 +83,33 @@ def process_start_time(pid: int) -> str | None:
     return None if state in ("Z", "X") else start_time
 
 
-class LocalProvider(Provider):
+class LocalProvider(Provider[LocalHandle]):
     name = "local"
     poll_interval = 0.1
     keeps_failed_sandboxes = False
+    bind_host = HOST
+    remote = False
+    default_boot_timeout = LOCAL_BOOT_TIMEOUT
+    default_preset = DEFAULT_LOCAL_PRESET
+    handle_type = LocalHandle
+    offers_gpus = False
     python_command = shlex.quote(sys.executable)  # this environment's Python: it has the openai package
 
-    def run_colocated(
-        self, handle: SandboxHandle, job: ColocatedJob, on_output: OnOutput
-    ) -> ColocatedOutcome:
+    def run_colocated(self, handle: LocalHandle, job: ColocatedJob, on_output: OnOutput) -> ColocatedOutcome:
         return run_on_this_machine(job, on_output)
 
     def __init__(self) -> None:
         # Children started by this process: only their parent can read their exit code.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def check_engine(cls, engine: type[Engine], model: str) -> None:
+        if not engine.runs_on_cpu:
+            raise ConfigError(
+                f"{model!r} is served with {engine.name}, which needs a GPU sandbox.",
+                hint="Use --provider daytona (with DAYTONA_API_KEY set), or locally give a .gguf file or the "
+                f"'{DEFAULT_LOCAL_PRESET}' preset.",
+            )
 
     def preflight(self, spec: ServeSpec) -> list[str] | None:
         if spec.auth is AuthMode.SIGNED:
@@ -105,24 +122,26 @@ class LocalProvider(Provider):
             raise PortInUseError(spec.port)
         return None
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
+    def create(self, spec: ServeSpec, endpoint_id: str) -> LocalHandle:
         self.preflight(spec)
         port = spec.port or free_port()
         log_path = logs_dir() / f"{endpoint_id}.log"
-        data: dict[str, object] = {"port": port, "log_path": str(log_path)}
-        if spec.auth is AuthMode.TOKEN:
-            data["token"] = secrets.token_urlsafe(24)
-        return SandboxHandle(self.name, endpoint_id, data)
+        token = secrets.token_urlsafe(24) if spec.auth is AuthMode.TOKEN else None
+        return LocalHandle(self.name, endpoint_id, port=port, log_path=str(log_path), token=token)
 
-    def server_port(self, handle: SandboxHandle) -> int:
-        return int(handle.data["port"])
+    def server_port(self, handle: LocalHandle) -> int:
+        if handle.port is None:
+            raise _not_ours(handle, "port")
+        return handle.port
 
-    def start(self, handle: SandboxHandle, launch: Launch) -> None:
-        log_path = Path(handle.data["log_path"])
+    def start(self, handle: LocalHandle, launch: Launch) -> None:
+        if handle.log_path is None:
+            raise _not_ours(handle, "log_path")
+        log_path = Path(handle.log_path)
         env = {**os.environ, **launch.env}
         env.pop(ACCESS_TOKEN_ENV, None)
-        if handle.data.get("token"):
-            env[ACCESS_TOKEN_ENV] = str(handle.data["token"])
+        if handle.token:
+            env[ACCESS_TOKEN_ENV] = handle.token
         # An interrupt between the spawn and the bookkeeping would leave a server nobody knows the pid of:
         # hold interrupts back until the pid is recorded (the child itself starts with them unblocked).
         with open(log_path, "ab") as log, _interrupts_deferred():
@@ -138,45 +157,45 @@ class LocalProvider(Provider):
                 preexec_fn=_unblock_interrupts,
             )
             self._children[handle.sandbox_id] = process
-            handle.data.update(pid=process.pid, start_time=process_start_time(process.pid))
+            handle.pid, handle.start_time = process.pid, process_start_time(process.pid)
 
-    def read_log(self, handle: SandboxHandle) -> str:
+    def read_log(self, handle: LocalHandle) -> str:
+        if handle.log_path is None:
+            return ""
         try:
-            return Path(handle.data["log_path"]).read_text(errors="replace")
+            return Path(handle.log_path).read_text(errors="replace")
         except FileNotFoundError:
             return ""
 
-    def exit_code(self, handle: SandboxHandle) -> int | None:
+    def exit_code(self, handle: LocalHandle) -> int | None:
         child = self._children.get(handle.sandbox_id)
         if child is not None:
             return child.poll()
         return None if self.is_running(handle) else -1
 
-    def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure:
-        token = handle.data.get("token")
-        headers = {PREVIEW_TOKEN_HEADER: str(token)} if token else {}
+    def expose(self, handle: LocalHandle, spec: ServeSpec) -> Exposure:
+        headers = {PREVIEW_TOKEN_HEADER: handle.token} if handle.token else {}
         return Exposure(
             url=f"http://{HOST}:{self.server_port(handle)}", headers=headers, api_key=spec.api_key
         )
 
-    def is_running(self, handle: SandboxHandle) -> bool:
-        pid = handle.data.get("pid")
-        if pid is None:
+    def is_running(self, handle: LocalHandle) -> bool:
+        if handle.pid is None:
             return False
         child = self._children.get(handle.sandbox_id)
         if child is not None and child.poll() is not None:
             return False
-        started = process_start_time(pid)
-        return started is not None and started == handle.data.get("start_time")
+        started = process_start_time(handle.pid)
+        return started is not None and started == handle.start_time
 
-    def delete(self, handle: SandboxHandle) -> None:
+    def delete(self, handle: LocalHandle) -> None:
         """Stop the server and everything it started (its whole process group), also when the group's leader
         died first and left children running (a pid is not reused while its process group still exists)."""
-        pid = handle.data.get("pid")
-        if not self.is_running(handle) and not (pid and live_group_members(int(pid))):
+        pid = handle.pid
+        if pid is None or (not self.is_running(handle) and not live_group_members(pid)):
             self._reap(handle)
             return
-        pgid = int(handle.data["pid"])
+        pgid = pid
         for sig in (signal.SIGTERM, signal.SIGKILL):
             _signal_group(pgid, sig)
             deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -187,11 +206,15 @@ class LocalProvider(Provider):
                 break
         self._reap(handle)
 
-    def _reap(self, handle: SandboxHandle) -> None:
+    def _reap(self, handle: LocalHandle) -> None:
         child = self._children.get(handle.sandbox_id)
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=0.05)
+
+
+def _not_ours(handle: LocalHandle, name: str) -> ValueError:
+    return ValueError(f"{handle.sandbox_id}: the handle has no {name}; only LocalProvider.create makes one")
 
 
 _INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}

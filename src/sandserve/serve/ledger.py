@@ -1,6 +1,9 @@
 """The ledger: every endpoint this user has brought up, in SQLite, so nothing keeps running (or billing) unseen.
 
-The file holds tokens and API keys, so it is created with mode 0600 and never made readable by others.
+The file holds tokens and API keys, so it is created with mode 0600 and never made readable by others. Its
+schema moves by named migrations (``migrations.py``); rows are read by column name. Another process holding
+the lock (a concurrent ``up``, ``down``...) makes a call wait, with ``LedgerEvents.waiting`` told after a
+second, and end in ``LedgerBusyError`` only after ``BUSY_WAIT_SECONDS``: a busy ledger is never called corrupt.
 """
 
 from __future__ import annotations
@@ -10,38 +13,58 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sandserve.endpoint import Endpoint
-from sandserve.errors import AmbiguousEndpointError, EndpointNotFoundError, LedgerCorruptError, StateDirError
+from sandserve.errors import (
+    AmbiguousEndpointError,
+    EndpointNotFoundError,
+    LedgerBusyError,
+    LedgerCorruptError,
+    LedgerUnusableError,
+    StateDirError,
+)
 from sandserve.paths import state_dir
-from sandserve.providers.base import SandboxHandle
+from sandserve.providers import handle_from_record
+from sandserve.providers.handles import SandboxHandle
+from sandserve.providers.local import process_start_time
+from sandserve.serve import migrations
+from sandserve.serve.migrations import FLEET_LABEL
 
 LEDGER_FILE = "ledger.sqlite3"
-#: The label that ties a fleet's worker to its gateway's row (the worker's spec carries it).
-FLEET_LABEL = "sandserve.fleet"
+#: How long a call waits for another process's lock before giving up (SQLite's own default is 5 s).
+BUSY_WAIT_SECONDS = 60.0
+#: When a wait is worth telling the user about.
+BUSY_NOTICE_SECONDS = 1.0
+#: Each attempt lets SQLite wait this long for the lock itself.
+_ATTEMPT_TIMEOUT = 0.25
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS endpoints (
-    id          TEXT PRIMARY KEY,
-    provider    TEXT NOT NULL,
-    engine      TEXT NOT NULL,
-    model       TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    sandbox     TEXT NOT NULL,
-    endpoint    TEXT,
-    spec        TEXT NOT NULL,
-    log_path    TEXT,
-    error       TEXT,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL
+COLUMNS = (
+    "id",
+    "provider",
+    "engine",
+    "model",
+    "state",
+    "sandbox",
+    "endpoint",
+    "spec",
+    "log_path",
+    "error",
+    "created_at",
+    "updated_at",
+    "parent_id",
+    "owner_pid",
+    "owner_started",
 )
-"""
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM endpoints"
+
+T = TypeVar("T")
+
+__all__ = ["FLEET_LABEL", "LEDGER_FILE", "LedgerEvents", "Record", "Registry", "State"]
 
 
 class State(StrEnum):
@@ -50,6 +73,22 @@ class State(StrEnum):
     FAILED = "failed"
     """The boot failed; the sandbox may still exist (Daytona keeps it by default)."""
     DOWN = "down"
+
+
+class LedgerEvents:
+    """What the ledger tells its caller. The library never prints; the CLI overrides this."""
+
+    def waiting(self, path: Path, seconds: float) -> None:
+        """Another process has held the ledger's lock for ``seconds``; still waiting."""
+
+
+#: Used by every Registry made without its own events (the CLI sets it once, at start).
+default_events = LedgerEvents()
+
+
+def use_events(events: LedgerEvents) -> None:
+    global default_events
+    default_events = events
 
 
 @dataclass
@@ -66,6 +105,11 @@ class Record:
     error: str | None
     created_at: float
     updated_at: float
+    parent_id: str | None = None
+    """The fleet (gateway row) this endpoint serves in, if any."""
+    owner_pid: int | None = None
+    """The process that ran ``up`` for it (meaningful while it boots)."""
+    owner_started: str | None = None
     live: bool | None = field(default=None)
     """Whether the provider still runs it; filled in by ``status`` checks, None when not checked."""
 
@@ -78,15 +122,15 @@ class Record:
 
 
 class Registry:
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(
+        self, path: Path | None = None, *, events: LedgerEvents | None = None, busy_wait: float | None = None
+    ) -> None:
         self.path = path or state_dir() / LEDGER_FILE
+        self.events = events
+        self.busy_wait = BUSY_WAIT_SECONDS if busy_wait is None else busy_wait
         self._ensure_file()
-        try:
-            with self._connect() as db:
-                db.execute(_SCHEMA)
-                db.execute("SELECT count(*) FROM endpoints").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise LedgerCorruptError(self.path, str(exc)) from exc
+        if self._transaction(self._needs_migrating, write=False):
+            self._transaction(self._migrate)
 
     def _ensure_file(self) -> None:
         try:
@@ -96,18 +140,62 @@ class Registry:
         except OSError as exc:
             raise StateDirError(self.path.parent, exc.strerror or str(exc)) from exc
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10)
-        try:
-            with db:
-                yield db
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+    def _needs_migrating(self, db: sqlite3.Connection) -> bool:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = '_migrations'").fetchone():
+            return True
+        self._refuse_newer(db)
+        return bool(migrations.pending(db))
+
+    def _refuse_newer(self, db: sqlite3.Connection) -> None:
+        newer = migrations.unknown(db)
+        if newer:
+            raise LedgerUnusableError(
+                self.path,
+                f"it was written by a newer sandserve (schema steps unknown here: {', '.join(newer)})",
+                hint="Upgrade sandserve (pip install -U sandserve); the ledger is left as it is.",
+            )
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        self._refuse_newer(db)
+        for step in migrations.pending(db):
+            migrations.apply(db, step)
+        db.execute("SELECT count(*) FROM endpoints").fetchone()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._transaction(lambda db: db.execute("PRAGMA user_version").fetchone()[0], write=False))
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """Run ``work`` in one transaction, waiting (and saying so) while another process holds the lock."""
+        started = time.monotonic()
+        told = False
+        while True:
+            db = sqlite3.connect(self.path, timeout=_ATTEMPT_TIMEOUT, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                result = work(db)
+                db.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as exc:
+                _rollback(db)
+                if not _is_busy(exc):
+                    raise _unusable(self.path, exc) from exc
+                waited = time.monotonic() - started
+                if waited >= self.busy_wait:
+                    raise LedgerBusyError(self.path, waited) from exc
+                if not told and waited >= BUSY_NOTICE_SECONDS:
+                    (self.events or default_events).waiting(self.path, waited)
+                    told = True
+            except sqlite3.DatabaseError as exc:
+                _rollback(db)
+                raise _unusable(self.path, exc) from exc
+            except BaseException:
+                _rollback(db)
                 raise
-            raise LedgerCorruptError(self.path, str(exc)) from exc
-        finally:
-            db.close()
+            finally:
+                db.close()
+
+    # --- writing ----------------------------------------------------------------------------------------
 
     def add(
         self,
@@ -118,24 +206,34 @@ class Registry:
         model: str,
         spec: dict[str, Any],
         sandbox: SandboxHandle,
+        parent_id: str | None = None,
     ) -> None:
+        """A new row, booting, owned by this process. A fleet worker's parent comes from its spec's label
+        when not given."""
         now = time.time()
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO endpoints (id, provider, engine, model, state, sandbox, spec, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    endpoint_id,
-                    provider,
-                    engine,
-                    model,
-                    State.BOOTING,
-                    _dump(sandbox.__dict__),
-                    _dump(spec),
-                    now,
-                    now,
-                ),
+        parent = parent_id or (spec.get("labels") or {}).get(FLEET_LABEL)
+        pid = os.getpid()
+        values = {
+            "id": endpoint_id,
+            "provider": provider,
+            "engine": engine,
+            "model": model,
+            "state": str(State.BOOTING),
+            "sandbox": _dump(sandbox.to_record()),
+            "spec": _dump(spec),
+            "created_at": now,
+            "updated_at": now,
+            "parent_id": parent if parent != endpoint_id else None,
+            "owner_pid": pid,
+            "owner_started": process_start_time(pid),
+        }
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        self._transaction(
+            lambda db: db.execute(
+                f"INSERT INTO endpoints ({columns}) VALUES ({marks})", tuple(values.values())
             )
+        )
 
     def update(
         self,
@@ -151,7 +249,7 @@ class Registry:
         if state is not None:
             changes["state"] = str(state)
         if sandbox is not None:
-            changes["sandbox"] = _dump(sandbox.__dict__)
+            changes["sandbox"] = _dump(sandbox.to_record())
         if endpoint is not None:
             changes["endpoint"] = _dump(endpoint.to_dict())
         if log_path is not None:
@@ -159,31 +257,35 @@ class Registry:
         if error is not None:
             changes["error"] = error
         assignments = ", ".join(f"{column} = ?" for column in changes)
-        with self._connect() as db:
-            db.execute(f"UPDATE endpoints SET {assignments} WHERE id = ?", (*changes.values(), endpoint_id))
+        self._transaction(
+            lambda db: db.execute(
+                f"UPDATE endpoints SET {assignments} WHERE id = ?", (*changes.values(), endpoint_id)
+            )
+        )
+
+    # --- reading ----------------------------------------------------------------------------------------
 
     def get(self, endpoint_id: str) -> Record:
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone()
+        row = self._transaction(
+            lambda db: db.execute(f"{_SELECT} WHERE id = ?", (endpoint_id,)).fetchone(), write=False
+        )
         if row is None:
             raise EndpointNotFoundError(endpoint_id)
         return _record(row)
 
     def list(self, *, include_down: bool = False) -> list[Record]:
-        query = "SELECT * FROM endpoints"
-        if not include_down:
-            query += f" WHERE state != '{State.DOWN}'"
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY created_at").fetchall()
-        return [_record(row) for row in rows]
+        return self._select("" if include_down else "WHERE state != ?", () if include_down else (State.DOWN,))
 
     def members_of(self, parent_id: str, *, include_down: bool = False) -> builtins.list[Record]:
         """The rows that belong to ``parent_id`` (a fleet's workers, booting ones included)."""
-        return [
-            record
-            for record in self.list(include_down=include_down)
-            if record.id != parent_id and record.spec.get("labels", {}).get(FLEET_LABEL) == parent_id
-        ]
+        if include_down:
+            return self._select("WHERE parent_id = ?", (parent_id,))
+        return self._select("WHERE parent_id = ? AND state != ?", (parent_id, State.DOWN))
+
+    def _select(self, where: str, parameters: tuple[Any, ...]) -> builtins.list[Record]:
+        query = f"{_SELECT} {where} ORDER BY created_at"
+        rows = self._transaction(lambda db: db.execute(query, parameters).fetchall(), write=False)
+        return [_record(row) for row in rows]
 
     def resolve(self, ref: str | None) -> Record:
         """The record ``ref`` names (an id or a unique id prefix), or the only endpoint up when ref is None."""
@@ -205,23 +307,46 @@ class Registry:
         return matches[0]
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in str(exc) or "busy" in str(exc)
+
+
+#: SQLite's codes for a file whose content is not a (whole) database: only these make a ledger corrupt.
+_CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+def _unusable(path: Path, exc: sqlite3.DatabaseError) -> LedgerCorruptError | LedgerUnusableError:
+    """Corrupt only when SQLite says the content is; a full disk or a read-only file is something else."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if name in _CORRUPT or name.startswith("SQLITE_CORRUPT") or "malformed" in str(exc):
+        return LedgerCorruptError(path, str(exc))
+    if not name and not isinstance(exc, sqlite3.OperationalError):
+        return LedgerCorruptError(path, str(exc))
+    return LedgerUnusableError(path, str(exc))
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
 def _record(row: tuple[Any, ...]) -> Record:
-    (id_, provider, engine, model, state, sandbox, endpoint, spec, log_path, error, created, updated) = row
+    values = dict(zip(COLUMNS, row, strict=True))
+    endpoint = values.pop("endpoint")
     return Record(
-        id=id_,
-        provider=provider,
-        engine=engine,
-        model=model,
-        state=State(state),
-        sandbox=SandboxHandle(**json.loads(sandbox)),
-        endpoint=Endpoint.from_dict(json.loads(endpoint)) if endpoint else None,
-        spec=json.loads(spec),
-        log_path=log_path,
-        error=error,
-        created_at=created,
-        updated_at=updated,
+        **{
+            **values,
+            "state": State(values["state"]),
+            "sandbox": handle_from_record(json.loads(values["sandbox"])),
+            "endpoint": Endpoint.from_dict(json.loads(endpoint)) if endpoint else None,
+            "spec": json.loads(values["spec"]),
+        }
     )

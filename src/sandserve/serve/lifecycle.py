@@ -10,14 +10,23 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sandserve.endpoint import Endpoint
 from sandserve.engines import Engine, diagnose, get_engine, phases_in
-from sandserve.errors import BootInterruptedError, BootTimeoutError, EngineDiedError, SandserveError
+from sandserve.errors import (
+    BootInterruptedError,
+    BootTimeoutError,
+    EngineDiedError,
+    LedgerBusyError,
+    SandserveError,
+)
 from sandserve.paths import logs_dir
 from sandserve.providers import get_provider
-from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.providers.base import Exposure, Provider
+from sandserve.providers.handles import SandboxHandle
+from sandserve.providers.local import process_start_time
+from sandserve.results import BootPhase, ServerInfo
 from sandserve.serve import breaker
 from sandserve.serve.ledger import Record, Registry, State
 from sandserve.spec import ServeSpec
@@ -54,17 +63,14 @@ class BootEvents:
 @dataclass
 class BootTimeline:
     started: float = field(default_factory=time.monotonic)
-    phases: list[tuple[str, float]] = field(default_factory=list)
+    phases: list[BootPhase] = field(default_factory=list)
 
     def mark(self, name: str, events: BootEvents) -> None:
-        if any(seen == name for seen, _ in self.phases):
+        if any(seen.phase == name for seen in self.phases):
             return
         seconds = round(time.monotonic() - self.started, 2)
-        self.phases.append((name, seconds))
+        self.phases.append(BootPhase(name, seconds))
         events.phase(name, seconds)
-
-    def as_list(self) -> list[dict[str, float | str]]:
-        return [{"phase": name, "seconds": seconds} for name, seconds in self.phases]
 
 
 def new_endpoint_id(spec: ServeSpec) -> str:
@@ -81,12 +87,16 @@ def up(
     force: bool = False,
 ) -> Endpoint:
     """Bring ``spec`` to a live endpoint and record it in the ledger. ``force``: boot even a spec that failed
-    to boot several times in a row (the breaker, ``sandserve.serve.breaker``)."""
+    to boot several times in a row (the breaker, ``sandserve.serve.breaker``).
+
+    Every ledger write after the server started is covered: if one fails (a ledger busy past its wait, a full
+    disk), the server is stopped, so nothing runs unrecorded; a row an interrupted ``up`` leaves ``booting``
+    is settled later by ``reconcile``."""
     events = events or BootEvents()
     registry = registry or Registry()
     timeline = BootTimeline()
     breaker.check(spec, registry, force=force)
-    spec, engine = _prepare(spec, events)
+    spec, engine = get_engine(spec.engine).prepare(spec, events)
     provider = get_provider(spec.provider)
     for warning in provider.preflight(spec) or ():
         events.warning(warning)
@@ -108,89 +118,100 @@ def up(
         timeline.mark("sandbox ready", events)
 
         launch = engine.launch(
-            spec, host=_bind_host(provider), port=provider.server_port(handle), api_key=spec.api_key
+            spec, host=provider.bind_host, port=provider.server_port(handle), api_key=spec.api_key
         )
         events.status("starting the server: " + launch.display_command())
         provider.start(handle, launch)
-        registry.update(endpoint_id, sandbox=handle)
         exposure = provider.expose(handle, spec)
+        # Recorded before the wait: a killed `up` leaves a row that can still be settled (``reconcile``).
+        endpoint = _endpoint(endpoint_id, spec, engine, provider, handle, exposure, ServerInfo())
+        registry.update(endpoint_id, sandbox=handle, endpoint=endpoint)
 
         events.status(f"waiting for a real generation (up to {spec.boot_timeout:.0f} s)")
         log_text = _wait_until_ready(spec, engine, provider, handle, exposure, timeline, events, endpoint_id)
+        timeline.mark("ready", events)
+        server_info = _server_info(engine, exposure)
+        endpoint.info = server_info.with_values(
+            kv_pool_tokens=engine.kv_pool_tokens(log_text) or server_info.max_total_num_tokens,
+            boot_timeline=tuple(timeline.phases),
+            capabilities=engine.capabilities,
+            preset=spec.preset,
+            model_path=spec.model,
+        )
+        registry.update(
+            endpoint_id, state=State.READY, endpoint=endpoint, sandbox=handle, log_path=handle.log_path
+        )
     except KeyboardInterrupt:
         log_path = _save_log(endpoint_id, provider, handle)
         _delete_quietly(provider, handle)
-        registry.update(endpoint_id, state=State.DOWN, error="interrupted while booting", log_path=log_path)
+        _record_quietly(
+            registry, endpoint_id, state=State.DOWN, error="interrupted while booting", log_path=log_path
+        )
         raise BootInterruptedError(endpoint_id=endpoint_id, log_path=log_path) from None
     except SandserveError as exc:
         log_path = getattr(exc, "log_path", None) or _save_log(endpoint_id, provider, handle)
-        cleanup = spec.delete_on_failure or not provider.keeps_failed_sandboxes or not handle.sandbox_id
+        cleanup = (
+            spec.delete_on_failure
+            or not provider.keeps_failed_sandboxes
+            or not handle.sandbox_id
+            or isinstance(exc, LedgerBusyError)
+        )
         if cleanup:
             _delete_quietly(provider, handle)
-        registry.update(
-            endpoint_id, state=State.DOWN if cleanup else State.FAILED, error=exc.message, log_path=log_path
-        )
+        if not isinstance(exc, LedgerBusyError):  # a busy ledger would only make us wait again
+            _record_quietly(
+                registry,
+                endpoint_id,
+                state=State.DOWN if cleanup else State.FAILED,
+                error=exc.message,
+                log_path=log_path,
+            )
         raise
+    except Exception as exc:
+        # Anything unforeseen (the ledger's disk full...): stop what runs rather than leave it unrecorded.
+        _delete_quietly(provider, handle)
+        _record_quietly(registry, endpoint_id, state=State.DOWN, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return endpoint
 
-    timeline.mark("ready", events)
-    server_info = _server_info(engine, exposure)
-    endpoint = Endpoint(
+
+def _endpoint(
+    endpoint_id: str,
+    spec: ServeSpec,
+    engine: Engine,
+    provider: Provider[Any],
+    handle: SandboxHandle,
+    exposure: Exposure,
+    info: ServerInfo,
+) -> Endpoint:
+    return Endpoint(
         id=endpoint_id,
         url=exposure.url,
         model=spec.served_name,
         engine=engine.name,
         provider=provider.name,
-        auth=str(spec.auth),
+        auth=provider.auth_label(spec),
         headers=exposure.headers,
         api_key=exposure.api_key,
         sandbox_id=handle.sandbox_id,
         expires_at=exposure.expires_at,
-        info={
-            **server_info,
-            "kv_pool_tokens": engine.kv_pool_tokens(log_text) or server_info.get("max_total_num_tokens"),
-            "boot_timeline": timeline.as_list(),
-            "capabilities": engine.capabilities.as_dict(),
-            "preset": spec.preset,
-            "model_path": spec.model,
-        },
+        info=info,
     )
-    registry.update(
-        endpoint_id,
-        state=State.READY,
-        endpoint=endpoint,
-        sandbox=handle,
-        log_path=handle.data.get("log_path"),
-    )
-    return endpoint
 
 
-def _prepare(spec: ServeSpec, events: BootEvents) -> tuple[ServeSpec, Engine]:
-    """Make the things a spec names real: the llama-server binary is built, the model file written or fetched,
-    on first use."""
-    if spec.engine != "llamacpp":
-        return spec, get_engine(spec.engine)
-    from sandserve.engines.llamacpp_build import ensure_llama_server
-    from sandserve.engines.modelfetch import local_model_file
-
-    def on_build(progress: object) -> None:
-        events.build_progress(
-            getattr(progress, "done", 0), getattr(progress, "total", 0), getattr(progress, "message", "")
-        )
-
-    binary = ensure_llama_server(on_progress=on_build)
-    spec = spec.with_overrides(model=str(local_model_file(spec.model, events.status)))
-    return spec, get_engine("llamacpp", llama_server=str(binary))
-
-
-def _bind_host(provider: Provider) -> str:
-    # Inside a sandbox the preview proxy reaches the server from outside its loopback.
-    return "127.0.0.1" if provider.name == "local" else "0.0.0.0"
+def _record_quietly(registry: Registry, endpoint_id: str, **changes: Any) -> None:
+    """Record how a boot ended; if even that fails, the row stays ``booting`` and ``reconcile`` settles it
+    once this process has ended (the error that ended the boot is the one worth raising)."""
+    try:
+        registry.update(endpoint_id, **changes)
+    except Exception:
+        pass
 
 
 def _wait_until_ready(
     spec: ServeSpec,
     engine: Engine,
-    provider: Provider,
+    provider: Provider[Any],
     handle: SandboxHandle,
     exposure: Exposure,
     timeline: BootTimeline,
@@ -243,7 +264,7 @@ def _wait_until_ready(
 
 
 def _final_log(
-    provider: Provider,
+    provider: Provider[Any],
     handle: SandboxHandle,
     engine: Engine,
     timeline: BootTimeline,
@@ -259,8 +280,8 @@ def _final_log(
     return log_text
 
 
-def _server_info(engine: Engine, exposure: Exposure) -> dict[str, object]:
-    """What the server says of its capacity (KV pool, requests at once); empty if it will not say."""
+def _server_info(engine: Engine, exposure: Exposure) -> ServerInfo:
+    """What the server says of its capacity (KV pool, requests at once); nothing if it will not say."""
     import httpx
 
     try:
@@ -268,10 +289,9 @@ def _server_info(engine: Engine, exposure: Exposure) -> dict[str, object]:
             exposure.url + engine.info_path, headers=exposure.probe_request_headers(), timeout=10.0
         )
         response.raise_for_status()
-        summary = engine.summarise_info(response.json())
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return {}
-    return {key: value for key, value in summary.items() if value is not None}
+        return engine.summarise_info(response.json())
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+        return ServerInfo()
 
 
 def _generates(http: httpx.Client, url: str, engine: Engine) -> bool:
@@ -286,11 +306,11 @@ def _generates(http: httpx.Client, url: str, engine: Engine) -> bool:
 
 
 def _save_log(
-    endpoint_id: str, provider: Provider, handle: SandboxHandle, text: str | None = None
+    endpoint_id: str, provider: Provider[Any], handle: SandboxHandle, text: str | None = None
 ) -> Path | None:
     """The whole server log, kept in the state directory (a local server already writes it there)."""
-    if handle.data.get("log_path"):
-        return Path(handle.data["log_path"])
+    if handle.log_path:
+        return Path(handle.log_path)
     if not handle.sandbox_id:
         return None
     try:
@@ -303,7 +323,7 @@ def _save_log(
     return path
 
 
-def _delete_quietly(provider: Provider, handle: SandboxHandle) -> None:
+def _delete_quietly(provider: Provider[Any], handle: SandboxHandle) -> None:
     try:
         provider.delete(handle)
     except Exception:
@@ -313,8 +333,11 @@ def _delete_quietly(provider: Provider, handle: SandboxHandle) -> None:
 # --- the ledger verbs ---------------------------------------------------------------------------------
 
 
-def refresh(record: Record) -> Record:
-    """Ask the provider whether the endpoint's server still runs (``record.live``)."""
+def refresh(record: Record, registry: Registry | None = None) -> Record:
+    """Ask the provider whether the endpoint's server still runs (``record.live``). With the ``registry``, a
+    row left ``booting`` by an ``up`` that was killed is settled first (``reconcile``)."""
+    if registry is not None:
+        record = reconcile(record, registry)
     if record.state is State.DOWN or not record.sandbox.sandbox_id:
         record.live = False
         return record
@@ -347,3 +370,35 @@ def down(record: Record, registry: Registry) -> None:
             failures.append(exc)
     if failures:
         raise failures[0]
+
+
+def boot_owner_alive(record: Record) -> bool:
+    """Whether the process that ran ``up`` for this row still runs (pid and start time both match)."""
+    if record.owner_pid is None:
+        return False
+    return process_start_time(record.owner_pid) == record.owner_started
+
+
+def reconcile(record: Record, registry: Registry) -> Record:
+    """Settle a row left ``booting`` by an ``up`` that no longer runs: a server still running with its
+    endpoint recorded becomes ready; anything else is stopped (if it runs) and marked down."""
+    if record.state is not State.BOOTING or boot_owner_alive(record):
+        return record
+    provider = get_provider(record.provider)
+    try:
+        alive = bool(record.sandbox.sandbox_id) and provider.is_running(record.sandbox)
+    except SandserveError:
+        return record  # the provider cannot say now: settle it another time
+    if alive and record.endpoint is not None:
+        registry.update(
+            record.id, state=State.READY, error="its `up` was interrupted after the server started"
+        )
+    else:
+        # Nothing usable: whatever is left of the sandbox (a kept one bills) goes before the row says down.
+        if record.sandbox.sandbox_id:
+            try:
+                provider.delete(record.sandbox)
+            except SandserveError:
+                return record  # still there and not deletable now: settle it another time
+        registry.update(record.id, state=State.DOWN, error="its `up` ended before the server was ready")
+    return registry.get(record.id)

@@ -6,22 +6,42 @@ from __future__ import annotations
 from typing import Any
 
 from sandserve import config
-from sandserve.engines import get_engine
+from sandserve.engines import engine_class
 from sandserve.masking import MASK
-from sandserve.spec import SANDBOX_PORT, AuthMode, ProviderName, ServeSpec
+from sandserve.providers import get_provider
+from sandserve.spec import SANDBOX_PORT, AuthMode, ServeSpec
 
 
 def plan(spec: ServeSpec) -> dict[str, Any]:
-    if spec.provider is ProviderName.LOCAL:
-        return _local_plan(spec)
-    engine = get_engine(spec.engine)
-    launch = engine.launch(spec, host="0.0.0.0", port=spec.port or SANDBOX_PORT, api_key=spec.api_key)
+    provider = get_provider(spec.provider)
+    engine = engine_class(spec.engine).planned(spec)
+    details = engine.plan_details(spec)
+    port: int | str = spec.port or (SANDBOX_PORT if provider.remote else "a free port")
+    launch = engine.launch(
+        spec.with_overrides(model=details["model"]),
+        host=provider.bind_host,
+        port=port if isinstance(port, int) else 0,
+        api_key=spec.api_key,
+    )
+    head = {
+        "provider": provider.name,
+        "engine": spec.engine,
+        "model": details.pop("model"),
+        "served_name": spec.served_name,
+        **details,
+    }
+    if not provider.remote:
+        return {
+            **head,
+            "port": port,
+            "command": launch.display_command(),
+            "env": launch.display_env(),
+            "boot_timeout": spec.boot_timeout,
+        }
+    # A sandbox elsewhere: its image, hardware, exposure and secrets are part of the plan.
     sandbox_env = {"HF_TOKEN": MASK} if spec.hf_token and not spec.hf_token_secret else {}
     return {
-        "provider": str(spec.provider),
-        "engine": spec.engine,
-        "model": spec.model,
-        "served_name": spec.served_name,
+        **head,
         "image": spec.image,
         "gpu": list(spec.gpus),
         "spot": spec.spot,
@@ -32,7 +52,7 @@ def plan(spec: ServeSpec) -> dict[str, Any]:
         "auto_stop_minutes": spec.auto_stop_minutes,
         "auth": str(spec.auth),
         "public": spec.auth in (AuthMode.KEY, AuthMode.PUBLIC),
-        "port": spec.port or SANDBOX_PORT,
+        "port": port,
         "command": launch.display_command(),
         "env": {**sandbox_env, **launch.display_env()},
         "secrets": {"HF_TOKEN": spec.hf_token_secret} if spec.hf_token_secret else {},
@@ -76,26 +96,3 @@ def auto_stop_text(minutes: int) -> str:
     if not minutes:
         return "off"
     return f"after {minutes} idle min (the sandbox is ephemeral: a stop deletes it)"
-
-
-def _local_plan(spec: ServeSpec) -> dict[str, Any]:
-    from sandserve.engines.llamacpp_build import llama_server_path
-    from sandserve.engines.modelfetch import describe_local_model
-
-    binary = llama_server_path()
-    engine = get_engine(spec.engine, llama_server=str(binary) if binary else "llama-server")
-    model = describe_local_model(spec.model)
-    launch = engine.launch(
-        spec.with_overrides(model=model), host="127.0.0.1", port=spec.port or 0, api_key=spec.api_key
-    )
-    return {
-        "provider": "local",
-        "engine": spec.engine,
-        "model": model,
-        "served_name": spec.served_name,
-        "binary": str(binary) if binary else "llama-server (built from source on first use)",
-        "port": spec.port or "a free port",
-        "command": launch.display_command(),
-        "env": launch.display_env(),
-        "boot_timeout": spec.boot_timeout,
-    }

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 
+from sandserve.providers import get_provider
 from sandserve.serve.ledger import Record, State
 
 
 def gpu_seconds(record: Record) -> float:
     """How long the record has held a GPU: from creation to now (still up) or to its last change (down)."""
-    if record.provider != "daytona" or not record.spec.get("gpus"):
+    if not get_provider(record.provider).offers_gpus or not record.spec.get("gpus"):
         return 0.0
     end = record.updated_at if record.state is State.DOWN else time.time()
     return max(0.0, end - record.created_at)

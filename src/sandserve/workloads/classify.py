@@ -15,6 +15,7 @@ from typing import Any
 
 from sandserve.batch import BatchProgress, BatchRequest, BatchResult, BatchSummary, run_requests
 from sandserve.endpoint import Endpoint
+from sandserve.engines import get_engine
 from sandserve.workloads.corpus import AUTHORS, Passage
 
 AUTHOR_QUESTION = f"Which of these authors wrote this passage: {', '.join(AUTHORS)}?"
@@ -62,11 +63,8 @@ def answer_request(
         },
         "max_tokens": MAX_TOKENS,
     }
-    if endpoint.engine == "sglang":
-        body["reasoning_effort"] = "low"
-    else:
-        # llama.cpp has no effort knob, and its JSON grammar would let a thinking block come first.
-        body["chat_template_kwargs"] = {"enable_thinking": False}
+    # Short reasoning at most before the JSON answer (the engine knows its own dial).
+    body.update(get_engine(endpoint.engine).brief_answer_fields())
     if temperature is not None:
         body["temperature"] = temperature
     return BatchRequest(custom_id=f"{question.name}/{passage.id}", body=body)

@@ -31,6 +31,7 @@ from sandserve.client.chat import (
 from sandserve.client.constrained import pick_constraint
 from sandserve.client.transport import endpoint_errors
 from sandserve.client.usage import cache_stats
+from sandserve.engines import get_engine
 from sandserve.errors import CapabilityError, EndpointUnavailableError, SandserveError
 from sandserve.tools.declaration import tool
 from sandserve.tools.loop import run_tool_loop
@@ -262,7 +263,7 @@ def bounded_haiku_schema(max_length: int = 40) -> dict[str, Any]:
 
 def _regex(endpoint: Endpoint) -> TourStep:
     result = endpoint.generate(COLOR_PROMPT, regex=COLOR_REGEX, max_new_tokens=8)
-    how = "SGLang /generate" if endpoint.engine == "sglang" else "llama.cpp completions, regex -> GBNF"
+    how = get_engine(endpoint.engine).constraint_route("regex")
     lines = [f"{COLOR_PROMPT}{result.text!r}   (regex {COLOR_REGEX!r}, {how})"]
     passed = re.fullmatch(COLOR_REGEX, result.text) is not None
     return TourStep(
@@ -276,7 +277,7 @@ def _regex(endpoint: Endpoint) -> TourStep:
 
 def _ebnf(endpoint: Endpoint) -> TourStep:
     result = endpoint.generate("Today's date in ISO format: ", ebnf=DATE_EBNF, max_new_tokens=16)
-    how = "SGLang /generate ebnf" if endpoint.engine == "sglang" else "llama.cpp GBNF grammar"
+    how = get_engine(endpoint.engine).constraint_route("ebnf")
     lines = [f"date grammar ({how}) -> {result.text!r}"]
     passed = re.fullmatch(DATE_PATTERN, result.text.strip()) is not None
     return TourStep(

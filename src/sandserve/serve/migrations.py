@@ -1,0 +1,107 @@
+"""The ledger's schema, as an append-only list of named migrations (the way simonw/llm keeps its log database).
+
+Each migration runs once, in order, inside the transaction that records it in ``_migrations``; the schema
+version (``PRAGMA user_version``) is the number applied. Never edit or reorder a migration that has shipped:
+append a new one. A ledger that names a migration this version does not know was written by a newer sandserve.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: list[Migration] = []
+migration = MIGRATIONS.append
+
+#: The label that ties a fleet's worker to its gateway's row (the worker's spec carries it).
+FLEET_LABEL = "sandserve.fleet"
+
+
+def applied(db: sqlite3.Connection) -> list[str]:
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    return [name for (name,) in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+def pending(db: sqlite3.Connection) -> list[Migration]:
+    done = set(applied(db))
+    return [step for step in MIGRATIONS if step.__name__ not in done]
+
+
+def unknown(db: sqlite3.Connection) -> list[str]:
+    """Migrations the ledger has that this version does not know (a newer sandserve wrote it)."""
+    known = {step.__name__ for step in MIGRATIONS}
+    return [name for name in applied(db) if name not in known]
+
+
+def apply(db: sqlite3.Connection, step: Migration) -> None:
+    step(db)
+    db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (step.__name__, time.time()))
+    count = db.execute("SELECT count(*) FROM _migrations").fetchone()[0]
+    db.execute(f"PRAGMA user_version = {int(count)}")
+
+
+@migration
+def m001_endpoints(db: sqlite3.Connection) -> None:
+    # The table as it was before migrations existed: an existing ledger already has it.
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS endpoints (
+            id          TEXT PRIMARY KEY,
+            provider    TEXT NOT NULL,
+            engine      TEXT NOT NULL,
+            model       TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            sandbox     TEXT NOT NULL,
+            endpoint    TEXT,
+            spec        TEXT NOT NULL,
+            log_path    TEXT,
+            error       TEXT,
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL
+        )
+        """
+    )
+
+
+@migration
+def m002_fleet_members(db: sqlite3.Connection) -> None:
+    """A fleet's workers point at their gateway's row, instead of being found by a label inside the spec."""
+    db.execute("ALTER TABLE endpoints ADD COLUMN parent_id TEXT REFERENCES endpoints(id)")
+    db.execute("CREATE INDEX endpoints_parent ON endpoints (parent_id)")
+    for endpoint_id, spec in db.execute("SELECT id, spec FROM endpoints").fetchall():
+        parent = _labels(spec).get(FLEET_LABEL)
+        if parent and parent != endpoint_id:
+            db.execute("UPDATE endpoints SET parent_id = ? WHERE id = ?", (parent, endpoint_id))
+
+
+@migration
+def m003_typed_sandbox_handles(db: sqlite3.Connection) -> None:
+    """Sandbox handles are stored flat (``{"provider", "sandbox_id", "port", ...}``), not under ``data``."""
+    for endpoint_id, sandbox in db.execute("SELECT id, sandbox FROM endpoints").fetchall():
+        handle = json.loads(sandbox)
+        data = handle.pop("data", None)
+        if isinstance(data, dict):
+            flat = {**data, **handle}
+            db.execute(
+                "UPDATE endpoints SET sandbox = ? WHERE id = ?",
+                (json.dumps(flat, sort_keys=True), endpoint_id),
+            )
+
+
+@migration
+def m004_boot_owner(db: sqlite3.Connection) -> None:
+    """The process running ``up`` for a booting row, so a row whose ``up`` was killed can be reconciled."""
+    db.execute("ALTER TABLE endpoints ADD COLUMN owner_pid INTEGER")
+    db.execute("ALTER TABLE endpoints ADD COLUMN owner_started TEXT")
+
+
+def _labels(spec_json: str) -> dict[str, str]:
+    try:
+        labels = json.loads(spec_json).get("labels") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return labels if isinstance(labels, dict) else {}
