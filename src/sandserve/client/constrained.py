@@ -100,20 +100,33 @@ def check_chat_output(
 def check_answer(
     constraint: Constraint | None, text: str, finish_reason: str, engine: str, max_tokens: int | None = None
 ) -> None:
-    """A finished answer must match its regex or validate against its schema; a cut one is refused."""
+    """A finished answer must match its regex or validate against its schema. An answer that reached
+    ``max_tokens`` counts only if it already satisfies its constraint (the limit can fall on the last token of a
+    complete answer); otherwise it is a cut one and is refused as such."""
     if constraint is None:
+        return
+    if constraint.kind == "ebnf":  # no grammar checker on this side: the server's word (and the limit) decide
+        if finish_reason == "length":
+            raise AnswerCutShortError(constraint.label, max_tokens, text)
+        return
+    problem = _constraint_problem(constraint, text)
+    if problem is None:
         return
     if finish_reason == "length":
         raise AnswerCutShortError(constraint.label, max_tokens, text)
-    if constraint.kind == "regex" and re.fullmatch(constraint.value, text) is None:
-        raise ConstraintViolatedError("regex", engine, text)
-    if constraint.kind == "json_schema":
-        import jsonschema
+    raise ConstraintViolatedError(constraint.label, engine, text) from problem
 
-        try:
-            jsonschema.validate(json.loads(text), constraint.value)
-        except (ValueError, jsonschema.ValidationError) as exc:
-            raise ConstraintViolatedError("JSON schema", engine, text) from exc
+
+def _constraint_problem(constraint: Constraint, text: str) -> Exception | None:
+    if constraint.kind == "regex":
+        return None if re.fullmatch(constraint.value, text) else ValueError("no full match")
+    import jsonschema
+
+    try:
+        jsonschema.validate(json.loads(text), constraint.value)
+    except (ValueError, jsonschema.ValidationError) as exc:
+        return exc
+    return None
 
 
 # --- raw-text generation ------------------------------------------------------------------------------------
