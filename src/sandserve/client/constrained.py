@@ -101,8 +101,8 @@ def check_answer(
     constraint: Constraint | None, text: str, finish_reason: str, engine: str, max_tokens: int | None = None
 ) -> None:
     """A finished answer must match its regex or validate against its schema. An answer that reached
-    ``max_tokens`` counts only if it already satisfies its constraint (the limit can fall on the last token of a
-    complete answer); otherwise it is a cut one and is refused as such."""
+    ``max_tokens`` counts only if it already satisfies its constraint (the limit can fall on the last token
+    of a complete answer); otherwise it is a cut one and is refused as such."""
     if constraint is None:
         return
     if constraint.kind == "ebnf":  # no grammar checker on this side: the server's word (and the limit) decide
