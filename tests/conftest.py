@@ -133,3 +133,43 @@ def run_cli(
         env={**os.environ, **(env or {})},
         cwd=cwd,
     )
+
+
+# --- the fast tier (tests/unit): no process, and the pipeline on an in-process fake provider and engine ----------
+
+UNIT_DIR = TESTS_DIR / "unit"
+
+
+@pytest.fixture(autouse=True)
+def no_process_in_the_fast_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast tier's promise, kept: a unit test that would start a process fails instead."""
+    if UNIT_DIR not in Path(request.node.path).parents:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a unit test started a process: it belongs in tests/integration")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
+    """``lifecycle.up`` serves ``fakes.fake_spec()`` with the fake engine on the fake provider (tests/unit/fakes.py);
+    set ``FakeProvider.script`` to choose what the next server does."""
+    from fakes import FAKE, FAKE_ENGINE, FakeProvider, healthy_boot, stop_every_server
+
+    from sandserve.engines import Engine
+
+    real_get_engine = lifecycle.get_engine
+
+    def get_engine(name: str, **options: object) -> Engine:
+        return FAKE_ENGINE if name == FAKE else real_get_engine(name, **options)
+
+    monkeypatch.setattr(lifecycle, "get_engine", get_engine)
+    monkeypatch.setattr(FakeProvider, "script", healthy_boot())
+    stop_every_server()  # also forgets what an earlier test's clean-up deleted
+    yield FakeProvider
+    stop_every_server()
