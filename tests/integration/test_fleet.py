@@ -36,6 +36,17 @@ from sandserve.serve.resolve import resolve_spec
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 
 
+def command_lines() -> dict[int, bytes]:
+    """Every process's command line: what any local user can read in /proc/PID/cmdline."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            found[int(entry.parent.name)] = entry.read_bytes()
+        except OSError:
+            continue
+    return found
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return run_sandserve(*args, env=env, timeout=180)  # this file's commands run longer
 
@@ -132,6 +143,10 @@ def test_two_workers_serve_as_one_endpoint_that_needs_the_gateway_key():
     )
     for member in fleet.members:  # the workers do not answer without their own keys either
         assert httpx.post(f"{member.url}/v1/chat/completions", json=body, timeout=10).status_code == 401
+    keys = [fleet.endpoint.api_key] + [Registry().get(m.endpoint_id).endpoint.api_key for m in fleet.members]
+    assert not [
+        pid for pid, cmdline in command_lines().items() for key in keys if key and key.encode() in cmdline
+    ]
 
     registry = Registry()
     record = registry.get(fleet.id)

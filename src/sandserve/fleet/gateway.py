@@ -97,11 +97,29 @@ def gateway_launch(
         argv += ["--worker-startup-check-interval", "1"]
     if worker_urls:
         argv += ["--worker-urls", *worker_urls]
-    if api_key:
-        argv += ["--api-key", api_key]
     argv += list(extra_args)
     # Without it the gateway tries to fetch a tokenizer from the Hub (a slow warning when offline).
-    return Launch(argv=argv, env={"HF_HUB_OFFLINE": "1"}, secrets=frozenset({api_key} if api_key else ()))
+    env = {"HF_HUB_OFFLINE": "1"}
+    if api_key:
+        # The gateway takes its key only as a flag, and any local user can read a command line in
+        # /proc/PID/cmdline: a launcher adds the flag inside the process, from the environment.
+        argv[1:3] = ["-c", _key_from_env_launcher(_GATEWAY_MODULES[gateway])]
+        env[GATEWAY_KEY_ENV] = api_key
+    return Launch(argv=argv, env=env, secrets=frozenset({api_key} if api_key else ()))
+
+
+#: The environment variable that carries the gateway's API key to its launcher (masked by name wherever shown).
+GATEWAY_KEY_ENV = "SANDSERVE_GATEWAY_API_KEY"
+
+
+def _key_from_env_launcher(module: str) -> str:
+    """``python -m MODULE ARGS --api-key KEY`` with KEY read from the environment inside the process (both
+    gateways' launchers start the router in the same process, so the key never reaches a command line)."""
+    return (
+        "import os, runpy, sys; "
+        f"sys.argv = [{module!r}, *sys.argv[1:], '--api-key', os.environ.pop({GATEWAY_KEY_ENV!r})]; "
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
 
 
 # --- the process ------------------------------------------------------------------------------------------
