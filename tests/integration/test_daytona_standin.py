@@ -411,14 +411,15 @@ def test_signed_url_works_without_header_until_expired(api: DaytonaStandin, dayt
     start_echo_server(api, sandbox, port)
 
     revoked = sandbox.create_signed_preview_url(port, expires_in_seconds=3600)
-    short = sandbox.create_signed_preview_url(port, expires_in_seconds=1)
+    # Long enough to be used once on a loaded machine, short enough to wait out.
+    short = sandbox.create_signed_preview_url(port, expires_in_seconds=4)
+    assert httpx.get(short.url).status_code == 200
     assert (revoked.port, revoked.sandbox_id) == (port, sandbox.id)
     assert httpx.get(revoked.url + "/health").json()["path"] == "/health"
-    assert httpx.get(short.url).status_code == 200
 
     sandbox.expire_signed_preview_url(port, revoked.token)
     assert httpx.get(revoked.url + "/health").status_code == 401
-    time.sleep(1.1)
+    time.sleep(4.1)
     assert httpx.get(short.url).status_code == 401
 
 
