@@ -87,7 +87,7 @@ def test_completion_answers_take_sglangs_generate_shape():
 def test_engine_flags_fit_the_machine():
     assert (MachineFit(cores=2).threads, MachineFit(cores=2).batch_threads, MachineFit(cores=2).slots) == (
         1,
-        2,
+        1,
         4,
     )
     assert (MachineFit(cores=16).threads, MachineFit(cores=16).slots) == (8, 8)
@@ -108,6 +108,6 @@ def test_local_launch_puts_the_adapter_in_front_and_no_secret_on_the_command_lin
     assert (
         server[server.index("-c") + 1] == str(MAX_SLOT_CONTEXT * 4) and server[server.index("-np") + 1] == "4"
     )
-    assert (server[server.index("-t") + 1], server[server.index("-tb") + 1]) == ("1", "2")
+    assert (server[server.index("-t") + 1], server[server.index("-tb") + 1]) == ("1", "1")
     assert spec.api_key and spec.api_key not in " ".join(argv) and launch.env[API_KEY_ENV] == spec.api_key
     assert spec.api_key not in launch.display_env()[API_KEY_ENV]

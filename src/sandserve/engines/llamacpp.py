@@ -87,8 +87,9 @@ class MachineFit:
 
     @property
     def batch_threads(self) -> int:
-        """Prompt processing (prefill) is compute-bound: every core."""
-        return self.cores
+        """Prompt processing: as many threads as generation. With every core, OpenMP spin-waiting made two
+        servers on one machine (a local fleet) crawl at well under one token a second."""
+        return self.threads
 
     @property
     def slots(self) -> int:
