@@ -25,7 +25,6 @@ from pathlib import Path
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.base import Engine, Launch
-from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV
 from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
 from sandserve.presets import DEFAULT_LOCAL_PRESET
@@ -138,6 +137,9 @@ class LocalProvider(Provider[LocalHandle]):
         if handle.log_path is None:
             raise _not_ours(handle, "log_path")
         log_path = Path(handle.log_path)
+        # Here, not at the top: the adapter's module imports aiohttp, and `ls` reads the ledger through this one.
+        from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV
+
         env = {**os.environ, **launch.env}
         env.pop(ACCESS_TOKEN_ENV, None)
         if handle.token:
