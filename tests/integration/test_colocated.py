@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import TESTS_DIR, run_cli, sandserve_command, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
-from sandserve.endpoint import Endpoint
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
 from sandserve.errors import ColocatedRunError, ToolSandboxError
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import free_port
@@ -96,11 +97,12 @@ def test_run_inside_the_daytona_sandbox_brings_files_back(daytona, monkeypatch):
 def test_exec_inside_the_daytona_sandbox_streams_and_keeps_the_exit_code(daytona):
     endpoint = lifecycle.up(resolve_spec(provider="daytona", port=free_port(), auth="key"))
     result = run_cli(
-        "exec", "--", "bash", "-c", 'echo "$ENDPOINT $OPENAI_API_KEY"; echo done > out/flag; exit 3'
+        "exec", "--", "bash", "-c", 'echo "$ENDPOINT $OPENAI_API_KEY [$TOKEN]"; echo done > out/flag; exit 3'
     )
     assert result.returncode == 3, result.stderr
-    inside, key = result.stdout.split()
+    inside, key, token = result.stdout.split()
     assert inside.startswith("http://localhost:") and key == endpoint.api_key
+    assert token == "[]"  # localhost: no preview proxy, no token (but set, for clients that read it)
     assert Path("out/flag").read_text() == "done\n"
     _server, *job = daytona.sandboxes[endpoint.sandbox_id].runs
     assert job and endpoint.api_key not in " ".join(run.command for run in job)  # the key travels in a file
@@ -112,8 +114,18 @@ def test_run_and_exec_on_the_local_provider(local_endpoint):
     result = run_cli("run", str(script), "--upload", str(data), "--", "--n", "2")
     _check_run(result, local_endpoint.url, Path("out"))
     assert "this machine" in result.stderr
-    echoed = run_cli("exec", local_endpoint.id, "--", "sh", "-c", "echo $ENDPOINT")
-    assert echoed.returncode == 0 and echoed.stdout.strip() == local_endpoint.url
+    echoed = run_cli("exec", local_endpoint.id, "--", "sh", "-c", "echo $ENDPOINT $TOKEN $OPENAI_API_KEY")
+    assert echoed.returncode == 0, echoed.stderr
+    url, token, inside_key = echoed.stdout.split()
+    assert url == local_endpoint.url and token == local_endpoint.headers[PREVIEW_TOKEN_HEADER]
+    # The key code beside the server holds stands in for the token, and only for it.
+    chat = {"model": local_endpoint.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    chat_url = f"{local_endpoint.url}/v1/chat/completions"
+    bearer = {"Authorization": f"Bearer {inside_key}"}
+    assert httpx.post(chat_url, json=chat, headers=bearer, timeout=60).status_code == 200
+    wrong = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(chat_url, json=chat, headers=wrong, timeout=60).status_code == 401
+    assert inside_key not in run_cli("env").stdout + run_cli("ls", "--json").stdout
     hung = run_cli("exec", "--timeout", "1", "--", "sleep", "60", timeout=30)
     assert hung.returncode == 1 and "did not finish within 1 s" in hung.stderr
 

@@ -383,7 +383,8 @@ def test_load_probes_carry_the_skip_activity_header_and_read_the_engine(local_en
     class Relay(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append(dict(self.headers))
-            upstream = httpx.get(local_endpoint.url + self.path, timeout=5)
+            forwarded = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            upstream = httpx.get(local_endpoint.url + self.path, headers=forwarded, timeout=5)
             self.send_response(upstream.status_code)
             self.send_header("Content-Length", str(len(upstream.content)))
             self.end_headers()

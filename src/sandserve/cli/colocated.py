@@ -1,8 +1,8 @@
 """Colocated verbs: `sandserve exec [ID] -- CMD...` and `sandserve run [ID] SCRIPT.py`: code beside the server.
 
 On Daytona it runs inside the endpoint's own sandbox, where the server is http://localhost:8000 (no preview
-proxy in between); locally it runs on this machine against the local server. ENDPOINT, OPENAI_BASE_URL, MODEL
-and OPENAI_API_KEY are set for it; its output streams here; what it writes under out/ comes back.
+proxy in between); locally it runs on this machine against the local server. ENDPOINT, OPENAI_BASE_URL, MODEL,
+OPENAI_API_KEY and TOKEN are set for it; its output streams here; what it writes under out/ comes back.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def run_(
 ) -> None:
     """Run a Python script beside an endpoint's server: `sandserve run [ID] SCRIPT.py [ARGS...]`.
 
-    The script finds the server in ENDPOINT (and OPENAI_BASE_URL, MODEL, OPENAI_API_KEY), so the OpenAI SDK
-    works unchanged; files it writes under out/ come back to --output.
+    The script finds the server in ENDPOINT (and OPENAI_BASE_URL, MODEL, OPENAI_API_KEY, TOKEN), so the OpenAI
+    SDK and the guide's clients work unchanged; files it writes under out/ come back to --output.
     """
     from sandserve.serve.colocated import run_script
 

@@ -14,7 +14,8 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
 - credentials come from the environment, never the command line: ``SANDSERVE_ACCESS_TOKEN`` is required on
   every request in the ``x-daytona-preview-token`` header (as the Daytona preview proxy does), and
   ``SANDSERVE_API_KEY`` as ``Authorization: Bearer`` (as SGLang's ``--api-key`` does: health routes stay
-  open).
+  open). ``SANDSERVE_INSIDE_KEY``, sent as ``Authorization: Bearer``, stands in for the token: it is what code
+  run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
   llama-server itself gets a random key of its own, so its private port serves no one else.
 """
 
@@ -44,6 +45,7 @@ from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
 API_KEY_ENV = "SANDSERVE_API_KEY"
+INSIDE_KEY_ENV = "SANDSERVE_INSIDE_KEY"
 LISTENING_LINE = "sandserve adapter: listening on"
 OPEN_ROUTES = frozenset({"/health", "/health_generate"})
 _NOT_FORWARDED = frozenset(
@@ -82,8 +84,12 @@ class Upstream:
         return self.session
 
 
-def build_app(upstream: Upstream, access_token: str | None, api_key: str | None) -> web.Application:
-    app = web.Application(middlewares=[_auth(access_token, api_key)], client_max_size=64 * 1024 * 1024)
+def build_app(
+    upstream: Upstream, access_token: str | None, api_key: str | None, inside_key: str | None = None
+) -> web.Application:
+    app = web.Application(
+        middlewares=[_auth(access_token, api_key, inside_key)], client_max_size=64 * 1024 * 1024
+    )
     app.router.add_post("/v1/chat/completions", _chat(upstream))
     app.router.add_post("/generate", _generate(upstream))
     app.router.add_route("*", "/health_generate", _health_generate(upstream))
@@ -97,15 +103,20 @@ def build_app(upstream: Upstream, access_token: str | None, api_key: str | None)
     return app
 
 
-def _auth(access_token: str | None, api_key: str | None) -> Any:
+def _auth(access_token: str | None, api_key: str | None, inside_key: str | None) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if access_token and not _same(request.headers.get(PREVIEW_TOKEN_HEADER), access_token):
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        from_inside = inside_key is not None and _same(bearer, inside_key)
+        if (
+            access_token
+            and not from_inside
+            and not _same(request.headers.get(PREVIEW_TOKEN_HEADER), access_token)
+        ):
             return web.Response(
                 status=401,
                 text=f"Unauthorized: send the endpoint's token in the {PREVIEW_TOKEN_HEADER} header\n",
             )
-        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
             return web.json_response({"error": "Unauthorized"}, status=401)
         return await handler(request)
@@ -382,9 +393,10 @@ async def serve(host: str, port: int, command: list[str]) -> int:
     """Start llama-server, answer in front of it, and end with it (its exit code is ours)."""
     access_token = os.environ.get(ACCESS_TOKEN_ENV) or None
     api_key = os.environ.get(API_KEY_ENV) or None
+    inside_key = os.environ.get(INSIDE_KEY_ENV) or None
     private_key = secrets.token_urlsafe(24)
     private_port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in (ACCESS_TOKEN_ENV, API_KEY_ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in (ACCESS_TOKEN_ENV, API_KEY_ENV, INSIDE_KEY_ENV)}
     env["LLAMA_API_KEY"] = private_key
     server = await asyncio.create_subprocess_exec(
         *command,
@@ -397,7 +409,7 @@ async def serve(host: str, port: int, command: list[str]) -> int:
         preexec_fn=_die_with_parent,
     )
     runner = web.AppRunner(
-        build_app(Upstream(private_port, private_key), access_token, api_key), access_log=None
+        build_app(Upstream(private_port, private_key), access_token, api_key, inside_key), access_log=None
     )
     await runner.setup()
     try:

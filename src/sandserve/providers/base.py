@@ -9,8 +9,9 @@ from sandserve.presets import DEFAULT_DAYTONA_PRESET
 from sandserve.providers.handles import SandboxHandle
 
 if TYPE_CHECKING:
+    from sandserve.endpoint import Endpoint
     from sandserve.engines.base import Engine, Launch
-    from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput
+    from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
     from sandserve.spec import ServeSpec
 
 HandleT = TypeVar("HandleT", bound=SandboxHandle)
@@ -123,9 +124,12 @@ class Provider(Generic[HandleT]):
     #: How a job calls Python where it runs.
     python_command: ClassVar[str] = "python3"
 
-    def inside_url(self, handle: HandleT, url: str) -> str:
-        """The server's URL as seen by code running beside it."""
-        return url
+    def inside_access(self, handle: HandleT, served: Endpoint) -> InsideAccess:
+        """The server as seen by code running beside it: its URL and the credentials it needs from there."""
+        from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+        from sandserve.providers.colocated import InsideAccess
+
+        return InsideAccess(served.url, served.api_key, served.headers.get(PREVIEW_TOKEN_HEADER, ""))
 
     def run_colocated(self, handle: HandleT, job: ColocatedJob, on_output: OnOutput) -> ColocatedOutcome:
         raise NotImplementedError

@@ -46,6 +46,16 @@ class ColocatedOutcome:
 OnOutput = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class InsideAccess:
+    """How code running beside a server reaches it: exported to the job as ENDPOINT, OPENAI_API_KEY and TOKEN."""
+
+    url: str
+    api_key: str | None = None
+    token: str = ""
+    """What the guide's clients send in the preview-token header ("" where nothing checks it)."""
+
+
 def safe_relative(path: str) -> str:
     """A relative path that stays inside its folder (no absolute path, no `..`): uploads and files coming back."""
     pure = PurePosixPath(path)

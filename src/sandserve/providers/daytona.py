@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sandserve import config
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
 from sandserve.engines.base import Launch
 from sandserve.errors import (
     MissingCredentialsError,
@@ -23,7 +23,7 @@ from sandserve.errors import (
     SandboxCreateTimeoutError,
 )
 from sandserve.providers.base import Exposure, Provider, SandboxHandle
-from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput
+from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
 from sandserve.spec import DEFAULT_GPU_TTL_MINUTES, SANDBOX_PORT, AuthMode, ServeSpec
 
 if TYPE_CHECKING:
@@ -189,8 +189,9 @@ class DaytonaProvider(Provider):
 
     # --- colocated work -------------------------------------------------------------------------------
 
-    def inside_url(self, handle: SandboxHandle, url: str) -> str:
-        return f"http://localhost:{self.server_port(handle)}"
+    def inside_access(self, handle: SandboxHandle, served: Endpoint) -> InsideAccess:
+        # Inside the sandbox the server is on localhost: no preview proxy, so no token to send.
+        return InsideAccess(f"http://localhost:{self.server_port(handle)}", served.api_key)
 
     def run_colocated(
         self, handle: SandboxHandle, job: ColocatedJob, on_output: OnOutput

@@ -115,6 +115,9 @@ class LocalHandle(SandboxHandle, provider="local"):
     """The kernel's start time of ``pid`` (clock ticks since boot)."""
     token: str | None = None
     """In auth mode token: what clients send in the preview-token header (the adapter checks it)."""
+    inside_key: str | None = None
+    """In auth mode token: the Bearer key of code run beside the server on this machine, which (as inside a
+    Daytona sandbox, where it would reach localhost) needs no preview token."""
 
 
 @dataclass(kw_only=True)

@@ -23,13 +23,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
 from sandserve.engines.base import Engine, Launch
 from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
 from sandserve.presets import DEFAULT_LOCAL_PRESET
 from sandserve.providers.base import Exposure, Provider
-from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, OnOutput, run_on_this_machine
+from sandserve.providers.colocated import (
+    ColocatedJob,
+    ColocatedOutcome,
+    InsideAccess,
+    OnOutput,
+    run_on_this_machine,
+)
 from sandserve.providers.handles import LocalHandle
 from sandserve.spec import AuthMode, ServeSpec
 
@@ -97,6 +103,11 @@ class LocalProvider(Provider[LocalHandle]):
     def run_colocated(self, handle: LocalHandle, job: ColocatedJob, on_output: OnOutput) -> ColocatedOutcome:
         return run_on_this_machine(job, on_output)
 
+    def inside_access(self, handle: LocalHandle, served: Endpoint) -> InsideAccess:
+        # Code beside a token-mode server holds the token (the guide's clients send it) and a key of its own,
+        # so the OpenAI SDK reaches the server unchanged, as it would from inside a Daytona sandbox.
+        return InsideAccess(served.url, served.api_key or handle.inside_key, handle.token or "")
+
     def __init__(self) -> None:
         # Children started by this process: only their parent can read their exit code.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -126,7 +137,10 @@ class LocalProvider(Provider[LocalHandle]):
         port = spec.port or free_port()
         log_path = logs_dir() / f"{endpoint_id}.log"
         token = secrets.token_urlsafe(24) if spec.auth is AuthMode.TOKEN else None
-        return LocalHandle(self.name, endpoint_id, port=port, log_path=str(log_path), token=token)
+        inside_key = secrets.token_urlsafe(24) if token else None
+        return LocalHandle(
+            self.name, endpoint_id, port=port, log_path=str(log_path), token=token, inside_key=inside_key
+        )
 
     def server_port(self, handle: LocalHandle) -> int:
         if handle.port is None:
@@ -138,12 +152,13 @@ class LocalProvider(Provider[LocalHandle]):
             raise _not_ours(handle, "log_path")
         log_path = Path(handle.log_path)
         # Here, not at the top: the adapter's module imports aiohttp, and `ls` reads the ledger through this one.
-        from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV
+        from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV, INSIDE_KEY_ENV
 
         env = {**os.environ, **launch.env}
-        env.pop(ACCESS_TOKEN_ENV, None)
-        if handle.token:
-            env[ACCESS_TOKEN_ENV] = handle.token
+        for name, value in ((ACCESS_TOKEN_ENV, handle.token), (INSIDE_KEY_ENV, handle.inside_key)):
+            env.pop(name, None)
+            if value:
+                env[name] = value
         # An interrupt between the spawn and the bookkeeping would leave a server nobody knows the pid of:
         # hold interrupts back until the pid is recorded (the child itself starts with them unblocked).
         with open(log_path, "ab") as log, _interrupts_deferred():

@@ -63,9 +63,10 @@ def run_command(
         )
     provider = get_provider(record.provider)
     served = record.endpoint
-    inside = provider.inside_url(record.sandbox, served.url)
-    env = {"ENDPOINT": inside, "OPENAI_BASE_URL": f"{inside}/v1", "MODEL": served.model}
-    env["OPENAI_API_KEY"] = served.api_key or "EMPTY"
+    inside = provider.inside_access(record.sandbox, served)
+    env = {"ENDPOINT": inside.url, "OPENAI_BASE_URL": f"{inside.url}/v1", "MODEL": served.model}
+    env["OPENAI_API_KEY"] = inside.api_key or "EMPTY"
+    env["TOKEN"] = inside.token  # the guide's clients read it unconditionally
     job = ColocatedJob(command=command, env=env, uploads=dict(uploads or {}), timeout=timeout)
     outcome = provider.run_colocated(record.sandbox, job, on_output or (lambda _text: None))
     written = []
