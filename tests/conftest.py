@@ -4,6 +4,7 @@ cache (llama-server, the tiny model) is shared, because building it takes minute
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -118,6 +119,13 @@ def smollm2_endpoint(llama_server: Path, smollm2_model: Path) -> Iterator[Endpoi
 def sandserve_command() -> list[str]:
     """The CLI as a user runs it (the console script of this environment)."""
     return [sys.executable, "-m", "sandserve.cli"]
+
+
+def parse_exports(lines: str | list[str]) -> dict[str, str]:
+    """What `eval "$(sandserve env)"` puts in the shell, read as the shell reads the export lines."""
+    text = lines if isinstance(lines, str) else "\n".join(lines)
+    words = [shlex.split(line)[1] for line in text.splitlines() if line.startswith("export ")]
+    return dict(word.split("=", 1) for word in words)
 
 
 def run_cli(

@@ -233,11 +233,13 @@ class Endpoint:
         return _installed().colocated(self, "run", {"script": script, **options})
 
     def export_lines(self) -> list[str]:
-        """The shell lines that hand this endpoint to curl and the examples."""
-        values = {"ENDPOINT": self.url, "MODEL": self.model}
-        token = self.headers.get(PREVIEW_TOKEN_HEADER)
-        if token:
-            values["TOKEN"] = token
+        """The shell lines that hand this endpoint to curl, the examples and the guide's clients. TOKEN is
+        always set, empty when nothing checks it: the guide's clients read it unconditionally."""
+        values = {
+            "ENDPOINT": self.url,
+            "MODEL": self.model,
+            "TOKEN": self.headers.get(PREVIEW_TOKEN_HEADER, ""),
+        }
         if self.api_key:
             values["OPENAI_API_KEY"] = self.api_key
         # Quoted for the shell: `eval "$(sandserve up)"` must survive a model named "My Model (q4)".

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import sandserve_command
+from conftest import parse_exports, sandserve_command
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.client.chat import ChatOptions
@@ -56,9 +56,7 @@ def litellm_module():
 def query_sh(endpoint: Endpoint) -> subprocess.CompletedProcess[str]:
     """examples/query.sh with what `sandserve env` exports for this endpoint."""
     env = {k: v for k, v in os.environ.items() if k not in ("TOKEN", "OPENAI_API_KEY", "MODEL")}
-    for line in endpoint.export_lines():
-        name, value = line.removeprefix("export ").split("=", 1)
-        env[name] = value
+    env.update(parse_exports(endpoint.export_lines()))
     env["MAX_TOKENS"] = "4"
     return subprocess.run(["bash", str(QUERY_SH), "Hi"], capture_output=True, text=True, timeout=60, env=env)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TESTS_DIR, run_cli, sandserve_command, take_everything_down
+from conftest import TESTS_DIR, parse_exports, run_cli, sandserve_command, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
@@ -210,7 +210,7 @@ def get_weather(city: str) -> str:
 
 def test_tool_calls_of_an_env_connected_daytona_endpoint_run_in_a_daytona_sandbox(daytona):
     served = lifecycle.up(resolve_spec(provider="daytona", port=free_port()))
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in served.export_lines())
+    exports = parse_exports(served.export_lines())
     from_env = Endpoint.from_env(exports)
     assert from_env is not None and from_env.provider == "env"
     with tool_runner_for(from_env, timeout=5) as runner:
@@ -221,9 +221,7 @@ def test_tool_calls_of_an_env_connected_daytona_endpoint_run_in_a_daytona_sandbo
 
     # A key-mode endpoint carries no preview token: the ledger still knows it is a Daytona one.
     keyed = lifecycle.up(resolve_spec(provider="daytona", port=free_port(), auth="key"))
-    keyed_env = Endpoint.from_env(
-        dict(line.removeprefix("export ").split("=", 1) for line in keyed.export_lines())
-    )
+    keyed_env = Endpoint.from_env(parse_exports(keyed.export_lines()))
     assert isinstance(tool_runner_for(keyed_env), DaytonaToolSandbox)
 
 

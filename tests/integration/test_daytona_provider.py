@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TESTS_DIR, run_cli, sandserve_command, take_everything_down
+from conftest import TESTS_DIR, parse_exports, run_cli, sandserve_command, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
@@ -160,8 +160,8 @@ def test_public_mode_needs_nothing_and_the_cli_warns(daytona):
     )
     assert result.returncode == 0, result.stderr
     assert "PUBLIC" in result.stderr
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
-    assert "TOKEN" not in exports
+    exports = parse_exports(result.stdout)
+    assert exports["TOKEN"] == ""  # set, and empty: the guide's clients read it unconditionally
     assert httpx.get(f"{exports['ENDPOINT']}/v1/models", timeout=10).status_code == 200
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import run_cli, sandserve_command
+from conftest import parse_exports, run_cli, sandserve_command
 
 from sandserve.batch.files import errors_path
 from sandserve.endpoint import Endpoint
@@ -195,7 +195,7 @@ def test_sglang_in_a_sandbox_gets_its_key_from_the_environment_and_its_log_is_ma
                 "up", "--provider", "daytona", "--auth", "key", "--yes", "--port", str(free_port()), env=env
             )
             assert up.returncode == 0, up.stderr
-            exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
+            exports = parse_exports(up.stdout)
             key = exports["OPENAI_API_KEY"]
             assert key.startswith("sk-") and "server_args=ServerArgs(" in up.stderr  # the log was echoed...
             assert key not in up.stderr  # ...with the key masked

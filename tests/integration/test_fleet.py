@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import parse_exports, sandserve_command, take_everything_down
 from conftest import run_cli as run_sandserve
-from conftest import sandserve_command, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
@@ -381,8 +381,8 @@ def test_a_gateway_that_dies_while_starting_shows_its_log():
 def test_cli_exports_one_endpoint_and_ls_and_down_know_the_fleet():
     result = run_cli("fleet", "up", "--workers", "2", "--policy", "round_robin")
     assert result.returncode == 0, result.stderr
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
-    assert set(exports) == {"ENDPOINT", "MODEL", "OPENAI_API_KEY"}
+    exports = parse_exports(result.stdout)
+    assert set(exports) == {"ENDPOINT", "MODEL", "TOKEN", "OPENAI_API_KEY"} and exports["TOKEN"] == ""
     body = {"model": exports["MODEL"], "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
     headers = {"Authorization": f"Bearer {exports['OPENAI_API_KEY']}"}
     assert (

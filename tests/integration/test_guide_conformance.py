@@ -25,6 +25,7 @@ from typing import Any
 
 import openai
 import pytest
+from conftest import parse_exports
 from standins.sglang_server import SGLangStandin
 
 from sandserve.client.chat import ChatOptions, ask
@@ -50,7 +51,7 @@ HAIKU_PROMPT = "Compose a haiku about GPU sandboxes, as JSON with title, lines, 
 
 def exports_of(endpoint: Endpoint) -> dict[str, str]:
     """What `eval "$(sandserve up)"` puts in the shell."""
-    return dict(line.removeprefix("export ").split("=", 1) for line in endpoint.export_lines())
+    return parse_exports(endpoint.export_lines())
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def fleet_gateway(llama_server, smollm2_model) -> Iterator[dict[str, str]]:
     spec = resolve_spec("smollm2-135m", provider="local", served_name=GUIDE_MODEL)
     fleet = fleet_up(spec, 1, "cache_aware", public_gateway=True)
     try:
-        yield {**exports_of(fleet.endpoint), "TOKEN": ""}
+        yield exports_of(fleet.endpoint)
     finally:
         fleet_down(fleet.id)
 

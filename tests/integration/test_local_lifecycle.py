@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import run_cli, sandserve_command
+from conftest import parse_exports, run_cli, sandserve_command
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit
@@ -66,7 +66,7 @@ def test_up_serves_a_real_generation_and_down_frees_everything(local_endpoint):
 def test_cli_up_prints_exports_that_curl_style_clients_can_use():
     result = run_cli("up", "--provider", "local", "--model", "tiny", "--quiet")
     assert result.returncode == 0, result.stderr
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
+    exports = parse_exports(result.stdout)
     assert set(exports) == {
         "ENDPOINT",
         "MODEL",

@@ -131,4 +131,8 @@ def test_text_files_must_be_utf8(tmp_path: Path) -> None:
 
 def test_export_lines_are_shell_quoted() -> None:
     endpoint = Endpoint(id="e", url="http://h:1", model="My Model (q4)", provider="local")
-    assert endpoint.export_lines() == ["export ENDPOINT=http://h:1", "export MODEL='My Model (q4)'"]
+    assert endpoint.export_lines() == [
+        "export ENDPOINT=http://h:1",
+        "export MODEL='My Model (q4)'",
+        "export TOKEN=''",
+    ]
