@@ -157,7 +157,7 @@ def run_events(args: argparse.Namespace) -> tuple[int, list[str], list[tuple[str
     victim = members(fleet.id)[0]
     with Load(fleet.endpoint, args.clients, args.max_tokens) as load:
         wait_for(lambda: load.ok >= 4)
-        os.kill(registry.get(victim).sandbox.data["pid"], signal.SIGKILL)
+        os.kill(registry.get(victim).sandbox.pid, signal.SIGKILL)
         killed_at = time.perf_counter()
         wait_for(lambda: victim not in members(fleet.id) and len(members(fleet.id)) == 2)
         fresh = [m for m in members(fleet.id) if registry.get(m).created_at > registry.get(victim).created_at]

@@ -247,7 +247,7 @@ def test_ctrl_c_while_booting_deletes_the_sandbox(daytona):
 
 def _server_started() -> bool:
     """The CLI's ledger (same state directory) shows the server command running in its sandbox."""
-    return any("cmd_id" in record.sandbox.data for record in Registry().list())
+    return any(getattr(record.sandbox, "cmd_id", None) for record in Registry().list())
 
 
 def test_ls_shows_daytona_endpoints_and_down_all_spares_other_sandboxes(daytona):

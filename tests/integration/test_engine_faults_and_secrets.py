@@ -18,7 +18,7 @@ from conftest import parse_exports, run_cli, sandserve_command
 
 from sandserve.batch.files import errors_path
 from sandserve.endpoint import Endpoint
-from sandserve.providers.base import SandboxHandle
+from sandserve.providers.handles import LocalHandle
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
 from sandserve.serve.resolve import resolve_spec
@@ -72,8 +72,8 @@ def command_lines() -> dict[int, bytes]:
 
 def add_record(registry: Registry, endpoint: Endpoint, *, pid: int | None, error: str | None = None) -> None:
     """A ready row in the ledger for a local server that ran as ``pid`` (gone: the row is dead)."""
-    data = {"port": 1, "log_path": "/nonexistent.log"} | ({"pid": pid, "start_time": "1"} if pid else {})
-    handle = SandboxHandle("local", endpoint.id, data)
+    started = {"pid": pid, "start_time": "1"} if pid else {}
+    handle = LocalHandle("local", endpoint.id, port=1, log_path="/nonexistent.log", **started)
     registry.add(endpoint.id, provider="local", engine="llamacpp", model="m", spec={}, sandbox=handle)
     registry.update(endpoint.id, state=State.READY, endpoint=endpoint, error=error)
 
@@ -97,7 +97,7 @@ def test_kill_9_of_the_engine_mid_batch_then_a_new_endpoint_completes_every_requ
         deadline = time.monotonic() + 120
         while not (out.exists() and out.read_bytes().count(b"\n") >= 30) and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.kill(Registry().get(first.id).sandbox.data["pid"], signal.SIGKILL)
+        os.kill(Registry().get(first.id).sandbox.pid, signal.SIGKILL)
         _, stderr = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
@@ -135,7 +135,7 @@ def test_a_gateway_killed_mid_batch_loses_nothing_and_a_worker_finishes_the_batc
         deadline = time.monotonic() + 120
         while not (out.exists() and out.read_bytes().count(b"\n") >= 30) and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.killpg(fleet.gateway.data["pid"], signal.SIGKILL)
+        os.killpg(fleet.gateway.pid, signal.SIGKILL)
         _, stderr = run.communicate(timeout=120)
     finally:
         if run.poll() is None:

@@ -69,7 +69,7 @@ def ask(fleet: Fleet, text: str = "Hello", max_tokens: int = 4):
 
 def worker_pids(fleet: Fleet) -> dict[str, int]:
     registry = Registry()
-    return {m.endpoint_id: registry.get(m.endpoint_id).sandbox.data["pid"] for m in fleet.members}
+    return {m.endpoint_id: registry.get(m.endpoint_id).sandbox.pid for m in fleet.members}
 
 
 def alive(pid: int) -> bool:
@@ -85,9 +85,9 @@ def wait_until_dead(pid: int, timeout: float = 30.0) -> None:
 def ports_of(fleet: Fleet) -> list[int]:
     registry = Registry()
     return [
-        fleet.gateway.data["port"],
-        fleet.gateway.data["prometheus_port"],
-        *(registry.get(m.endpoint_id).sandbox.data["port"] for m in fleet.members),
+        fleet.gateway.port,
+        fleet.gateway.prometheus_port,
+        *(registry.get(m.endpoint_id).sandbox.port for m in fleet.members),
     ]
 
 
@@ -152,9 +152,7 @@ def test_two_workers_serve_as_one_endpoint_that_needs_the_gateway_key():
     record = registry.get(fleet.id)
     assert record.provider == "gateway" and record.state is State.READY
     assert record.endpoint.url == fleet.url and record.endpoint.api_key == fleet.endpoint.api_key
-    assert record.sandbox.data["members"] == [
-        {"endpoint_id": m.endpoint_id, "worker_id": m.worker_id, "url": m.url} for m in fleet.members
-    ]
+    assert record.sandbox.members == fleet.members and len(fleet.members) == 2
     for member in fleet.members:
         worker = registry.get(member.endpoint_id)
         assert worker.state is State.READY and worker.spec["labels"][FLEET_LABEL] == fleet.id
@@ -202,7 +200,7 @@ def test_workers_join_and_leave_while_it_serves_and_down_leaves_nothing():
     current = fleet_status(fleet.id)[0]
     assert [w.endpoint_id for w in current.workers] == [fleet.members[1].endpoint_id, added.endpoint_id]
     assert all(w.healthy and w.running for w in current.workers)
-    gateway_pid = fleet.gateway.data["pid"]
+    gateway_pid = fleet.gateway.pid
     fleet = Fleet.from_record(Registry().get(fleet.id))
     pids, ports = [gateway_pid, *worker_pids(fleet).values()], ports_of(fleet)
 
@@ -356,11 +354,9 @@ def test_a_worker_that_fails_to_boot_stops_the_whole_fleet(tmp_path, monkeypatch
     records = Registry().list(include_down=True)
     assert {record.state for record in records} == {State.DOWN}
     workers = [record for record in records if record.provider == "local"]
-    assert len(workers) == 2 and not any(
-        alive(w.sandbox.data["pid"]) for w in workers if "pid" in w.sandbox.data
-    )
+    assert len(workers) == 2 and not any(alive(w.sandbox.pid) for w in workers if w.sandbox.pid is not None)
     (gateway,) = [record for record in records if record.provider == "gateway"]
-    assert "pid" not in gateway.sandbox.data  # it never started
+    assert gateway.sandbox.pid is None  # it never started
 
 
 def test_a_gateway_that_dies_while_starting_shows_its_log():
@@ -372,7 +368,7 @@ def test_a_gateway_that_dies_while_starting_shows_its_log():
     assert error.cause.log_path and "not-a-number" in Path(error.cause.log_path).read_text()
     records = Registry().list(include_down=True)
     assert {record.state for record in records} == {State.DOWN}
-    assert not any(alive(record.sandbox.data["pid"]) for record in records)
+    assert not any(alive(record.sandbox.pid) for record in records)
 
 
 # --- the CLI and the ledger ----------------------------------------------------------------------------------
@@ -400,10 +396,8 @@ def test_cli_exports_one_endpoint_and_ls_and_down_know_the_fleet():
     (fleet_id,) = [entry_id for entry_id, entry in listed.items() if entry["provider"] == "gateway"]
     assert listed[fleet_id]["url"] == exports["ENDPOINT"] and listed[fleet_id]["state"] == "ready"
     record = Registry().get(fleet_id)
-    gateway_pid = record.sandbox.data["pid"]
-    worker_pids = [
-        Registry().get(m["endpoint_id"]).sandbox.data["pid"] for m in record.sandbox.data["members"]
-    ]
+    gateway_pid = record.sandbox.pid
+    worker_pids = [Registry().get(m.endpoint_id).sandbox.pid for m in record.sandbox.members]
 
     os.killpg(gateway_pid, signal.SIGKILL)  # a gateway that died shows as dead...
     wait_until_dead(gateway_pid)

@@ -192,7 +192,7 @@ def test_a_worker_killed_under_load_is_replaced_and_no_request_fails():
     victim = member_ids(fleet)[0]
     with sustained_load(fleet, clients=4) as outcome:
         wait_for(lambda: len(outcome["ok"]) >= 4, what="requests under way")
-        os.kill(registry.get(victim).sandbox.data["pid"], signal.SIGKILL)
+        os.kill(registry.get(victim).sandbox.pid, signal.SIGKILL)
         wait_for(
             lambda: victim not in member_ids(fleet) and len(member_ids(fleet)) == 2,
             what="the killed worker replaced",
@@ -206,7 +206,7 @@ def test_a_worker_killed_under_load_is_replaced_and_no_request_fails():
 def test_requests_wait_for_the_replacement_of_a_fleets_only_worker():
     fleet = scaled_fleet(1, 1)
     only = member_ids(fleet)[0]
-    os.kill(Registry().get(only).sandbox.data["pid"], signal.SIGKILL)
+    os.kill(Registry().get(only).sandbox.pid, signal.SIGKILL)
     wait_for(lambda: only not in member_ids(fleet), what="the dead worker noticed")
     reply = fleet.endpoint.openai(max_retries=0, timeout=60).chat.completions.create(
         model=fleet.endpoint.model, messages=[{"role": "user", "content": "Still there?"}], max_tokens=2
@@ -282,7 +282,7 @@ def test_at_zero_a_refused_worker_is_said_at_once_then_the_next_request_is_held_
 def pids_of_fleet(fleet_id: str) -> list[int]:
     registry = Registry()
     rows = [registry.get(fleet_id), *registry.members_of(fleet_id, include_down=True)]
-    return [row.sandbox.data["pid"] for row in rows if row.sandbox.data.get("pid")]
+    return [row.sandbox.pid for row in rows if row.sandbox.pid]
 
 
 def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
@@ -299,10 +299,10 @@ def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
 
     scaled = run_cli("fleet", "scale", fleet_id, "--max", "3", "--down-delay", "2")
     assert scaled.returncode == 0, scaled.stderr
-    wait_for(lambda: registry.get(scaler.id).sandbox.data["settings"]["max_workers"] == 3, what="new bounds")
+    wait_for(lambda: registry.get(scaler.id).sandbox.settings["max_workers"] == 3, what="new bounds")
 
-    os.kill(scaler.sandbox.data["pid"], signal.SIGKILL)
-    wait_for(lambda: process_start_time(scaler.sandbox.data["pid"]) is None, what="the scaler gone")
+    os.kill(scaler.sandbox.pid, signal.SIGKILL)
+    wait_for(lambda: process_start_time(scaler.sandbox.pid) is None, what="the scaler gone")
     listing = {row["id"]: row for row in json.loads(run_cli("ls", "--json").stdout)}
     assert listing[scaler.id]["state"] == "dead", listing[scaler.id]
     shown = run_cli("fleet", "status", fleet_id)
@@ -313,10 +313,10 @@ def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
     status = json.loads(run_cli("fleet", "status", fleet_id, "--json").stdout)[0]
     assert status["scaler"]["running"] and status["scaler"]["id"] != scaler.id
 
-    gateway_pid = registry.get(fleet_id).sandbox.data["pid"]
+    gateway_pid = registry.get(fleet_id).sandbox.pid
     os.killpg(gateway_pid, signal.SIGKILL)
     new_scaler = next(r for r in Registry().members_of(fleet_id) if r.id == status["scaler"]["id"])
-    wait_for(lambda: process_start_time(new_scaler.sandbox.data["pid"]) is None, what="the scaler to stop")
+    wait_for(lambda: process_start_time(new_scaler.sandbox.pid) is None, what="the scaler to stop")
     status = json.loads(run_cli("fleet", "status", fleet_id, "--json").stdout)[0]
     assert not status["gateway_running"] and not status["scaler"]["running"]
     assert status["scaler"]["decisions"][-1]["reason"] == "the gateway is not running any more"

@@ -49,7 +49,7 @@ def test_up_serves_a_real_generation_and_down_frees_everything(local_endpoint):
 
     record = Registry().get(local_endpoint.id)
     assert record.state is State.READY
-    pid, port = record.sandbox.data["pid"], record.sandbox.data["port"]
+    pid, port = record.sandbox.pid, record.sandbox.port
     assert process_alive(pid)
     assert not port_is_free(port)
     # The tiny model was trained for 32k tokens: each slot gets the bounded share, one slot per batch lane.
@@ -190,7 +190,7 @@ def test_boot_timeout_stops_the_server(tmp_path, monkeypatch):
         lifecycle.up(resolve_spec("tiny", provider="local", boot_timeout=1.0))
     record = Registry().get(caught.value.endpoint_id)
     assert record.state is State.DOWN
-    assert not process_alive(record.sandbox.data["pid"])
+    assert not process_alive(record.sandbox.pid)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
@@ -244,7 +244,7 @@ def test_the_ledger_survives_restarts_and_marks_dead_endpoints(local_endpoint, i
     assert [entry["id"] for entry in listed] == [local_endpoint.id]
     assert listed[0]["state"] == "ready"
 
-    pid = Registry().get(local_endpoint.id).sandbox.data["pid"]
+    pid = Registry().get(local_endpoint.id).sandbox.pid
     os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while process_alive(pid) and time.monotonic() < deadline:
@@ -306,7 +306,7 @@ def test_llama_server_never_outlives_its_adapter(local_endpoint):
     """kill -9 of the adapter (the process `up` recorded) takes llama-server with it, and `down` still stops a
     group whose leader died first."""
     record = Registry().get(local_endpoint.id)
-    adapter = record.sandbox.data["pid"]
+    adapter = record.sandbox.pid
     assert len(live_group_members(adapter)) == 2  # the adapter and llama-server
     os.kill(adapter, signal.SIGKILL)
     deadline = time.monotonic() + 10

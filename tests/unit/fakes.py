@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 from sandserve import AuthMode, ServeSpec
 from sandserve.engines.base import Engine, Launch, LogSignature, ReadinessProbe
-from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.providers.base import Exposure, Provider
+from sandserve.providers.handles import LocalHandle
 from sandserve.results import Capabilities, ServerInfo
 
 FAKE = "fake"
@@ -209,7 +210,7 @@ class FakeServer:
 # --- the provider -------------------------------------------------------------------------------------------
 
 
-class FakeProvider(Provider):
+class FakeProvider(Provider[LocalHandle]):
     """A provider whose sandboxes are ``FakeServer``s in this process. ``script`` is what the next sandbox
     plays; every server it made stays in ``servers`` (by sandbox id) for the test to inspect."""
 
@@ -217,6 +218,7 @@ class FakeProvider(Provider):
     poll_interval = 0.01
     keeps_failed_sandboxes = False
     offers_gpus = False  # nothing here is a (paid) GPU
+    handle_type = LocalHandle  # a port and, in auth mode token, the token
 
     script: ClassVar[Script] = healthy_boot()
     servers: ClassVar[dict[str, FakeServer]] = {}
@@ -225,40 +227,40 @@ class FakeProvider(Provider):
     def preflight(self, spec: ServeSpec) -> None:
         pass
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
+    def create(self, spec: ServeSpec, endpoint_id: str) -> LocalHandle:
         token = f"token-{endpoint_id}" if spec.auth is AuthMode.TOKEN else None
         server = FakeServer(type(self).script, token)
         FakeProvider.servers[endpoint_id] = server
-        return SandboxHandle(self.name, endpoint_id, {"port": server.port, "token": token})
+        return LocalHandle(self.name, endpoint_id, port=server.port, token=token)
 
-    def server_port(self, handle: SandboxHandle) -> int:
-        return int(handle.data["port"])
+    def server_port(self, handle: LocalHandle) -> int:
+        assert handle.port is not None
+        return handle.port
 
-    def start(self, handle: SandboxHandle, launch: Launch) -> None:
+    def start(self, handle: LocalHandle, launch: Launch) -> None:
         self._server(handle).start(launch)
 
-    def read_log(self, handle: SandboxHandle) -> str:
+    def read_log(self, handle: LocalHandle) -> str:
         return self._server(handle).log_text()
 
-    def exit_code(self, handle: SandboxHandle) -> int | None:
+    def exit_code(self, handle: LocalHandle) -> int | None:
         return self._server(handle).exit_code()
 
-    def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure:
-        token = handle.data.get("token")
-        headers = {TOKEN_HEADER: token} if token else {}
-        return Exposure(url=f"http://127.0.0.1:{handle.data['port']}", headers=headers)
+    def expose(self, handle: LocalHandle, spec: ServeSpec) -> Exposure:
+        headers = {TOKEN_HEADER: handle.token} if handle.token else {}
+        return Exposure(url=f"http://127.0.0.1:{handle.port}", headers=headers)
 
-    def is_running(self, handle: SandboxHandle) -> bool:
+    def is_running(self, handle: LocalHandle) -> bool:
         server = FakeProvider.servers.get(handle.sandbox_id)
         return server is not None and server.alive()
 
-    def delete(self, handle: SandboxHandle) -> None:
+    def delete(self, handle: LocalHandle) -> None:
         server = FakeProvider.servers.get(handle.sandbox_id)
         if server is not None and not server.stopped:
             server.stop()
         FakeProvider.deleted.append(handle.sandbox_id)
 
-    def _server(self, handle: SandboxHandle) -> FakeServer:
+    def _server(self, handle: LocalHandle) -> FakeServer:
         return FakeProvider.servers[handle.sandbox_id]
 
 

@@ -13,7 +13,7 @@ from old_ledger import OLD_SCHEMA, old_endpoint, old_row
 
 from sandserve.endpoint import Endpoint
 from sandserve.errors import LedgerBusyError, LedgerCorruptError, LedgerUnusableError
-from sandserve.providers.handles import GatewayHandle, LocalHandle, SandboxHandle
+from sandserve.providers.handles import GatewayHandle, LocalHandle, Member, SandboxHandle
 from sandserve.serve import lifecycle, migrations
 from sandserve.serve.ledger import FLEET_LABEL, LedgerEvents, Registry, State
 
@@ -83,7 +83,7 @@ def test_an_old_ledger_is_migrated_and_reads_as_before(old_ledger: Path) -> None
         "cache_aware",
         "/tmp/g.log",
     )
-    assert gateway.members == [{"endpoint_id": "w-1", "worker_id": "a", "url": "http://127.0.0.1:1"}]
+    assert gateway.members == [Member(endpoint_id="w-1", worker_id="a", url="http://127.0.0.1:1")]
     worker = registry.get("w-1").sandbox
     assert isinstance(worker, LocalHandle) and (worker.port, worker.start_time) == (4000, "6")
 

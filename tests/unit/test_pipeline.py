@@ -12,6 +12,7 @@ from fakes import FAKE, TOKEN_HEADER, FakeProvider, Script, fake_spec, healthy_b
 
 from sandserve.cli._app import exit_code_for
 from sandserve.errors import BootInterruptedError, BootTimeoutError, EngineDiedError
+from sandserve.providers.handles import LocalHandle
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
 from sandserve.serve.lifecycle import BootEvents
@@ -88,7 +89,8 @@ def test_the_ledger_records_each_step(fake_pipeline):
     assert record.state is State.READY and record.endpoint == endpoint
     assert (
         record.sandbox.sandbox_id == endpoint.id
-        and record.sandbox.data["port"] == only_server(fake_pipeline).port
+        and isinstance(record.sandbox, LocalHandle)
+        and record.sandbox.port == only_server(fake_pipeline).port
     )
     assert record.spec["engine"] == FAKE and record.spec["api_key"] is None
 

@@ -23,12 +23,19 @@ from sandserve.errors import (
     ServerFailedError,
     UnknownPresetError,
 )
-from sandserve.providers.handles import DaytonaHandle, GatewayHandle, LocalHandle, SandboxHandle
+from sandserve.providers.handles import (
+    DaytonaHandle,
+    GatewayHandle,
+    LocalHandle,
+    Member,
+    SandboxHandle,
+    ScalerHandle,
+)
 from sandserve.results import BootPhase, Capabilities, ServerInfo, TokenUsage
 
 
 def test_a_handle_made_by_provider_name_is_that_providers_type() -> None:
-    handle = SandboxHandle("daytona", "sb-1", {"port": 8000, "session": "s"})
+    handle = SandboxHandle("daytona", "sb-1", port=8000, session="s")
     assert isinstance(handle, DaytonaHandle) and (handle.port, handle.session, handle.cmd_id) == (
         8000,
         "s",
@@ -38,30 +45,61 @@ def test_a_handle_made_by_provider_name_is_that_providers_type() -> None:
     assert type(SandboxHandle("elsewhere", "x")) is SandboxHandle
 
 
-def test_the_field_view_reads_and_writes_fields() -> None:
+def test_handles_have_no_untyped_view() -> None:
     handle = LocalHandle("local", "e", port=1)
-    assert "pid" not in handle.data and handle.data.get("port") == 1
-    handle.data.update(pid=42, start_time="9")
-    assert (handle.pid, handle.start_time) == (42, "9")
-    handle.data["surprise"] = "kept"
-    assert handle.extra == {"surprise": "kept"} and handle.data["surprise"] == "kept"
-    with pytest.raises(KeyError):
-        handle.data["log_path"]
+    assert not hasattr(handle, "data")
+    with pytest.raises(TypeError):
+        LocalHandle("local", "e", {"port": 1})  # type: ignore[misc]
 
 
 def test_handles_round_trip_through_their_json_and_the_old_form() -> None:
-    handle = GatewayHandle("gateway", "f", port=3, policy="cache_aware", members=[{"endpoint_id": "w"}])
+    member = Member(endpoint_id="w", worker_id="uuid-1", url="http://127.0.0.1:9")
+    handle = GatewayHandle("gateway", "f", port=3, policy="cache_aware", members=[member])
     record = handle.to_record()
     assert record == {
         "provider": "gateway",
         "sandbox_id": "f",
         "port": 3,
         "policy": "cache_aware",
-        "members": [{"endpoint_id": "w"}],
+        "members": [{"endpoint_id": "w", "worker_id": "uuid-1", "url": "http://127.0.0.1:9"}],
     }
-    assert SandboxHandle.from_record(record) == handle
+    back = SandboxHandle.from_record(record)
+    assert back == handle and isinstance(back, GatewayHandle) and back.members[0] is not member
     old = {"provider": "local", "sandbox_id": "e", "data": {"port": 5, "log_path": "/l"}}
     assert SandboxHandle.from_record(old) == LocalHandle("local", "e", port=5, log_path="/l")
+    old_gateway = {
+        "provider": "gateway",
+        "sandbox_id": "f",
+        "data": {"port": 3, "members": record["members"]},
+    }
+    assert SandboxHandle.from_record(old_gateway) == GatewayHandle("gateway", "f", port=3, members=[member])
+
+
+def test_each_providers_state_is_a_field_of_its_handle() -> None:
+    daytona = SandboxHandle.from_record(
+        {"provider": "daytona", "sandbox_id": "sb", "port": 8000, "session": "s", "cmd_id": "c-1"}
+    )
+    assert isinstance(daytona, DaytonaHandle) and daytona.cmd_id == "c-1" and daytona.extra == {}
+    scaler = SandboxHandle.from_record(
+        {
+            "provider": "fleet-scaler",
+            "sandbox_id": "scaler-1",
+            "pid": 7,
+            "settings": {"min_workers": 1},
+            "state": {"updated": 2.0},
+        }
+    )
+    assert isinstance(scaler, ScalerHandle) and isinstance(scaler, LocalHandle)
+    assert (scaler.pid, scaler.settings, scaler.state) == (7, {"min_workers": 1}, {"updated": 2.0})
+    assert ScalerHandle("fleet-scaler", "s").to_record() == {"provider": "fleet-scaler", "sandbox_id": "s"}
+
+
+def test_keys_a_newer_version_wrote_are_kept_in_extra_and_written_back() -> None:
+    record = {"provider": "local", "sandbox_id": "e", "port": 4, "gpu_ids": [0, 1], "extra": "odd"}
+    handle = SandboxHandle.from_record(record)
+    assert isinstance(handle, LocalHandle) and handle.port == 4
+    assert handle.extra == {"gpu_ids": [0, 1], "extra": "odd"}
+    assert handle.to_record() == record
 
 
 def test_server_info_reads_and_writes_the_dict_it_replaced() -> None:
@@ -164,7 +202,7 @@ def test_a_new_provider_inherits_its_parents_handle_type() -> None:
         name = "sidecar-for-test"
 
     try:
-        handle = SandboxHandle("sidecar-for-test", "s", {"port": 1, "settings": {"min": 0}})
+        handle = SandboxHandle("sidecar-for-test", "s", port=1, extra={"settings": {"min": 0}})
         assert (
             isinstance(handle, LocalHandle) and handle.port == 1 and handle.extra == {"settings": {"min": 0}}
         )

@@ -22,11 +22,11 @@ import httpx
 from sandserve.endpoint import Endpoint
 from sandserve.engines.base import Launch
 from sandserve.errors import ConfigError, GatewayDiedError, GatewayError
-from sandserve.fleet.model import DEFAULT_GATEWAY, Member
+from sandserve.fleet.model import DEFAULT_GATEWAY, Member, gateway_handle
 from sandserve.paths import logs_dir
 from sandserve.providers import get_provider
-from sandserve.providers.base import SandboxHandle
 from sandserve.providers.gateway import GATEWAY_PROVIDER
+from sandserve.providers.handles import GatewayHandle, SandboxHandle
 from sandserve.providers.local import HOST, free_port
 from sandserve.serve.ledger import Registry
 from sandserve.serve.lifecycle import BootEvents
@@ -135,15 +135,16 @@ def start_gateway(
     events: BootEvents,
     registry: Registry,
     gateway: str = DEFAULT_GATEWAY,
-) -> SandboxHandle:
+) -> GatewayHandle:
     provider = get_provider(GATEWAY_PROVIDER)
-    handle = registry.get(fleet_id).sandbox
+    handle = gateway_handle(registry.get(fleet_id))
     port = port or free_port()
     prometheus_port = free_port()
     while prometheus_port == port:
         prometheus_port = free_port()
     log_path = logs_dir() / f"{fleet_id}.log"
-    handle.data.update(port=port, prometheus_port=prometheus_port, log_path=str(log_path), gateway=gateway)
+    handle.port, handle.prometheus_port, handle.log_path = port, prometheus_port, str(log_path)
+    handle.gateway = gateway
     launch = gateway_launch(
         port=port,
         prometheus_port=prometheus_port,
@@ -160,8 +161,8 @@ def start_gateway(
     return handle
 
 
-def wait_until_listening(handle: SandboxHandle) -> None:
-    url = f"http://{HOST}:{handle.data['port']}/health"
+def wait_until_listening(handle: GatewayHandle) -> None:
+    url = f"http://{HOST}:{handle.port}/health"
     deadline = time.monotonic() + GATEWAY_START_TIMEOUT
     while True:
         check_gateway_alive(handle)
@@ -178,7 +179,7 @@ def wait_until_listening(handle: SandboxHandle) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def check_gateway_alive(handle: SandboxHandle) -> None:
+def check_gateway_alive(handle: GatewayHandle) -> None:
     exit_code = get_provider(GATEWAY_PROVIDER).exit_code(handle)
     if exit_code is not None:
         raise GatewayDiedError(
@@ -186,14 +187,14 @@ def check_gateway_alive(handle: SandboxHandle) -> None:
         )
 
 
-def gateway_log_tail(handle: SandboxHandle, lines: int = 15) -> str:
+def gateway_log_tail(handle: GatewayHandle, lines: int = 15) -> str:
     """The end of the gateway's log, without its colour codes."""
     text = _ANSI_ESCAPE.sub("", get_provider(GATEWAY_PROVIDER).read_log(handle))
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def log_path_of(handle: SandboxHandle) -> Path | None:
-    return Path(handle.data["log_path"]) if handle.data.get("log_path") else None
+    return Path(handle.log_path) if handle.log_path else None
 
 
 # --- the admin API ------------------------------------------------------------------------------------------
@@ -207,7 +208,7 @@ def admin_client(url: str, api_key: str | None) -> Iterator[httpx.Client]:
 
 
 def admin_call(
-    admin: httpx.Client, handle: SandboxHandle, method: str, path: str, **kwargs: Any
+    admin: httpx.Client, handle: GatewayHandle, method: str, path: str, **kwargs: Any
 ) -> httpx.Response:
     try:
         return admin.request(method, path, **kwargs)
@@ -219,7 +220,7 @@ def admin_call(
 
 
 def register(
-    admin: httpx.Client, handle: SandboxHandle, url: str, model: str, api_key: str | None, endpoint_id: str
+    admin: httpx.Client, handle: GatewayHandle, url: str, model: str, api_key: str | None, endpoint_id: str
 ) -> Member:
     body: dict[str, Any] = {"url": url, "model_id": model}
     if api_key:
@@ -235,12 +236,12 @@ def register(
     return Member(endpoint_id=endpoint_id, worker_id=worker_id, url=url)
 
 
-def register_endpoint(admin: httpx.Client, handle: SandboxHandle, endpoint: Endpoint) -> Member:
+def register_endpoint(admin: httpx.Client, handle: GatewayHandle, endpoint: Endpoint) -> Member:
     return register(admin, handle, endpoint.url, endpoint.model, endpoint.api_key, endpoint.id)
 
 
 def adopt_startup_workers(
-    admin: httpx.Client, handle: SandboxHandle, endpoints: Sequence[Endpoint]
+    admin: httpx.Client, handle: GatewayHandle, endpoints: Sequence[Endpoint]
 ) -> list[Member]:
     """Workers given on the command line: find their ids, then give each its key (the command line has none)."""
     ids_by_url = _wait_until_listed(admin, handle, [endpoint.url for endpoint in endpoints])
@@ -262,7 +263,7 @@ def adopt_startup_workers(
     return members
 
 
-def _wait_until_listed(admin: httpx.Client, handle: SandboxHandle, urls: Sequence[str]) -> dict[str, str]:
+def _wait_until_listed(admin: httpx.Client, handle: GatewayHandle, urls: Sequence[str]) -> dict[str, str]:
     deadline = time.monotonic() + REGISTRATION_TIMEOUT
     while True:
         listed = {worker["url"]: worker["id"] for worker in listed_workers(admin, handle)}
@@ -277,7 +278,7 @@ def _wait_until_listed(admin: httpx.Client, handle: SandboxHandle, urls: Sequenc
         time.sleep(POLL_SECONDS)
 
 
-def wait_until_registered(admin: httpx.Client, handle: SandboxHandle, worker_id: str, url: str) -> None:
+def wait_until_registered(admin: httpx.Client, handle: GatewayHandle, worker_id: str, url: str) -> None:
     """Until the gateway lists the worker as healthy with no job of its own still pending."""
     deadline = time.monotonic() + REGISTRATION_TIMEOUT
     while True:
@@ -301,7 +302,7 @@ def wait_until_registered(admin: httpx.Client, handle: SandboxHandle, worker_id:
         time.sleep(POLL_SECONDS)
 
 
-def deregister(admin: httpx.Client, handle: SandboxHandle, member: Member) -> None:
+def deregister(admin: httpx.Client, handle: GatewayHandle, member: Member) -> None:
     """Until the gateway no longer lists the worker: from then on no new request is routed to it."""
     response = admin_call(admin, handle, "DELETE", f"/workers/{member.worker_id}")
     if response.status_code not in (200, 202, 404):
@@ -320,7 +321,7 @@ def deregister(admin: httpx.Client, handle: SandboxHandle, member: Member) -> No
         time.sleep(POLL_SECONDS)
 
 
-def listed_workers(admin: httpx.Client, handle: SandboxHandle) -> list[dict[str, Any]]:
+def listed_workers(admin: httpx.Client, handle: GatewayHandle) -> list[dict[str, Any]]:
     response = admin_call(admin, handle, "GET", "/workers")
     if response.status_code != 200:
         raise GatewayError(
@@ -330,7 +331,7 @@ def listed_workers(admin: httpx.Client, handle: SandboxHandle) -> list[dict[str,
     return list(response.json().get("workers", []))
 
 
-def wait_until_generates(admin: httpx.Client, handle: SandboxHandle, model: str) -> None:
+def wait_until_generates(admin: httpx.Client, handle: GatewayHandle, model: str) -> None:
     """A real one-token completion through the gateway: its routing, its key and a worker's key all work."""
     deadline = time.monotonic() + REGISTRATION_TIMEOUT
     # Chat, not /v1/completions: every engine and stand-in serves chat completions.

@@ -7,7 +7,6 @@ auth mode ``key``: the gateway passes a worker nothing but a Bearer key, never D
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from sandserve.errors import (
     SandserveError,
 )
 from sandserve.fleet.gateway import POLL_SECONDS, log_path_of
-from sandserve.fleet.model import KEY_PASSING_GATEWAYS, Fleet, Member
+from sandserve.fleet.model import KEY_PASSING_GATEWAYS, Fleet, Member, gateway_handle
 from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import FLEET_LABEL, Record, Registry, State
@@ -168,10 +167,8 @@ def find_member(fleet: Fleet, endpoint_ref: str) -> Member:
 def change_members(
     registry: Registry, fleet_id: str, *, add: Member | None = None, remove: Member | None = None
 ) -> None:
-    handle = registry.get(fleet_id).sandbox
-    members = [Member(**member) for member in handle.data.get("members", [])]
-    members = [member for member in members if member != remove] + ([add] if add else [])
-    handle.data["members"] = [dataclasses.asdict(member) for member in members]
+    handle = gateway_handle(registry.get(fleet_id))
+    handle.members = [member for member in handle.members if member != remove] + ([add] if add else [])
     registry.update(fleet_id, sandbox=handle)
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 from sandserve.endpoint import Endpoint, EndpointStatus
 from sandserve.errors import FleetNotFoundError
 from sandserve.fleet.scaler_row import stop_scaler
-from sandserve.providers.base import SandboxHandle
+from sandserve.providers.handles import GatewayHandle, Member
 from sandserve.serve.ledger import Record, Registry
 
 Policy = Literal["cache_aware", "round_robin", "random", "power_of_two"]
@@ -24,16 +24,6 @@ DEFAULT_GATEWAY: GatewayName = "sglang-router"
 KEY_PASSING_GATEWAYS = frozenset({"smg"})
 
 
-@dataclass(frozen=True)
-class Member:
-    """One worker of a fleet: its endpoint in the ledger and its id in the gateway."""
-
-    endpoint_id: str
-    worker_id: str
-    """The gateway's UUID for the worker (``DELETE /workers/{worker_id}``)."""
-    url: str
-
-
 @dataclass
 class Fleet:
     id: str
@@ -41,7 +31,7 @@ class Fleet:
     endpoint: Endpoint
     """The ONE endpoint clients use (the gateway's URL and key), like any other: ``.openai()``..."""
     members: list[Member]
-    gateway: SandboxHandle
+    gateway: GatewayHandle
     """The gateway process: pid, start time, port, log path (and the members, as stored in the ledger)."""
 
     @property
@@ -66,7 +56,7 @@ class Fleet:
 
     @property
     def gateway_name(self) -> str:
-        return str(self.gateway.data.get("gateway", DEFAULT_GATEWAY))
+        return self.gateway.gateway or DEFAULT_GATEWAY
 
     @classmethod
     def from_record(cls, record: Record) -> Fleet:
@@ -74,14 +64,21 @@ class Fleet:
             raise FleetNotFoundError(
                 record.id, reason=f"Fleet {record.id} is {record.shown_state}, not ready."
             )
-        data = record.sandbox.data
+        handle = gateway_handle(record)
         return cls(
             id=record.id,
-            policy=str(data.get("policy", DEFAULT_POLICY)),
+            policy=handle.policy or DEFAULT_POLICY,
             endpoint=record.endpoint,
-            members=[Member(**member) for member in data.get("members", [])],
-            gateway=record.sandbox,
+            members=list(handle.members),
+            gateway=handle,
         )
+
+
+def gateway_handle(record: Record) -> GatewayHandle:
+    """A fleet's row's handle: its gateway process and its members."""
+    if not isinstance(record.sandbox, GatewayHandle):
+        raise FleetNotFoundError(record.id, reason=f"{record.id} is an endpoint, not a fleet.")
+    return record.sandbox
 
 
 @dataclass(frozen=True)

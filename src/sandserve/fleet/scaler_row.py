@@ -13,12 +13,12 @@ import time
 from typing import Any
 
 from sandserve.engines.base import Launch
-from sandserve.errors import GatewayError
+from sandserve.errors import FleetNotFoundError, GatewayError
 from sandserve.fleet.autoscale import ScalerSettings
 from sandserve.paths import logs_dir
 from sandserve.providers import get_provider
-from sandserve.providers.base import SandboxHandle
 from sandserve.providers.gateway import SCALER_PROVIDER
+from sandserve.providers.handles import GatewayHandle, ScalerHandle
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import FLEET_LABEL, Record, Registry, State
 
@@ -35,14 +35,19 @@ def scaler_record(fleet_id: str, registry: Registry) -> Record | None:
     return max(rows, key=lambda r: r.created_at) if rows else None
 
 
-def start_scaler(fleet_id: str, settings: ScalerSettings, registry: Registry) -> SandboxHandle:
+def scaler_handle(record: Record) -> ScalerHandle:
+    """A scaler row's handle: its process, its settings and its state."""
+    if not isinstance(record.sandbox, ScalerHandle):
+        raise FleetNotFoundError(record.id, reason=f"{record.id} is not a fleet's autoscaler.")
+    return record.sandbox
+
+
+def start_scaler(fleet_id: str, settings: ScalerSettings, registry: Registry) -> ScalerHandle:
     """Record the scaler's row, start its detached process, and wait until it has looked at the fleet once."""
     row_id = new_scaler_id(fleet_id)
     fleet = registry.get(fleet_id)
     log_path = logs_dir() / f"{row_id}.log"
-    handle = SandboxHandle(
-        SCALER_PROVIDER, row_id, {"log_path": str(log_path), "settings": settings.as_dict(), "state": {}}
-    )
+    handle = ScalerHandle(SCALER_PROVIDER, row_id, log_path=str(log_path), settings=settings.as_dict())
     registry.add(
         row_id,
         provider=SCALER_PROVIDER,
@@ -57,7 +62,7 @@ def start_scaler(fleet_id: str, settings: ScalerSettings, registry: Registry) ->
     get_provider(SCALER_PROVIDER).start(handle, launch)
     registry.update(row_id, sandbox=handle, log_path=log_path)
     deadline = time.monotonic() + SCALER_START_TIMEOUT
-    while not registry.get(row_id).sandbox.data.get("state", {}).get("updated"):
+    while not scaler_handle(registry.get(row_id)).state.get("updated"):
         if not get_provider(SCALER_PROVIDER).is_running(handle) or time.monotonic() > deadline:
             tail = (
                 "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
@@ -79,15 +84,14 @@ def stop_scaler(fleet_id: str, registry: Registry) -> None:
 
 
 def read_settings(row_id: str, registry: Registry) -> ScalerSettings:
-    record = registry.get(row_id)
-    return ScalerSettings.from_dict(record.sandbox.data.get("settings", {}))
+    return ScalerSettings.from_dict(scaler_handle(registry.get(row_id)).settings)
 
 
 def write_state(row_id: str, registry: Registry, state: dict[str, Any]) -> None:
     """The process's own part of the row (read, then written: settings may have changed meanwhile)."""
-    record = registry.get(row_id)
-    record.sandbox.data["state"] = state
-    registry.update(record.id, sandbox=record.sandbox)
+    handle = scaler_handle(registry.get(row_id))
+    handle.state = state
+    registry.update(row_id, sandbox=handle)
 
 
 def update_scaler_settings(
@@ -101,9 +105,10 @@ def update_scaler_settings(
     """New bounds for a serving fleet: the running scaler picks them up at its next look; with no scaler (or a
     dead one) a new one is started."""
     record = scaler_record(fleet_id, registry)
-    current = ScalerSettings.from_dict(record.sandbox.data.get("settings", {})) if record else None
+    current = ScalerSettings.from_dict(scaler_handle(record).settings) if record else None
     if current is None:
-        members = len(registry.get(fleet_id).sandbox.data.get("members", []))
+        gateway = registry.get(fleet_id).sandbox
+        members = len(gateway.members) if isinstance(gateway, GatewayHandle) else 0
         current = ScalerSettings(min_workers=members, max_workers=max(members, 1))
     if min_workers is not None:
         changes["min_workers"] = min_workers
@@ -113,8 +118,9 @@ def update_scaler_settings(
     settings.check()
     alive = record is not None and lifecycle.refresh(record).live and record.state is not State.DOWN
     if record is not None and alive:
-        record.sandbox.data["settings"] = settings.as_dict()
-        registry.update(record.id, sandbox=record.sandbox)
+        handle = scaler_handle(record)
+        handle.settings = settings.as_dict()
+        registry.update(record.id, sandbox=handle)
     else:
         if record is not None:
             stop_scaler(fleet_id, registry)
@@ -128,12 +134,12 @@ def scaler_summary(fleet_id: str, registry: Registry) -> dict[str, Any] | None:
     if record is None:
         return None
     record = lifecycle.refresh(record)
-    state = dict(record.sandbox.data.get("state", {}))
+    handle = scaler_handle(record)
     return {
         "id": record.id,
         "running": bool(record.live),
         "state": record.shown_state,
         "log_path": record.log_path,
-        "settings": record.sandbox.data.get("settings", {}),
-        **state,
+        "settings": handle.settings,
+        **handle.state,
     }

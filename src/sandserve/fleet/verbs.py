@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -28,11 +27,12 @@ from sandserve.fleet.model import (
     FleetStatus,
     Member,
     WorkerStatus,
+    gateway_handle,
 )
 from sandserve.fleet.scaler_row import scaler_summary, start_scaler, stop_scaler, update_scaler_settings
 from sandserve.providers import get_provider
-from sandserve.providers.base import SandboxHandle
 from sandserve.providers.gateway import GATEWAY_PROVIDER
+from sandserve.providers.handles import GatewayHandle
 from sandserve.providers.local import HOST, port_is_free
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Record, Registry, State
@@ -76,9 +76,7 @@ def fleet_up(
         engine=spec.engine,
         model=spec.served_name,
         spec=spec.to_record(),
-        sandbox=SandboxHandle(
-            GATEWAY_PROVIDER, fleet_id, {"policy": policy, "members": [], "gateway": gateway}
-        ),
+        sandbox=GatewayHandle(GATEWAY_PROVIDER, fleet_id, policy=policy, gateway=gateway),
     )
     try:
         api_key = None if public_gateway else fm.new_key()
@@ -89,7 +87,7 @@ def fleet_up(
         handle = gw.start_gateway(
             fleet_id, policy, api_key, gateway_port, startup_workers, gateway_args, events, registry, gateway
         )
-        url = f"http://{HOST}:{handle.data['port']}"
+        url = f"http://{HOST}:{handle.port}"
         with gw.admin_client(url, api_key) as admin:
             events.status(f"registering {len(endpoints)} worker(s) with the gateway ({policy})")
             if startup_workers:
@@ -99,7 +97,7 @@ def fleet_up(
             events.status("waiting for a real generation through the gateway")
             gw.wait_until_generates(admin, handle, spec.served_name)
         endpoint = fm.fleet_endpoint(fleet_id, url, api_key, endpoints[0], policy)
-        handle.data["members"] = [dataclasses.asdict(member) for member in members]
+        handle.members = members
         registry.update(fleet_id, state=State.READY, endpoint=endpoint, sandbox=handle)
         if scaling is not None:
             events.status(f"starting the autoscaler ({scaling.min_workers}..{scaling.max_workers} workers)")
@@ -229,19 +227,19 @@ def check_fleet_request(
 
 def _status_of(registry: Registry, record: Record) -> FleetStatus:
     record = lifecycle.refresh(record)
-    members = [Member(**member) for member in record.sandbox.data.get("members", [])]
+    handle = gateway_handle(record)
     listed: dict[str, dict[str, Any]] = {}
     if record.live and record.endpoint is not None:
         try:
             with gw.admin_client(record.endpoint.url, record.endpoint.api_key) as admin:
-                listed = {worker["id"]: worker for worker in gw.listed_workers(admin, record.sandbox)}
+                listed = {worker["id"]: worker for worker in gw.listed_workers(admin, handle)}
         except SandserveError:
             listed = {}
     scaler = scaler_summary(record.id, registry)
     if scaler is not None and scaler.get("holder_worker_id"):
         listed.pop(scaler["holder_worker_id"], None)  # the holder: shown as the scaler's held requests
     workers = []
-    for member in members:
+    for member in handle.members:
         seen = listed.pop(member.worker_id, None)
         running = fm.worker_running(registry, member.endpoint_id)
         endpoint = registry.get(member.endpoint_id).endpoint if running else None
@@ -274,10 +272,10 @@ def _status_of(registry: Registry, record: Record) -> FleetStatus:
         id=record.id,
         state=record.shown_state,
         url=record.endpoint.url if record.endpoint else None,
-        policy=str(record.sandbox.data.get("policy", DEFAULT_POLICY)),
+        policy=handle.policy or DEFAULT_POLICY,
         gateway_running=bool(record.live),
         workers=workers,
         log_path=record.log_path,
-        gateway=str(record.sandbox.data.get("gateway", DEFAULT_GATEWAY)),
+        gateway=handle.gateway or DEFAULT_GATEWAY,
         scaler=scaler,
     )

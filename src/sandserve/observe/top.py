@@ -13,6 +13,7 @@ import aiohttp
 from sandserve.endpoint import Endpoint
 from sandserve.observe.gateway_view import GatewayMetrics, gateway_metrics, gateway_workers
 from sandserve.observe.loads import EndpointLoad, LoadProbe, rates
+from sandserve.providers.handles import GatewayHandle
 from sandserve.serve.ledger import Record, Registry, State
 
 
@@ -74,7 +75,8 @@ class TopSnapshot:
 
 def _target(record: Record, role: str, fleet: str | None = None) -> TopTarget:
     endpoint = record.endpoint
-    port = record.sandbox.data.get("prometheus_port") if role == "gateway" else None
+    handle = record.sandbox
+    port = handle.prometheus_port if role == "gateway" and isinstance(handle, GatewayHandle) else None
     return TopTarget(
         id=record.id,
         role=role,

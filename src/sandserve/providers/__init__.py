@@ -13,7 +13,14 @@ from typing import Any
 
 from sandserve.errors import ConfigError
 from sandserve.providers.base import Exposure, Provider
-from sandserve.providers.handles import DaytonaHandle, GatewayHandle, LocalHandle, SandboxHandle
+from sandserve.providers.handles import (
+    DaytonaHandle,
+    GatewayHandle,
+    LocalHandle,
+    Member,
+    SandboxHandle,
+    ScalerHandle,
+)
 
 #: Where each built-in provider lives (imported by name: nothing is loaded before it is needed).
 BUILTIN_PROVIDERS = {
@@ -57,8 +64,10 @@ __all__ = [
     "Exposure",
     "GatewayHandle",
     "LocalHandle",
+    "Member",
     "Provider",
     "SandboxHandle",
+    "ScalerHandle",
     "get_provider",
     "handle_from_record",
 ]

@@ -22,8 +22,9 @@ from sandserve.errors import (
     QuotaExceededError,
     SandboxCreateTimeoutError,
 )
-from sandserve.providers.base import Exposure, Provider, SandboxHandle
+from sandserve.providers.base import Exposure, Provider
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
+from sandserve.providers.handles import DaytonaHandle
 from sandserve.spec import DEFAULT_GPU_TTL_MINUTES, SANDBOX_PORT, AuthMode, ServeSpec
 
 if TYPE_CHECKING:
@@ -39,8 +40,9 @@ QUOTA_MARKER = "gpu limit exceeded"
 SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 
 
-class DaytonaProvider(Provider):
+class DaytonaProvider(Provider[DaytonaHandle]):
     name = "daytona"
+    handle_type = DaytonaHandle
     poll_interval = 3.0
     keeps_failed_sandboxes = True
 
@@ -78,7 +80,7 @@ class DaytonaProvider(Provider):
                 return [warning] if warning else None
         return None
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> SandboxHandle:
+    def create(self, spec: ServeSpec, endpoint_id: str) -> DaytonaHandle:
         from daytona import DaytonaError, DaytonaTimeoutError
 
         params = self._create_params(spec, endpoint_id)
@@ -94,7 +96,7 @@ class DaytonaProvider(Provider):
         except DaytonaError as exc:
             raise _translate(exc, "create the sandbox") from exc
         self._sandboxes[sandbox.id] = sandbox
-        return SandboxHandle(self.name, sandbox.id, {"port": spec.port or SANDBOX_PORT, "session": SESSION})
+        return DaytonaHandle(self.name, sandbox.id, port=spec.port or SANDBOX_PORT, session=SESSION)
 
     def _create_params(self, spec: ServeSpec, endpoint_id: str) -> Any:
         from sandserve.providers.daytona_params import create_params
@@ -120,10 +122,10 @@ class DaytonaProvider(Provider):
 
     # --- the server -----------------------------------------------------------------------------------
 
-    def server_port(self, handle: SandboxHandle) -> int:
-        return int(handle.data.get("port", SANDBOX_PORT))
+    def server_port(self, handle: DaytonaHandle) -> int:
+        return handle.port if handle.port is not None else SANDBOX_PORT
 
-    def start(self, handle: SandboxHandle, launch: Launch) -> None:
+    def start(self, handle: DaytonaHandle, launch: Launch) -> None:
         from daytona import DaytonaError, SessionExecuteRequest
 
         sandbox = self._sandbox(handle)
@@ -134,33 +136,33 @@ class DaytonaProvider(Provider):
             )
         except DaytonaError as exc:
             raise _translate(exc, "start the server") from exc
-        handle.data["cmd_id"] = command.cmd_id
+        handle.cmd_id = command.cmd_id
 
-    def read_log(self, handle: SandboxHandle) -> str:
+    def read_log(self, handle: DaytonaHandle) -> str:
         from daytona import DaytonaError
 
-        if "cmd_id" not in handle.data:
+        if handle.cmd_id is None:
             return ""
         try:
-            logs = self._sandbox(handle).process.get_session_command_logs(SESSION, handle.data["cmd_id"])
+            logs = self._sandbox(handle).process.get_session_command_logs(SESSION, handle.cmd_id)
         except DaytonaError as exc:
             raise _translate(exc, "read the server log") from exc
         return logs.output or ""
 
-    def exit_code(self, handle: SandboxHandle) -> int | None:
+    def exit_code(self, handle: DaytonaHandle) -> int | None:
         from daytona import DaytonaError, DaytonaNotFoundError
 
-        if "cmd_id" not in handle.data:
+        if handle.cmd_id is None:
             return None
         try:
-            command = self._sandbox(handle).process.get_session_command(SESSION, handle.data["cmd_id"])
+            command = self._sandbox(handle).process.get_session_command(SESSION, handle.cmd_id)
         except DaytonaNotFoundError:
             return -1
         except DaytonaError as exc:
             raise _translate(exc, "check the server") from exc
         return command.exit_code
 
-    def expose(self, handle: SandboxHandle, spec: ServeSpec) -> Exposure:
+    def expose(self, handle: DaytonaHandle, spec: ServeSpec) -> Exposure:
         from daytona import DaytonaError
 
         sandbox = self._sandbox(handle)
@@ -189,12 +191,12 @@ class DaytonaProvider(Provider):
 
     # --- colocated work -------------------------------------------------------------------------------
 
-    def inside_access(self, handle: SandboxHandle, served: Endpoint) -> InsideAccess:
+    def inside_access(self, handle: DaytonaHandle, served: Endpoint) -> InsideAccess:
         # Inside the sandbox the server is on localhost: no preview proxy, so no token to send.
         return InsideAccess(f"http://localhost:{self.server_port(handle)}", served.api_key)
 
     def run_colocated(
-        self, handle: SandboxHandle, job: ColocatedJob, on_output: OnOutput
+        self, handle: DaytonaHandle, job: ColocatedJob, on_output: OnOutput
     ) -> ColocatedOutcome:
         from daytona import DaytonaError
 
@@ -207,7 +209,7 @@ class DaytonaProvider(Provider):
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
-    def is_running(self, handle: SandboxHandle) -> bool:
+    def is_running(self, handle: DaytonaHandle) -> bool:
         """Whether the server still runs, asked without counting as activity: `ls` and `status` must not keep
         an idle sandbox from its auto-stop."""
         from daytona import DaytonaError, DaytonaNotFoundError, SandboxState
@@ -218,10 +220,10 @@ class DaytonaProvider(Provider):
             return False
         if sandbox.state != SandboxState.STARTED:
             return False
-        if "cmd_id" not in handle.data:
+        if handle.cmd_id is None:
             return True
         try:
-            command = sandbox.process.get_session_command(SESSION, handle.data["cmd_id"])
+            command = sandbox.process.get_session_command(SESSION, handle.cmd_id)
         except DaytonaNotFoundError:
             return False
         except DaytonaError as exc:
@@ -240,7 +242,7 @@ class DaytonaProvider(Provider):
             self._watch_client = client
         return self._watch_client
 
-    def delete(self, handle: SandboxHandle) -> None:
+    def delete(self, handle: DaytonaHandle) -> None:
         from daytona import DaytonaError, DaytonaNotFoundError
 
         if not handle.sandbox_id:
@@ -253,7 +255,7 @@ class DaytonaProvider(Provider):
             raise _translate(exc, f"delete sandbox {handle.sandbox_id}") from exc
         self._sandboxes.pop(handle.sandbox_id, None)
 
-    def _sandbox(self, handle: SandboxHandle) -> Sandbox:
+    def _sandbox(self, handle: DaytonaHandle) -> Sandbox:
         sandbox = self._sandboxes.get(handle.sandbox_id)
         if sandbox is None:
             sandbox = self._sandboxes[handle.sandbox_id] = self.client.get(handle.sandbox_id)
@@ -261,7 +263,7 @@ class DaytonaProvider(Provider):
 
     def _delete_by_id(self, sandbox_id: str) -> bool:
         with contextlib.suppress(Exception):
-            self.delete(SandboxHandle(self.name, sandbox_id))
+            self.delete(DaytonaHandle(self.name, sandbox_id))
             return True
         return False
 

@@ -6,7 +6,7 @@ them down too (``serve.lifecycle.down``), so ``sandserve down FLEET`` and ``down
 
 from __future__ import annotations
 
-from sandserve.providers.handles import GatewayHandle
+from sandserve.providers.handles import GatewayHandle, ScalerHandle
 from sandserve.providers.local import LocalProvider
 
 GATEWAY_PROVIDER = "gateway"
@@ -25,3 +25,4 @@ class ScalerProvider(LocalProvider):
     it, and shows it dead if it died), labelled with its fleet so that taking the fleet down stops it too."""
 
     name = SCALER_PROVIDER
+    handle_type = ScalerHandle

@@ -1,18 +1,16 @@
 """Each provider's record of one sandbox, typed: what the ledger keeps so the sandbox is found again.
 
-``SandboxHandle(provider, sandbox_id)`` makes the handle type registered for ``provider`` (``LocalHandle``,
-``GatewayHandle``, ``DaytonaHandle``); the JSON the ledger stores is ``to_record()``.
-
-Bridge for code written against the dict these replaced: a third positional argument (a mapping) fills the
-fields, and ``handle.data`` reads and writes the fields by name. Keys that are not fields are kept in
-``extra`` (so a ledger row written by a newer version loses nothing); new code uses the fields.
+``SandboxHandle(provider, sandbox_id, ...)`` makes the handle type registered for ``provider``
+(``LocalHandle``, ``GatewayHandle``, ``ScalerHandle``, ``DaytonaHandle``); the JSON the ledger stores is
+``to_record()``, read back by ``from_record()``. Keys of a stored record that no field holds are kept in
+``extra`` (so a ledger row written by a newer version loses nothing when this one writes it again).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, MutableMapping
-from dataclasses import InitVar, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 _IDENTITY = ("provider", "sandbox_id", "extra")
@@ -22,9 +20,8 @@ _IDENTITY = ("provider", "sandbox_id", "extra")
 class SandboxHandle:
     provider: str
     sandbox_id: str
-    legacy_data: InitVar[Mapping[str, Any] | None] = None
     extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
-    """Keys no field holds (see the module docstring)."""
+    """Keys of the stored record that no field holds (see the module docstring)."""
     log_path: str | None = field(default=None, kw_only=True)
     """Where the server's whole log is kept on this machine (None: read it through the provider)."""
 
@@ -40,69 +37,48 @@ class SandboxHandle:
             cls = SandboxHandle.handle_types.get(provider, cls)
         return object.__new__(cls)
 
-    def __post_init__(self, legacy_data: Mapping[str, Any] | None) -> None:
-        if legacy_data:
-            self.data.update(legacy_data)
-
-    @property
-    def data(self) -> MutableMapping[str, Any]:
-        """The fields by name, as the dict this handle replaced."""
-        return _FieldView(self)
-
     def to_record(self) -> dict[str, Any]:
-        """The JSON form the ledger keeps (unset fields left out)."""
+        """The JSON form the ledger keeps (unset or empty fields left out, ``extra``'s keys beside them)."""
         record: dict[str, Any] = {"provider": self.provider, "sandbox_id": self.sandbox_id}
-        record.update({key: value for key, value in self.data.items()})
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if value is not None and value != [] and value != {}:
+                record[name] = _plain(value)
+        for key, value in self.extra.items():
+            record.setdefault(key, value)
         return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> SandboxHandle:
         """A handle from ``to_record()``'s JSON, or from the older ``{"provider", "sandbox_id", "data"}``."""
-        fields = {key: value for key, value in record.items() if key not in ("provider", "sandbox_id")}
-        if isinstance(fields.get("data"), dict) and len(fields) == 1:
-            fields = fields["data"]
-        return SandboxHandle(str(record["provider"]), str(record["sandbox_id"]), fields)
+        provider, sandbox_id = str(record["provider"]), str(record["sandbox_id"])
+        stored = {key: value for key, value in record.items() if key not in ("provider", "sandbox_id")}
+        if isinstance(stored.get("data"), dict) and len(stored) == 1:
+            stored = {k: v for k, v in stored["data"].items() if k not in ("provider", "sandbox_id")}
+        handle_type = SandboxHandle.handle_types.get(provider, SandboxHandle)
+        names = set(_field_names(handle_type))
+        fields = {key: value for key, value in stored.items() if key in names and value is not None}
+        extra = {key: value for key, value in stored.items() if key not in names}
+        return handle_type(provider, sandbox_id, extra=extra, **handle_type._decode(fields))
+
+    @classmethod
+    def _decode(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        """The stored JSON values of this type's fields as the fields hold them (a subclass with nested
+        dataclasses turns their dicts back into them)."""
+        return fields
 
 
-def _field_names(handle: SandboxHandle) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(handle) if f.name not in _IDENTITY)
+def _field_names(handle_type: type[SandboxHandle]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(handle_type) if f.name not in _IDENTITY)
 
 
-class _FieldView(MutableMapping[str, Any]):
-    """A handle's fields as a mapping: unset (None) fields are absent; other keys live in ``extra``."""
-
-    def __init__(self, handle: SandboxHandle) -> None:
-        self._handle = handle
-        self._fields = _field_names(handle)
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self._fields:
-            value = getattr(self._handle, key)
-            if value is None:
-                raise KeyError(key)
-            return value
-        return self._handle.extra[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in self._fields:
-            setattr(self._handle, key, value)
-        else:
-            self._handle.extra[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        if key in self._fields:
-            if getattr(self._handle, key) is None:
-                raise KeyError(key)
-            setattr(self._handle, key, None)
-        else:
-            del self._handle.extra[key]
-
-    def __iter__(self) -> Iterator[str]:
-        yield from (name for name in self._fields if getattr(self._handle, name) is not None)
-        yield from self._handle.extra
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+def _plain(value: Any) -> Any:
+    """A field's value as JSON takes it (nested dataclasses as dicts)."""
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 @dataclass(kw_only=True)
@@ -120,15 +96,41 @@ class LocalHandle(SandboxHandle, provider="local"):
     Daytona sandbox, where it would reach localhost) needs no preview token."""
 
 
+@dataclass(frozen=True)
+class Member:
+    """One worker of a fleet: its endpoint in the ledger and its id in the gateway."""
+
+    endpoint_id: str
+    worker_id: str
+    """The gateway's UUID for the worker (``DELETE /workers/{worker_id}``)."""
+    url: str
+
+
 @dataclass(kw_only=True)
 class GatewayHandle(LocalHandle, provider="gateway"):
     """A fleet's gateway process and what the fleet knows of it."""
 
     prometheus_port: int | None = None
     policy: str | None = None
-    members: list[dict[str, Any]] | None = None
+    members: list[Member] = field(default_factory=list)
     gateway: str | None = None
     """Which gateway program runs it (sglang-router, smg)."""
+
+    @classmethod
+    def _decode(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        members = [Member(**member) for member in fields.get("members", [])]
+        return {**fields, "members": members}
+
+
+@dataclass(kw_only=True)
+class ScalerHandle(LocalHandle, provider="fleet-scaler"):
+    """A fleet's autoscaler process, with what it is told and what it last decided."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Its bounds and timings (``fleet.autoscale.ScalerSettings.as_dict()``), written by ``fleet up`` and
+    ``fleet scale``, re-read by the process at every look."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """What the process last saw and decided (written by the process only)."""
 
 
 @dataclass(kw_only=True)
@@ -138,3 +140,4 @@ class DaytonaHandle(SandboxHandle, provider="daytona"):
     port: int | None = None
     session: str | None = None
     cmd_id: str | None = None
+    """The session command running the server (None until it was started)."""
