@@ -70,12 +70,6 @@ def test_no_module_is_a_giant(path: Path) -> None:
 
 #: Names only engines/ and providers/ may branch on.
 ADAPTER_NAMES = {"sglang", "llamacpp", "local", "daytona", "gateway"}
-#: Known leaks owned by another open issue (say which, and remove the entry when it is fixed).
-KNOWN_NAME_BRANCHES = {
-    # Which tool sandbox an endpoint gets (runs_on_daytona): recognising a Daytona endpoint belongs in
-    # providers/daytona.py; not moved yet.
-    "tools/sandboxes.py",
-}
 
 
 def _name_branches(path: Path) -> list[int]:
@@ -113,9 +107,7 @@ def test_only_engines_and_providers_branch_on_their_names() -> None:
         if path.relative_to(PACKAGE_DIR).parts[0] not in ("engines", "providers")
         and (lines := _name_branches(path))
     }
-    assert set(found) <= KNOWN_NAME_BRANCHES, (
-        f"engine/provider names compared outside engines/, providers/: {found}"
-    )
+    assert not found, f"engine/provider names compared outside engines/, providers/: {found}"
 
 
 def test_the_name_check_catches_a_branch(tmp_path: Path) -> None:

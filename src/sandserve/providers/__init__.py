@@ -51,6 +51,22 @@ def get_provider(name: str) -> Provider[Any]:
     return provider_class()
 
 
+def find_provider(name: str) -> Provider[Any] | None:
+    """The provider registered as ``name``; None for a name no provider has (``env``: an endpoint reached
+    through ENDPOINT/TOKEN)."""
+    _load(name)
+    return get_provider(name) if name in Provider.registered else None
+
+
+def recognise_provider(url: str, header_names: frozenset[str]) -> Provider[Any] | None:
+    """The provider whose endpoints look like this one, known only by its URL and header names."""
+    for name in PROVIDER_NAMES:
+        provider = get_provider(name)
+        if provider.recognises(url, header_names):
+            return provider
+    return None
+
+
 def handle_from_record(record: Mapping[str, Any]) -> SandboxHandle:
     """A ledger's sandbox JSON as its provider's handle type (the provider's module is loaded for it)."""
     _load(str(record.get("provider", "")))
@@ -68,6 +84,8 @@ __all__ = [
     "Provider",
     "SandboxHandle",
     "ScalerHandle",
+    "find_provider",
     "get_provider",
     "handle_from_record",
+    "recognise_provider",
 ]

@@ -19,6 +19,11 @@ HandleT = TypeVar("HandleT", bound=SandboxHandle)
 #: A server in a remote sandbox is reached through the provider's proxy, from outside its loopback.
 ALL_INTERFACES = "0.0.0.0"
 
+#: Kinds of tool sandbox a provider names (``Provider.tool_sandbox_kind``): a sandboxed subprocess on this
+#: machine, or a Daytona CPU sandbox of the endpoint's own.
+TOOLS_ON_THIS_MACHINE = "this-machine"
+TOOLS_IN_A_DAYTONA_SANDBOX = "daytona-cpu"
+
 
 @dataclass(frozen=True)
 class Exposure:
@@ -61,6 +66,10 @@ class Provider(Generic[HandleT]):
     #: The preset served when no model is named.
     default_preset: ClassVar[str] = DEFAULT_DAYTONA_PRESET
 
+    #: Where a model's tool calls run for this provider's endpoints (``tools.sandboxes`` has a runner for
+    #: each kind).
+    tool_sandbox_kind: ClassVar[str] = TOOLS_ON_THIS_MACHINE
+
     #: The type of this provider's handles (its subclasses inherit it unless they name their own).
     handle_type: ClassVar[type[SandboxHandle]] = SandboxHandle
 
@@ -72,6 +81,12 @@ class Provider(Generic[HandleT]):
             # its provider itself is kept).
             if cls.handle_type is not SandboxHandle:
                 SandboxHandle.handle_types.setdefault(cls.name, cls.handle_type)
+
+    @classmethod
+    def recognises(cls, url: str, header_names: frozenset[str]) -> bool:
+        """Whether an endpoint known only by its URL and the headers it sends (lower-case names), as from
+        ENDPOINT/TOKEN, is one this provider serves."""
+        return False
 
     @classmethod
     def check_engine(cls, engine: type[Engine], model: str) -> None:

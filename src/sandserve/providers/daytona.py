@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sandserve import config
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
@@ -22,7 +23,7 @@ from sandserve.errors import (
     QuotaExceededError,
     SandboxCreateTimeoutError,
 )
-from sandserve.providers.base import Exposure, Provider
+from sandserve.providers.base import TOOLS_IN_A_DAYTONA_SANDBOX, Exposure, Provider
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
 from sandserve.providers.handles import DaytonaHandle
 from sandserve.spec import DEFAULT_GPU_TTL_MINUTES, SANDBOX_PORT, AuthMode, ServeSpec
@@ -38,11 +39,14 @@ LABEL_MODEL = "sandserve.model"
 QUOTA_MARKER = "gpu limit exceeded"
 #: Preview traffic with this header does not reset the sandbox's idle timer (auto-stop).
 SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
+#: Hosts of Daytona's preview proxy (private and signed preview URLs).
+PREVIEW_HOST_SUFFIXES = (".proxy.daytona.works", ".proxy.daytona.work", ".daytona.app")
 
 
 class DaytonaProvider(Provider[DaytonaHandle]):
     name = "daytona"
     handle_type = DaytonaHandle
+    tool_sandbox_kind = TOOLS_IN_A_DAYTONA_SANDBOX
     poll_interval = 3.0
     keeps_failed_sandboxes = True
 
@@ -58,6 +62,12 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         return self._client
 
     # --- create ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def recognises(cls, url: str, header_names: frozenset[str]) -> bool:
+        # A preview token, or a preview URL of Daytona's proxy (signed ones carry no token).
+        host = (urlsplit(url).hostname or "").lower()
+        return PREVIEW_TOKEN_HEADER.lower() in header_names or host.endswith(PREVIEW_HOST_SUFFIXES)
 
     def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
         # DAYTONA_TARGET as the SDK reads it; a GPU sandbox gets a time limit unless one was given.

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any, Protocol, Self
 
 from sandserve.errors import ToolSandboxError
+from sandserve.providers.base import TOOLS_IN_A_DAYTONA_SANDBOX, TOOLS_ON_THIS_MACHINE
 from sandserve.tools.declaration import Tool
 from sandserve.tools.local_sandbox import LocalToolSandbox, network_namespace_prefix
 from sandserve.tools.outcome import MAX_RESULT_CHARS, ToolOutcome, last_error_line
@@ -176,42 +178,51 @@ class DaytonaToolSandbox:
         self.close()
 
 
-def tool_runner_for(endpoint: Any, **options: Any) -> ToolRunner:
-    """The runner that fits where the endpoint runs: its own Daytona CPU sandbox, or a local subprocess.
-
-    An endpoint reached through ENDPOINT/TOKEN is a Daytona one when the ledger knows its URL as such, or when
-    it carries a Daytona preview token or a Daytona preview host; its tools then run on Daytona too (or fail
-    clearly for want of a key), never silently on this machine."""
-    if runs_on_daytona(endpoint):
-        return DaytonaToolSandbox(getattr(endpoint, "id", None), **options)
+def _on_this_machine(endpoint_id: str | None, **options: Any) -> ToolRunner:
     return LocalToolSandbox(**options)
 
 
-#: Hosts of Daytona's preview proxy (private and signed preview URLs).
-DAYTONA_PREVIEW_HOST_SUFFIXES = (".proxy.daytona.works", ".proxy.daytona.work", ".daytona.app")
+#: The runner for each kind of tool sandbox a provider names (``Provider.tool_sandbox_kind``).
+TOOL_SANDBOXES: dict[str, Callable[..., ToolRunner]] = {
+    TOOLS_ON_THIS_MACHINE: _on_this_machine,
+    TOOLS_IN_A_DAYTONA_SANDBOX: DaytonaToolSandbox,
+}
 
 
-def runs_on_daytona(endpoint: Any) -> bool:
-    provider = getattr(endpoint, "provider", None)
-    if provider == "daytona":
-        return True
-    if provider != "env":
-        return False
-    from urllib.parse import urlsplit
+def tool_runner_for(endpoint: Any, **options: Any) -> ToolRunner:
+    """The runner that fits where the endpoint runs, as its provider says: its own Daytona CPU sandbox, or a
+    local subprocess.
 
-    from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+    An endpoint reached through ENDPOINT/TOKEN belongs to the provider the ledger knows its URL under, or else
+    to the one that recognises it (Daytona: a preview token or a preview host); its tools then run where
+    that provider's do (or fail clearly for want of a key), never silently on this machine."""
+    return TOOL_SANDBOXES[tool_sandbox_kind(endpoint)](getattr(endpoint, "id", None), **options)
+
+
+def tool_sandbox_kind(endpoint: Any) -> str:
+    """Which kind of tool sandbox the endpoint's provider runs tool calls in (see ``TOOL_SANDBOXES``)."""
+    from sandserve.providers import find_provider, recognise_provider
+
+    provider = find_provider(str(getattr(endpoint, "provider", "")))
+    if provider is None:
+        url = str(getattr(endpoint, "url", ""))
+        named = _ledger_provider_of(url)
+        provider = find_provider(named) if named else None
+        if provider is None and named is None:
+            header_names = frozenset(name.lower() for name in getattr(endpoint, "headers", {}) or {})
+            provider = recognise_provider(url, header_names)
+    return provider.tool_sandbox_kind if provider is not None else TOOLS_ON_THIS_MACHINE
+
+
+def _ledger_provider_of(url: str) -> str | None:
+    """The provider the ledger records an endpoint at ``url`` under (None: none it knows, or no ledger)."""
     from sandserve.serve.ledger import Registry
 
-    url = getattr(endpoint, "url", "")
     try:
         known = {r.endpoint.url: r.provider for r in Registry().list() if r.endpoint is not None}
     except Exception:
-        known = {}
-    if url in known:
-        return known[url] == "daytona"
-    headers = {name.lower() for name in getattr(endpoint, "headers", {}) or {}}
-    host = (urlsplit(url).hostname or "").lower()
-    return PREVIEW_TOKEN_HEADER in headers or host.endswith(DAYTONA_PREVIEW_HOST_SUFFIXES)
+        return None
+    return known.get(url)
 
 
 __all__ = [
@@ -221,7 +232,7 @@ __all__ = [
     "ToolOutcome",
     "ToolRunner",
     "network_namespace_prefix",
-    "runs_on_daytona",
     "tool_program",
     "tool_runner_for",
+    "tool_sandbox_kind",
 ]
