@@ -1,4 +1,5 @@
-"""The guide's batch workload on the endpoint that is up: 273 passages, who wrote each, then indoors or outdoors.
+"""The guide's batch workload on the endpoint that is up: 273 passages, who wrote each, then indoors or
+outdoors.
 
     python examples/classify_passages.py            # all thirteen books
     python examples/classify_passages.py Poe Wilde  # a smaller run

@@ -3,8 +3,8 @@ chat, streaming, reasoning effort, structured output, a regex on /generate, tool
 
 The endpoint comes from `sandserve.client.connect()`: the ledger, or ENDPOINT/TOKEN in the environment. Every
 endpoint speaks SGLang's shapes, so the guide's attribute access (`delta.reasoning_content`,
-`message.reasoning_content`) and its exact haiku schema work as written. On the tiny random-weight model (tests
-only) the text is gibberish and the tool call is forced; `sandserve tour` runs the same checks.
+`message.reasoning_content`) and its exact haiku schema work as written. On the tiny random-weight model
+(tests only) the text is gibberish and the tool call is forced; `sandserve tour` runs the same checks.
 """
 
 import json

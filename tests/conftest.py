@@ -91,8 +91,8 @@ def tiny_model() -> Path:
 
 @pytest.fixture
 def local_endpoint(llama_server: Path, tiny_model: Path) -> Iterator[Endpoint]:
-    """A live local endpoint serving the tiny model (plumbing checks: fast on 2 cores), taken down after the test.
-    The real local default (SmolLM2) is served by the `smollm2_endpoint` fixture."""
+    """A live local endpoint serving the tiny model (plumbing checks: fast on 2 cores), taken down after the
+    test. The real local default (SmolLM2) is served by the `smollm2_endpoint` fixture."""
     endpoint = lifecycle.up(resolve_spec("tiny", provider="local"))
     yield endpoint
     registry = Registry()
@@ -131,7 +131,8 @@ def parse_exports(lines: str | list[str]) -> dict[str, str]:
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `sandserve ARGS` in a child process with this test's environment (plus ``env``), without a terminal."""
+    """Run `sandserve ARGS` in a child process with this test's environment (plus ``env``), without a
+    terminal."""
     return subprocess.run(
         [*sandserve_command(), *args],
         capture_output=True,
@@ -143,7 +144,7 @@ def run_cli(
     )
 
 
-# --- the fast tier (tests/unit): no process, and the pipeline on an in-process fake provider and engine ----------
+# --- the fast tier (tests/unit): no process, and the pipeline on an in-process fake provider and engine -----
 
 UNIT_DIR = TESTS_DIR / "unit"
 
@@ -165,8 +166,8 @@ def no_process_in_the_fast_tier(request: pytest.FixtureRequest, monkeypatch: pyt
 
 @pytest.fixture
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
-    """``lifecycle.up`` serves ``fakes.fake_spec()`` with the fake engine on the fake provider (tests/unit/fakes.py);
-    set ``FakeProvider.script`` to choose what the next server does."""
+    """``lifecycle.up`` serves ``fakes.fake_spec()`` with the fake engine on the fake provider
+    (tests/unit/fakes.py); set ``FakeProvider.script`` to choose what the next server does."""
     from fakes import FAKE, FAKE_ENGINE, FakeProvider, healthy_boot, stop_every_server
 
     from sandserve.engines import Engine

@@ -1,7 +1,7 @@
 """Settings read the way the Daytona SDK reads them, with where each value came from.
 
-Precedence: the process environment, then `.env.local`, then `.env`, both in the CURRENT directory only (never a
-parent: a stray file higher up must not turn a local demo into a paid GPU run). Nothing is copied into
+Precedence: the process environment, then `.env.local`, then `.env`, both in the CURRENT directory only (never
+a parent: a stray file higher up must not turn a local demo into a paid GPU run). Nothing is copied into
 ``os.environ``. ``DAYTONA_API_URL`` is taken from the process environment only, as the SDK does: a file in the
 working directory must never decide where the API key is sent.
 

@@ -256,7 +256,8 @@ class Endpoint:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Endpoint | None:
-        """The endpoint described by ENDPOINT (+ TOKEN, OPENAI_API_KEY, MODEL), or None if ENDPOINT is unset."""
+        """The endpoint described by ENDPOINT (+ TOKEN, OPENAI_API_KEY, MODEL), or None if ENDPOINT is
+        unset."""
         env = os.environ if environ is None else environ
         url = env.get("ENDPOINT", "").rstrip("/")
         if not url:

@@ -72,8 +72,8 @@ class LedgerBusyError(SandserveError):
 
     def __init__(self, path: Path, seconds: float) -> None:
         super().__init__(
-            f"The endpoint ledger {path} is busy: another sandserve process has held its lock for {seconds:.0f} s. "
-            "Nothing was changed.",
+            f"The endpoint ledger {path} is busy: another sandserve process has held its lock for "
+            f"{seconds:.0f} s. Nothing was changed.",
             hint="Wait for the other sandserve command to finish (see `ps`), then run this one again.",
         )
 
@@ -86,7 +86,8 @@ class LedgerUnusableError(SandserveError):
         super().__init__(
             f"The endpoint ledger {path} could not be used: {reason}. Nothing was changed.",
             hint=hint
-            or f"Check the disk it is on (df {path.parent}) and its permissions (ls -l {path}), then run again.",
+            or f"Check the disk it is on (df {path.parent}) and its permissions (ls -l {path}), then run "
+            "again.",
         )
 
 
@@ -94,7 +95,8 @@ class UnknownGpuError(ConfigError):
     def __init__(self, name: str, known: tuple[str, ...]) -> None:
         super().__init__(
             f"Unknown GPU type {name!r}.",
-            hint=f"Use one of: {', '.join(known)} (upper or lower case; RTX_PRO_6000 and RTX-PRO-6000 both work).",
+            hint=f"Use one of: {', '.join(known)} (upper or lower case; RTX_PRO_6000 and RTX-PRO-6000 both "
+            "work).",
         )
 
 
@@ -117,7 +119,8 @@ class BootBreakerOpenError(ConfigError):
         super().__init__(
             f"This same spec failed to boot {failures} times in a row (last: {last_id}: "
             f"{last_error or 'no diagnosis'}).",
-            hint="Fix the cause above (change the model, flags or GPU), or pass --force to try the same again.",
+            hint="Fix the cause above (change the model, flags or GPU), or pass --force to try the same "
+            "again.",
         )
 
 
@@ -207,8 +210,8 @@ class QuotaExceededError(ProviderError):
     def __init__(self, detail: str) -> None:
         super().__init__(
             f"Daytona refused the sandbox: GPU quota exceeded ({detail}).",
-            hint="Stop an endpoint you no longer need (`sandserve ls`, `sandserve down ID`), pick another GPU "
-            "type with --gpu, or ask Daytona for a higher GPU limit.",
+            hint="Stop an endpoint you no longer need (`sandserve ls`, `sandserve down ID`), pick another "
+            "GPU type with --gpu, or ask Daytona for a higher GPU limit.",
         )
 
 
@@ -282,7 +285,8 @@ class EngineBinaryNotFoundError(ConfigError):
     def __init__(self, path: Path, env_var: str) -> None:
         super().__init__(
             f"{env_var} points at {path}, which is not an executable file.",
-            hint=f"Fix the path, or unset {env_var} to use (and if needed build) sandserve's own llama-server.",
+            hint=f"Fix the path, or unset {env_var} to use (and if needed build) sandserve's own "
+            "llama-server.",
         )
         self.path = path
 
@@ -310,7 +314,8 @@ class BatchOutputError(ConfigError):
         super().__init__(
             f"Cannot write the batch output {path}: {reason}.",
             hint=hint
-            or "Pick an output path in a directory you can write to (it is created, or resumed if it exists).",
+            or "Pick an output path in a directory you can write to (it is created, or resumed if it "
+            "exists).",
         )
         self.path = path
 
@@ -321,9 +326,10 @@ class BatchIncompleteError(SandserveError):
     def __init__(self, *, unfinished: int, total: int | None, reason: str, summary: object = None) -> None:
         of = f" of {total}" if total is not None else ""
         super().__init__(
-            f"{unfinished}{of} requests still have no result: {reason.rstrip('.')}. Nothing was written for them.",
-            hint="Nothing was lost: run the same command again to send them (with --endpoint ID to use another "
-            "endpoint); finished requests are skipped.",
+            f"{unfinished}{of} requests still have no result: {reason.rstrip('.')}. Nothing was written for "
+            "them.",
+            hint="Nothing was lost: run the same command again to send them (with --endpoint ID to use "
+            "another endpoint); finished requests are skipped.",
         )
         self.unfinished = unfinished
         self.total = total
@@ -352,12 +358,14 @@ class InvalidConstraintError(ConfigError):
 
 
 class ConstraintViolatedError(SandserveError):
-    """The engine returned text outside its constraint (a guard: constrained output is never passed on unchecked)."""
+    """The engine returned text outside its constraint (a guard: constrained output is never passed on
+    unchecked)."""
 
     def __init__(self, kind: str, engine: str, text: str) -> None:
         super().__init__(
             f"The {engine} engine returned text that does not match the {kind}: {text[:200]!r}.",
-            hint="This is a bug in the engine's constraint support: report it; SGLang enforces it on the server.",
+            hint="This is a bug in the engine's constraint support: report it; SGLang enforces it on the "
+            "server.",
         )
 
 
@@ -366,8 +374,8 @@ class AnswerCutShortError(SandserveError):
 
     def __init__(self, kind: str, max_tokens: int | None, text: str) -> None:
         super().__init__(
-            f"The answer reached max_tokens={max_tokens or '?'} before its {kind} was complete, so it is not a "
-            f"valid answer (it ends {text[-80:]!r}).",
+            f"The answer reached max_tokens={max_tokens or '?'} before its {kind} was complete, so it is not "
+            f"a valid answer (it ends {text[-80:]!r}).",
             hint="Raise max_tokens, or ask for a shorter answer: the reply ran out of tokens, the server "
             "did not fail.",
         )

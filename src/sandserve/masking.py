@@ -32,7 +32,8 @@ _SIGNED_PART = re.compile(
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether a variable, flag or parameter named so holds a secret (HF_TOKEN, OPENAI_API_KEY, --api-key...)."""
+    """Whether a variable, flag or parameter named so holds a secret (HF_TOKEN, OPENAI_API_KEY,
+    --api-key...)."""
     return any(part in SECRET_WORDS for part in _NAME_PARTS.split(name.lower()))
 
 

@@ -44,7 +44,8 @@ class GenerateResult:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What clients can ask of an engine. Honest per engine: a False here means the library refuses the call."""
+    """What clients can ask of an engine. Honest per engine: a False here means the library refuses the
+    call."""
 
     streaming: bool = True
     reasoning_split: bool = True

@@ -1,7 +1,7 @@
 """Every auth mode of a Daytona endpoint, through `connect()`, with all three clients (OpenAI SDK sync and
-async, LiteLLM) and curl (examples/query.sh). The endpoint is brought up by `sandserve.serve.lifecycle.up` with the
-Daytona provider on the Daytona stand-in (the real SDK; a preview proxy enforcing token / signed URL /
-public),
+async, LiteLLM) and curl (examples/query.sh). The endpoint is brought up by `sandserve.serve.lifecycle.up`
+with the Daytona provider on the Daytona stand-in (the real SDK; a preview proxy enforcing token / signed URL
+/ public),
 serving the tiny model with llama-server inside a stand-in sandbox."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""sandserve.batch.runner against a local fault-injecting server: every request ends exactly once in the output."""
+"""sandserve.batch.runner against a local fault-injecting server: every request ends exactly once in the
+output."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def batch(server: FaultServer, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli("batch", *args, env={"ENDPOINT": server.url})
 
 
-# --- the OpenAI semantics: only the server's word for a request is final --------------------------------------
+# --- the OpenAI semantics: only the server's word for a request is final ------------------------------------
 
 
 def test_a_5xx_storm_leaves_no_result_and_a_plain_rerun_completes(
@@ -128,7 +128,7 @@ def test_a_timeout_per_attempt_is_not_a_result(server: FaultServer, tmp_path: Pa
     assert answered(out) == Counter() and server.attempts["slow"] == 2
 
 
-# --- one writer per output --------------------------------------------------------------------------------------
+# --- one writer per output ----------------------------------------------------------------------------------
 
 
 def test_a_second_run_on_the_same_output_is_refused_and_nothing_is_sent_twice(
@@ -200,7 +200,7 @@ def test_a_symlinked_output_stays_a_link_and_is_written_through(server: FaultSer
     assert [line["custom_id"] for line in lines_of(errors_path(link))] == ["b"]
 
 
-# --- bad input: exit 2, nothing sent, nothing written -----------------------------------------------------------
+# --- bad input: exit 2, nothing sent, nothing written -------------------------------------------------------
 
 
 @pytest.mark.parametrize(

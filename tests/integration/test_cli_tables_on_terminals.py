@@ -16,7 +16,8 @@ from sandserve.presets import PRESETS
 
 
 def run_on_a_terminal(*args: str, columns: int = 80) -> str:
-    """`sandserve ARGS` with its stdout on a pseudo-terminal ``columns`` wide; what it drew, colours removed."""
+    """`sandserve ARGS` with its stdout on a pseudo-terminal ``columns`` wide; what it drew, colours
+    removed."""
     leader, follower = pty.openpty()
     env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm"}
     process = subprocess.Popen(

@@ -43,7 +43,11 @@ out = pathlib.Path("out")
 (out / "nested").mkdir(parents=True, exist_ok=True)
 (out / "answer.txt").write_text(str(reply.usage.completion_tokens))
 (out / "nested" / "input-copy.txt").write_text(pathlib.Path("data/input.txt").read_text().upper())
-print("endpoint", os.environ["ENDPOINT"], "args", sys.argv[1:], "marker", os.environ.get("SANDSERVE_HOST_MARKER"))
+print(
+    "endpoint", os.environ["ENDPOINT"],
+    "args", sys.argv[1:],
+    "marker", os.environ.get("SANDSERVE_HOST_MARKER"),
+)
 """
 
 
@@ -148,7 +152,7 @@ def test_the_library_twin_on_the_endpoint(daytona, tmp_path):
     assert sleeper.command.endswith("sleep 60") and sleeper.done.wait(5)  # its session was deleted: it died
 
 
-# --- the confirmation on a real terminal ---------------------------------------------------------------------
+# --- the confirmation on a real terminal --------------------------------------------------------------------
 
 
 def _on_a_pty(args: list[str], answer: bytes) -> tuple[int, str]:

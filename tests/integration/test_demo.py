@@ -1,4 +1,5 @@
-"""`make demo`'s command: locally without a Daytona key, and SGLang on a GPU sandbox with one (.env included)."""
+"""`make demo`'s command: locally without a Daytona key, and SGLang on a GPU sandbox with one (.env
+included)."""
 
 from __future__ import annotations
 

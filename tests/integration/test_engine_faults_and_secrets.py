@@ -78,7 +78,7 @@ def add_record(registry: Registry, endpoint: Endpoint, *, pid: int | None, error
     registry.update(endpoint.id, state=State.READY, endpoint=endpoint, error=error)
 
 
-# --- the engine killed mid-batch ------------------------------------------------------------------------------
+# --- the engine killed mid-batch ----------------------------------------------------------------------------
 
 
 def test_kill_9_of_the_engine_mid_batch_then_a_new_endpoint_completes_every_request_once(
@@ -153,7 +153,7 @@ def test_a_gateway_killed_mid_batch_loses_nothing_and_a_worker_finishes_the_batc
     assert all(line["error"] is None for line in lines) and not errors_path(out).exists()
 
 
-# --- keys never on a command line -----------------------------------------------------------------------------
+# --- keys never on a command line ---------------------------------------------------------------------------
 
 
 def test_the_api_key_reaches_llama_server_through_its_environment_not_its_command_line() -> None:
@@ -214,7 +214,7 @@ def test_sglang_in_a_sandbox_gets_its_key_from_the_environment_and_its_log_is_ma
                 take_everything_down()
 
 
-# --- secrets masked wherever they are shown --------------------------------------------------------------------
+# --- secrets masked wherever they are shown -----------------------------------------------------------------
 
 SECRETS = {
     "OPENAI_API_KEY": "sk-dry-run-secret-1",
@@ -261,7 +261,7 @@ def test_ls_and_status_mask_signed_urls_and_keys_unless_asked() -> None:
     assert token in json.loads(shown.stdout)["url"]
 
 
-# --- a dead endpoint is never the reason to refuse ------------------------------------------------------------
+# --- a dead endpoint is never the reason to refuse ----------------------------------------------------------
 
 
 def test_batch_without_endpoint_uses_the_live_one_when_another_is_dead(
@@ -278,7 +278,7 @@ def test_batch_without_endpoint_uses_the_live_one_when_another_is_dead(
     assert sorted(line["custom_id"] for line in output_lines(out)) == sorted(ids)
 
 
-# --- bad values: exit 2 before anything starts -----------------------------------------------------------------
+# --- bad values: exit 2 before anything starts --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

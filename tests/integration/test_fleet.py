@@ -1,4 +1,5 @@
-"""Fleets: real llama-server workers behind the real SGLang Model Gateway (sglang-router), all on 127.0.0.1."""
+"""Fleets: real llama-server workers behind the real SGLang Model Gateway (sglang-router), all on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -255,7 +256,9 @@ REMAPPED_PORT_ENGINE = """#!/bin/sh
 # every sandbox has its own 8000.
 for arg; do
   shift
-  if [ "$previous" = "--port" ] && [ -n "$DAYTONA_STANDIN_PORT_8000" ]; then arg="$DAYTONA_STANDIN_PORT_8000"; fi
+  if [ "$previous" = "--port" ] && [ -n "$DAYTONA_STANDIN_PORT_8000" ]; then
+    arg="$DAYTONA_STANDIN_PORT_8000"
+  fi
   set -- "$@" "$arg"
   previous="$arg"
 done
@@ -303,7 +306,7 @@ def test_daytona_workers_are_public_previews_registered_with_their_keys(daytona)
     assert set(sandbox_ids) <= set(daytona.deleted_ids)
 
 
-# --- failures --------------------------------------------------------------------------------------------------
+# --- failures -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -371,7 +374,7 @@ def test_a_gateway_that_dies_while_starting_shows_its_log():
     assert not any(alive(record.sandbox.pid) for record in records)
 
 
-# --- the CLI and the ledger ----------------------------------------------------------------------------------
+# --- the CLI and the ledger ---------------------------------------------------------------------------------
 
 
 def test_cli_exports_one_endpoint_and_ls_and_down_know_the_fleet():

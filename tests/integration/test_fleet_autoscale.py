@@ -1,6 +1,6 @@
 """The autoscaler with real llama-server workers behind the real gateway: it adds a worker while requests stay
-queued, returns to --min when idle, scales to zero and back for a held request, replaces a killed worker, drains
-before removing, and every process is visible in `ls` / `fleet status` and gone after `down`."""
+queued, returns to --min when idle, scales to zero and back for a held request, replaces a killed worker,
+drains before removing, and every process is visible in `ls` / `fleet status` and gone after `down`."""
 
 from __future__ import annotations
 
@@ -372,7 +372,8 @@ def test_bad_bounds_are_refused_before_anything_starts():
 
 
 def test_load_probes_carry_the_skip_activity_header_and_read_the_engine(local_endpoint):
-    """What a probe sends, recorded by a relay in front of the real engine (as Daytona's proxy would see it)."""
+    """What a probe sends, recorded by a relay in front of the real engine (as Daytona's proxy would see
+    it)."""
     import dataclasses
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -448,7 +449,9 @@ PYTHON_REMAPPING_PORT = """#!/bin/sh
 # every sandbox has its own 8000.
 for arg; do
   shift
-  if [ "$previous" = "--port" ] && [ -n "$DAYTONA_STANDIN_PORT_8000" ]; then arg="$DAYTONA_STANDIN_PORT_8000"; fi
+  if [ "$previous" = "--port" ] && [ -n "$DAYTONA_STANDIN_PORT_8000" ]; then
+    arg="$DAYTONA_STANDIN_PORT_8000"
+  fi
   set -- "$@" "$arg"
   previous="$arg"
 done
@@ -458,8 +461,8 @@ exec {real} "$@"
 
 @pytest.fixture
 def sglang_on_daytona(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    """SGLang (its stand-in, in SGLang's shapes: /health, /server_info, /v1/loads, /metrics) on Daytona sandboxes
-    (the stand-in API, the real SDK), each sandbox serving on its own "8000"."""
+    """SGLang (its stand-in, in SGLang's shapes: /health, /server_info, /v1/loads, /metrics) on Daytona
+    sandboxes (the stand-in API, the real SDK), each sandbox serving on its own "8000"."""
     import sys
     from pathlib import Path
 

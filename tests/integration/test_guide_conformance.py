@@ -1,14 +1,14 @@
 """The guide's own client code, run unchanged against every kind of endpoint sandserve serves.
 
 Each call below is the guide's, as its text writes it (attribute access on ``delta.reasoning_content`` and
-``message.reasoning_content``, the haiku ``response_format``, ``reasoning_effort``, the tool loop, the cache loop,
-LiteLLM, the classification request, curl with ``$TOKEN``), with two changes only: the model name comes from
-``GUIDE_MODEL`` (the guide's "gpt-oss-20b", accepted by every target), and the guide's ``max_tokens`` budgets are
-cut (``BUDGET``) to keep the suite fast on 2 cores; answers cut by a budget are checked as such.
+``message.reasoning_content``, the haiku ``response_format``, ``reasoning_effort``, the tool loop, the cache
+loop, LiteLLM, the classification request, curl with ``$TOKEN``), with two changes only: the model name comes
+from ``GUIDE_MODEL`` (the guide's "gpt-oss-20b", accepted by every target), and the guide's ``max_tokens``
+budgets are cut (``BUDGET``) to keep the suite fast on 2 cores; answers cut by a budget are checked as such.
 
 Targets: the local default (SmolLM2-135M-Instruct behind the llama-server adapter, token auth, handed over as
-``eval "$(sandserve up)"`` hands it), the SGLang stand-in (shapes read from SGLang 0.5.12's source) and a fleet
-gateway (SGLang's Model Gateway in front of a local SmolLM2 worker).
+``eval "$(sandserve up)"`` hands it), the SGLang stand-in (shapes read from SGLang 0.5.12's source) and a
+fleet gateway (SGLang's Model Gateway in front of a local SmolLM2 worker).
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def test_the_guides_clients_run_unchanged(guide_env):
             'curl -sS --connect-timeout 30 --max-time 120 "$ENDPOINT/v1/chat/completions" '
             '-H "x-daytona-preview-token: $TOKEN" -H "Content-Type: application/json" '
             f'-d \'{{"model": "{GUIDE_MODEL}", "messages": [{{"role": "user", "content": '
-            f'"Write a haiku about a sandbox where AI agents run code."}}], "max_tokens": {BUDGET["curl"]}}}\'',
+            f'"Write a haiku about a sandbox where AI agents run code."}}], "max_tokens": '
+            f"{BUDGET['curl']}}}'",
         ],
         capture_output=True,
         text=True,
@@ -288,8 +289,10 @@ def run_the_classification() -> None:
         )
         return json.loads(resp.choices[0].message.content)
 
-    dataset = [("Poe", "Once upon a midnight dreary, while I pondered, weak and weary."),
-               ("Melville", "Call me Ishmael. Some years ago I thought I would sail about a little.")]  # fmt: skip
+    dataset = [
+        ("Poe", "Once upon a midnight dreary, while I pondered, weak and weary."),
+        ("Melville", "Call me Ishmael. Some years ago I thought I would sail about a little."),
+    ]
 
     async def both() -> list[Any]:
         try:

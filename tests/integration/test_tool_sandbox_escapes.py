@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 VISIBLE_ROOT = Path(__file__).resolve().parent
 
 
-# --- the escapes, as a model could write them (module level: their source travels) ---------------------------
+# --- the escapes, as a model could write them (module level: their source travels) --------------------------
 
 
 def writes_through_dir_fd(folder: str) -> str:
@@ -128,7 +128,7 @@ def reads_a_file(path: str) -> str:
         return handle.read()
 
 
-# --- helpers ---------------------------------------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -153,8 +153,8 @@ def sandbox(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def refused_by_the_system(content: str) -> bool:
-    """The write failed at the operating system: a read-only mount, or (where the checkout lies under a folder the
-    sandbox replaces, such as /tmp) a path that does not exist or cannot be entered inside it."""
+    """The write failed at the operating system: a read-only mount, or (where the checkout lies under a folder
+    the sandbox replaces, such as /tmp) a path that does not exist or cannot be entered inside it."""
     refusals = ("Read-only file system", "Permission denied", "No such file or directory")
     return any(refusal in content for refusal in refusals)
 
@@ -172,7 +172,7 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-# --- the escapes fail ------------------------------------------------------------------------------------------
+# --- the escapes fail ---------------------------------------------------------------------------------------
 
 
 def test_os_open_with_dir_fd_cannot_write_outside(sandbox: LocalToolSandbox, outside: Path) -> None:
@@ -281,7 +281,7 @@ def _gone(marker: str, wait_s: float = 5.0) -> bool:
     return True
 
 
-# --- where there is no isolation -------------------------------------------------------------------------------
+# --- where there is no isolation ----------------------------------------------------------------------------
 
 
 def test_without_isolation_tools_run_only_on_explicit_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """What the Daytona API refuses, for the stand-in: bodies read with the SDK's own generated models, then the
-rules of the service's DTOs and services (daytonaio/daytona, apps/api/src/sandbox/dto/create-sandbox.dto.ts and
-the usage service).
+rules of the service's DTOs and services (daytonaio/daytona, apps/api/src/sandbox/dto/create-sandbox.dto.ts
+and the usage service).
 
 - class-validator failures are 400s whose ``message`` is a LIST of sentences, as NestJS's ValidationPipe makes
   them (``"gpu must not be greater than 1"``, ``"each value in gpuType must be one of the following values:

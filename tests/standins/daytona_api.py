@@ -23,8 +23,8 @@ A new sandbox goes through the service's states (pending_build -> building_snaps
 an image, creating -> started for a snapshot), `state_step_seconds` each. Its processes see only their own
 environment (a fixed PATH, HOME, the sandbox's env and secrets, the request's env), never this machine's.
 Preview requests count as activity (`last_activity_at`) unless they carry X-Daytona-Skip-Last-Activity-Update.
-The event stream (Socket.IO, `_daytona_events`) sends sandbox.created / sandbox.state.updated, so the SDK waits
-on events as it does against the service.
+The event stream (Socket.IO, `_daytona_events`) sends sandbox.created / sandbox.state.updated, so the SDK
+waits on events as it does against the service.
 """
 
 from __future__ import annotations
@@ -299,7 +299,8 @@ class DaytonaStandin:
     async def _serve(self, api_sock: socket.socket, preview_sock: socket.socket) -> None:
         self._proxy_session = _preview.new_client_session()
         for app, sock in ((self._api_app(), api_sock), (self._preview_app(), preview_sock)):
-            # Short: at stop every sandbox is being killed anyway, and event-stream sockets would hold it for the full time.
+            # Short: at stop every sandbox is being killed anyway, and event-stream sockets would hold it for
+            # the full time.
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
             await runner.setup()
             await web.SockSite(runner, sock).start()
@@ -510,8 +511,8 @@ class DaytonaStandin:
         record.ready_at = start + self._create_delay + len(states) * step
 
     async def _enforce_limits(self) -> None:
-        """What the service does on its own: destroy a sandbox past its TTL (whatever its state), stop one idle
-        for longer than its auto-stop interval (and so delete it when it is ephemeral)."""
+        """What the service does on its own: destroy a sandbox past its TTL (whatever its state), stop one
+        idle for longer than its auto-stop interval (and so delete it when it is ephemeral)."""
         while True:
             await asyncio.sleep(0.05)
             now = time.monotonic()
@@ -836,7 +837,8 @@ class DaytonaStandin:
         return ws
 
     async def _bulk_upload(self, request: web.Request) -> web.Response:
-        """multipart: `files[i].path` (text) and `files[i].file` (content), as the SDK's upload_files sends."""
+        """multipart: `files[i].path` (text) and `files[i].file` (content), as the SDK's upload_files
+        sends."""
         record = self._running_sandbox(request)
         paths: dict[str, str] = {}
         contents: dict[str, bytes] = {}
@@ -864,7 +866,8 @@ class DaytonaStandin:
         writer = aiohttp.MultipartWriter("form-data")
         for path in body.paths:
             target = _sandbox_path(record.home, path)
-            # As Go's multipart.Writer.CreateFormFile writes it (the daemon is Go): quotes escaped, no encoding.
+            # As Go's multipart.Writer.CreateFormFile writes it (the daemon is Go): quotes escaped, no
+            # encoding.
             quoted = path.replace("\\", "\\\\").replace('"', '\\"')
             if target.is_file():
                 kind, content, content_type = "file", target.read_bytes(), "application/octet-stream"
@@ -1024,7 +1027,8 @@ def _resolve_cwd(home: Path, cwd: str | None) -> Path:
 
 
 def _sandbox_path(home: Path, path: str) -> Path:
-    """A sandbox path on this machine: the sandbox's HOME stands for its filesystem; relative paths start there."""
+    """A sandbox path on this machine: the sandbox's HOME stands for its filesystem; relative paths start
+    there."""
     target = Path(path) if Path(path).is_absolute() else home / path
     resolved = target.resolve()
     if not resolved.is_relative_to(home.resolve()):

@@ -1,8 +1,9 @@
-"""A local stand-in for the one Hugging Face Hub route sandserve's preflight uses, pointed at with HF_ENDPOINT.
+"""A local stand-in for the one Hugging Face Hub route sandserve's preflight uses, pointed at with
+HF_ENDPOINT.
 
 ``GET /api/models/{org}/{name}/auth-check`` answers as the Hub does (huggingface_hub's ``hf_raise_for_status``
-reads the ``X-Error-Code`` header): 200 when the repo is readable with the token sent; 403 + ``GatedRepo`` for a
-gated repo whose terms the token's account has not accepted (or no token); 401 + ``RepoNotFound`` for a repo
+reads the ``X-Error-Code`` header): 200 when the repo is readable with the token sent; 403 + ``GatedRepo`` for
+a gated repo whose terms the token's account has not accepted (or no token); 401 + ``RepoNotFound`` for a repo
 that does not exist (the Hub does not tell a missing repo from a private one).
 
     with HubStandin(public={"openai/gpt-oss-20b"}, gated={"meta-llama/Llama-3.1-8B": {"hf_ok"}}) as hub:

@@ -1410,9 +1410,9 @@ async def _stream_chat(
 
 async def _deltas(reply: Reply) -> AsyncIterator[dict[str, Any]]:
     """Deltas shaped as SGLang 0.5.12 writes them. Text chunks come from ``sse_utils.StreamDelta`` (msgspec,
-    omit_defaults): ``reasoning_content`` has no default there, so it is ALWAYS sent (null or text), because the
-    OpenAI SDK's ``ChoiceDelta`` only has the attribute when the key is present; ``role`` and ``content`` are
-    left out when None. Tool-call chunks are pydantic ``DeltaMessage`` dumps: every key present."""
+    omit_defaults): ``reasoning_content`` has no default there, so it is ALWAYS sent (null or text), because
+    the OpenAI SDK's ``ChoiceDelta`` only has the attribute when the key is present; ``role`` and ``content``
+    are left out when None. Tool-call chunks are pydantic ``DeltaMessage`` dumps: every key present."""
     yield {"reasoning_content": None, "role": "assistant", "content": ""}
     for field_name, text in (("reasoning_content", reply.reasoning), ("content", reply.content)):
         pieces = tokenize(text or "")
@@ -1596,8 +1596,8 @@ def _hub_traceback(model: str, kind: str) -> str:
         hub_error = (
             "huggingface_hub.errors.GatedRepoError: 401 Client Error. (Request ID: " + request_id + ")\n\n"
             f"Cannot access gated repo for url {url}.\n"
-            f"Access to model {model} is restricted. You must have access to it and be authenticated to access "
-            "it. Please log in.\n"
+            f"Access to model {model} is restricted. You must have access to it and be authenticated to "
+            "access it. Please log in.\n"
         )
         final = (
             "OSError: You are trying to access a gated repo.\n"
@@ -1617,8 +1617,9 @@ def _hub_traceback(model: str, kind: str) -> str:
         )
         final = (
             f"OSError: {model} is not a local folder and is not a valid model identifier listed on "
-            "'https://huggingface.co/models'\nIf this is a private repository, make sure to pass a token having "
-            "permission to this repo either by logging in with `hf auth login` or by passing `token=<your_token>`\n"
+            "'https://huggingface.co/models'\nIf this is a private repository, make sure to pass a token "
+            "having permission to this repo either by logging in with `hf auth login` or by passing "
+            "`token=<your_token>`\n"
         )
     return (
         "Traceback (most recent call last):\n"
@@ -1627,7 +1628,8 @@ def _hub_traceback(model: str, kind: str) -> str:
         f"httpx.HTTPStatusError: Client error '401 Unauthorized' for url '{url}'\n\n"
         "The above exception was the direct cause of the following exception:\n\n"
         "Traceback (most recent call last):\n"
-        '  File "/usr/local/lib/python3.12/dist-packages/transformers/utils/hub.py", line 479, in cached_files\n'
+        '  File "/usr/local/lib/python3.12/dist-packages/transformers/utils/hub.py", line 479, in '
+        "cached_files\n"
         "    hf_hub_download(\n"
         f"{hub_error}\n"
         "The above exception was the direct cause of the following exception:\n\n"
@@ -1635,7 +1637,8 @@ def _hub_traceback(model: str, kind: str) -> str:
         + _MAIN_FRAMES
         + f'  File "{_SITE}/srt/server_args.py", line 5128, in get_model_config\n'
         "    self.model_config = ModelConfig.from_server_args(self)\n"
-        '  File "/usr/local/lib/python3.12/dist-packages/transformers/utils/hub.py", line 543, in cached_files\n'
+        '  File "/usr/local/lib/python3.12/dist-packages/transformers/utils/hub.py", line 543, in '
+        "cached_files\n"
         "    raise OSError(\n" + final
     )
 
@@ -1700,8 +1703,8 @@ class Boot:
                 + _MAIN_FRAMES
                 + f'  File "{_SITE}/srt/entrypoints/engine.py", line 1277, in _wait_for_scheduler_ready\n'
                 "    raise _scheduler_died_error(i, scheduler_procs[i])\n"
-                "RuntimeError: Rank 0 scheduler died during initialization (exit code: -9). If exit code is -9 "
-                "(SIGKILL), a common cause is the OS OOM killer. Run `dmesg -T | grep -i oom` to check.\n"
+                "RuntimeError: Rank 0 scheduler died during initialization (exit code: -9). If exit code is "
+                "-9 (SIGKILL), a common cause is the OS OOM killer. Run `dmesg -T | grep -i oom` to check.\n"
             )
             return 1
         arch, _, details = architecture(config.model_path)
@@ -1753,13 +1756,14 @@ class Boot:
             _scheduler_exception(
                 f'  File "{_SITE}/srt/model_executor/cuda_graph_runner.py", line 412, in __init__\n'
                 "    raise Exception(\n",
-                "Exception: Capture cuda graph failed: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
-                "total capacity of 79.19 GiB of which 1.05 GiB is free. Including non-PyTorch memory, this process "
-                "has 78.13 GiB memory in use. Of the allocated memory 75.31 GiB is allocated by PyTorch, and 1.12 "
-                "GiB is reserved by PyTorch but unallocated. If reserved but unallocated memory is large try "
-                "setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See "
-                "documentation for Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#"
-                "environment-variables)\nPossible solutions:\n"
+                "Exception: Capture cuda graph failed: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
+                "has a total capacity of 79.19 GiB of which 1.05 GiB is free. Including non-PyTorch memory, "
+                "this process has 78.13 GiB memory in use. Of the allocated memory 75.31 GiB is allocated by "
+                "PyTorch, and 1.12 GiB is reserved by PyTorch but unallocated. If reserved but unallocated "
+                "memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid "
+                "fragmentation.  See documentation for Memory Management  "
+                "(https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)\n"
+                "Possible solutions:\n"
                 "1. set --mem-fraction-static to a smaller value (e.g., 0.8 or 0.7)\n"
                 "2. set --cuda-graph-max-bs to a smaller value (e.g., 16)\n"
                 "3. disable torch compile by not using --enable-torch-compile\n"

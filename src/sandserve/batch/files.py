@@ -30,7 +30,8 @@ _OUTPUT_LINE_STARTS = (OUTPUT_LINE_START, b'{"id": "batch_req_')
 
 
 def real_output_path(output_path: str | os.PathLike[str]) -> Path:
-    """OUT's real file: a symlink is followed (and kept), so that each file has one lock and one set of sidecars."""
+    """OUT's real file: a symlink is followed (and kept), so that each file has one lock and one set of
+    sidecars."""
     return Path(os.path.realpath(os.fspath(output_path)))
 
 
@@ -199,7 +200,8 @@ class PreviousOutput:
 
 
 def read_finished_ids(output_path: str | os.PathLike[str]) -> tuple[set[str], set[str]]:
-    """The custom_ids a batch output (and its error file) holds: (succeeded, failed). Torn lines don't count."""
+    """The custom_ids a batch output (and its error file) holds: (succeeded, failed). Torn lines don't
+    count."""
     previous = read_previous_output(Path(output_path))
     return previous.succeeded, previous.failed
 

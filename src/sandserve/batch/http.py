@@ -176,7 +176,8 @@ class Client:
         if outcome.unreachable and since is not None and since <= started:
             raise EndpointUnavailableError(
                 self._endpoint.url,
-                f"no connection for {time.monotonic() - since:.0f} s, {attempts} attempts ({outcome.message})",
+                f"no connection for {time.monotonic() - since:.0f} s, {attempts} attempts "
+                f"({outcome.message})",
             )
         return Unfinished(request.custom_id, f"{outcome.code}: {outcome.message}", attempts)
 
@@ -225,7 +226,8 @@ class Client:
 
 
 def is_error_body(body: Any) -> bool:
-    """An OpenAI ({"error": ...}), SGLang ({"object": "error", "message"}) or FastAPI ({"detail"}) error body."""
+    """An OpenAI ({"error": ...}), SGLang ({"object": "error", "message"}) or FastAPI ({"detail"}) error
+    body."""
     return isinstance(body, dict) and any(body.get(key) for key in ("error", "message", "detail"))
 
 

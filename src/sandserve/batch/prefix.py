@@ -100,7 +100,8 @@ def plan_waves(keyed: list[tuple[bytes, int, T]], *, kv_pool_tokens: int | None 
 def plan_prefix_waves(
     requests: list[BatchRequest], *, key_chars: int = PREFIX_KEY_CHARS, kv_pool_tokens: int | None = None
 ) -> list[list[BatchRequest]]:
-    """Waves to send one after another: one request of each shared-prefix group, then the rest of the groups."""
+    """Waves to send one after another: one request of each shared-prefix group, then the rest of the
+    groups."""
     keyed = [_keyed(request, request, key_chars) for request in requests]
     return plan_waves(keyed, kv_pool_tokens=kv_pool_tokens)
 
@@ -111,7 +112,8 @@ def _keyed(request: BatchRequest, item: T, key_chars: int = PREFIX_KEY_CHARS) ->
 
 
 def offset_collector() -> tuple[list[tuple[bytes, int, int]], Callable[[int, BatchRequest], None]]:
-    """A list and the callback that fills it with (prefix key, prompt characters, input offset) per request."""
+    """A list and the callback that fills it with (prefix key, prompt characters, input offset) per
+    request."""
     keyed: list[tuple[bytes, int, int]] = []
 
     def keep(offset: int, request: BatchRequest) -> None:

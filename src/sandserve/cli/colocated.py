@@ -1,4 +1,5 @@
-"""Colocated verbs: `sandserve exec [ID] -- CMD...` and `sandserve run [ID] SCRIPT.py`: code beside the server.
+"""Colocated verbs: `sandserve exec [ID] -- CMD...` and `sandserve run [ID] SCRIPT.py`: code beside the
+server.
 
 On Daytona it runs inside the endpoint's own sandbox, where the server is http://localhost:8000 (no preview
 proxy in between); locally it runs on this machine against the local server. ENDPOINT, OPENAI_BASE_URL, MODEL,

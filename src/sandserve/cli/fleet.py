@@ -198,7 +198,8 @@ def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
 @click.argument("worker_endpoint_id")
 @reports_errors
 def fleet_remove(fleet_id: str, worker_endpoint_id: str) -> None:
-    """Deregister a worker from the gateway, let its in-flight requests finish, then take its endpoint down."""
+    """Deregister a worker from the gateway, let its in-flight requests finish, then take its endpoint
+    down."""
     from sandserve.cli.console import err
     from sandserve.fleet import remove_worker
 
@@ -227,8 +228,9 @@ def fleet_scale(
     changes: dict[str, Any] = {key: value for key, value in scaler.items() if value is not None}
     settings = scale_fleet(fleet_id, min_workers=min_workers, max_workers=max_workers, **changes)
     err.print(
-        f"[green]scaling[/] {fleet_id or 'the fleet'} between {settings.min_workers} and {settings.max_workers} "
-        f"worker(s) (up after {settings.up_delay:g} s queued, down after {settings.down_delay:g} s idle)"
+        f"[green]scaling[/] {fleet_id or 'the fleet'} between {settings.min_workers} and "
+        f"{settings.max_workers} worker(s) (up after {settings.up_delay:g} s queued, down after "
+        f"{settings.down_delay:g} s idle)"
     )
 
 
@@ -294,7 +296,8 @@ def _print_scaler(scaler: dict[str, Any]) -> None:
     )
     out.print(
         f"  autoscaler {scaler['id']} {state}: {settings.get('min_workers')}..{settings.get('max_workers')} "
-        f"workers, up after {settings.get('up_delay')} s queued, down after {settings.get('down_delay')} s idle"
+        f"workers, up after {settings.get('up_delay')} s queued, down after {settings.get('down_delay')} s "
+        "idle"
     )
     if scaler.get("now"):
         out.print(f"    now: {scaler['now']}")

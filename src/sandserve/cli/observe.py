@@ -241,8 +241,8 @@ def _print_ceiling(requests: int | None) -> None:
     _wide(table)
     ours = result.rows[0]
     out.print(
-        f"CPU-bound ceiling of the sandserve client: {1000 / ours.cpu_ms_per_request:,.0f} requests/s per core "
-        f"({result.output_tokens} streamed tokens each; this machine has {result.cores} cores)."
+        f"CPU-bound ceiling of the sandserve client: {1000 / ours.cpu_ms_per_request:,.0f} requests/s per "
+        f"core ({result.output_tokens} streamed tokens each; this machine has {result.cores} cores)."
     )
     if result.speedup is not None:
         cpu_ratio = result.rows[1].cpu_ms_per_request / ours.cpu_ms_per_request

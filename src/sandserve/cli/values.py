@@ -1,4 +1,5 @@
-"""Checked CLI values: every number, path and file is validated before anything starts (exit 2, clear words)."""
+"""Checked CLI values: every number, path and file is validated before anything starts (exit 2, clear
+words)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ TEMPERATURE = Number(0.0, 2.0)
 
 
 def read_text_file(path: str | Path, option: str) -> str:
-    """A UTF-8 text file's content, or a clear usage error (exit 2) for one that is not UTF-8 or unreadable."""
+    """A UTF-8 text file's content, or a clear usage error (exit 2) for one that is not UTF-8 or
+    unreadable."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -65,7 +67,8 @@ def read_text_file(path: str | Path, option: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise click.BadParameter(
-            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8",
             param_hint=option,
         ) from exc
 

@@ -46,7 +46,8 @@ def _the_live_one(registry: Any) -> Any:
         return live[0]
     if not live:
         raise SandserveError(
-            f"No endpoint is up: {', '.join(r.id for r in ready)} are in the ledger but their servers are gone.",
+            f"No endpoint is up: {', '.join(r.id for r in ready)} are in the ledger but their servers are "
+            "gone.",
             hint="`sandserve down --all` clears them; `sandserve up` starts a new one.",
         )
     raise AmbiguousEndpointError([r.id for r in live])

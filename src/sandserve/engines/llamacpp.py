@@ -52,7 +52,8 @@ _SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"error loading model|failed to load model|gguf_init_from_file.*failed|invalid magic",
         "the model file could not be loaded (corrupt, truncated, or not a GGUF llama.cpp understands)",
-        "Check the file (re-download or re-convert it to GGUF), or leave --model out to serve the tiny model.",
+        "Check the file (re-download or re-convert it to GGUF), or leave --model out to serve the tiny "
+        "model.",
     ),
     LogSignature.of(
         r"failed to allocate|std::bad_alloc|Cannot allocate memory",
@@ -156,9 +157,9 @@ class LlamaCppEngine(Engine):
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
         """Locally, llama-server behind the adapter (llamacpp_adapter.py), which answers on ``host:port``.
 
-        The prompt cache stays on (llama-server's default ``cache_prompt``) and finished slots are kept in a RAM
-        cache (``--cache-ram``), so a second pass over the same passages finds them. The API key goes to the
-        adapter through its environment, never on a command line."""
+        The prompt cache stays on (llama-server's default ``cache_prompt``) and finished slots are kept in a
+        RAM cache (``--cache-ram``), so a second pass over the same passages finds them. The API key goes to
+        the adapter through its environment, never on a command line."""
         slots = self.fit.slots
         server = [
             self.binary,

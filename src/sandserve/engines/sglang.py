@@ -90,7 +90,8 @@ _SIGNATURES: tuple[LogSignature, ...] = (
         r"Not enough memory\. Please try to increase --mem-fraction-static",
         "the GPU had no memory left for the KV cache pool after loading the weights",
         "Give the KV pool room: `sandserve up ... -- --mem-fraction-static 0.95` (engine flags go after --), "
-        "or lower --context-length or `-- --cuda-graph-max-bs 16`; or use a GPU with more memory (--gpu H200).",
+        "or lower --context-length or `-- --cuda-graph-max-bs 16`; or use a GPU with more memory "
+        "(--gpu H200).",
     ),
     LogSignature.of(
         # 0.5.11+: "Rank 0 scheduler died during initialization (exit code: -9)"; before: "... scheduler is
@@ -102,9 +103,9 @@ _SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"CUDA out of memory|torch\.OutOfMemoryError|CUDA error: out of memory",
         "the GPU ran out of memory (CUDA out of memory)",
-        "Lower the engine's memory use: `sandserve up ... -- --mem-fraction-static 0.8` (engine flags go after "
-        "--), or `-- --cuda-graph-max-bs 16` or `-- --max-running-requests 32`; or use a GPU with more memory "
-        "(--gpu H200).",
+        "Lower the engine's memory use: `sandserve up ... -- --mem-fraction-static 0.8` (engine flags go "
+        "after --), or `-- --cuda-graph-max-bs 16` or `-- --max-running-requests 32`; or use a GPU with more "
+        "memory (--gpu H200).",
     ),
     LogSignature.of(
         # Only the ValueError names the variable; the same text without it is a warning, not a failure.
@@ -239,7 +240,8 @@ class SGLangEngine(Engine):
 
 #: The environment variable that carries the API key to the launcher below (never shown: masked by name).
 API_KEY_ENV = "SANDSERVE_SGLANG_API_KEY"
-#: ``python3 -m sglang.launch_server ARGS --api-key KEY``, with KEY read from the environment inside the process.
+#: ``python3 -m sglang.launch_server ARGS --api-key KEY``, with KEY read from the environment inside the
+#: process.
 KEY_FROM_ENV_LAUNCHER = (
     "import os, runpy, sys; "
     f"sys.argv = ['sglang.launch_server', *sys.argv[1:], '--api-key', os.environ.pop({API_KEY_ENV!r})]; "

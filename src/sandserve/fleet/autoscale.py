@@ -98,7 +98,8 @@ class FleetLoad:
 
     @property
     def idle(self) -> bool:
-        """Nothing running, queued or held anywhere, and every worker answered (an unknown load is not idle)."""
+        """Nothing running, queued or held anywhere, and every worker answered (an unknown load is not
+        idle)."""
         return (
             self.queued == 0 and self.running == 0 and all(load is not None for load in self.loads.values())
         )

@@ -1,4 +1,5 @@
-"""Taking a worker out of a fleet without losing a request: deregister, let in-flight requests finish, then down."""
+"""Taking a worker out of a fleet without losing a request: deregister, let in-flight requests finish, then
+down."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ IDLE_LOOKS = 3
 def drain_and_remove(
     fleet: Fleet, member: Member, registry: Registry, *, timeout: float = DRAIN_TIMEOUT
 ) -> bool:
-    """Deregister ``member`` (no new request is routed to it), wait until its engine reports nothing running or
-    queued (or ``timeout``), then take it down. Returns whether it drained (False: timed out or already dead)."""
+    """Deregister ``member`` (no new request is routed to it), wait until its engine reports nothing running
+    or queued (or ``timeout``), then take it down. Returns whether it drained (False: timed out or already
+    dead)."""
     with gw.admin_client(fleet.url, fleet.endpoint.api_key) as admin:
         gw.deregister(admin, fleet.gateway, member)
     change_members(registry, fleet.id, remove=member)

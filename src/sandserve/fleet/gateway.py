@@ -1,9 +1,10 @@
 """The gateway process (sglang-router or smg, on 127.0.0.1) and its admin API.
 
 What shapes this module (facts/gateway.md):
-- registration (``POST /workers``) is a background job, so each worker is waited for until the gateway lists it
-  healthy, and a fleet is ready only once a real one-token completion went through the gateway;
-- the gateway's metrics listen on 0.0.0.0 unless told otherwise: they are kept on 127.0.0.1, on a port of their own.
+- registration (``POST /workers``) is a background job, so each worker is waited for until the gateway lists
+  it healthy, and a fleet is ready only once a real one-token completion went through the gateway;
+- the gateway's metrics listen on 0.0.0.0 unless told otherwise: they are kept on 127.0.0.1, on a port of
+  their own.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def gateway_launch(
         str(port),
         "--policy",
         policy,
-        # Its metrics listen on 0.0.0.0:29000 unless told otherwise: keep them private, on a port of their own.
+        # Its metrics listen on 0.0.0.0:29000 unless told otherwise: keep them private, on a port of their
+        # own.
         "--prometheus-host",
         HOST,
         "--prometheus-port",
@@ -108,7 +110,8 @@ def gateway_launch(
     return Launch(argv=argv, env=env, secrets=frozenset({api_key} if api_key else ()))
 
 
-#: The environment variable that carries the gateway's API key to its launcher (masked by name wherever shown).
+#: The environment variable that carries the gateway's API key to its launcher (masked by name wherever
+#: shown).
 GATEWAY_KEY_ENV = "SANDSERVE_GATEWAY_API_KEY"
 
 
@@ -243,7 +246,8 @@ def register_endpoint(admin: httpx.Client, handle: GatewayHandle, endpoint: Endp
 def adopt_startup_workers(
     admin: httpx.Client, handle: GatewayHandle, endpoints: Sequence[Endpoint]
 ) -> list[Member]:
-    """Workers given on the command line: find their ids, then give each its key (the command line has none)."""
+    """Workers given on the command line: find their ids, then give each its key (the command line has
+    none)."""
     ids_by_url = _wait_until_listed(admin, handle, [endpoint.url for endpoint in endpoints])
     members = []
     for endpoint in endpoints:

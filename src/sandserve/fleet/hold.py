@@ -22,10 +22,10 @@ from sandserve.fleet.members import new_key
 from sandserve.providers.local import HOST, free_port
 
 _FORWARDED_HEADERS = ("content-type", "accept")
-#: How the holder says "no worker for this request" (held too long, too many held, workers refused). Not 503 or
-#: 429: both gateways retry 408/429/5xx on the same (only) worker and count each as a failure of its circuit
-#: breaker, which then opens and refuses every request, held or not, for a while. 424 Failed Dependency (the
-#: request depended on a worker boot that did not happen) is passed to the client as it is.
+#: How the holder says "no worker for this request" (held too long, too many held, workers refused). Not 503
+#: or 429: both gateways retry 408/429/5xx on the same (only) worker and count each as a failure of its
+#: circuit breaker, which then opens and refuses every request, held or not, for a while. 424 Failed
+#: Dependency (the request depended on a worker boot that did not happen) is passed to the client as it is.
 REFUSED = 424
 _REPLY_HEADERS = ("content-type", "cache-control")
 

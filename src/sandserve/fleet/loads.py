@@ -43,7 +43,8 @@ def read_load(endpoint: Endpoint) -> WorkerLoad | None:
 
 
 class LoadReader:
-    """Readings of many workers, again and again, over one session (the routes a worker lacks are asked once)."""
+    """Readings of many workers, again and again, over one session (the routes a worker lacks are asked
+    once)."""
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()

@@ -57,7 +57,8 @@ def boot_workers(
     registry: Registry,
     shared_key: str | None = None,
 ) -> list[Endpoint]:
-    """Boot ``count`` workers at once (a GPU boot takes minutes; one after another would take N times that)."""
+    """Boot ``count`` workers at once (a GPU boot takes minutes; one after another would take N times
+    that)."""
     futures: list[concurrent.futures.Future[Endpoint]] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=count, thread_name_prefix=fleet_id) as pool:
         try:

@@ -111,4 +111,5 @@ class FleetStatus:
     log_path: str | None
     gateway: str = DEFAULT_GATEWAY
     scaler: dict[str, Any] | None = field(default=None)
-    """The autoscaler's bounds, whether it runs, its back-off, cold starts and last decisions (None: no scaler)."""
+    """The autoscaler's bounds, whether it runs, its back-off, cold starts and last decisions (None: no
+    scaler)."""

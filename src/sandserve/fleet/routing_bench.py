@@ -115,7 +115,8 @@ def make_traffic(documents: int = 8, words: int = 500, questions: int = 4, seed:
     return Traffic(
         prompts=tuple(prompt for prompt, _ in pairs),
         documents=tuple(document for _, document in pairs),
-        description=f"{len(pairs)} requests ({documents} documents x {questions} questions, ~{words} words each)",
+        description=f"{len(pairs)} requests ({documents} documents x {questions} questions, ~{words} words "
+        "each)",
     )
 
 

@@ -3,9 +3,9 @@
 
 At every look it reads each worker's load from its engine (never from the gateway), asks the rule
 (``autoscale.ScaleRule``) for one decision, and acts on it: boots run in threads (a GPU boot takes minutes and
-the loads keep being read meanwhile), removals drain first, and a worker that died is replaced. At zero workers
-the holder (``hold.Holder``) is the gateway's only worker, and a request held there wakes the scaler at once.
-It stops when its fleet is taken down or its gateway dies.
+the loads keep being read meanwhile), removals drain first, and a worker that died is replaced. At zero
+workers the holder (``hold.Holder``) is the gateway's only worker, and a request held there wakes the scaler
+at once. It stops when its fleet is taken down or its gateway dies.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class Scaler:
                 drain_and_remove, fleet, member, self.registry, timeout=timeout
             )
 
-    # --- boots, drains, the holder ----------------------------------------------------------------------------
+    # --- boots, drains, the holder --------------------------------------------------------------------------
 
     def _boot(self) -> Endpoint:
         fleet = Fleet.from_record(self.registry.get(self.fleet_id))
@@ -198,7 +198,8 @@ class Scaler:
             self.holder_member = None
 
     def _hold_requests(self, fleet: Fleet) -> None:
-        """Before the last worker leaves: the holder becomes the gateway's worker, so no request is refused."""
+        """Before the last worker leaves: the holder becomes the gateway's worker, so no request is
+        refused."""
         if self.holder_member is not None:
             return
         self.holder.hold_again()
@@ -234,7 +235,7 @@ class Scaler:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.loads.close()
 
-    # --- what fleet status shows ------------------------------------------------------------------------------
+    # --- what fleet status shows ----------------------------------------------------------------------------
 
     def _note(self, action: str, reason: str, worker: str | None = None) -> None:
         self.decisions.append({"at": time.time(), "action": action, "reason": reason, "worker": worker})

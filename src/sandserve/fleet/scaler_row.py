@@ -1,8 +1,9 @@
 """The autoscaler's row in the ledger: starting and stopping its process, its settings, what it last decided.
 
-The row (provider ``fleet-scaler``, id ``scaler-<fleet>``) carries the fleet's label, so ``sandserve down FLEET``
-and ``down --all`` stop it with the fleet. ``settings`` are written by ``fleet up`` / ``fleet scale`` and re-read
-by the process at every look; ``state`` is written by the process only (decisions, back-off, cold starts).
+The row (provider ``fleet-scaler``, id ``scaler-<fleet>``) carries the fleet's label, so ``sandserve down
+FLEET`` and ``down --all`` stop it with the fleet. ``settings`` are written by ``fleet up`` / ``fleet scale``
+and re-read by the process at every look; ``state`` is written by the process only (decisions, back-off, cold
+starts).
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def update_scaler_settings(
 
 
 def scaler_summary(fleet_id: str, registry: Registry) -> dict[str, Any] | None:
-    """What ``fleet status`` shows of the scaler: bounds, whether it runs, back-off, cold starts, decisions."""
+    """What ``fleet status`` shows of the scaler: bounds, whether it runs, back-off, cold starts,
+    decisions."""
     record = scaler_record(fleet_id, registry)
     if record is None:
         return None

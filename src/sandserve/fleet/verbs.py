@@ -57,14 +57,16 @@ def fleet_up(
 
     With ``scaling`` an autoscaler (a detached process with a ledger row of its own) then keeps the fleet
     between its bounds. Every worker is served in auth mode ``key`` with a key of its own. On any failure
-    everything started is stopped (no gateway or worker is left running) and FleetBootError names the cause."""
+    everything started is stopped (no gateway or worker is left running) and FleetBootError names the
+    cause."""
     events = events or BootEvents()
     registry = registry or Registry()
     if scaling is not None:
         scaling.check()
         if policy == "power_of_two" and scaling.min_workers < 2:
             raise ConfigError(
-                "power_of_two picks the less loaded of two workers: an autoscaled fleet needs --min 2 or more.",
+                "power_of_two picks the less loaded of two workers: an autoscaled fleet needs --min 2 or "
+                "more.",
                 hint="Pass --min 2, or another --policy.",
             )
         workers = min(max(workers, scaling.min_workers, 1), scaling.max_workers)
@@ -137,7 +139,8 @@ def add_worker(
 
 
 def remove_worker(fleet_ref: str | None, endpoint_ref: str, *, registry: Registry | None = None) -> Member:
-    """Deregister a worker (no new request reaches it), let its in-flight requests finish, then take it down."""
+    """Deregister a worker (no new request reaches it), let its in-flight requests finish, then take it
+    down."""
     registry = registry or Registry()
     fleet = fm.serving_fleet(registry, fleet_ref)
     member = fm.find_member(fleet, endpoint_ref)
@@ -205,8 +208,8 @@ def check_fleet_request(
         raise ConfigError(f"Unknown routing policy {policy!r}.", hint=f"Use one of: {', '.join(POLICIES)}.")
     if policy == "power_of_two" and workers < 2:
         raise ConfigError(
-            "power_of_two picks the less loaded of two workers: it needs at least 2 (the gateway refuses to start "
-            "with fewer).",
+            "power_of_two picks the less loaded of two workers: it needs at least 2 (the gateway refuses to "
+            "start with fewer).",
             hint="Pass --workers 2 or more, or another --policy.",
         )
     if not get_provider(spec.provider).remote and spec.port is not None:

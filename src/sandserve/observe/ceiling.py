@@ -91,7 +91,8 @@ def instant_server(tokens: int) -> Iterator[str]:
                 detail = process.stderr.read().decode(errors="replace")[-400:] if process.stderr else ""
                 raise SandserveError(
                     f"The instant server for the client ceiling did not start: {detail or 'no output'}",
-                    hint="Check that aiohttp imports in this environment (`python -m sandserve.observe.scripted -h`).",
+                    hint="Check that aiohttp imports in this environment "
+                    "(`python -m sandserve.observe.scripted -h`).",
                 )
             time.sleep(0.05)
         yield url

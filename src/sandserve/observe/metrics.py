@@ -1,4 +1,5 @@
-"""Serving-benchmark metrics, computed from recorded timestamps, as SGLang's and vLLM's benchmarks define them.
+"""Serving-benchmark metrics, computed from recorded timestamps, as SGLang's and vLLM's benchmarks define
+them.
 
 Per request (all in seconds, from ``time.perf_counter()`` readings):
 - TTFT: first content chunk - request sent (both benchmarks: the first chunk that carries text; a chunk with

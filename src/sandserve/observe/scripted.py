@@ -190,7 +190,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 class ScriptedServer:
-    """The scripted server on a free 127.0.0.1 port, in a background thread (``with ScriptedServer(...) as s``)."""
+    """The scripted server on a free 127.0.0.1 port, in a background thread (``with ScriptedServer(...) as
+    s``)."""
 
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or Script()

@@ -34,7 +34,8 @@ class Exposure:
     api_key: str | None = None
     expires_at: float | None = None
     probe_headers: dict[str, str] = field(default_factory=dict)
-    """Added to sandserve's own health and readiness probes only (Daytona: they must not count as activity)."""
+    """Added to sandserve's own health and readiness probes only (Daytona: they must not count as
+    activity)."""
 
     def request_headers(self) -> dict[str, str]:
         headers = dict(self.headers)

@@ -1,7 +1,7 @@
 """Running code beside a server: a job (command, environment, files in, an output folder) and what came back.
 
-On Daytona the job runs inside the endpoint's own sandbox (see ``daytona_colocated``); on the local provider it
-runs on this machine (below). Either way the environment names the server as seen from where the code runs,
+On Daytona the job runs inside the endpoint's own sandbox (see ``daytona_colocated``); on the local provider
+it runs on this machine (below). Either way the environment names the server as seen from where the code runs,
 travels in the process environment (never on a command line), and files written under the job's output folder
 come back.
 """
@@ -48,7 +48,8 @@ OnOutput = Callable[[str], None]
 
 @dataclass(frozen=True)
 class InsideAccess:
-    """How code running beside a server reaches it: exported to the job as ENDPOINT, OPENAI_API_KEY and TOKEN."""
+    """How code running beside a server reaches it: exported to the job as ENDPOINT, OPENAI_API_KEY and
+    TOKEN."""
 
     url: str
     api_key: str | None = None
@@ -57,7 +58,8 @@ class InsideAccess:
 
 
 def safe_relative(path: str) -> str:
-    """A relative path that stays inside its folder (no absolute path, no `..`): uploads and files coming back."""
+    """A relative path that stays inside its folder (no absolute path, no `..`): uploads and files coming
+    back."""
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         raise ColocatedRunError(

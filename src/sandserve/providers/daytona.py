@@ -1,10 +1,10 @@
 """The Daytona provider, on the real `daytona` SDK: a GPU sandbox from the stock SGLang image.
 
 The sandbox is ephemeral (the service demands it of GPU sandboxes), bounded in time by the service itself
-(``ttl_minutes``; auto-stop only when asked: a busy endpoint must not stop under its users), labelled as ours so
-a sandbox is never lost track of, and its server runs as an async session command whose log and exit code are
-polled. sandserve's own probes carry the header that keeps them from counting as activity. Every sandbox this
-module creates is either recorded in the ledger or deleted.
+(``ttl_minutes``; auto-stop only when asked: a busy endpoint must not stop under its users), labelled as ours
+so a sandbox is never lost track of, and its server runs as an async session command whose log and exit code
+are polled. sandserve's own probes carry the header that keeps them from counting as activity. Every sandbox
+this module creates is either recorded in the ledger or deleted.
 """
 
 from __future__ import annotations
@@ -312,7 +312,8 @@ def _connect() -> Daytona:
     except DaytonaError as exc:
         raise MissingCredentialsError(
             "A Daytona API key",
-            hint="Set DAYTONA_API_KEY (in the environment or in .env), or serve locally with --provider local.",
+            hint="Set DAYTONA_API_KEY (in the environment or in .env), or serve locally with --provider "
+            "local.",
         ) from exc
 
 

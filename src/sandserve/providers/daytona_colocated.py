@@ -34,8 +34,8 @@ def run_in_sandbox(sandbox: Any, job: ColocatedJob, on_output: OnOutput) -> Colo
     sandbox.fs.upload_files(uploads)
     output = f"{workdir}/{safe_relative(job.output_dir)}"
     command = (
-        f"cd {shlex.quote(workdir)} && mkdir -p {shlex.quote(output)} && . ./{ENV_FILE} && rm -f ./{ENV_FILE} "
-        f"&& {job.command}"
+        f"cd {shlex.quote(workdir)} && mkdir -p {shlex.quote(output)} && . ./{ENV_FILE} "
+        f"&& rm -f ./{ENV_FILE} && {job.command}"
     )
     session = f"sandserve-run-{run_id}"
     sandbox.process.create_session(session)

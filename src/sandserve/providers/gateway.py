@@ -1,4 +1,5 @@
-"""A fleet's gateway and autoscaler as the ledger sees them: local processes (pid + start time, its own process group).
+"""A fleet's gateway and autoscaler as the ledger sees them: local processes (pid + start time, its own
+process group).
 
 Its workers are rows of their own, linked to the gateway's row in the ledger; taking the gateway down takes
 them down too (``serve.lifecycle.down``), so ``sandserve down FLEET`` and ``down --all`` end the whole fleet.

@@ -3,10 +3,11 @@
 The process gets its own process group (so stopping it stops everything it started) and keeps serving after
 `sandserve up` returns. It is recognised later by pid and start time, so a recycled pid never passes for it.
 
-Auth works as on Daytona, so the guide's clients run unchanged after `eval "$(sandserve up)"`: in token mode (the
-default) every request must carry the endpoint's token in the ``x-daytona-preview-token`` header (the engine's
-front, llamacpp_adapter.py, checks it; the token reaches it through its environment); in key mode the engine
-checks ``Authorization: Bearer``; public is public. A signed URL is a Daytona proxy feature: refused here.
+Auth works as on Daytona, so the guide's clients run unchanged after `eval "$(sandserve up)"`: in token mode
+(the default) every request must carry the endpoint's token in the ``x-daytona-preview-token`` header (the
+engine's front, llamacpp_adapter.py, checks it; the token reaches it through its environment); in key mode the
+engine checks ``Authorization: Bearer``; public is public. A signed URL is a Daytona proxy feature: refused
+here.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` (connections of a stopped server in TIME_WAIT do not count)."""
+    """Whether a server could listen on ``port`` (connections of a stopped server in TIME_WAIT do not
+    count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -77,7 +79,8 @@ def live_group_members(pgid: int) -> list[int]:
 
 
 def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), or None if there is no such live process."""
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if there is no such live
+    process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -125,8 +128,8 @@ class LocalProvider(Provider[LocalHandle]):
         if spec.auth is AuthMode.SIGNED:
             raise ConfigError(
                 "A signed URL is a feature of Daytona's preview proxy; a local endpoint cannot have one.",
-                hint="Locally use --auth token (the default: clients send $TOKEN in the x-daytona-preview-token "
-                "header), --auth key (Authorization: Bearer) or --auth public.",
+                hint="Locally use --auth token (the default: clients send $TOKEN in the "
+                "x-daytona-preview-token header), --auth key (Authorization: Bearer) or --auth public.",
             )
         if spec.port is not None and not port_is_free(spec.port):
             raise PortInUseError(spec.port)
@@ -151,7 +154,8 @@ class LocalProvider(Provider[LocalHandle]):
         if handle.log_path is None:
             raise _not_ours(handle, "log_path")
         log_path = Path(handle.log_path)
-        # Here, not at the top: the adapter's module imports aiohttp, and `ls` reads the ledger through this one.
+        # Here, not at the top: the adapter's module imports aiohttp, and `ls` reads the ledger through this
+        # one.
         from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV, INSIDE_KEY_ENV
 
         env = {**os.environ, **launch.env}

@@ -1,7 +1,7 @@
 """The boot breaker: a spec whose last N boots all failed is not booted again (and billed again) until forced.
 
-It reads the ledger's existing rows: a failed boot is a row of the same spec that ended with an error after its
-server had started (it has a saved log). A success, or a clean take-down, resets the count. Ctrl-C and
+It reads the ledger's existing rows: a failed boot is a row of the same spec that ended with an error after
+its server had started (it has a saved log). A success, or a clean take-down, resets the count. Ctrl-C and
 failures before any sandbox existed (quota, credentials) do not count: they say nothing about the spec.
 """
 

@@ -35,8 +35,8 @@ def _record_for(endpoint: Endpoint | str | None) -> Record:
             matches = [r for r in registry.list() if r.endpoint and r.endpoint.url == endpoint.url]
             if not matches:
                 raise ConfigError(
-                    f"{endpoint.url} (from ENDPOINT) is not in this machine's ledger, so there is no sandbox to "
-                    "run code in.",
+                    f"{endpoint.url} (from ENDPOINT) is not in this machine's ledger, so there is no sandbox "
+                    "to run code in.",
                     hint="Name an endpoint that `sandserve ls` lists.",
                 )
             return matches[0]

@@ -1,9 +1,11 @@
-"""The ledger: every endpoint this user has brought up, in SQLite, so nothing keeps running (or billing) unseen.
+"""The ledger: every endpoint this user has brought up, in SQLite, so nothing keeps running (or billing)
+unseen.
 
 The file holds tokens and API keys, so it is created with mode 0600 and never made readable by others. Its
 schema moves by named migrations (``migrations.py``); rows are read by column name. Another process holding
 the lock (a concurrent ``up``, ``down``...) makes a call wait, with ``LedgerEvents.waiting`` told after a
-second, and end in ``LedgerBusyError`` only after ``BUSY_WAIT_SECONDS``: a busy ledger is never called corrupt.
+second, and end in ``LedgerBusyError`` only after ``BUSY_WAIT_SECONDS``: a busy ledger is never called
+corrupt.
 """
 
 from __future__ import annotations
@@ -288,7 +290,8 @@ class Registry:
         return [_record(row) for row in rows]
 
     def resolve(self, ref: str | None) -> Record:
-        """The record ``ref`` names (an id or a unique id prefix), or the only endpoint up when ref is None."""
+        """The record ``ref`` names (an id or a unique id prefix), or the only endpoint up when ref is
+        None."""
         records = self.list()
         if ref is None:
             ready = [r for r in records if r.state is State.READY] or records

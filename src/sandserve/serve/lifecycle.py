@@ -34,7 +34,8 @@ from sandserve.spec import ServeSpec
 if TYPE_CHECKING:
     import httpx
 
-#: A fatal signature in the log with the process still up: SGLang's parent can linger after its scheduler died.
+#: A fatal signature in the log with the process still up: SGLang's parent can linger after its scheduler
+#: died.
 FATAL_LOG_GRACE_SECONDS = 5.0
 
 

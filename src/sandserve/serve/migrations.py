@@ -1,4 +1,5 @@
-"""The ledger's schema, as an append-only list of named migrations (the way simonw/llm keeps its log database).
+"""The ledger's schema, as an append-only list of named migrations (the way simonw/llm keeps its log
+database).
 
 Each migration runs once, in order, inside the transaction that records it in ``_migrations``; the schema
 version (``PRAGMA user_version``) is the number applied. Never edit or reorder a migration that has shipped:

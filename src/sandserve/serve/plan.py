@@ -65,7 +65,8 @@ def plan(spec: ServeSpec) -> dict[str, Any]:
 
 
 def settings_sources(spec: ServeSpec) -> dict[str, str]:
-    """Where each Daytona / Hugging Face setting comes from (environment, .env.local, .env, default, a flag)."""
+    """Where each Daytona / Hugging Face setting comes from (environment, .env.local, .env, default, a
+    flag)."""
     key = config.daytona_key()
     target = config.daytona_target()
     hf = config.hf_token()

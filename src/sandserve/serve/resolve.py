@@ -1,4 +1,5 @@
-"""``resolve_spec``: a ServeSpec from preset defaults < explicit arguments, decided by the engine and provider.
+"""``resolve_spec``: a ServeSpec from preset defaults < explicit arguments, decided by the engine and
+provider.
 
 The engine answers for its models (a ``.gguf`` file is llama.cpp's; it checks the file is there), the provider
 for what it can run (the local one only engines that need no GPU) and its own defaults.

@@ -222,7 +222,8 @@ class LocalToolSandbox:
         if self._bwrap is not None:
             return (
                 "bubblewrap sandbox as user nobody: read-only system, private tmp, no network, no home or "
-                "state directory, its own PID namespace (all its processes end with the call); audit hook on top"
+                "state directory, its own PID namespace (all its processes end with the call); audit hook on "
+                "top"
             )
         network = "network namespace (unshare --net)" if self._prefix else "no network namespace"
         return f"NOT ISOLATED (opted in): a local subprocess with rlimits, {network}, and an audit hook only"
