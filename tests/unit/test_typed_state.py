@@ -70,7 +70,7 @@ def test_handles_round_trip_through_their_json_and_the_old_form() -> None:
     old_gateway = {
         "provider": "gateway",
         "sandbox_id": "f",
-        "data": {"port": 3, "members": record["members"]},
+        "data": {"port": 3, "members": [{**record["members"][0], "weight": 2}]},  # a key Member lacks
     }
     assert SandboxHandle.from_record(old_gateway) == GatewayHandle("gateway", "f", port=3, members=[member])
 

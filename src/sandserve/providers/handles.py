@@ -118,7 +118,12 @@ class GatewayHandle(LocalHandle, provider="gateway"):
 
     @classmethod
     def _decode(cls, fields: dict[str, Any]) -> dict[str, Any]:
-        members = [Member(**member) for member in fields.get("members", [])]
+        # Only the keys Member has: a row a newer version wrote still loads.
+        known = {f.name for f in dataclasses.fields(Member)}
+        members = [
+            Member(**{key: value for key, value in member.items() if key in known})
+            for member in fields.get("members", [])
+        ]
         return {**fields, "members": members}
 
 
