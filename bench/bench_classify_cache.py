@@ -16,44 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
-WORDS = [
-    "the",
-    "a",
-    "whale",
-    "ship",
-    "sea",
-    "house",
-    "room",
-    "door",
-    "night",
-    "light",
-    "man",
-    "woman",
-    "said",
-    "and",
-    "of",
-    "to",
-    "in",
-    "garden",
-]
-
-
-def synthetic_corpus(folder: Path) -> Path:
-    from sandserve.workloads.corpus import BOOKS
-
-    for seed, book_id in enumerate(BOOKS.values()):
-        rng = random.Random(seed)
-        body = "\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(4000))
-        text = f"title\n*** START OF THE BOOK {seed} ***\n{body}\n*** END OF THE BOOK {seed} ***\n"
-        (folder / f"pg{book_id}.txt").write_text(text)
-    return folder
 
 
 def run_order(order: str, passages: list, concurrency: int | None, model: str | None) -> object:
@@ -82,11 +49,11 @@ def main() -> None:
     args = parser.parse_args()
     orders = [order.strip() for order in args.orders.split(",") if order.strip()]
 
-    from sandserve.workloads.corpus import BOOKS, load_passages
+    from sandserve.workloads.corpus import BOOKS, load_passages, write_synthetic_corpus
 
     with tempfile.TemporaryDirectory(prefix="sandserve-bench-") as scratch:
         os.environ["SANDSERVE_STATE_DIR"] = str(Path(scratch) / "state")
-        corpus_dir = args.corpus_dir or synthetic_corpus(Path(scratch))
+        corpus_dir = args.corpus_dir or write_synthetic_corpus(Path(scratch))
         passages = load_passages(dict(BOOKS), args.per_book, corpus_dir=corpus_dir)
         reports = {order: run_order(order, passages, args.concurrency, args.model) for order in orders}
 

@@ -23,16 +23,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-HAIKU_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "title": {"type": "string"},
-        "lines": {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 3},
-        "season": {"type": "string"},
-    },
-    "required": ["title", "lines", "season"],
-}
-PROMPT = "Compose a haiku about GPU sandboxes, as JSON with title, lines, and season."
+from sandserve.workloads.tour import HAIKU_PROMPT, HAIKU_SCHEMA
+
 LLAMA_CPP_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "repeat_penalty": 1.0}
 
 
@@ -53,7 +45,7 @@ def run(
     def one(_: int) -> tuple[str, float]:
         started = time.perf_counter()
         try:
-            ask(endpoint, PROMPT, options)  # type: ignore[arg-type]
+            ask(endpoint, HAIKU_PROMPT, options)  # type: ignore[arg-type]
             outcome = "valid"
         except AnswerCutShortError:
             outcome = "cut at max_tokens"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import random
 import socket
 import subprocess
-from pathlib import Path
 
 import pytest
 from conftest import run_cli as run_sandserve
@@ -21,56 +19,21 @@ from sandserve.workloads.classify import (
     answer_request,
     summary_lines,
 )
-from sandserve.workloads.corpus import BOOKS, PASSAGE_CHARS, Passage, book_body, select_books, slice_passages
+from sandserve.workloads.corpus import (
+    BOOKS,
+    PASSAGE_CHARS,
+    Passage,
+    book_body,
+    select_books,
+    slice_passages,
+    synthetic_book,
+    write_synthetic_corpus,
+)
 from sandserve.workloads.report import write_report
-
-WORDS = [
-    "the",
-    "a",
-    "whale",
-    "ship",
-    "sea",
-    "house",
-    "room",
-    "door",
-    "night",
-    "light",
-    "man",
-    "woman",
-    "said",
-    "and",
-    "of",
-    "to",
-    "in",
-    "garden",
-]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return run_sandserve(*args, env=env, timeout=300)  # this file's commands run longer
-
-
-def synthetic_book(seed: int, words: int = 25_000, newline: str = "\n") -> str:
-    rng = random.Random(seed)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(words // 12)]
-    text = "\n".join(
-        [
-            "The Project Gutenberg eBook of a test",
-            "",
-            f"*** START OF THE PROJECT GUTENBERG EBOOK {seed} ***",
-            *lines,
-            f"*** END OF THE PROJECT GUTENBERG EBOOK {seed} ***",
-            "license text",
-        ]
-    )
-    return text.replace("\n", newline)
-
-
-def write_corpus(folder: Path, authors: list[str], newline: str = "\n") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for seed, author in enumerate(authors):
-        (folder / f"pg{BOOKS[author]}.txt").write_bytes(synthetic_book(seed, newline=newline).encode())
-    return folder
 
 
 def test_slicing_follows_the_guide_to_the_character():
@@ -89,8 +52,8 @@ def test_slicing_follows_the_guide_to_the_character():
 
 
 def test_crlf_and_bom_are_normalised(tmp_path):
-    lf = write_corpus(tmp_path / "lf", ["Poe"])
-    crlf = write_corpus(tmp_path / "crlf", ["Poe"], newline="\r\n")
+    lf = write_synthetic_corpus(tmp_path / "lf", ["Poe"])
+    crlf = write_synthetic_corpus(tmp_path / "crlf", ["Poe"], newline="\r\n")
     bom = tmp_path / "bom"
     bom.mkdir()
     (bom / "pg2148.txt").write_bytes(b"\xef\xbb\xbf" + (lf / "pg2148.txt").read_bytes())
@@ -185,7 +148,7 @@ def test_the_report_files_are_written_whole(tmp_path):
 
 
 def test_classify_runs_both_passes_on_the_local_engine(local_endpoint, tmp_path):
-    corpus_dir = write_corpus(tmp_path / "books", ["Austen", "Poe"])
+    corpus_dir = write_synthetic_corpus(tmp_path / "books", ["Austen", "Poe"])
     run_dir = tmp_path / "run"
     result = run_cli(
         "classify",
@@ -228,7 +191,7 @@ def test_classify_refuses_bad_input_and_writes_nothing(tmp_path):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    corpus_dir = write_corpus(tmp_path / "books", ["Poe"])
+    corpus_dir = write_synthetic_corpus(tmp_path / "books", ["Poe"])
     down = run_cli(
         "classify",
         "--corpus-dir",
@@ -262,7 +225,7 @@ def test_a_book_is_downloaded_once_with_progress_then_read_from_the_cache(tmp_pa
     import threading
 
     served = tmp_path / "served"
-    write_corpus(served, ["Poe"], newline="\r\n")  # as Gutenberg serves it
+    write_synthetic_corpus(served, ["Poe"], newline="\r\n")  # as Gutenberg serves it
     requests: list[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):

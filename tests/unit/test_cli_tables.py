@@ -141,3 +141,15 @@ def test_fleet_status_at_80_columns_shows_every_worker_id_whole():
     text = drawn(render_table(_worker_columns(), rows, width=80), 80)
     assert all(worker in text for worker in ids) and "healthy" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_every_verb_is_found_on_demand_and_none_is_left_out() -> None:
+    import importlib
+
+    from sandserve.cli._app import VERB_MODULES
+
+    for module in set(VERB_MODULES.values()):
+        importlib.import_module(f"sandserve.cli.{module}")
+    assert sorted(main.commands) == sorted(VERB_MODULES)
+    for verb, module in VERB_MODULES.items():
+        assert main.commands[verb].callback.__module__ == f"sandserve.cli.{module}"

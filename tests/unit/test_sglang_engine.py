@@ -7,69 +7,28 @@ import json
 import shlex
 
 import pytest
+from standins.sglang_server import REASONING_PARSERS as STANDIN_REASONING_PARSERS
+from standins.sglang_server import TOOL_CALL_PARSERS as STANDIN_TOOL_CALL_PARSERS
 
 from sandserve.engines.base import diagnose, phases_in
-from sandserve.engines.sglang import API_KEY_ENV, KEY_FROM_ENV_LAUNCHER, SGLANG, server_info_summary
+from sandserve.engines.sglang import (
+    API_KEY_ENV,
+    KEY_FROM_ENV_LAUNCHER,
+    REASONING_PARSERS,
+    SGLANG,
+    TOOL_CALL_PARSERS,
+    server_info_summary,
+)
 from sandserve.errors import ConfigError
 from sandserve.masking import MASK
 from sandserve.presets import PRESETS
 from sandserve.serve.resolve import resolve_spec
 from sandserve.spec import AuthMode, ProviderName, ServeSpec
 
-# From facts/sglang.md (read from SGLang 0.5.12.post1), copied here so the engine's own lists are checked.
-FACT_TOOL_CALL_PARSERS = {
-    "deepseekv3",
-    "deepseekv31",
-    "deepseekv32",
-    "deepseekv4",
-    "glm",
-    "glm45",
-    "glm47",
-    "gpt-oss",
-    "kimi_k2",
-    "lfm2",
-    "llama3",
-    "mimo",
-    "mistral",
-    "poolside_v1",
-    "pythonic",
-    "qwen",
-    "qwen25",
-    "qwen3_coder",
-    "step3",
-    "step3p5",
-    "minimax-m2",
-    "trinity",
-    "interns1",
-    "hermes",
-    "hunyuan",
-    "gigachat3",
-    "gemma4",
-    "auto",
-}
-FACT_REASONING_PARSERS = {
-    "deepseek-r1",
-    "deepseek-v3",
-    "deepseek-v4",
-    "glm45",
-    "hunyuan",
-    "gpt-oss",
-    "kimi",
-    "kimi_k2",
-    "mimo",
-    "poolside_v1",
-    "qwen3",
-    "qwen3-thinking",
-    "minimax",
-    "minimax-append-think",
-    "step3",
-    "step3p5",
-    "mistral",
-    "nemotron_3",
-    "interns1",
-    "gemma4",
-    "auto",
-}
+# The stand-in's lists were read from SGLang 0.5.12.post1's source on their own (facts/sglang.md), so the
+# engine's lists are checked against them.
+FACT_TOOL_CALL_PARSERS = set(STANDIN_TOOL_CALL_PARSERS)
+FACT_REASONING_PARSERS = set(STANDIN_REASONING_PARSERS)
 FACT_FLAGS = {
     "--model-path",
     "--served-model-name",
@@ -494,3 +453,8 @@ def test_server_info_summary_never_returns_the_api_key() -> None:
             "version": "0.5.12.post1",
         }
         assert "sk-secret" not in json.dumps(summary)
+
+
+def test_the_engine_knows_every_parser_sglang_accepts() -> None:
+    assert set(TOOL_CALL_PARSERS) == FACT_TOOL_CALL_PARSERS
+    assert set(REASONING_PARSERS) == FACT_REASONING_PARSERS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import signal
 import sys
@@ -112,7 +113,44 @@ def exit_interrupted() -> NoReturn:
     os._exit(INTERRUPTED)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+#: The module of ``sandserve.cli`` that defines each verb: it is imported only when that verb runs (or when
+#: `--help` lists them all), so a verb pays for its own imports only.
+VERB_MODULES = {
+    "up": "serve",
+    "ls": "serve",
+    "status": "serve",
+    "logs": "serve",
+    "env": "serve",
+    "down": "serve",
+    "exec": "colocated",
+    "run": "colocated",
+    "chat": "use",
+    "tour": "use",
+    "batch": "work",
+    "classify": "work",
+    "fleet": "fleet",
+    "top": "observe",
+    "bench": "observe",
+    "presets": "getting_started",
+    "demo": "getting_started",
+    "engine": "getting_started",
+}
+
+
+class VerbsOnDemand(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(VERB_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in VERB_MODULES:
+            importlib.import_module(f"sandserve.cli.{VERB_MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=VerbsOnDemand,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
 @click.version_option(package_name="sandserve")
 def main() -> None:
     """Serve LLMs on GPU sandboxes with SGLang (or locally with llama.cpp), and use them."""

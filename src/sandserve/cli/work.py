@@ -164,7 +164,12 @@ def _batch_summary_table(summary: Any) -> Any:
 )
 @click.option("--temperature", type=TEMPERATURE, help="Sampling temperature, 0-2 (default: the server's).")
 @click.option("--order", type=click.Choice(["input", "prefix"]), default="input", show_default=True)
-@click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight (default: all at once).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Requests in flight (default: from the server's capacity: all at once on SGLang on a GPU, as the "
+    "guide sends them; a few at a time on a CPU, where a long queue would outlast the request timeout).",
+)
 @click.option(
     "--run-dir",
     type=click.Path(path_type=Path),

@@ -78,8 +78,13 @@ class Upstream:
 
     def client(self) -> aiohttp.ClientSession:
         if self.session is None:
+            # A connection per request: llama-server's HTTP library (cpp-httplib) closes a kept-alive
+            # connection after a few seconds idle or a few requests, and a request written into one it has
+            # just closed fails ("Can not write request body"). A new local connection costs far less.
             self.session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), auto_decompress=False
+                connector=aiohttp.TCPConnector(force_close=True),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                auto_decompress=False,
             )
         return self.session
 

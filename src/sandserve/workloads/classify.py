@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sandserve.batch import BatchProgress, BatchRequest, BatchResult, BatchSummary, run_requests
+from sandserve.batch import (
+    BatchProgress,
+    BatchRequest,
+    BatchResult,
+    BatchSummary,
+    default_concurrency,
+    run_requests,
+)
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
 from sandserve.workloads.corpus import AUTHORS, Passage
@@ -240,7 +247,7 @@ async def classify(
             endpoint,
             [answer_request(endpoint, passage, question, temperature) for passage in passages],
             results.append,
-            concurrency=concurrency or len(passages),
+            concurrency=concurrency or min(len(passages), default_concurrency(endpoint)),
             order=order,  # type: ignore[arg-type]
             on_progress=_for_pass(on_progress, question.name),
         )

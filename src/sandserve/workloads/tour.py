@@ -51,6 +51,7 @@ HAIKU_SCHEMA: dict[str, Any] = {
     },
     "required": ["title", "lines", "season"],
 }
+HAIKU_PROMPT = "Compose a haiku about GPU sandboxes, as JSON with title, lines, and season."
 COLOR_PROMPT = "The best color for a terminal theme is"
 COLOR_REGEX = " (red|green|blue|amber)"
 DATE_EBNF = (
@@ -214,7 +215,7 @@ def _reasoning_effort(endpoint: Endpoint, client: Any, settings: TourSettings) -
 
 
 def _json_schema(endpoint: Endpoint, client: Any, settings: TourSettings) -> TourStep:
-    question = "Compose a haiku about GPU sandboxes, as JSON with title, lines, and season."
+    question = HAIKU_PROMPT
     schema = HAIKU_SCHEMA
     lines = [f"asked: {question}"]
     if settings.random_model:
@@ -327,18 +328,19 @@ def _prefix_cache(endpoint: Endpoint, client: Any) -> TourStep:
     messages = build_messages(CACHE_CONTEXT + "Summarize the above in one sentence.")
     lines = []
     stats = []
+    seconds = []
     for attempt in (1, 2):
         started = time.perf_counter()
         with endpoint_errors(endpoint):
             response = client.chat.completions.create(model=endpoint.model, messages=messages, max_tokens=32)
-        seconds = time.perf_counter() - started
+        seconds.append(time.perf_counter() - started)
         stat = cache_stats(response)
         stats.append(stat)
-        lines.append(f"attempt {attempt}: {seconds:.2f}s, {stat}")
+        lines.append(f"attempt {attempt}: {seconds[-1]:.2f}s, {stat}")
     passed = stats[1].cached_tokens > 0
-    return TourStep(
-        "prefix_cache", "prefix cache", "passed" if passed else "failed", lines, note=f"attempt 2: {stats[1]}"
-    )
+    speedup = seconds[0] / seconds[1] if seconds[1] > 0 else 0.0
+    note = f"attempt 2: {stats[1]}, {speedup:.1f}x the speed of attempt 1"
+    return TourStep("prefix_cache", "prefix cache", "passed" if passed else "failed", lines, note=note)
 
 
 def _reply_lines(reply: ChatReply) -> list[str]:
