@@ -88,7 +88,7 @@ def test_the_target_defaults_to_the_guides_region_only_when_unset(monkeypatch):
 def test_gpu_sandboxes_get_a_time_limit_by_default():
     assert resolve_spec(provider="daytona").ttl_minutes == 240
     assert resolve_spec(provider="daytona", ttl_minutes=0).ttl_minutes == 0
-    assert resolve_spec("tiny", provider="daytona", gpus=()).ttl_minutes == 0  # a CPU sandbox
+    assert resolve_spec(provider="daytona", gpus=()).ttl_minutes == 0  # a CPU sandbox
 
 
 def test_the_breaker_sees_a_new_port_or_key_as_the_same_spec():
