@@ -112,8 +112,8 @@ def test_no_hf_token_is_forwarded_when_none_is_set(daytona):
 def test_an_engine_the_sandbox_image_lacks_is_refused_before_anything_is_created(daytona, model):
     # llama.cpp serves from this machine's build and model file: a sandbox from the SGLang image has neither.
     Path("model.gguf").write_bytes(b"GGUF")
-    for dry_run in ((), ("--dry-run",)):
-        result = run_cli("up", "--provider", "daytona", "--model", model, "--yes", *dry_run)
+    for verb in (("up", "--yes"), ("up", "--dry-run"), ("fleet", "up", "--workers", "2")):
+        result = run_cli(*verb, "--provider", "daytona", "--model", model)
         assert result.returncode == 2, result.stderr
         assert "llama.cpp, which runs on this machine only" in result.stderr
         assert "--provider local" in result.stderr and "SGLang" in result.stderr
