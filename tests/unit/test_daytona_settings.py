@@ -113,7 +113,8 @@ def test_an_engine_that_serves_from_this_machine_is_refused_on_daytona():
 
 
 def test_a_spec_made_without_resolve_spec_is_refused_too(monkeypatch):
-    # lifecycle.up asks the provider before the engine prepares anything (a build, a download) or a sandbox exists.
+    # lifecycle.up asks the provider before the engine prepares anything (a build, a download) or a sandbox
+    # exists.
     from sandserve.engines.llamacpp import LlamaCppEngine
     from sandserve.serve import lifecycle
 
