@@ -1492,11 +1492,19 @@ class SGLangStandin:
     """The stand-in in a background thread on a free 127.0.0.1 port.
 
     ``warmup_seconds``: how long /health and /health_generate answer 503; ``hold_warmup``: answer 503
-    until ``finish_warmup()``. Other keyword arguments are ``ServerConfig`` fields (the launch flags).
+    until ``finish_warmup()``; ``decode_seconds``: how long each generation runs. Other keyword arguments are ``ServerConfig`` fields (the launch flags).
     """
 
-    def __init__(self, *, warmup_seconds: float = 0.0, hold_warmup: bool = False, **flags: Any) -> None:
-        self.state = ServerState(ServerConfig(**{"host": "127.0.0.1", "port": 0, **flags}))
+    def __init__(
+        self,
+        *,
+        warmup_seconds: float = 0.0,
+        hold_warmup: bool = False,
+        decode_seconds: float = 0.0,
+        **flags: Any,
+    ) -> None:
+        config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **flags})
+        self.state = ServerState(config, decode_seconds=decode_seconds)
         self._runner = _Runner(self.state)
         self._warmup_seconds = warmup_seconds
         self._release = threading.Event()
