@@ -17,6 +17,7 @@ from sandserve import config
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
 from sandserve.engines.base import Launch
 from sandserve.errors import (
+    ConfigError,
     MissingCredentialsError,
     ProviderError,
     QuotaExceededError,
@@ -28,6 +29,8 @@ from sandserve.spec import DEFAULT_GPU_TTL_MINUTES, SANDBOX_PORT, AuthMode, Serv
 
 if TYPE_CHECKING:
     from daytona import Daytona, Sandbox
+
+    from sandserve.engines.base import Engine
 
 SESSION = "sandserve-server"
 HF_CACHE_PATH = "/root/.cache/huggingface"
@@ -56,6 +59,18 @@ class DaytonaProvider(Provider):
         return self._client
 
     # --- create ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def check_engine(cls, engine: type[Engine], model: str) -> None:
+        # The sandbox starts from the stock SGLang image, with nothing of this machine's in it.
+        if not engine.runs_in_sandbox_image:
+            raise ConfigError(
+                f"{model!r} is served with {engine.label}, which runs on this machine only: a Daytona sandbox "
+                f"starts from the stock SGLang image, which has neither this machine's {engine.label} build nor "
+                "its model files.",
+                hint="Serve it here with --provider local, or on Daytona serve an SGLang model: a preset "
+                "(`sandserve presets` lists them, e.g. 'gpt-oss-20b') or a Hugging Face id (org/name).",
+            )
 
     def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
         # DAYTONA_TARGET as the SDK reads it; a GPU sandbox gets a time limit unless one was given.
