@@ -69,7 +69,9 @@ def main() -> None:
         env = {**os.environ, "SANDSERVE_STATE_DIR": state, "COLUMNS": "80"}
         env.pop("DAYTONA_API_KEY", None)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        up = subprocess.run([SANDSERVE, "up", "--provider", "local", "-q"], env=env, capture_output=True)
+        up = subprocess.run(
+            [SANDSERVE, "up", "--provider", "local", "--model", "tiny", "-q"], env=env, capture_output=True
+        )
         if up.returncode != 0:
             raise SystemExit("could not bring the tiny model up:\n" + up.stderr.decode(errors="replace"))
         try:
@@ -92,7 +94,13 @@ def main() -> None:
                 for name, (argv, terminal, command_env) in commands.items():
                     times[name].append(run_once(argv, command_env, terminal=terminal))
         finally:
-            subprocess.run([SANDSERVE, "down", "--all"], env=env, capture_output=True)
+            # --yes: `down --all` asks first; with no terminal to ask on it refuses, and the server stays.
+            down = subprocess.run([SANDSERVE, "down", "--all", "--yes"], env=env, capture_output=True)
+            if down.returncode != 0:
+                print(
+                    "could not take the server down:\n" + down.stderr.decode(errors="replace"),
+                    file=sys.stderr,
+                )
 
     bare = statistics.median(times["python -c pass"])
     print(f"start-up, {args.rounds} rounds, {os.cpu_count()} cores (seconds: median, min, max)")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,6 +17,9 @@ TESTS_DIR = Path(__file__).parent
 sys.path.insert(0, str(TESTS_DIR))  # the stand-ins (tests/standins) import as `standins`
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+if TYPE_CHECKING:
+    from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import Endpoint  # noqa: E402
 from sandserve.providers import get_provider  # noqa: E402
@@ -114,6 +118,26 @@ def smollm2_endpoint(llama_server: Path, smollm2_model: Path) -> Iterator[Endpoi
     yield endpoint
     registry = Registry()
     lifecycle.down(registry.get(endpoint.id), registry)
+
+
+FAKE_SGLANG = TESTS_DIR / "standins" / "fake_sglang"
+
+
+def sglang_daytona_standin(**options: Any) -> DaytonaStandin:
+    """A Daytona stand-in whose sandboxes serve what the stock SGLang image serves: ``python3 -m
+    sglang.launch_server`` is the SGLang stand-in (tests/standins/sglang_server.py), run by this environment's
+    python, which the sandbox reaches by name as it would the image's. Fast boots unless ``extra_env`` says
+    otherwise."""
+    from standins.daytona_api import DaytonaStandin
+
+    extra_env = {
+        "PYTHONPATH": str(FAKE_SGLANG),
+        "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
+        "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
+        **options.pop("extra_env", {}),
+    }
+    path_prepend = [Path(sys.executable).parent, *options.pop("path_prepend", ())]
+    return DaytonaStandin(extra_env=extra_env, path_prepend=path_prepend, **options)
 
 
 def sandserve_command() -> list[str]:

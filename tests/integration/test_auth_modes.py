@@ -1,8 +1,8 @@
 """Every auth mode of a Daytona endpoint, through `connect()`, with all three clients (OpenAI SDK sync and
 async, LiteLLM) and curl (examples/query.sh). The endpoint is brought up by `sandserve.serve.lifecycle.up`
 with the Daytona provider on the Daytona stand-in (the real SDK; a preview proxy enforcing token / signed URL
-/ public),
-serving the tiny model with llama-server inside a stand-in sandbox."""
+/ public), serving an SGLang model with the SGLang stand-in inside a stand-in sandbox, as the stock SGLang
+image would."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import parse_exports, sandserve_command
+from conftest import parse_exports, sandserve_command, sglang_daytona_standin
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.client.chat import ChatOptions
@@ -27,14 +27,15 @@ from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
 from sandserve.serve.resolve import resolve_spec
 
-pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
+#: An SGLang preset without reasoning: a 4-token answer is content, not the start of a reasoning block.
+MODEL = "qwen3-coder-30b"
 QUERY_SH = Path(__file__).parents[2] / "examples" / "query.sh"
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
 @pytest.fixture
 def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
-    with DaytonaStandin() as api:
+    with sglang_daytona_standin() as api:
         monkeypatch.setenv("DAYTONA_API_KEY", api.api_key)
         monkeypatch.setenv("DAYTONA_API_URL", api.url)
         monkeypatch.setattr(DaytonaProvider, "poll_interval", 0.2)
@@ -42,7 +43,7 @@ def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
 
 
 def bring_up(auth: str) -> Endpoint:
-    spec = resolve_spec("tiny", provider="daytona", auth=auth, port=free_port(), boot_timeout=60)
+    spec = resolve_spec(MODEL, provider="daytona", auth=auth, port=free_port(), boot_timeout=60)
     return lifecycle.up(spec)
 
 
@@ -65,7 +66,7 @@ def query_sh(endpoint: Endpoint) -> subprocess.CompletedProcess[str]:
 def test_every_client_works_in_every_auth_mode(daytona, auth):
     up = bring_up(auth)
     endpoint = connect(up.id)
-    assert (endpoint.provider, endpoint.auth, endpoint.engine) == ("daytona", auth, "llamacpp")
+    assert (endpoint.provider, endpoint.auth, endpoint.engine) == ("daytona", auth, "sglang")
     assert (PREVIEW_TOKEN_HEADER in endpoint.headers) == (auth == "token")
     assert bool(endpoint.api_key) == (auth == "key")
 
@@ -121,7 +122,7 @@ def test_a_wrong_token_fails_clearly_in_every_client(daytona, monkeypatch):
     assert result.returncode != 0 and "sandserve status" in result.stderr and "Traceback" not in result.stderr
 
     monkeypatch.setenv("TOKEN", up.headers[PREVIEW_TOKEN_HEADER])
-    assert connect().engine == "llamacpp"  # the right token, from the environment, works
+    assert connect().engine == "sglang"  # the right token, from the environment, works
 
 
 def test_an_expired_signed_url_fails_clearly(daytona):

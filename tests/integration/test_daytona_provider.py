@@ -1,8 +1,8 @@
 """`up --provider daytona` end to end: the real `daytona` SDK against the local stand-in of the Daytona API.
 
 The stand-in's sandboxes run real local processes: the SGLang stand-in (`python3 -m sglang.launch_server`,
-printing SGLang's real start-up lines) or the real llama-server, reached through a preview proxy that enforces
-the preview token, signed-URL expiry and the public modes.
+printing SGLang's real start-up lines), reached through a preview proxy that enforces the preview token,
+signed-URL expiry and the public modes. llama.cpp, which serves from this machine's build, is refused there.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.errors import (
+    ConfigError,
     EngineDiedError,
     MissingCredentialsError,
     QuotaExceededError,
@@ -107,18 +108,20 @@ def test_no_hf_token_is_forwarded_when_none_is_set(daytona):
     assert "HF_TOKEN" not in sandbox.env and sandbox.secrets == {}
 
 
-def test_the_local_engine_serves_inside_a_sandbox_too(daytona, llama_server, tiny_model):
-    endpoint = lifecycle.up(resolve_spec("tiny", provider="daytona", gpus=(), port=free_port()))
-    reply = endpoint.openai().chat.completions.create(
-        model=endpoint.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=8
-    )
-    assert reply.usage.completion_tokens > 0
-    assert (
-        httpx.post(
-            f"{endpoint.url}/v1/completions", json={"prompt": "x", "max_tokens": 1}, timeout=10
-        ).status_code
-        == 401
-    )
+@pytest.mark.parametrize("model", ["tiny", "smollm2-135m", "model.gguf"])
+def test_an_engine_the_sandbox_image_lacks_is_refused_before_anything_is_created(daytona, model):
+    # llama.cpp serves from this machine's build and model file: a sandbox from the SGLang image has neither.
+    Path("model.gguf").write_bytes(b"GGUF")
+    for verb in (("up", "--yes"), ("up", "--dry-run"), ("fleet", "up", "--workers", "2")):
+        result = run_cli(*verb, "--provider", "daytona", "--model", model)
+        assert result.returncode == 2, result.stderr
+        assert "llama.cpp, which runs on this machine only" in result.stderr
+        assert "--provider local" in result.stderr and "SGLang" in result.stderr
+    with pytest.raises(ConfigError, match="runs on this machine only"):
+        lifecycle.up(resolve_spec(model, provider="daytona", gpus=()))
+    assert daytona.create_bodies == [] and daytona.sandboxes == {}
+    assert not any(path.startswith("/toolbox/") for _method, path in daytona.requests)
+    assert Registry().list(include_down=True) == []
 
 
 def test_token_mode_needs_the_preview_token(daytona):

@@ -38,7 +38,8 @@ from standins.daytona_api import DaytonaStandin
 
 from sandserve.providers.local import free_port
 
-PYTHON = sys.executable
+PYTHON = "python3"  # the image's python, reached by name: this environment's, through path_prepend
+HARNESS_BIN = [pathlib.Path(sys.executable).parent]
 TOKEN_HEADER = "X-Daytona-Preview-Token"
 
 # Answers every request with what it received; /stream sends "first", waits for the file "go", then "second".
@@ -99,7 +100,7 @@ def _isolated_from_real_daytona(monkeypatch: pytest.MonkeyPatch, tmp_path: pathl
 
 @pytest.fixture
 def api() -> Iterator[DaytonaStandin]:
-    with DaytonaStandin() as standin:
+    with DaytonaStandin(path_prepend=HARNESS_BIN) as standin:
         yield standin
 
 
@@ -197,7 +198,7 @@ def test_gpu_quota_failure_is_a_bad_request_naming_the_limit(api: DaytonaStandin
 
 
 def test_gpu_quota_counts_live_gpu_sandboxes(tmp_path: pathlib.Path) -> None:
-    with DaytonaStandin(gpu_quota=1) as api:
+    with DaytonaStandin(gpu_quota=1, path_prepend=HARNESS_BIN) as api:
         daytona = Daytona(DaytonaConfig(api_key=api.api_key, api_url=api.url, target="us-east-1"))
         first = create(daytona, resources=Resources(gpu=1), ephemeral=True)
         with pytest.raises(DaytonaBadRequestError, match=r"Total GPU limit exceeded\. Maximum allowed: 1"):
@@ -269,6 +270,37 @@ def test_exec_runs_in_the_sandbox_home_with_env(api: DaytonaStandin, daytona: Da
     assert result.result == f"a b\n{api.sandboxes[sandbox.id].home}\noops\n"
     assert sandbox.process.exec("pwd", cwd="sub").result.strip().endswith("/sub")
     assert sandbox.process.exec("echo $HOME").result.strip() == str(api.sandboxes[sandbox.id].home)
+
+
+def test_a_program_only_this_machine_has_is_not_found_in_a_sandbox(
+    api: DaytonaStandin, daytona: Daytona, tmp_path: pathlib.Path
+) -> None:
+    sandbox = create(daytona)
+    home = api.sandboxes[sandbox.id].home
+    # A file of this machine's, as its llama-server build is.
+    host_program = tmp_path / "built-here"
+    host_program.write_text("#!/bin/sh\necho ran on the host\n")
+    host_program.chmod(0o755)
+
+    for command in (str(host_program), f"LLAMA_API_KEY=x exec {host_program} -m model.gguf", sys.executable):
+        result = sandbox.process.exec(command)
+        program = command.split()[-1] if command == sys.executable else str(host_program)
+        assert result.exit_code == 127, (command, result.result)
+        assert result.result == f"bash: line 1: {program}: No such file or directory\n"
+
+    sandbox.process.create_session("server")
+    request = SessionExecuteRequest(command=f"{host_program} --port 8000", run_async=True)
+    cmd = sandbox.process.execute_session_command("server", request)
+    wait_until(lambda: sandbox.process.get_session_command("server", cmd.cmd_id).exit_code is not None)
+    assert sandbox.process.get_session_command("server", cmd.cmd_id).exit_code == 127
+    logs = sandbox.process.get_session_command_logs("server", cmd.cmd_id)
+    assert "No such file or directory" in logs.output and "ran on the host" not in logs.output
+
+    # What the image has, the harness's python by name, and a program put in the sandbox itself all run.
+    (home / "mine.sh").write_text("#!/bin/sh\necho mine\n")
+    (home / "mine.sh").chmod(0o755)
+    ran = f"/bin/echo image && {PYTHON} -c 'print(6 * 7)' && {home}/mine.sh && ./mine.sh"
+    assert sandbox.process.exec(ran).result == "image\n42\nmine\nmine\n"
 
 
 def test_exec_timeout_kills_the_command(daytona: Daytona) -> None:
@@ -443,7 +475,7 @@ def test_preview_answers_502_when_nothing_listens(daytona: Daytona) -> None:
 
 
 def test_remapped_ports_give_each_sandbox_its_own_local_port(tmp_path: pathlib.Path) -> None:
-    with DaytonaStandin(remap_ports=[8000]) as api:
+    with DaytonaStandin(remap_ports=[8000], path_prepend=HARNESS_BIN) as api:
         daytona = Daytona(DaytonaConfig(api_key=api.api_key, api_url=api.url, target="us-east-1"))
         answers = []
         for name in ("a", "b"):

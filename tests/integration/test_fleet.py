@@ -1,5 +1,5 @@
-"""Fleets: real llama-server workers behind the real SGLang Model Gateway (sglang-router), all on
-127.0.0.1."""
+"""Fleets: real llama-server workers behind the real SGLang Model Gateway (sglang-router), all on 127.0.0.1;
+and SGLang workers (its stand-in) in Daytona stand-in sandboxes, where llama.cpp cannot run."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import parse_exports, sandserve_command, take_everything_down
+from conftest import parse_exports, sandserve_command, sglang_daytona_standin, take_everything_down
 from conftest import run_cli as run_sandserve
 from standins.daytona_api import DaytonaStandin
 
@@ -251,28 +251,13 @@ def test_cache_aware_routing_reuses_cached_prefixes():
 # --- Daytona workers ---------------------------------------------------------------------------------------
 
 
-REMAPPED_PORT_ENGINE = """#!/bin/sh
-# In a stand-in sandbox "port 8000" is a local port of its own (DAYTONA_STANDIN_PORT_8000), as on Daytona
-# every sandbox has its own 8000.
-for arg; do
-  shift
-  if [ "$previous" = "--port" ] && [ -n "$DAYTONA_STANDIN_PORT_8000" ]; then
-    arg="$DAYTONA_STANDIN_PORT_8000"
-  fi
-  set -- "$@" "$arg"
-  previous="$arg"
-done
-exec {real} "$@"
-"""
-
-
 @pytest.fixture
-def daytona(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, llama_server: Path) -> Iterator[DaytonaStandin]:
-    engine = tmp_path / "llama-server-in-sandbox"
-    engine.write_text(REMAPPED_PORT_ENGINE.format(real=llama_server))
-    engine.chmod(0o755)
-    monkeypatch.setenv("SANDSERVE_LLAMA_SERVER", str(engine))
-    with DaytonaStandin(remap_ports=[8000]) as standin:
+def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
+    """SGLang workers (its stand-in, in SGLang's shapes: /health, /server_info, /v1/loads, /metrics) on
+    Daytona sandboxes (the stand-in API, the real SDK), as the stock SGLang image serves them. Each sandbox
+    serves on its own "8000" (a local port of its own, DAYTONA_STANDIN_PORT_8000, which the SGLang stand-in
+    listens on)."""
+    with sglang_daytona_standin(remap_ports=[8000]) as standin:
         monkeypatch.setenv("DAYTONA_API_KEY", standin.api_key)
         monkeypatch.setenv("DAYTONA_API_URL", standin.url)
         monkeypatch.setattr(DaytonaProvider, "poll_interval", 0.1)
@@ -283,7 +268,7 @@ def daytona(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, llama_server: Path)
 def test_daytona_workers_are_public_previews_registered_with_their_keys(daytona):
     # The default auth mode on Daytona is the preview token, which the gateway would drop: the fleet
     # serves its workers in key mode instead.
-    fleet = fleet_up(resolve_spec("tiny", provider="daytona", gpus=()), 2, "round_robin")
+    fleet = fleet_up(resolve_spec(provider="daytona"), 2, "round_robin")
     registry = Registry()
     for member in fleet.members:
         worker = registry.get(member.endpoint_id).endpoint

@@ -1,6 +1,7 @@
 """The autoscaler with real llama-server workers behind the real gateway: it adds a worker while requests stay
 queued, returns to --min when idle, scales to zero and back for a held request, replaces a killed worker,
-drains before removing, and every process is visible in `ls` / `fleet status` and gone after `down`."""
+drains before removing, and every process is visible in `ls` / `fleet status` and gone after `down`. On
+Daytona (the stand-in) the workers are SGLang's stand-in, as the stock SGLang image serves them."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from conftest import run_cli
-from test_fleet import daytona  # noqa: F401 - the Daytona stand-in fixture
+from test_fleet import daytona  # noqa: F401 - the Daytona stand-in fixture (SGLang workers)
 
 from sandserve.fleet import (
     Fleet,
@@ -33,6 +34,10 @@ from sandserve.serve.resolve import resolve_spec
 
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 
+#: An SGLang worker (its stand-in) that runs two requests at a time, each for a while: the rest queue, as on a
+#: local worker's two slots.
+TWO_RUNNING = ("--max-running-requests", "2")
+SLOW_SGLANG = {"SANDSERVE_FAKE_SGLANG_DECODE_SECONDS": "0.5"}
 #: Short delays so that every scale event happens within seconds (the defaults are minutes).
 FAST = {"up_delay": 0.5, "down_delay": 1.5, "interval": 0.2, "backoff": 5.0}
 WORDS = [
@@ -231,7 +236,7 @@ def test_removing_a_busy_worker_drains_it_first():
 def test_a_quota_refusal_backs_off_and_fleet_status_says_so(daytona):  # noqa: F811
     """Daytona (the stand-in, with the real SDK) refuses the scaler's new worker: GPU quota exceeded."""
     fleet = fleet_up(
-        resolve_spec("tiny", provider="daytona", gpus=()),
+        resolve_spec(provider="daytona", env=SLOW_SGLANG, extra_args=TWO_RUNNING),
         1,
         scaling=ScalerSettings(min_workers=1, max_workers=2, **{**FAST, "backoff": 600.0}),
     )
@@ -256,7 +261,7 @@ def test_a_quota_refusal_backs_off_and_fleet_status_says_so(daytona):  # noqa: F
 
 def test_at_zero_a_refused_worker_is_said_at_once_then_the_next_request_is_held_and_answered(daytona):  # noqa: F811
     fleet = fleet_up(
-        resolve_spec("tiny", provider="daytona", gpus=()),
+        resolve_spec(provider="daytona"),
         1,
         scaling=ScalerSettings(min_workers=0, max_workers=1, **{**FAST, "down_delay": 0.5, "backoff": 3.0}),
     )
@@ -444,56 +449,8 @@ def test_fleet_bench_prints_cached_share_and_latency_per_policy():
     assert Registry().list() == []  # every fleet it made is down
 
 
-PYTHON_REMAPPING_PORT = """#!/bin/sh
-# In a stand-in sandbox "port 8000" is a local port of its own (DAYTONA_STANDIN_PORT_8000), as on Daytona
-# every sandbox has its own 8000.
-for arg; do
-  shift
-  if [ "$previous" = "--port" ] && [ -n "$DAYTONA_STANDIN_PORT_8000" ]; then
-    arg="$DAYTONA_STANDIN_PORT_8000"
-  fi
-  set -- "$@" "$arg"
-  previous="$arg"
-done
-exec {real} "$@"
-"""
-
-
-@pytest.fixture
-def sglang_on_daytona(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    """SGLang (its stand-in, in SGLang's shapes: /health, /server_info, /v1/loads, /metrics) on Daytona
-    sandboxes (the stand-in API, the real SDK), each sandbox serving on its own "8000"."""
-    import sys
-    from pathlib import Path
-
-    from conftest import take_everything_down
-    from standins.daytona_api import DaytonaStandin
-
-    from sandserve.providers.daytona import DaytonaProvider
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python3").write_text(PYTHON_REMAPPING_PORT.format(real=sys.executable))
-    (bin_dir / "python3").chmod(0o755)
-    standin = DaytonaStandin(
-        extra_env={
-            "PYTHONPATH": str(Path(__file__).parent.parent / "standins" / "fake_sglang"),
-            "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
-            "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
-        },
-        path_prepend=[bin_dir],
-        remap_ports=[8000],
-    )
-    with standin:
-        monkeypatch.setenv("DAYTONA_API_KEY", standin.api_key)
-        monkeypatch.setenv("DAYTONA_API_URL", standin.url)
-        monkeypatch.setattr(DaytonaProvider, "poll_interval", 0.1)
-        yield standin
-        take_everything_down()
-
-
 @pytest.mark.parametrize("gateway", ["sglang-router", "smg"])
-def test_sglang_workers_serve_and_scale_through_either_gateway(sglang_on_daytona, gateway):
+def test_sglang_workers_serve_and_scale_through_either_gateway(daytona, gateway):  # noqa: F811
     fleet = fleet_up(
         resolve_spec(provider="daytona"),
         1,

@@ -1,6 +1,6 @@
 """top and bench wherever an endpoint lives: during a batch on the real local engine, through every auth mode
-of the Daytona stand-in (its preview proxy keeps the activity clock that auto-stop reads), and through a
-fleet's gateway (the real sglang-router)."""
+of the Daytona stand-in serving SGLang (its preview proxy keeps the activity clock that auto-stop reads), and
+through a fleet's gateway (the real sglang-router)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import run_cli, sandserve_command
+from conftest import run_cli, sandserve_command, sglang_daytona_standin
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
@@ -81,7 +81,7 @@ def test_top_once_json_during_a_batch_shows_the_work(local_endpoint: Endpoint, t
 
 @pytest.fixture
 def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
-    with DaytonaStandin() as api:
+    with sglang_daytona_standin() as api:
         monkeypatch.setenv("DAYTONA_API_KEY", api.api_key)
         monkeypatch.setenv("DAYTONA_API_URL", api.url)
         monkeypatch.setattr(DaytonaProvider, "poll_interval", 0.2)
@@ -91,14 +91,14 @@ def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
 @pytest.mark.parametrize("auth", ["token", "signed", "key", "public"])
 def test_top_and_bench_through_every_daytona_auth_mode(daytona: DaytonaStandin, auth: str, tmp_path: Path):
     endpoint = lifecycle.up(
-        resolve_spec("tiny", provider="daytona", auth=auth, port=free_port(), boot_timeout=60)
+        resolve_spec("qwen3-coder-30b", provider="daytona", auth=auth, port=free_port(), boot_timeout=60)
     )
     assert endpoint.auth == auth and endpoint.sandbox_id
     sandbox = daytona.sandboxes[endpoint.sandbox_id]
 
     sandbox.last_activity = 0.0
     [load] = read_loads([endpoint])
-    assert load.ok and load.sources == ("/slots", "/metrics"), load
+    assert load.ok and load.sources == ("/v1/loads", "/metrics"), load  # SGLang's own load reports
     [row] = [r for r in snapshot_once_rows(endpoint.id)]
     assert row.ok and row.running == 0 and row.age_s is not None
     assert sandbox.last_activity == 0.0  # watching does not keep the sandbox awake

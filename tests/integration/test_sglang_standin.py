@@ -447,3 +447,28 @@ def test_in_process_standin_holds_warmup_until_told() -> None:
         assert (
             second.usage is not None and second.usage.prompt_tokens_details is None
         )  # no --enable-cache-report
+
+
+def test_at_most_max_running_requests_generate_at_once_and_the_rest_wait() -> None:
+    with SGLangStandin(max_running_requests=1, decode_seconds=1.0, served_model_name="m") as standin:
+        client = openai.OpenAI(base_url=f"{standin.url}/v1", api_key="EMPTY", max_retries=0)
+        replies: list[object] = []
+
+        def ask() -> None:
+            replies.append(
+                client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}])
+            )
+
+        askers = [threading.Thread(target=ask) for _ in range(3)]
+        for asker in askers:
+            asker.start()
+
+        def aggregate() -> dict:
+            return httpx.get(f"{standin.url}/v1/loads", timeout=5).json()["aggregate"]
+
+        _until(lambda: aggregate()["total_reqs"] == 3, 5)
+        seen = aggregate()  # each request takes a second: all three are still there
+        assert (seen["total_reqs"], seen["total_running_reqs"], seen["total_waiting_reqs"]) == (3, 1, 2)
+        for asker in askers:
+            asker.join(timeout=30)
+        assert len(replies) == 3 and aggregate()["total_reqs"] == 0

@@ -22,6 +22,9 @@ enum values, more than one GPU, a GPU sandbox that is not ephemeral, spot withou
 A new sandbox goes through the service's states (pending_build -> building_snapshot -> starting -> started for
 an image, creating -> started for a snapshot), `state_step_seconds` each. Its processes see only their own
 environment (a fixed PATH, HOME, the sandbox's env and secrets, the request's env), never this machine's.
+A command naming a program by a path a fresh sandbox would not have (this machine's builds, files under /root
+or /tmp: anything outside the image's directories and the sandbox's home) exits 127 with bash's "No such file
+or directory", as it would there (`_image`); the harness's programs (`path_prepend`) are reached by bare name.
 Preview requests count as activity (`last_activity_at`) unless they carry X-Daytona-Skip-Last-Activity-Update.
 The event stream (Socket.IO, `_daytona_events`) sends sandbox.created / sandbox.state.updated, so the SDK
 waits on events as it does against the service.
@@ -82,7 +85,7 @@ from daytona_toolbox_api_client import (
 )
 from pydantic import ValidationError
 
-from . import _daytona_events, _daytona_rules, _preview
+from . import _daytona_events, _daytona_rules, _image, _preview
 from ._procs import STDERR, STDOUT, CommandRun, kill_groups
 
 ORGANIZATION_ID = "standin-org"
@@ -923,6 +926,10 @@ class DaytonaStandin:
         combined: bool = False,
     ) -> CommandRun:
         env = self._process_env(record, envs)
+        if argv[:2] == ["bash", "-c"]:
+            missing = _image.missing_program(command, record.home)
+            if missing:  # this machine has it; a sandbox started from its image does not
+                argv = _image.not_found_argv(missing)
         run = CommandRun(command, argv, _resolve_cwd(record.home, cwd), env, combined=combined)
         record.runs.append(run)
         return run

@@ -12,7 +12,9 @@ Two ways to run it:
   ``SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS`` (default 0.5) is how long /health* answer 503 after the port
   opens; ``SANDSERVE_FAKE_SGLANG_READY_FILE`` holds warm-up until that file exists;
   ``SANDSERVE_FAKE_SGLANG_LOG_STEP`` (default 0.02) is the pause between log lines;
-  ``SANDSERVE_FAKE_SGLANG_KV_TOKENS`` the KV pool size it reports.
+  ``SANDSERVE_FAKE_SGLANG_KV_TOKENS`` the KV pool size it reports;
+  ``SANDSERVE_FAKE_SGLANG_DECODE_SECONDS`` (default 0) how long each generation takes once running. At most
+  ``--max-running-requests`` generate at once; the rest wait (``/v1/loads`` counts them as waiting).
 
 The "model" is deterministic word salad seeded by the prompt. A token is a whitespace-led chunk of text
 (``\\s*\\S+``). Constrained decoding really holds for what the generators below cover: regexes the
@@ -54,6 +56,7 @@ WARMUP_ENV = "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS"
 READY_FILE_ENV = "SANDSERVE_FAKE_SGLANG_READY_FILE"
 LOG_STEP_ENV = "SANDSERVE_FAKE_SGLANG_LOG_STEP"
 KV_TOKENS_ENV = "SANDSERVE_FAKE_SGLANG_KV_TOKENS"
+DECODE_SECONDS_ENV = "SANDSERVE_FAKE_SGLANG_DECODE_SECONDS"
 FAILURES = ("kv_oom", "cuda_oom", "host_oom", "context", "gated", "not_found")
 
 TOOL_CALL_PARSERS = (
@@ -719,6 +722,8 @@ class ServerState:
     ready: bool = False
     access_log: bool = False
     started: float = field(default_factory=time.time)
+    decode_seconds: float = 0.0
+    """How long each generation takes once it runs (the stand-in answers at once otherwise)."""
 
 
 @dataclass
@@ -757,7 +762,11 @@ def _error_response(message: str, kind: str = "BadRequestError", status: int = 4
 def build_app(state: ServerState) -> web.Application:
     in_flight: dict[int, int] = {}  # request -> its prompt tokens, while it is being generated (/v1/loads)
     app = web.Application(
-        middlewares=[_access_log_middleware(state), _auth_middleware(state), _in_flight_middleware(in_flight)]
+        middlewares=[
+            _access_log_middleware(state),
+            _auth_middleware(state),
+            _in_flight_middleware(state, in_flight),
+        ]
     )
     routes = [
         web.get("/health", _health(state)),
@@ -947,9 +956,10 @@ def _metrics(state: ServerState) -> Handler:
 _GENERATION_PATHS = ("/generate", "/v1/chat/completions", "/v1/completions")
 
 
-def _in_flight_middleware(in_flight: dict[int, int]) -> Any:
+def _in_flight_middleware(state: ServerState, in_flight: dict[int, int]) -> Any:
     """Keeps ``in_flight`` (request -> prompt tokens) for the requests being generated: what the scheduler
-    would hold."""
+    would hold. At most ``max_running_requests`` run at once, each for ``decode_seconds``; the rest wait."""
+    running = asyncio.Semaphore(state.config.running_requests)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -959,7 +969,10 @@ def _in_flight_middleware(in_flight: dict[int, int]) -> Any:
         key = id(request)
         in_flight[key] = len(tokenize(body.decode(errors="replace")))
         try:
-            return await handler(request)
+            async with running:
+                if state.decode_seconds:
+                    await asyncio.sleep(state.decode_seconds)
+                return await handler(request)
         finally:
             in_flight.pop(key, None)
 
@@ -1479,11 +1492,20 @@ class SGLangStandin:
     """The stand-in in a background thread on a free 127.0.0.1 port.
 
     ``warmup_seconds``: how long /health and /health_generate answer 503; ``hold_warmup``: answer 503
-    until ``finish_warmup()``. Other keyword arguments are ``ServerConfig`` fields (the launch flags).
+    until ``finish_warmup()``; ``decode_seconds``: how long each generation runs. Other keyword arguments are
+    ``ServerConfig`` fields (the launch flags).
     """
 
-    def __init__(self, *, warmup_seconds: float = 0.0, hold_warmup: bool = False, **flags: Any) -> None:
-        self.state = ServerState(ServerConfig(**{"host": "127.0.0.1", "port": 0, **flags}))
+    def __init__(
+        self,
+        *,
+        warmup_seconds: float = 0.0,
+        hold_warmup: bool = False,
+        decode_seconds: float = 0.0,
+        **flags: Any,
+    ) -> None:
+        config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **flags})
+        self.state = ServerState(config, decode_seconds=decode_seconds)
         self._runner = _Runner(self.state)
         self._warmup_seconds = warmup_seconds
         self._release = threading.Event()
@@ -1777,7 +1799,9 @@ class Boot:
         self.line("Capture cuda graph end. Time elapsed: 9.41 s. mem usage=0.60 GB. avail mem=8.71 GB.")
 
     def serve(self) -> int:
-        state = ServerState(self.config, access_log=True)
+        state = ServerState(
+            self.config, access_log=True, decode_seconds=float(os.environ.get(DECODE_SECONDS_ENV, "0"))
+        )
         runner = _Runner(state)
         ready_file = os.environ.get(READY_FILE_ENV)
         warmup = float(os.environ.get(WARMUP_ENV, "0.5"))

@@ -9,7 +9,7 @@ import pytest
 from daytona import GpuType
 
 from sandserve import config
-from sandserve.errors import UnknownGpuError
+from sandserve.errors import ConfigError, UnknownGpuError
 from sandserve.serve.breaker import fingerprint
 from sandserve.serve.resolve import resolve_spec
 from sandserve.spec import DEFAULT_GPUS, GPU_TYPES, ProviderName, normalise_gpus
@@ -88,7 +88,7 @@ def test_the_target_defaults_to_the_guides_region_only_when_unset(monkeypatch):
 def test_gpu_sandboxes_get_a_time_limit_by_default():
     assert resolve_spec(provider="daytona").ttl_minutes == 240
     assert resolve_spec(provider="daytona", ttl_minutes=0).ttl_minutes == 0
-    assert resolve_spec("tiny", provider="daytona", gpus=()).ttl_minutes == 0  # a CPU sandbox
+    assert resolve_spec(provider="daytona", gpus=()).ttl_minutes == 0  # a CPU sandbox
 
 
 def test_the_breaker_sees_a_new_port_or_key_as_the_same_spec():
@@ -97,3 +97,31 @@ def test_the_breaker_sees_a_new_port_or_key_as_the_same_spec():
     other = resolve_spec(provider="daytona", port=8001, extra_args=("--mem-fraction-static", "0.8"))
     assert fingerprint(spec.to_record()) == fingerprint(again.to_record())
     assert fingerprint(spec.to_record()) != fingerprint(other.to_record())
+
+
+def test_an_engine_that_serves_from_this_machine_is_refused_on_daytona():
+    # llama.cpp declares that a sandbox image lacks it; the Daytona provider asks, before anything is made.
+    from sandserve.engines import engine_class
+
+    assert not engine_class("llamacpp").runs_in_sandbox_image and engine_class("sglang").runs_in_sandbox_image
+    for model in ("tiny", "smollm2-135m", "/models/any.gguf"):
+        with pytest.raises(ConfigError, match="runs on this machine only") as refused:
+            resolve_spec(model, provider="daytona", gpus=())
+        assert "--provider local" in (refused.value.hint or "")
+    assert resolve_spec("tiny", provider="local").engine == "llamacpp"  # where it does run
+    assert resolve_spec(provider="daytona", gpus=()).engine == "sglang"
+
+
+def test_a_spec_made_without_resolve_spec_is_refused_too(monkeypatch):
+    # lifecycle.up asks the provider before the engine prepares anything (a build, a download) or a sandbox
+    # exists.
+    from sandserve.engines.llamacpp import LlamaCppEngine
+    from sandserve.serve import lifecycle
+
+    def prepare(*args, **kwargs):
+        raise AssertionError("prepared an engine the provider cannot run")
+
+    monkeypatch.setattr(LlamaCppEngine, "prepare", prepare)
+    spec = resolve_spec("tiny", provider="local").with_overrides(provider=ProviderName.DAYTONA)
+    with pytest.raises(ConfigError, match="runs on this machine only"):
+        lifecycle.up(spec)

@@ -27,7 +27,8 @@ from sandserve.errors import SandserveError
     "--model",
     "model",
     metavar="PRESET|HF_ID|PATH",
-    help="A preset (`sandserve presets`), any Hugging Face id, or a local .gguf file.",
+    help="A preset (`sandserve presets`), any Hugging Face id, or a local .gguf file (llama.cpp models, a "
+    ".gguf among them, serve with --provider local only).",
 )
 @click.option("--engine", type=click.Choice(["sglang", "llamacpp"]), help="Override the preset's engine.")
 @click.option("--served-name", help="The model name clients send (default: from the preset).")

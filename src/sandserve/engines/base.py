@@ -114,6 +114,9 @@ class Engine:
     owned_by: ClassVar[str]
     #: Whether it runs on a machine with no GPU (the local provider serves only these).
     runs_on_cpu: ClassVar[bool] = False
+    #: Whether a stock serving image has it (a remote sandbox starts from one, with nothing of this machine's
+    #: in it): False for an engine sandserve builds here and whose model files live here.
+    runs_in_sandbox_image: ClassVar[bool] = True
     capabilities: ClassVar[Capabilities]
     readiness: ClassVar[ReadinessProbe]
     #: Boot phases in the order they happen, each with the log pattern that marks it.

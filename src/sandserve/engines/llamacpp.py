@@ -22,7 +22,7 @@ from sandserve.engines.base import (
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
 from sandserve.errors import CapabilityError, ModelFileNotFoundError
 from sandserve.results import Capabilities, Constraint, ServerInfo
-from sandserve.spec import ProviderName, ServeSpec
+from sandserve.spec import ServeSpec
 
 if TYPE_CHECKING:
     from sandserve.presets import Preset
@@ -122,6 +122,9 @@ class LlamaCppEngine(Engine):
     label = "llama.cpp"
     owned_by = "llamacpp"
     runs_on_cpu = True
+    # llama-server is built from source on this machine and its model is a file here: a sandbox started from
+    # the stock SGLang image has neither.
+    runs_in_sandbox_image = False
     # Regexes are compiled to GBNF by sandserve (gbnf.py), so what comes back is checked against them.
     checks_constrained_output = True
     capabilities = Capabilities(
@@ -131,8 +134,7 @@ class LlamaCppEngine(Engine):
         native_generate=True,  # the adapter translates SGLang's /generate
         cache_report=True,
     )
-    # A one-token completion: llama-server answers it whether or not the adapter is in front (in a sandbox it
-    # is not, and llama-server has no /health_generate of its own).
+    # A one-token completion, which reaches llama-server through the adapter: a real generation.
     readiness = ReadinessProbe(
         "POST", "/v1/completions", {"prompt": "Ready?", "max_tokens": 1, "temperature": 0}
     )
@@ -155,7 +157,8 @@ class LlamaCppEngine(Engine):
         return min(trained_context(spec.model), MAX_SLOT_CONTEXT)
 
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
-        """Locally, llama-server behind the adapter (llamacpp_adapter.py), which answers on ``host:port``.
+        """llama-server behind the adapter (llamacpp_adapter.py), which answers on ``host:port``: on this
+        machine only (``runs_in_sandbox_image`` is False, so no remote provider launches it).
 
         The prompt cache stays on (llama-server's default ``cache_prompt``) and finished slots are kept in a
         RAM cache (``--cache-ram``), so a second pass over the same passages finds them. The API key goes to
@@ -187,14 +190,6 @@ class LlamaCppEngine(Engine):
         ]
         env = dict(spec.env)
         secrets = frozenset({api_key} if api_key else ())
-        if spec.provider is not ProviderName.LOCAL:
-            # In a sandbox (the Daytona stand-in runs llama-server for tests) its proxy is the front.
-            # llama-server reads its key from LLAMA_API_KEY: never on the command line, which any local user
-            # can read in /proc/PID/cmdline (the environment is readable only by the same user).
-            server += ["--host", host, "--port", str(port)]
-            if api_key:
-                env["LLAMA_API_KEY"] = api_key
-            return Launch(argv=server, env=env, secrets=secrets)
         adapter = [
             sys.executable,
             "-m",

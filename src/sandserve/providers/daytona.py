@@ -18,6 +18,7 @@ from sandserve import config
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
 from sandserve.engines.base import Launch
 from sandserve.errors import (
+    ConfigError,
     MissingCredentialsError,
     ProviderError,
     QuotaExceededError,
@@ -30,6 +31,8 @@ from sandserve.spec import DEFAULT_GPU_TTL_MINUTES, SANDBOX_PORT, AuthMode, Serv
 
 if TYPE_CHECKING:
     from daytona import Daytona, Sandbox
+
+    from sandserve.engines.base import Engine
 
 SESSION = "sandserve-server"
 HF_CACHE_PATH = "/root/.cache/huggingface"
@@ -68,6 +71,18 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         # A preview token, or a preview URL of Daytona's proxy (signed ones carry no token).
         host = (urlsplit(url).hostname or "").lower()
         return PREVIEW_TOKEN_HEADER.lower() in header_names or host.endswith(PREVIEW_HOST_SUFFIXES)
+
+    @classmethod
+    def check_engine(cls, engine: type[Engine], model: str) -> None:
+        # The sandbox starts from the stock SGLang image, with nothing of this machine's in it.
+        if not engine.runs_in_sandbox_image:
+            raise ConfigError(
+                f"{model!r} is served with {engine.label}, which runs on this machine only: a Daytona "
+                "sandbox starts from the stock SGLang image, which has neither this machine's "
+                f"{engine.label} build nor its model files.",
+                hint="Serve it here with --provider local, or on Daytona serve an SGLang model: a preset "
+                "(`sandserve presets` lists them, e.g. 'gpt-oss-20b') or a Hugging Face id (org/name).",
+            )
 
     def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
         # DAYTONA_TARGET as the SDK reads it; a GPU sandbox gets a time limit unless one was given.

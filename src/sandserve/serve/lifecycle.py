@@ -97,8 +97,11 @@ def up(
     registry = registry or Registry()
     timeline = BootTimeline()
     breaker.check(spec, registry, force=force)
-    spec, engine = get_engine(spec.engine).prepare(spec, events)
     provider = get_provider(spec.provider)
+    unprepared = get_engine(spec.engine)
+    # resolve_spec checked already; a spec made otherwise is checked before anything is built or created.
+    provider.check_engine(type(unprepared), spec.model)
+    spec, engine = unprepared.prepare(spec, events)
     for warning in provider.preflight(spec) or ():
         events.warning(warning)
     events.confirm(spec)
