@@ -29,27 +29,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-WORDS = [
-    "river",
-    "stone",
-    "lantern",
-    "harbour",
-    "winter",
-    "copper",
-    "meadow",
-    "signal",
-    "orchard",
-    "thunder",
-    "velvet",
-    "quarry",
-    "falcon",
-]
+from sandserve.fleet.routing_bench import random_text
 
 
 def fresh_prompt(rng: random.Random) -> str:
     """A prompt no earlier one shares a prefix with: cache_aware sends a repeated prefix to the worker that
     holds it, however long its queue (below --balance-abs-threshold 64), so a new worker would get nothing."""
-    return " ".join(rng.choice(WORDS) for _ in range(200))
+    return random_text(rng, 200)
 
 
 class Load:

@@ -29,6 +29,7 @@ from sandserve.fleet import (
     fleet_up,
     remove_worker,
 )
+from sandserve.fleet.routing_bench import random_text
 from sandserve.providers.daytona import DaytonaProvider
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
 from sandserve.serve.ledger import FLEET_LABEL, Registry, State
@@ -93,30 +94,8 @@ def ports_of(fleet: Fleet) -> list[int]:
 
 
 def documents(count: int, words: int, seed: int = 7) -> list[str]:
-    vocabulary = [
-        "river",
-        "stone",
-        "lantern",
-        "harbour",
-        "winter",
-        "copper",
-        "meadow",
-        "signal",
-        "orchard",
-        "thunder",
-        "velvet",
-        "quarry",
-        "falcon",
-        "ember",
-        "glacier",
-        "saddle",
-        "marble",
-        "tide",
-        "compass",
-        "willow",
-    ]
     rng = random.Random(seed)
-    return [" ".join(rng.choice(vocabulary) for _ in range(words)) for _ in range(count)]
+    return [random_text(rng, words) for _ in range(count)]
 
 
 # --- serving ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from sandserve.fleet import (
     load_fleet,
     remove_worker,
 )
+from sandserve.fleet.routing_bench import random_text
 from sandserve.providers.local import live_group_members, process_start_time
 from sandserve.serve.ledger import Registry
 from sandserve.serve.resolve import resolve_spec
@@ -40,27 +41,12 @@ TWO_RUNNING = ("--max-running-requests", "2")
 SLOW_SGLANG = {"SANDSERVE_FAKE_SGLANG_DECODE_SECONDS": "0.5"}
 #: Short delays so that every scale event happens within seconds (the defaults are minutes).
 FAST = {"up_delay": 0.5, "down_delay": 1.5, "interval": 0.2, "backoff": 5.0}
-WORDS = [
-    "river",
-    "stone",
-    "lantern",
-    "harbour",
-    "winter",
-    "copper",
-    "meadow",
-    "signal",
-    "orchard",
-    "thunder",
-    "velvet",
-    "quarry",
-    "falcon",
-]
 
 
 def fresh_prompt(rng: random.Random) -> str:
     """No two share a prefix: cache_aware keeps a repeated prefix on the worker that holds it, whatever its
     queue, so only new prefixes show that a new worker takes work."""
-    return " ".join(rng.choice(WORDS) for _ in range(150))
+    return random_text(rng, 150)
 
 
 def scaled_fleet(

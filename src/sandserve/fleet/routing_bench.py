@@ -33,7 +33,7 @@ QUESTIONS = (
     "Which word appears most?",
     "How does it end?",
 )
-_WORDS = [
+WORDS = [
     "the",
     "river",
     "stone",
@@ -103,9 +103,14 @@ class Traffic:
     description: str
 
 
+def random_text(rng: random.Random, words: int) -> str:
+    """``words`` words drawn at random: texts that share no prefix beyond a word or two."""
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
 def make_traffic(documents: int = 8, words: int = 500, questions: int = 4, seed: int = 0) -> Traffic:
     rng = random.Random(seed)
-    texts = [" ".join(rng.choice(_WORDS) for _ in range(words)) for _ in range(documents)]
+    texts = [random_text(rng, words) for _ in range(documents)]
     pairs = [
         (f"{text}\n\nQuestion: {QUESTIONS[q % len(QUESTIONS)]}", number)
         for number, text in enumerate(texts)
