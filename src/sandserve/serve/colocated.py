@@ -32,14 +32,14 @@ def _record_for(endpoint: Endpoint | str | None) -> Record:
     registry = Registry()
     if isinstance(endpoint, Endpoint):
         if endpoint.id == "env":
-            matches = [r for r in registry.list() if r.endpoint and r.endpoint.url == endpoint.url]
-            if not matches:
+            found = registry.find_by_url(endpoint.url)
+            if found is None:
                 raise ConfigError(
                     f"{endpoint.url} (from ENDPOINT) is not in this machine's ledger, so there is no sandbox "
                     "to run code in.",
                     hint="Name an endpoint that `sandserve ls` lists.",
                 )
-            return matches[0]
+            return found
         return registry.get(endpoint.id)
     return registry.resolve(endpoint)
 

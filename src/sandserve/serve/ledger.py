@@ -278,6 +278,11 @@ class Registry:
     def list(self, *, include_down: bool = False) -> list[Record]:
         return self._select("" if include_down else "WHERE state != ?", () if include_down else (State.DOWN,))
 
+    def find_by_url(self, url: str) -> Record | None:
+        """The newest endpoint that is not down served at ``url`` (None: none this ledger knows)."""
+        matches = [record for record in self.list() if record.endpoint and record.endpoint.url == url]
+        return matches[-1] if matches else None
+
     def members_of(self, parent_id: str, *, include_down: bool = False) -> builtins.list[Record]:
         """The rows that belong to ``parent_id`` (a fleet's workers, booting ones included)."""
         if include_down:

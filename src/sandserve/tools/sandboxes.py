@@ -219,10 +219,10 @@ def _ledger_provider_of(url: str) -> str | None:
     from sandserve.serve.ledger import Registry
 
     try:
-        known = {r.endpoint.url: r.provider for r in Registry().list() if r.endpoint is not None}
+        found = Registry().find_by_url(url)
     except Exception:
         return None
-    return known.get(url)
+    return found.provider if found else None
 
 
 __all__ = [
