@@ -100,9 +100,3 @@ def gpu_hour_price() -> float | None:
     except ValueError:
         return None
     return price if price >= 0 else None
-
-
-def load_dotenv_once() -> None:
-    """Kept for callers written before settings were read on demand: it does nothing now. Nothing is copied
-    from dotenv files into the environment any more (that let a `.env` redirect the API key); read a setting
-    with ``setting(NAME)`` instead."""
