@@ -78,6 +78,8 @@ class ServeSpec:
     """Daytona stops the sandbox after this many idle minutes (0: never); an ephemeral one is then deleted."""
     spot: bool = False
     """A spot GPU: cheaper, and may be taken back without notice."""
+    servers_on_machine: int = 1
+    """Servers sharing this one's machine (a local fleet's workers): a CPU engine splits its cores."""
 
     @property
     def uses_gpu(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,26 +76,38 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class MachineFit:
-    """Engine flags sized to this machine: threads from the cores this process may use, slots for batches."""
+    """Engine flags sized to this machine: threads from the cores this process may use and the llama-servers
+    that share them, slots for batches. bench/bench_threads.py searches ``-t``/``-tb``/``-np`` and prints
+    these beside the best it finds."""
 
     cores: int = field(default_factory=available_cores)
+    servers: int = 1
+    """llama-servers sharing these cores (a local fleet's workers): each keeps to its share of them."""
+
+    def shared_by(self, servers: int) -> MachineFit:
+        return replace(self, servers=max(1, servers))
 
     @property
-    def threads(self) -> int:
-        """Generation threads: half the cores (on 2 cores, OpenMP spin-waiting with -t 2 made a 16-token reply
-        take 0.3-2 s instead of 5 ms), at least one."""
-        return max(1, self.cores // 2)
+    def share(self) -> int:
+        return max(1, self.cores // self.servers)
 
     @property
     def batch_threads(self) -> int:
-        """Prompt processing: as many threads as generation. With every core, OpenMP spin-waiting made two
-        servers on one machine (a local fleet) crawl at well under one token a second."""
-        return self.threads
+        """Steps of more than one token (a prompt, or several requests decoding together): every core of the
+        share. Servers that each took every core spin-waited each other down to under a token a second."""
+        return self.share
+
+    @property
+    def threads(self) -> int:
+        """Steps of one token (one request decoding alone): half the share. Such a step is too short to pay
+        for waking more threads: on 2 shared cores, one request alone decoded 2-3 times faster with one thread
+        than with two (bench/bench_threads.py)."""
+        return max(1, self.share // 2)
 
     @property
     def slots(self) -> int:
         """Requests decoded together: batch work (classify, the batch runner) keeps them all busy."""
-        return max(2, min(8, 2 * self.cores))
+        return max(2, min(8, 2 * self.share))
 
 
 @lru_cache(maxsize=16)
@@ -163,7 +175,8 @@ class LlamaCppEngine(Engine):
         The prompt cache stays on (llama-server's default ``cache_prompt``) and finished slots are kept in a
         RAM cache (``--cache-ram``), so a second pass over the same passages finds them. The API key goes to
         the adapter through its environment, never on a command line."""
-        slots = self.fit.slots
+        fit = self.fit.shared_by(spec.servers_on_machine)
+        slots = fit.slots
         server = [
             self.binary,
             "-m",
@@ -175,9 +188,9 @@ class LlamaCppEngine(Engine):
             "-np",
             str(slots),
             "-t",
-            str(self.fit.threads),
+            str(fit.threads),
             "-tb",
-            str(self.fit.batch_threads),
+            str(fit.batch_threads),
             "--cache-ram",
             str(CACHE_RAM_MIB),
             "--jinja",
