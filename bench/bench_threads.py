@@ -5,8 +5,10 @@ sandserve's own default local endpoint beside the best configuration found, in o
     .venv/bin/python bench/bench_threads.py --rounds 1 --prompt-words 500    # quicker, noisier
 
 Every configuration is a llama-server started by hand with those flags (no adapter); "sandserve" is a real
-local endpoint (`up`: its adapter in front, the flags MachineFit chose). Per configuration and round, two
-bursts of `--in-flight` requests at once, on prompts no earlier request shared (the prompt cache never helps):
+local endpoint (`up`: its adapter in front, the flags MachineFit chose when it started, which leave out the
+cores other work keeps busy at that moment; its row lists every choice it made). Per configuration and
+round, two bursts of `--in-flight` requests at once, on prompts no earlier request shared (the prompt cache
+never helps):
 - prefill: prompts of about `--prompt-words` words and one output token: prompt tokens/s;
 - generation: short prompts and `--output-tokens` tokens each (ignore_eos): output tokens/s;
 and one request alone, `--output-tokens` tokens: its output tokens/s. llama.cpp computes a step of more than
@@ -26,6 +28,7 @@ import itertools
 import math
 import os
 import random
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -58,6 +61,7 @@ class Server:
     url: str
     headers: dict[str, str]
     model: str
+    flags: str = ""
 
 
 @dataclass
@@ -132,16 +136,30 @@ def by_hand(config: Config, model_path: Path) -> Iterator[Server]:
 @contextmanager
 def sandserve_default(model: str) -> Iterator[Server]:
     """A real local endpoint, as `sandserve up --model MODEL` brings it up (adapter and all)."""
+    from sandserve.providers.handles import LocalHandle
     from sandserve.serve import lifecycle
     from sandserve.serve.ledger import Registry
     from sandserve.serve.resolve import resolve_spec
 
     endpoint = lifecycle.up(resolve_spec(model, provider="local"))
     try:
-        yield Server(endpoint.base_url.removesuffix("/v1"), endpoint.request_headers(), endpoint.model)
+        handle = Registry().get(endpoint.id).sandbox
+        flags = launched_flags(handle.pid if isinstance(handle, LocalHandle) else None)
+        yield Server(endpoint.base_url.removesuffix("/v1"), endpoint.request_headers(), endpoint.model, flags)
     finally:
         registry = Registry()
         lifecycle.down(registry.get(endpoint.id), registry)
+
+
+def launched_flags(adapter_pid: int | None) -> str:
+    """``-t``/``-tb``/``-np`` of the llama-server a local endpoint's adapter started (its child): what
+    MachineFit chose when that server started."""
+    children = Path(f"/proc/{adapter_pid}/task/{adapter_pid}/children").read_text().split()
+    for child in children:
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
+        if "-tb" in argv:
+            return " ".join(f"{flag} {argv[argv.index(flag) + 1]}" for flag in ("-t", "-tb", "-np"))
+    return "?"
 
 
 def burst(server: Server, prompts: list[str], body: dict[str, object], usage_key: str) -> float:
@@ -163,8 +181,8 @@ def burst(server: Server, prompts: list[str], body: dict[str, object], usage_key
         return tokens / (time.perf_counter() - started)
 
 
-def label(name: Config | str, default: Config) -> str:
-    return name.flags if isinstance(name, Config) else f"sandserve: {default.flags}"
+def label(name: Config | str, launched: set[str]) -> str:
+    return name.flags if isinstance(name, Config) else f"sandserve: {' / '.join(sorted(launched)) or '...'}"
 
 
 def measure(server: Server, args: argparse.Namespace, rng: random.Random, figures: Figures) -> None:
@@ -191,8 +209,10 @@ def main() -> None:
     parser.add_argument("--slots", default="2,4", help="-np values to search (default 2,4)")
     args = parser.parse_args()
     console = Console()
+    # A `kill` stops the run as Ctrl-C does: the server under measurement is stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
-    from sandserve.engines.llamacpp import MachineFit, available_cores
+    from sandserve.engines.llamacpp import available_cores
     from sandserve.engines.llamacpp_build import ensure_llama_server
     from sandserve.engines.modelfetch import local_model_file
 
@@ -200,8 +220,7 @@ def main() -> None:
     model_path = local_model_file(args.model)
     cores = available_cores()
     configs = configurations(cores, [int(value) for value in args.slots.split(",")])
-    fit = MachineFit()
-    default = Config(fit.threads, fit.batch_threads, fit.slots)
+    launched: set[str] = set()  # the flags sandserve chose, at each of its launches
     names: list[Config | str] = [SANDSERVE, *configs]
     results: dict[Config | str, Figures] = {name: Figures() for name in names}
     rng = random.Random(0)
@@ -212,12 +231,20 @@ def main() -> None:
         for round_number in range(args.rounds):
             rotated = names[round_number::] + names[:round_number]
             for name in rotated if round_number % 2 == 0 else reversed(rotated):
-                console.print(f"round {round_number + 1}/{args.rounds}: {label(name, default)}")
+                console.print(f"round {round_number + 1}/{args.rounds}: {label(name, set())}", end="")
                 server = (
                     by_hand(name, model_path) if isinstance(name, Config) else sandserve_default(args.model)
                 )
                 with server as running:
+                    if running.flags:
+                        console.print(f" ({running.flags})", end="")
+                        launched.add(running.flags)
                     measure(running, args, rng, results[name])
+                figures = results[name]
+                console.print(
+                    f": prefill {figures.prefill[-1]:.1f}, decode x{args.in_flight} "
+                    f"{figures.generation[-1]:.1f}, decode x1 {figures.alone[-1]:.1f} tokens/s"
+                )
 
     searched = [(name, figures) for name, figures in results.items() if isinstance(name, Config)]
     best_name, best = max(searched, key=lambda item: item[1].score())
@@ -232,7 +259,7 @@ def main() -> None:
         table.add_column(column, justify="right")
     for name, figures in sorted(results.items(), key=lambda item: -item[1].score()):
         table.add_row(
-            label(name, default),
+            label(name, launched),
             *(f"{rate:.1f}" for rate in figures.medians()),
             f"{figures.score():.1f}",
             f"{figures.score() / best.score():.2f}",

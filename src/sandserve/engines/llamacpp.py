@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -74,13 +75,37 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def busy_cores(looks: int = 5, apart_s: float = 0.01, stat_file: Path = Path("/proc/stat")) -> int:
+    """Cores that other work keeps busy now: the threads ready to run besides this one (Linux's
+    ``procs_running``), the median of a few looks; 0 where the system does not say."""
+    counts = []
+    for look in range(looks):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            return 0
+        match = re.search(r"^procs_running (\d+)", stat, re.MULTILINE)
+        if match is None:
+            return 0
+        counts.append(int(match.group(1)) - 1)  # this thread is running as it reads
+        if look < looks - 1:
+            time.sleep(apart_s)
+    return max(0, sorted(counts)[len(counts) // 2])
+
+
 @dataclass(frozen=True)
 class MachineFit:
-    """Engine flags sized to this machine: threads from the cores this process may use and the llama-servers
-    that share them, slots for batches. bench/bench_threads.py searches ``-t``/``-tb``/``-np`` and prints
-    these beside the best it finds."""
+    """Engine flags sized to this machine when the server starts: threads from the cores this process may
+    use, less those other work keeps busy, shared by the llama-servers that run here; slots for batches.
+    bench/bench_threads.py searches ``-t``/``-tb``/``-np`` and prints these beside the best it finds.
+
+    Busy cores count because llama.cpp's threads wait for each other at every step: one thread that has to
+    wait for a core holds up the rest (on 2 cores kept busy by other work, ``-tb 2`` decoded several times
+    slower than ``-tb 1``)."""
 
     cores: int = field(default_factory=available_cores)
+    busy: int = field(default_factory=busy_cores)
+    """Cores kept busy by other work when the server starts."""
     servers: int = 1
     """llama-servers sharing these cores (a local fleet's workers): each keeps to its share of them."""
 
@@ -89,7 +114,9 @@ class MachineFit:
 
     @property
     def share(self) -> int:
-        return max(1, self.cores // self.servers)
+        """The cores this server may take: the idle ones (at least one), divided between the servers."""
+        idle = max(1, self.cores - self.busy)
+        return max(1, idle // self.servers)
 
     @property
     def batch_threads(self) -> int:
@@ -106,8 +133,9 @@ class MachineFit:
 
     @property
     def slots(self) -> int:
-        """Requests decoded together: batch work (classify, the batch runner) keeps them all busy."""
-        return max(2, min(8, 2 * self.share))
+        """Requests decoded together: batch work (classify, the batch runner) keeps them all busy. From the
+        cores alone, not how busy they are now, so a server's capacity does not depend on the moment."""
+        return max(2, min(8, 2 * self.cores // self.servers))
 
 
 @lru_cache(maxsize=16)
