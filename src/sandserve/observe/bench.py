@@ -149,6 +149,22 @@ def _record_summary(record: RequestRecord) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class LevelProgress:
+    """A level while it runs: what a progress line shows after each finished request."""
+
+    label: str
+    done: int
+    total: int
+    failed: int
+    elapsed_s: float
+    ttft_p50_ms: float | None
+    """Median time to first token of this level's requests so far."""
+
+
+ProgressCallback = Callable[[LevelProgress], None]
+
+
 @dataclass
 class BenchResult:
     endpoint: dict[str, Any]
@@ -257,9 +273,23 @@ class BenchRun:
         )
         self._rng = random.Random(config.seed)
         self._index = 0
+        self._on_progress: ProgressCallback | None = None
 
-    async def run(self, on_level: Callable[[LevelResult], None] | None = None) -> BenchResult:
-        """Every level in turn; ``on_level`` sees each finished level."""
+    def levels_planned(self) -> list[str]:
+        """The labels of every level the plan names (a sweep's: up to its largest, it may stop sooner)."""
+        plan = self.config.plan
+        if plan.mode == "sweep":
+            return [LevelResult("concurrency", c).label for c in plan.sweep_levels()]
+        return [LevelResult(plan.mode, value).label for value in plan.levels]
+
+    async def run(
+        self,
+        on_level: Callable[[LevelResult], None] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> BenchResult:
+        """Every level in turn; ``on_level`` sees each finished level, ``on_progress`` each finished
+        request."""
+        self._on_progress = on_progress
         plan = self.config.plan
         try:
             async with (
@@ -346,6 +376,22 @@ class BenchRun:
         gate = asyncio.Semaphore(limit) if limit else None
         cpu0, wall0 = time.process_time(), time.perf_counter()
         tasks: list[asyncio.Future[None]] = []
+        finished: list[RequestRecord] = []
+
+        def report() -> None:
+            if self._on_progress is None:
+                return
+            ttfts = sorted(r.ttft for r in finished if r.ok and r.ttft is not None)
+            self._on_progress(
+                LevelProgress(
+                    label=level.label,
+                    done=len(finished),
+                    total=len(prompts),
+                    failed=len([r for r in finished if not r.ok]),
+                    elapsed_s=time.perf_counter() - wall0,
+                    ttft_p50_ms=_median(ttfts) * 1000 if ttfts else None,
+                )
+            )
 
         async def one(prompt: BenchPrompt) -> None:
             record = RequestRecord(index=self._index, sent_at=time.perf_counter())
@@ -353,10 +399,14 @@ class BenchRun:
             if gate is None:
                 level.records.append(record)
                 await self._send(session, prompt, record)
-                return
-            async with gate:
-                level.records.append(record)
-                await self._send(session, prompt, record)
+            else:
+                async with gate:
+                    level.records.append(record)
+                    await self._send(session, prompt, record)
+            finished.append(record)
+            report()
+
+        report()
 
         try:
             for prompt in prompts:
@@ -409,6 +459,11 @@ class BenchRun:
             )
 
 
+def _median(ordered: list[float]) -> float:
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def run_bench_sync(
     endpoint: Endpoint,
     source: PromptSource,
@@ -416,13 +471,14 @@ def run_bench_sync(
     on_level: Callable[[LevelResult], None] | None = None,
     *,
     load_endpoints: list[Endpoint] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> BenchRun:
     """Run a benchmark to the end, or until Ctrl-C; the returned run's ``result`` holds what was measured
     either way (``result.interrupted`` says which). KeyboardInterrupt is re-raised after the result is
     complete, so a caller can write it and then exit 130."""
     run = BenchRun(endpoint, source, config, load_endpoints=load_endpoints)
     try:
-        asyncio.run(run.run(on_level))
+        asyncio.run(run.run(on_level, on_progress))
     except KeyboardInterrupt:
         run.result.interrupted = True
         run.result.finished_at = run.result.finished_at or time.time()
