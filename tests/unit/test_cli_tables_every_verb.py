@@ -18,7 +18,8 @@ from sandserve.cli.bench_view import LEVEL_COLUMNS, level_cells
 from sandserve.cli.fleet import _worker_columns
 from sandserve.cli.fleet_view import BENCH_COLUMNS, bench_cells, bench_rows
 from sandserve.cli.listing import ENDPOINT_COLUMNS, PRESET_COLUMNS, preset_row
-from sandserve.cli.tables import Cell, Column, render_table, short_number, tab_separated
+from sandserve.cli.numbers import short_number
+from sandserve.cli.tables import Cell, Column, render_table, tab_separated
 from sandserve.cli.top_view import TOP_COLUMNS, top_rows, top_screen
 from sandserve.fleet.routing_bench import PolicyRun
 from sandserve.observe.bench import LevelLoad, LevelResult
