@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sandserve.cli._app import INTERRUPTED, exit_interrupted, main, reports_errors
+from sandserve.cli.values import SLO
 
 # --- top --------------------------------------------------------------------------------------------------
 
@@ -291,7 +292,9 @@ def _print_ceiling(requests: int | None) -> None:
     help="classify: a folder with the pg<ID>.txt books (else cached).",
 )
 @click.option("--books", metavar="A,B", help="classify: only these books (author or Gutenberg id).")
-@click.option("--slo", metavar="ttft=MS,tpot=MS,e2e=MS", help="Objectives for goodput (milliseconds).")
+@click.option(
+    "--slo", type=SLO, metavar="ttft=MS,tpot=MS,e2e=MS", help="Objectives for goodput (milliseconds)."
+)
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Unrecorded requests first."
 )
