@@ -373,6 +373,13 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
     if interrupted:
         sys.stdout.flush()
         exit_interrupted()
+    if result.server_gone:
+        err.print(f"[red]error:[/] {result.server_gone.describe()}; the benchmark stopped there.")
+        which = f" {endpoint_id}" if endpoint_id else ""
+        err.print(
+            f"  -> `sandserve status{which}` says what became of it; `sandserve logs{which}` shows its log."
+        )
+        sys.exit(1)
     if any(level.metrics and level.metrics.failed for level in result.levels):
         sys.exit(1)
 

@@ -51,6 +51,9 @@ class RequestRecord:
     error: str | None = None
     resent: int = 0
     """Times it was sent again after its pooled connection proved closed before any answer."""
+    connection_lost: bool = False
+    """It failed on the connection itself (refused, dropped mid-answer), not with an answer: the benchmark
+    then asks whether the server is still there."""
 
     @property
     def ttft(self) -> float | None:

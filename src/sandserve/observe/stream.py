@@ -62,6 +62,8 @@ def _read_usage(record: RequestRecord, usage: dict[str, Any]) -> None:
 
 #: Failures of a pooled keep-alive connection the server had already closed: the request never reached it.
 _STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+#: Failures of the connection itself (refused, reset, cut mid-answer), which a server that died also causes.
+_CONNECTION_LOST = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
 
 
 async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes, record: RequestRecord) -> None:
@@ -76,6 +78,7 @@ async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes, rec
             return
         record.resent += 1
         record.error = None
+        record.connection_lost = False
 
 
 async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record: RequestRecord) -> bool:
@@ -122,6 +125,7 @@ async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         record.done_at = clock()
         record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        record.connection_lost = isinstance(exc, _CONNECTION_LOST)
         if not answered and isinstance(exc, _STALE_CONNECTION):
             return False
     return True
