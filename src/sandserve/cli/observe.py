@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from sandserve.cli._app import INTERRUPTED, exit_interrupted, main, reports_errors
+from sandserve.cli.values import SLO
 
 # --- top --------------------------------------------------------------------------------------------------
 
@@ -198,7 +199,9 @@ def _print_ceiling(requests: int | None) -> None:
     help="classify: a folder with the pg<ID>.txt books (else cached).",
 )
 @click.option("--books", metavar="A,B", help="classify: only these books (author or Gutenberg id).")
-@click.option("--slo", metavar="ttft=MS,tpot=MS,e2e=MS", help="Objectives for goodput (milliseconds).")
+@click.option(
+    "--slo", type=SLO, metavar="ttft=MS,tpot=MS,e2e=MS", help="Objectives for goodput (milliseconds)."
+)
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Unrecorded requests first."
 )
@@ -289,6 +292,13 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
             err.print(line, soft_wrap=True)
         sys.stdout.flush()
         exit_interrupted()
+    if result.server_gone:
+        err.print(f"[red]error:[/] {result.server_gone.describe()}; the benchmark stopped there.")
+        which = f" {endpoint_id}" if endpoint_id else ""
+        err.print(
+            f"  -> `sandserve status{which}` says what became of it; `sandserve logs{which}` shows its log."
+        )
+        sys.exit(1)
     if any(level.metrics and level.metrics.failed for level in result.levels):
         sys.exit(1)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -115,6 +116,8 @@ class LevelResult:
     unfinished: int = 0
     interrupted: bool = False
     saturated: bool = False
+    unsent: int = 0
+    """Requests of this level not sent because the server had gone away."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -165,6 +168,24 @@ class LevelProgress:
 ProgressCallback = Callable[[LevelProgress], None]
 
 
+@dataclass(frozen=True)
+class ServerGone:
+    """The server went away during a level: a request failed on its connection and the server no longer
+    answered a plain request either."""
+
+    at: float
+    """Unix time it was found gone."""
+    level: str
+    after_s: float
+    """Seconds into that level."""
+    reason: str
+    """What the check got instead of an answer."""
+
+    def describe(self) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(self.at))
+        return f"the server went away at {when}, {self.after_s:.1f} s into {self.level} ({self.reason})"
+
+
 @dataclass
 class BenchResult:
     endpoint: dict[str, Any]
@@ -175,6 +196,8 @@ class BenchResult:
     levels: list[LevelResult] = field(default_factory=list)
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
+    server_gone: ServerGone | None = None
+    """Set when the server stopped answering mid-run: the run stopped there."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +207,7 @@ class BenchResult:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "interrupted": self.interrupted,
+            "server_gone": asdict(self.server_gone) if self.server_gone else None,
             "warnings": self.warnings,
             "levels": [level.to_dict() for level in self.levels],
         }
@@ -304,6 +328,8 @@ class BenchRun:
                         level = await self._level(session, probe, plan.mode, value)
                         if on_level:
                             on_level(level)
+                        if self.result.server_gone:
+                            break
         except asyncio.CancelledError:
             self.result.interrupted = True
             raise
@@ -319,7 +345,9 @@ class BenchRun:
             level = await self._level(session, probe, "concurrency", concurrency)
             throughput = level.metrics.output_token_throughput if level.metrics else 0.0
             failed = level.metrics is None or level.metrics.failed > level.metrics.sent // 2
-            if (best and throughput < best * (1 + self.config.plan.saturation_gain)) or failed:
+            if self.result.server_gone:
+                pass  # the level says why it stopped
+            elif (best and throughput < best * (1 + self.config.plan.saturation_gain)) or failed:
                 level.saturated = True
                 level.warnings.append(
                     "saturated: this level added less than "
@@ -329,7 +357,7 @@ class BenchRun:
                 )
             if on_level:
                 on_level(level)
-            if level.saturated:
+            if level.saturated or self.result.server_gone:
                 return
             best = max(best, throughput)
 
@@ -393,27 +421,42 @@ class BenchRun:
                 )
             )
 
-        async def one(prompt: BenchPrompt) -> None:
+        check = asyncio.Lock()
+
+        async def send(prompt: BenchPrompt) -> RequestRecord | None:
+            if self.result.server_gone:
+                return None  # not sent: counted in level.unsent
             record = RequestRecord(index=self._index, sent_at=time.perf_counter())
             self._index += 1
+            level.records.append(record)
+            await self._send(session, prompt, record)
+            if record.connection_lost and not self.result.server_gone:
+                async with check:  # one check at a time; the others wait for its answer
+                    if not self.result.server_gone:
+                        await self._check_server(session, level, wall0)
+            return record
+
+        async def one(prompt: BenchPrompt) -> None:
             if gate is None:
-                level.records.append(record)
-                await self._send(session, prompt, record)
+                record = await send(prompt)
             else:
                 async with gate:
-                    level.records.append(record)
-                    await self._send(session, prompt, record)
-            finished.append(record)
-            report()
+                    record = await send(prompt)
+            if record is not None:
+                finished.append(record)
+                report()
 
         report()
 
         try:
             for prompt in prompts:
+                if self.result.server_gone:
+                    break
                 tasks.append(asyncio.ensure_future(one(prompt)))
                 if mode == "rate" and not math.isinf(value):
                     await asyncio.sleep(self._rng.expovariate(value))
             await asyncio.gather(*tasks)
+            level.unsent = len(prompts) - len(level.records)
         except asyncio.CancelledError:
             level.interrupted = True
             raise
@@ -430,10 +473,28 @@ class BenchRun:
             self._close(level, samples)
         return level
 
+    async def _check_server(self, session: aiohttp.ClientSession, level: LevelResult, started: float) -> None:
+        """After a request failed on its connection: does the server still answer a plain request
+        (``GET /v1/models``)? If not, it went away, and the run stops."""
+        reason = await server_absence(session, self.endpoint)
+        if reason is None:
+            return
+        self.result.server_gone = ServerGone(
+            at=time.time(),
+            level=level.label,
+            after_s=time.perf_counter() - started,
+            reason=mask_secrets(reason, endpoint_secrets(self.endpoint)),
+        )
+
     def _close(self, level: LevelResult, samples: list[EndpointLoad]) -> None:
         finished = [r for r in level.records if r.done_at is not None]
         secrets = endpoint_secrets(self.endpoint)
+        gone = self.result.server_gone if self.result.server_gone else None
         for record in finished:
+            if gone and record.connection_lost:
+                # Lost with the server, not to a stale connection or the client: say so, once.
+                record.error = f"the server went away ({record.error})"
+                record.resent = 0
             if record.error:
                 record.error = mask_secrets(record.error, secrets)
         level.unfinished = len(level.records) - len(finished)
@@ -457,6 +518,29 @@ class BenchRun:
             level.warnings.append(
                 f"interrupted: {len(finished)} requests measured, {level.unfinished} cut off"
             )
+        if gone and gone.level == level.label:
+            message = f"stopped: {gone.describe()}; {level.unsent} requests of this level not sent"
+            level.warnings.append(message)
+
+
+async def server_absence(session: aiohttp.ClientSession, endpoint: Endpoint) -> str | None:
+    """None when the server answers ``GET /v1/models`` (any answer from the server itself counts); else what
+    came instead: a refused or dropped connection, a timeout, or a proxy's 502/504 (nothing behind it)."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=15)
+        async with session.get(endpoint.base_url + "/models", timeout=timeout) as response:
+            if response.status in (502, 504):
+                return f"its proxy answers {response.status}: nothing behind it"
+            return None
+    except aiohttp.ClientConnectorError as exc:
+        why = os.strerror(exc.os_error.errno) if exc.os_error.errno else str(exc.os_error)
+        return f"{why} at {exc.host}:{exc.port}"
+    except aiohttp.ServerDisconnectedError:
+        return "it closed the connection without answering"
+    except TimeoutError:
+        return "no answer within 15 s"
+    except (aiohttp.ClientError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _median(ordered: list[float]) -> float:

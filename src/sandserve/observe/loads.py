@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -25,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from sandserve.client.transport import error_for_status, server_message
+from sandserve.client.transport import error_for_status, server_message, utf8_text
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
 from sandserve.masking import MASK, mask_secrets
 from sandserve.observe.prometheus import Sample, mean, parse_metrics, total
@@ -162,7 +163,11 @@ def _first(*values: Any) -> Any:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number, else None (JSON's Infinity/NaN, a string, a bool are no reading)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _sum(entries: Sequence[dict[str, Any]], key: str) -> float | None:
@@ -176,7 +181,7 @@ def _mean(entries: Sequence[dict[str, Any]], key: str) -> float | None:
 
 
 def _int(value: float | None) -> int | None:
-    return None if value is None else round(value)
+    return None if value is None or not math.isfinite(value) else round(value)
 
 
 @dataclass
@@ -358,14 +363,18 @@ class LoadProbe:
         headers = {**endpoint.request_headers(), **PROBE_HEADERS}
         try:
             async with self._client().get(endpoint.url + route, headers=headers) as response:
-                text = await response.text()
+                raw = await response.read()
                 if response.status in _ABSENT:
                     raise _RouteFailed(f"{route}: {response.status}", absent=True)
                 if response.status >= 400:
-                    error = error_for_status(endpoint.url, response.status, server_message(text))
+                    error = error_for_status(endpoint.url, response.status, server_message(raw))
                     raise _RouteFailed(error.message)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _RouteFailed(f"no answer from {endpoint.url} ({type(exc).__name__}: {exc})") from exc
+        try:
+            text = utf8_text(raw, route)
+        except ValueError as exc:
+            raise _RouteFailed(str(exc)) from None
         if route == METRICS_ROUTE:
             return parse_metrics(text)
         try:
