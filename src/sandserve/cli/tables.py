@@ -14,6 +14,7 @@ header line, numbers in full and no colour, as `gh` and `kubectl` do: `sandserve
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -147,7 +148,9 @@ def render_table(
     parts.append(table)
     hidden = [column.header for index, column in enumerate(columns) if index not in shown_at]
     if hidden:
-        parts.append(Text(f"not shown at this width: {', '.join(hidden)} ({more})", style="dim"))
+        caption = f"not shown at this width: {', '.join(hidden)} ({more})"
+        # Wrapped here, not by the console: a console that soft-wraps (top's live screen) would crop it.
+        parts += [Text(line, style="dim") for line in textwrap.wrap(caption, max(width, 20))]
     return Group(*parts)
 
 
