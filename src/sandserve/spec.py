@@ -78,6 +78,9 @@ class ServeSpec:
     """Daytona stops the sandbox after this many idle minutes (0: never); an ephemeral one is then deleted."""
     spot: bool = False
     """A spot GPU: cheaper, and may be taken back without notice."""
+    warm_boot: bool = True
+    """Boot from this spec's golden snapshot when there is one, and capture one at `down` after a cold boot
+    (where the provider has snapshots); False: always boot from the image, and capture nothing."""
 
     @property
     def uses_gpu(self) -> bool:

@@ -80,7 +80,7 @@ from ._daytona_http import (
     _port,
     _proxy_error,
 )
-from ._daytona_storage import DEFAULT_MAX_SNAPSHOT_SIZE_GB, SGLANG_IMAGE_SIZE_GB, StorageRoutes
+from ._daytona_storage import DEFAULT_MAX_SNAPSHOT_SIZE_GB, SGLANG_IMAGE_SIZE_GB, StorageRoutes, copy_tree
 from ._daytona_toolbox import ToolboxRoutes
 from ._procs import CommandRun, kill_groups
 
@@ -461,7 +461,7 @@ class DaytonaStandin(ToolboxRoutes, StorageRoutes):
         assert self._root is not None
         home = self._root / sandbox_id
         if snapshot is not None and snapshot.files is not None:
-            shutil.copytree(snapshot.files, home, symlinks=True)
+            copy_tree(snapshot.files, home)
         else:
             home.mkdir()
         now = _now()

@@ -157,6 +157,7 @@ def test_capabilities_and_readiness() -> None:
         "weights downloaded",
         "weights loaded",
         "kv cache allocated",
+        "kernels compiled",
         "cuda graphs captured",
         "server ready",
     ]

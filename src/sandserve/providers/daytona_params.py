@@ -26,9 +26,16 @@ def gpu_types(names: tuple[str, ...]) -> list[Any]:
 
 
 def create_params(
-    spec: ServeSpec, *, labels: dict[str, str], cache_volume_id: str | None, cache_path: str
+    spec: ServeSpec,
+    *,
+    labels: dict[str, str],
+    cache_volume_id: str | None,
+    cache_path: str,
+    snapshot: str | None = None,
 ) -> Any:
-    from daytona import CreateSandboxFromImageParams, Resources, VolumeMount
+    """From the image with the spec's GPU preference list; or, with ``snapshot``, from that snapshot, which
+    takes no resources of its own (the sandbox gets the snapshot's GPU count and type)."""
+    from daytona import CreateSandboxFromImageParams, CreateSandboxFromSnapshotParams, Resources, VolumeMount
 
     env_vars: dict[str, str] = {}
     secrets = None
@@ -37,10 +44,7 @@ def create_params(
     elif spec.hf_token:
         env_vars["HF_TOKEN"] = spec.hf_token
     volumes = [VolumeMount(volume_id=cache_volume_id, mount_path=cache_path)] if cache_volume_id else None
-    resources = Resources(gpu=1, gpu_type=gpu_types(spec.gpus)) if spec.gpus else None
-    return CreateSandboxFromImageParams(
-        image=spec.image,
-        resources=resources,
+    common: dict[str, Any] = dict(
         auto_stop_interval=spec.auto_stop_minutes,
         ttl_minutes=spec.ttl_minutes,
         spot=spec.spot if spec.gpus else None,
@@ -52,3 +56,7 @@ def create_params(
         target=spec.target,
         labels={**labels, **spec.labels},
     )
+    if snapshot is not None:
+        return CreateSandboxFromSnapshotParams(snapshot=snapshot, **common)
+    resources = Resources(gpu=1, gpu_type=gpu_types(spec.gpus)) if spec.gpus else None
+    return CreateSandboxFromImageParams(image=spec.image, resources=resources, **common)

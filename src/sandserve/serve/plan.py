@@ -7,8 +7,10 @@ from typing import Any
 
 from sandserve import config
 from sandserve.engines import engine_class
+from sandserve.errors import SandserveError
 from sandserve.masking import MASK
 from sandserve.providers import get_provider
+from sandserve.providers.base import Provider
 from sandserve.spec import SANDBOX_PORT, AuthMode, ServeSpec
 
 
@@ -43,6 +45,7 @@ def plan(spec: ServeSpec) -> dict[str, Any]:
     return {
         **head,
         "image": spec.image,
+        **({"boot": boot} if (boot := warm_boot_line(provider, spec)) else {}),
         "gpu": list(spec.gpus),
         "spot": spec.spot,
         "target": spec.target,
@@ -62,6 +65,22 @@ def plan(spec: ServeSpec) -> dict[str, Any]:
         "keep_on_failure": not spec.delete_on_failure,
         "settings_from": settings_sources(spec),
     }
+
+
+def warm_boot_line(provider: Provider[Any], spec: ServeSpec) -> str | None:
+    """Whether the boot would be warm (from the spec's golden snapshot) or cold, and why. Asks the provider
+    without changing anything (an inactive snapshot is only reported); None where there are no snapshots."""
+    if not provider.keeps_snapshots or not spec.gpus:
+        return None
+    if not spec.warm_boot:
+        return "cold: --no-snapshot (and none is captured at `down`)"
+    if not config.daytona_key().is_set:
+        return "unknown: no DAYTONA_API_KEY to look for this spec's golden snapshot with"
+    try:
+        warm = provider.warm_boot_plan(spec, activate=False)
+    except SandserveError as exc:
+        return f"unknown: {exc.message}"
+    return warm.line() if warm else None
 
 
 def settings_sources(spec: ServeSpec) -> dict[str, str]:
