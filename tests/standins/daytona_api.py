@@ -437,6 +437,9 @@ class DaytonaStandin(ToolboxRoutes, StorageRoutes):
         self.create_bodies.append(raw)
         body = _daytona_rules.parse(CreateSandbox, raw)
         _daytona_rules.check_create_sandbox(raw)
+        refusal = _daytona_rules.service_refusal(raw)
+        if refusal:
+            raise StandinError(400, refusal)
         snapshot = self.snapshot_for_create(body.snapshot) if body.snapshot else None
         gpu = snapshot.dto.gpu if snapshot else body.gpu or 0
         # From a snapshot, the sandbox gets the snapshot's GPU (count and type), whatever the body says.
