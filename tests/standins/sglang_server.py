@@ -1717,6 +1717,7 @@ class Boot:
             requested = max(config.context_len, 2 * config.model_context_len)
             raw(_context_traceback(requested, config.model_context_len))
             return 1
+        self.boot.wait("start")
         args = ", ".join(f"{key}={value!r}" for key, value in server_args(config).items())
         self.line(f"server_args=ServerArgs({args})")
         self.line("Using default HuggingFace chat template with detected content format: string")

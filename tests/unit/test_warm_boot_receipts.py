@@ -9,6 +9,7 @@ from sandserve.serve.receipt import BootReceipt, differences, receipt_from
 from sandserve.serve.resolve import resolve_spec
 
 SGLANG_STEPS = {
+    "process started": "start",
     "weights downloaded": "weights",
     "weights loaded": "load",
     "kv cache allocated": "load",

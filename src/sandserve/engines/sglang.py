@@ -71,6 +71,8 @@ REASONING_PARSERS = (
 )
 
 _PHASES = (
+    # The first line of launch_server once its imports are done (python, torch, SGLang: many seconds).
+    ("process started", r"server_args=ServerArgs\("),
     # The weights are fetched inside the load step, after "Load weight begin": the first line that proves
     # they are on disk is the shard-loading progress bar (or the cache hit); loaded implies downloaded.
     (
@@ -158,6 +160,7 @@ class SGLangEngine(Engine):
     signatures = _SIGNATURES
     info_path = "/server_info"
     receipt_steps = {
+        "process started": "start",
         "weights downloaded": "weights",
         "weights loaded": "load",
         "kv cache allocated": "load",

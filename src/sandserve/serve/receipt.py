@@ -12,7 +12,7 @@ from sandserve.results import BootPhase
 #: Lifecycle's own timeline marks, and the step each one ends.
 PIPELINE_STEPS = {"sandbox ready": "create", "ready": "first generation"}
 #: Steps in the order a boot goes through them (an engine's other steps follow in the order seen).
-STEP_ORDER = ("create", "weights", "load", "compile", "graphs", "warm-up", "first generation")
+STEP_ORDER = ("create", "start", "weights", "load", "compile", "graphs", "warm-up", "first generation")
 
 
 @dataclass(frozen=True)
