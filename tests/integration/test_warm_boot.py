@@ -201,7 +201,7 @@ def test_the_snapshot_quota_refusal_is_reported_and_the_sandbox_still_deleted(da
 def test_no_snapshot_boots_cold_and_captures_nothing(daytona):
     spec = _spec(free_port())
     name = _captured(daytona, spec)
-    endpoint, receipt, _previous, _events = _up(spec.with_overrides(warm_boot=False))
+    endpoint, receipt, _previous, _events = _up(_spec(spec.port, warm_boot=False))
     assert receipt.origin == "cold" and daytona.sandboxes[endpoint.sandbox_id].snapshot is None
     assert _down(endpoint.id) == []
     assert [s.dto.name for s in daytona.snapshots.values()] == [name]
@@ -212,7 +212,8 @@ def test_snapshots_verb_lists_and_deletes_and_down_all_keeps_them(daytona):
     name = _captured(daytona, spec)
     listed = run_cli("snapshots")
     assert listed.returncode == 0, listed.stderr
-    [row] = [line.split("\t") for line in listed.stdout.splitlines()]
+    [header, row] = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert header == ["name", "spec", "size", "created", "last used", "state"]
     assert row[0] == name and row[1].startswith("gpt-oss-20b (openai/gpt-oss-20b)") and row[-1] == "active"
 
     endpoint, *_ = _up(spec)
@@ -234,4 +235,4 @@ def test_snapshots_verb_lists_and_deletes_and_down_all_keeps_them(daytona):
 def test_the_dry_run_without_a_key_says_it_cannot_tell(tmp_path: Path):
     plan = run_cli("up", "--provider", "daytona", "--dry-run", "--json")
     assert plan.returncode == 0, plan.stderr
-    assert json.loads(plan.stdout)["boot"].startswith("unknown: no DAYTONA_API_KEY")
+    assert json.loads(plan.stdout)["boot"] == "unknown: A Daytona API key is not configured."

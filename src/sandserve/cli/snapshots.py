@@ -28,7 +28,7 @@ def snapshots(ctx: click.Context) -> None:
         return
     columns = [
         Column("name", keep=True),
-        Column("spec"),
+        Column("spec", cut=True),
         Column("size", drop_order=3),
         Column("created", drop_order=2),
         Column("last used", drop_order=1),

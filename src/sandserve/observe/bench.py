@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -115,6 +116,8 @@ class LevelResult:
     unfinished: int = 0
     interrupted: bool = False
     saturated: bool = False
+    unsent: int = 0
+    """Requests of this level not sent because the server had gone away."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -149,6 +152,40 @@ def _record_summary(record: RequestRecord) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class LevelProgress:
+    """A level while it runs: what a progress line shows after each finished request."""
+
+    label: str
+    done: int
+    total: int
+    failed: int
+    elapsed_s: float
+    ttft_p50_ms: float | None
+    """Median time to first token of this level's requests so far."""
+
+
+ProgressCallback = Callable[[LevelProgress], None]
+
+
+@dataclass(frozen=True)
+class ServerGone:
+    """The server went away during a level: a request failed on its connection and the server no longer
+    answered a plain request either."""
+
+    at: float
+    """Unix time it was found gone."""
+    level: str
+    after_s: float
+    """Seconds into that level."""
+    reason: str
+    """What the check got instead of an answer."""
+
+    def describe(self) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(self.at))
+        return f"the server went away at {when}, {self.after_s:.1f} s into {self.level} ({self.reason})"
+
+
 @dataclass
 class BenchResult:
     endpoint: dict[str, Any]
@@ -159,6 +196,8 @@ class BenchResult:
     levels: list[LevelResult] = field(default_factory=list)
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
+    server_gone: ServerGone | None = None
+    """Set when the server stopped answering mid-run: the run stopped there."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +207,7 @@ class BenchResult:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "interrupted": self.interrupted,
+            "server_gone": asdict(self.server_gone) if self.server_gone else None,
             "warnings": self.warnings,
             "levels": [level.to_dict() for level in self.levels],
         }
@@ -257,9 +297,23 @@ class BenchRun:
         )
         self._rng = random.Random(config.seed)
         self._index = 0
+        self._on_progress: ProgressCallback | None = None
 
-    async def run(self, on_level: Callable[[LevelResult], None] | None = None) -> BenchResult:
-        """Every level in turn; ``on_level`` sees each finished level."""
+    def levels_planned(self) -> list[str]:
+        """The labels of every level the plan names (a sweep's: up to its largest, it may stop sooner)."""
+        plan = self.config.plan
+        if plan.mode == "sweep":
+            return [LevelResult("concurrency", c).label for c in plan.sweep_levels()]
+        return [LevelResult(plan.mode, value).label for value in plan.levels]
+
+    async def run(
+        self,
+        on_level: Callable[[LevelResult], None] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> BenchResult:
+        """Every level in turn; ``on_level`` sees each finished level, ``on_progress`` each finished
+        request."""
+        self._on_progress = on_progress
         plan = self.config.plan
         try:
             async with (
@@ -274,6 +328,8 @@ class BenchRun:
                         level = await self._level(session, probe, plan.mode, value)
                         if on_level:
                             on_level(level)
+                        if self.result.server_gone:
+                            break
         except asyncio.CancelledError:
             self.result.interrupted = True
             raise
@@ -289,7 +345,9 @@ class BenchRun:
             level = await self._level(session, probe, "concurrency", concurrency)
             throughput = level.metrics.output_token_throughput if level.metrics else 0.0
             failed = level.metrics is None or level.metrics.failed > level.metrics.sent // 2
-            if (best and throughput < best * (1 + self.config.plan.saturation_gain)) or failed:
+            if self.result.server_gone:
+                pass  # the level says why it stopped
+            elif (best and throughput < best * (1 + self.config.plan.saturation_gain)) or failed:
                 level.saturated = True
                 level.warnings.append(
                     "saturated: this level added less than "
@@ -299,7 +357,7 @@ class BenchRun:
                 )
             if on_level:
                 on_level(level)
-            if level.saturated:
+            if level.saturated or self.result.server_gone:
                 return
             best = max(best, throughput)
 
@@ -346,24 +404,59 @@ class BenchRun:
         gate = asyncio.Semaphore(limit) if limit else None
         cpu0, wall0 = time.process_time(), time.perf_counter()
         tasks: list[asyncio.Future[None]] = []
+        finished: list[RequestRecord] = []
 
-        async def one(prompt: BenchPrompt) -> None:
+        def report() -> None:
+            if self._on_progress is None:
+                return
+            ttfts = sorted(r.ttft for r in finished if r.ok and r.ttft is not None)
+            self._on_progress(
+                LevelProgress(
+                    label=level.label,
+                    done=len(finished),
+                    total=len(prompts),
+                    failed=len([r for r in finished if not r.ok]),
+                    elapsed_s=time.perf_counter() - wall0,
+                    ttft_p50_ms=_median(ttfts) * 1000 if ttfts else None,
+                )
+            )
+
+        check = asyncio.Lock()
+
+        async def send(prompt: BenchPrompt) -> RequestRecord | None:
+            if self.result.server_gone:
+                return None  # not sent: counted in level.unsent
             record = RequestRecord(index=self._index, sent_at=time.perf_counter())
             self._index += 1
+            level.records.append(record)
+            await self._send(session, prompt, record)
+            if record.connection_lost and not self.result.server_gone:
+                async with check:  # one check at a time; the others wait for its answer
+                    if not self.result.server_gone:
+                        await self._check_server(session, level, wall0)
+            return record
+
+        async def one(prompt: BenchPrompt) -> None:
             if gate is None:
-                level.records.append(record)
-                await self._send(session, prompt, record)
-                return
-            async with gate:
-                level.records.append(record)
-                await self._send(session, prompt, record)
+                record = await send(prompt)
+            else:
+                async with gate:
+                    record = await send(prompt)
+            if record is not None:
+                finished.append(record)
+                report()
+
+        report()
 
         try:
             for prompt in prompts:
+                if self.result.server_gone:
+                    break
                 tasks.append(asyncio.ensure_future(one(prompt)))
                 if mode == "rate" and not math.isinf(value):
                     await asyncio.sleep(self._rng.expovariate(value))
             await asyncio.gather(*tasks)
+            level.unsent = len(prompts) - len(level.records)
         except asyncio.CancelledError:
             level.interrupted = True
             raise
@@ -380,10 +473,28 @@ class BenchRun:
             self._close(level, samples)
         return level
 
+    async def _check_server(self, session: aiohttp.ClientSession, level: LevelResult, started: float) -> None:
+        """After a request failed on its connection: does the server still answer a plain request
+        (``GET /v1/models``)? If not, it went away, and the run stops."""
+        reason = await server_absence(session, self.endpoint)
+        if reason is None:
+            return
+        self.result.server_gone = ServerGone(
+            at=time.time(),
+            level=level.label,
+            after_s=time.perf_counter() - started,
+            reason=mask_secrets(reason, endpoint_secrets(self.endpoint)),
+        )
+
     def _close(self, level: LevelResult, samples: list[EndpointLoad]) -> None:
         finished = [r for r in level.records if r.done_at is not None]
         secrets = endpoint_secrets(self.endpoint)
+        gone = self.result.server_gone if self.result.server_gone else None
         for record in finished:
+            if gone and record.connection_lost:
+                # Lost with the server, not to a stale connection or the client: say so, once.
+                record.error = f"the server went away ({record.error})"
+                record.resent = 0
             if record.error:
                 record.error = mask_secrets(record.error, secrets)
         level.unfinished = len(level.records) - len(finished)
@@ -407,6 +518,34 @@ class BenchRun:
             level.warnings.append(
                 f"interrupted: {len(finished)} requests measured, {level.unfinished} cut off"
             )
+        if gone and gone.level == level.label:
+            message = f"stopped: {gone.describe()}; {level.unsent} requests of this level not sent"
+            level.warnings.append(message)
+
+
+async def server_absence(session: aiohttp.ClientSession, endpoint: Endpoint) -> str | None:
+    """None when the server answers ``GET /v1/models`` (any answer from the server itself counts); else what
+    came instead: a refused or dropped connection, a timeout, or a proxy's 502/504 (nothing behind it)."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=15)
+        async with session.get(endpoint.base_url + "/models", timeout=timeout) as response:
+            if response.status in (502, 504):
+                return f"its proxy answers {response.status}: nothing behind it"
+            return None
+    except aiohttp.ClientConnectorError as exc:
+        why = os.strerror(exc.os_error.errno) if exc.os_error.errno else str(exc.os_error)
+        return f"{why} at {exc.host}:{exc.port}"
+    except aiohttp.ServerDisconnectedError:
+        return "it closed the connection without answering"
+    except TimeoutError:
+        return "no answer within 15 s"
+    except (aiohttp.ClientError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _median(ordered: list[float]) -> float:
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def run_bench_sync(
@@ -416,13 +555,14 @@ def run_bench_sync(
     on_level: Callable[[LevelResult], None] | None = None,
     *,
     load_endpoints: list[Endpoint] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> BenchRun:
     """Run a benchmark to the end, or until Ctrl-C; the returned run's ``result`` holds what was measured
     either way (``result.interrupted`` says which). KeyboardInterrupt is re-raised after the result is
     complete, so a caller can write it and then exit 130."""
     run = BenchRun(endpoint, source, config, load_endpoints=load_endpoints)
     try:
-        asyncio.run(run.run(on_level))
+        asyncio.run(run.run(on_level, on_progress))
     except KeyboardInterrupt:
         run.result.interrupted = True
         run.result.finished_at = run.result.finished_at or time.time()

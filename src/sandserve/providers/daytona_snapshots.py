@@ -45,7 +45,7 @@ def plan(client: Daytona, spec: ServeSpec, *, activate: bool) -> WarmBootPlan:
     from daytona import DaytonaNotFoundError
 
     reasons: list[str] = []
-    for gpu_type in spec.gpus:
+    for gpu_type in spec.resources.gpu_types:
         name = snapshot_name(spec, gpu_type)
         try:
             snapshot = client.snapshot.get(name)
@@ -109,7 +109,7 @@ def _capture(client: Daytona, sandbox: Sandbox, spec: ServeSpec) -> tuple[str, s
     for the snapshot's sake: the sandbox is deleted afterwards whatever this says."""
     from daytona import DaytonaError, DaytonaNotFoundError
 
-    gpu_type = _value(getattr(sandbox, "gpu_type", None)) or (spec.gpus[0] if spec.gpus else None)
+    gpu_type = _value(getattr(sandbox, "gpu_type", None)) or (spec.resources.gpu_types or (None,))[0]
     if gpu_type is None:
         return "no snapshot: the sandbox has no GPU", None, None
     name = snapshot_name(spec, gpu_type)

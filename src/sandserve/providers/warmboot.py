@@ -13,15 +13,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sandserve.spec import ServeSpec
+from sandserve.spec import GPU_VENDORS, GpuVendor, ServeSpec
 
 SNAPSHOT_PREFIX = "sandserve-"
-#: GPU types by vendor (a snapshot of an NVIDIA image is no use on an AMD GPU, nor the other way).
-AMD_GPU_TYPES = frozenset({"MI355X"})
 
 
 def gpu_vendor(gpu_type: str) -> str:
-    return "amd" if gpu_type.upper() in AMD_GPU_TYPES else "nvidia"
+    """A snapshot of an NVIDIA image is no use on an AMD GPU, nor the other way."""
+    return str(GPU_VENDORS.get(gpu_type.upper(), GpuVendor.NVIDIA))
 
 
 def snapshot_key(
@@ -34,7 +33,9 @@ def snapshot_key(
     gpu_vendor: str,
     gpu_count: int,
 ) -> str:
-    """A short hash of what makes one boot's files differ from another's."""
+    """A short hash of what makes one boot's files differ from another's. Plain values, so that it serves
+    any spec shape: the image, the model and its revision, the engine and its flags, the GPU's vendor and
+    count (the type is in the snapshot's name: one snapshot per type)."""
     identity = {
         "image": image,
         "model": model,
@@ -50,14 +51,15 @@ def snapshot_key(
 
 def spec_key(spec: ServeSpec, gpu_type: str) -> str:
     """The snapshot key of ``spec`` booted on one ``gpu_type``."""
+    vendor = gpu_vendor(gpu_type)
     return snapshot_key(
-        image=spec.image,
+        image=_image(spec, vendor),
         model=spec.model,
-        revision=_flag_value(spec.extra_args, "--revision"),
+        revision=_flag_value(spec.engine_settings.extra_args, "--revision"),
         engine=spec.engine,
         engine_args=_boot_args(spec),
-        gpu_vendor=gpu_vendor(gpu_type),
-        gpu_count=_gpu_count(spec),
+        gpu_vendor=vendor,
+        gpu_count=spec.resources.gpu_count,
     )
 
 
@@ -73,22 +75,30 @@ def spec_summary(spec: ServeSpec) -> str:
 
 def _boot_args(spec: ServeSpec) -> list[str]:
     """The launch settings that change what the engine compiles or loads (the key, port and host do not)."""
-    args = list(spec.extra_args)
+    settings = spec.engine_settings
+    args = list(settings.extra_args)
     if spec.context_length:
         args += ["--context-length", str(spec.context_length)]
     for flag, value in (
-        ("--reasoning-parser", spec.reasoning_parser),
-        ("--tool-call-parser", spec.tool_call_parser),
+        ("--reasoning-parser", settings.reasoning_parser),
+        ("--tool-call-parser", settings.tool_call_parser),
     ):
         if value:
             args += [flag, value]
     return args
 
 
-def _gpu_count(spec: ServeSpec) -> int:
-    # The spec's GPU count where it has one (``Resources``), else the one GPU a Daytona sandbox takes.
-    resources = getattr(spec, "resources", None)
-    return int(getattr(resources, "gpu_count", 0) or getattr(spec, "gpu_count", 0) or 1)
+def _image(spec: ServeSpec, vendor: str) -> str:
+    """The image a sandbox on this vendor's GPU starts from: the one asked for, else the engine's own."""
+    from sandserve.engines import engine_class
+    from sandserve.errors import ConfigError
+
+    if spec.resources.image:
+        return spec.resources.image
+    try:
+        return engine_class(spec.engine).sandbox_image(GpuVendor(vendor))
+    except ConfigError:  # no stock image for this vendor: such a create is refused before it is made
+        return ""
 
 
 def _flag_value(args: Sequence[str], flag: str) -> str | None:
@@ -150,9 +160,9 @@ def boot_key(spec: ServeSpec, gpu_type: str | None) -> str:
     if gpu_type:
         return spec_key(spec, gpu_type)
     return snapshot_key(
-        image=spec.image,
+        image=spec.resources.image or "",
         model=spec.model,
-        revision=_flag_value(spec.extra_args, "--revision"),
+        revision=_flag_value(spec.engine_settings.extra_args, "--revision"),
         engine=spec.engine,
         engine_args=_boot_args(spec),
         gpu_vendor="none",

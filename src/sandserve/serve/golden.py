@@ -32,7 +32,8 @@ def capture_before_down(record: Record, registry: Registry, say: Callable[[str],
     except (KeyError, TypeError, ValueError):
         return  # a row an older sandserve wrote without the fields a key needs
     receipt = boots.boot_of(registry, record.id)
-    if not spec.warm_boot or not spec.gpus or receipt is None or receipt.origin != "cold":
+    warm_boot = spec.provider_settings.warm_boot
+    if not warm_boot or not spec.uses_gpu or receipt is None or receipt.origin != "cold":
         return
     say(
         f"capturing the golden snapshot of {record.id} before deleting its sandbox, so the next `up` of "
@@ -43,7 +44,7 @@ def capture_before_down(record: Record, registry: Registry, say: Callable[[str],
     except SandserveError as exc:
         outcome = CaptureOutcome(f"no snapshot: {exc.message}")
     if outcome.captured:
-        gpu_type = outcome.gpu_type or receipt.gpu_type or spec.gpus[0]
+        gpu_type = outcome.gpu_type or receipt.gpu_type or spec.resources.gpu_types[0]
         boots.record_snapshot(
             registry, outcome.captured, spec_key(spec, gpu_type), spec_summary(spec), record.id, gpu_type
         )

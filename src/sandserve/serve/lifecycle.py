@@ -157,6 +157,7 @@ def up(
         registry.update(
             endpoint_id, state=State.READY, endpoint=endpoint, sandbox=handle, log_path=handle.log_path
         )
+        endpoint.ledger = registry
         _receipt(registry, endpoint_id, spec, engine, provider, handle, timeline, (why, restored), events)
     except KeyboardInterrupt:
         log_path = _save_log(endpoint_id, provider, handle)
