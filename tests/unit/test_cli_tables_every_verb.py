@@ -22,7 +22,7 @@ from sandserve.cli.numbers import short_number
 from sandserve.cli.tables import Cell, Column, render_table, tab_separated
 from sandserve.cli.top_view import TOP_COLUMNS, top_rows, top_screen
 from sandserve.fleet.routing_bench import PolicyRun
-from sandserve.observe.bench import LevelLoad, LevelResult
+from sandserve.observe.bench_results import LevelLoad, LevelResult
 from sandserve.observe.metrics import RequestRecord, level_metrics
 from sandserve.observe.top import TopRow, TopSnapshot
 from sandserve.presets import PRESETS

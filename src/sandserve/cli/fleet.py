@@ -369,7 +369,7 @@ def fleet_bench(
     from sandserve.cli.console import err
     from sandserve.cli.fleet_view import print_bench
     from sandserve.fleet.routing_bench import compare_policies, make_traffic, median
-    from sandserve.observe.bench import LevelProgress
+    from sandserve.observe.bench_results import LevelProgress
     from sandserve.serve.resolve import resolve_spec
 
     spec = resolve_spec(model, provider=provider, auth="key")
