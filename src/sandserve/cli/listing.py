@@ -114,6 +114,12 @@ def show_status(data: dict[str, Any], *, gone: bool) -> None:
         out.print(f"  KV pool: {info['kv_pool_tokens']:,} tokens")
     for step in info.get("boot_timeline", []):
         out.print(f"  {step['seconds']:>7.1f} s  {step['phase']}")
+    if data.get("boot"):
+        from sandserve.cli.receipts import receipt_lines
+        from sandserve.serve.receipt import BootReceipt
+
+        for line in receipt_lines(BootReceipt.from_dict(data["boot"])):
+            out.print(line, markup=False, highlight=False)
     if gone:
         out.print(f"  [red]its server is gone[/]: `sandserve down {data['id']}` clears it")
 
@@ -126,6 +132,11 @@ def _status_fields(data: dict[str, Any], gone: bool) -> None:
     if info.get("kv_pool_tokens"):
         fields.append(("kv_pool_tokens", info["kv_pool_tokens"]))
     fields += [(f"phase {step['phase']}", step["seconds"]) for step in info.get("boot_timeline", [])]
+    if data.get("boot"):
+        boot = data["boot"]
+        fields += [("boot", f"{boot['origin']} {boot['total_seconds']} s"), ("boot why", boot["why"])]
+        fields += [(f"boot step {step['step']}", step["seconds"]) for step in boot["steps"]]
+        fields.append(("boot slowest", boot["slowest"]))
     if gone:
         fields.append(("note", f"its server is gone: `sandserve down {data['id']}` clears it"))
     for name, value in fields:
