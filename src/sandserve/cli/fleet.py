@@ -258,6 +258,8 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
             f"[bold]{status.id}[/]  {status.state}  {status.gateway} {gateway} at {status.url or '-'}  "
             f"policy {status.policy}"
         )
+        if status.degraded:
+            out.print(f"  [yellow]degraded:[/] {status.degraded}")
         rows = [
             [
                 worker.endpoint_id or "(not ours)",
@@ -296,6 +298,9 @@ def _print_scaler(scaler: dict[str, Any]) -> None:
     )
     if scaler.get("now"):
         out.print(f"    now: {scaler['now']}")
+    if scaler.get("restarting"):
+        again = scaler["restarting"]
+        out.print(f"    [yellow]restarting[/]: it {again['reason']} (restart {again['restarts']})")
     if scaler.get("backoff"):
         backoff = scaler["backoff"]
         out.print(f"    [yellow]backing off[/] ({backoff['seconds_left']} s left): {backoff['reason']}")

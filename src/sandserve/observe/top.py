@@ -14,6 +14,7 @@ from sandserve.endpoint import Endpoint
 from sandserve.observe.gateway_view import GatewayMetrics, gateway_metrics, gateway_workers
 from sandserve.observe.loads import EndpointLoad, LoadProbe, rates
 from sandserve.providers.handles import GatewayHandle
+from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Record, Registry, State
 
 
@@ -121,6 +122,7 @@ def targets_for(ref: str | None = None, *, registry: Registry | None = None) -> 
         if record.id in worker_ids and ref is None:
             continue  # shown under its fleet
         if members[record.id]:
+            record = lifecycle.refresh(record, registry)  # a fleet whose autoscaler died is degraded
             found.append(_target(record, "gateway", fleet=record.id))
             found += [_target(member, "worker", fleet=record.id) for member in members[record.id]]
         else:
