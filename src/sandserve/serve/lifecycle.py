@@ -374,7 +374,8 @@ def scaler_trouble(record: Record, registry: Registry) -> str | None:
             f"(`sandserve fleet scale {record.id} --min N` starts a new one)"
         )
     if isinstance(restarting, dict):
-        return f"its autoscaler {restarting.get('reason', 'died')}: a new one is being started"
+        starts = time.strftime("%H:%M:%S", time.localtime(restarting["at"] + restarting["delay_s"]))
+        return f"its autoscaler {restarting['reason']}: a new one starts at {starts}"
     return None
 
 
