@@ -35,8 +35,8 @@ from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.providers.handles import GatewayHandle
 from sandserve.providers.local import HOST, port_is_free
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Record, Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.spec import ServeSpec
 
 
