@@ -35,8 +35,8 @@ from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.providers.handles import GatewayHandle
 from sandserve.providers.local import HOST, port_is_free
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Record, Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.spec import ServeSpec
 
 
@@ -230,7 +230,7 @@ def check_fleet_request(
 
 
 def _status_of(registry: Registry, record: Record) -> FleetStatus:
-    record = lifecycle.refresh(record)
+    record = lifecycle.refresh(record, registry)
     handle = gateway_handle(record)
     listed: dict[str, dict[str, Any]] = {}
     if record.live and record.endpoint is not None:
@@ -282,4 +282,5 @@ def _status_of(registry: Registry, record: Record) -> FleetStatus:
         log_path=record.log_path,
         gateway=handle.gateway or DEFAULT_GATEWAY,
         scaler=scaler,
+        degraded=record.degraded,
     )
