@@ -7,8 +7,8 @@ would not fit, left out, lowest ``drop_order`` first, with a caption naming what
 right-aligned and get short forms (``1.2k``).
 
 When stdout is not a terminal (a pipe, a file, a CI log) the rows are printed as tab-separated lines under a
-header line, numbers in full and no colour, as `gh` and `kubectl` do: `sandserve ls | cut -f1` gives the ids
-(after the header).
+header line, numbers in full and no colour, as `kubectl` does: `sandserve ls | tail -n +2 | cut -f1` gives
+the ids.
 """
 
 from __future__ import annotations
