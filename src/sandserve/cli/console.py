@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sandserve.masking import mask_text
-from sandserve.serve.lifecycle import BootEvents
+from sandserve.serve.boot_events import BootEvents
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID

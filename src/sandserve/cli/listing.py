@@ -12,7 +12,9 @@ import click
 
 from sandserve.cli.tables import Column, show_table
 
-STATE_STYLES = {"ready": "green", "booting": "yellow", "failed": "red", "dead": "red", "down": "dim"}
+STATE_STYLES = {
+    "ready": "green", "degraded": "yellow", "booting": "yellow", "failed": "red", "dead": "red", "down": "dim"
+}  # fmt: skip
 
 ENDPOINT_COLUMNS = (
     Column("id", keep=True),
@@ -35,7 +37,7 @@ PRESET_COLUMNS = (
 )
 
 #: The ledger fields `status` shows, in order (when set).
-STATUS_FIELDS = ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error")
+STATUS_FIELDS = ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error", "degraded")
 
 
 #: Shown when the user gave a price per GPU hour (SANDSERVE_GPU_HOUR_PRICE).

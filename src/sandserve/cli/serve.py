@@ -313,6 +313,7 @@ def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
         "error": shown_text(record.error, record.endpoint, show_secrets=show_secrets),
         "created_at": record.created_at,
         "live": record.live,
+        "degraded": record.degraded,
         "info": record.endpoint.info.to_dict() if record.endpoint else {},
     }
 

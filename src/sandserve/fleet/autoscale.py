@@ -38,6 +38,8 @@ class ScalerSettings:
     hold_timeout: float = 600.0
     #: Seconds a worker being removed may take to finish its in-flight requests.
     drain_timeout: float = 600.0
+    #: Seconds before a dead autoscaler is started again (doubled after each quick death, up to a minute).
+    restart_backoff: float = 1.0
 
     def check(self) -> None:
         if self.min_workers < 0:
@@ -54,7 +56,7 @@ class ScalerSettings:
                 raise ConfigError(
                     f"The autoscaler's {name} must be above 0.", hint=f"Pass a positive {name}."
                 )
-        for name in ("up_delay", "down_delay", "backoff"):
+        for name in ("up_delay", "down_delay", "backoff", "restart_backoff"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"The autoscaler's {name} cannot be negative.", hint=f"Pass {name} >= 0.")
         if self.hold_capacity < 1:

@@ -120,3 +120,5 @@ class FleetStatus:
     scaler: dict[str, Any] | None = field(default=None)
     """The autoscaler's bounds, whether it runs, its back-off, cold starts and last decisions (None: no
     scaler)."""
+    degraded: str | None = None
+    """Why the fleet serves but is not whole (its autoscaler died); None when it is."""

@@ -35,8 +35,8 @@ from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.providers.handles import GatewayHandle
 from sandserve.providers.local import HOST, port_is_free
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Record, Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.spec import ServeSpec
 
 
@@ -238,7 +238,7 @@ def _boot_text(registry: Registry, endpoint_id: str) -> str | None:
 
 
 def _status_of(registry: Registry, record: Record) -> FleetStatus:
-    record = lifecycle.refresh(record)
+    record = lifecycle.refresh(record, registry)
     handle = gateway_handle(record)
     listed: dict[str, dict[str, Any]] = {}
     if record.live and record.endpoint is not None:
@@ -291,4 +291,5 @@ def _status_of(registry: Registry, record: Record) -> FleetStatus:
         log_path=record.log_path,
         gateway=handle.gateway or DEFAULT_GATEWAY,
         scaler=scaler,
+        degraded=record.degraded,
     )

@@ -114,12 +114,17 @@ class Record:
     owner_started: str | None = None
     live: bool | None = field(default=None)
     """Whether the provider still runs it; filled in by ``status`` checks, None when not checked."""
+    degraded: str | None = field(default=None)
+    """Why it serves but is not whole (a fleet whose autoscaler is dead); filled in with ``live``."""
 
     @property
     def shown_state(self) -> str:
-        """The state a user should see: a ready endpoint whose server is gone is dead, not running."""
+        """The state a user should see: a ready endpoint whose server is gone is dead, not running; a ready
+        fleet whose autoscaler is dead is degraded."""
         if self.live is False and self.state in (State.READY, State.BOOTING):
             return "dead"
+        if self.degraded and self.state is State.READY:
+            return "degraded"
         return str(self.state)
 
 

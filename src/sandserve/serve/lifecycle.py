@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +24,14 @@ from sandserve.errors import (
 from sandserve.paths import logs_dir
 from sandserve.providers import get_provider
 from sandserve.providers.base import Exposure, Provider
-from sandserve.providers.handles import SandboxHandle
+from sandserve.providers.handles import SandboxHandle, ScalerHandle
 from sandserve.providers.local import process_start_time
 from sandserve.providers.warmboot import boot_key
-from sandserve.results import BootPhase, ServerInfo
+from sandserve.results import ServerInfo
 from sandserve.serve import boots, breaker
+from sandserve.serve.boot_events import BootEvents, BootTimeline
 from sandserve.serve.ledger import Record, Registry, State
-from sandserve.serve.receipt import BootReceipt, receipt_from
+from sandserve.serve.receipt import receipt_from
 from sandserve.spec import ServeSpec
 
 if TYPE_CHECKING:
@@ -42,44 +42,6 @@ if TYPE_CHECKING:
 #: A fatal signature in the log with the process still up: SGLang's parent can linger after its scheduler
 #: died.
 FATAL_LOG_GRACE_SECONDS = 5.0
-
-
-class BootEvents:
-    """Callbacks for what happens during boot. The library never prints; the CLI overrides these."""
-
-    def status(self, message: str) -> None:
-        """A step of the pipeline starts (``creating sandbox``, ``waiting for the server``...)."""
-
-    def log(self, text: str) -> None:
-        """New text from the server's start-up log."""
-
-    def phase(self, name: str, seconds: float) -> None:
-        """A boot phase completed, ``seconds`` after ``up`` started."""
-
-    def build_progress(self, done: int, total: int, message: str) -> None:
-        """The local engine is being built (first run only)."""
-
-    def warning(self, message: str) -> None:
-        """Something worth knowing that does not stop the boot (a check that could not be made)."""
-
-    def confirm(self, spec: ServeSpec) -> None:
-        """Last word before anything is created (or paid for): raise to stop here."""
-
-    def receipt(self, receipt: BootReceipt, previous: BootReceipt | None) -> None:
-        """The boot is done: each step's time, and the last boot of the same spec (None: the first)."""
-
-
-@dataclass
-class BootTimeline:
-    started: float = field(default_factory=time.monotonic)
-    phases: list[BootPhase] = field(default_factory=list)
-
-    def mark(self, name: str, events: BootEvents) -> None:
-        if any(seen.phase == name for seen in self.phases):
-            return
-        seconds = round(time.monotonic() - self.started, 2)
-        self.phases.append(BootPhase(name, seconds))
-        events.phase(name, seconds)
 
 
 def new_endpoint_id(spec: ServeSpec) -> str:
@@ -410,7 +372,33 @@ def refresh(record: Record, registry: Registry | None = None) -> Record:
         record.live = get_provider(record.provider).is_running(record.sandbox)
     except SandserveError:
         record.live = None
+    if registry is not None and record.live:
+        record.degraded = scaler_trouble(record, registry)
     return record
+
+
+def scaler_trouble(record: Record, registry: Registry) -> str | None:
+    """Why a serving fleet is degraded: its autoscaler is being restarted after it died, or is dead (then
+    nothing adds, replaces or holds workers); None for anything else."""
+    scalers = [r for r in registry.members_of(record.id) if isinstance(r.sandbox, ScalerHandle)]
+    if not scalers:
+        return None
+    scaler = max(scalers, key=lambda r: r.created_at)
+    assert isinstance(scaler.sandbox, ScalerHandle)
+    restarting = scaler.sandbox.state.get("restarting")
+    try:
+        running = get_provider(scaler.provider).is_running(scaler.sandbox)
+    except SandserveError:
+        return None
+    if not running:
+        return (
+            f"its autoscaler {scaler.id} is not running: no worker is added, replaced or held for "
+            f"(`sandserve fleet scale {record.id} --min N` starts a new one)"
+        )
+    if isinstance(restarting, dict):
+        starts = time.strftime("%H:%M:%S", time.localtime(restarting["at"] + restarting["delay_s"]))
+        return f"its autoscaler {restarting['reason']}: a new one starts at {starts}"
+    return None
 
 
 def read_log(record: Record) -> str:
