@@ -268,6 +268,7 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
                 worker.requests_running,
                 worker.requests_queued,
                 None if worker.cache_hit_rate is None else f"{worker.cache_hit_rate:.0%}",
+                worker.boot,
                 worker.worker_id,
             ]
             for worker in status.workers
@@ -332,6 +333,7 @@ def _worker_columns() -> tuple[Column, ...]:
         Column("running", number=True, drop_order=3),
         Column("queued", number=True, drop_order=4),
         Column("cache hits", number=True, drop_order=2),
+        Column("boot", drop_order=5),
         Column("gateway id", drop_order=1),
     )
 

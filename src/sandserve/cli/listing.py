@@ -121,7 +121,7 @@ def show_status(data: dict[str, Any], *, gone: bool) -> None:
         from sandserve.serve.receipt import BootReceipt
 
         for line in receipt_lines(BootReceipt.from_dict(data["boot"])):
-            out.print(line, markup=False, highlight=False)
+            out.print("  " + line, markup=False, highlight=False)
     if gone:
         out.print(f"  [red]its server is gone[/]: `sandserve down {data['id']}` clears it")
 

@@ -205,6 +205,14 @@ def up(
             err.print(line)
 
 
+def _print_wrapped(text: str) -> None:
+    from sandserve.cli.console import err
+    from sandserve.cli.receipts import wrapped
+
+    for line in wrapped(text, width=max(40, min(err.width, 100))):
+        err.print(line, markup=False, highlight=False)
+
+
 def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     env = {}
     for pair in pairs:
@@ -405,7 +413,7 @@ def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool, no_snapshot
                 record,
                 registry,
                 capture=not no_snapshot,
-                on_capture=lambda line: err.print(line, markup=False, highlight=False),
+                on_capture=_print_wrapped,
             )
             err.print(f"[green]down[/] {record.id}")
         except SandserveError as exc:

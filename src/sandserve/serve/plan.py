@@ -34,7 +34,13 @@ def plan(spec: ServeSpec) -> dict[str, Any]:
     server = {"port": port, "command": launch.display_command(), "env": launch.display_env()}
     shown = provider.plan(spec, head, server)
     boot = warm_boot_line(provider, spec)
-    return {**shown, "boot": boot} if boot else shown
+    if not boot:
+        return shown
+    # Beside the image: whether the boot starts from it or from the spec's golden snapshot.
+    before, after = list(shown.items()), list[tuple[str, Any]]()
+    while before and before[-1][0] not in ("image", "served_name"):
+        after.insert(0, before.pop())
+    return {**dict(before), "boot": boot, **dict(after)}
 
 
 def warm_boot_line(provider: Provider[Any], spec: ServeSpec) -> str | None:
