@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from sandserve.masking import mask_secrets
 from sandserve.observe.datasets import BenchPrompt, PromptSource
 from sandserve.observe.loads import EndpointLoad, LoadProbe, combine, endpoint_secrets
 from sandserve.observe.metrics import LevelMetrics, RequestRecord, Slo, level_metrics
+from sandserve.observe.server_gone import ServerGone, server_absence
 from sandserve.observe.stream import bench_session, chat_body, stream_chat
 
 Mode = Literal["concurrency", "rate", "sweep"]
@@ -150,24 +150,6 @@ def _record_summary(record: RequestRecord) -> dict[str, Any]:
         "cached_tokens": record.cached_tokens,
         "resent": record.resent,
     }
-
-
-@dataclass(frozen=True)
-class ServerGone:
-    """The server went away during a level: a request failed on its connection and the server no longer
-    answered a plain request either."""
-
-    at: float
-    """Unix time it was found gone."""
-    level: str
-    after_s: float
-    """Seconds into that level."""
-    reason: str
-    """What the check got instead of an answer."""
-
-    def describe(self) -> str:
-        when = time.strftime("%H:%M:%S", time.localtime(self.at))
-        return f"the server went away at {when}, {self.after_s:.1f} s into {self.level} ({self.reason})"
 
 
 @dataclass
@@ -468,26 +450,6 @@ class BenchRun:
         if gone and gone.level == level.label:
             message = f"stopped: {gone.describe()}; {level.unsent} requests of this level not sent"
             level.warnings.append(message)
-
-
-async def server_absence(session: aiohttp.ClientSession, endpoint: Endpoint) -> str | None:
-    """None when the server answers ``GET /v1/models`` (any answer from the server itself counts); else what
-    came instead: a refused or dropped connection, a timeout, or a proxy's 502/504 (nothing behind it)."""
-    try:
-        timeout = aiohttp.ClientTimeout(total=15)
-        async with session.get(endpoint.base_url + "/models", timeout=timeout) as response:
-            if response.status in (502, 504):
-                return f"its proxy answers {response.status}: nothing behind it"
-            return None
-    except aiohttp.ClientConnectorError as exc:
-        why = os.strerror(exc.os_error.errno) if exc.os_error.errno else str(exc.os_error)
-        return f"{why} at {exc.host}:{exc.port}"
-    except aiohttp.ServerDisconnectedError:
-        return "it closed the connection without answering"
-    except TimeoutError:
-        return "no answer within 15 s"
-    except (aiohttp.ClientError, OSError) as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def run_bench_sync(
