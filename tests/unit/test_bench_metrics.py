@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from sandserve.errors import ConfigError
-from sandserve.observe.bench import BenchConfig, LoadPlan, join_load
+from sandserve.observe.bench import BenchConfig, LoadPlan
+from sandserve.observe.bench_results import join_load
 from sandserve.observe.loads import EndpointLoad, LoadCounters
 from sandserve.observe.metrics import RequestRecord, Slo, level_metrics, parse_slo
 
@@ -156,7 +157,8 @@ def test_the_server_load_is_joined_to_the_level_it_was_sampled_in():
 
 def test_a_level_whose_client_cpu_was_saturated_says_so_in_the_report():
     from sandserve.endpoint import Endpoint
-    from sandserve.observe.bench import BenchRun, LevelResult
+    from sandserve.observe.bench import BenchRun
+    from sandserve.observe.bench_results import LevelResult
     from sandserve.observe.datasets import random_prompts
     from sandserve.observe.report import markdown
 

@@ -21,7 +21,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -193,6 +193,8 @@ class _Parsed:
     capacity_tokens: float | None = None
     cache_hit_rate: float | None = None
     gen_throughput: float | None = None
+    decoding_tokens: float | None = None
+    """Tokens generated so far by the requests still running (llama.cpp counts them only once they end)."""
 
 
 def parse_v1_loads(body: Any) -> _Parsed:
@@ -219,17 +221,18 @@ def parse_slots(body: Any) -> _Parsed:
     slots = [s for s in body if isinstance(s, dict)]
     busy = [s for s in slots if s.get("is_processing")]
     capacity = _sum(slots, "n_ctx")
-    used = 0.0
+    used = decoding = 0.0
     for slot in busy:
         used += _number(slot.get("n_prompt_tokens")) or 0.0
         next_token = slot.get("next_token")
         if isinstance(next_token, list) and next_token and isinstance(next_token[0], dict):
-            used += _number(next_token[0].get("n_decoded")) or 0.0
+            decoding += _number(next_token[0].get("n_decoded")) or 0.0
     return _Parsed(
         running=float(len(busy)),
-        used_tokens=used,
+        decoding_tokens=decoding,
+        used_tokens=used + decoding,
         capacity_tokens=capacity,
-        token_usage=used / capacity if capacity else None,
+        token_usage=(used + decoding) / capacity if capacity else None,
     )
 
 
@@ -410,6 +413,11 @@ class LoadProbe:
             reading.error = mask_secrets(errors[0], endpoint_secrets(endpoint))
         elif not parts:
             reading.error = "the server answers none of " + ", ".join(ROUTES) + " (start it with metrics on)"
+        decoding = parts[SLOTS_ROUTE].decoding_tokens if SLOTS_ROUTE in parts else None
+        if decoding and counters.generation_tokens is not None:
+            # llama.cpp adds a request's tokens to its counter when the request ends; with the running ones'
+            # tokens so far, the counter moves while requests run and rates are not 0 until they finish.
+            counters = replace(counters, generation_tokens=counters.generation_tokens + decoding)
         merge(reading, (parts[r] for r in ROUTES if r in parts), counters)
         reading.probe_ms = (time.monotonic() - started) * 1000
         return reading

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sandserve.errors import ConfigError
-from sandserve.observe.bench import BenchResult, LevelResult
+from sandserve.observe.bench_results import BenchResult, LevelResult
 
 DEFINITIONS = """\
 ## How these are measured

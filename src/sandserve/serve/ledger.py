@@ -202,6 +202,10 @@ class Registry:
             finally:
                 db.close()
 
+    def run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """Run ``work`` on the ledger in one transaction (the other tables' modules use it)."""
+        return self._transaction(work, write=write)
+
     # --- writing ----------------------------------------------------------------------------------------
 
     def add(
