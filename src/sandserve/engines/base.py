@@ -158,6 +158,12 @@ class Engine:
         return image
 
     @classmethod
+    def gpu_share_bytes(cls, spec: ServeSpec, gpu_mib: int) -> int | None:
+        """Bytes of one GPU of ``gpu_mib`` that this engine gives to weights and KV cache, for ``spec``
+        (its flags, its GPU count); None for an engine that runs on no GPU."""
+        return None
+
+    @classmethod
     def planned(cls, spec: ServeSpec) -> Engine:
         """The engine as ``--dry-run`` shows it: nothing is built or written."""
         return cls()

@@ -17,7 +17,11 @@ from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import GpuVendor, ServeSpec
 
 #: SGLang's own images of the release sandserve speaks to (facts/sglang.md), per GPU vendor.
-SGLANG_IMAGES = {GpuVendor.NVIDIA: "lmsysorg/sglang:v0.5.12.post1-cu130"}
+#: The AMD image is built for gfx950 (MI350X/MI355X, the AMD GPU on offer); MI300X would take -rocm720-mi30x.
+SGLANG_IMAGES = {
+    GpuVendor.NVIDIA: "lmsysorg/sglang:v0.5.12.post1-cu130",
+    GpuVendor.AMD: "lmsysorg/sglang:v0.5.12.post1-rocm720-mi35x",
+}
 
 TOOL_CALL_PARSERS = (
     "deepseekv3",
@@ -160,6 +164,12 @@ class SGLangEngine(Engine):
     signatures = _SIGNATURES
     info_path = "/server_info"
 
+    @classmethod
+    def gpu_share_bytes(cls, spec: ServeSpec, gpu_mib: int) -> int | None:
+        from sandserve.engines.sglang_memory import static_memory_bytes
+
+        return static_memory_bytes(gpu_mib, tensor_parallel(spec), spec.engine_settings.extra_args)
+
     def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
         return ServerInfo().with_values(**server_info_summary(data))
 
@@ -189,6 +199,9 @@ class SGLangEngine(Engine):
             argv += ["--tool-call-parser", settings.tool_call_parser]
         if spec.context_length:
             argv += ["--context-length", str(spec.context_length)]
+        gpus = spec.resources.gpu_count if spec.uses_gpu else 1
+        if gpus > 1 and not set(settings.extra_args) & _PARALLEL_FLAGS:  # a flag of the user's own wins
+            argv += ["--dp-size" if settings.data_parallel else "--tp-size", str(gpus)]
         argv += list(settings.extra_args)
         env = dict(settings.env)
         if api_key:
@@ -291,3 +304,14 @@ def _check_parser(what: str, flag: str, value: str | None, valid: tuple[str, ...
             f"SGLang has no {what} {value!r} ({flag}).",
             hint=f"Use one of: {', '.join(valid)}; or 'none' to switch it off.",
         )
+
+
+_PARALLEL_FLAGS = frozenset({"--tp", "--tp-size", "--tensor-parallel-size", "--dp", "--dp-size"})
+
+
+def tensor_parallel(spec: ServeSpec) -> int:
+    """How many GPUs one copy of the model is split over (``--tp-size``): all of them, unless each holds
+    its own copy (data parallel)."""
+    if not spec.uses_gpu or spec.engine_settings.data_parallel:
+        return 1
+    return spec.resources.gpu_count

@@ -20,6 +20,7 @@ from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER
 from sandserve.engines.base import Launch
 from sandserve.errors import (
     ConfigError,
+    GpuCapacityError,
     MissingCredentialsError,
     ProviderError,
     QuotaExceededError,
@@ -48,6 +49,8 @@ LABEL_OWNER = "sandserve"
 LABEL_ENDPOINT = "sandserve.endpoint"
 LABEL_MODEL = "sandserve.model"
 QUOTA_MARKER = "gpu limit exceeded"
+#: No runner has the GPUs asked for free (the API's scheduler: "No available runners").
+NO_CAPACITY_MARKER = "no available runners"
 #: Preview traffic with this header does not reset the sandbox's idle timer (auto-stop).
 SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 #: Hosts of Daytona's preview proxy (private and signed preview URLs).
@@ -106,6 +109,13 @@ class DaytonaProvider(Provider[DaytonaHandle]):
 
         return sandbox_plan(spec, head, server)
 
+    def gpu_capacity(self, spec: ServeSpec) -> tuple[dict[str, int] | None, str]:
+        from sandserve.providers.daytona_capacity import free_gpus
+
+        if not config.daytona_key().is_set:
+            return None, "no DAYTONA_API_KEY"
+        return free_gpus(self.client, spot=spec.resources.spot)
+
     def preflight(self, spec: ServeSpec) -> list[str] | None:
         from sandserve.providers.daytona_params import gpu_types
 
@@ -137,7 +147,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
             self._delete_labelled(endpoint_id)
             raise
         except DaytonaError as exc:
-            raise _translate(exc, "create the sandbox") from exc
+            raise _translate(exc, "create the sandbox", spec) from exc
         self._sandboxes[sandbox.id] = sandbox
         return DaytonaHandle(self.name, sandbox.id, port=spec.port or SANDBOX_PORT, session=SESSION)
 
@@ -353,12 +363,18 @@ def _connect() -> Daytona:
         ) from exc
 
 
-def _translate(exc: Exception, doing: str) -> ProviderError:
+def _translate(exc: Exception, doing: str, spec: ServeSpec | None = None) -> ProviderError:
     from daytona import DaytonaAuthenticationError
 
     message = str(exc)
     if QUOTA_MARKER in message.lower():
         return QuotaExceededError(message.strip())
+    if NO_CAPACITY_MARKER in message.lower() and spec is not None:
+        gpus = " or ".join(spec.resources.gpu_types)
+        return GpuCapacityError(
+            f"Daytona has no {gpus} free for this sandbox ({message.strip()}).",
+            hint="Add other GPU types to the list (--gpu, repeat it), ask for fewer (--gpus), or try later.",
+        )
     if isinstance(exc, DaytonaAuthenticationError):
         return ProviderError(
             f"Daytona refused the API key while trying to {doing}.",

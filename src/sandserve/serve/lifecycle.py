@@ -18,6 +18,7 @@ from sandserve.errors import (
     BootInterruptedError,
     BootTimeoutError,
     EngineDiedError,
+    GpuCapacityError,
     LedgerBusyError,
     SandserveError,
 )
@@ -29,6 +30,7 @@ from sandserve.providers.local import process_start_time
 from sandserve.results import BootPhase, ServerInfo
 from sandserve.serve import breaker
 from sandserve.serve.ledger import Record, Registry, State
+from sandserve.serve.placement import place
 from sandserve.spec import ServeSpec
 
 if TYPE_CHECKING:
@@ -104,6 +106,12 @@ def up(
     spec, engine = unprepared.prepare(spec, events)
     for warning in provider.preflight(spec) or ():
         events.warning(warning)
+    placed = place(spec, provider)
+    for note in placed.notes:
+        events.status(note)
+    if isinstance(placed.fit, str) and spec.uses_gpu:
+        events.warning(f"fit {placed.fit}")
+    spec = placed.spec
     events.confirm(spec)
     endpoint_id = new_endpoint_id(spec)
     handle = SandboxHandle(provider.name, sandbox_id="")
@@ -116,9 +124,8 @@ def up(
         sandbox=handle,
     )
     try:
-        events.status(f"creating {provider.name} sandbox")
-        handle = provider.create(spec, endpoint_id)
-        registry.update(endpoint_id, sandbox=handle)
+        spec, handle = _create(provider, placed.creates(), endpoint_id, events)
+        registry.update(endpoint_id, sandbox=handle, spec=spec.to_record())
         timeline.mark("sandbox ready", events)
 
         launch = engine.launch(
@@ -202,6 +209,24 @@ def _endpoint(
         expires_at=exposure.expires_at,
         info=info,
     )
+
+
+def _create(
+    provider: Provider[Any], attempts: list[ServeSpec], endpoint_id: str, events: BootEvents
+) -> tuple[ServeSpec, SandboxHandle]:
+    """The first create that succeeds, one per GPU vendor in order (each with its own image): a vendor with
+    nothing free moves on to the next, and says so."""
+    for index, attempt in enumerate(attempts):
+        gpus = " or ".join(attempt.resources.gpu_types)
+        events.status(f"creating {provider.name} sandbox" + (f" ({gpus})" if gpus else ""))
+        try:
+            return attempt, provider.create(attempt, endpoint_id)
+        except GpuCapacityError as exc:
+            if index + 1 == len(attempts):
+                raise
+            following = " or ".join(attempts[index + 1].resources.gpu_types)
+            events.status(f"{exc.message} Trying {following} next.")
+    raise AssertionError("no create was attempted")  # pragma: no cover - placement gives one at least
 
 
 def _record_quietly(registry: Registry, endpoint_id: str, **changes: Any) -> None:

@@ -8,11 +8,16 @@ from typing import Any
 
 from sandserve.engines import engine_class
 from sandserve.providers import get_provider
+from sandserve.serve.placement import place
 from sandserve.spec import SANDBOX_PORT, ServeSpec
 
 
 def plan(spec: ServeSpec) -> dict[str, Any]:
+    """What ``up`` would do with ``spec``; refused as ``up`` refuses it (a model that cannot fit, no GPU
+    with capacity) before anything is shown."""
     provider = get_provider(spec.provider)
+    placed = place(spec, provider)
+    spec = placed.spec
     engine = engine_class(spec.engine).planned(spec)
     details = engine.plan_details(spec)
     port: int | str = spec.port or (SANDBOX_PORT if provider.remote else "a free port")
@@ -30,4 +35,6 @@ def plan(spec: ServeSpec) -> dict[str, Any]:
         **details,
     }
     server = {"port": port, "command": launch.display_command(), "env": launch.display_env()}
+    if spec.uses_gpu:
+        head = {**head, **placed.shown()}
     return provider.plan(spec, head, server)
