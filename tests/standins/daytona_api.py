@@ -17,7 +17,8 @@ processes as DAYTONA_STANDIN_PORT_<port>, so two sandboxes can both "serve on 80
 
 JSON bodies are read and written with the SDK's generated models (daytona_api_client and
 daytona_toolbox_api_client), and refused as the service refuses them (`_daytona_rules`): unknown fields and
-enum values, more than one GPU, a GPU sandbox that is not ephemeral, spot without a GPU.
+enum values, more GPUs than a machine has, a GPU sandbox that is not ephemeral, spot without a GPU; GPUs
+are placed by type in preference order from a fleet with free units per type (`_daytona_gpus`).
 
 A new sandbox goes through the service's states (pending_build -> building_snapshot -> starting -> started for
 an image, creating -> started for a snapshot), `state_step_seconds` each. Its processes see only their own
@@ -85,7 +86,7 @@ from daytona_toolbox_api_client import (
 )
 from pydantic import ValidationError
 
-from . import _daytona_events, _daytona_rules, _image, _preview
+from . import _daytona_events, _daytona_gpus, _daytona_rules, _image, _preview
 from ._procs import STDERR, STDOUT, CommandRun, kill_groups
 
 ORGANIZATION_ID = "standin-org"
@@ -234,6 +235,7 @@ class DaytonaStandin:
         self.path_prepend = [str(p) for p in path_prepend]
         self.remap_ports = list(remap_ports)
         self.gpu_quota = gpu_quota
+        self.gpus = _daytona_gpus.GpuFleet()  # free units per GPU type: tests may set them
         self.python = python
         self.sandboxes: dict[str, SandboxRecord] = {}
         self.volumes: dict[str, VolumeDto] = {}
@@ -372,6 +374,8 @@ class DaytonaStandin:
             ("GET", sb + "/ports/{port}/preview-url", self._preview_url),
             ("GET", sb + "/ports/{port}/signed-preview-url", self._signed_preview_url),
             ("POST", sb + "/ports/{port}/signed-preview-url/{token}/expire", self._expire_signed_preview_url),
+            ("GET", "/api/organizations/{org}/gpu-capacity", self._gpu_capacity),
+            ("GET", "/api/api-keys/current", self._current_api_key),
             ("GET", "/api/volumes", self._list_volumes),
             ("POST", "/api/volumes", self._create_volume),
             ("GET", "/api/volumes/by-name/{name}", self._get_volume_by_name),
@@ -459,6 +463,10 @@ class DaytonaStandin:
         if body.name and any(r.name == body.name for r in self.sandboxes.values()):
             raise StandinError(409, f"Sandbox with name {body.name} already exists")
         volumes = [self._resolve_volume_mount(v) for v in body.volumes or []]
+        try:
+            gpu_type = self.gpus.place(raw.get("gpuType") or [], gpu, spot=bool(body.spot)) if gpu else None
+        except _daytona_gpus.NoRunner as e:
+            raise StandinError(400, str(e)) from None
 
         sandbox_id = str(uuid.uuid4())
         assert self._root is not None
@@ -479,7 +487,7 @@ class DaytonaStandin:
             memory=body.memory or 1,
             disk=body.disk or 3,
             gpu=gpu,
-            gpu_type=(raw.get("gpuType") or [None])[0] if gpu else None,
+            gpu_type=gpu_type,
             auto_stop_interval=15 if body.auto_stop_interval is None else body.auto_stop_interval,
             auto_archive_interval=10080 if body.auto_archive_interval is None else body.auto_archive_interval,
             auto_delete_interval=-1 if body.auto_delete_interval is None else body.auto_delete_interval,
@@ -640,7 +648,8 @@ class DaytonaStandin:
         record.sessions.clear()
         old = record.stored_state.value
         record.stored_state = SandboxState.DESTROYED
-        self.sandboxes.pop(record.id, None)
+        if self.sandboxes.pop(record.id, None) is not None:
+            self.gpus.release(record.gpu_type, record.gpu, spot=record.spot)
         await self.events.state_changed(self._dto(record), old)
         self.deleted_ids.append(record.id)
         shutil.rmtree(record.home, ignore_errors=True)
@@ -687,6 +696,16 @@ class DaytonaStandin:
             updated_at=record.created_at,
             toolbox_proxy_url=self.toolbox_url,
         )
+
+    # ----- control plane: GPUs -----
+
+    async def _gpu_capacity(self, request: web.Request) -> web.Response:
+        if request.match_info["org"] != ORGANIZATION_ID:
+            raise StandinError(403, "You do not have access to this organization")
+        return _json(self.gpus.capacity())
+
+    async def _current_api_key(self, request: web.Request) -> web.Response:
+        return _json(_daytona_gpus.current_api_key(ORGANIZATION_ID))
 
     # ----- control plane: volumes -----
 
@@ -945,6 +964,8 @@ class DaytonaStandin:
         }
         env.update(self.extra_env)
         env.update({f"DAYTONA_STANDIN_PORT_{port}": str(local) for port, local in record.ports.items()})
+        dockerfile = record.build_info.dockerfile_content if record.build_info else None
+        env.update(_daytona_gpus.machine_env(record.gpu_type, record.gpu, _daytona_gpus.image_of(dockerfile)))
         env.update(record.env)
         env.update(
             {name: self.vault[secret] for name, secret in record.secrets.items() if secret in self.vault}

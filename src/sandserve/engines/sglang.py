@@ -94,6 +94,19 @@ _PHASES = (
 
 _SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
+        # torch's own words: a CUDA build finding no NVIDIA driver; a ROCm build finding no AMD GPU.
+        r"Found no NVIDIA driver on your system|No HIP GPUs are available",
+        "the image's engine build does not match the sandbox's GPU vendor (a CUDA image on an AMD GPU, or a "
+        "ROCm image on an NVIDIA one)",
+        "Leave --image out (sandserve picks SGLang's CUDA or ROCm image for the GPU), or give an image built "
+        "for that vendor.",
+    ),
+    LogSignature.of(
+        r"CUDA error: invalid device ordinal|HIP error: invalid device ordinal",
+        "the engine was told to use more GPUs than the sandbox has (--tp-size / --dp-size above its count)",
+        "Ask for as many GPUs as the engine splits over: `--gpus N` sets both (drop a -- --tp-size flag).",
+    ),
+    LogSignature.of(
         r"Not enough memory\. Please try to increase --mem-fraction-static",
         "the GPU had no memory left for the KV cache pool after loading the weights",
         "Give the KV pool room: `sandserve up ... -- --mem-fraction-static 0.95` (engine flags go after --), "

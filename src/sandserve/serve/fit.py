@@ -140,6 +140,12 @@ def _fit(
     )
 
 
+def needed_bytes(footprint: Footprint, context_length: int | None) -> int:
+    """GPU memory in all for the weights and the KV cache the check asks for (``presets`` shows it)."""
+    tokens = context_length or min(footprint.context_tokens or KV_FLOOR_TOKENS, KV_FLOOR_TOKENS)
+    return footprint.weights_bytes + (footprint.kv_bytes_per_token or 0) * tokens
+
+
 def _kv_tokens(spec: ServeSpec, footprint: Footprint) -> int:
     if spec.context_length:
         return spec.context_length
