@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from sandserve.engines.base import Engine, GenerateCall, Launch, LogSignature, ReadinessProbe
+from sandserve.engines.load_formats import LoadFields, parse_v1_loads
 from sandserve.errors import ConfigError
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import GpuVendor, ServeSpec
@@ -160,6 +161,19 @@ class SGLangEngine(Engine):
     label = "SGLang"
     owned_by = "sglang"
     sandbox_images = SGLANG_IMAGES
+    load_route = "/v1/loads"
+    metric_names = {
+        "running": "sglang:num_running_reqs",
+        "queued": "sglang:num_queue_reqs",
+        "token_usage": "sglang:token_usage",
+        "cache_hit_rate": "sglang:cache_hit_rate",
+        "gen_throughput": "sglang:gen_throughput",
+        "capacity": "sglang:max_total_num_tokens",
+        "generated": "sglang:generation_tokens_total",
+        "cached": "sglang:cached_tokens_total",
+        "requests": "sglang:num_requests_total",
+        "prompt_all": "sglang:prompt_tokens_total",
+    }
     capabilities = Capabilities(
         streaming=True,
         reasoning_split=True,
@@ -176,6 +190,10 @@ class SGLangEngine(Engine):
     phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
     signatures = _SIGNATURES
     info_path = "/server_info"
+
+    @classmethod
+    def load_fields(cls, body: Any) -> LoadFields:
+        return parse_v1_loads(body)
 
     @classmethod
     def gpu_share_bytes(cls, spec: ServeSpec, gpu_mib: int) -> int | None:
