@@ -58,7 +58,7 @@ def test_gpt_oss_120b_on_an_rtx_4090_is_refused_with_the_arithmetic_and_what_wou
         plan(spec)
     message, hint = refused.value.message, refused.value.hint or ""
     assert "1 x RTX-4090: 67.7 GiB weights + " in message and "does not fit" in message
-    assert "of 22.3 GiB per GPU" in message  # 24,564 MiB x the preset's 0.93
+    assert "= 69.7 GiB > 22.3 GiB per GPU" in message  # 24,564 MiB x the preset's 0.93
     assert "--gpu H100 --gpus 1" in hint
 
 

@@ -58,10 +58,11 @@ class GpuFit:
         return f"{self.gpus}: {self.sums()}"
 
     def sums(self) -> str:
+        """``65.7 GiB weights + 2.5 GiB KV = 68.2 GiB > 65.9 GiB per GPU``."""
         kv = f" + {_gib(self.kv_needed)} KV" if self.kv_needed else ""
-        verdict = "fits" if self.fits else "does not fit"
         total = _gib(self.weights + self.kv_needed)
-        return f"{_gib(self.weights)} weights{kv} = {total} of {_gib(self.share)} per GPU: {verdict}"
+        room = f"of {_gib(self.share)}" if self.fits else f"> {_gib(self.share)}"
+        return f"{_gib(self.weights)} weights{kv} = {total} {room} per GPU"
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,12 @@ class FitCheck:
         """One line per GPU type, for the plan."""
         lines = {}
         for fit in self.fits:
+            if not fit.fits:
+                lines[fit.gpus] = f"too small: {fit.sums()}"
+                continue
             pool = fit.kv_pool_tokens
-            room = f" (KV pool about {pool:,} tokens)" if fit.fits and pool is not None else ""
-            lines[fit.gpus] = fit.sums() + room
+            room = f", KV pool about {_tokens(pool)} tokens" if pool is not None else ""
+            lines[fit.gpus] = f"fits: {_gib(fit.weights + fit.kv_needed)} of {_gib(fit.share)} per GPU{room}"
         return lines
 
 
@@ -109,8 +113,8 @@ def settle(spec: ServeSpec, found: FitCheck) -> tuple[ServeSpec, list[str]]:
         lines = "".join(f"\n  {fit.arithmetic()}" for fit in found.fits)
         smallest = _smallest_fit(spec, found)
         raise ModelDoesNotFitError(
-            f"{spec.served_name} does not fit the GPUs asked for (per GPU, the engine's share of its memory "
-            f"against the model's weights and KV cache; sizes from {found.source}):{lines}",
+            f"{spec.served_name} does not fit the GPUs asked for. Per GPU, its weights and KV cache against "
+            f"what the engine gives them (sizes from {found.source}):{lines}",
             hint=f"The smallest that fits: {smallest}. Or serve a smaller model (`sandserve presets`)."
             if smallest
             else "No GPU type on offer holds it, even 8 of them: serve a smaller or quantized model.",
@@ -165,7 +169,13 @@ def _smallest_fit(spec: ServeSpec, found: FitCheck) -> str | None:
     if not options:
         return None
     best = min(options, key=lambda fit: (GPU_MEMORY_MIB[fit.gpu] * fit.count, fit.count))
-    return f"--gpu {best.gpu} --gpus {best.count} ({best.arithmetic()})"
+    return (
+        f"--gpu {best.gpu} --gpus {best.count} ({_gib(best.weights + best.kv_needed)} of {_gib(best.share)})"
+    )
+
+
+def _tokens(count: int) -> str:
+    return f"{count / 1e6:.1f} M" if count >= 1_000_000 else f"{count / 1e3:.0f} k"
 
 
 def _gib(value: int) -> str:
