@@ -140,6 +140,12 @@ class DaytonaToolSandbox:
         from daytona import DaytonaError, DaytonaTimeoutError
         from daytona_toolbox_api_client.exceptions import ApiException
 
+        if tool.paths:  # checked before a sandbox is made for it
+            return ToolOutcome.failure(
+                f"{tool.name} declares {', '.join(tool.paths)}: paths of the machine that declared it, "
+                "which a Daytona tool sandbox does not have (run it for a local endpoint, or give it the "
+                "data as arguments)"
+            )
         sandbox = self._ensure_sandbox()
         stopped = ToolOutcome.failure(f"{tool.name} did not finish within {self.timeout:g} s and was stopped")
         try:
