@@ -10,7 +10,8 @@ def receipt_lines(receipt: BootReceipt, previous: BootReceipt | None = None) -> 
     changes = differences(receipt, previous)
     head = f"boot receipt: {receipt.origin}, {seconds_text(receipt.total)} from `up` to the first generation"
     lines = [head]
-    lines += _wrapped(f"({receipt.why})", indent="  ")
+    why = receipt.why.removeprefix(f"{receipt.origin}: ")
+    lines += wrapped(why, indent="  ")
     notes = {"weights": "on disk: no download", "compile": "caches restored: no compile"}
     for step in receipt.steps:
         change = changes.get(step.phase)
@@ -22,14 +23,15 @@ def receipt_lines(receipt: BootReceipt, previous: BootReceipt | None = None) -> 
         for phase in skipped:
             lines.append(f"  {phase:<17} {'skipped':>10}  {changes[phase]:+.1f} s")
         when = f"the last boot of this spec ({previous.origin}, {seconds_text(previous.total)})"
-        lines += _wrapped(f"{changes['total']:+.1f} s against {when}", indent="  ")
+        lines += wrapped(f"{changes['total']:+.1f} s against {when}", indent="  ")
     slowest = receipt.slowest()
     if slowest:
-        lines += _wrapped(f"slowest: {slowest}", indent="  ")
+        lines += wrapped(f"slowest: {slowest}", indent="  ")
     return lines
 
 
-def _wrapped(text: str, *, indent: str, width: int = 80) -> list[str]:
+def wrapped(text: str, *, indent: str = "", width: int = 80) -> list[str]:
+    """``text`` in lines of at most ``width`` columns, broken between words."""
     import textwrap
 
     return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ")

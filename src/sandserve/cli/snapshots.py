@@ -8,9 +8,10 @@ from sandserve.cli._app import main, reports_errors
 
 
 @main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
 @click.pass_context
 @reports_errors
-def snapshots(ctx: click.Context) -> None:
+def snapshots(ctx: click.Context, as_json: bool) -> None:
     """List the golden snapshots that make a spec's next `up` boot warm (one per spec and GPU type).
 
     A snapshot is captured at `down` after a cold boot; `down --all` never deletes one. Delete one with
@@ -23,6 +24,13 @@ def snapshots(ctx: click.Context) -> None:
     from sandserve.serve.ledger import Registry
 
     found = golden_snapshots(Registry())
+    if as_json:
+        import dataclasses
+        import json
+
+        listed = [{"provider": s.provider, "spec": s.spec, **dataclasses.asdict(s.info)} for s in found]
+        click.echo(json.dumps(listed, indent=2))
+        return
     if not found:
         click.echo("no golden snapshots yet: one is captured at `down` after a cold boot", err=True)
         return

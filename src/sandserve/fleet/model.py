@@ -103,6 +103,8 @@ class WorkerStatus:
     """Requests the engine holds back (queued or deferred), from its own load endpoint."""
     cache_hit_rate: float | None = None
     """Cached prompt tokens / prompt tokens since the worker started."""
+    boot: str | None = None
+    """How it booted: ``warm 12 s`` or ``cold 293 s`` (its boot receipt); None: no receipt."""
 
 
 @dataclass(frozen=True)

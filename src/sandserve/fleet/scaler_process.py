@@ -34,6 +34,7 @@ from sandserve.fleet.scaler_row import read_settings, scaler_handle, write_state
 from sandserve.fleet.scaler_supervisor import HOLDER_KEY_ENV, supervise
 from sandserve.providers.gateway import SCALER_PROVIDER
 from sandserve.serve import lifecycle
+from sandserve.serve.boots import expected_boot_seconds
 from sandserve.serve.ledger import Registry, State
 from sandserve.spec import ServeSpec
 
@@ -133,6 +134,7 @@ class Scaler:
             booting=len(self.boots),
             draining=sum(not drain.done() for drain in self.drains.values()),
             held=self.holder.held,
+            boot_seconds=expected_boot_seconds(self.registry, self.spec),
         )
 
     def _act(self, fleet: Fleet, decision: Decision) -> None:

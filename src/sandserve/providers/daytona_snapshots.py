@@ -45,30 +45,39 @@ def plan(client: Daytona, spec: ServeSpec, *, activate: bool) -> WarmBootPlan:
     from daytona import DaytonaNotFoundError
 
     reasons: list[str] = []
+    missing: list[str] = []
     for gpu_type in spec.resources.gpu_types:
         name = snapshot_name(spec, gpu_type)
         try:
             snapshot = client.snapshot.get(name)
         except DaytonaNotFoundError:
-            reasons.append(f"no snapshot of this spec on {gpu_type} yet (it is captured at `down`)")
+            missing.append(gpu_type)
             continue
         state = _state(snapshot)
         if state == "active":
-            return WarmBootPlan(name, gpu_type, tuple(reasons))
+            return WarmBootPlan(name, gpu_type, (*_missing(missing), *reasons))
         if state == "inactive":
             if not activate:
                 inactive = f"snapshot {name} is inactive: `up` activates it"
-                return WarmBootPlan(name, gpu_type, (*reasons, inactive))
+                return WarmBootPlan(name, gpu_type, (*_missing(missing), *reasons, inactive))
             reason = _activate(client, name)
             if reason is None:
-                return WarmBootPlan(name, gpu_type, (*reasons, f"snapshot {name} was inactive: activated"))
+                activated = f"snapshot {name} was inactive: activated"
+                return WarmBootPlan(name, gpu_type, (*_missing(missing), *reasons, activated))
             reasons.append(reason)
         elif state in ("error", "build_failed"):
             why = getattr(snapshot, "error_reason", None) or "no reason given"
             reasons.append(f"snapshot {name} failed ({why}): `sandserve snapshots delete {name}`")
         else:
             reasons.append(f"snapshot {name} is {state}, not active yet")
-    return WarmBootPlan(None, None, tuple(reasons))
+    return WarmBootPlan(None, None, (*_missing(missing, cold=True), *reasons))
+
+
+def _missing(gpu_types: list[str], *, cold: bool = False) -> tuple[str, ...]:
+    if not gpu_types:
+        return ()
+    where = " or ".join(gpu_types)
+    return (f"no snapshot of this spec on {where} yet" + (" (one is captured at `down`)" if cold else ""),)
 
 
 def _activate(client: Daytona, name: str) -> str | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sandserve.serve.ledger import Registry
 from sandserve.serve.receipt import BootReceipt
+from sandserve.spec import ServeSpec
 
 
 def record_boot(registry: Registry, endpoint_id: str, spec_key: str, receipt: BootReceipt) -> None:
@@ -48,6 +49,22 @@ def boot_seconds(registry: Registry, spec_key: str, origin: str, limit: int = 5)
         write=False,
     )
     return [float(seconds) for (seconds,) in rows]
+
+
+def expected_boot_seconds(registry: Registry, spec: ServeSpec) -> float | None:
+    """How long the next boot of ``spec`` should take: its newest receipt on any of its GPU types (a spec
+    with a golden snapshot boots warm, and its newest receipt is a warm one); None: never booted."""
+    from sandserve.providers.warmboot import boot_key
+
+    keys = [boot_key(spec, gpu) for gpu in spec.resources.gpu_types] or [boot_key(spec, None)]
+    marks = ", ".join("?" for _ in keys)
+    row = registry.run(
+        lambda db: db.execute(
+            f"SELECT seconds FROM boots WHERE spec_key IN ({marks}) ORDER BY created_at DESC LIMIT 1", keys
+        ).fetchone(),
+        write=False,
+    )
+    return float(row[0]) if row else None
 
 
 @dataclass(frozen=True)

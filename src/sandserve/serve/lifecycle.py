@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from sandserve.errors import (
     BootInterruptedError,
     BootTimeoutError,
     EngineDiedError,
+    GpuCapacityError,
     LedgerBusyError,
     SandserveError,
 )
@@ -28,11 +28,13 @@ from sandserve.providers.base import Exposure, Provider
 from sandserve.providers.handles import SandboxHandle
 from sandserve.providers.local import process_start_time
 from sandserve.providers.warmboot import boot_key
-from sandserve.results import BootPhase, ServerInfo
+from sandserve.results import ServerInfo
 from sandserve.serve import boots, breaker
+from sandserve.serve.boot_events import BootEvents, BootTimeline
 from sandserve.serve.degraded import scaler_trouble
 from sandserve.serve.ledger import Record, Registry, State
-from sandserve.serve.receipt import BootReceipt, receipt_from
+from sandserve.serve.placement import place
+from sandserve.serve.receipt import receipt_from
 from sandserve.spec import ServeSpec
 
 if TYPE_CHECKING:
@@ -43,44 +45,6 @@ if TYPE_CHECKING:
 #: A fatal signature in the log with the process still up: SGLang's parent can linger after its scheduler
 #: died.
 FATAL_LOG_GRACE_SECONDS = 5.0
-
-
-class BootEvents:
-    """Callbacks for what happens during boot. The library never prints; the CLI overrides these."""
-
-    def status(self, message: str) -> None:
-        """A step of the pipeline starts (``creating sandbox``, ``waiting for the server``...)."""
-
-    def log(self, text: str) -> None:
-        """New text from the server's start-up log."""
-
-    def phase(self, name: str, seconds: float) -> None:
-        """A boot phase completed, ``seconds`` after ``up`` started."""
-
-    def build_progress(self, done: int, total: int, message: str) -> None:
-        """The local engine is being built (first run only)."""
-
-    def warning(self, message: str) -> None:
-        """Something worth knowing that does not stop the boot (a check that could not be made)."""
-
-    def confirm(self, spec: ServeSpec) -> None:
-        """Last word before anything is created (or paid for): raise to stop here."""
-
-    def receipt(self, receipt: BootReceipt, previous: BootReceipt | None) -> None:
-        """The boot is done: each step's time, and the last boot of the same spec (None: the first)."""
-
-
-@dataclass
-class BootTimeline:
-    started: float = field(default_factory=time.monotonic)
-    phases: list[BootPhase] = field(default_factory=list)
-
-    def mark(self, name: str, events: BootEvents) -> None:
-        if any(seen.phase == name for seen in self.phases):
-            return
-        seconds = round(time.monotonic() - self.started, 2)
-        self.phases.append(BootPhase(name, seconds))
-        events.phase(name, seconds)
 
 
 def new_endpoint_id(spec: ServeSpec) -> str:
@@ -113,6 +77,12 @@ def up(
     spec, engine = unprepared.prepare(spec, events)
     for warning in provider.preflight(spec) or ():
         events.warning(warning)
+    placed = place(spec, provider)
+    for note in placed.notes:
+        events.status(note)
+    if isinstance(placed.fit, str) and spec.uses_gpu:
+        events.warning(f"fit {placed.fit}")
+    spec = placed.spec
     events.confirm(spec)
     endpoint_id = new_endpoint_id(spec)
     handle = SandboxHandle(provider.name, sandbox_id="")
@@ -125,9 +95,8 @@ def up(
         sandbox=handle,
     )
     try:
-        events.status(f"creating {provider.name} sandbox")
-        handle, why = _create(provider, spec, endpoint_id, events)
-        registry.update(endpoint_id, sandbox=handle)
+        spec, handle, why = _create(provider, placed.creates(), endpoint_id, events)
+        registry.update(endpoint_id, sandbox=handle, spec=spec.to_record())
         timeline.mark("sandbox ready", events)
 
         launch = engine.launch(
@@ -194,7 +163,7 @@ def up(
     return endpoint
 
 
-def _create(
+def _create_one(
     provider: Provider[Any], spec: ServeSpec, endpoint_id: str, events: BootEvents
 ) -> tuple[SandboxHandle, str]:
     """The sandbox, from the spec's golden snapshot where there is a usable one; and why it is warm or
@@ -263,6 +232,26 @@ def _endpoint(
         expires_at=exposure.expires_at,
         info=info,
     )
+
+
+def _create(
+    provider: Provider[Any], attempts: list[ServeSpec], endpoint_id: str, events: BootEvents
+) -> tuple[ServeSpec, SandboxHandle, str]:
+    """The first create that succeeds, one per GPU vendor in order (each with its own image and its own
+    golden snapshot): a vendor with nothing free moves on to the next, and says so. Also why the boot is
+    warm or cold."""
+    for index, attempt in enumerate(attempts):
+        gpus = " or ".join(attempt.resources.gpu_types)
+        events.status(f"creating {provider.name} sandbox" + (f" ({gpus})" if gpus else ""))
+        try:
+            handle, why = _create_one(provider, attempt, endpoint_id, events)
+            return attempt, handle, why
+        except GpuCapacityError as exc:
+            if index + 1 == len(attempts):
+                raise
+            following = " or ".join(attempts[index + 1].resources.gpu_types)
+            events.status(f"{exc.message} Trying {following} next.")
+    raise AssertionError("no create was attempted")  # pragma: no cover - placement gives one at least
 
 
 def _record_quietly(registry: Registry, endpoint_id: str, **changes: Any) -> None:
