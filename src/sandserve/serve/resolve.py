@@ -62,6 +62,7 @@ def resolve_spec(
     signed_url_ttl: int | None = None,
     cache_volume: str | None = None,
     hf_token_secret: str | None = None,
+    warm_boot: bool = True,
 ) -> ServeSpec:
     """Build a ServeSpec: preset defaults < explicit arguments (None: not said).
 
@@ -94,6 +95,7 @@ def resolve_spec(
         auto_stop_minutes=auto_stop_minutes or 0,
         hf_token_secret=hf_token_secret,
         cache_volume=cache_volume,
+        warm_boot=warm_boot,
     )
     if create_timeout is not None:
         settings = replace(settings, create_timeout=create_timeout)
