@@ -86,6 +86,11 @@ def resolve_spec(
     gpu_types = normalise_gpus(tuple(gpus))
     if not where.offers_gpus:
         gpu_types = ()  # checked all the same: a misspelt --gpu is an error wherever it is given
+    if gpu_count is not None and gpu_count > 1 and not where.offers_gpus:
+        raise ConfigError(
+            f"--gpus {gpu_count}: the {where.name} provider runs its server on no GPU.",
+            hint="Leave --gpus out, or serve on Daytona (--provider daytona) to split a model over GPUs.",
+        )
     if gpu_count is None:
         gpu_count = preset.gpu_count if preset else 1
     resources = Resources(gpu_types=gpu_types, gpu_count=_gpu_count(gpu_count), spot=spot, image=image)
