@@ -243,11 +243,20 @@ class EndpointNotFoundError(SandserveError):
 
 
 class AmbiguousEndpointError(SandserveError):
-    def __init__(self, ids: list[str]) -> None:
-        super().__init__(
-            f"Several endpoints are up: {', '.join(ids)}.",
-            hint="Name one: pass its id (see `sandserve ls`).",
-        )
+    """``ids``: the endpoints a user can choose from (fleet workers and autoscalers are not among them)."""
+
+    def __init__(self, ids: list[str], ref: str | None = None, *, fleets: bool = False) -> None:
+        kind = "fleets" if fleets else "endpoints"
+        what = f"{ref!r} matches several {kind}" if ref else f"Several {kind} are up"
+        if fleets:
+            hint = f"Name one after the verb, e.g. `sandserve fleet status {ids[0]}`."
+        else:
+            hint = (
+                f"Choose one with -e/--endpoint ID, e.g. `sandserve status -e {ids[0]}` (every verb that "
+                f"uses an endpoint takes -e; in Python: sandserve.connect({ids[0]!r}))."
+            )
+        super().__init__(f"{what}: {', '.join(ids)}.", hint=hint)
+        self.ids = ids
 
 
 class EndpointUnavailableError(SandserveError):

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from sandserve.cli.program import runnable
 from sandserve.cli.tables import Column, show_table
 
 STATE_STYLES = {"ready": "green", "booting": "yellow", "failed": "red", "dead": "red", "down": "dim"}
@@ -115,7 +116,7 @@ def show_status(data: dict[str, Any], *, gone: bool) -> None:
     for step in info.get("boot_timeline", []):
         out.print(f"  {step['seconds']:>7.1f} s  {step['phase']}")
     if gone:
-        out.print(f"  [red]its server is gone[/]: `sandserve down {data['id']}` clears it")
+        out.print(runnable(f"  [red]its server is gone[/]: `sandserve down {data['id']}` clears it"))
 
 
 def _status_fields(data: dict[str, Any], gone: bool) -> None:
@@ -127,7 +128,7 @@ def _status_fields(data: dict[str, Any], gone: bool) -> None:
         fields.append(("kv_pool_tokens", info["kv_pool_tokens"]))
     fields += [(f"phase {step['phase']}", step["seconds"]) for step in info.get("boot_timeline", [])]
     if gone:
-        fields.append(("note", f"its server is gone: `sandserve down {data['id']}` clears it"))
+        fields.append(("note", runnable(f"its server is gone: `sandserve down {data['id']}` clears it")))
     for name, value in fields:
         click.echo(f"{name}\t{' '.join(str(value).split())}")
 

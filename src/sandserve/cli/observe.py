@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sandserve.cli._app import INTERRUPTED, exit_interrupted, main, reports_errors
+from sandserve.cli.choosing import chosen_endpoint, endpoint_option
 
 # --- top --------------------------------------------------------------------------------------------------
 
@@ -89,6 +90,7 @@ def top_table(snapshot: Any) -> Any:
 
 @main.command()
 @click.argument("ref", metavar="[ID|FLEET]", required=False)
+@endpoint_option("endpoint_option", default="top")
 @click.option(
     "--once", is_flag=True, help="Print one reading (two probes a second apart, for rates) and exit."
 )
@@ -97,7 +99,7 @@ def top_table(snapshot: Any) -> Any:
     "--interval", type=click.FloatRange(min=0.2), default=1.0, show_default=True, help="Seconds per refresh."
 )
 @reports_errors
-def top(ref: str | None, once: bool, as_json: bool, interval: float) -> None:
+def top(ref: str | None, endpoint_option: str | None, once: bool, as_json: bool, interval: float) -> None:
     """What each endpoint (or each worker of a fleet) is doing now, from the servers' own load reports.
 
     Running and queued requests, KV/token usage, cache hit rate, tokens/s and requests/s, failed readings and
@@ -110,7 +112,7 @@ def top(ref: str | None, once: bool, as_json: bool, interval: float) -> None:
     from sandserve.cli.console import out
     from sandserve.observe.top import TopModel, snapshot_once, targets_for
 
-    targets = targets_for(ref)
+    targets = targets_for(chosen_endpoint(ref, endpoint_option))
     if once or as_json:
         snapshot = asyncio.run(snapshot_once(targets, interval=min(interval, 1.0)))
         if as_json:
@@ -258,6 +260,7 @@ def _print_ceiling(requests: int | None) -> None:
 
 @main.command()
 @click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option()
 @click.option("--concurrency", "concurrency_text", metavar="N,N,..", help="Concurrency levels (closed loop).")
 @click.option(
     "--rate", "rate_text", metavar="R,R,..", help="Request rates per second (Poisson; inf: all at once)."
@@ -307,7 +310,7 @@ def _print_ceiling(requests: int | None) -> None:
     "--client-ceiling", is_flag=True, help="Measure this client against an instant local server instead."
 )
 @reports_errors
-def bench(endpoint_id: str | None, **options: Any) -> None:
+def bench(endpoint_id: str | None, endpoint_option: str | None, **options: Any) -> None:
     """A serving benchmark of the endpoint: TTFT, TPOT, ITL, E2E (mean, p50, p90, p99), throughput, goodput,
     with the server's own queue depth, KV usage and cache hit rate joined to each load level.
 
@@ -347,7 +350,7 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
 
     # Every argument is checked before the endpoint is asked anything (the corpus prompts need the endpoint).
     source = None if options["dataset"] == "classify" else _source(options["dataset"], options, None)
-    endpoint = connect(endpoint_id)
+    endpoint = connect(chosen_endpoint(endpoint_id, endpoint_option))
     load_endpoints = load_endpoints_for(endpoint_id)
     source = source or _source(options["dataset"], options, endpoint)
     err.print(f"[bold cyan]::[/] benchmarking {endpoint.model} at {endpoint.url} ({source.describe()})")

@@ -7,6 +7,7 @@ import sys
 import click
 
 from sandserve.cli._app import main, reports_errors
+from sandserve.cli.choosing import chosen_endpoint, endpoint_option
 from sandserve.cli.values import TEMPERATURE, read_text_file
 
 # --- using an endpoint ----------------------------------------------------------------------------------
@@ -14,14 +15,7 @@ from sandserve.cli.values import TEMPERATURE, read_text_file
 
 @main.command()
 @click.argument("prompt")
-@click.option(
-    "--endpoint",
-    "-e",
-    "endpoint_id",
-    metavar="ID",
-    help="An endpoint from the ledger. Default: ENDPOINT (+TOKEN) from the environment, else the "
-    "one that is up.",
-)
+@endpoint_option("endpoint_id")
 @click.option("--system", help="A system message sent before the prompt.")
 @click.option(
     "--max-tokens",
@@ -148,9 +142,10 @@ def _start_channel(channel: str, *, first: bool) -> None:
 
 
 @main.command()
-@click.argument("endpoint_id", required=False)
+@click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option()
 @reports_errors
-def tour(endpoint_id: str | None) -> None:
+def tour(endpoint_id: str | None, endpoint_option: str | None) -> None:
     """The guide's tour against an endpoint: chat, streaming, reasoning effort, JSON schema, regex, EBNF, the
     tool-calling loop and the prefix cache, ending with a table of what this endpoint passed."""
     from rich.table import Table
@@ -160,7 +155,7 @@ def tour(endpoint_id: str | None) -> None:
     from sandserve.client.connect import connect
     from sandserve.workloads.tour import TourStep, run_tour, settings_for
 
-    endpoint = connect(endpoint_id)
+    endpoint = connect(chosen_endpoint(endpoint_id, endpoint_option))
     out.print(f"[bold]tour of {endpoint.id}[/] ({endpoint.engine}, {endpoint.model}) at {endpoint.url}")
     if settings_for(endpoint).random_model:
         from sandserve.engines.tinymodel import DISCLAIMER

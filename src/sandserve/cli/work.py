@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from sandserve.cli._app import main, reports_errors
+from sandserve.cli.choosing import endpoint_option
 from sandserve.cli.values import TEMPERATURE, Seconds
 
 # --- batch work ---------------------------------------------------------------------------------------
@@ -18,9 +19,7 @@ from sandserve.cli.values import TEMPERATURE, Seconds
 @main.command()
 @click.argument("input_path", metavar="IN.jsonl", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUT.jsonl", type=click.Path(path_type=Path))
-@click.option(
-    "--endpoint", "endpoint_id", metavar="ID", help="Endpoint to use (default: the one that is up)."
-)
+@endpoint_option("endpoint_id")
 @click.option(
     "--concurrency", type=click.IntRange(min=1), help="Requests in flight (default: from the server)."
 )
@@ -152,9 +151,7 @@ def _batch_summary_table(summary: Any) -> Any:
 
 
 @main.command()
-@click.option(
-    "--endpoint", "endpoint_id", metavar="ID", help="Endpoint to use (default: the one that is up)."
-)
+@endpoint_option("endpoint_id")
 @click.option("--books", metavar="A,B,...", help="Authors or Gutenberg ids (default: all thirteen).")
 @click.option("--per-book", type=click.IntRange(min=1), help="Passages per book (default 21: 273 in all).")
 @click.option(

@@ -40,7 +40,7 @@ def _the_live_one(registry: Any) -> Any:
     from sandserve.serve.ledger import State
     from sandserve.serve.lifecycle import refresh
 
-    ready = [refresh(r) for r in registry.list() if r.state is State.READY]
+    ready = [refresh(r) for r in registry.list() if r.state is State.READY and r.parent_id is None]
     live = [r for r in ready if r.live is not False]
     if len(live) == 1:
         return live[0]

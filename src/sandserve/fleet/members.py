@@ -131,7 +131,7 @@ def fleet_record(registry: Registry, ref: str | None) -> Record:
         if not fleets:
             raise FleetNotFoundError(None)
         if len(fleets) > 1:
-            raise AmbiguousEndpointError([record.id for record in fleets])
+            raise AmbiguousEndpointError([record.id for record in fleets], fleets=True)
         return fleets[0]
     try:
         record = registry.resolve(ref)
