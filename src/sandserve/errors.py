@@ -38,7 +38,16 @@ class ModelFileNotFoundError(ConfigError):
     def __init__(self, path: Path) -> None:
         super().__init__(
             f"Model file not found: {path}",
-            hint="Check the path, or leave --model out to serve the built-in tiny model.",
+            hint="Check the path, or leave --model out to serve the default local model "
+            "(SmolLM2-135M-Instruct); `sandserve presets` lists the others.",
+        )
+
+
+class NotAModelFileError(ConfigError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} is a file, but not a GGUF model file.",
+            hint="Give --model a .gguf file, a preset (`sandserve presets`) or a Hugging Face id (org/name).",
         )
 
 
@@ -246,16 +255,13 @@ class AmbiguousEndpointError(SandserveError):
     """``ids``: the endpoints a user can choose from (fleet workers and autoscalers are not among them)."""
 
     def __init__(self, ids: list[str], ref: str | None = None, *, fleets: bool = False) -> None:
-        kind = "fleets" if fleets else "endpoints"
-        what = f"{ref!r} matches several {kind}" if ref else f"Several {kind} are up"
-        if fleets:
-            hint = f"Name one after the verb, e.g. `sandserve fleet status {ids[0]}`."
-        else:
-            hint = (
-                f"Choose one with -e/--endpoint ID, e.g. `sandserve status -e {ids[0]}` (every verb that "
-                f"uses an endpoint takes -e; in Python: sandserve.connect({ids[0]!r}))."
-            )
-        super().__init__(f"{what}: {', '.join(ids)}.", hint=hint)
+        what = (f"{ref!r} matches several " if ref else "Several ") + ("fleets" if fleets else "endpoints")
+        example = f"`sandserve fleet status {ids[0]}`" if fleets else f"`sandserve status -e {ids[0]}`"
+        super().__init__(
+            f"{what}{'' if ref else ' are up'}: {', '.join(ids)}.",
+            hint=f"Choose one by its id, e.g. {example} (every verb that uses an endpoint takes -e/--endpoint"
+            f" ID; in Python: sandserve.connect({ids[0]!r})).",
+        )
         self.ids = ids
 
 

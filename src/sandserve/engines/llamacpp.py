@@ -20,7 +20,7 @@ from sandserve.engines.base import (
     Tokenize,
 )
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
-from sandserve.errors import CapabilityError, ModelFileNotFoundError
+from sandserve.errors import CapabilityError, ModelFileNotFoundError, NotAModelFileError
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import ServeSpec
 
@@ -44,6 +44,18 @@ _PHASES = (
 )
 
 _SIGNATURES: tuple[LogSignature, ...] = (
+    # llama.cpp's own argument parser (common/arg.cpp), before anything is loaded.
+    LogSignature.of(
+        r"^error: invalid argument: (?P<flag>\S+)",
+        "llama-server has no flag {flag}",
+        "Check its spelling, or leave it out: the flags after -- go to llama-server as they are "
+        "(llama.cpp lists its flags in tools/server/README.md; `sandserve up --dry-run` shows the command).",
+    ),
+    LogSignature.of(
+        r'^error while handling argument "(?P<flag>[^"]+)": (?P<reason>.+)$',
+        "llama-server refused the value given to {flag} ({reason})",
+        "Give {flag} a value it takes, or leave it out (the flags after -- go to llama-server as they are).",
+    ),
     LogSignature.of(
         r"couldn't bind HTTP server socket|sandserve adapter: cannot listen",
         "the port is already taken by another process",
@@ -52,8 +64,8 @@ _SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"error loading model|failed to load model|gguf_init_from_file.*failed|invalid magic",
         "the model file could not be loaded (corrupt, truncated, or not a GGUF llama.cpp understands)",
-        "Check the file (re-download or re-convert it to GGUF), or leave --model out to serve the tiny "
-        "model.",
+        "Check the file (re-download or re-convert it to GGUF), or leave --model out to serve the default "
+        "local model (SmolLM2-135M-Instruct).",
     ),
     LogSignature.of(
         r"failed to allocate|std::bad_alloc|Cannot allocate memory",
@@ -66,6 +78,15 @@ _SIGNATURES: tuple[LogSignature, ...] = (
         "Run on a CPU with AVX2, or set SANDSERVE_LLAMA_SERVER to a llama-server built for this machine.",
     ),
 )
+
+
+def _is_gguf(path: Path) -> bool:
+    """Whether ``path`` is a file that starts as every GGUF file does (the magic ``GGUF``)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def available_cores() -> int:
@@ -212,7 +233,7 @@ class LlamaCppEngine(Engine):
 
     @classmethod
     def claims_model(cls, model: str) -> bool:
-        return model.endswith(".gguf")
+        return model.endswith(".gguf") or _is_gguf(Path(model).expanduser())
 
     @classmethod
     def resolve_model(cls, model_id: str, preset: Preset | None) -> str:
@@ -221,6 +242,8 @@ class LlamaCppEngine(Engine):
         path = Path(model_id).expanduser()
         if not path.is_file():
             raise ModelFileNotFoundError(path)
+        if not _is_gguf(path):
+            raise NotAModelFileError(path)
         return str(path.resolve())
 
     @classmethod

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sandserve import config
 from sandserve.engines import engine_class, engine_for_model
+from sandserve.errors import NotAModelFileError
 from sandserve.presets import Preset, find_preset, unknown_preset_error
 from sandserve.providers import get_provider
 from sandserve.spec import (
@@ -46,6 +47,9 @@ def resolve_spec(
     if model is None:
         model = where.default_preset
     preset = _preset_for(model)
+    # A file no engine can load is refused as a file, never taken for a Hugging Face id.
+    if preset is None and Path(model).expanduser().is_file() and not engine_for_model(model, ""):
+        raise NotAModelFileError(Path(model).expanduser())
     if engine is None:
         engine = preset.engine if preset else engine_for_model(model, DEFAULT_ENGINE)
     runs = engine_class(engine)
