@@ -288,10 +288,11 @@ class RequestRejectedError(SandserveError):
 
 
 class CapabilityError(SandserveError):
-    """A feature this endpoint's engine does not offer."""
+    """A feature this endpoint's engine, or with ``model`` its model, does not offer."""
 
-    def __init__(self, feature: str, engine: str, hint: str) -> None:
-        super().__init__(f"{feature} is not available on the {engine} engine.", hint=hint)
+    def __init__(self, feature: str, engine: str, hint: str, *, model: str | None = None) -> None:
+        where = f"this model ({model})" if model else f"the {engine} engine"
+        super().__init__(f"{feature} is not available on {where}.", hint=hint)
 
 
 class EngineBinaryNotFoundError(ConfigError):

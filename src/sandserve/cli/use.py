@@ -8,6 +8,7 @@ import click
 
 from sandserve.cli._app import main, reports_errors
 from sandserve.cli.choosing import chosen_endpoint, endpoint_option
+from sandserve.cli.program import runnable
 from sandserve.cli.values import TEMPERATURE, read_text_file
 
 # --- using an endpoint ----------------------------------------------------------------------------------
@@ -167,16 +168,24 @@ def tour(endpoint_id: str | None, endpoint_option: str | None) -> None:
         out.print("")
         out.print(f"[bold]{step.title}[/]  {_styled_status(step.status)}")
         for line in step.lines:
-            out.print(Text("  " + line, style="dim"))
+            out.print(Text("  " + runnable(line), style="dim"))
     table = Table("feature", "result", "detail", title="what this endpoint passed")
     for step in steps:
-        table.add_row(step.title, _styled_status(step.status), Text(step.note))
+        table.add_row(step.title, _styled_status(step.status), Text(runnable(step.note)))
     out.print("")
     out.print(table)
     if any(step.status == "failed" for step in steps):
         sys.exit(1)
 
 
+#: How each step's status reads and looks ("unavailable": the engine or the model has no such feature).
+_STATUS_STYLES = {
+    "passed": ("passed", "green"),
+    "failed": ("failed", "red"),
+    "unavailable": ("not available", "dim"),
+}
+
+
 def _styled_status(status: str) -> str:
-    colour = {"passed": "green", "failed": "red", "unavailable": "dim"}[status]
-    return f"[{colour}]{status}[/]"
+    label, colour = _STATUS_STYLES[status]
+    return f"[{colour}]{label}[/]"

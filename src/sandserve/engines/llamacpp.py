@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,10 +165,14 @@ class LlamaCppEngine(Engine):
 
     def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
         settings = data.get("default_generation_settings") or {}
+        # llama-server analyses the model's chat template: one with no tool syntax cannot call tools.
+        template = data.get("chat_template_caps") or {}
+        tools = bool(template.get("supports_tools") and template.get("supports_tool_calls"))
         return ServerInfo().with_values(
             max_running_requests=data.get("total_slots"),
             context_len=settings.get("n_ctx"),
             version=data.get("build_info"),
+            capabilities=replace(self.capabilities, tool_calls=tools) if template else None,
         )
 
     def slot_context(self, spec: ServeSpec) -> int:
