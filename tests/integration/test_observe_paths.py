@@ -15,7 +15,8 @@ from conftest import run_cli, sandserve_command, sglang_daytona_standin
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
-from sandserve.observe.bench import BenchConfig, BenchResult, LoadPlan, run_bench_sync
+from sandserve.observe.bench import BenchConfig, LoadPlan, run_bench_sync
+from sandserve.observe.bench_results import BenchResult
 from sandserve.observe.datasets import random_prompts
 from sandserve.observe.loads import read_loads
 from sandserve.observe.report import write_report

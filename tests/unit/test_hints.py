@@ -21,6 +21,7 @@ from sandserve.serve import lifecycle
 from sandserve.serve.ledger import FLEET_LABEL, Registry
 from sandserve.serve.resolve import resolve_spec
 from sandserve.serve.twins import running_twin
+from sandserve.spec import EngineSettings, ProviderSettings
 
 SOURCE = Path(__file__).parents[2] / "src" / "sandserve"
 #: A command as a message quotes it: `sandserve VERB ...` or "$(sandserve VERB ...)".
@@ -33,7 +34,7 @@ def commands_in(text: str) -> list[str]:
 
 def check_command(words_text: str) -> None:
     """The verb (and sub-verb) exists and each option before a bare `--` is one it takes."""
-    words = shlex.split(re.sub(r"\{[^}]*\}", "ID", words_text).replace("...", ""))
+    words = shlex.split(re.sub(r"\{[^}]*\}", " ID", words_text).replace("...", ""))
     words = words[: words.index("|")] if "|" in words else words  # a pipe: the rest is another program
     if words[:1] == ["VERB"]:  # the placeholder of a text about commands in general
         return
@@ -161,7 +162,9 @@ def test_the_same_spec_finds_the_endpoint_that_serves_it(fake_pipeline):
     twin = running_twin(fake_spec(boot_timeout=9.0))  # how long to wait is not what is served
     assert twin is not None and twin.id == endpoint.id
     assert running_twin(fake_spec(served_name="other")) is None
-    assert running_twin(fake_spec(extra_args=("--flag",))) is None
+    assert running_twin(fake_spec(engine_settings=EngineSettings(extra_args=("--flag",)))) is None
+    patient = fake_spec(provider_settings=ProviderSettings(create_timeout=1234.0))
+    assert running_twin(patient) is not None
     fake_pipeline.servers[endpoint.id].stop()
     assert running_twin(fake_spec()) is None  # its server is gone: not one to hand back
 

@@ -86,7 +86,7 @@ class BatchProgressView:
 
         self._progress = Progress(
             TextColumn("  {task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=12),  # the figures after it fit 80 columns
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[rates]}"),
@@ -105,8 +105,10 @@ class BatchProgressView:
     def update(self, progress: BatchProgress, description: str | None = None) -> None:
         p = progress
         cached = p.cached_tokens / p.input_tokens if p.input_tokens else 0.0
+        from sandserve.cli.numbers import short_number
+
         rates = (
-            f"{p.input_tokens_per_s:,.0f} in tok/s  {p.output_tokens_per_s:,.0f} out tok/s  "
+            f"tok/s {short_number(p.input_tokens_per_s)} in {short_number(p.output_tokens_per_s)} out  "
             f"cached {100 * cached:.0f}%  errors {p.failed}"
             + (f"  no answer yet {p.unfinished}" if p.unfinished else "")
         )

@@ -21,18 +21,18 @@ ENDPOINT_COLUMNS = (
     Column("provider", drop_order=2),
     Column("engine", drop_order=1),
     Column("model", drop_order=3),
-    Column("url", whole=True, drop_order=4),
+    Column("url", drop_order=4),
     Column("age", drop_order=0),
 )
 
 PRESET_COLUMNS = (
     Column("preset", keep=True),
-    Column("model", whole=True, drop_order=4),
+    Column("model", drop_order=4),
     Column("engine", drop_order=3),
     Column("reasoning", drop_order=2),
     Column("tools", drop_order=1),
     Column("flags / env", drop_order=0),
-    Column("note", drop_order=0),
+    Column("note", drop_order=0, cut=True),
 )
 
 #: The ledger fields `status` shows, in order (when set).

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from sandserve.cli._app import main, reports_errors
+from sandserve.cli._app import exit_interrupted, main, reports_errors
 from sandserve.cli.choosing import endpoint_option
 from sandserve.cli.values import TEMPERATURE, Seconds
 
@@ -67,6 +66,7 @@ def batch(
     """
     from sandserve.batch import errors_path, run_batch_sync, summary_path
     from sandserve.batch.files import check_paths
+    from sandserve.cli.batch_view import show_batch_summary, tell_batch_interrupted
     from sandserve.cli.console import BatchProgressView, err, out
     from sandserve.client.connect import connect
     from sandserve.errors import BatchIncompleteError
@@ -88,10 +88,13 @@ def batch(
             )
     except BatchIncompleteError as error:
         if error.summary is not None:
-            out.print(_batch_summary_table(error.summary))
+            show_batch_summary(error.summary, output_path)
         err.print(f"results so far: {output_path}   summary: {summary_path(output_path)}")
         raise
-    out.print(_batch_summary_table(summary))
+    except KeyboardInterrupt:
+        tell_batch_interrupted(output_path)
+        exit_interrupted()
+    show_batch_summary(summary, output_path)
     errors = errors_path(output_path)
     failed = _count_lines(errors)
     shown_errors = f"   errors: {errors}" if errors.exists() else ""
@@ -110,44 +113,6 @@ def _count_lines(path: Path) -> int:
             return sum(1 for _ in file)
     except FileNotFoundError:
         return 0
-
-
-def _batch_summary_table(summary: Any) -> Any:
-    from rich.table import Table
-
-    table = Table(
-        "requests",
-        "ok",
-        "failed",
-        "skipped",
-        "req/s",
-        "in tok/s",
-        "out tok/s",
-        "cached",
-        "p50 / p90 / p99 s",
-        "errors",
-        "no result yet",
-        title="batch summary",
-    )
-    latency = " / ".join(
-        f"{value:.2f}" if value is not None else "-"
-        for value in (summary.latency_p50_s, summary.latency_p90_s, summary.latency_p99_s)
-    )
-    errors = ", ".join(f"{kind} {count}" for kind, count in summary.errors_by_kind.items()) or "-"
-    table.add_row(
-        str(summary.requests),
-        str(summary.succeeded),
-        str(summary.failed),
-        str(summary.skipped),
-        f"{summary.requests_per_s:,.1f}",
-        f"{summary.input_tokens_per_s:,.0f}",
-        f"{summary.output_tokens_per_s:,.0f}",
-        f"{100 * summary.cached_share:.1f}%",
-        latency,
-        errors,
-        str(summary.unfinished),
-    )
-    return table
 
 
 @main.command()

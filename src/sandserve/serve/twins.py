@@ -34,6 +34,9 @@ def _what_is_served(spec_record: dict[str, Any]) -> dict[str, Any]:
     # As the ledger keeps it (JSON: tuples as lists), so a new spec and a recorded one compare alike.
     spec_record = json.loads(json.dumps(spec_record, default=str))
     served = {key: value for key, value in spec_record.items() if key not in _NOT_WHAT_IS_SERVED}
+    for part in ("provider_settings", "engine_settings", "resources"):  # the typed parts, alike
+        if isinstance(served.get(part), dict):
+            served[part] = {k: v for k, v in served[part].items() if k not in _NOT_WHAT_IS_SERVED}
     # A preset names the model; without one, the model is the file or Hugging Face id given.
     served["model"] = spec_record.get("preset") or spec_record.get("model")
     return served
