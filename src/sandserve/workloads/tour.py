@@ -15,7 +15,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -106,7 +106,8 @@ def settings_for(endpoint: Endpoint) -> TourSettings:
     return TourSettings(random_model=False, max_tokens=4096, schema_max_tokens=4096)
 
 
-def run_tour(endpoint: Endpoint) -> Iterator[TourStep]:
+def run_tour(endpoint: Endpoint, only: Collection[str] | None = None) -> Iterator[TourStep]:
+    """Each step in turn (``only``: just the steps with these keys, e.g. ``{"tool_calls"}``)."""
     settings = settings_for(endpoint)
     client = endpoint.openai(timeout=300, max_retries=0)
     steps: list[tuple[str, str, Callable[[], TourStep]]] = [
@@ -120,6 +121,8 @@ def run_tour(endpoint: Endpoint) -> Iterator[TourStep]:
         ("prefix_cache", "prefix cache", lambda: _prefix_cache(endpoint, client)),
     ]
     for key, title, run in steps:
+        if only is not None and key not in only:
+            continue
         try:
             yield run()
         except EndpointUnavailableError:
