@@ -9,16 +9,17 @@ from sandserve.errors import ConfigError
 
 
 def handoff_lines(
-    endpoint: Endpoint, *, ttl_minutes: int | None = None, auto_stop_minutes: int = 0
+    endpoint: Endpoint, *, ttl_minutes: int | None = None, auto_stop_minutes: int = 0, booted: bool = True
 ) -> list[str]:
     """``ttl_minutes``: the sandbox's time limit on Daytona (0: none); ``auto_stop_minutes``: its idle stop.
-    Both said so the user knows when (and how) it ends."""
+    Both said so the user knows when (and how) it ends. ``booted``: False for an endpoint handed back as it
+    was (its KV pool and boot timeline were said when it booted)."""
     prog = program()
     lines = ["", f"[bold green]ready[/]: {endpoint.id} serves [bold]{endpoint.model}[/] at {endpoint.url}"]
     info = endpoint.info
-    if info.kv_pool_tokens:
+    if booted and info.kv_pool_tokens:
         lines.append(f"  KV pool: {info.kv_pool_tokens:,} tokens (max_total_num_tokens)")
-    if info.boot_timeline:
+    if booted and info.boot_timeline:
         lines.append(
             "  boot: " + ", ".join(f"{step.phase} {step.seconds:.1f}s" for step in info.boot_timeline)
         )

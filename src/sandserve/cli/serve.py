@@ -215,7 +215,10 @@ def up(
             click.echo(line)
         settings = spec.provider_settings
         ttl = settings.ttl_minutes if spec.uses_gpu else None
-        for line in handoff_lines(endpoint, ttl_minutes=ttl, auto_stop_minutes=settings.auto_stop_minutes):
+        lines = handoff_lines(
+            endpoint, ttl_minutes=ttl, auto_stop_minutes=settings.auto_stop_minutes, booted=twin is None
+        )
+        for line in lines:
             err.print(line)
 
 

@@ -149,7 +149,6 @@ def _start_channel(channel: str, *, first: bool) -> None:
 def tour(endpoint_id: str | None, endpoint_option: str | None) -> None:
     """The guide's tour against an endpoint: chat, streaming, reasoning effort, JSON schema, regex, EBNF, the
     tool-calling loop and the prefix cache, ending with a table of what this endpoint passed."""
-    from rich.table import Table
     from rich.text import Text
 
     from sandserve.cli.console import out
@@ -169,11 +168,17 @@ def tour(endpoint_id: str | None, endpoint_option: str | None) -> None:
         out.print(f"[bold]{step.title}[/]  {_styled_status(step.status)}")
         for line in step.lines:
             out.print(Text("  " + runnable(line), style="dim"))
-    table = Table("feature", "result", "detail", title="what this endpoint passed")
-    for step in steps:
-        table.add_row(step.title, _styled_status(step.status), Text(runnable(step.note)))
+    from sandserve.cli.tables import Column, show_table
+
+    colours = {label: colour for label, colour in _STATUS_STYLES.values()}
+    columns = (
+        Column("feature", keep=True),
+        Column("result", keep=True, style=colours.get),
+        Column("detail", cut=True),
+    )
+    rows = [(step.title, _STATUS_STYLES[step.status][0], runnable(step.note)) for step in steps]
     out.print("")
-    out.print(table)
+    show_table(columns, rows, title="what this endpoint passed", more="each step above has the whole detail")
     if any(step.status == "failed" for step in steps):
         sys.exit(1)
 
