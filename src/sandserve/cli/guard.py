@@ -38,7 +38,9 @@ class GuardedBootEvents(ConsoleBootEvents):
         self.yes = yes
 
     def warning(self, message: str) -> None:
-        err.print(f"[yellow]warning:[/] {message}")
+        from sandserve.cli.program import runnable
+
+        err.print(f"[yellow]warning:[/] {runnable(message)}")
 
     def confirm(self, spec: ServeSpec) -> None:
         if not spec.uses_gpu:

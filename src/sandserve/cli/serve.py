@@ -11,6 +11,7 @@ import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
 from sandserve.cli.choosing import chosen_endpoint, endpoint_option
+from sandserve.cli.program import runnable
 from sandserve.cli.values import CONTEXT_LENGTH, PORT, SECONDS, bind_widening
 from sandserve.errors import SandserveError
 
@@ -147,7 +148,6 @@ def up(
     `eval "$(sandserve up)"` sets ENDPOINT (and TOKEN) in your shell. A paid GPU sandbox is created only
     after a yes (asked on a terminal, or --yes).
     """
-    from sandserve.cli.program import runnable
     from sandserve.serve.resolve import resolve_spec
 
     if engine_flags and "--" not in sys.argv:
@@ -295,8 +295,6 @@ def ls(include_down: bool, as_json: bool, show_secrets: bool) -> None:
         click.echo(json.dumps([_record_json(r, show_secrets) for r in records], indent=2))
         return
     if not records:
-        from sandserve.cli.program import runnable
-
         click.echo(runnable("no endpoints (start one with `sandserve up`)"), err=True)
         return
     from sandserve.cli.listing import show_endpoints
@@ -425,7 +423,7 @@ def down(
             err.print(f"[green]down[/] {record.id}")
         except SandserveError as exc:
             failures.append(exc)
-            err.print(f"[red]could not take down {record.id}:[/] {exc.message}")
+            err.print(f"[red]could not take down {record.id}:[/] {runnable(exc.message)}")
     if not records:
         err.print("nothing to take down")
     if failures:
