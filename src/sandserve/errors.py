@@ -38,16 +38,7 @@ class ModelFileNotFoundError(ConfigError):
     def __init__(self, path: Path) -> None:
         super().__init__(
             f"Model file not found: {path}",
-            hint="Check the path, or leave --model out to serve the default local model "
-            "(SmolLM2-135M-Instruct); `sandserve presets` lists the others.",
-        )
-
-
-class NotAModelFileError(ConfigError):
-    def __init__(self, path: Path) -> None:
-        super().__init__(
-            f"{path} is a file, but not a GGUF model file.",
-            hint="Give --model a .gguf file, a preset (`sandserve presets`) or a Hugging Face id (org/name).",
+            hint="Check the path, or leave --model out to serve the default local model (SmolLM2-135M).",
         )
 
 
@@ -252,8 +243,6 @@ class EndpointNotFoundError(SandserveError):
 
 
 class AmbiguousEndpointError(SandserveError):
-    """``ids``: the endpoints a user can choose from (fleet workers and autoscalers are not among them)."""
-
     def __init__(self, ids: list[str], ref: str | None = None, *, fleets: bool = False) -> None:
         what = (f"{ref!r} matches several " if ref else "Several ") + ("fleets" if fleets else "endpoints")
         example = f"`sandserve fleet status {ids[0]}`" if fleets else f"`sandserve status -e {ids[0]}`"
@@ -497,3 +486,11 @@ __all__ = [
     for name, value in list(globals().items())
     if isinstance(value, type) and issubclass(value, Exception)
 ]
+
+
+class SnapshotNotFoundError(ConfigError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"There is no snapshot named {name!r}.",
+            hint="`sandserve snapshots` lists the golden snapshots there are.",
+        )

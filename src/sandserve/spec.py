@@ -95,6 +95,9 @@ class ProviderSettings:
     """A volume kept between sandboxes for the Hugging Face cache (weights downloaded once)."""
     hf_token_secret: str | None = None
     """Name of a provider secret holding HF_TOKEN, used instead of passing the token itself."""
+    warm_boot: bool = True
+    """Boot from the spec's golden snapshot when there is one, and capture one at `down` after a cold boot
+    (where the provider keeps snapshots); False: always boot from the image, and capture nothing."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from sandserve.cli.listing import ENDPOINT_COLUMNS, PRESET_COLUMNS, preset_row
 from sandserve.cli.numbers import short_number
 from sandserve.cli.tables import Cell, Column, render_table, tab_separated
 from sandserve.cli.top_view import TOP_COLUMNS, top_rows, top_screen
+from sandserve.cli.use import tour_columns
 from sandserve.fleet.routing_bench import PolicyRun
 from sandserve.observe.bench_results import LevelLoad, LevelResult
 from sandserve.observe.metrics import RequestRecord, level_metrics
@@ -160,9 +161,29 @@ def fleet_bench_cells() -> list[list[Cell]]:
 
 def fleet_status_cells() -> list[list[Cell]]:
     return [
-        [worker, f"http://127.0.0.1:4{n}873", "healthy", "running", 2, 0, "75%", f"http://127.0.0.1:4{n}873"]
+        [
+            worker,
+            f"http://127.0.0.1:4{n}873",
+            "healthy",
+            "running",
+            2,
+            0,
+            "75%",
+            "cold 4.2 s",
+            f"http://127.0.0.1:4{n}873",
+        ]
         for n, worker in enumerate(WORKERS)
     ]
+
+
+TOUR_ROWS: list[list[Cell]] = [
+    ["chat completion", "passed", "answered in 0.41 s, 12 prompt + 16 completion tokens"],
+    ["streaming", "passed", "first token after 0.09 s, 16 chunks"],
+    ["reasoning split", "not available", "not available on this model (no reasoning parser)"],
+    ["tool calling loop", "failed", "the model answered with text instead of calling get_weather"],
+    ["JSON schema", "passed", '{"author": "Austen"} matched the schema'],
+    ["prefix cache", "passed", "attempt 2: 0.05s, 96/112 prompt tokens from cache"],
+]
 
 
 #: (verb, columns, rows, the values of each row that must be whole, how the verb draws them)
@@ -174,6 +195,7 @@ VERBS: list[tuple[str, Sequence[Column], list[list[Cell]], int]] = [
     ("fleet status", _worker_columns(), fleet_status_cells(), 1),
     ("fleet bench", BENCH_COLUMNS, fleet_bench_cells(), 2),
     ("batch", SUMMARY_COLUMNS, [summary_cells(batch_summary())], 0),
+    ("tour", tour_columns(), TOUR_ROWS, 1),
 ]
 
 

@@ -16,7 +16,7 @@ from sandserve.cli import main
 from sandserve.cli._app import VERB_MODULES
 from sandserve.cli.program import program, runnable
 from sandserve.engines import diagnose, get_engine
-from sandserve.errors import AmbiguousEndpointError, NotAModelFileError
+from sandserve.errors import AmbiguousEndpointError, ConfigError
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import FLEET_LABEL, Registry
 from sandserve.serve.resolve import resolve_spec
@@ -186,11 +186,11 @@ def test_a_mistyped_verb_gets_did_you_mean():
 def test_a_file_that_is_not_a_model_is_refused_as_a_file(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# hello")
-    with pytest.raises(NotAModelFileError, match=r"README\.md is a file, but not a GGUF model file"):
+    with pytest.raises(ConfigError, match=r"README\.md is a file, but not a GGUF model file"):
         resolve_spec(str(readme), provider="local")
     renamed = tmp_path / "notes.gguf"
     renamed.write_text("# hello")
-    with pytest.raises(NotAModelFileError):
+    with pytest.raises(ConfigError):
         resolve_spec(str(renamed), provider="local")
 
 
@@ -202,7 +202,7 @@ def test_a_gguf_file_without_the_suffix_is_still_a_model(tmp_path):
 
 def test_a_missing_model_file_points_at_the_real_default():
     output = cli("up", "--provider", "local", "--model", "/nowhere/model.gguf", "--dry-run")
-    assert "SmolLM2-135M-Instruct" in output and "tiny" not in output
+    assert "SmolLM2-135M" in output and "tiny" not in output
 
 
 @pytest.mark.parametrize(

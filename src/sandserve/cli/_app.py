@@ -123,6 +123,7 @@ VERB_MODULES = {
     "logs": "serve",
     "env": "serve",
     "down": "serve",
+    "snapshots": "snapshots",
     "exec": "colocated",
     "run": "colocated",
     "chat": "use",

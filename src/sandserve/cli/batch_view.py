@@ -1,8 +1,9 @@
 """What `sandserve batch` prints at its end: the summary table, and after Ctrl-C what was done, what is left
-and the command that sends the rest."""
+and the command that sends the rest; the same for `classify`, whose answers are kept as they come."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,42 @@ def tell_batch_interrupted(output_path: Path) -> None:
             f"in {output_path}: nothing was lost."
         )
     err.print(f"to send the rest: {command_line(this_command_args())}")
+
+
+def with_kept(progress: Any, kept: int) -> Any:
+    """A pass's progress counted over all its passages: those answered by an earlier run as done."""
+    if not kept:
+        return progress
+    total = None if progress.total is None else progress.total + kept
+    return dataclasses.replace(
+        progress, done=progress.done + kept, skipped=progress.skipped + kept, total=total
+    )
+
+
+def answered_so_far(kept: Path) -> str:
+    """``pass 1 - author: 120 of 273 answered, pass 2 - setting: not started``."""
+    from sandserve.workloads.answers import progress
+
+    passes = progress(kept)
+    said = []
+    for number, name in ((1, "author"), (2, "setting")):
+        done = passes.get(name)
+        state = f"{done['answered']} of {done['total']} answered" if done else "not started"
+        said.append(f"pass {number} - {name}: {state}")
+    return ", ".join(said)
+
+
+def tell_classify_stopped(kept: Path, run_dir: Path, *, interrupted: bool) -> str:
+    """Say what a stopped classification did and where its answers are; the command that goes on from them
+    (the same one, with its --run-dir) is returned, for the caller to print or to hint."""
+    from sandserve.cli.console import err
+    from sandserve.cli.resume import command_line, this_command_args, without
+
+    if interrupted:
+        err.print("[yellow]interrupted[/]")
+    if kept.exists():
+        err.print(f"{answered_so_far(kept)}; every answer so far is kept in {kept}: nothing was lost.")
+    again = command_line([*without(this_command_args(), valued=("--run-dir",)), "--run-dir", str(run_dir)])
+    if interrupted:
+        err.print(f"to go on from there: {again}")
+    return again

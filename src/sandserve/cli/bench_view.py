@@ -74,13 +74,15 @@ def show_levels(levels: Sequence[Any], *, report_dir: str) -> None:
 
 
 class LevelProgressView:
-    """One line per level on stderr, redrawn as its requests finish; kept when the level ends."""
+    """One line per level on stderr, redrawn as its requests finish and kept when the level ends. Without a
+    terminal (a log, a pipe) a bar is invisible: one line as each level ends instead."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from sandserve.cli.console import err
 
+        self._live = err.is_terminal
         self._progress = Progress(
             TextColumn("  {task.description}"),
             BarColumn(bar_width=20),
@@ -90,17 +92,28 @@ class LevelProgressView:
             console=err,
         )
         self._tasks: dict[str, Any] = {}
+        self._ended: set[str] = set()
 
     def __enter__(self) -> LevelProgressView:
-        self._progress.start()
+        if self._live:
+            self._progress.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._progress.stop()
+        if self._live:
+            self._progress.stop()
 
     def update(self, progress: Any) -> None:
         ttft = "-" if progress.ttft_p50_ms is None else f"{progress.ttft_p50_ms:,.0f} ms"
         live = f"TTFT p50 {ttft}" + (f"  failed {progress.failed}" if progress.failed else "")
+        if not self._live:
+            if progress.done == progress.total and progress.label not in self._ended:
+                from sandserve.cli.console import err
+
+                self._ended.add(progress.label)
+                done = f"{progress.done}/{progress.total} in {progress.elapsed_s:.1f} s"
+                err.print(f"  {progress.label}: {done}, {live}")
+            return
         task = self._tasks.get(progress.label)
         if task is None:
             task = self._tasks[progress.label] = self._progress.add_task(

@@ -34,6 +34,7 @@ def _scaler_options(command: Callable[..., None]) -> Callable[..., None]:
         ("--backoff", "backoff", "Seconds to wait after a provider refused a worker (quota, capacity)."),
         ("--hold-timeout", "hold_timeout", "At zero workers: seconds a request may wait for one to boot."),
         ("--drain-timeout", "drain_timeout", "Seconds a leaving worker may take to finish its requests."),
+        ("--restart-backoff", "restart_backoff", "Seconds before a dead autoscaler is started again."),
     ]
     for flag, name, text in reversed(options):
         command = click.option(flag, name, type=SCALER_NUMBER, help=text)(command)
@@ -258,6 +259,8 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
             f"[bold]{status.id}[/]  {status.state}  {status.gateway} {gateway} at {status.url or '-'}  "
             f"policy {status.policy}"
         )
+        if status.degraded:
+            out.print(f"  [yellow]degraded:[/] {status.degraded}")
         rows = [
             [
                 worker.endpoint_id or "(not ours)",
@@ -267,6 +270,7 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
                 worker.requests_running,
                 worker.requests_queued,
                 None if worker.cache_hit_rate is None else f"{worker.cache_hit_rate:.0%}",
+                worker.boot,
                 worker.worker_id,
             ]
             for worker in status.workers
@@ -289,6 +293,8 @@ def _print_scaler(scaler: dict[str, Any]) -> None:
     state = (
         "[green]running[/]" if scaler["running"] else f"[red]{scaler['state']}[/] (log: {scaler['log_path']})"
     )
+    if scaler["running"] and scaler.get("restarting"):
+        state = "[yellow]restarting[/]"
     out.print(
         f"  autoscaler {scaler['id']} {state}: {settings.get('min_workers')}..{settings.get('max_workers')} "
         f"workers, up after {settings.get('up_delay')} s queued, down after {settings.get('down_delay')} s "
@@ -296,6 +302,10 @@ def _print_scaler(scaler: dict[str, Any]) -> None:
     )
     if scaler.get("now"):
         out.print(f"    now: {scaler['now']}")
+    if scaler.get("restarting"):
+        again = scaler["restarting"]
+        when = datetime.datetime.fromtimestamp(again["at"] + again["delay_s"]).strftime("%H:%M:%S")
+        out.print(f"    it {again['reason']}; a new one starts at {when} (restart {again['restarts']})")
     if scaler.get("backoff"):
         backoff = scaler["backoff"]
         out.print(f"    [yellow]backing off[/] ({backoff['seconds_left']} s left): {backoff['reason']}")
@@ -325,6 +335,7 @@ def _worker_columns() -> tuple[Column, ...]:
         Column("running", number=True, drop_order=3),
         Column("queued", number=True, drop_order=4),
         Column("cache hits", number=True, drop_order=2),
+        Column("boot", drop_order=5),
         Column("gateway id", drop_order=1),
     )
 

@@ -7,13 +7,16 @@ On a terminal the plan is shown and a yes asked for; without one, the step is re
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sandserve.cli.console import ConsoleBootEvents, err
 from sandserve.errors import ConfirmationRequiredError, SandserveError
 from sandserve.spec import Resources, ServeSpec
+
+if TYPE_CHECKING:
+    from sandserve.serve.receipt import BootReceipt
 
 
 def on_a_terminal() -> bool:
@@ -41,6 +44,12 @@ class GuardedBootEvents(ConsoleBootEvents):
         from sandserve.cli.program import runnable
 
         err.print(f"[yellow]warning:[/] {runnable(message)}")
+
+    def receipt(self, receipt: BootReceipt, previous: BootReceipt | None) -> None:
+        from sandserve.cli.receipts import receipt_lines
+
+        for line in receipt_lines(receipt, previous):
+            err.print(line, markup=False, highlight=False)
 
     def confirm(self, spec: ServeSpec) -> None:
         if not spec.uses_gpu:

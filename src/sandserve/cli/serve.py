@@ -104,6 +104,11 @@ from sandserve.errors import SandserveError
 )
 @click.option("--hf-token-secret", metavar="NAME", help="Pass HF_TOKEN as this Daytona secret, not as text.")
 @click.option("--delete-on-failure", is_flag=True, help="Delete the sandbox when boot fails (default: keep).")
+@click.option(
+    "--no-snapshot",
+    is_flag=True,
+    help="Boot from the image even if this spec has a golden snapshot, and capture none at `down`.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and create nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoint (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the server's start-up log.")
@@ -136,6 +141,7 @@ def up(
     cache_volume: str | None,
     hf_token_secret: str | None,
     delete_on_failure: bool,
+    no_snapshot: bool,
     dry_run: bool,
     as_json: bool,
     quiet: bool,
@@ -183,6 +189,7 @@ def up(
         signed_url_ttl=signed_ttl,
         cache_volume=cache_volume,
         hf_token_secret=hf_token_secret,
+        warm_boot=not no_snapshot,
     )
     if dry_run:
         from sandserve.serve.plan import plan
@@ -220,6 +227,14 @@ def up(
         )
         for line in lines:
             err.print(line)
+
+
+def _print_wrapped(text: str) -> None:
+    from sandserve.cli.console import err
+    from sandserve.cli.receipts import wrapped
+
+    for line in wrapped(text, width=max(40, min(err.width, 100))):
+        err.print(line, markup=False, highlight=False)
 
 
 def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -322,6 +337,7 @@ def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
         "error": shown_text(record.error, record.endpoint, show_secrets=show_secrets),
         "created_at": record.created_at,
         "live": record.live,
+        "degraded": record.degraded,
         "info": record.endpoint.info.to_dict() if record.endpoint else {},
     }
 
@@ -334,12 +350,15 @@ def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
 @reports_errors
 def status(endpoint_id: str | None, endpoint_option: str | None, as_json: bool, show_secrets: bool) -> None:
     """Show one endpoint: state, URL, boot timeline, KV pool, capabilities."""
+    from sandserve.serve.boots import boot_of
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
 
     registry = Registry()
     record = refresh(registry.resolve(chosen_endpoint(endpoint_id, endpoint_option)), registry)
     data = _record_json(record, show_secrets)
+    receipt = boot_of(registry, record.id)
+    data["boot"] = receipt.to_dict() if receipt else None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -395,11 +414,17 @@ def env_(endpoint_id: str | None, endpoint_option: str | None) -> None:
 @endpoint_option("endpoint_options", default="many", multiple=True)
 @click.option("--all", "everything", is_flag=True, help="Take down every endpoint in the ledger.")
 @click.option("--yes", "-y", is_flag=True, help="With --all: do not ask first.")
+@click.option("--no-snapshot", is_flag=True, help="Capture no golden snapshot before deleting.")
 @reports_errors
 def down(
-    endpoint_ids: tuple[str, ...], endpoint_options: tuple[str, ...], everything: bool, yes: bool
+    endpoint_ids: tuple[str, ...],
+    endpoint_options: tuple[str, ...],
+    everything: bool,
+    yes: bool,
+    no_snapshot: bool,
 ) -> None:
-    """Stop endpoints and delete their sandboxes."""
+    """Stop endpoints and delete their sandboxes. A Daytona endpoint that booted cold has its golden snapshot
+    captured first, so the next `up` of its spec boots warm; `sandserve snapshots` lists them."""
     from sandserve.cli.console import err
     from sandserve.serve import lifecycle
     from sandserve.serve.ledger import Registry
@@ -419,7 +444,12 @@ def down(
     failures = []
     for record in records:
         try:
-            lifecycle.down(record, registry)
+            lifecycle.down(
+                record,
+                registry,
+                capture=not no_snapshot,
+                on_capture=_print_wrapped,
+            )
             err.print(f"[green]down[/] {record.id}")
         except SandserveError as exc:
             failures.append(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,6 +11,9 @@ from sandserve.cli._app import main, reports_errors
 from sandserve.cli.choosing import chosen_endpoint, endpoint_option
 from sandserve.cli.program import runnable
 from sandserve.cli.values import TEMPERATURE, read_text_file
+
+if TYPE_CHECKING:
+    from sandserve.cli.tables import Column
 
 # --- using an endpoint ----------------------------------------------------------------------------------
 
@@ -168,29 +172,35 @@ def tour(endpoint_id: str | None, endpoint_option: str | None) -> None:
         out.print(f"[bold]{step.title}[/]  {_styled_status(step.status)}")
         for line in step.lines:
             out.print(Text("  " + runnable(line), style="dim"))
-    from sandserve.cli.tables import Column, show_table
+    from sandserve.cli.tables import show_table
 
-    colours = {label: colour for label, colour in _STATUS_STYLES.values()}
-    columns = (
-        Column("feature", keep=True),
-        Column("result", keep=True, style=colours.get),
-        Column("detail", cut=True),
-    )
-    rows = [(step.title, _STATUS_STYLES[step.status][0], runnable(step.note)) for step in steps]
     out.print("")
-    show_table(columns, rows, title="what this endpoint passed", more="each step above has the whole detail")
+    out.print("[bold]what this endpoint passed[/]")  # part of the tour's story, also into a pipe
+    show_table(
+        tour_columns(),
+        [[step.title, _STATUS_LABELS[step.status], runnable(step.note)] for step in steps],
+        more="each step's lines above have everything",
+    )
     if any(step.status == "failed" for step in steps):
         sys.exit(1)
 
 
-#: How each step's status reads and looks ("unavailable": the engine or the model has no such feature).
-_STATUS_STYLES = {
-    "passed": ("passed", "green"),
-    "failed": ("failed", "red"),
-    "unavailable": ("not available", "dim"),
-}
+#: How each step's status reads ("unavailable": the engine or the model has no such feature), and its colour.
+_STATUS_LABELS = {"passed": "passed", "failed": "failed", "unavailable": "not available"}
+_STATUS_COLOURS = {"passed": "green", "failed": "red", "not available": "dim"}
+
+
+def tour_columns() -> tuple[Column, ...]:
+    """The tour's closing table: each feature whole, its detail shortened to the terminal's width."""
+    from sandserve.cli.tables import Column
+
+    return (
+        Column("feature", keep=True),
+        Column("result", style=_STATUS_COLOURS.get),
+        Column("detail", cut=True),
+    )
 
 
 def _styled_status(status: str) -> str:
-    label, colour = _STATUS_STYLES[status]
-    return f"[{colour}]{label}[/]"
+    label = _STATUS_LABELS[status]
+    return f"[{_STATUS_COLOURS[label]}]{label}[/]"

@@ -151,9 +151,12 @@ def classify(
     """The guide's workload: 273 passages of 13 books, classified by author, then indoors or outdoors."""
     import asyncio
 
+    from sandserve.cli.batch_view import answered_so_far, tell_classify_stopped, with_kept
     from sandserve.cli.console import BatchProgressView, DownloadProgressView, err, out
     from sandserve.client.connect import connect
+    from sandserve.errors import BatchIncompleteError
     from sandserve.workloads import classify as workload
+    from sandserve.workloads.answers import answers_dir_for, kept_answers
     from sandserve.workloads.corpus import PASSAGES_PER_BOOK, check_corpus_dir, load_passages, select_books
     from sandserve.workloads.report import write_report
 
@@ -163,26 +166,42 @@ def classify(
     run_dir = run_dir or Path("runs") / time.strftime("classify-%Y%m%d-%H%M%S")
     if run_dir.exists():
         raise click.UsageError(f"{run_dir} already exists: pass another --run-dir.")
+    kept = answers_dir_for(run_dir)
     endpoint = connect(endpoint_id)
     err.print(f"loading {len(chosen)} books (downloaded from Project Gutenberg once, then cached) ...")
     with DownloadProgressView() as downloads:
         passages = load_passages(
             chosen, per_book or PASSAGES_PER_BOOK, corpus_dir=corpus_dir, on_progress=downloads.update
         )
+    already = {name: len(kept_answers(kept, name)) for name in ("author", "setting")}
+    if kept.exists():
+        err.print(f"going on from the answers kept in {kept} ({answered_so_far(kept)})")
     err.print(f"classifying {len(passages)} passages, two questions each, on {endpoint.model} ...")
-    with BatchProgressView("pass 1 - author") as view:
-        report = asyncio.run(
-            workload.classify(
-                endpoint,
-                passages,
-                temperature=temperature,
-                order=order,
-                concurrency=concurrency,
-                on_progress=lambda name, progress: view.update(
-                    progress, f"pass {1 if name == 'author' else 2} - {name}"
-                ),
+    try:
+        with BatchProgressView("pass 1 - author") as view:
+            report = asyncio.run(
+                workload.classify(
+                    endpoint,
+                    passages,
+                    temperature=temperature,
+                    order=order,
+                    concurrency=concurrency,
+                    on_progress=lambda name, progress: view.update(
+                        with_kept(progress, already.get(name, 0)),
+                        f"pass {1 if name == 'author' else 2} - {name}",
+                    ),
+                    answers_dir=kept,
+                )
             )
+    except KeyboardInterrupt:
+        tell_classify_stopped(kept, run_dir, interrupted=True)
+        exit_interrupted()
+    except BatchIncompleteError as error:
+        again = tell_classify_stopped(kept, run_dir, interrupted=False)
+        error.hint = (
+            f"Nothing was lost: `{again}` goes on from the answers kept (with --endpoint ID for another)."
         )
+        raise
     if endpoint.serves_random_model:
         from sandserve.engines.tinymodel import DISCLAIMER
 
@@ -190,4 +209,5 @@ def classify(
     for line in workload.summary_lines(report):
         out.print(line)
     paths = write_report(run_dir, report)
+    kept.replace(run_dir / "answers")  # the raw answers go with the report they made
     out.print("report: " + "  ".join(str(path) for path in paths))

@@ -129,6 +129,14 @@ class Engine:
     info_path: ClassVar[str]
     #: Whether sandserve itself compiles some constraints for this engine, so its output must be checked.
     checks_constrained_output: ClassVar[bool] = False
+    #: Which step of a boot receipt each boot phase ends (phase -> step: weights, load, compile, graphs,
+    #: warm-up); a phase not named here is a step of its own.
+    receipt_steps: ClassVar[dict[str, str]] = {}
+
+    def cache_env(self, root: str) -> dict[str, str]:
+        """Environment pointing the engine's on-disk caches (compiled kernels, autotune results) into
+        ``root``, so that a snapshot of the sandbox keeps them; empty for an engine that keeps none."""
+        return {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

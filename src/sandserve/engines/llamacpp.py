@@ -20,7 +20,8 @@ from sandserve.engines.base import (
     Tokenize,
 )
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
-from sandserve.errors import CapabilityError, ModelFileNotFoundError, NotAModelFileError
+from sandserve.errors import CapabilityError, ModelFileNotFoundError
+from sandserve.presets import not_a_model_file_error
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import ServeSpec
 
@@ -247,7 +248,7 @@ class LlamaCppEngine(Engine):
         if not path.is_file():
             raise ModelFileNotFoundError(path)
         if not _is_gguf(path):
-            raise NotAModelFileError(path)
+            raise not_a_model_file_error(path)
         return str(path.resolve())
 
     @classmethod

@@ -74,6 +74,8 @@ REASONING_PARSERS = (
 )
 
 _PHASES = (
+    # The first line of launch_server once its imports are done (python, torch, SGLang: many seconds).
+    ("process started", r"server_args=ServerArgs\("),
     # The weights are fetched inside the load step, after "Load weight begin": the first line that proves
     # they are on disk is the shard-loading progress bar (or the cache hit); loaded implies downloaded.
     (
@@ -84,6 +86,8 @@ _PHASES = (
     ),
     ("weights loaded", r"Load weight end\."),
     ("kv cache allocated", r"KV Cache is allocated\."),
+    # FlashInfer's autotune (model_runner._flashinfer_autotune): slow when its cache is empty.
+    ("kernels compiled", r"FlashInfer autotune completed\."),
     ("cuda graphs captured", r"Capture cuda graph end\."),
     ("server ready", r"The server is fired up and ready to roll!"),
 )
@@ -159,6 +163,28 @@ class SGLangEngine(Engine):
     phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
     signatures = _SIGNATURES
     info_path = "/server_info"
+    receipt_steps = {
+        "process started": "start",
+        "weights downloaded": "weights",
+        "weights loaded": "load",
+        "kv cache allocated": "load",
+        "kernels compiled": "compile",
+        "cuda graphs captured": "graphs",
+        "server ready": "warm-up",
+    }
+
+    def cache_env(self, root: str) -> dict[str, str]:
+        # SGLang 0.5.12.post1 (srt/environ.py, compilation/, deep_gemm_wrapper/compile_utils.py):
+        # SGLANG_CACHE_DIR holds torch compile's cache (with Inductor's and Triton's inside it) and
+        # FlashInfer's autotune results; SGLANG_DG_CACHE_DIR DeepGEMM's JIT kernels (SGLang copies it to
+        # DG_JIT_CACHE_DIR). Triton kernels compiled outside torch compile use TRITON_CACHE_DIR, and
+        # Inductor outside SGLang's backend TORCHINDUCTOR_CACHE_DIR (default under /tmp).
+        return {
+            "SGLANG_CACHE_DIR": f"{root}/sglang",
+            "SGLANG_DG_CACHE_DIR": f"{root}/deep_gemm",
+            "TRITON_CACHE_DIR": f"{root}/triton",
+            "TORCHINDUCTOR_CACHE_DIR": f"{root}/inductor",
+        }
 
     def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
         return ServerInfo().with_values(**server_info_summary(data))

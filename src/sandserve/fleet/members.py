@@ -25,8 +25,8 @@ from sandserve.fleet.gateway import POLL_SECONDS, log_path_of
 from sandserve.fleet.model import KEY_PASSING_GATEWAYS, Fleet, Member, gateway_handle
 from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import FLEET_LABEL, Record, Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.spec import AuthMode, ServeSpec
 
 

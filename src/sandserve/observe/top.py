@@ -17,6 +17,7 @@ from sandserve.errors import SandserveError
 from sandserve.observe.gateway_view import GatewayMetrics, gateway_metrics, gateway_workers
 from sandserve.observe.loads import EndpointLoad, LoadProbe, rates
 from sandserve.providers.handles import GatewayHandle, ScalerHandle
+from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Record, Registry, State
 
 
@@ -163,6 +164,7 @@ def targets_for(ref: str | None = None, *, registry: Registry | None = None) -> 
         if record.id in worker_ids and ref is None:
             continue  # shown under its fleet
         if members[record.id]:
+            record = lifecycle.refresh(record, registry)  # a fleet whose autoscaler died is degraded
             found.append(_target(record, "gateway", fleet=record.id))
             scalers = [m for m in members[record.id] if isinstance(m.sandbox, ScalerHandle)]
             found += [_scaler_target(scaler, record.id) for scaler in scalers]

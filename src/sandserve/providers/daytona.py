@@ -28,6 +28,7 @@ from sandserve.errors import (
 from sandserve.providers.base import TOOLS_IN_A_DAYTONA_SANDBOX, Exposure, Provider
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
 from sandserve.providers.handles import DaytonaHandle
+from sandserve.providers.warmboot import CaptureOutcome, SnapshotInfo, WarmBootPlan
 from sandserve.spec import (
     DEFAULT_GPU_TTL_MINUTES,
     SANDBOX_PORT,
@@ -60,6 +61,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
     tool_sandbox_kind = TOOLS_IN_A_DAYTONA_SANDBOX
     poll_interval = 3.0
     keeps_failed_sandboxes = True
+    keeps_snapshots = True
 
     def __init__(self, client: Daytona | None = None) -> None:
         self._client = client
@@ -121,10 +123,10 @@ class DaytonaProvider(Provider[DaytonaHandle]):
                 return [warning] if warning else None
         return None
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> DaytonaHandle:
+    def create(self, spec: ServeSpec, endpoint_id: str, *, snapshot: str | None = None) -> DaytonaHandle:
         from daytona import DaytonaError, DaytonaTimeoutError
 
-        params = self._create_params(spec, endpoint_id)
+        params = self._create_params(spec, endpoint_id, snapshot)
         try:
             sandbox = self.client.create(params, timeout=spec.provider_settings.create_timeout)
         except DaytonaTimeoutError as exc:
@@ -139,15 +141,103 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         except DaytonaError as exc:
             raise _translate(exc, "create the sandbox") from exc
         self._sandboxes[sandbox.id] = sandbox
-        return DaytonaHandle(self.name, sandbox.id, port=spec.port or SANDBOX_PORT, session=SESSION)
+        gpu_type = getattr(sandbox.gpu_type, "value", sandbox.gpu_type)
+        return DaytonaHandle(
+            self.name,
+            sandbox.id,
+            port=spec.port or SANDBOX_PORT,
+            session=SESSION,
+            snapshot=snapshot,
+            gpu_type=str(gpu_type) if gpu_type else None,
+        )
 
-    def _create_params(self, spec: ServeSpec, endpoint_id: str) -> Any:
+    def _create_params(self, spec: ServeSpec, endpoint_id: str, snapshot: str | None) -> Any:
         from sandserve.providers.daytona_params import create_params
 
         volume = spec.provider_settings.cache_volume
         volume_id = self._volume(volume).id if volume else None
         labels = {LABEL_OWNER: "1", LABEL_ENDPOINT: endpoint_id, LABEL_MODEL: spec.served_name}
-        return create_params(spec, labels=labels, cache_volume_id=volume_id, cache_path=HF_CACHE_PATH)
+        return create_params(
+            spec, labels=labels, cache_volume_id=volume_id, cache_path=HF_CACHE_PATH, snapshot=snapshot
+        )
+
+    # --- warm boots: golden snapshots (providers/daytona_snapshots.py) ---------------------------------
+
+    def warm_boot_plan(self, spec: ServeSpec, *, activate: bool = True) -> WarmBootPlan | None:
+        from daytona import DaytonaError
+
+        from sandserve.providers import daytona_snapshots
+
+        if not spec.uses_gpu or not spec.provider_settings.warm_boot:
+            return None
+        try:
+            return daytona_snapshots.plan(self.client, spec, activate=activate)
+        except DaytonaError as exc:
+            return WarmBootPlan(None, reasons=(f"Daytona could not be asked for snapshots ({exc})",))
+
+    def create_warm(self, spec: ServeSpec, endpoint_id: str, plan: WarmBootPlan) -> DaytonaHandle:
+        from sandserve.errors import ProviderError
+        from sandserve.providers.daytona_snapshots import is_snapshot_refusal
+
+        assert plan.snapshot is not None
+        try:
+            return self.create(spec, endpoint_id, snapshot=plan.snapshot)
+        except ProviderError as exc:
+            if not is_snapshot_refusal(exc, plan.snapshot):
+                raise
+            handle = self.create(spec, endpoint_id)
+            handle.extra["warm_boot_fallback"] = f"Daytona refused snapshot {plan.snapshot}: {exc.message}"
+            return handle
+
+    def warm_boot(self, handle: DaytonaHandle) -> tuple[str | None, str | None]:
+        return handle.snapshot, handle.gpu_type
+
+    def cache_root(self, handle: DaytonaHandle) -> str | None:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_snapshots import CACHE_DIR, sandbox_home
+
+        try:
+            return f"{sandbox_home(self._sandbox(handle))}/{CACHE_DIR}"
+        except DaytonaError as exc:
+            raise _translate(exc, "find the sandbox's home directory") from exc
+
+    def restored_steps(self, handle: DaytonaHandle, spec: ServeSpec) -> frozenset[str]:
+        from sandserve.providers.daytona_snapshots import restored
+
+        return restored(self._sandbox(handle), spec)
+
+    def capture_snapshot(self, handle: DaytonaHandle, spec: ServeSpec) -> CaptureOutcome:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_snapshots import capture
+
+        try:
+            return capture(self.client, self._sandbox(handle), spec)
+        except DaytonaError as exc:
+            return CaptureOutcome(f"no snapshot: {exc}")
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_snapshots import listing
+
+        try:
+            return listing(self.client)
+        except DaytonaError as exc:
+            raise _translate(exc, "list the snapshots") from exc
+
+    def delete_snapshot(self, name: str) -> None:
+        from daytona import DaytonaError, DaytonaNotFoundError
+
+        from sandserve.errors import SnapshotNotFoundError
+
+        try:
+            self.client.snapshot.delete(name)
+        except DaytonaNotFoundError as exc:
+            raise SnapshotNotFoundError(name) from exc
+        except DaytonaError as exc:
+            raise _translate(exc, f"delete snapshot {name}") from exc
 
     def _volume(self, name: str) -> Any:
         from daytona import DaytonaError

@@ -114,12 +114,17 @@ class Record:
     owner_started: str | None = None
     live: bool | None = field(default=None)
     """Whether the provider still runs it; filled in by ``status`` checks, None when not checked."""
+    degraded: str | None = field(default=None)
+    """Why it serves but is not whole (a fleet whose autoscaler is dead); filled in with ``live``."""
 
     @property
     def shown_state(self) -> str:
-        """The state a user should see: a ready endpoint whose server is gone is dead, not running."""
+        """The state a user should see: a ready endpoint whose server is gone is dead, not running; a ready
+        fleet whose autoscaler is dead is degraded."""
         if self.live is False and self.state in (State.READY, State.BOOTING):
             return "dead"
+        if self.degraded and self.state is State.READY:
+            return "degraded"
         return str(self.state)
 
 
@@ -196,6 +201,10 @@ class Registry:
                 raise
             finally:
                 db.close()
+
+    def run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """Run ``work`` on the ledger in one transaction (the other tables' modules use it)."""
+        return self._transaction(work, write=write)
 
     # --- writing ----------------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sandserve import config
 from sandserve.engines import engine_class, engine_for_model
-from sandserve.errors import ConfigError, NotAModelFileError
-from sandserve.presets import Preset, find_preset, unknown_preset_error
+from sandserve.errors import ConfigError
+from sandserve.presets import Preset, find_preset, not_a_model_file_error, unknown_preset_error
 from sandserve.providers import get_provider
 from sandserve.spec import (
     DEFAULT_BOOT_TIMEOUT,
@@ -61,6 +61,7 @@ def resolve_spec(
     signed_url_ttl: int | None = None,
     cache_volume: str | None = None,
     hf_token_secret: str | None = None,
+    warm_boot: bool = True,
 ) -> ServeSpec:
     """Build a ServeSpec: preset defaults < explicit arguments (None: not said).
 
@@ -75,7 +76,7 @@ def resolve_spec(
     preset = _preset_for(model)
     # A file no engine can load is refused as a file, never taken for a Hugging Face id.
     if preset is None and Path(model).expanduser().is_file() and not engine_for_model(model, ""):
-        raise NotAModelFileError(Path(model).expanduser())
+        raise not_a_model_file_error(Path(model).expanduser())
     if engine is None:
         engine = preset.engine if preset else engine_for_model(model, DEFAULT_ENGINE)
     runs = engine_class(engine)
@@ -92,6 +93,7 @@ def resolve_spec(
         auto_stop_minutes=auto_stop_minutes or 0,
         hf_token_secret=hf_token_secret,
         cache_volume=cache_volume,
+        warm_boot=warm_boot,
     )
     if create_timeout is not None:
         settings = replace(settings, create_timeout=create_timeout)
