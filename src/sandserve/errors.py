@@ -114,6 +114,10 @@ class ModelRepoError(ConfigError):
     """The Hugging Face repo cannot be downloaded: found out before a GPU sandbox is paid for."""
 
 
+class ModelDoesNotFitError(ConfigError):
+    """The model cannot fit any GPU type asked for: refused, with the arithmetic, before anything is made."""
+
+
 class BootBreakerOpenError(ConfigError):
     def __init__(self, failures: int, last_error: str | None, last_id: str) -> None:
         super().__init__(
@@ -206,6 +210,10 @@ class ProviderError(SandserveError):
     """The sandbox provider refused or failed a request."""
 
 
+class GpuCapacityError(ProviderError):
+    """No GPU type asked for has the units free (the provider's capacity answer, or its create)."""
+
+
 class QuotaExceededError(ProviderError):
     def __init__(self, detail: str) -> None:
         super().__init__(
@@ -243,15 +251,11 @@ class EndpointNotFoundError(SandserveError):
 
 
 class AmbiguousEndpointError(SandserveError):
-    def __init__(self, ids: list[str], ref: str | None = None, *, fleets: bool = False) -> None:
-        what = (f"{ref!r} matches several " if ref else "Several ") + ("fleets" if fleets else "endpoints")
-        example = f"`sandserve fleet status {ids[0]}`" if fleets else f"`sandserve status -e {ids[0]}`"
+    def __init__(self, ids: list[str]) -> None:
         super().__init__(
-            f"{what}{'' if ref else ' are up'}: {', '.join(ids)}.",
-            hint=f"Choose one by its id, e.g. {example} (every verb that uses an endpoint takes -e/--endpoint"
-            f" ID; in Python: sandserve.connect({ids[0]!r})).",
+            f"Several endpoints are up: {', '.join(ids)}.",
+            hint=f"Choose one: `sandserve status -e {ids[0]}` (in Python: sandserve.connect({ids[0]!r})).",
         )
-        self.ids = ids
 
 
 class EndpointUnavailableError(SandserveError):

@@ -255,8 +255,11 @@ class Registry:
         endpoint: Endpoint | None = None,
         log_path: str | Path | None = None,
         error: str | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> None:
         changes: dict[str, Any] = {"updated_at": time.time()}
+        if spec is not None:
+            changes["spec"] = _dump(spec)
         if state is not None:
             changes["state"] = str(state)
         if sandbox is not None:
@@ -328,7 +331,7 @@ class Registry:
         if not matches:
             raise EndpointNotFoundError(ref)
         if len(matches) > 1:
-            raise AmbiguousEndpointError([r.id for r in matches], ref)
+            raise AmbiguousEndpointError([r.id for r in matches])
         return matches[0]
 
 
