@@ -94,6 +94,7 @@ def test_token_rates_move_while_a_long_request_runs(keyed_local_endpoint):
 
     async def two_readings_while_it_runs() -> tuple[float | None, int | None]:
         async with httpx.AsyncClient(timeout=300) as client, LoadProbe() as probe:
+            before = (await probe.read(endpoint)).counters.generation_tokens or 0.0
             request = asyncio.ensure_future(
                 client.post(
                     endpoint.base_url + "/chat/completions", json=body, headers=endpoint.request_headers()
@@ -101,8 +102,10 @@ def test_token_rates_move_while_a_long_request_runs(keyed_local_endpoint):
             )
             try:
                 first = await probe.read(endpoint)
-                for _ in range(1200):  # until it runs and has generated a token (at most a minute)
-                    if first.running and (first.counters.generation_tokens or 0) > 0:
+                for _ in range(
+                    1200
+                ):  # until it has generated a token (at most a minute; the prompt comes first)
+                    if first.running and (first.counters.generation_tokens or 0.0) > before:
                         break
                     await asyncio.sleep(0.05)
                     first = await probe.read(endpoint)

@@ -97,15 +97,16 @@ def test_presets_at_80_columns_show_every_name_and_model_whole():
     text = drawn(render_table(PRESET_COLUMNS, rows, width=80), 80)
     for preset in PRESETS:
         assert any(line.startswith(f"{preset.name} ") and preset.model in line for line in text.splitlines())
-    assert "not shown at this width: engine, reasoning, tools, flags / env, note" in " ".join(text.split())
+    shown = " ".join(text.split())
+    assert "not shown at this width: engine, reasoning, tools, gpus/memory, flags / env, note" in shown
 
 
 def test_a_wider_terminal_shows_more_columns_and_no_caption():
     rows = [preset_row(preset) for preset in PRESETS]
     at_120 = drawn(render_table(PRESET_COLUMNS, rows, width=120), 120)
     header = at_120.splitlines()[0]
-    assert "reasoning" in header and "tools" in header and "flags / env" not in header
-    assert "not shown at this width: flags / env, note" in at_120
+    assert "reasoning" in header and "gpus/memory" in header and "flags / env" not in header
+    assert "not shown at this width: tools, flags / env, note" in at_120
     at_400 = drawn(render_table(PRESET_COLUMNS, rows, width=400), 400)
     assert "flags / env" in at_400 and "not shown" not in at_400
 
@@ -142,7 +143,7 @@ def test_fleet_status_at_80_columns_shows_every_worker_id_whole():
 
     ids = ["tiny-random-llama-w0-9f8e7d-with-a-long-name", "tiny-random-llama-w1-0a1b2c"]
     rows = [
-        [worker, f"http://127.0.0.1:4{n}123", "healthy", "running", "0", "0", "75%", "warm 12 s", f"gw-{n}"]
+        [worker, f"http://127.0.0.1:4{n}123", "healthy", "running", "0", "0", "75%", "warm 41 s", f"gw-{n}"]
         for n, worker in enumerate(ids)
     ]
     text = drawn(render_table(_worker_columns(), rows, width=80), 80)

@@ -3,6 +3,7 @@ and the command that sends the rest; the same for `classify`, whose answers are 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ def tell_batch_interrupted(output_path: Path) -> None:
             f"in {output_path}: nothing was lost."
         )
     err.print(f"to send the rest: {command_line(this_command_args())}")
+
+
+def with_kept(progress: Any, kept: int) -> Any:
+    """A pass's progress counted over all its passages: those answered by an earlier run as done."""
+    if not kept:
+        return progress
+    total = None if progress.total is None else progress.total + kept
+    return dataclasses.replace(
+        progress, done=progress.done + kept, skipped=progress.skipped + kept, total=total
+    )
 
 
 def answered_so_far(kept: Path) -> str:

@@ -108,8 +108,9 @@ class BatchProgressView:
         from sandserve.cli.numbers import short_number
 
         rates = (
-            f"tok/s {short_number(p.input_tokens_per_s)} in {short_number(p.output_tokens_per_s)} out  "
-            f"cached {100 * cached:.0f}%  errors {p.failed}"
+            f"{short_number(p.input_tokens_per_s)} in, {short_number(p.output_tokens_per_s)} out tok/s  "
+            f"cached {100 * cached:.0f}%"
+            + (f"  errors {p.failed}" if p.failed else "")
             + (f"  no answer yet {p.unfinished}" if p.unfinished else "")
         )
         if description:

@@ -7,13 +7,14 @@ would not fit, left out, lowest ``drop_order`` first, with a caption naming what
 right-aligned and get short forms (``1.2k``).
 
 When stdout is not a terminal (a pipe, a file, a CI log) the rows are printed as tab-separated lines under a
-header line, numbers in full and no colour, as `gh` and `kubectl` do: `sandserve ls | cut -f1` gives the ids
-(after the header).
+header line, numbers in full and no colour, as `kubectl` does: `sandserve ls | tail -n +2 | cut -f1` gives
+the ids.
 """
 
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -147,7 +148,9 @@ def render_table(
     parts.append(table)
     hidden = [column.header for index, column in enumerate(columns) if index not in shown_at]
     if hidden:
-        parts.append(Text(f"not shown at this width: {', '.join(hidden)} ({more})", style="dim"))
+        caption = f"not shown at this width: {', '.join(hidden)} ({more})"
+        # Wrapped here, not by the console: a console that soft-wraps (top's live screen) would crop it.
+        parts += [Text(line, style="dim") for line in textwrap.wrap(caption, max(width, 20))]
     return Group(*parts)
 
 

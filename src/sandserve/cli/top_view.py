@@ -18,6 +18,7 @@ from sandserve.cli.tables import Cell, Column, render_table, tab_separated
 
 _STATE_STYLES = {
     "ready": "green",
+    "degraded": "yellow",
     "booting": "yellow",
     "failed": "red",
     "dead": "red",
@@ -114,6 +115,7 @@ def top_screen(snapshot: Any, *, width: int, interval: float | None = None) -> A
     header.append(f"  {_counts(snapshot.rows)}", style="")
     if interval is not None:
         header.append(f"   every {interval:g} s, q or Ctrl-C: quit", style="dim")
+    header.truncate(width, overflow="ellipsis")  # one line, as htop's: the live screen crops, never wraps
     parts: list[Any] = [header]
     if snapshot.notice:
         parts.append(Text(snapshot.notice, style="yellow"))

@@ -154,12 +154,12 @@ def classify(
     """The guide's workload: 273 passages of 13 books, classified by author, then indoors or outdoors."""
     import asyncio
 
-    from sandserve.cli.batch_view import answered_so_far, tell_classify_stopped
+    from sandserve.cli.batch_view import answered_so_far, tell_classify_stopped, with_kept
     from sandserve.cli.console import BatchProgressView, DownloadProgressView, err, out
     from sandserve.client.connect import connect
     from sandserve.errors import BatchIncompleteError
     from sandserve.workloads import classify as workload
-    from sandserve.workloads.answers import answers_dir_for
+    from sandserve.workloads.answers import answers_dir_for, kept_answers
     from sandserve.workloads.corpus import PASSAGES_PER_BOOK, check_corpus_dir, load_passages, select_books
     from sandserve.workloads.report import write_report
 
@@ -176,6 +176,7 @@ def classify(
         passages = load_passages(
             chosen, per_book or PASSAGES_PER_BOOK, corpus_dir=corpus_dir, on_progress=downloads.update
         )
+    already = {name: len(kept_answers(kept, name)) for name in ("author", "setting")}
     if kept.exists():
         err.print(f"going on from the answers kept in {kept} ({answered_so_far(kept)})")
     err.print(f"classifying {len(passages)} passages, two questions each, on {endpoint.model} ...")
@@ -189,7 +190,8 @@ def classify(
                     order=order,
                     concurrency=concurrency,
                     on_progress=lambda name, progress: view.update(
-                        progress, f"pass {1 if name == 'author' else 2} - {name}"
+                        with_kept(progress, already.get(name, 0)),
+                        f"pass {1 if name == 'author' else 2} - {name}",
                     ),
                     answers_dir=kept,
                 )
