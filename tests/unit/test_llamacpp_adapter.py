@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -119,7 +120,7 @@ def test_busy_cores_reads_the_threads_ready_to_run_besides_its_own(tmp_path):
 
 def test_local_launch_puts_the_adapter_in_front_and_no_secret_on_the_command_line(tmp_path):
     model = tmp_path / "m.gguf"
-    model.write_bytes(b"not a gguf")  # unreadable header: the fallback context
+    model.write_bytes(b"GGUF\xff\xff")  # a GGUF cut short: no context length in it, the fallback one
     spec = resolve_spec(str(model), provider="local", auth="key")
     launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2, busy=0)).launch(
         spec, host="127.0.0.1", port=8123, api_key=spec.api_key
@@ -138,8 +139,9 @@ def test_local_launch_puts_the_adapter_in_front_and_no_secret_on_the_command_lin
 
 def test_a_fleet_worker_spec_launches_with_its_share_of_the_cores(tmp_path):
     model = tmp_path / "m.gguf"
-    model.write_bytes(b"not a gguf")
-    spec = resolve_spec(str(model), provider="local").with_overrides(servers_on_machine=2)
+    model.write_bytes(b"GGUF\xff\xff")
+    spec = resolve_spec(str(model), provider="local")
+    spec = replace(spec, resources=replace(spec.resources, servers_on_machine=2))
     launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=4, busy=0)).launch(
         spec, host="127.0.0.1", port=8123, api_key=None
     )

@@ -21,7 +21,9 @@ from sandserve.engines.base import (
     Tokenize,
 )
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
+from sandserve.engines.load_formats import LoadFields, parse_slots
 from sandserve.errors import CapabilityError, ModelFileNotFoundError
+from sandserve.presets import not_a_model_file_error
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import ServeSpec
 
@@ -45,6 +47,18 @@ _PHASES = (
 )
 
 _SIGNATURES: tuple[LogSignature, ...] = (
+    # llama.cpp's own argument parser (common/arg.cpp), before anything is loaded.
+    LogSignature.of(
+        r"^error: invalid argument: (?P<flag>\S+)",
+        "llama-server has no flag {flag}",
+        "Check its spelling, or leave it out: the flags after -- go to llama-server as they are "
+        "(llama.cpp lists its flags in tools/server/README.md; `sandserve up --dry-run` shows the command).",
+    ),
+    LogSignature.of(
+        r'^error while handling argument "(?P<flag>[^"]+)": (?P<reason>.+)$',
+        "llama-server refused the value given to {flag} ({reason})",
+        "Give {flag} a value it takes, or leave it out (the flags after -- go to llama-server as they are).",
+    ),
     LogSignature.of(
         r"couldn't bind HTTP server socket|sandserve adapter: cannot listen",
         "the port is already taken by another process",
@@ -53,8 +67,8 @@ _SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"error loading model|failed to load model|gguf_init_from_file.*failed|invalid magic",
         "the model file could not be loaded (corrupt, truncated, or not a GGUF llama.cpp understands)",
-        "Check the file (re-download or re-convert it to GGUF), or leave --model out to serve the tiny "
-        "model.",
+        "Check the file (re-download or re-convert it to GGUF), or leave --model out to serve the default "
+        "local model (SmolLM2-135M-Instruct).",
     ),
     LogSignature.of(
         r"failed to allocate|std::bad_alloc|Cannot allocate memory",
@@ -67,6 +81,15 @@ _SIGNATURES: tuple[LogSignature, ...] = (
         "Run on a CPU with AVX2, or set SANDSERVE_LLAMA_SERVER to a llama-server built for this machine.",
     ),
 )
+
+
+def _is_gguf(path: Path) -> bool:
+    """Whether ``path`` is a file that starts as every GGUF file does (the magic ``GGUF``)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def available_cores() -> int:
@@ -167,6 +190,20 @@ class LlamaCppEngine(Engine):
     runs_in_sandbox_image = False
     # Regexes are compiled to GBNF by sandserve (gbnf.py), so what comes back is checked against them.
     checks_constrained_output = True
+    load_route = "/slots"
+    # It counts only uncached prompt tokens; the cached ones are a counter apart.
+    metric_names = {
+        "running": "llamacpp:requests_processing",
+        "queued": "llamacpp:requests_deferred",
+        "generated": "llamacpp:tokens_predicted_total",
+        "cached": "llamacpp:prompt_tokens_cached_total",
+        "prompt_uncached": "llamacpp:prompt_tokens_total",
+    }
+
+    @classmethod
+    def load_fields(cls, body: Any) -> LoadFields:
+        return parse_slots(body)
+
     capabilities = Capabilities(
         reasoning_effort=False,
         regex=True,
@@ -184,10 +221,14 @@ class LlamaCppEngine(Engine):
 
     def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
         settings = data.get("default_generation_settings") or {}
+        # llama-server analyses the model's chat template: one with no tool syntax cannot call tools.
+        template = data.get("chat_template_caps") or {}
+        tools = bool(template.get("supports_tools") and template.get("supports_tool_calls"))
         return ServerInfo().with_values(
             max_running_requests=data.get("total_slots"),
             context_len=settings.get("n_ctx"),
             version=data.get("build_info"),
+            capabilities=replace(self.capabilities, tool_calls=tools) if template else None,
         )
 
     def slot_context(self, spec: ServeSpec) -> int:
@@ -203,7 +244,7 @@ class LlamaCppEngine(Engine):
         The prompt cache stays on (llama-server's default ``cache_prompt``) and finished slots are kept in a
         RAM cache (``--cache-ram``), so a second pass over the same passages finds them. The API key goes to
         the adapter through its environment, never on a command line."""
-        fit = self.fit.shared_by(spec.servers_on_machine)
+        fit = self.fit.shared_by(spec.resources.servers_on_machine)
         slots = fit.slots
         server = [
             self.binary,
@@ -223,13 +264,13 @@ class LlamaCppEngine(Engine):
             str(CACHE_RAM_MIB),
             "--jinja",
             "--reasoning-format",
-            "deepseek" if spec.reasoning_parser else "none",
+            "deepseek" if spec.engine_settings.reasoning_parser else "none",
             "--no-ui",
             "--offline",
             "--metrics",
-            *spec.extra_args,
+            *spec.engine_settings.extra_args,
         ]
-        env = dict(spec.env)
+        env = dict(spec.engine_settings.env)
         secrets = frozenset({api_key} if api_key else ())
         adapter = [
             sys.executable,
@@ -253,7 +294,7 @@ class LlamaCppEngine(Engine):
 
     @classmethod
     def claims_model(cls, model: str) -> bool:
-        return model.endswith(".gguf")
+        return model.endswith(".gguf") or _is_gguf(Path(model).expanduser())
 
     @classmethod
     def resolve_model(cls, model_id: str, preset: Preset | None) -> str:
@@ -262,6 +303,8 @@ class LlamaCppEngine(Engine):
         path = Path(model_id).expanduser()
         if not path.is_file():
             raise ModelFileNotFoundError(path)
+        if not _is_gguf(path):
+            raise not_a_model_file_error(path)
         return str(path.resolve())
 
     @classmethod
@@ -281,7 +324,7 @@ class LlamaCppEngine(Engine):
             )
 
         binary = ensure_llama_server(on_progress=on_build)
-        spec = spec.with_overrides(model=str(local_model_file(spec.model, events.status)))
+        spec = replace(spec, model=str(local_model_file(spec.model, events.status)))
         return spec, LlamaCppEngine(binary=str(binary))
 
     def plan_details(self, spec: ServeSpec) -> dict[str, Any]:

@@ -40,6 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+from sandserve.engines.auth_errors import auth_error_body
 from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.errors import SandserveError
 
@@ -113,17 +114,11 @@ def _auth(access_token: str | None, api_key: str | None, inside_key: str | None)
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         from_inside = inside_key is not None and _same(bearer, inside_key)
-        if (
-            access_token
-            and not from_inside
-            and not _same(request.headers.get(PREVIEW_TOKEN_HEADER), access_token)
-        ):
-            return web.Response(
-                status=401,
-                text=f"Unauthorized: send the endpoint's token in the {PREVIEW_TOKEN_HEADER} header\n",
-            )
+        token = request.headers.get(PREVIEW_TOKEN_HEADER)
+        if access_token and not from_inside and not _same(token, access_token):
+            return web.json_response(auth_error_body("token", sent=bool(token)), status=401)
         if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
-            return web.json_response({"error": "Unauthorized"}, status=401)
+            return web.json_response(auth_error_body("key", sent=bool(bearer)), status=401)
         return await handler(request)
 
     return middleware
@@ -191,8 +186,13 @@ def _rewrite_sse_line(line: bytes, rewrite: Callable[[dict[str, Any]], None]) ->
         chunk = json.loads(line[len(b"data: ") :])
     except ValueError:
         return line
+    if not isinstance(chunk, dict):
+        return line
     rewrite(chunk)
-    return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n"
+    try:
+        return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate (\\ud800) it sent escaped: keep it escaped
+        return b"data: " + json.dumps(chunk).encode() + b"\n"
 
 
 def _loading(exc: BaseException) -> web.Response:
@@ -209,7 +209,10 @@ def _loading(exc: BaseException) -> web.Response:
 
 def sglang_shapes(data: dict[str, Any]) -> None:
     """``reasoning_content`` in every message and delta (null when empty); cached tokens in the usage."""
-    for choice in data.get("choices") or []:
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        if not isinstance(choice, dict):
+            continue
         for part in ("message", "delta"):
             if isinstance(choice.get(part), dict):
                 choice[part].setdefault("reasoning_content", None)

@@ -10,10 +10,10 @@ import concurrent.futures
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sandserve.endpoint import Endpoint
 from sandserve.errors import (
-    AmbiguousEndpointError,
     EndpointNotFoundError,
     FleetNotFoundError,
     GatewayError,
@@ -24,8 +24,8 @@ from sandserve.fleet.gateway import POLL_SECONDS, log_path_of
 from sandserve.fleet.model import KEY_PASSING_GATEWAYS, Fleet, Member, gateway_handle
 from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import FLEET_LABEL, Record, Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.spec import AuthMode, ServeSpec
 
 
@@ -99,7 +99,8 @@ def _first_failure(futures: Sequence[concurrent.futures.Future[Endpoint]]) -> Ba
 def worker_spec(spec: ServeSpec, fleet_id: str, shared_key: str | None = None) -> ServeSpec:
     """A worker's spec: a key of its own, or ``shared_key`` (the gateway's) behind smg, which sends a worker
     the client's own Authorization header instead of the worker's key."""
-    return spec.with_overrides(
+    return replace(
+        spec,
         # The gateway can only send a worker a Bearer key; a worker without one would answer anyone directly.
         auth=AuthMode.KEY,
         api_key=shared_key or new_key(),
@@ -131,7 +132,11 @@ def fleet_record(registry: Registry, ref: str | None) -> Record:
         if not fleets:
             raise FleetNotFoundError(None)
         if len(fleets) > 1:
-            raise AmbiguousEndpointError([record.id for record in fleets])
+            ids = [record.id for record in fleets]
+            raise SandserveError(
+                f"Several fleets are up: {', '.join(ids)}.",
+                hint=f"Name one after the verb, e.g. `sandserve fleet status {ids[0]}`.",
+            )
         return fleets[0]
     try:
         record = registry.resolve(ref)

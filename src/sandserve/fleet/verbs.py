@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sandserve.errors import (
@@ -35,8 +36,8 @@ from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.providers.handles import GatewayHandle
 from sandserve.providers.local import HOST, port_is_free
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Record, Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.spec import ServeSpec
 
 
@@ -74,7 +75,8 @@ def fleet_up(
     if not get_provider(spec.provider).remote:
         # Every worker runs on this machine and keeps to its share of the cores (threads are set at launch, so
         # an autoscaled fleet plans for its largest size).
-        spec = spec.with_overrides(servers_on_machine=scaling.max_workers if scaling else workers)
+        sharing = scaling.max_workers if scaling else workers
+        spec = replace(spec, resources=replace(spec.resources, servers_on_machine=sharing))
     fleet_id = f"fleet-{secrets.token_hex(3)}"
     registry.add(
         fleet_id,
@@ -117,6 +119,7 @@ def fleet_up(
     except BaseException:
         fm.abandon(fleet_id, registry, "failed while booting")
         raise
+    endpoint.ledger = registry
     return Fleet(id=fleet_id, policy=policy, endpoint=endpoint, members=members, gateway=handle)
 
 
@@ -232,8 +235,16 @@ def check_fleet_request(
     gw.check_gateway_installed(gateway)
 
 
+def _boot_text(registry: Registry, endpoint_id: str) -> str | None:
+    from sandserve.serve.boots import boot_of
+    from sandserve.serve.receipt import seconds_text
+
+    receipt = boot_of(registry, endpoint_id)
+    return f"{receipt.origin} {seconds_text(receipt.total)}" if receipt else None
+
+
 def _status_of(registry: Registry, record: Record) -> FleetStatus:
-    record = lifecycle.refresh(record)
+    record = lifecycle.refresh(record, registry)
     handle = gateway_handle(record)
     listed: dict[str, dict[str, Any]] = {}
     if record.live and record.endpoint is not None:
@@ -262,6 +273,7 @@ def _status_of(registry: Registry, record: Record) -> FleetStatus:
                 requests_running=load.running if load else None,
                 requests_queued=load.queued if load else None,
                 cache_hit_rate=load.cache_hit_rate if load else None,
+                boot=_boot_text(registry, member.endpoint_id),
             )
         )
     for worker_id, seen in listed.items():
@@ -285,4 +297,5 @@ def _status_of(registry: Registry, record: Record) -> FleetStatus:
         log_path=record.log_path,
         gateway=handle.gateway or DEFAULT_GATEWAY,
         scaler=scaler,
+        degraded=record.degraded,
     )
