@@ -265,6 +265,12 @@ def main() -> None:
             f"{figures.score() / best.score():.2f}",
         )
     console.print(table)
+    # The same flags by hand tell the flags apart from the rest of the endpoint (its adapter, the moment).
+    for name, figures in searched:
+        if {name.flags} == launched:
+            console.print(
+                f"sandserve's flags by hand ({name.flags}): {figures.score() / best.score():.2f} of best"
+            )
     share = results[SANDSERVE].score() / best.score()
     print(f"threads: sandserve {share:.2f} of best ({best_name.flags})")
 

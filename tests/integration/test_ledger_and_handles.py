@@ -55,7 +55,7 @@ def test_ls_waits_for_a_ledger_another_process_locked_and_never_calls_it_corrupt
         result = run_cli("ls", timeout=LOCK_SECONDS + 60)
         waited = time.monotonic() - started
     finally:
-        holder.wait(timeout=LOCK_SECONDS + 10)
+        holder.communicate(timeout=LOCK_SECONDS + 10)  # waited for, and its pipe closed
     assert result.returncode == 0, result.stderr
     assert "waiting" in result.stderr and "holds its lock" in result.stderr
     assert "cannot be read" not in result.stderr and "corrupt" not in result.stderr.lower()
