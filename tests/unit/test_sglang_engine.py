@@ -48,6 +48,8 @@ FACT_FLAGS = {
     "--trust-remote-code",
     "--reasoning-parser",
     "--tool-call-parser",
+    "--enable-priority-scheduling",
+    "--default-priority-value",
 }
 SGLANG_PRESETS = [preset for preset in PRESETS if preset.engine == "sglang"]
 

@@ -16,7 +16,9 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
   ``SANDSERVE_API_KEY`` as ``Authorization: Bearer`` (as SGLang's ``--api-key`` does: health routes stay
   open). ``SANDSERVE_INSIDE_KEY``, sent as ``Authorization: Bearer``, stands in for the token: it is what code
   run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
-  llama-server itself gets a random key of its own, so its private port serves no one else.
+  llama-server itself gets a random key of its own, so its private port serves no one else;
+- generation requests wait for a slot by priority (admission.py): llama-server itself serves first come,
+  first served.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import aiohttp
 from aiohttp import web
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+from sandserve.engines.admission import AdmissionQueue, admission_middleware, slots_from_command
 from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.errors import SandserveError
 
@@ -90,11 +93,18 @@ class Upstream:
 
 
 def build_app(
-    upstream: Upstream, access_token: str | None, api_key: str | None, inside_key: str | None = None
+    upstream: Upstream,
+    access_token: str | None,
+    api_key: str | None,
+    inside_key: str | None = None,
+    admission: AdmissionQueue | None = None,
 ) -> web.Application:
-    app = web.Application(
-        middlewares=[_auth(access_token, api_key, inside_key)], client_max_size=64 * 1024 * 1024
-    )
+    middlewares = [_auth(access_token, api_key, inside_key)]
+    if admission is not None:
+        middlewares.append(admission_middleware(admission))
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
+    if admission is not None:
+        app.router.add_get("/metrics", _metrics(upstream, admission))
     app.router.add_post("/v1/chat/completions", _chat(upstream))
     app.router.add_post("/generate", _generate(upstream))
     app.router.add_route("*", "/health_generate", _health_generate(upstream))
@@ -202,6 +212,23 @@ def _loading(exc: BaseException) -> web.Response:
         "type": "unavailable",
     }
     return web.json_response({"error": error}, status=503)
+
+
+def _metrics(upstream: Upstream, admission: AdmissionQueue) -> Handler:
+    """llama-server's /metrics with the admission queue's own gauges after it."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            async with upstream.client().get(upstream.base + "/metrics", headers=upstream.headers) as answer:
+                text = await answer.text()
+                status = answer.status
+        except aiohttp.ClientError as exc:
+            return _loading(exc)
+        if status == 200:
+            text = text.rstrip("\n") + "\n" + admission.metrics_text()
+        return web.Response(status=status, text=text, content_type="text/plain")
+
+    return handler
 
 
 # --- chat: SGLang's shapes -------------------------------------------------------------------------------
@@ -413,8 +440,11 @@ async def serve(host: str, port: int, command: list[str]) -> int:
         stdin=asyncio.subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
     )
+    slots = slots_from_command(command)
+    admission = AdmissionQueue(slots) if slots else None
     runner = web.AppRunner(
-        build_app(Upstream(private_port, private_key), access_token, api_key, inside_key), access_log=None
+        build_app(Upstream(private_port, private_key), access_token, api_key, inside_key, admission),
+        access_log=None,
     )
     await runner.setup()
     try:

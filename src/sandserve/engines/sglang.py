@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from sandserve.engines.base import Engine, GenerateCall, Launch, LogSignature, ReadinessProbe
+from sandserve.engines.priority import sglang_flags as sglang_priority_flags
 from sandserve.errors import ConfigError
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import ServeSpec
@@ -184,6 +185,8 @@ class SGLangEngine(Engine):
             argv += ["--tool-call-parser", spec.tool_call_parser]
         if spec.context_length:
             argv += ["--context-length", str(spec.context_length)]
+        # Batch work sends a low priority, so people's requests go ahead of its queue (engines/priority.py).
+        argv += sglang_priority_flags(spec.extra_args)
         argv += list(spec.extra_args)
         env = dict(spec.env)
         if api_key:
