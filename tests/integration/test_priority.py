@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
+from standins.sglang_server import SGLangStandin, parse_args
 
+from sandserve.batch import BatchRequest, run_requests
 from sandserve.endpoint import Endpoint
+from sandserve.engines import get_engine
 from sandserve.engines.priority import waiting_by_priority
+from sandserve.serve.resolve import resolve_spec
+from sandserve.spec import ProviderName
 
 #: Only against a hang (never a measured time): a wait that never ends fails the test instead.
 HANG_GUARD_S = 120.0
@@ -92,3 +102,83 @@ def test_an_interactive_request_starts_before_the_batch_requests_queued_ahead_of
     # ... and it waited only for the first slot to free (the short batch request), not for the long ones.
     assert "running0 done" in events
     assert events["long done by then"] == 0
+
+
+# --- SGLang (its stand-in, started with the engine's own flags) ----------------------------------------
+
+
+def _sglang_started_as_sandserve_starts_it(**flags: Any) -> SGLangStandin:
+    spec = resolve_spec("gpt-oss-20b", provider=ProviderName.DAYTONA)
+    argv = get_engine("sglang").launch(spec, host="127.0.0.1", port=0, api_key=None).argv
+    config = parse_args(argv[3:])
+    assert config.enable_priority_scheduling and config.default_priority_value == 0
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return SGLangStandin(**{**fields, "port": 0, **flags})
+
+
+def test_batch_work_reaches_sglang_with_a_low_priority_and_people_go_first():
+    """One request runs at a time: a batch of 6 queues up; a person's request (no priority: SGLang's default,
+    0) sent after them starts next; SGLang's metrics count each priority as its own series."""
+    with _sglang_started_as_sandserve_starts_it(max_running_requests=1, decode_seconds=0.25) as sglang:
+        endpoint = Endpoint(id="sg", url=sglang.url, model="gpt-oss-20b", engine="sglang")
+        requests = [
+            BatchRequest(
+                f"b{i}", {"messages": [{"role": "user", "content": f"passage {i}"}], "max_tokens": 4}
+            )
+            for i in range(6)
+        ]
+
+        async def person(session: aiohttp.ClientSession) -> None:
+            body = {"model": endpoint.model, "messages": [{"role": "user", "content": "hi"}]}
+            async with session.post(f"{endpoint.base_url}/chat/completions", json=body) as answer:
+                assert answer.status == 200
+
+        async def scenario() -> int:
+            """How many batch requests were waiting when the person's request joined the queue."""
+            scheduler = sglang.state.scheduler
+            assert scheduler is not None
+            batch = asyncio.ensure_future(
+                run_requests(endpoint, requests, lambda result: None, concurrency=6)
+            )
+            async with aiohttp.ClientSession() as session:
+                while sum(scheduler.queued().values()) < 5:
+                    await asyncio.sleep(0.01)
+                asked = asyncio.ensure_future(person(session))
+                while not scheduler.queued()[0]:
+                    await asyncio.sleep(0.005)
+                waiting = scheduler.queued()[-1]
+                await asked
+            await batch
+            return waiting
+
+        waiting = asyncio.run(asyncio.wait_for(scenario(), HANG_GUARD_S))
+        scheduler = sglang.state.scheduler
+        assert scheduler is not None
+        # Every batch request that was waiting when the person's came started after it.
+        assert waiting >= 1
+        assert scheduler.started[-waiting - 1 :] == [0] + [-1] * waiting
+        metrics = httpx.get(f"{sglang.url}/metrics").text
+        assert 'sglang:num_requests_total{model_name="gpt-oss-20b",priority="-1"} 6.0' in metrics
+        assert 'sglang:num_requests_total{model_name="gpt-oss-20b",priority="0"} 1.0' in metrics
+
+
+def test_sglang_answers_a_priority_that_is_not_an_integer_with_its_validation_error():
+    with _sglang_started_as_sandserve_starts_it() as sglang:
+        body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "hi"}], "priority": "high"}
+        answer = httpx.post(f"{sglang.url}/v1/chat/completions", json=body)
+        assert answer.status_code == 400
+        assert "'loc': ('body', 'priority')" in answer.json()["message"]
+
+
+def test_sglang_refuses_priority_scheduling_under_a_prefix_policy_and_sandserve_does_not_ask_for_it():
+    spec = resolve_spec("gpt-oss-20b", provider=ProviderName.DAYTONA)
+    spec = spec.with_overrides(extra_args=("--schedule-policy", "lpm"))
+    argv = get_engine("sglang").launch(spec, host="127.0.0.1", port=0, api_key=None).argv
+    assert "--enable-priority-scheduling" not in argv
+    refused = subprocess.run(
+        [sys.executable, "-m", "standins.sglang_server", "--model-path", "m", "--schedule-policy", "lpm",
+         "--enable-priority-scheduling"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "schedule_policy must be 'fcfs' or 'lof'. 'lpm' is not supported" in refused.stderr

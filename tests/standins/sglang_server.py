@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import heapq
+import itertools
 import json
 import math
 import os
@@ -43,6 +45,7 @@ import time
 import traceback
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +171,10 @@ class ServerConfig:
     cuda_graph_max_bs: int | None = None
     max_running_requests: int | None = None
     chunked_prefill_size: int | None = None
+    schedule_policy: str = "fcfs"
+    enable_priority_scheduling: bool = False
+    default_priority_value: int | None = None
+    schedule_low_priority_values_first: bool = False
     max_total_num_tokens: int = 1_220_512
     """What the GPU would give the KV pool (not a flag)."""
     model_context_len: int = 131_072
@@ -184,6 +191,11 @@ class ServerConfig:
     @property
     def running_requests(self) -> int:
         return self.max_running_requests or 2048
+
+
+#: server_args.py's --schedule-policy choices (0.5.12.post1); priority scheduling takes only fcfs and lof.
+SCHEDULE_POLICIES = ("lpm", "random", "fcfs", "dfs-weight", "lof", "priority", "routing-key")
+PRIORITY_POLICIES = ("fcfs", "lof")
 
 
 def parse_args(argv: Sequence[str]) -> ServerConfig:
@@ -203,6 +215,10 @@ def parse_args(argv: Sequence[str]) -> ServerConfig:
     parser.add_argument("--cuda-graph-max-bs", type=int)
     parser.add_argument("--max-running-requests", type=int)
     parser.add_argument("--chunked-prefill-size", type=int)
+    parser.add_argument("--schedule-policy", default="fcfs", choices=SCHEDULE_POLICIES)
+    parser.add_argument("--enable-priority-scheduling", action="store_true")
+    parser.add_argument("--default-priority-value", type=int)
+    parser.add_argument("--schedule-low-priority-values-first", action="store_true")
     args, _unknown = parser.parse_known_args(list(argv))
     config = ServerConfig(**vars(args))
     if KV_TOKENS_ENV in os.environ:
@@ -724,6 +740,83 @@ class ServerState:
     started: float = field(default_factory=time.time)
     decode_seconds: float = 0.0
     """How long each generation takes once it runs (the stand-in answers at once otherwise)."""
+    scheduler: PriorityScheduler | None = None
+
+    def __post_init__(self) -> None:
+        self.scheduler = PriorityScheduler(self.config)
+
+
+class PriorityScheduler:
+    """The scheduler's waiting queue as seen from outside: at most ``max_running_requests`` run; the rest wait
+    first come, first served, or, with --enable-priority-scheduling, by priority then arrival
+    (schedule_policy.py ``_sort_by_priority_and_fcfs``; higher values first unless
+    --schedule-low-priority-values-first). A request without a priority gets --default-priority-value
+    (tokenizer_manager.py ``_set_default_priority``), else the lowest there is (scheduler.py
+    ``_set_or_validate_priority``). Without priority scheduling a request's priority is ignored."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.enabled = config.enable_priority_scheduling
+        self.sign = 1 if config.schedule_low_priority_values_first else -1
+        self.waiting: list[tuple[int, int, int, asyncio.Future[None]]] = []
+        self.running: Counter[int | None] = Counter()
+        self.started: list[int | None] = []
+        """Every request's priority, in the order the scheduler started them."""
+        self.labels: Counter[str] = Counter()
+        """Finished requests per ``priority`` metric label (tokenizer_manager.py ``collect_metrics``)."""
+        self._arrivals = itertools.count()
+
+    def label(self, given: int | None) -> int | None:
+        """The priority the tokenizer manager passes on (its default filled in)."""
+        if self.enabled and given is None:
+            return self.config.default_priority_value
+        return given
+
+    def effective(self, given: int | None) -> int | None:
+        labelled = self.label(given)
+        if not self.enabled:
+            return None
+        if labelled is None:
+            return sys.maxsize if self.config.schedule_low_priority_values_first else -sys.maxsize - 1
+        return labelled
+
+    async def run(
+        self, given: int | None, work: Callable[[], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        priority = self.effective(given)
+        ready = asyncio.get_running_loop().create_future()
+        order = (self.sign * priority) if priority is not None else 0
+        heapq.heappush(self.waiting, (order, next(self._arrivals), priority or 0, ready))
+        self._start_next()
+        try:
+            await ready
+        except asyncio.CancelledError:
+            if ready.done() and not ready.cancelled():
+                self._finish(priority)
+            raise
+        try:
+            return await work()
+        finally:
+            label = self.label(given)
+            self.labels["" if label is None or not self.enabled else str(label)] += 1
+            self._finish(priority)
+
+    def _finish(self, priority: int | None) -> None:
+        self.running[priority] -= 1
+        self._start_next()
+
+    def _start_next(self) -> None:
+        while self.waiting and sum(self.running.values()) < self.config.running_requests:
+            _, _, value, ready = heapq.heappop(self.waiting)
+            if ready.done():
+                continue
+            priority = value if self.enabled else None
+            self.running[priority] += 1
+            self.started.append(priority)
+            ready.set_result(None)
+
+    def queued(self) -> Counter[int]:
+        return Counter(value for _, _, value, ready in self.waiting if not ready.done())
 
 
 @dataclass
@@ -864,7 +957,10 @@ def server_args(config: ServerConfig) -> dict[str, Any]:
         "cuda_graph_max_bs": config.cuda_graph_max_bs or 256,
         "max_running_requests": config.running_requests,
         "chunked_prefill_size": config.chunked_prefill_size or 8192,
-        "schedule_policy": "fcfs",
+        "schedule_policy": config.schedule_policy,
+        "enable_priority_scheduling": config.enable_priority_scheduling,
+        "default_priority_value": config.default_priority_value,
+        "schedule_low_priority_values_first": config.schedule_low_priority_values_first,
         "tp_size": 1,
         "dp_size": 1,
         "trust_remote_code": False,
@@ -941,6 +1037,10 @@ def _metrics(state: ServerState) -> Handler:
             ("gauge", "gen_throughput", 0.0),
             ("gauge", "max_total_num_tokens", state.config.max_total_num_tokens),
         ]
+        scheduler = state.scheduler
+        assert scheduler is not None
+        if scheduler.enabled:
+            return web.Response(text=_priority_metrics(rows, name, scheduler), content_type="text/plain")
         lines = []
         for kind, metric, value in rows:
             lines += [f"# HELP sglang:{metric} {metric}.", f"# TYPE sglang:{metric} {kind}"]
@@ -948,6 +1048,27 @@ def _metrics(state: ServerState) -> Handler:
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     return handler
+
+
+def _priority_metrics(rows: list[tuple[str, str, float]], name: str, scheduler: PriorityScheduler) -> str:
+    """With priority scheduling every series has a ``priority`` label: counters per request priority (the
+    tokenizer's labels), the queue gauges as a total under ``priority=""`` plus one series per priority
+    (metrics_collector.py ``_log_gauge_queue_count``)."""
+    running = Counter(p for p, n in scheduler.running.items() for _ in range(n) if p is not None)
+    by_gauge = {"num_running_reqs": running, "num_queue_reqs": scheduler.queued()}
+    lines = []
+    for kind, metric, value in rows:
+        lines += [f"# HELP sglang:{metric} {metric}.", f"# TYPE sglang:{metric} {kind}"]
+        if metric == "num_requests_total":
+            for label, count in sorted(scheduler.labels.items()):
+                lines.append(f'sglang:{metric}{{model_name="{name}",priority="{label}"}} {float(count)}')
+            continue
+        if metric in by_gauge:
+            value = sum(by_gauge[metric].values())
+        lines.append(f'sglang:{metric}{{model_name="{name}",priority=""}} {float(value)}')
+        for priority, count in sorted(by_gauge.get(metric, Counter()).items()):
+            lines.append(f'sglang:{metric}{{model_name="{name}",priority="{priority}"}} {float(count)}')
+    return "\n".join(lines) + "\n"
 
 
 # --- /v1/loads (SGLang's entrypoints/v1_loads.py: one entry per DP rank, None fields and timestamp dropped,
@@ -959,24 +1080,59 @@ _GENERATION_PATHS = ("/generate", "/v1/chat/completions", "/v1/completions")
 def _in_flight_middleware(state: ServerState, in_flight: dict[int, int]) -> Any:
     """Keeps ``in_flight`` (request -> prompt tokens) for the requests being generated: what the scheduler
     would hold. At most ``max_running_requests`` run at once, each for ``decode_seconds``; the rest wait."""
-    running = asyncio.Semaphore(state.config.running_requests)
+    scheduler = state.scheduler
+    assert scheduler is not None
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "POST" or request.path not in _GENERATION_PATHS:
             return await handler(request)
         body = await request.read()  # aiohttp keeps it for the handler
+        given = _given_priority(body)
+        if isinstance(given, str):  # not an integer: the route's own validation answers 400
+            return await handler(request)
         key = id(request)
         in_flight[key] = len(tokenize(body.decode(errors="replace")))
+
+        async def generate() -> web.StreamResponse:
+            if state.decode_seconds:
+                await asyncio.sleep(state.decode_seconds)
+            return await handler(request)
+
         try:
-            async with running:
-                if state.decode_seconds:
-                    await asyncio.sleep(state.decode_seconds)
-                return await handler(request)
+            return await scheduler.run(given, generate)
         finally:
             in_flight.pop(key, None)
 
     return middleware
+
+
+def _given_priority(body: bytes) -> int | str | None:
+    try:
+        value = json.loads(body).get("priority")
+    except (ValueError, AttributeError):
+        return None
+    return priority_value(value)
+
+
+def priority_value(value: Any) -> int | str | None:
+    """A request's ``priority`` as pydantic reads ``Optional[int]`` (lax: "3" and 3.0 are 3); the text of
+    pydantic's complaint when it is not an integer."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    if isinstance(value, float):
+        return (
+            "{'type': 'int_from_float', 'loc': ('body', 'priority'), 'msg': 'Input should be a valid "
+            "integer, got a number with a fractional part'}"
+        )
+    return (
+        "{'type': 'int_parsing', 'loc': ('body', 'priority'), 'msg': 'Input should be a valid integer, "
+        "unable to parse string as an integer'}"
+    )
 
 
 def _v1_loads(state: ServerState, in_flight_table: dict[int, int]) -> Handler:
@@ -1186,6 +1342,9 @@ def _validate_chat(body: Any) -> None:
             problems.append(
                 f"{{'type': 'int_type', 'loc': ('body', '{name}'), 'msg': 'Input should be a valid integer'}}"
             )
+    priority = priority_value(body.get("priority"))
+    if isinstance(priority, str):
+        problems.append(priority)
     if problems:
         raise BadRequest("[" + ", ".join(problems) + "]", "Bad Request")
 
@@ -1678,6 +1837,18 @@ def _context_traceback(requested: int, derived: int) -> str:
     )
 
 
+def _priority_policy_traceback(policy: str) -> str:
+    """ServerArgs' check of the scheduling policy under priority scheduling (server_args.py)."""
+    return (
+        "Traceback (most recent call last):\n"
+        + _MAIN_FRAMES
+        + f'  File "{_SITE}/srt/server_args.py", line 7328, in check_server_args\n'
+        "    assert self.schedule_policy in [\n"
+        "AssertionError: To use priority scheduling, schedule_policy must be 'fcfs' or 'lof'. "
+        f"'{policy}' is not supported.\n"
+    )
+
+
 def _scheduler_exception(frames: str, error: str) -> None:
     """A scheduler child's failure: its traceback, then the parent's SIGQUIT handler kills the whole tree."""
     log(
@@ -1710,6 +1881,9 @@ class Boot:
         if self.fail == "context" or (config.context_len > config.model_context_len and not allow_longer):
             requested = max(config.context_len, 2 * config.model_context_len)
             raw(_context_traceback(requested, config.model_context_len))
+            return 1
+        if config.enable_priority_scheduling and config.schedule_policy not in PRIORITY_POLICIES:
+            raw(_priority_policy_traceback(config.schedule_policy))
             return 1
         args = ", ".join(f"{key}={value!r}" for key, value in server_args(config).items())
         self.line(f"server_args=ServerArgs({args})")

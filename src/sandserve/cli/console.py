@@ -109,6 +109,11 @@ class BatchProgressView:
             f"{p.input_tokens_per_s:,.0f} in tok/s  {p.output_tokens_per_s:,.0f} out tok/s  "
             f"cached {100 * cached:.0f}%  errors {p.failed}"
             + (f"  no answer yet {p.unfinished}" if p.unfinished else "")
+            + (
+                f"  in flight {p.in_flight_limit}/{p.concurrency} (people waiting)"
+                if p.in_flight_limit is not None and p.concurrency and p.in_flight_limit < p.concurrency
+                else ""
+            )
         )
         if description:
             self._progress.update(

@@ -23,6 +23,7 @@ from sandserve.batch import (
 )
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
+from sandserve.engines.priority import BATCH_PRIORITY, Priority
 from sandserve.workloads.corpus import AUTHORS, Passage
 
 AUTHOR_QUESTION = f"Which of these authors wrote this passage: {', '.join(AUTHORS)}?"
@@ -237,8 +238,11 @@ async def classify(
     order: str = "input",
     concurrency: int | None = None,
     on_progress: PassProgress | None = None,
+    priority: Priority = BATCH_PRIORITY,
 ) -> ClassificationReport:
-    """Run both passes over ``passages`` and score pass 1 against the true authors."""
+    """Run both passes over ``passages`` and score pass 1 against the true authors. Batch work: its
+    requests carry ``priority`` (low), and without a fixed ``concurrency`` it makes room for people's
+    requests to the same endpoint (batch.pace)."""
     answers: dict[str, list[BatchResult]] = {}
     reports: dict[str, PassReport] = {}
     for question in (AUTHOR, SETTING):
@@ -250,6 +254,8 @@ async def classify(
             concurrency=concurrency or min(len(passages), default_concurrency(endpoint)),
             order=order,  # type: ignore[arg-type]
             on_progress=_for_pass(on_progress, question.name),
+            priority=priority,
+            adaptive=concurrency is None,
         )
         by_id = {result.custom_id: result for result in results}
         answers[question.name] = [by_id[f"{question.name}/{passage.id}"] for passage in passages]
