@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from sandserve.batch import BatchRequest, run_requests
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
 from sandserve.engines.priority import waiting_by_priority
+from sandserve.fleet.gateway import gateway_launch
+from sandserve.providers.local import free_port
 from sandserve.serve.resolve import resolve_spec
 from sandserve.spec import ProviderName
 
@@ -182,3 +185,96 @@ def test_sglang_refuses_priority_scheduling_under_a_prefix_policy_and_sandserve_
     )  # fmt: skip
     assert refused.returncode == 1
     assert "schedule_policy must be 'fcfs' or 'lof'. 'lpm' is not supported" in refused.stderr
+
+
+# --- the gateway (smg, started as a fleet starts it) --------------------------------------------------
+
+
+def test_the_gateway_admits_batch_work_as_bulk_and_passes_its_priority_on_to_sglang(tmp_path: Path):
+    with _sglang_started_as_sandserve_starts_it() as sglang:
+        port, prometheus_port = free_port(), free_port()
+        launch = gateway_launch(
+            port=port, prometheus_port=prometheus_port, policy="round_robin", api_key=None,
+            worker_urls=[sglang.url], gateway="smg",
+        )  # fmt: skip
+        assert "--priority-scheduler-enabled" in launch.argv
+        log = (tmp_path / "gateway.log").open("wb")
+        gateway = subprocess.Popen(
+            launch.argv, env={**os.environ, **launch.env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            endpoint = Endpoint(id="gw", url=f"http://127.0.0.1:{port}", model="gpt-oss-20b", engine="sglang")
+            deadline = time.monotonic() + HANG_GUARD_S
+            while _status(f"{endpoint.base_url}/models") != 200:
+                assert gateway.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "gateway.log"
+                ).read_text()
+                time.sleep(0.1)
+            requests = [
+                BatchRequest(f"b{i}", {"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 4})
+                for i in range(4)
+            ]
+            asyncio.run(run_requests(endpoint, requests, lambda result: None, concurrency=2))
+            person = {"model": endpoint.model, "messages": [{"role": "user", "content": "hi"}]}
+            assert (
+                httpx.post(f"{endpoint.base_url}/chat/completions", json=person, timeout=60).status_code
+                == 200
+            )
+            metrics = httpx.get(f"http://127.0.0.1:{prometheus_port}/metrics", timeout=10).text
+        finally:
+            gateway.terminate()
+            gateway.wait(timeout=30)
+            log.close()
+    # smg read the header: the batch was admitted as bulk, the person (no header) as default...
+    assert 'smg_scheduler_admit_total{class="bulk",outcome="admitted"} 4' in metrics
+    assert 'smg_scheduler_admit_total{class="default",outcome="admitted"} 1' in metrics
+    # ... and passed the body's priority on to SGLang (it does not forward the header itself).
+    scheduler = sglang.state.scheduler
+    assert scheduler is not None and scheduler.labels == {"-1": 4, "0": 1}
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_a_batch_makes_room_while_people_wait_and_a_fixed_concurrency_does_not():
+    """SGLang runs one request at a time; while people's requests wait in its queue the batch lowers its
+    in-flight count (shown in its progress), and with --concurrency it keeps it."""
+    with _sglang_started_as_sandserve_starts_it(max_running_requests=1, decode_seconds=0.05) as sglang:
+        endpoint = Endpoint(id="sg", url=sglang.url, model="gpt-oss-20b", engine="sglang")
+
+        async def scenario(adaptive: bool) -> tuple[list[int | None], Any]:
+            limits: list[int | None] = []
+            requests = [
+                BatchRequest(f"b{i}", {"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 4})
+                for i in range(60)
+            ]
+            batch = asyncio.ensure_future(
+                run_requests(
+                    endpoint, requests, lambda result: None, concurrency=8, adaptive=adaptive,
+                    on_progress=lambda progress: limits.append(progress.in_flight_limit),
+                )
+            )  # fmt: skip
+            body = {"model": endpoint.model, "messages": [{"role": "user", "content": "hi"}]}
+            async with aiohttp.ClientSession() as session:
+                # People keep asking, a few at a time, until the batch has made room (or has finished).
+                while not batch.done() and not any(limit is not None and limit < 8 for limit in limits):
+                    people = [
+                        session.post(f"{endpoint.base_url}/chat/completions", json=body) for _ in range(4)
+                    ]
+                    for answer in await asyncio.gather(*people):
+                        assert answer.status == 200
+                        answer.release()
+            return limits, await batch
+
+        limits, summary = asyncio.run(asyncio.wait_for(scenario(True), HANG_GUARD_S))
+        assert summary.complete and summary.times_yielded >= 1
+        assert summary.lowest_in_flight is not None and summary.lowest_in_flight < 8
+        assert any(limit is not None and limit < 8 for limit in limits)
+
+        limits, summary = asyncio.run(asyncio.wait_for(scenario(False), HANG_GUARD_S))
+        assert summary.complete and summary.times_yielded == 0 and summary.lowest_in_flight is None
+        assert set(limits) == {None}
