@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from conftest import run_cli
 from standins.sglang_server import SGLangStandin, parse_args
 
 from sandserve.batch import BatchRequest, run_requests
@@ -278,3 +281,44 @@ def test_a_batch_makes_room_while_people_wait_and_a_fixed_concurrency_does_not()
         limits, summary = asyncio.run(asyncio.wait_for(scenario(False), HANG_GUARD_S))
         assert summary.complete and summary.times_yielded == 0 and summary.lowest_in_flight is None
         assert set(limits) == {None}
+
+
+# --- bench --background ------------------------------------------------------------------------------------
+
+
+def test_bench_background_compares_idle_with_a_batch_without_and_with_priority(
+    local_endpoint: Endpoint, tmp_path: Path
+):
+    batch_file = tmp_path / "batch.jsonl"
+    bodies = [
+        {"messages": [{"role": "user", "content": f"summarise passage {i} " * 40}], "max_tokens": 16}
+        for i in range(8)
+    ]
+    lines = [
+        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        for i, body in enumerate(bodies)
+    ]
+    batch_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = run_cli(
+        "bench", local_endpoint.id, "--background", str(batch_file), "--rate", "4", "--requests", "4",
+        "--input-len", "8", "--output-len", "4", "--warmup", "1", "--output", str(tmp_path / "out"),
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for phase in ("idle", "batch alone", "batch, no priority", "batch, priority"):
+        assert phase in done.stdout
+    assert re.search(r"priority: interactive TTFT p99 [\d.]+x idle, batch [\d.]+x alone", done.stdout)
+    report = json.loads((tmp_path / "out" / "background.json").read_text())
+    phases = {phase["name"]: phase for phase in report["phases"]}
+    assert phases["idle"]["batch_tokens_per_s"] is None and phases["idle"]["interactive"]["completed"] == 4
+    assert phases["batch alone"]["batch_requests"] > 0 and phases["batch alone"]["interactive"] is None
+    assert phases["batch, no priority"]["batch_priority"] == "normal"
+    assert phases["batch, priority"]["batch_priority"] == "low"
+    assert (tmp_path / "out" / "background.png").stat().st_size > 0
+    assert not list((tmp_path / "out").glob("*.partial*"))
+
+
+def test_bench_background_refuses_a_missing_batch_file(tmp_path: Path):
+    refused = run_cli("bench", "--background", str(tmp_path / "nope.jsonl"))
+    assert refused.returncode != 0
+    assert "nope.jsonl" in refused.stderr and "no such file" in refused.stderr

@@ -65,6 +65,8 @@ def test_the_kept_slot_goes_back_to_the_batch_once_people_have_gone_quiet():
     assert queue.limit_for(-1) == 3 and queue.limit_for(0) == 4
     clock.now = 31.0
     assert queue.limit_for(-1) == 4
+    queue.running[0] += 1  # a person's request is being served: no batch request starts meanwhile
+    assert queue.limit_for(-1) == 0 and queue.limit_for(0) == 4
 
 
 def test_a_request_that_gives_up_while_waiting_leaves_the_queue():

@@ -306,6 +306,12 @@ def _print_ceiling(requests: int | None) -> None:
 @click.option(
     "--client-ceiling", is_flag=True, help="Measure this client against an instant local server instead."
 )
+@click.option(
+    "--background",
+    metavar="FILE|random",
+    help="Interactive requests at --rate while a batch (an OpenAI batch file, or random prompts) runs: idle, "
+    "under a batch without priority, under one with it.",
+)
 @reports_errors
 def bench(endpoint_id: str | None, **options: Any) -> None:
     """A serving benchmark of the endpoint: TTFT, TPOT, ITL, E2E (mean, p50, p90, p99), throughput, goodput,
@@ -315,6 +321,15 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
     """
     if options["client_ceiling"]:
         _print_ceiling(options["requests"])
+        return
+    if options["background"]:
+        from sandserve.cli.observe_background import run_background
+
+        options["rate_values"] = _numbers(options["rate_text"], "--rate")
+        source = None if options["dataset"] == "classify" else _source(options["dataset"], options, None)
+        if source is None:
+            raise click.UsageError("--background takes the random, shared-prefix or jsonl dataset.")
+        run_background(endpoint_id, options, source)
         return
     from sandserve.cli.console import err, out
     from sandserve.client.connect import connect

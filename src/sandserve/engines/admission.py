@@ -78,18 +78,27 @@ class AdmissionQueue:
         return Counter(w.priority for w in self._waiting if not w.ready.done())
 
     def normal_present(self) -> bool:
-        if any(p >= DEFAULT_VALUE for p in self.running if self.running[p]):
-            return True
-        if any(w.priority >= DEFAULT_VALUE for w in self._waiting):
+        if self.people_served():
             return True
         seen = self._normal_seen_at
         return seen is not None and self._clock() - seen < self.recent_s
 
+    def people_served(self) -> bool:
+        """A normal-or-higher request is running or waiting now."""
+        return any(p >= DEFAULT_VALUE for p in self.running if self.running[p]) or any(
+            w.priority >= DEFAULT_VALUE for w in self._waiting
+        )
+
     def limit_for(self, priority: int) -> int:
-        """How many requests may be running when one of ``priority`` starts."""
-        if priority >= DEFAULT_VALUE or self.slots == 1 or not self.normal_present():
+        """How many requests may be running when one of ``priority`` starts. A low-priority request starts
+        no new work while a person's request is being served (on a CPU every slot's prompt shares the same
+        cores, so a batch prompt started now would slow the person's first token), and leaves one slot free
+        for the next person while people have been seen lately."""
+        if priority >= DEFAULT_VALUE or self.slots == 1:
             return self.slots
-        return self.slots - 1
+        if self.people_served():
+            return 0
+        return self.slots - 1 if self.normal_present() else self.slots
 
     # --- admitting ------------------------------------------------------------------------------------
 

@@ -1,0 +1,113 @@
+"""``bench --background``: people's requests while a batch runs, the phases side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sandserve.observe.background import BATCH_ALONE, IDLE, BackgroundResult, Phase
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _vs(value: float | None, base: float | None) -> str:
+    return "" if value is None or not base else f" ({value / base:.1f}x)"
+
+
+def background_table(result: BackgroundResult) -> Any:
+    from rich.table import Table
+
+    idle = result.phase(IDLE)
+    idle_ttft = idle.interactive.ttft.p99 if idle and idle.interactive else None
+    alone = result.phase(BATCH_ALONE)
+    alone_rate = alone.batch_tokens_per_s if alone else None
+    table = Table(title="interactive requests while a batch runs (ms; batch tokens/s)")
+    for name in ("phase", "TTFT p50", "TTFT p99", "E2E p50", "E2E p99", "batch tok/s", "in flight"):
+        table.add_column(name, justify="left" if name == "phase" else "right")
+    for phase in result.phases:
+        m = phase.interactive
+        rate = phase.batch_tokens_per_s
+        table.add_row(
+            phase.name,
+            _ms(m.ttft.median if m else None),
+            _ms(m.ttft.p99 if m else None)
+            + ("" if phase.name == IDLE else _vs(m.ttft.p99 if m else None, idle_ttft)),
+            _ms(m.e2e.median if m else None),
+            _ms(m.e2e.p99 if m else None),
+            ("-" if rate is None else f"{rate:,.0f}")
+            + ("" if phase.name == BATCH_ALONE else _vs(rate, alone_rate)),
+            _in_flight(phase),
+        )
+    return table
+
+
+def _in_flight(phase: Phase) -> str:
+    if phase.batch_priority is None:
+        return "-"
+    if phase.batch_lowest_in_flight is None:
+        return "fixed"
+    return f">= {phase.batch_lowest_in_flight}"
+
+
+def run_background(endpoint_id: str | None, options: dict[str, Any], interactive: Any) -> None:
+    """``bench --background FILE|random``: the four phases, a table, the report; exit 1 when a phase's
+    interactive requests failed."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from sandserve.batch.files import streamed_requests
+    from sandserve.cli.console import err, out
+    from sandserve.client.connect import connect
+    from sandserve.errors import BatchInputError
+    from sandserve.observe.background import (
+        BackgroundBench,
+        BackgroundPlan,
+        batch_from_prompts,
+        endless_batch,
+    )
+    from sandserve.observe.background_report import write_background_report
+    from sandserve.observe.bench import _public_endpoint
+    from sandserve.observe.datasets import random_prompts
+
+    rates = options["rate_values"]
+    if len(rates) > 1 or options["concurrency_text"] or options["sweep"]:
+        raise click.UsageError("--background takes one --rate (interactive requests per second).")
+    plan = BackgroundPlan(
+        rate=rates[0] if rates else 0.5,
+        requests=options["requests"] or 20,
+        batch_concurrency=options["max_concurrency"],
+        warmup=options["warmup"],
+        seed=options["seed"],
+    )
+    background = options["background"]
+    if background == "random":
+        words = 4 * options["input_len"]
+        supply = batch_from_prompts(random_prompts(words, options["output_len"], seed=plan.seed + 1))
+        batch_name = f"random ({words} words, {options['output_len']} output tokens)"
+    else:
+        path = Path(background)
+        if not path.is_file():
+            raise BatchInputError(path, "no such file" if not path.exists() else "not a regular file")
+        with streamed_requests(path, set()) as requests:
+            supply = endless_batch(list(requests))
+        batch_name = f"{path} (cycled)"
+    endpoint = connect(endpoint_id)
+    err.print(
+        f"[bold cyan]::[/] {plan.requests} interactive requests per phase at {plan.rate}/s on "
+        f"{endpoint.model}, with a batch of {batch_name} in the background (about "
+        f"{4 * plan.expected_s:.0f} s or more)"
+    )
+    bench = BackgroundBench(
+        endpoint, interactive, supply, batch_name, plan, public_endpoint=_public_endpoint(endpoint)
+    )
+    result = asyncio.run(bench.run(lambda phase: err.print(f"  {phase.name}: {phase.wall_s:.0f} s")))
+    out.print(background_table(result))
+    written = write_background_report(result, options["output_dir"])
+    out.print(f"report: {written['report']}   plot: {written['plot']}   data: {written['json']}")
+    out.print(result.headline())
+    if any(phase.interactive and phase.interactive.failed for phase in result.phases):
+        sys.exit(1)
