@@ -481,3 +481,11 @@ __all__ = [
     for name, value in list(globals().items())
     if isinstance(value, type) and issubclass(value, Exception)
 ]
+
+
+class SnapshotNotFoundError(ConfigError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"There is no snapshot named {name!r}.",
+            hint="`sandserve snapshots` lists the golden snapshots there are.",
+        )

@@ -344,9 +344,10 @@ def test_ls_shows_age_and_cost_so_far_when_a_price_is_set(daytona):
     listed = json.loads(run_cli("ls", "--json", env={"SANDSERVE_GPU_HOUR_PRICE": "3.60"}).stdout)
     (entry,) = [e for e in listed if e["id"] == endpoint.id]
     assert entry["age_seconds"] >= 0 and entry["cost_so_far"] > 0
-    (row,) = run_cli(
+    header, row = run_cli(
         "ls", env={"SANDSERVE_GPU_HOUR_PRICE": "3.60"}
-    ).stdout.splitlines()  # a pipe: tab-separated
+    ).stdout.splitlines()  # a pipe: tab-separated, under a header line
+    assert header.split("\t")[-1] == "cost"
     assert row.split("\t")[0] == endpoint.id and row.split("\t")[-1].startswith("$0.0")
     assert json.loads(run_cli("ls", "--json").stdout)[0]["cost_so_far"] is None
 

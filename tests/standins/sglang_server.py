@@ -53,6 +53,11 @@ from typing import Any
 
 from aiohttp import web
 
+try:  # as part of the tests' `standins` package, or run as SGLang from tests/standins (fake_sglang)
+    from .sglang_boot_model import BootModel
+except ImportError:
+    from sglang_boot_model import BootModel  # type: ignore[no-redef]
+
 VERSION = "0.5.12.post1"
 FAIL_ENV = "SANDSERVE_FAKE_SGLANG_FAIL"
 WARMUP_ENV = "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS"
@@ -1867,6 +1872,7 @@ class Boot:
         self.config = config
         self.fail = fail
         self.step = step
+        self.boot = BootModel.from_environment(config.model_path)
 
     def line(self, message: str) -> None:
         log(message)
@@ -1885,12 +1891,14 @@ class Boot:
         if config.enable_priority_scheduling and config.schedule_policy not in PRIORITY_POLICIES:
             raw(_priority_policy_traceback(config.schedule_policy))
             return 1
+        self.boot.wait("start")
         args = ", ".join(f"{key}={value!r}" for key, value in server_args(config).items())
         self.line(f"server_args=ServerArgs({args})")
         self.line("Using default HuggingFace chat template with detected content format: string")
         self.line("Init torch distributed begin.")
         self.line("Init torch distributed ends. elapsed=0.21 s, mem usage=0.10 GB")
         self.line("Load weight begin. avail mem=78.41 GB")
+        self.boot.fetch_weights(self.line)
         self.line("Using model weights format ['*.safetensors']")
         self.shards(done=1 if self.fail == "host_oom" else 3)
         if self.fail == "host_oom":
@@ -1904,6 +1912,7 @@ class Boot:
             )
             return 1
         arch, _, details = architecture(config.model_path)
+        self.boot.wait("load")
         self.line(
             f"Load weight end. elapsed=41.20 s, type={arch}, {details}avail mem=64.12 GB, mem usage=14.29 GB."
         )
@@ -1918,6 +1927,8 @@ class Boot:
                 f"Current value: mem_fraction_static={fraction}",
             )
         self.kv_pool()
+        self.boot.compile_kernels(self.line)
+        self.boot.capture_graphs()
         self.cuda_graphs()
         self.line(
             f"max_total_num_tokens={config.max_total_num_tokens}, chunked_prefill_size="

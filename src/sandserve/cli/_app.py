@@ -122,6 +122,7 @@ VERB_MODULES = {
     "logs": "serve",
     "env": "serve",
     "down": "serve",
+    "snapshots": "snapshots",
     "exec": "colocated",
     "run": "colocated",
     "chat": "use",

@@ -15,8 +15,8 @@ from sandserve.endpoint import Endpoint
 from sandserve.engines.tinymodel import DISCLAIMER
 from sandserve.providers import get_provider
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.serve.resolve import resolve_spec
 
 QUESTION = "Write a haiku about a sandbox where AI agents run code."

@@ -70,7 +70,7 @@ def run_background(endpoint_id: str | None, options: dict[str, Any], interactive
         endless_batch,
     )
     from sandserve.observe.background_report import write_background_report
-    from sandserve.observe.bench import _public_endpoint
+    from sandserve.observe.bench import public_endpoint
     from sandserve.observe.datasets import random_prompts
 
     rates = options["rate_values"]
@@ -102,7 +102,7 @@ def run_background(endpoint_id: str | None, options: dict[str, Any], interactive
         f"{4 * plan.expected_s:.0f} s or more)"
     )
     bench = BackgroundBench(
-        endpoint, interactive, supply, batch_name, plan, public_endpoint=_public_endpoint(endpoint)
+        endpoint, interactive, supply, batch_name, plan, public_endpoint=public_endpoint(endpoint)
     )
     result = asyncio.run(bench.run(lambda phase: err.print(f"  {phase.name}: {phase.wall_s:.0f} s")))
     out.print(background_table(result))

@@ -95,6 +95,11 @@ from sandserve.errors import SandserveError
 )
 @click.option("--hf-token-secret", metavar="NAME", help="Pass HF_TOKEN as this Daytona secret, not as text.")
 @click.option("--delete-on-failure", is_flag=True, help="Delete the sandbox when boot fails (default: keep).")
+@click.option(
+    "--no-snapshot",
+    is_flag=True,
+    help="Boot from the image even if this spec has a golden snapshot, and capture none at `down`.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and create nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoint (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the server's start-up log.")
@@ -126,6 +131,7 @@ def up(
     cache_volume: str | None,
     hf_token_secret: str | None,
     delete_on_failure: bool,
+    no_snapshot: bool,
     dry_run: bool,
     as_json: bool,
     quiet: bool,
@@ -147,37 +153,31 @@ def up(
         )
     env = _parse_env(env_pairs)
     _check_bind((*engine_args, *engine_flags), provider, auth)
-    overrides: dict[str, Any] = {
-        key: value
-        for key, value in {
-            "port": port,
-            "gpus": tuple(gpus) or None,
-            "image": image,
-            "target": target,
-            "ttl_minutes": ttl_minutes,
-            "auto_stop_minutes": auto_stop_minutes,
-            "spot": spot or None,
-            "context_length": context_length,
-            "boot_timeout": boot_timeout,
-            "create_timeout": create_timeout,
-            "signed_url_ttl": signed_ttl,
-            "cache_volume": cache_volume,
-            "hf_token_secret": hf_token_secret,
-            "env": env or None,
-        }.items()
-        if value is not None
-    }
     spec = resolve_spec(
         model,
         provider=provider,
         engine=engine,
         served_name=served_name,
         auth=auth,
+        port=port,
+        context_length=context_length,
+        boot_timeout=boot_timeout,
+        delete_on_failure=delete_on_failure,
+        gpus=gpus or None,
+        spot=spot,
+        image=image,
         reasoning_parser=reasoning_parser,
         tool_call_parser=tool_call_parser,
         extra_args=(*engine_args, *engine_flags),
-        delete_on_failure=delete_on_failure,
-        **overrides,
+        env=env,
+        target=target,
+        ttl_minutes=ttl_minutes,
+        auto_stop_minutes=auto_stop_minutes,
+        create_timeout=create_timeout,
+        signed_url_ttl=signed_ttl,
+        cache_volume=cache_volume,
+        hf_token_secret=hf_token_secret,
+        warm_boot=not no_snapshot,
     )
     if dry_run:
         from sandserve.serve.plan import plan
@@ -199,9 +199,18 @@ def up(
 
         for line in endpoint.export_lines():
             click.echo(line)
-        ttl = spec.ttl_minutes if spec.uses_gpu else None
-        for line in handoff_lines(endpoint, ttl_minutes=ttl, auto_stop_minutes=spec.auto_stop_minutes):
+        settings = spec.provider_settings
+        ttl = settings.ttl_minutes if spec.uses_gpu else None
+        for line in handoff_lines(endpoint, ttl_minutes=ttl, auto_stop_minutes=settings.auto_stop_minutes):
             err.print(line)
+
+
+def _print_wrapped(text: str) -> None:
+    from sandserve.cli.console import err
+    from sandserve.cli.receipts import wrapped
+
+    for line in wrapped(text, width=max(40, min(err.width, 100))):
+        err.print(line, markup=False, highlight=False)
 
 
 def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -304,6 +313,7 @@ def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
         "error": shown_text(record.error, record.endpoint, show_secrets=show_secrets),
         "created_at": record.created_at,
         "live": record.live,
+        "degraded": record.degraded,
         "info": record.endpoint.info.to_dict() if record.endpoint else {},
     }
 
@@ -315,12 +325,15 @@ def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
 @reports_errors
 def status(endpoint_id: str | None, as_json: bool, show_secrets: bool) -> None:
     """Show one endpoint: state, URL, boot timeline, KV pool, capabilities."""
+    from sandserve.serve.boots import boot_of
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
 
     registry = Registry()
     record = refresh(registry.resolve(endpoint_id), registry)
     data = _record_json(record, show_secrets)
+    receipt = boot_of(registry, record.id)
+    data["boot"] = receipt.to_dict() if receipt else None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -373,9 +386,11 @@ def env_(endpoint_id: str | None) -> None:
 @click.argument("endpoint_ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Take down every endpoint in the ledger.")
 @click.option("--yes", "-y", is_flag=True, help="With --all: do not ask first.")
+@click.option("--no-snapshot", is_flag=True, help="Capture no golden snapshot before deleting.")
 @reports_errors
-def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool) -> None:
-    """Stop endpoints and delete their sandboxes."""
+def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool, no_snapshot: bool) -> None:
+    """Stop endpoints and delete their sandboxes. A Daytona endpoint that booted cold has its golden snapshot
+    captured first, so the next `up` of its spec boots warm; `sandserve snapshots` lists them."""
     from sandserve.cli.console import err
     from sandserve.serve import lifecycle
     from sandserve.serve.ledger import Registry
@@ -394,7 +409,12 @@ def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool) -> None:
     failures = []
     for record in records:
         try:
-            lifecycle.down(record, registry)
+            lifecycle.down(
+                record,
+                registry,
+                capture=not no_snapshot,
+                on_capture=_print_wrapped,
+            )
             err.print(f"[green]down[/] {record.id}")
         except SandserveError as exc:
             failures.append(exc)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from sandserve.cli._app import main, reports_errors
 from sandserve.cli.values import TEMPERATURE, read_text_file
+
+if TYPE_CHECKING:
+    from sandserve.cli.tables import Column
 
 # --- using an endpoint ----------------------------------------------------------------------------------
 
@@ -153,7 +157,6 @@ def _start_channel(channel: str, *, first: bool) -> None:
 def tour(endpoint_id: str | None) -> None:
     """The guide's tour against an endpoint: chat, streaming, reasoning effort, JSON schema, regex, EBNF, the
     tool-calling loop and the prefix cache, ending with a table of what this endpoint passed."""
-    from rich.table import Table
     from rich.text import Text
 
     from sandserve.cli.console import out
@@ -173,15 +176,32 @@ def tour(endpoint_id: str | None) -> None:
         out.print(f"[bold]{step.title}[/]  {_styled_status(step.status)}")
         for line in step.lines:
             out.print(Text("  " + line, style="dim"))
-    table = Table("feature", "result", "detail", title="what this endpoint passed")
-    for step in steps:
-        table.add_row(step.title, _styled_status(step.status), Text(step.note))
+    from sandserve.cli.tables import show_table
+
     out.print("")
-    out.print(table)
+    out.print("[bold]what this endpoint passed[/]")  # part of the tour's story, also into a pipe
+    show_table(
+        tour_columns(),
+        [[step.title, step.status, step.note] for step in steps],
+        more="each step's lines above have everything",
+    )
     if any(step.status == "failed" for step in steps):
         sys.exit(1)
 
 
+_STATUS_COLOURS = {"passed": "green", "failed": "red", "unavailable": "dim"}
+
+
+def tour_columns() -> tuple[Column, ...]:
+    """The tour's closing table: each feature whole, its detail shortened to the terminal's width."""
+    from sandserve.cli.tables import Column
+
+    return (
+        Column("feature", keep=True),
+        Column("result", style=_STATUS_COLOURS.get),
+        Column("detail", cut=True),
+    )
+
+
 def _styled_status(status: str) -> str:
-    colour = {"passed": "green", "failed": "red", "unavailable": "dim"}[status]
-    return f"[{colour}]{status}[/]"
+    return f"[{_STATUS_COLOURS[status]}]{status}[/]"

@@ -49,11 +49,29 @@ class Number(click.ParamType):
         return number
 
 
+class SloText(click.ParamType):
+    """Service-level objectives (``ttft=800,tpot=80,e2e=5000``), checked whole: at least one objective, each
+    named once, each a positive finite number of milliseconds. The text is kept (the library parses it)."""
+
+    name = "slo"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from sandserve.errors import ConfigError
+        from sandserve.observe.metrics import parse_slo
+
+        try:
+            parse_slo(str(value))
+        except ConfigError as exc:
+            self.fail(f"{exc.message} {exc.hint or ''}".strip(), param, ctx)
+        return str(value)
+
+
 PORT = click.IntRange(1, 65535)
 SECONDS = Seconds()
 #: A context window: at least one token, at most what any model has today (10 M).
 CONTEXT_LENGTH = click.IntRange(1, 10_000_000)
 TEMPERATURE = Number(0.0, 2.0)
+SLO = SloText()
 
 
 def read_text_file(path: str | Path, option: str) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from sandserve.cli._app import main, reports_errors
+from sandserve.cli._app import exit_interrupted, main, reports_errors
 from sandserve.cli.values import TEMPERATURE, Seconds
 
 # --- batch work ---------------------------------------------------------------------------------------
@@ -76,6 +75,7 @@ def batch(
     """
     from sandserve.batch import errors_path, run_batch_sync, summary_path
     from sandserve.batch.files import check_paths
+    from sandserve.cli.batch_view import show_batch_summary, tell_batch_interrupted
     from sandserve.cli.console import BatchProgressView, err, out
     from sandserve.client.connect import connect
     from sandserve.errors import BatchIncompleteError
@@ -98,10 +98,13 @@ def batch(
             )
     except BatchIncompleteError as error:
         if error.summary is not None:
-            out.print(_batch_summary_table(error.summary))
+            show_batch_summary(error.summary, output_path)
         err.print(f"results so far: {output_path}   summary: {summary_path(output_path)}")
         raise
-    out.print(_batch_summary_table(summary))
+    except KeyboardInterrupt:
+        tell_batch_interrupted(output_path)
+        exit_interrupted()
+    show_batch_summary(summary, output_path)
     errors = errors_path(output_path)
     failed = _count_lines(errors)
     shown_errors = f"   errors: {errors}" if errors.exists() else ""
@@ -120,44 +123,6 @@ def _count_lines(path: Path) -> int:
             return sum(1 for _ in file)
     except FileNotFoundError:
         return 0
-
-
-def _batch_summary_table(summary: Any) -> Any:
-    from rich.table import Table
-
-    table = Table(
-        "requests",
-        "ok",
-        "failed",
-        "skipped",
-        "req/s",
-        "in tok/s",
-        "out tok/s",
-        "cached",
-        "p50 / p90 / p99 s",
-        "errors",
-        "no result yet",
-        title="batch summary",
-    )
-    latency = " / ".join(
-        f"{value:.2f}" if value is not None else "-"
-        for value in (summary.latency_p50_s, summary.latency_p90_s, summary.latency_p99_s)
-    )
-    errors = ", ".join(f"{kind} {count}" for kind, count in summary.errors_by_kind.items()) or "-"
-    table.add_row(
-        str(summary.requests),
-        str(summary.succeeded),
-        str(summary.failed),
-        str(summary.skipped),
-        f"{summary.requests_per_s:,.1f}",
-        f"{summary.input_tokens_per_s:,.0f}",
-        f"{summary.output_tokens_per_s:,.0f}",
-        f"{100 * summary.cached_share:.1f}%",
-        latency,
-        errors,
-        str(summary.unfinished),
-    )
-    return table
 
 
 @main.command()
@@ -206,9 +171,12 @@ def classify(
     """The guide's workload: 273 passages of 13 books, classified by author, then indoors or outdoors."""
     import asyncio
 
+    from sandserve.cli.batch_view import answered_so_far, tell_classify_stopped, with_kept
     from sandserve.cli.console import BatchProgressView, DownloadProgressView, err, out
     from sandserve.client.connect import connect
+    from sandserve.errors import BatchIncompleteError
     from sandserve.workloads import classify as workload
+    from sandserve.workloads.answers import answers_dir_for, kept_answers
     from sandserve.workloads.corpus import PASSAGES_PER_BOOK, check_corpus_dir, load_passages, select_books
     from sandserve.workloads.report import write_report
 
@@ -218,27 +186,43 @@ def classify(
     run_dir = run_dir or Path("runs") / time.strftime("classify-%Y%m%d-%H%M%S")
     if run_dir.exists():
         raise click.UsageError(f"{run_dir} already exists: pass another --run-dir.")
+    kept = answers_dir_for(run_dir)
     endpoint = connect(endpoint_id)
     err.print(f"loading {len(chosen)} books (downloaded from Project Gutenberg once, then cached) ...")
     with DownloadProgressView() as downloads:
         passages = load_passages(
             chosen, per_book or PASSAGES_PER_BOOK, corpus_dir=corpus_dir, on_progress=downloads.update
         )
+    already = {name: len(kept_answers(kept, name)) for name in ("author", "setting")}
+    if kept.exists():
+        err.print(f"going on from the answers kept in {kept} ({answered_so_far(kept)})")
     err.print(f"classifying {len(passages)} passages, two questions each, on {endpoint.model} ...")
-    with BatchProgressView("pass 1 - author") as view:
-        report = asyncio.run(
-            workload.classify(
-                endpoint,
-                passages,
-                temperature=temperature,
-                order=order,
-                concurrency=concurrency,
-                on_progress=lambda name, progress: view.update(
-                    progress, f"pass {1 if name == 'author' else 2} - {name}"
-                ),
-                priority=priority,  # type: ignore[arg-type]  # click.Choice allows only the Priority values
+    try:
+        with BatchProgressView("pass 1 - author") as view:
+            report = asyncio.run(
+                workload.classify(
+                    endpoint,
+                    passages,
+                    temperature=temperature,
+                    order=order,
+                    concurrency=concurrency,
+                    on_progress=lambda name, progress: view.update(
+                        with_kept(progress, already.get(name, 0)),
+                        f"pass {1 if name == 'author' else 2} - {name}",
+                    ),
+                    answers_dir=kept,
+                    priority=priority,  # type: ignore[arg-type]  # click.Choice allows only the Priority values
+                )
             )
+    except KeyboardInterrupt:
+        tell_classify_stopped(kept, run_dir, interrupted=True)
+        exit_interrupted()
+    except BatchIncompleteError as error:
+        again = tell_classify_stopped(kept, run_dir, interrupted=False)
+        error.hint = (
+            f"Nothing was lost: `{again}` goes on from the answers kept (with --endpoint ID for another)."
         )
+        raise
     if endpoint.serves_random_model:
         from sandserve.engines.tinymodel import DISCLAIMER
 
@@ -246,4 +230,5 @@ def classify(
     for line in workload.summary_lines(report):
         out.print(line)
     paths = write_report(run_dir, report)
+    kept.replace(run_dir / "answers")  # the raw answers go with the report they made
     out.print("report: " + "  ".join(str(path) for path in paths))

@@ -201,8 +201,13 @@ def _rewrite_sse_line(line: bytes, rewrite: Callable[[dict[str, Any]], None]) ->
         chunk = json.loads(line[len(b"data: ") :])
     except ValueError:
         return line
+    if not isinstance(chunk, dict):
+        return line
     rewrite(chunk)
-    return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n"
+    try:
+        return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate (\\ud800) it sent escaped: keep it escaped
+        return b"data: " + json.dumps(chunk).encode() + b"\n"
 
 
 def _loading(exc: BaseException) -> web.Response:
@@ -236,7 +241,10 @@ def _metrics(upstream: Upstream, admission: AdmissionQueue) -> Handler:
 
 def sglang_shapes(data: dict[str, Any]) -> None:
     """``reasoning_content`` in every message and delta (null when empty); cached tokens in the usage."""
-    for choice in data.get("choices") or []:
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        if not isinstance(choice, dict):
+            continue
         for part in ("message", "delta"):
             if isinstance(choice.get(part), dict):
                 choice[part].setdefault("reasoning_content", None)

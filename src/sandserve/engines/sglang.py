@@ -15,7 +15,10 @@ from sandserve.engines.base import Engine, GenerateCall, Launch, LogSignature, R
 from sandserve.engines.priority import sglang_flags as sglang_priority_flags
 from sandserve.errors import ConfigError
 from sandserve.results import Capabilities, Constraint, ServerInfo
-from sandserve.spec import ServeSpec
+from sandserve.spec import GpuVendor, ServeSpec
+
+#: SGLang's own images of the release sandserve speaks to (facts/sglang.md), per GPU vendor.
+SGLANG_IMAGES = {GpuVendor.NVIDIA: "lmsysorg/sglang:v0.5.12.post1-cu130"}
 
 TOOL_CALL_PARSERS = (
     "deepseekv3",
@@ -72,6 +75,8 @@ REASONING_PARSERS = (
 )
 
 _PHASES = (
+    # The first line of launch_server once its imports are done (python, torch, SGLang: many seconds).
+    ("process started", r"server_args=ServerArgs\("),
     # The weights are fetched inside the load step, after "Load weight begin": the first line that proves
     # they are on disk is the shard-loading progress bar (or the cache hit); loaded implies downloaded.
     (
@@ -82,6 +87,8 @@ _PHASES = (
     ),
     ("weights loaded", r"Load weight end\."),
     ("kv cache allocated", r"KV Cache is allocated\."),
+    # FlashInfer's autotune (model_runner._flashinfer_autotune): slow when its cache is empty.
+    ("kernels compiled", r"FlashInfer autotune completed\."),
     ("cuda graphs captured", r"Capture cuda graph end\."),
     ("server ready", r"The server is fired up and ready to roll!"),
 )
@@ -140,6 +147,7 @@ class SGLangEngine(Engine):
     name = "sglang"
     label = "SGLang"
     owned_by = "sglang"
+    sandbox_images = SGLANG_IMAGES
     capabilities = Capabilities(
         streaming=True,
         reasoning_split=True,
@@ -156,14 +164,37 @@ class SGLangEngine(Engine):
     phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
     signatures = _SIGNATURES
     info_path = "/server_info"
+    receipt_steps = {
+        "process started": "start",
+        "weights downloaded": "weights",
+        "weights loaded": "load",
+        "kv cache allocated": "load",
+        "kernels compiled": "compile",
+        "cuda graphs captured": "graphs",
+        "server ready": "warm-up",
+    }
+
+    def cache_env(self, root: str) -> dict[str, str]:
+        # SGLang 0.5.12.post1 (srt/environ.py, compilation/, deep_gemm_wrapper/compile_utils.py):
+        # SGLANG_CACHE_DIR holds torch compile's cache (with Inductor's and Triton's inside it) and
+        # FlashInfer's autotune results; SGLANG_DG_CACHE_DIR DeepGEMM's JIT kernels (SGLang copies it to
+        # DG_JIT_CACHE_DIR). Triton kernels compiled outside torch compile use TRITON_CACHE_DIR, and
+        # Inductor outside SGLang's backend TORCHINDUCTOR_CACHE_DIR (default under /tmp).
+        return {
+            "SGLANG_CACHE_DIR": f"{root}/sglang",
+            "SGLANG_DG_CACHE_DIR": f"{root}/deep_gemm",
+            "TRITON_CACHE_DIR": f"{root}/triton",
+            "TORCHINDUCTOR_CACHE_DIR": f"{root}/inductor",
+        }
 
     def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
         return ServerInfo().with_values(**server_info_summary(data))
 
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
         _check_served_name(spec.served_name)
-        _check_parser("reasoning parser", "--reasoning-parser", spec.reasoning_parser, REASONING_PARSERS)
-        _check_parser("tool-call parser", "--tool-call-parser", spec.tool_call_parser, TOOL_CALL_PARSERS)
+        settings = spec.engine_settings
+        _check_parser("reasoning parser", "--reasoning-parser", settings.reasoning_parser, REASONING_PARSERS)
+        _check_parser("tool-call parser", "--tool-call-parser", settings.tool_call_parser, TOOL_CALL_PARSERS)
         argv = [
             "python3",
             "-m",
@@ -179,16 +210,16 @@ class SGLangEngine(Engine):
             "--enable-cache-report",
             "--enable-metrics",
         ]
-        if spec.reasoning_parser:
-            argv += ["--reasoning-parser", spec.reasoning_parser]
-        if spec.tool_call_parser:
-            argv += ["--tool-call-parser", spec.tool_call_parser]
+        if settings.reasoning_parser:
+            argv += ["--reasoning-parser", settings.reasoning_parser]
+        if settings.tool_call_parser:
+            argv += ["--tool-call-parser", settings.tool_call_parser]
         if spec.context_length:
             argv += ["--context-length", str(spec.context_length)]
         # Batch work sends a low priority, so people's requests go ahead of its queue (engines/priority.py).
-        argv += sglang_priority_flags(spec.extra_args)
-        argv += list(spec.extra_args)
-        env = dict(spec.env)
+        argv += sglang_priority_flags(settings.extra_args)
+        argv += list(settings.extra_args)
+        env = dict(settings.env)
         if api_key:
             # SGLang takes its key only as a flag: a launcher adds it inside the process, from the
             # environment, so that it is on no command line (/proc/PID/cmdline is world-readable).

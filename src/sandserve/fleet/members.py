@@ -10,6 +10,7 @@ import concurrent.futures
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sandserve.endpoint import Endpoint
 from sandserve.errors import (
@@ -24,8 +25,8 @@ from sandserve.fleet.gateway import POLL_SECONDS, log_path_of
 from sandserve.fleet.model import KEY_PASSING_GATEWAYS, Fleet, Member, gateway_handle
 from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import FLEET_LABEL, Record, Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.spec import AuthMode, ServeSpec
 
 
@@ -99,7 +100,8 @@ def _first_failure(futures: Sequence[concurrent.futures.Future[Endpoint]]) -> Ba
 def worker_spec(spec: ServeSpec, fleet_id: str, shared_key: str | None = None) -> ServeSpec:
     """A worker's spec: a key of its own, or ``shared_key`` (the gateway's) behind smg, which sends a worker
     the client's own Authorization header instead of the worker's key."""
-    return spec.with_overrides(
+    return replace(
+        spec,
         # The gateway can only send a worker a Bearer key; a worker without one would answer anyone directly.
         auth=AuthMode.KEY,
         api_key=shared_key or new_key(),

@@ -9,7 +9,7 @@ from sandserve.endpoint import Endpoint, EndpointStatus
 from sandserve.errors import FleetNotFoundError
 from sandserve.fleet.scaler_row import stop_scaler
 from sandserve.providers.handles import GatewayHandle, Member
-from sandserve.serve.ledger import Record, Registry
+from sandserve.serve.ledger import Record, Registry, ledger_of
 
 Policy = Literal["cache_aware", "round_robin", "random", "power_of_two"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -51,8 +51,13 @@ class Fleet:
 
     def down(self) -> None:
         """Stop the autoscaler (so it starts nothing more), then the gateway and every worker."""
-        stop_scaler(self.id, Registry())
+        stop_scaler(self.id, self.ledger)
         self.endpoint.down()
+
+    @property
+    def ledger(self) -> Registry:
+        """The ledger this fleet came from (its endpoint carries it)."""
+        return ledger_of(self.endpoint)
 
     @property
     def gateway_name(self) -> str:
@@ -98,6 +103,8 @@ class WorkerStatus:
     """Requests the engine holds back (queued or deferred), from its own load endpoint."""
     cache_hit_rate: float | None = None
     """Cached prompt tokens / prompt tokens since the worker started."""
+    boot: str | None = None
+    """How it booted: ``warm 12 s`` or ``cold 293 s`` (its boot receipt); None: no receipt."""
 
 
 @dataclass(frozen=True)
@@ -113,3 +120,5 @@ class FleetStatus:
     scaler: dict[str, Any] | None = field(default=None)
     """The autoscaler's bounds, whether it runs, its back-off, cold starts and last decisions (None: no
     scaler)."""
+    degraded: str | None = None
+    """Why the fleet serves but is not whole (its autoscaler died); None when it is."""

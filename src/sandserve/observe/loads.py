@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import aiohttp
 
-from sandserve.client.transport import error_for_status, server_message
+from sandserve.client.transport import error_for_status, server_message, utf8_text
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
 from sandserve.masking import MASK, mask_secrets
 from sandserve.observe.prometheus import Sample, mean, parse_metrics, total
@@ -162,7 +163,11 @@ def _first(*values: Any) -> Any:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number, else None (JSON's Infinity/NaN, a string, a bool are no reading)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _sum(entries: Sequence[dict[str, Any]], key: str) -> float | None:
@@ -176,7 +181,7 @@ def _mean(entries: Sequence[dict[str, Any]], key: str) -> float | None:
 
 
 def _int(value: float | None) -> int | None:
-    return None if value is None else round(value)
+    return None if value is None or not math.isfinite(value) else round(value)
 
 
 @dataclass
@@ -188,6 +193,8 @@ class _Parsed:
     capacity_tokens: float | None = None
     cache_hit_rate: float | None = None
     gen_throughput: float | None = None
+    decoding_tokens: float | None = None
+    """Tokens generated so far by the requests still running (llama.cpp counts them only once they end)."""
 
 
 def parse_v1_loads(body: Any) -> _Parsed:
@@ -214,17 +221,18 @@ def parse_slots(body: Any) -> _Parsed:
     slots = [s for s in body if isinstance(s, dict)]
     busy = [s for s in slots if s.get("is_processing")]
     capacity = _sum(slots, "n_ctx")
-    used = 0.0
+    used = decoding = 0.0
     for slot in busy:
         used += _number(slot.get("n_prompt_tokens")) or 0.0
         next_token = slot.get("next_token")
         if isinstance(next_token, list) and next_token and isinstance(next_token[0], dict):
-            used += _number(next_token[0].get("n_decoded")) or 0.0
+            decoding += _number(next_token[0].get("n_decoded")) or 0.0
     return _Parsed(
         running=float(len(busy)),
-        used_tokens=used,
+        decoding_tokens=decoding,
+        used_tokens=used + decoding,
         capacity_tokens=capacity,
-        token_usage=used / capacity if capacity else None,
+        token_usage=(used + decoding) / capacity if capacity else None,
     )
 
 
@@ -355,14 +363,18 @@ class LoadProbe:
         headers = {**endpoint.request_headers(), **PROBE_HEADERS}
         try:
             async with self._client().get(endpoint.url + route, headers=headers) as response:
-                text = await response.text()
+                raw = await response.read()
                 if response.status in _ABSENT:
                     raise _RouteFailed(f"{route}: {response.status}", absent=True)
                 if response.status >= 400:
-                    error = error_for_status(endpoint.url, response.status, server_message(text))
+                    error = error_for_status(endpoint.url, response.status, server_message(raw))
                     raise _RouteFailed(error.message)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _RouteFailed(f"no answer from {endpoint.url} ({type(exc).__name__}: {exc})") from exc
+        try:
+            text = utf8_text(raw, route)
+        except ValueError as exc:
+            raise _RouteFailed(str(exc)) from None
         if route == METRICS_ROUTE:
             return parse_metrics(text)
         try:
@@ -401,6 +413,11 @@ class LoadProbe:
             reading.error = mask_secrets(errors[0], endpoint_secrets(endpoint))
         elif not parts:
             reading.error = "the server answers none of " + ", ".join(ROUTES) + " (start it with metrics on)"
+        decoding = parts[SLOTS_ROUTE].decoding_tokens if SLOTS_ROUTE in parts else None
+        if decoding and counters.generation_tokens is not None:
+            # llama.cpp adds a request's tokens to its counter when the request ends; with the running ones'
+            # tokens so far, the counter moves while requests run and rates are not 0 until they finish.
+            counters = replace(counters, generation_tokens=counters.generation_tokens + decoding)
         merge(reading, (parts[r] for r in ROUTES if r in parts), counters)
         reading.probe_ms = (time.monotonic() - started) * 1000
         return reading

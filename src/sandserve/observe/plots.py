@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sandserve.observe.bench import BenchResult, LevelResult
+from sandserve.observe.bench_results import BenchResult, LevelResult
 
 
 def _measured(result: BenchResult) -> list[LevelResult]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from sandserve.client.transport import error_for_status, server_message
+from sandserve.client.transport import error_for_status, server_message, utf8_text
 from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
 from sandserve.observe.metrics import RequestRecord
@@ -43,9 +43,12 @@ def chat_body(model: str, messages: list[dict[str, Any]], max_tokens: int, extra
 
 
 def _text_in(chunk: dict[str, Any]) -> bool:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls"):
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and any(
+            delta.get(k) for k in ("content", "reasoning_content", "tool_calls")
+        ):
             return True
     return False
 
@@ -59,6 +62,8 @@ def _read_usage(record: RequestRecord, usage: dict[str, Any]) -> None:
 
 #: Failures of a pooled keep-alive connection the server had already closed: the request never reached it.
 _STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+#: Failures of the connection itself (refused, reset, cut mid-answer), which a server that died also causes.
+_CONNECTION_LOST = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
 
 
 async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes, record: RequestRecord) -> None:
@@ -73,6 +78,7 @@ async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes, rec
             return
         record.resent += 1
         record.error = None
+        record.connection_lost = False
 
 
 async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record: RequestRecord) -> bool:
@@ -84,8 +90,8 @@ async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record
         async with session.post(url, data=body) as response:
             answered = True
             if response.status != 200:
-                text = await response.text()
-                record.error = error_for_status(url, response.status, server_message(text)).message
+                raw = await response.read()
+                record.error = error_for_status(url, response.status, server_message(raw)).message
                 record.done_at = clock()
                 return True
             async for line in response.content:
@@ -95,7 +101,11 @@ async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record
                 if payload == b"[DONE]":
                     break
                 now = clock()
-                chunk = json.loads(payload)
+                chunk = json.loads(utf8_text(payload, "the stream"))
+                if not isinstance(chunk, dict):
+                    record.error = f"the stream carried something that is not a chunk: {payload[:80]!r}"
+                    record.done_at = now
+                    return True
                 if "error" in chunk:
                     record.error = server_message(chunk, "error chunk in the stream")
                     record.done_at = now
@@ -103,7 +113,7 @@ async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record
                 if _text_in(chunk):
                     record.chunk_times.append(now)
                 usage = chunk.get("usage")
-                if usage:
+                if isinstance(usage, dict) and usage:
                     _read_usage(record, usage)
         record.done_at = clock()
         if record.completion_tokens is None:
@@ -115,6 +125,7 @@ async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         record.done_at = clock()
         record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        record.connection_lost = isinstance(exc, _CONNECTION_LOST)
         if not answered and isinstance(exc, _STALE_CONNECTION):
             return False
     return True

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from sandserve.endpoint import Endpoint
     from sandserve.engines.base import Engine, Launch
     from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
-    from sandserve.spec import ServeSpec
+    from sandserve.providers.warmboot import CaptureOutcome, SnapshotInfo, WarmBootPlan
+    from sandserve.spec import ProviderSettings, Resources, ServeSpec
 
 HandleT = TypeVar("HandleT", bound=SandboxHandle)
 
@@ -93,11 +94,17 @@ class Provider(Generic[HandleT]):
     def check_engine(cls, engine: type[Engine], model: str) -> None:
         """Refuse an engine this provider cannot run (before anything is created)."""
 
-    #: Whether its sandboxes can have GPUs (``ServeSpec.gpus`` means something here).
+    #: Whether its sandboxes can have GPUs (``ServeSpec.resources`` means something here).
     offers_gpus: ClassVar[bool] = True
 
-    def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
-        """Set this provider's own defaults in ``resolve_spec``'s overrides (what the user did not say)."""
+    def settle(self, settings: ProviderSettings, resources: Resources) -> ProviderSettings:
+        """This provider's own defaults for what the user did not say (``resolve_spec``)."""
+        return settings
+
+    def plan(self, spec: ServeSpec, head: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+        """A dry run's plan: ``head`` (what is served, the engine's lines) and ``server`` (port, command,
+        environment), with what this provider adds."""
+        return {**head, **server, "boot_timeout": spec.boot_timeout}
 
     def auth_label(self, spec: ServeSpec) -> str:
         """How clients are authenticated, as ``Endpoint.auth`` records it."""
@@ -109,6 +116,44 @@ class Provider(Generic[HandleT]):
         raise NotImplementedError
 
     def create(self, spec: ServeSpec, endpoint_id: str) -> HandleT:
+        raise NotImplementedError
+
+    # --- warm boots (providers with snapshots override these) ---
+
+    def warm_boot_plan(self, spec: ServeSpec, *, activate: bool = True) -> WarmBootPlan | None:
+        """Whether a boot of ``spec`` can start from its golden snapshot, and why (None: this provider
+        keeps no snapshots). ``activate``: wake an inactive snapshot (a dry run only reports it)."""
+        return None
+
+    def create_warm(self, spec: ServeSpec, endpoint_id: str, plan: WarmBootPlan) -> HandleT:
+        """Create from the plan's snapshot; fall back to ``create`` (recording why) if it is refused."""
+        return self.create(spec, endpoint_id)
+
+    def warm_boot(self, handle: HandleT) -> tuple[str | None, str | None]:
+        """(the snapshot the sandbox was created from or None, the GPU type it got or None)."""
+        return None, None
+
+    def cache_root(self, handle: HandleT) -> str | None:
+        """The directory the engine's caches go to inside the sandbox, kept by a snapshot (None: leave
+        the engine's defaults)."""
+        return None
+
+    def restored_steps(self, handle: HandleT, spec: ServeSpec) -> frozenset[str]:
+        """Boot steps whose output the new sandbox already holds (``weights``, ``compile``), as a snapshot
+        brings them; asked before the server starts."""
+        return frozenset()
+
+    #: Whether it keeps golden snapshots (the methods below mean something).
+    keeps_snapshots: ClassVar[bool] = False
+
+    def capture_snapshot(self, handle: HandleT, spec: ServeSpec) -> CaptureOutcome:
+        """Capture the spec's golden snapshot from a sandbox about to be deleted."""
+        raise NotImplementedError
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        return []
+
+    def delete_snapshot(self, name: str) -> None:
         raise NotImplementedError
 
     def server_port(self, handle: HandleT) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,7 +28,15 @@ from sandserve.errors import (
 from sandserve.providers.base import TOOLS_IN_A_DAYTONA_SANDBOX, Exposure, Provider
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
 from sandserve.providers.handles import DaytonaHandle
-from sandserve.spec import DEFAULT_GPU_TTL_MINUTES, SANDBOX_PORT, AuthMode, ServeSpec
+from sandserve.providers.warmboot import CaptureOutcome, SnapshotInfo, WarmBootPlan
+from sandserve.spec import (
+    DEFAULT_GPU_TTL_MINUTES,
+    SANDBOX_PORT,
+    AuthMode,
+    ProviderSettings,
+    Resources,
+    ServeSpec,
+)
 
 if TYPE_CHECKING:
     from daytona import Daytona, Sandbox
@@ -52,6 +61,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
     tool_sandbox_kind = TOOLS_IN_A_DAYTONA_SANDBOX
     poll_interval = 3.0
     keeps_failed_sandboxes = True
+    keeps_snapshots = True
 
     def __init__(self, client: Daytona | None = None) -> None:
         self._client = client
@@ -84,51 +94,150 @@ class DaytonaProvider(Provider[DaytonaHandle]):
                 "(`sandserve presets` lists them, e.g. 'gpt-oss-20b') or a Hugging Face id (org/name).",
             )
 
-    def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
+    def settle(self, settings: ProviderSettings, resources: Resources) -> ProviderSettings:
         # DAYTONA_TARGET as the SDK reads it; a GPU sandbox gets a time limit unless one was given.
-        overrides.setdefault("target", config.daytona_target().value)
-        if overrides.get("ttl_minutes") is None:
-            overrides["ttl_minutes"] = DEFAULT_GPU_TTL_MINUTES if gpus else 0
+        ttl = settings.ttl_minutes
+        return replace(
+            settings,
+            target=settings.target or config.daytona_target().value,
+            ttl_minutes=(DEFAULT_GPU_TTL_MINUTES if resources.uses_gpu else 0) if ttl is None else ttl,
+        )
+
+    def plan(self, spec: ServeSpec, head: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+        from sandserve.providers.daytona_plan import sandbox_plan
+
+        return sandbox_plan(spec, head, server)
 
     def preflight(self, spec: ServeSpec) -> list[str] | None:
         from sandserve.providers.daytona_params import gpu_types
 
-        gpu_types(spec.gpus)
+        gpu_types(spec.resources.gpu_types)
         self.client  # noqa: B018 - constructing the client is the credentials check
         if spec.uses_gpu and spec.engine == "sglang":
             from sandserve.providers.hfcheck import check_model_repo, looks_like_repo_id
 
             if looks_like_repo_id(spec.model):
-                if spec.hf_token_secret:
+                if spec.provider_settings.hf_token_secret:
                     return _check_with_a_secret(spec)
                 warning = check_model_repo(spec.model, spec.hf_token)
                 return [warning] if warning else None
         return None
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> DaytonaHandle:
+    def create(self, spec: ServeSpec, endpoint_id: str, *, snapshot: str | None = None) -> DaytonaHandle:
         from daytona import DaytonaError, DaytonaTimeoutError
 
-        params = self._create_params(spec, endpoint_id)
+        params = self._create_params(spec, endpoint_id, snapshot)
         try:
-            sandbox = self.client.create(params, timeout=spec.create_timeout)
+            sandbox = self.client.create(params, timeout=spec.provider_settings.create_timeout)
         except DaytonaTimeoutError as exc:
             sandbox_id = getattr(exc, "sandbox_id", None)
             cleaned = bool(sandbox_id) and self._delete_by_id(str(sandbox_id))
-            raise SandboxCreateTimeoutError(spec.create_timeout, sandbox_id, cleaned) from exc
+            raise SandboxCreateTimeoutError(
+                spec.provider_settings.create_timeout, sandbox_id, cleaned
+            ) from exc
         except KeyboardInterrupt:
             self._delete_labelled(endpoint_id)
             raise
         except DaytonaError as exc:
             raise _translate(exc, "create the sandbox") from exc
         self._sandboxes[sandbox.id] = sandbox
-        return DaytonaHandle(self.name, sandbox.id, port=spec.port or SANDBOX_PORT, session=SESSION)
+        gpu_type = getattr(sandbox.gpu_type, "value", sandbox.gpu_type)
+        return DaytonaHandle(
+            self.name,
+            sandbox.id,
+            port=spec.port or SANDBOX_PORT,
+            session=SESSION,
+            snapshot=snapshot,
+            gpu_type=str(gpu_type) if gpu_type else None,
+        )
 
-    def _create_params(self, spec: ServeSpec, endpoint_id: str) -> Any:
+    def _create_params(self, spec: ServeSpec, endpoint_id: str, snapshot: str | None) -> Any:
         from sandserve.providers.daytona_params import create_params
 
-        volume_id = self._volume(spec.cache_volume).id if spec.cache_volume else None
+        volume = spec.provider_settings.cache_volume
+        volume_id = self._volume(volume).id if volume else None
         labels = {LABEL_OWNER: "1", LABEL_ENDPOINT: endpoint_id, LABEL_MODEL: spec.served_name}
-        return create_params(spec, labels=labels, cache_volume_id=volume_id, cache_path=HF_CACHE_PATH)
+        return create_params(
+            spec, labels=labels, cache_volume_id=volume_id, cache_path=HF_CACHE_PATH, snapshot=snapshot
+        )
+
+    # --- warm boots: golden snapshots (providers/daytona_snapshots.py) ---------------------------------
+
+    def warm_boot_plan(self, spec: ServeSpec, *, activate: bool = True) -> WarmBootPlan | None:
+        from daytona import DaytonaError
+
+        from sandserve.providers import daytona_snapshots
+
+        if not spec.uses_gpu or not spec.provider_settings.warm_boot:
+            return None
+        try:
+            return daytona_snapshots.plan(self.client, spec, activate=activate)
+        except DaytonaError as exc:
+            return WarmBootPlan(None, reasons=(f"Daytona could not be asked for snapshots ({exc})",))
+
+    def create_warm(self, spec: ServeSpec, endpoint_id: str, plan: WarmBootPlan) -> DaytonaHandle:
+        from sandserve.errors import ProviderError
+        from sandserve.providers.daytona_snapshots import is_snapshot_refusal
+
+        assert plan.snapshot is not None
+        try:
+            return self.create(spec, endpoint_id, snapshot=plan.snapshot)
+        except ProviderError as exc:
+            if not is_snapshot_refusal(exc, plan.snapshot):
+                raise
+            handle = self.create(spec, endpoint_id)
+            handle.extra["warm_boot_fallback"] = f"Daytona refused snapshot {plan.snapshot}: {exc.message}"
+            return handle
+
+    def warm_boot(self, handle: DaytonaHandle) -> tuple[str | None, str | None]:
+        return handle.snapshot, handle.gpu_type
+
+    def cache_root(self, handle: DaytonaHandle) -> str | None:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_snapshots import CACHE_DIR, sandbox_home
+
+        try:
+            return f"{sandbox_home(self._sandbox(handle))}/{CACHE_DIR}"
+        except DaytonaError as exc:
+            raise _translate(exc, "find the sandbox's home directory") from exc
+
+    def restored_steps(self, handle: DaytonaHandle, spec: ServeSpec) -> frozenset[str]:
+        from sandserve.providers.daytona_snapshots import restored
+
+        return restored(self._sandbox(handle), spec)
+
+    def capture_snapshot(self, handle: DaytonaHandle, spec: ServeSpec) -> CaptureOutcome:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_snapshots import capture
+
+        try:
+            return capture(self.client, self._sandbox(handle), spec)
+        except DaytonaError as exc:
+            return CaptureOutcome(f"no snapshot: {exc}")
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_snapshots import listing
+
+        try:
+            return listing(self.client)
+        except DaytonaError as exc:
+            raise _translate(exc, "list the snapshots") from exc
+
+    def delete_snapshot(self, name: str) -> None:
+        from daytona import DaytonaError, DaytonaNotFoundError
+
+        from sandserve.errors import SnapshotNotFoundError
+
+        try:
+            self.client.snapshot.delete(name)
+        except DaytonaNotFoundError as exc:
+            raise SnapshotNotFoundError(name) from exc
+        except DaytonaError as exc:
+            raise _translate(exc, f"delete snapshot {name}") from exc
 
     def _volume(self, name: str) -> Any:
         from daytona import DaytonaError
@@ -196,11 +305,13 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         probe = {SKIP_ACTIVITY_HEADER: "true"}
         try:
             if spec.auth is AuthMode.SIGNED:
-                signed = sandbox.create_signed_preview_url(port, expires_in_seconds=spec.signed_url_ttl)
+                signed = sandbox.create_signed_preview_url(
+                    port, expires_in_seconds=spec.provider_settings.signed_url_ttl
+                )
                 return Exposure(
                     url=signed.url.rstrip("/"),
                     headers=skip_warning,
-                    expires_at=time.time() + spec.signed_url_ttl,
+                    expires_at=time.time() + spec.provider_settings.signed_url_ttl,
                     probe_headers=probe,
                 )
             preview = sandbox.get_preview_link(port)
@@ -313,7 +424,7 @@ def _check_with_a_secret(spec: ServeSpec) -> list[str] | None:
     except ModelRepoError as exc:
         return [
             f"{exc.message} (checked with this machine's token; the server gets the secret "
-            f"{spec.hf_token_secret!r}, which may have access)"
+            f"{spec.provider_settings.hf_token_secret!r}, which may have access)"
         ]
     return [warning] if warning else None
 

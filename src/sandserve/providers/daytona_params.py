@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sandserve.engines import engine_class
 from sandserve.errors import UnknownGpuError
-from sandserve.spec import GPU_TYPES, AuthMode, ServeSpec, normalise_gpus
+from sandserve.spec import GPU_TYPES, AuthMode, GpuVendor, ServeSpec, normalise_gpus
 
 
 def gpu_types(names: tuple[str, ...]) -> list[Any]:
@@ -26,29 +27,48 @@ def gpu_types(names: tuple[str, ...]) -> list[Any]:
 
 
 def create_params(
-    spec: ServeSpec, *, labels: dict[str, str], cache_volume_id: str | None, cache_path: str
+    spec: ServeSpec,
+    *,
+    labels: dict[str, str],
+    cache_volume_id: str | None,
+    cache_path: str,
+    snapshot: str | None = None,
 ) -> Any:
-    from daytona import CreateSandboxFromImageParams, Resources, VolumeMount
+    """From the image with the spec's GPU preference list; or, with ``snapshot``, from that snapshot, which
+    takes no resources of its own (the sandbox gets the snapshot's GPU count and type)."""
+    from daytona import CreateSandboxFromImageParams, CreateSandboxFromSnapshotParams, Resources, VolumeMount
 
+    settings, asked = spec.provider_settings, spec.resources
     env_vars: dict[str, str] = {}
     secrets = None
-    if spec.hf_token_secret:
-        secrets = {"HF_TOKEN": spec.hf_token_secret}
+    if settings.hf_token_secret:
+        secrets = {"HF_TOKEN": settings.hf_token_secret}
     elif spec.hf_token:
         env_vars["HF_TOKEN"] = spec.hf_token
     volumes = [VolumeMount(volume_id=cache_volume_id, mount_path=cache_path)] if cache_volume_id else None
-    resources = Resources(gpu=1, gpu_type=gpu_types(spec.gpus)) if spec.gpus else None
-    return CreateSandboxFromImageParams(
-        image=spec.image,
-        resources=resources,
-        auto_stop_interval=spec.auto_stop_minutes,
-        ttl_minutes=spec.ttl_minutes,
-        spot=spec.spot if spec.gpus else None,
+    common: dict[str, Any] = dict(
+        auto_stop_interval=settings.auto_stop_minutes,
+        ttl_minutes=settings.ttl_minutes or 0,
+        spot=asked.spot if asked.uses_gpu else None,
         ephemeral=True,
         public=spec.auth in (AuthMode.KEY, AuthMode.PUBLIC),
         env_vars=env_vars,
         secrets=secrets,
         volumes=volumes,
-        target=spec.target,
+        target=settings.target,
         labels={**labels, **spec.labels},
     )
+    if snapshot is not None:
+        return CreateSandboxFromSnapshotParams(snapshot=snapshot, **common)
+    resources = None
+    if asked.uses_gpu:
+        resources = Resources(gpu=asked.gpu_count, gpu_type=gpu_types(asked.gpu_types))
+    return CreateSandboxFromImageParams(image=sandbox_image(spec), resources=resources, **common)
+
+
+def sandbox_image(spec: ServeSpec) -> str:
+    """The image asked for, else the engine's own for the vendor of the first GPU type."""
+    if spec.resources.image:
+        return spec.resources.image
+    vendors = spec.resources.vendors
+    return engine_class(spec.engine).sandbox_image(vendors[0] if vendors else GpuVendor.NVIDIA)

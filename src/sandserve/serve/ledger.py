@@ -114,12 +114,17 @@ class Record:
     owner_started: str | None = None
     live: bool | None = field(default=None)
     """Whether the provider still runs it; filled in by ``status`` checks, None when not checked."""
+    degraded: str | None = field(default=None)
+    """Why it serves but is not whole (a fleet whose autoscaler is dead); filled in with ``live``."""
 
     @property
     def shown_state(self) -> str:
-        """The state a user should see: a ready endpoint whose server is gone is dead, not running."""
+        """The state a user should see: a ready endpoint whose server is gone is dead, not running; a ready
+        fleet whose autoscaler is dead is degraded."""
         if self.live is False and self.state in (State.READY, State.BOOTING):
             return "dead"
+        if self.degraded and self.state is State.READY:
+            return "degraded"
         return str(self.state)
 
 
@@ -197,6 +202,10 @@ class Registry:
             finally:
                 db.close()
 
+    def run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """Run ``work`` on the ledger in one transaction (the other tables' modules use it)."""
+        return self._transaction(work, write=write)
+
     # --- writing ----------------------------------------------------------------------------------------
 
     def add(
@@ -273,7 +282,7 @@ class Registry:
         )
         if row is None:
             raise EndpointNotFoundError(endpoint_id)
-        return _record(row)
+        return self._carried(_record(row))
 
     def list(self, *, include_down: bool = False) -> list[Record]:
         return self._select("" if include_down else "WHERE state != ?", () if include_down else (State.DOWN,))
@@ -292,7 +301,13 @@ class Registry:
     def _select(self, where: str, parameters: tuple[Any, ...]) -> builtins.list[Record]:
         query = f"{_SELECT} {where} ORDER BY created_at"
         rows = self._transaction(lambda db: db.execute(query, parameters).fetchall(), write=False)
-        return [_record(row) for row in rows]
+        return [self._carried(_record(row)) for row in rows]
+
+    def _carried(self, record: Record) -> Record:
+        """The record, its endpoint carrying this ledger (its ``down()`` then looks here)."""
+        if record.endpoint is not None:
+            record.endpoint.ledger = self
+        return record
 
     def resolve(self, ref: str | None) -> Record:
         """The record ``ref`` names (an id or a unique id prefix), or the only endpoint up when ref is
@@ -313,6 +328,11 @@ class Registry:
         if len(matches) > 1:
             raise AmbiguousEndpointError([r.id for r in matches])
         return matches[0]
+
+
+def ledger_of(endpoint: Endpoint) -> Registry:
+    """The ledger ``endpoint`` came from, else the user's own."""
+    return endpoint.ledger if isinstance(endpoint.ledger, Registry) else Registry()
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -4,9 +4,10 @@
   labelled as sandserve's tool sandbox for that endpoint, network blocked, running each call with
   ``process.code_run``; deleted on ``close()``. This is the real isolation boundary: a separate machine.
 - ``LocalToolSandbox`` (local endpoints, ``tools.local_sandbox``): a fresh ``python -I`` per call inside a
-  bubblewrap sandbox (read-only system, private tmp, no network, no home or state directory, its own PID
-  namespace so every process of the call ends with it), with an audit hook as an extra layer. Where no such
-  isolation is available it refuses to run model-written tools unless the caller opts in.
+  bubblewrap sandbox (read-only system, its own scratch folder, no user data unless the tool declares a path,
+  no network, a process-count limit, its own PID namespace so every process of the call ends with it), with
+  an audit hook as an extra layer. Where no such isolation is available it refuses to run model-written tools
+  unless the caller opts in.
 
 A tool's failure (a crash, bad arguments, a limit hit) is an outcome, not an exception: its text goes back to
 the model as the tool message, which is how the standard loop lets a model recover.
