@@ -45,13 +45,16 @@ def test_a_server_that_dies_mid_run_stops_the_benchmark_and_is_named(tmp_path: P
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert bench.stdout is not None
-        for line in bench.stdout:
-            if "concurrency=1" in line:
+        assert bench.stderr is not None
+        seen = []
+        for line in bench.stderr:
+            seen.append(line)
+            if "concurrency=1: 12/12" in line:
                 break  # the first level is done and the second has started: the server dies now
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
-        _, stderr = bench.communicate(timeout=120)
+        _, rest = bench.communicate(timeout=120)
+        stderr = "".join(seen) + rest
     finally:
         for process in (server, bench):
             if process is not None and process.poll() is None:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,11 @@ import pytest
 
 from sandserve.cli._app import exit_code_for
 from sandserve.errors import ToolIsolationUnavailableError
-from sandserve.tools import local_sandbox
+from sandserve.tools import local_sandbox, pids_cgroup
 from sandserve.tools.declaration import tool
-from sandserve.tools.local_sandbox import LocalToolSandbox, bubblewrap
+from sandserve.tools.local_sandbox import CGROUP_OVERHEAD, LocalToolSandbox, bubblewrap
+from sandserve.tools.outcome import ToolOutcome
+from sandserve.tools.pids_cgroup import PidsCgroup
 
 pytestmark = pytest.mark.skipif(
     bubblewrap() is None, reason="bubblewrap is not usable here (`make engine` installs it as root)"
@@ -153,6 +156,16 @@ def forks_without_bound(attempts: int) -> str:
     except OSError as exc:
         return f"stopped after {started}: {exc.strerror}"
     return f"started {started}"
+
+
+def waits_for_a_file(path: str) -> str:
+    """Waits (up to its time limit) until ``path`` exists: the test looks at the call meanwhile."""
+    import os
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return "seen"
 
 
 def makes_a_user_namespace() -> str:
@@ -309,6 +322,39 @@ def test_a_fork_bomb_is_bounded_by_a_process_count() -> None:
     started = int(outcome.content.split()[2].rstrip(":"))
     assert started < sandbox.max_processes
     assert "Resource temporarily unavailable" in outcome.content
+
+
+def test_each_call_has_a_pids_cgroup_of_its_own_where_one_can_be_made(project: Path) -> None:
+    probe = PidsCgroup.create(8)
+    if probe is None:
+        pytest.skip("no pids cgroup can be made here (not root, or no writable pids controller)")
+    probe.remove()
+    sandbox = LocalToolSandbox(timeout=60)
+    go = project / "go"
+    outcome: list[ToolOutcome] = []
+    call = threading.Thread(
+        target=lambda: outcome.append(sandbox.run(tool(waits_for_a_file, paths=[project]), {"path": str(go)}))
+    )
+    before = set(_tool_cgroups())
+    call.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (set(_tool_cgroups()) - before) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (mine,) = set(_tool_cgroups()) - before
+        assert (mine / "pids.max").read_text().strip() == str(sandbox.max_processes + CGROUP_OVERHEAD)
+        while not (mine / "cgroup.procs").read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.02)  # made just before the call's first process moves in
+        assert (mine / "cgroup.procs").read_text().split(), "the call's processes are in it"
+    finally:
+        go.touch()
+        call.join(timeout=60)
+    assert outcome and outcome[0].content == "seen", outcome
+    assert mine not in set(_tool_cgroups())  # removed after the call
+
+
+def _tool_cgroups() -> list[Path]:
+    return [path for parent in pids_cgroup._parents() for path in parent.glob("sandserve-tool-*")]
 
 
 def test_no_user_namespace_can_be_made_inside(sandbox: LocalToolSandbox) -> None:

@@ -142,7 +142,7 @@ def test_fleet_status_at_80_columns_shows_every_worker_id_whole():
 
     ids = ["tiny-random-llama-w0-9f8e7d-with-a-long-name", "tiny-random-llama-w1-0a1b2c"]
     rows = [
-        [worker, f"http://127.0.0.1:4{n}123", "healthy", "running", "0", "0", "75%", f"gw-{n}"]
+        [worker, f"http://127.0.0.1:4{n}123", "healthy", "running", "0", "0", "75%", "warm 41 s", f"gw-{n}"]
         for n, worker in enumerate(ids)
     ]
     text = drawn(render_table(_worker_columns(), rows, width=80), 80)

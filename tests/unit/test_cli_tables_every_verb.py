@@ -161,7 +161,17 @@ def fleet_bench_cells() -> list[list[Cell]]:
 
 def fleet_status_cells() -> list[list[Cell]]:
     return [
-        [worker, f"http://127.0.0.1:4{n}873", "healthy", "running", 2, 0, "75%", f"http://127.0.0.1:4{n}873"]
+        [
+            worker,
+            f"http://127.0.0.1:4{n}873",
+            "healthy",
+            "running",
+            2,
+            0,
+            "75%",
+            "cold 4.2 s",
+            f"http://127.0.0.1:4{n}873",
+        ]
         for n, worker in enumerate(WORKERS)
     ]
 

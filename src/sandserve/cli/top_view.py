@@ -18,6 +18,7 @@ from sandserve.cli.tables import Cell, Column, render_table, tab_separated
 
 _STATE_STYLES = {
     "ready": "green",
+    "degraded": "yellow",
     "booting": "yellow",
     "failed": "red",
     "dead": "red",

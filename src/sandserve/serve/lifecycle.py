@@ -24,12 +24,13 @@ from sandserve.errors import (
 from sandserve.paths import logs_dir
 from sandserve.providers import get_provider
 from sandserve.providers.base import Exposure, Provider
-from sandserve.providers.handles import SandboxHandle, ScalerHandle
+from sandserve.providers.handles import SandboxHandle
 from sandserve.providers.local import process_start_time
 from sandserve.providers.warmboot import boot_key
 from sandserve.results import ServerInfo
 from sandserve.serve import boots, breaker
 from sandserve.serve.boot_events import BootEvents, BootTimeline
+from sandserve.serve.degraded import scaler_trouble
 from sandserve.serve.ledger import Record, Registry, State
 from sandserve.serve.receipt import receipt_from
 from sandserve.spec import ServeSpec
@@ -375,30 +376,6 @@ def refresh(record: Record, registry: Registry | None = None) -> Record:
     if registry is not None and record.live:
         record.degraded = scaler_trouble(record, registry)
     return record
-
-
-def scaler_trouble(record: Record, registry: Registry) -> str | None:
-    """Why a serving fleet is degraded: its autoscaler is being restarted after it died, or is dead (then
-    nothing adds, replaces or holds workers); None for anything else."""
-    scalers = [r for r in registry.members_of(record.id) if isinstance(r.sandbox, ScalerHandle)]
-    if not scalers:
-        return None
-    scaler = max(scalers, key=lambda r: r.created_at)
-    assert isinstance(scaler.sandbox, ScalerHandle)
-    restarting = scaler.sandbox.state.get("restarting")
-    try:
-        running = get_provider(scaler.provider).is_running(scaler.sandbox)
-    except SandserveError:
-        return None
-    if not running:
-        return (
-            f"its autoscaler {scaler.id} is not running: no worker is added, replaced or held for "
-            f"(`sandserve fleet scale {record.id} --min N` starts a new one)"
-        )
-    if isinstance(restarting, dict):
-        starts = time.strftime("%H:%M:%S", time.localtime(restarting["at"] + restarting["delay_s"]))
-        return f"its autoscaler {restarting['reason']}: a new one starts at {starts}"
-    return None
 
 
 def read_log(record: Record) -> str:

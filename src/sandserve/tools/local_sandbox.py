@@ -38,6 +38,7 @@ from typing import Any
 from sandserve.errors import ToolIsolationUnavailableError
 from sandserve.tools.declaration import Tool
 from sandserve.tools.outcome import ToolOutcome, last_error_line
+from sandserve.tools.pids_cgroup import PidsCgroup
 
 #: The environment variable that opts in to running tools without OS-level isolation.
 ALLOW_UNISOLATED_ENV = "SANDSERVE_ALLOW_UNISOLATED_TOOLS"
@@ -46,6 +47,8 @@ SYSTEM_PATHS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/l
 #: Empty private folders inside the sandbox.
 PRIVATE_FOLDERS = ("/tmp", "/var/tmp", "/run")
 SANDBOX_UID = 65534  # nobody
+#: Tasks of the sandbox's own (bubblewrap, its init, setpriv) on top of the tool's in its pids cgroup.
+CGROUP_OVERHEAD = 8
 #: Fresh user ids for calls run by root: far above any real account's, one drawn per call.
 FRESH_UID_RANGE = (2_000_000_000, 2_100_000_000)
 
@@ -303,10 +306,17 @@ class LocalToolSandbox:
             return ToolOutcome.failure(
                 f"{tool.name} declares {', '.join(missing)}, which does not exist on this machine"
             )
-        if self._bwrap:
-            prefix = bubblewrap_argv(self._bwrap, root, readable=tool.paths)
-        else:
-            prefix = list(self._prefix)
+        if not self._bwrap:
+            return self._call(tool, [*self._prefix], job, env, root)
+        cgroup = PidsCgroup.create(self.max_processes + CGROUP_OVERHEAD)
+        prefix = bubblewrap_argv(self._bwrap, root, readable=tool.paths)
+        try:
+            return self._call(tool, [*(cgroup.prefix() if cgroup else []), *prefix], job, env, root)
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
+
+    def _call(self, tool: Tool, prefix: list[str], job: str, env: dict[str, str], root: str) -> ToolOutcome:
         process = subprocess.Popen(
             [*prefix, sys.executable, "-I", "-B", "-c", _BOOTSTRAP],
             stdin=subprocess.PIPE,
