@@ -28,17 +28,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=None, help="a preset or .gguf (default: the local default)")
-    parser.add_argument("--rate", type=float, default=0.5, help="interactive requests per second")
-    parser.add_argument("--requests", type=int, default=20, help="interactive requests per phase")
-    parser.add_argument("--input-words", type=int, default=16, help="interactive prompt words")
+    parser.add_argument("--rate", type=float, default=0.25, help="interactive requests per second")
+    parser.add_argument("--requests", type=int, default=16, help="interactive requests per phase")
+    parser.add_argument("--input-words", type=int, default=8, help="interactive prompt words")
     parser.add_argument("--output-len", type=int, default=8, help="interactive output tokens")
-    parser.add_argument("--batch-words", type=int, default=120, help="batch prompt words")
+    parser.add_argument("--batch-words", type=int, default=48, help="batch prompt words")
     parser.add_argument("--batch-output", type=int, default=16, help="batch output tokens")
     parser.add_argument("--batch-concurrency", type=int, default=None, help="fix the batch's in-flight count")
     args = parser.parse_args()
     os.environ["SANDSERVE_STATE_DIR"] = tempfile.mkdtemp(prefix="bench-priority-")
 
-    from sandserve.cli.observe_background import background_table
+    from sandserve.cli.observe_background import BACKGROUND_COLUMNS, background_cells
+    from sandserve.cli.tables import render_table
     from sandserve.observe.background import BackgroundBench, BackgroundPlan, batch_from_prompts
     from sandserve.observe.datasets import random_prompts
     from sandserve.serve import lifecycle
@@ -65,7 +66,9 @@ def main() -> None:
     finally:
         registry = Registry()
         lifecycle.down(registry.get(endpoint.id), registry)
-    console.print(background_table(result))
+    console.print(
+        render_table(BACKGROUND_COLUMNS, background_cells(result), width=console.width), soft_wrap=False
+    )
     console.print(result.headline())
 
 

@@ -177,8 +177,7 @@ def test_sglang_answers_a_priority_that_is_not_an_integer_with_its_validation_er
 
 
 def test_sglang_refuses_priority_scheduling_under_a_prefix_policy_and_sandserve_does_not_ask_for_it():
-    spec = resolve_spec("gpt-oss-20b", provider=ProviderName.DAYTONA)
-    spec = spec.with_overrides(extra_args=("--schedule-policy", "lpm"))
+    spec = resolve_spec("gpt-oss-20b", provider=ProviderName.DAYTONA, extra_args=("--schedule-policy", "lpm"))
     argv = get_engine("sglang").launch(spec, host="127.0.0.1", port=0, api_key=None).argv
     assert "--enable-priority-scheduling" not in argv
     refused = subprocess.run(

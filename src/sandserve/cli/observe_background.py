@@ -6,42 +6,50 @@ from typing import Any
 
 import click
 
+from sandserve.cli.tables import Cell, Column, show_table
 from sandserve.observe.background import BATCH_ALONE, IDLE, BackgroundResult, Phase
 
+#: Milliseconds and tokens/s; the ratios to idle / alone left out first as the terminal narrows.
+BACKGROUND_COLUMNS = (
+    Column("phase", keep=True),
+    Column("TTFT p50", number=True),
+    Column("TTFT p99", number=True),
+    Column("vs idle", number=True, digits=1, drop_order=3),
+    Column("E2E p50", number=True, drop_order=1),
+    Column("E2E p99", number=True),
+    Column("batch tok/s", number=True),
+    Column("vs alone", number=True, digits=2, drop_order=2),
+    Column("in flight", drop_order=0),
+)
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
 
-
-def _vs(value: float | None, base: float | None) -> str:
-    return "" if value is None or not base else f" ({value / base:.1f}x)"
-
-
-def background_table(result: BackgroundResult) -> Any:
-    from rich.table import Table
-
-    idle = result.phase(IDLE)
-    idle_ttft = idle.interactive.ttft.p99 if idle and idle.interactive else None
-    alone = result.phase(BATCH_ALONE)
-    alone_rate = alone.batch_tokens_per_s if alone else None
-    table = Table(title="interactive requests while a batch runs (ms; batch tokens/s)")
-    for name in ("phase", "TTFT p50", "TTFT p99", "E2E p50", "E2E p99", "batch tok/s", "in flight"):
-        table.add_column(name, justify="left" if name == "phase" else "right")
+def background_cells(result: BackgroundResult) -> list[list[Cell]]:
+    rows: list[list[Cell]] = []
     for phase in result.phases:
         m = phase.interactive
-        rate = phase.batch_tokens_per_s
-        table.add_row(
-            phase.name,
-            _ms(m.ttft.median if m else None),
-            _ms(m.ttft.p99 if m else None)
-            + ("" if phase.name == IDLE else _vs(m.ttft.p99 if m else None, idle_ttft)),
-            _ms(m.e2e.median if m else None),
-            _ms(m.e2e.p99 if m else None),
-            ("-" if rate is None else f"{rate:,.0f}")
-            + ("" if phase.name == BATCH_ALONE else _vs(rate, alone_rate)),
-            _in_flight(phase),
+        rows.append(
+            [
+                phase.name,
+                m.ttft.median if m else None,
+                m.ttft.p99 if m else None,
+                result.ttft_p99_ratio(phase.name) if phase.name not in (IDLE, BATCH_ALONE) else None,
+                m.e2e.median if m else None,
+                m.e2e.p99 if m else None,
+                phase.batch_tokens_per_s,
+                result.batch_ratio(phase.name) if phase.name not in (IDLE, BATCH_ALONE) else None,
+                _in_flight(phase),
+            ]
         )
-    return table
+    return rows
+
+
+def show_background(result: BackgroundResult, more: str) -> None:
+    show_table(
+        BACKGROUND_COLUMNS,
+        background_cells(result),
+        title="people's requests while a batch runs (ms; batch: prompt + output tokens/s)",
+        more=more,
+    )
 
 
 def _in_flight(phase: Phase) -> str:
@@ -105,8 +113,8 @@ def run_background(endpoint_id: str | None, options: dict[str, Any], interactive
         endpoint, interactive, supply, batch_name, plan, public_endpoint=public_endpoint(endpoint)
     )
     result = asyncio.run(bench.run(lambda phase: err.print(f"  {phase.name}: {phase.wall_s:.0f} s")))
-    out.print(background_table(result))
     written = write_background_report(result, options["output_dir"])
+    show_background(result, more=f"{written['json']} has everything")
     out.print(f"report: {written['report']}   plot: {written['plot']}   data: {written['json']}")
     out.print(result.headline())
     if any(phase.interactive and phase.interactive.failed for phase in result.phases):
