@@ -21,7 +21,9 @@ from sandserve.cli.values import TEMPERATURE, Seconds
     "--endpoint", "endpoint_id", metavar="ID", help="Endpoint to use (default: the one that is up)."
 )
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), help="Requests in flight (default: from the server)."
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Requests in flight, fixed (default: from the server, lowered while people's requests wait).",
 )
 @click.option(
     "--order",
