@@ -114,6 +114,10 @@ class ModelRepoError(ConfigError):
     """The Hugging Face repo cannot be downloaded: found out before a GPU sandbox is paid for."""
 
 
+class ModelDoesNotFitError(ConfigError):
+    """The model cannot fit any GPU type asked for: refused, with the arithmetic, before anything is made."""
+
+
 class BootBreakerOpenError(ConfigError):
     def __init__(self, failures: int, last_error: str | None, last_id: str) -> None:
         super().__init__(
@@ -204,6 +208,10 @@ class BootInterruptedError(BootError):
 
 class ProviderError(SandserveError):
     """The sandbox provider refused or failed a request."""
+
+
+class GpuCapacityError(ProviderError):
+    """No GPU type asked for has the units free (the provider's capacity answer, or its create)."""
 
 
 class QuotaExceededError(ProviderError):

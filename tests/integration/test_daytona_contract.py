@@ -71,7 +71,7 @@ def last_create(daytona: DaytonaStandin) -> dict:
             "each value in gpuType must be one of the following values",
         ),
         ({"gpuType": ["RTX_PRO_6000"]}, "each value in gpuType must be one of the following values"),
-        ({"gpu": 2}, "gpu must not be greater than 1"),
+        ({"gpu": 9}, "gpu must not be greater than 8"),
         ({"autoDeleteInterval": -1}, "GPU sandboxes must be ephemeral - set autoDeleteInterval to 0"),
         ({"gpuTypes": ["H100"]}, "property gpuTypes should not exist"),
         ({"ttlMinutes": -5}, "ttlMinutes must be a non-negative integer"),
@@ -354,19 +354,19 @@ def test_ls_shows_age_and_cost_so_far_when_a_price_is_set(daytona):
 
 def test_the_services_validation_sentences_reach_the_user(daytona, monkeypatch):
     """The API answers a body its validators refuse with a list of sentences the SDK reduces to "Bad Request";
-    sandserve reads them back (here: a body forced to ask for two GPUs, as no spec of sandserve's can)."""
+    sandserve reads them back (here: a body forced to ask for nine GPUs, as no spec of sandserve's can)."""
     from sandserve.errors import ProviderError
     from sandserve.providers import daytona_params
 
     real = daytona_params.create_params
 
-    def two_gpus(*args, **kwargs):
+    def nine_gpus(*args, **kwargs):
         params = real(*args, **kwargs)
-        params.resources.gpu = 2
+        params.resources.gpu = 9
         return params
 
-    monkeypatch.setattr(daytona_params, "create_params", two_gpus)
-    with pytest.raises(ProviderError, match="gpu must not be greater than 1"):
+    monkeypatch.setattr(daytona_params, "create_params", nine_gpus)
+    with pytest.raises(ProviderError, match="gpu must not be greater than 8"):
         lifecycle.up(sglang_spec())
     assert daytona.sandboxes == {}
 

@@ -29,7 +29,7 @@ from daytona_toolbox_api_client import (
     WorkDirResponse,
 )
 
-from . import _daytona_rules, _image
+from . import _daytona_gpus, _daytona_rules, _image
 from ._daytona_http import StandinError, _json, _json_body
 from ._procs import STDERR, STDOUT, CommandRun, kill_groups
 
@@ -262,6 +262,8 @@ class ToolboxRoutes:
         }
         env.update(self.extra_env)
         env.update({f"DAYTONA_STANDIN_PORT_{port}": str(local) for port, local in record.ports.items()})
+        dockerfile = record.build_info.dockerfile_content if record.build_info else None
+        env.update(_daytona_gpus.machine_env(record.gpu_type, record.gpu, _daytona_gpus.image_of(dockerfile)))
         env.update(record.env)
         env.update(
             {name: self.vault[secret] for name, secret in record.secrets.items() if secret in self.vault}

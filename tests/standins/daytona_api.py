@@ -17,7 +17,8 @@ processes as DAYTONA_STANDIN_PORT_<port>, so two sandboxes can both "serve on 80
 
 JSON bodies are read and written with the SDK's generated models (daytona_api_client and
 daytona_toolbox_api_client), and refused as the service refuses them (`_daytona_rules`): unknown fields and
-enum values, more than one GPU, a GPU sandbox that is not ephemeral, spot without a GPU.
+enum values, more GPUs than a machine has, a GPU sandbox that is not ephemeral, spot without a GPU; GPUs
+are placed by type in preference order from a fleet with free units per type (`_daytona_gpus`).
 
 A new sandbox goes through the service's states (pending_build -> building_snapshot -> starting -> started for
 an image, creating -> started for a snapshot), `state_step_seconds` each. Its processes see only their own
@@ -66,7 +67,7 @@ from daytona_api_client import (
 )
 from pydantic import ValidationError
 
-from . import _daytona_events, _daytona_rules, _preview
+from . import _daytona_events, _daytona_gpus, _daytona_rules, _preview
 from ._daytona_http import (
     ORGANIZATION_ID,
     StandinError,
@@ -224,6 +225,7 @@ class DaytonaStandin(ToolboxRoutes, StorageRoutes):
         self.path_prepend = [str(p) for p in path_prepend]
         self.remap_ports = list(remap_ports)
         self.gpu_quota = gpu_quota
+        self.gpus = _daytona_gpus.GpuFleet()  # free units per GPU type: tests may set them
         self.python = python
         self.sandboxes: dict[str, SandboxRecord] = {}
         self.volumes: dict[str, Any] = {}
@@ -367,6 +369,8 @@ class DaytonaStandin(ToolboxRoutes, StorageRoutes):
             ("GET", "/api/snapshots/{sid}", self._get_snapshot),
             ("DELETE", "/api/snapshots/{sid}", self._delete_snapshot),
             ("POST", "/api/snapshots/{sid}/activate", self._activate_snapshot),
+            ("GET", "/api/organizations/{org}/gpu-capacity", self._gpu_capacity),
+            ("GET", "/api/api-keys/current", self._current_api_key),
             ("GET", "/api/volumes", self._list_volumes),
             ("POST", "/api/volumes", self._create_volume),
             ("GET", "/api/volumes/by-name/{name}", self._get_volume_by_name),
@@ -459,6 +463,11 @@ class DaytonaStandin(ToolboxRoutes, StorageRoutes):
         if body.name and any(r.name == body.name for r in self.sandboxes.values()):
             raise StandinError(409, f"Sandbox with name {body.name} already exists")
         volumes = [self._resolve_volume_mount(v) for v in body.volumes or []]
+        try:
+            preference = _gpu_preference(snapshot, raw)
+            gpu_type = self.gpus.place(preference, gpu, spot=bool(body.spot)) if gpu else None
+        except _daytona_gpus.NoRunner as e:
+            raise StandinError(400, str(e)) from None
 
         sandbox_id = str(uuid.uuid4())
         assert self._root is not None
@@ -482,7 +491,7 @@ class DaytonaStandin(ToolboxRoutes, StorageRoutes):
             memory=body.memory or 1,
             disk=body.disk or 3,
             gpu=gpu,
-            gpu_type=_gpu_type(snapshot, raw) if gpu else None,
+            gpu_type=gpu_type,
             auto_stop_interval=15 if body.auto_stop_interval is None else body.auto_stop_interval,
             auto_archive_interval=10080 if body.auto_archive_interval is None else body.auto_archive_interval,
             auto_delete_interval=-1 if body.auto_delete_interval is None else body.auto_delete_interval,
@@ -643,7 +652,8 @@ class DaytonaStandin(ToolboxRoutes, StorageRoutes):
         record.sessions.clear()
         old = record.stored_state.value
         record.stored_state = SandboxState.DESTROYED
-        self.sandboxes.pop(record.id, None)
+        if self.sandboxes.pop(record.id, None) is not None:
+            self.gpus.release(record.gpu_type, record.gpu, spot=record.spot)
         await self.events.state_changed(self._dto(record), old)
         self.deleted_ids.append(record.id)
         shutil.rmtree(record.home, ignore_errors=True)
@@ -690,6 +700,16 @@ class DaytonaStandin(ToolboxRoutes, StorageRoutes):
             updated_at=record.created_at,
             toolbox_proxy_url=self.toolbox_url,
         )
+
+    # ----- control plane: GPUs -----
+
+    async def _gpu_capacity(self, request: web.Request) -> web.Response:
+        if request.match_info["org"] != ORGANIZATION_ID:
+            raise StandinError(403, "You do not have access to this organization")
+        return _json(self.gpus.capacity())
+
+    async def _current_api_key(self, request: web.Request) -> web.Response:
+        return _json(_daytona_gpus.current_api_key(ORGANIZATION_ID))
 
     # ----- preview proxy -----
 
@@ -763,8 +783,9 @@ def _list_item(sandbox: Sandbox) -> SandboxListItem:
     return item
 
 
-def _gpu_type(snapshot: Any, raw: dict[str, Any]) -> str | None:
-    """The GPU type a new sandbox gets: its snapshot's, else the first of the body's preference list."""
+def _gpu_preference(snapshot: Any, raw: dict[str, Any]) -> list[str]:
+    """The GPU types a new sandbox may get, in order: its snapshot's one type, else the body's preference
+    list."""
     if snapshot is not None:
-        return snapshot.dto.gpu_type.value if snapshot.dto.gpu_type else None
-    return (raw.get("gpuType") or [None])[0]
+        return [snapshot.dto.gpu_type.value] if snapshot.dto.gpu_type else []
+    return list(raw.get("gpuType") or [])

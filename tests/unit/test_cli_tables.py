@@ -97,15 +97,16 @@ def test_presets_at_80_columns_show_every_name_and_model_whole():
     text = drawn(render_table(PRESET_COLUMNS, rows, width=80), 80)
     for preset in PRESETS:
         assert any(line.startswith(f"{preset.name} ") and preset.model in line for line in text.splitlines())
-    assert "not shown at this width: engine, reasoning, tools, flags / env, note" in " ".join(text.split())
+    shown = " ".join(text.split())
+    assert "not shown at this width: engine, reasoning, tools, gpus/memory, flags / env, note" in shown
 
 
 def test_a_wider_terminal_shows_more_columns_and_no_caption():
     rows = [preset_row(preset) for preset in PRESETS]
     at_120 = drawn(render_table(PRESET_COLUMNS, rows, width=120), 120)
     header = at_120.splitlines()[0]
-    assert "reasoning" in header and "tools" in header and "flags / env" not in header
-    assert "not shown at this width: flags / env, note" in at_120
+    assert "reasoning" in header and "gpus/memory" in header and "flags / env" not in header
+    assert "not shown at this width: tools, flags / env, note" in at_120
     at_400 = drawn(render_table(PRESET_COLUMNS, rows, width=400), 400)
     assert "flags / env" in at_400 and "not shown" not in at_400
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from sandserve.engines.load_formats import parse_slots, parse_v1_loads
 from sandserve.observe.loads import (
     EndpointLoad,
     LoadCounters,
     merge,
     parse_prometheus,
-    parse_slots,
-    parse_v1_loads,
     rates,
 )
 from sandserve.observe.prometheus import parse_metrics, total

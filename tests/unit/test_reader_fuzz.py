@@ -24,14 +24,13 @@ from aiohttp import web
 
 from sandserve.endpoint import Endpoint
 from sandserve.engines.llamacpp_adapter import _rewrite_sse_line, sglang_shapes
+from sandserve.engines.load_formats import parse_slots, parse_v1_loads
 from sandserve.observe.gateway_view import gateway_metrics, gateway_workers, parse_gateway_metrics
 from sandserve.observe.loads import (
     EndpointLoad,
     LoadProbe,
     merge,
     parse_prometheus,
-    parse_slots,
-    parse_v1_loads,
 )
 from sandserve.observe.metrics import RequestRecord
 from sandserve.observe.prometheus import parse_metrics

@@ -45,6 +45,8 @@ FACT_FLAGS = {
     "--schedule-policy",
     "--tp",
     "--dp",
+    "--tp-size",
+    "--dp-size",
     "--trust-remote-code",
     "--reasoning-parser",
     "--tool-call-parser",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
-from sandserve.cli.values import PORT, SECONDS, Number
+from sandserve.cli.values import PORT, SECONDS, Number, gpu_options
 
 if TYPE_CHECKING:
     from sandserve.cli.tables import Column
@@ -70,9 +70,7 @@ def fleet() -> None:
 @click.option(
     "--model", metavar="PRESET|HF_ID|PATH", help="What every worker serves (as for `sandserve up`)."
 )
-@click.option(
-    "--gpu", "gpus", multiple=True, metavar="TYPE", help="GPU type in order of preference (repeat)."
-)
+@gpu_options
 @click.option("--boot-timeout", type=SECONDS, help="Seconds each worker may take to generate.")
 @click.option("--gateway-port", type=PORT, help="The gateway's port on 127.0.0.1 (default: a free one).")
 @click.option(
@@ -111,6 +109,7 @@ def fleet_up(
     provider: str | None,
     model: str | None,
     gpus: tuple[str, ...],
+    gpu_count: int | None,
     boot_timeout: float | None,
     gateway_port: int | None,
     public_gateway: bool,
@@ -133,7 +132,14 @@ def fleet_up(
     from sandserve.fleet import fleet_up as bring_up
     from sandserve.serve.resolve import resolve_spec
 
-    spec = resolve_spec(model, provider=provider, auth="key", gpus=gpus or None, boot_timeout=boot_timeout)
+    spec = resolve_spec(
+        model,
+        provider=provider,
+        auth="key",
+        gpus=gpus or None,
+        gpu_count=gpu_count,
+        boot_timeout=boot_timeout,
+    )
     scaling = None
     if min_workers is not None or max_workers is not None:
         low = min_workers if min_workers is not None else 1

@@ -77,7 +77,9 @@ def print_plan(plan: dict[str, Any], *, to_stderr: bool = False) -> None:
             continue
         if isinstance(value, dict):
             console.print(f"  {key}:")
+            # Variables as the shell writes them; anything else as the plan's own lines.
+            between = "=" if key in ("env", "settings_from", "secrets") else ": "
             for name, item in value.items():
-                console.print(f"    {name}={item}")
+                console.print(f"    {name}{between}{item}")
         else:
             console.print(f"  {key}: {value}")

@@ -32,6 +32,7 @@ PRESET_COLUMNS = (
     Column("engine", drop_order=3),
     Column("reasoning", drop_order=2),
     Column("tools", drop_order=1),
+    Column("gpus/memory", drop_order=1),
     Column("flags / env", drop_order=0),
     Column("note", drop_order=0, cut=True),
 )
@@ -88,13 +89,21 @@ def show_presets(presets: Iterable[Any]) -> None:
 
 
 def preset_row(preset: Any) -> list[str]:
+    from sandserve.serve.fit import GIB, needed_bytes
+
     flags = " ".join([*preset.extra_args, *(f"{k}={v}" for k, v in preset.env.items())])
+    footprint = preset.footprint
+    # GPUs it asks for, and memory in all for its weights and KV cache.
+    needs = "-"
+    if footprint:
+        needs = f"{preset.gpu_count} ({needed_bytes(footprint, preset.context_length) / GIB:.0f} GiB)"
     return [
         preset.name,
         preset.model,
         preset.engine,
         preset.reasoning_parser or "-",
         preset.tool_call_parser or "-",
+        needs,
         flags or "-",
         preset.note or "-",
     ]

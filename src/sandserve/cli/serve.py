@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
-from sandserve.cli.values import CONTEXT_LENGTH, PORT, SECONDS, bind_widening
+from sandserve.cli.values import CONTEXT_LENGTH, PORT, SECONDS, bind_widening, gpu_options
 from sandserve.errors import SandserveError
 
 # --- serving ------------------------------------------------------------------------------------------
@@ -40,15 +40,11 @@ from sandserve.errors import SandserveError
     "API key; public: no auth at all.",
 )
 @click.option("--port", type=PORT, help="Server port (local: default a free one; Daytona: 8000).")
+@gpu_options
 @click.option(
-    "--gpu",
-    "gpus",
-    multiple=True,
-    metavar="TYPE",
-    help="GPU type in order of preference (repeat): H100, H200, B200, B300, RTX-PRO-6000, RTX-4090, "
-    "RTX-5090, MI355X (any case; _ or -). Default: H100, then RTX-PRO-6000.",
+    "--image",
+    help="Container image for the sandbox (default: SGLang's own for the GPU's vendor: CUDA or ROCm).",
 )
-@click.option("--image", help="Container image for the sandbox (default: the stock SGLang image).")
 @click.option("--target", help="Daytona region (default: DAYTONA_TARGET, else us-east-1, the GPU region).")
 @click.option(
     "--ttl",
@@ -113,6 +109,7 @@ def up(
     auth: str | None,
     port: int | None,
     gpus: tuple[str, ...],
+    gpu_count: int | None,
     image: str | None,
     target: str | None,
     ttl_minutes: int | None,
@@ -164,6 +161,7 @@ def up(
         boot_timeout=boot_timeout,
         delete_on_failure=delete_on_failure,
         gpus=gpus or None,
+        gpu_count=gpu_count,
         spot=spot,
         image=image,
         reasoning_parser=reasoning_parser,

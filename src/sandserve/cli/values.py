@@ -114,3 +114,24 @@ def bind_widening(engine_args: tuple[str, ...]) -> str | None:
             pass
         return value or "(no address)"
     return None
+
+
+def gpu_options(command: Any) -> Any:
+    """``--gpu TYPE`` (repeat: a preference list) and ``--gpus N``, as `up` and `fleet up` take them."""
+    command = click.option(
+        "--gpus",
+        "gpu_count",
+        type=click.IntRange(1, 8),
+        metavar="N",
+        help="GPUs per sandbox, all of one type; the model is split over them (SGLang --tp-size N). "
+        "Default: the preset's (1 for most).",
+    )(command)
+    return click.option(
+        "--gpu",
+        "gpus",
+        multiple=True,
+        metavar="TYPE",
+        help="GPU type in order of preference (repeat): H100, H200, B200, B300, RTX-PRO-6000, RTX-4090, "
+        "RTX-5090, MI355X (any case; _ or -). Default: the preset's, else H100, then RTX-PRO-6000. A list "
+        "of NVIDIA and AMD types is one create per vendor, each with its own image.",
+    )(command)

@@ -20,6 +20,7 @@ from sandserve.engines.base import (
     Tokenize,
 )
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
+from sandserve.engines.load_formats import LoadFields, parse_slots
 from sandserve.errors import CapabilityError, ModelFileNotFoundError
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import ServeSpec
@@ -127,6 +128,20 @@ class LlamaCppEngine(Engine):
     runs_in_sandbox_image = False
     # Regexes are compiled to GBNF by sandserve (gbnf.py), so what comes back is checked against them.
     checks_constrained_output = True
+    load_route = "/slots"
+    # It counts only uncached prompt tokens; the cached ones are a counter apart.
+    metric_names = {
+        "running": "llamacpp:requests_processing",
+        "queued": "llamacpp:requests_deferred",
+        "generated": "llamacpp:tokens_predicted_total",
+        "cached": "llamacpp:prompt_tokens_cached_total",
+        "prompt_uncached": "llamacpp:prompt_tokens_total",
+    }
+
+    @classmethod
+    def load_fields(cls, body: Any) -> LoadFields:
+        return parse_slots(body)
+
     capabilities = Capabilities(
         reasoning_effort=False,
         regex=True,

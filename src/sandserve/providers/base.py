@@ -106,6 +106,11 @@ class Provider(Generic[HandleT]):
         environment), with what this provider adds."""
         return {**head, **server, "boot_timeout": spec.boot_timeout}
 
+    def gpu_capacity(self, spec: ServeSpec) -> tuple[dict[str, int] | None, str]:
+        """Free units per GPU type for ``spec`` (spot or on demand), where the provider can say; else None
+        and why not."""
+        return None, f"{self.name} has no capacity answer"
+
     def auth_label(self, spec: ServeSpec) -> str:
         """How clients are authenticated, as ``Endpoint.auth`` records it."""
         return str(spec.auth)

@@ -255,8 +255,11 @@ class Registry:
         endpoint: Endpoint | None = None,
         log_path: str | Path | None = None,
         error: str | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> None:
         changes: dict[str, Any] = {"updated_at": time.time()}
+        if spec is not None:
+            changes["spec"] = _dump(spec)
         if state is not None:
             changes["state"] = str(state)
         if sandbox is not None:

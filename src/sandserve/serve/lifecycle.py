@@ -18,6 +18,7 @@ from sandserve.errors import (
     BootInterruptedError,
     BootTimeoutError,
     EngineDiedError,
+    GpuCapacityError,
     LedgerBusyError,
     SandserveError,
 )
@@ -32,6 +33,7 @@ from sandserve.serve import boots, breaker
 from sandserve.serve.boot_events import BootEvents, BootTimeline
 from sandserve.serve.degraded import scaler_trouble
 from sandserve.serve.ledger import Record, Registry, State
+from sandserve.serve.placement import place
 from sandserve.serve.receipt import receipt_from
 from sandserve.spec import ServeSpec
 
@@ -75,6 +77,12 @@ def up(
     spec, engine = unprepared.prepare(spec, events)
     for warning in provider.preflight(spec) or ():
         events.warning(warning)
+    placed = place(spec, provider)
+    for note in placed.notes:
+        events.status(note)
+    if isinstance(placed.fit, str) and spec.uses_gpu:
+        events.warning(f"fit {placed.fit}")
+    spec = placed.spec
     events.confirm(spec)
     endpoint_id = new_endpoint_id(spec)
     handle = SandboxHandle(provider.name, sandbox_id="")
@@ -87,9 +95,8 @@ def up(
         sandbox=handle,
     )
     try:
-        events.status(f"creating {provider.name} sandbox")
-        handle, why = _create(provider, spec, endpoint_id, events)
-        registry.update(endpoint_id, sandbox=handle)
+        spec, handle, why = _create(provider, placed.creates(), endpoint_id, events)
+        registry.update(endpoint_id, sandbox=handle, spec=spec.to_record())
         timeline.mark("sandbox ready", events)
 
         launch = engine.launch(
@@ -156,7 +163,7 @@ def up(
     return endpoint
 
 
-def _create(
+def _create_one(
     provider: Provider[Any], spec: ServeSpec, endpoint_id: str, events: BootEvents
 ) -> tuple[SandboxHandle, str]:
     """The sandbox, from the spec's golden snapshot where there is a usable one; and why it is warm or
@@ -225,6 +232,26 @@ def _endpoint(
         expires_at=exposure.expires_at,
         info=info,
     )
+
+
+def _create(
+    provider: Provider[Any], attempts: list[ServeSpec], endpoint_id: str, events: BootEvents
+) -> tuple[ServeSpec, SandboxHandle, str]:
+    """The first create that succeeds, one per GPU vendor in order (each with its own image and its own
+    golden snapshot): a vendor with nothing free moves on to the next, and says so. Also why the boot is
+    warm or cold."""
+    for index, attempt in enumerate(attempts):
+        gpus = " or ".join(attempt.resources.gpu_types)
+        events.status(f"creating {provider.name} sandbox" + (f" ({gpus})" if gpus else ""))
+        try:
+            handle, why = _create_one(provider, attempt, endpoint_id, events)
+            return attempt, handle, why
+        except GpuCapacityError as exc:
+            if index + 1 == len(attempts):
+                raise
+            following = " or ".join(attempts[index + 1].resources.gpu_types)
+            events.status(f"{exc.message} Trying {following} next.")
+    raise AssertionError("no create was attempted")  # pragma: no cover - placement gives one at least
 
 
 def _record_quietly(registry: Registry, endpoint_id: str, **changes: Any) -> None:

@@ -10,11 +10,16 @@ from sandserve.engines import engine_class
 from sandserve.errors import SandserveError
 from sandserve.providers import get_provider
 from sandserve.providers.base import Provider
+from sandserve.serve.placement import place
 from sandserve.spec import SANDBOX_PORT, ServeSpec
 
 
 def plan(spec: ServeSpec) -> dict[str, Any]:
+    """What ``up`` would do with ``spec``; refused as ``up`` refuses it (a model that cannot fit, no GPU
+    with capacity) before anything is shown."""
     provider = get_provider(spec.provider)
+    placed = place(spec, provider)
+    spec = placed.spec
     engine = engine_class(spec.engine).planned(spec)
     details = engine.plan_details(spec)
     port: int | str = spec.port or (SANDBOX_PORT if provider.remote else "a free port")
@@ -32,6 +37,8 @@ def plan(spec: ServeSpec) -> dict[str, Any]:
         **details,
     }
     server = {"port": port, "command": launch.display_command(), "env": launch.display_env()}
+    if spec.uses_gpu:
+        head = {**head, **placed.shown()}
     shown = provider.plan(spec, head, server)
     boot = warm_boot_line(provider, spec)
     if not boot:

@@ -21,6 +21,7 @@ from sandserve.spec import (
     DEFAULT_BOOT_TIMEOUT,
     DEFAULT_ENGINE,
     DEFAULT_GPUS,
+    MAX_GPUS_PER_SANDBOX,
     AuthMode,
     EngineSettings,
     ProviderName,
@@ -80,9 +81,13 @@ def resolve_spec(
     where.check_engine(runs, model)
     model_id = runs.resolve_model(preset.model if preset else model, preset)
 
-    gpu_types = normalise_gpus(DEFAULT_GPUS if gpus is None else tuple(gpus))
+    if gpus is None:
+        gpus = preset.gpus if preset and preset.gpus else DEFAULT_GPUS
+    gpu_types = normalise_gpus(tuple(gpus))
     if not where.offers_gpus:
         gpu_types = ()  # checked all the same: a misspelt --gpu is an error wherever it is given
+    if gpu_count is None:
+        gpu_count = preset.gpu_count if preset else 1
     resources = Resources(gpu_types=gpu_types, gpu_count=_gpu_count(gpu_count), spot=spot, image=image)
     settings = ProviderSettings(
         target=target,
@@ -112,7 +117,7 @@ def resolve_spec(
         auth=auth_mode,
         api_key=api_key,
         hf_token=hf_token or config.hf_token().value or None,
-        context_length=context_length,
+        context_length=context_length or (preset.context_length if preset else None),
         boot_timeout=boot_timeout,
         delete_on_failure=delete_on_failure,
         labels=dict(labels or {}),
@@ -123,17 +128,17 @@ def resolve_spec(
             tool_call_parser=_parser(tool_call_parser, preset.tool_call_parser if preset else "auto"),
             extra_args=(*(preset.extra_args if preset else ()), *extra_args),
             env={**(preset.env if preset else {}), **(env or {})},
+            data_parallel=preset.data_parallel if preset else False,
         ),
     )
 
 
-def _gpu_count(count: int | None) -> int:
-    if count is None:
-        return 1
-    if count < 1:
+def _gpu_count(count: int) -> int:
+    if not 1 <= count <= MAX_GPUS_PER_SANDBOX:
         raise ConfigError(
-            f"--gpus {count}: a sandbox takes one or more GPUs.",
-            hint="Give --gpus 1 or more (a model too large for one GPU: --gpus 2, 4 or 8).",
+            f"--gpus {count}: a sandbox takes 1 to {MAX_GPUS_PER_SANDBOX} GPUs (all on one machine).",
+            hint="Give --gpus 1, 2, 4 or 8; for more, serve several endpoints behind one gateway "
+            "(`sandserve fleet up`).",
         )
     return count
 
