@@ -140,3 +140,18 @@ def test_slots_are_read_from_llama_servers_command_line():
     assert slots_from_command(["llama-server", "-m", "x.gguf", "-np", "4"]) == 4
     assert slots_from_command(["llama-server", "--parallel=3"]) == 3
     assert slots_from_command(["llama-server"]) is None
+
+
+def test_a_queue_gauge_by_priority_is_read_once_not_twice():
+    from sandserve.observe.prometheus import parse_metrics, total
+
+    text = (
+        'sglang:num_queue_reqs{model_name="m",priority=""} 7\n'
+        'sglang:num_queue_reqs{model_name="m",priority="-1"} 5\n'
+        'sglang:num_queue_reqs{model_name="m",priority="0"} 2\n'
+        'sglang:num_requests_total{model_name="m",priority="-1"} 40\n'
+        'sglang:num_requests_total{model_name="m",priority="0"} 3\n'
+    )
+    samples = parse_metrics(text)
+    assert total(samples, "sglang:num_queue_reqs") == 7
+    assert total(samples, "sglang:num_requests_total") == 43
