@@ -113,7 +113,7 @@ class BatchProgressView:
             + (f"  errors {p.failed}" if p.failed else "")
             + (f"  no answer yet {p.unfinished}" if p.unfinished else "")
             + (
-                f"  in flight {p.in_flight_limit}/{p.concurrency} (people waiting)"
+                f" yield {p.in_flight_limit}/{p.concurrency}"
                 if p.in_flight_limit is not None and p.concurrency and p.in_flight_limit < p.concurrency
                 else ""
             )
