@@ -38,7 +38,7 @@ class ModelFileNotFoundError(ConfigError):
     def __init__(self, path: Path) -> None:
         super().__init__(
             f"Model file not found: {path}",
-            hint="Check the path, or leave --model out to serve the built-in tiny model.",
+            hint="Check the path, or leave --model out to serve the default local model (SmolLM2-135M).",
         )
 
 
@@ -254,7 +254,7 @@ class AmbiguousEndpointError(SandserveError):
     def __init__(self, ids: list[str]) -> None:
         super().__init__(
             f"Several endpoints are up: {', '.join(ids)}.",
-            hint="Name one: pass its id (see `sandserve ls`).",
+            hint=f"Choose one: `sandserve status -e {ids[0]}` (in Python: sandserve.connect({ids[0]!r})).",
         )
 
 
@@ -281,10 +281,11 @@ class RequestRejectedError(SandserveError):
 
 
 class CapabilityError(SandserveError):
-    """A feature this endpoint's engine does not offer."""
+    """A feature this endpoint's engine, or with ``model`` its model, does not offer."""
 
-    def __init__(self, feature: str, engine: str, hint: str) -> None:
-        super().__init__(f"{feature} is not available on the {engine} engine.", hint=hint)
+    def __init__(self, feature: str, engine: str, hint: str, *, model: str | None = None) -> None:
+        where = f"this model ({model})" if model else f"the {engine} engine"
+        super().__init__(f"{feature} is not available on {where}.", hint=hint)
 
 
 class EngineBinaryNotFoundError(ConfigError):

@@ -4,8 +4,9 @@ model takes in GPU memory, so a model that cannot fit is refused before a GPU is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from sandserve.errors import UnknownPresetError
+from sandserve.errors import ConfigError, UnknownPresetError
 
 GB = 10**9
 
@@ -249,3 +250,11 @@ def find_preset(name_or_model: str) -> Preset | None:
 
 def unknown_preset_error(name: str) -> UnknownPresetError:
     return UnknownPresetError(name, sorted(_BY_NAME))
+
+
+def not_a_model_file_error(path: Path) -> ConfigError:
+    """A file no engine loads, given as the model: refused as a file, never taken for a Hugging Face id."""
+    return ConfigError(
+        f"{path} is a file, but not a GGUF model file.",
+        hint="Give --model a .gguf file, a preset (`sandserve presets`) or a Hugging Face id (org/name).",
+    )

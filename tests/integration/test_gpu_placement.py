@@ -110,7 +110,7 @@ def test_the_stand_in_takes_up_to_eight_gpus_and_refuses_more(daytona):  # noqa:
     import httpx
 
     headers = {"Authorization": f"Bearer {daytona.api_key}"}
-    body = {"gpuType": ["H100"], "autoDeleteInterval": 0, "snapshot": "x"}
+    body = {"gpuType": ["H100"], "autoDeleteInterval": 0}
     refused = httpx.post(f"{daytona.url}/sandbox", json={**body, "gpu": 9}, headers=headers)
     assert refused.status_code == 400 and refused.json()["message"] == ["gpu must not be greater than 8"]
     taken = httpx.post(f"{daytona.url}/sandbox", json={**body, "gpu": 8}, headers=headers)

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from sandserve.cli import main
 from sandserve.cli.listing import ENDPOINT_COLUMNS, PRESET_COLUMNS, endpoint_row, preset_row
+from sandserve.cli.program import program
 from sandserve.cli.tables import Column, render_table
 from sandserve.presets import PRESETS
 from sandserve.serve import lifecycle
@@ -73,7 +74,7 @@ def test_status_of_a_server_that_is_gone_says_so(two_endpoints, fake_pipeline):
     fake_pipeline.servers[two_endpoints[0]].stop()
     fields = dict(line.split("\t", 1) for line in run("status", two_endpoints[0]).splitlines())
     assert fields["state"] == "dead"
-    assert fields["note"] == f"its server is gone: `sandserve down {two_endpoints[0]}` clears it"
+    assert fields["note"] == f"its server is gone: `{program()} down {two_endpoints[0]}` clears it"
 
 
 def test_no_endpoints_prints_nothing_on_stdout():

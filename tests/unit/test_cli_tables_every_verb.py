@@ -179,7 +179,7 @@ def fleet_status_cells() -> list[list[Cell]]:
 TOUR_ROWS: list[list[Cell]] = [
     ["chat completion", "passed", "answered in 0.41 s, 12 prompt + 16 completion tokens"],
     ["streaming", "passed", "first token after 0.09 s, 16 chunks"],
-    ["reasoning split", "unavailable", "not available on this model (no reasoning parser)"],
+    ["reasoning split", "not available", "not available on this model (no reasoning parser)"],
     ["tool calling loop", "failed", "the model answered with text instead of calling get_weather"],
     ["JSON schema", "passed", '{"author": "Austen"} matched the schema'],
     ["prefix cache", "passed", "attempt 2: 0.05s, 96/112 prompt tokens from cache"],

@@ -153,6 +153,8 @@ def test_gpus_n_is_n_gpus_and_tensor_parallel_n():
     assert "--tp-size" not in own  # the user's own flag wins
     with pytest.raises(ConfigError, match="1 to 8 GPUs"):
         resolve_spec(provider="daytona", gpu_count=9)
+    with pytest.raises(ConfigError, match="runs its server on no GPU"):
+        resolve_spec("tiny", provider="local", gpu_count=2)
 
 
 def test_a_mixed_list_is_one_create_per_vendor_in_order():

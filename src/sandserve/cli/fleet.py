@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
+from sandserve.cli._app import SuggestingGroup, main, reports_errors, sigterm_as_interrupt
+from sandserve.cli.program import program, runnable
 from sandserve.cli.values import PORT, SECONDS, Number, gpu_options
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def _scaler_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@main.group()
+@main.group(cls=SuggestingGroup)
 def fleet() -> None:
     """Many endpoints behind one model gateway (sglang-router or smg) with cache-aware routing, as ONE
     endpoint; with --min/--max an autoscaler sizes it from the engines' own queues."""
@@ -172,13 +173,14 @@ def fleet_up(
     )
     if scaling is not None:
         err.print(
-            f"  autoscaler: {scaling.min_workers}..{scaling.max_workers} workers (`fleet scale` changes it)"
+            f"  autoscaler: {scaling.min_workers}..{scaling.max_workers} workers "
+            + runnable(f"(`sandserve fleet scale {result.id} --min N --max N` changes it)")
         )
     for member in result.members:
         err.print(f"  worker {member.endpoint_id}  {member.url}")
-    err.print(f"  more:   sandserve fleet add {result.id}")
-    err.print(f"  status: sandserve fleet status {result.id}")
-    err.print(f"  stop:   sandserve fleet down {result.id}")
+    err.print(f"  more:   {program()} fleet add {result.id}")
+    err.print(f"  status: {program()} fleet status {result.id}")
+    err.print(f"  stop:   {program()} fleet down {result.id}")
 
 
 @fleet.command("add")
@@ -255,7 +257,7 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
     from sandserve.cli.tables import show_table
 
     if not statuses:
-        out.print("no fleets (start one with `sandserve fleet up`)")
+        out.print(runnable("no fleets (start one with `sandserve fleet up`)"))
         return
     for status in statuses:
         gateway = "[green]running[/]" if status.gateway_running else "[red]not running[/]"

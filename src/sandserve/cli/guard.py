@@ -41,7 +41,9 @@ class GuardedBootEvents(ConsoleBootEvents):
         self.yes = yes
 
     def warning(self, message: str) -> None:
-        err.print(f"[yellow]warning:[/] {message}")
+        from sandserve.cli.program import runnable
+
+        err.print(f"[yellow]warning:[/] {runnable(message)}")
 
     def receipt(self, receipt: BootReceipt, previous: BootReceipt | None) -> None:
         from sandserve.cli.receipts import receipt_lines

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from sandserve.cli.program import runnable
 from sandserve.cli.tables import Column, show_table
 
 STATE_STYLES = {
@@ -132,7 +133,7 @@ def show_status(data: dict[str, Any], *, gone: bool) -> None:
         for line in receipt_lines(BootReceipt.from_dict(data["boot"])):
             out.print("  " + line, markup=False, highlight=False)
     if gone:
-        out.print(f"  [red]its server is gone[/]: `sandserve down {data['id']}` clears it")
+        out.print(runnable(f"  [red]its server is gone[/]: `sandserve down {data['id']}` clears it"))
 
 
 def _status_fields(data: dict[str, Any], gone: bool) -> None:
@@ -149,7 +150,7 @@ def _status_fields(data: dict[str, Any], gone: bool) -> None:
         fields += [(f"boot step {step['step']}", step["seconds"]) for step in boot["steps"]]
         fields.append(("boot slowest", boot["slowest"]))
     if gone:
-        fields.append(("note", f"its server is gone: `sandserve down {data['id']}` clears it"))
+        fields.append(("note", runnable(f"its server is gone: `sandserve down {data['id']}` clears it")))
     for name, value in fields:
         click.echo(f"{name}\t{' '.join(str(value).split())}")
 

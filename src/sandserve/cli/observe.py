@@ -11,6 +11,8 @@ from typing import Any
 import click
 
 from sandserve.cli._app import INTERRUPTED, exit_interrupted, main, reports_errors
+from sandserve.cli.choosing import chosen_endpoint, endpoint_option
+from sandserve.cli.program import runnable
 from sandserve.cli.values import SLO
 
 # --- top --------------------------------------------------------------------------------------------------
@@ -18,6 +20,7 @@ from sandserve.cli.values import SLO
 
 @main.command()
 @click.argument("ref", metavar="[ID|FLEET]", required=False)
+@endpoint_option("endpoint_option", default="top")
 @click.option(
     "--once", is_flag=True, help="Print one reading (two probes a second apart, for rates) and exit."
 )
@@ -26,7 +29,7 @@ from sandserve.cli.values import SLO
     "--interval", type=click.FloatRange(min=0.2), default=1.0, show_default=True, help="Seconds per refresh."
 )
 @reports_errors
-def top(ref: str | None, once: bool, as_json: bool, interval: float) -> None:
+def top(ref: str | None, endpoint_option: str | None, once: bool, as_json: bool, interval: float) -> None:
     """What each endpoint (or each worker of a fleet) is doing now, from the servers' own load reports.
 
     Running and queued requests, KV/token usage, cache hit rate, tokens/s and requests/s, failed readings and
@@ -41,6 +44,7 @@ def top(ref: str | None, once: bool, as_json: bool, interval: float) -> None:
     from sandserve.cli.top_view import print_once, watch
     from sandserve.observe.top import TopModel, snapshot_once, targets_for
 
+    ref = chosen_endpoint(ref, endpoint_option)
     targets_for(ref)  # a wrong id or nothing up: said now, before any screen is drawn
     if once or as_json:
         snapshot = asyncio.run(snapshot_once(lambda: targets_for(ref), interval=min(interval, 1.0)))
@@ -166,6 +170,7 @@ def _print_ceiling(requests: int | None) -> None:
 
 @main.command()
 @click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option()
 @click.option("--concurrency", "concurrency_text", metavar="N,N,..", help="Concurrency levels (closed loop).")
 @click.option(
     "--rate", "rate_text", metavar="R,R,..", help="Request rates per second (Poisson; inf: all at once)."
@@ -223,7 +228,7 @@ def _print_ceiling(requests: int | None) -> None:
     "under a batch without priority, under one with it.",
 )
 @reports_errors
-def bench(endpoint_id: str | None, **options: Any) -> None:
+def bench(endpoint_id: str | None, endpoint_option: str | None, **options: Any) -> None:
     """A serving benchmark of the endpoint: TTFT, TPOT, ITL, E2E (mean, p50, p90, p99), throughput, goodput,
     with the server's own queue depth, KV usage and cache hit rate joined to each load level.
 
@@ -274,6 +279,7 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
 
     # Every argument is checked before the endpoint is asked anything (the corpus prompts need the endpoint).
     source = None if options["dataset"] == "classify" else _source(options["dataset"], options, None)
+    endpoint_id = chosen_endpoint(endpoint_id, endpoint_option)
     endpoint = connect(endpoint_id)
     load_endpoints = load_endpoints_for(endpoint_id)
     source = source or _source(options["dataset"], options, endpoint)
@@ -311,7 +317,10 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
         err.print(f"[red]error:[/] {result.server_gone.describe()}; the benchmark stopped there.")
         which = f" {endpoint_id}" if endpoint_id else ""
         err.print(
-            f"  -> `sandserve status{which}` says what became of it; `sandserve logs{which}` shows its log."
+            runnable(
+                f"  -> `sandserve status{which}` says what became of it; "
+                f"`sandserve logs{which}` shows its log."
+            )
         )
         sys.exit(1)
     if any(level.metrics and level.metrics.failed for level in result.levels):

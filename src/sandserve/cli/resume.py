@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import sys
 from collections.abc import Sequence
 
-
-def program() -> str:
-    """How the user started this program: its name where the shell finds it by that name, else its path."""
-    invoked = sys.argv[0] if sys.argv and sys.argv[0] else "sandserve"
-    name = os.path.basename(invoked)
-    if name == "__main__.py":  # python -m sandserve.cli
-        return f"{shlex.quote(sys.executable)} -m sandserve.cli"
-    found = shutil.which(name)
-    if found and os.path.realpath(found) == os.path.realpath(invoked):
-        return name
-    return shlex.quote(invoked) if os.sep in invoked else name
+from sandserve.cli.program import program
 
 
 def command_line(args: Sequence[str]) -> str:

@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
+from sandserve.cli.choosing import chosen_endpoint, endpoint_option
+from sandserve.cli.program import runnable
 from sandserve.cli.values import CONTEXT_LENGTH, PORT, SECONDS, bind_widening, gpu_options
 from sandserve.errors import SandserveError
 
@@ -65,6 +67,13 @@ from sandserve.errors import SandserveError
 @click.option("--spot", is_flag=True, help="A spot GPU: cheaper, and may be taken back without notice.")
 @click.option("--yes", "-y", is_flag=True, help="Create a paid GPU sandbox without asking first.")
 @click.option("--force", is_flag=True, help="Boot even a spec that failed to boot several times in a row.")
+@click.option(
+    "--new",
+    "another",
+    is_flag=True,
+    help="Start a new endpoint even when one serving the same spec is up (by default that one is handed "
+    "back).",
+)
 @click.option("--reasoning-parser", help="SGLang reasoning parser (`auto`, `none`, or a name).")
 @click.option("--tool-call-parser", help="SGLang tool-call parser (`auto`, `none`, or a name).")
 @click.option("--context-length", type=CONTEXT_LENGTH, help="Context window the server allocates for.")
@@ -117,6 +126,7 @@ def up(
     spot: bool,
     yes: bool,
     force: bool,
+    another: bool,
     reasoning_parser: str | None,
     tool_call_parser: str | None,
     context_length: int | None,
@@ -145,8 +155,10 @@ def up(
 
     if engine_flags and "--" not in sys.argv:
         raise click.UsageError(
-            f"Unexpected {' '.join(engine_flags)!r}: engine flags go after --, "
-            f"e.g. `sandserve up -- {engine_flags[0]}`."
+            runnable(
+                f"Unexpected {' '.join(engine_flags)!r}: engine flags go after --, "
+                f"e.g. `sandserve up -- {engine_flags[0]}`."
+            )
         )
     env = _parse_env(env_pairs)
     _check_bind((*engine_args, *engine_flags), provider, auth)
@@ -186,10 +198,19 @@ def up(
     from sandserve.cli.console import err
     from sandserve.cli.guard import GuardedBootEvents
     from sandserve.serve import lifecycle
+    from sandserve.serve.twins import running_twin
 
-    with sigterm_as_interrupt():
-        events = GuardedBootEvents(yes=yes, show_log=not quiet)
-        endpoint = lifecycle.up(spec, events=events, force=force)
+    twin = None if another else running_twin(spec)
+    if twin is not None and twin.endpoint is not None:
+        endpoint = twin.endpoint
+        err.print(
+            f"[bold]already up[/]: {endpoint.id} serves this same spec ({endpoint.model} at {endpoint.url}); "
+            "here are its exports. --new starts a second one."
+        )
+    else:
+        with sigterm_as_interrupt():
+            events = GuardedBootEvents(yes=yes, show_log=not quiet)
+            endpoint = lifecycle.up(spec, events=events, force=force)
     if as_json:
         click.echo(json.dumps(_endpoint_json(endpoint), indent=2))
     else:
@@ -199,7 +220,10 @@ def up(
             click.echo(line)
         settings = spec.provider_settings
         ttl = settings.ttl_minutes if spec.uses_gpu else None
-        for line in handoff_lines(endpoint, ttl_minutes=ttl, auto_stop_minutes=settings.auto_stop_minutes):
+        lines = handoff_lines(
+            endpoint, ttl_minutes=ttl, auto_stop_minutes=settings.auto_stop_minutes, booted=twin is None
+        )
+        for line in lines:
             err.print(line)
 
 
@@ -284,7 +308,7 @@ def ls(include_down: bool, as_json: bool, show_secrets: bool) -> None:
         click.echo(json.dumps([_record_json(r, show_secrets) for r in records], indent=2))
         return
     if not records:
-        click.echo("no endpoints (start one with `sandserve up`)", err=True)
+        click.echo(runnable("no endpoints (start one with `sandserve up`)"), err=True)
         return
     from sandserve.cli.listing import show_endpoints
 
@@ -317,18 +341,19 @@ def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
 
 
 @main.command()
-@click.argument("endpoint_id", required=False)
+@click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option(default="ledger")
 @click.option("--json", "as_json", is_flag=True)
 @_SHOW_SECRETS
 @reports_errors
-def status(endpoint_id: str | None, as_json: bool, show_secrets: bool) -> None:
+def status(endpoint_id: str | None, endpoint_option: str | None, as_json: bool, show_secrets: bool) -> None:
     """Show one endpoint: state, URL, boot timeline, KV pool, capabilities."""
     from sandserve.serve.boots import boot_of
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
 
     registry = Registry()
-    record = refresh(registry.resolve(endpoint_id), registry)
+    record = refresh(registry.resolve(chosen_endpoint(endpoint_id, endpoint_option)), registry)
     data = _record_json(record, show_secrets)
     receipt = boot_of(registry, record.id)
     data["boot"] = receipt.to_dict() if receipt else None
@@ -341,17 +366,18 @@ def status(endpoint_id: str | None, as_json: bool, show_secrets: bool) -> None:
 
 
 @main.command()
-@click.argument("endpoint_id", required=False)
+@click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option(default="ledger")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new log text until Ctrl-C.")
 @_SHOW_SECRETS
 @reports_errors
-def logs(endpoint_id: str | None, follow: bool, show_secrets: bool) -> None:
+def logs(endpoint_id: str | None, endpoint_option: str | None, follow: bool, show_secrets: bool) -> None:
     """Print an endpoint's server log (keys and tokens in it masked)."""
     from sandserve.cli.shown import shown_text
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import read_log
 
-    record = Registry().resolve(endpoint_id)
+    record = Registry().resolve(chosen_endpoint(endpoint_id, endpoint_option))
     shown = 0
     while True:
         text = read_log(record)
@@ -364,13 +390,14 @@ def logs(endpoint_id: str | None, follow: bool, show_secrets: bool) -> None:
 
 
 @main.command("env")
-@click.argument("endpoint_id", required=False)
+@click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option(default="ledger")
 @reports_errors
-def env_(endpoint_id: str | None) -> None:
+def env_(endpoint_id: str | None, endpoint_option: str | None) -> None:
     """Print the export lines for an endpoint again (eval "$(sandserve env)")."""
     from sandserve.serve.ledger import Registry
 
-    record = Registry().resolve(endpoint_id)
+    record = Registry().resolve(chosen_endpoint(endpoint_id, endpoint_option))
     if record.endpoint is None:
         raise SandserveError(
             f"{record.id} never became ready ({record.shown_state}).",
@@ -381,12 +408,19 @@ def env_(endpoint_id: str | None) -> None:
 
 
 @main.command()
-@click.argument("endpoint_ids", nargs=-1)
+@click.argument("endpoint_ids", metavar="[ID]...", nargs=-1)
+@endpoint_option("endpoint_options", default="many", multiple=True)
 @click.option("--all", "everything", is_flag=True, help="Take down every endpoint in the ledger.")
 @click.option("--yes", "-y", is_flag=True, help="With --all: do not ask first.")
 @click.option("--no-snapshot", is_flag=True, help="Capture no golden snapshot before deleting.")
 @reports_errors
-def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool, no_snapshot: bool) -> None:
+def down(
+    endpoint_ids: tuple[str, ...],
+    endpoint_options: tuple[str, ...],
+    everything: bool,
+    yes: bool,
+    no_snapshot: bool,
+) -> None:
     """Stop endpoints and delete their sandboxes. A Daytona endpoint that booted cold has its golden snapshot
     captured first, so the next `up` of its spec boots warm; `sandserve snapshots` lists them."""
     from sandserve.cli.console import err
@@ -394,6 +428,7 @@ def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool, no_snapshot
     from sandserve.serve.ledger import Registry
 
     registry = Registry()
+    endpoint_ids = (*endpoint_ids, *endpoint_options)
     if everything == bool(endpoint_ids):
         raise click.UsageError("Name the endpoints to take down, or pass --all (not both).")
     records = registry.list() if everything else [registry.resolve(ref) for ref in endpoint_ids]
@@ -416,7 +451,7 @@ def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool, no_snapshot
             err.print(f"[green]down[/] {record.id}")
         except SandserveError as exc:
             failures.append(exc)
-            err.print(f"[red]could not take down {record.id}:[/] {exc.message}")
+            err.print(f"[red]could not take down {record.id}:[/] {runnable(exc.message)}")
     if not records:
         err.print("nothing to take down")
     if failures:

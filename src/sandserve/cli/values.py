@@ -62,7 +62,9 @@ class SloText(click.ParamType):
         try:
             parse_slo(str(value))
         except ConfigError as exc:
-            self.fail(f"{exc.message} {exc.hint or ''}".strip(), param, ctx)
+            from sandserve.cli.program import runnable
+
+            self.fail(runnable(f"{exc.message} {exc.hint or ''}".strip()), param, ctx)
         return str(value)
 
 

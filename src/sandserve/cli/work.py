@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from sandserve.cli._app import exit_interrupted, main, reports_errors
+from sandserve.cli.choosing import endpoint_option
 from sandserve.cli.values import TEMPERATURE, Seconds
 
 # --- batch work ---------------------------------------------------------------------------------------
@@ -17,9 +18,7 @@ from sandserve.cli.values import TEMPERATURE, Seconds
 @main.command()
 @click.argument("input_path", metavar="IN.jsonl", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUT.jsonl", type=click.Path(path_type=Path))
-@click.option(
-    "--endpoint", "endpoint_id", metavar="ID", help="Endpoint to use (default: the one that is up)."
-)
+@endpoint_option("endpoint_id")
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
@@ -128,9 +127,7 @@ def _count_lines(path: Path) -> int:
 
 
 @main.command()
-@click.option(
-    "--endpoint", "endpoint_id", metavar="ID", help="Endpoint to use (default: the one that is up)."
-)
+@endpoint_option("endpoint_id")
 @click.option("--books", metavar="A,B,...", help="Authors or Gutenberg ids (default: all thirteen).")
 @click.option("--per-book", type=click.IntRange(min=1), help="Passages per book (default 21: 273 in all).")
 @click.option(

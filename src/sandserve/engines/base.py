@@ -73,7 +73,8 @@ class Diagnosis:
 
 @dataclass(frozen=True)
 class LogSignature:
-    """A regular expression over the log and the diagnosis it stands for."""
+    """A regular expression over the log and the diagnosis it stands for. Named groups of the pattern fill
+    the same names in braces in ``summary`` and ``fix`` (the flag an engine refused, say)."""
 
     pattern: re.Pattern[str]
     summary: str
@@ -264,6 +265,10 @@ def phases_in(engine: Engine, log_text: str) -> list[str]:
 def diagnose(engine: Engine, log_text: str) -> Diagnosis | None:
     """The first known fatal signature found in the log (signatures are ordered most specific first)."""
     for signature in engine.signatures:
-        if signature.pattern.search(log_text):
-            return Diagnosis(signature.summary, signature.fix)
+        match = signature.pattern.search(log_text)
+        if match:
+            found = match.groupdict()
+            if not found:
+                return Diagnosis(signature.summary, signature.fix)
+            return Diagnosis(signature.summary.format_map(found), signature.fix.format_map(found))
     return None

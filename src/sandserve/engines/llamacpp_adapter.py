@@ -43,6 +43,7 @@ from aiohttp import web
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.admission import AdmissionQueue, admission_middleware, slots_from_command
+from sandserve.engines.auth_errors import auth_error_body
 from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.errors import SandserveError
 
@@ -123,17 +124,11 @@ def _auth(access_token: str | None, api_key: str | None, inside_key: str | None)
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         from_inside = inside_key is not None and _same(bearer, inside_key)
-        if (
-            access_token
-            and not from_inside
-            and not _same(request.headers.get(PREVIEW_TOKEN_HEADER), access_token)
-        ):
-            return web.Response(
-                status=401,
-                text=f"Unauthorized: send the endpoint's token in the {PREVIEW_TOKEN_HEADER} header\n",
-            )
+        token = request.headers.get(PREVIEW_TOKEN_HEADER)
+        if access_token and not from_inside and not _same(token, access_token):
+            return web.json_response(auth_error_body("token", sent=bool(token)), status=401)
         if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
-            return web.json_response({"error": "Unauthorized"}, status=401)
+            return web.json_response(auth_error_body("key", sent=bool(bearer)), status=401)
         return await handler(request)
 
     return middleware

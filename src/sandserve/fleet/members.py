@@ -14,7 +14,6 @@ from dataclasses import replace
 
 from sandserve.endpoint import Endpoint
 from sandserve.errors import (
-    AmbiguousEndpointError,
     EndpointNotFoundError,
     FleetNotFoundError,
     GatewayError,
@@ -133,7 +132,11 @@ def fleet_record(registry: Registry, ref: str | None) -> Record:
         if not fleets:
             raise FleetNotFoundError(None)
         if len(fleets) > 1:
-            raise AmbiguousEndpointError([record.id for record in fleets])
+            ids = [record.id for record in fleets]
+            raise SandserveError(
+                f"Several fleets are up: {', '.join(ids)}.",
+                hint=f"Name one after the verb, e.g. `sandserve fleet status {ids[0]}`.",
+            )
         return fleets[0]
     try:
         record = registry.resolve(ref)

@@ -317,7 +317,9 @@ class Registry:
         None."""
         records = self.list()
         if ref is None:
-            ready = [r for r in records if r.state is State.READY] or records
+            # A fleet's workers and autoscaler serve the fleet: its gateway row is the one to choose.
+            chosen = [r for r in records if r.parent_id is None] or records
+            ready = [r for r in chosen if r.state is State.READY] or chosen
             if not ready:
                 raise EndpointNotFoundError(None)
             if len(ready) > 1:

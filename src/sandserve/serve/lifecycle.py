@@ -120,7 +120,7 @@ def up(
         endpoint.info = server_info.with_values(
             kv_pool_tokens=engine.kv_pool_tokens(log_text) or server_info.max_total_num_tokens,
             boot_timeline=tuple(timeline.phases),
-            capabilities=engine.capabilities,
+            capabilities=server_info.capabilities or engine.capabilities,
             preset=spec.preset,
             model_path=spec.model,
         )

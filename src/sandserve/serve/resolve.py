@@ -15,7 +15,7 @@ from pathlib import Path
 from sandserve import config
 from sandserve.engines import engine_class, engine_for_model
 from sandserve.errors import ConfigError
-from sandserve.presets import Preset, find_preset, unknown_preset_error
+from sandserve.presets import Preset, find_preset, not_a_model_file_error, unknown_preset_error
 from sandserve.providers import get_provider
 from sandserve.spec import (
     DEFAULT_BOOT_TIMEOUT,
@@ -75,6 +75,9 @@ def resolve_spec(
     if model is None:
         model = where.default_preset
     preset = _preset_for(model)
+    # A file no engine can load is refused as a file, never taken for a Hugging Face id.
+    if preset is None and Path(model).expanduser().is_file() and not engine_for_model(model, ""):
+        raise not_a_model_file_error(Path(model).expanduser())
     if engine is None:
         engine = preset.engine if preset else engine_for_model(model, DEFAULT_ENGINE)
     runs = engine_class(engine)
@@ -86,6 +89,11 @@ def resolve_spec(
     gpu_types = normalise_gpus(tuple(gpus))
     if not where.offers_gpus:
         gpu_types = ()  # checked all the same: a misspelt --gpu is an error wherever it is given
+    if gpu_count is not None and gpu_count > 1 and not where.offers_gpus:
+        raise ConfigError(
+            f"--gpus {gpu_count}: the {where.name} provider runs its server on no GPU.",
+            hint="Leave --gpus out, or serve on Daytona (--provider daytona) to split a model over GPUs.",
+        )
     if gpu_count is None:
         gpu_count = preset.gpu_count if preset else 1
     resources = Resources(gpu_types=gpu_types, gpu_count=_gpu_count(gpu_count), spot=spot, image=image)

@@ -100,6 +100,12 @@ class DaytonaToolSandbox:
         return self._box.sandbox_id
 
     def run(self, tool: Tool, arguments: dict[str, Any]) -> ToolOutcome:
+        if tool.paths:  # checked before a sandbox is made for it
+            return ToolOutcome.failure(
+                f"{tool.name} declares {', '.join(tool.paths)}: paths of the machine that declared it, "
+                "which a Daytona tool sandbox does not have (run it for a local endpoint, or give it the "
+                "data as arguments)"
+            )
         ran = self._box.run_python(tool_program(tool, arguments), timeout=self.timeout, what=tool.name)
         if ran.timed_out:
             stopped = f"{tool.name} did not finish within {self.timeout:g} s and was stopped"
