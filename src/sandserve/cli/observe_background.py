@@ -112,10 +112,20 @@ def run_background(endpoint_id: str | None, options: dict[str, Any], interactive
     bench = BackgroundBench(
         endpoint, interactive, supply, batch_name, plan, public_endpoint=public_endpoint(endpoint)
     )
-    result = asyncio.run(bench.run(lambda phase: err.print(f"  {phase.name}: {phase.wall_s:.0f} s")))
+    interrupted = False
+    try:
+        result = asyncio.run(bench.run(lambda phase: err.print(f"  {phase.name}: {phase.wall_s:.0f} s")))
+    except KeyboardInterrupt:  # the phases finished so far are written all the same
+        result, interrupted = bench.result, True
+        err.print(f"[yellow]interrupted:[/] writing what was measured ({len(result.phases)} of 4 phases)")
     written = write_background_report(result, options["output_dir"])
     show_background(result, more=f"{written['json']} has everything")
     out.print(f"report: {written['report']}   plot: {written['plot']}   data: {written['json']}")
     out.print(result.headline())
+    if interrupted:
+        from sandserve.cli._app import exit_interrupted
+
+        sys.stdout.flush()
+        exit_interrupted()
     if any(phase.interactive and phase.interactive.failed for phase in result.phases):
         sys.exit(1)
