@@ -12,7 +12,10 @@ from sandserve import config
 from sandserve.errors import UnknownGpuError
 from sandserve.masking import MASK
 
-DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.12.post1-cu130"
+#: The SGLang release the guide's image carries; the tests' SGLang stand-in checks its requests and answers
+#: against this release's own protocol models (its wheel), so the two never drift apart.
+SGLANG_VERSION = "0.5.12.post1"
+DEFAULT_SGLANG_IMAGE = f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130"
 #: The GPU types the Daytona API takes, spelt as it takes them (`daytona_api_client.GpuType` VALUES; the
 #: member names use underscores, and `GpuType("RTX_PRO_6000")` silently becomes "unknown_default_open_api").
 GPU_TYPES = ("H100", "H200", "B200", "B300", "RTX-PRO-6000", "RTX-4090", "RTX-5090", "MI355X")

@@ -3,9 +3,9 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/standins, home of sglang_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # tests/, home of the standins package
 
-from sglang_server import main
+from standins.sglang_server import main
 
 if __name__ == "__main__":
     sys.exit(main())
