@@ -8,10 +8,13 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from .sglang_checks import checked_answer, checked_request
+from .sglang_protocol import openai_models
 from .sglang_state import (
     ANSWER_WORDS,
     EOS_ID,
@@ -38,47 +41,7 @@ from .sglang_text import (
 
 # --- /v1/chat/completions -----------------------------------------------------------------------------------
 
-_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _GENERIC_NAME_PARTS = {"get", "set", "list", "fetch", "find", "search", "lookup", "call", "make", "create"}
-
-
-def _validate_chat(body: Any) -> None:
-    """The pydantic side of ChatCompletionRequest: missing or ill-typed fields."""
-    if not isinstance(body, dict):
-        raise BadRequest(
-            "[{'type': 'model_attributes_type', 'loc': ('body',), 'msg': 'Input should be a valid "
-            "dictionary or object to extract fields from'}]",
-            "Bad Request",
-        )
-    problems = []
-    messages = body.get("messages")
-    if messages is None:
-        problems.append("{'type': 'missing', 'loc': ('body', 'messages'), 'msg': 'Field required'}")
-    elif not isinstance(messages, list):
-        problems.append(
-            "{'type': 'list_type', 'loc': ('body', 'messages'), 'msg': 'Input should be a valid list'}"
-        )
-    else:
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or message.get("role") not in _ROLES:
-                problems.append(
-                    f"{{'type': 'union_tag_invalid', 'loc': ('body', 'messages', {i}), "
-                    f"'msg': 'Input tag does not match any of the expected tags'}}"
-                )
-    effort = body.get("reasoning_effort")
-    if effort is not None and effort not in REASONING_WORDS:
-        problems.append(
-            "{'type': 'literal_error', 'loc': ('body', 'reasoning_effort'), "
-            "'msg': \"Input should be 'low', 'medium' or 'high'\"}"
-        )
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            problems.append(
-                f"{{'type': 'int_type', 'loc': ('body', '{name}'), 'msg': 'Input should be a valid integer'}}"
-            )
-    if problems:
-        raise BadRequest("[" + ", ".join(problems) + "]", "Bad Request")
 
 
 def _text_of(content: Any) -> str:
@@ -202,78 +165,67 @@ def _usage(config: ServerConfig, prompt: int, cached: int, reply: Reply) -> dict
     }
 
 
-def chat_route(state: ServerState) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        config = state.config
-        stream = False
-        try:
-            body = await json_body(request)
-            _validate_chat(body)
-            stream = bool(body.get("stream"))
-            if not body["messages"]:
-                raise BadRequest("Messages cannot be empty.")
-            prompt_tokens = tokenize(render_prompt(body["messages"], body.get("tools")))
-            if len(prompt_tokens) >= config.context_len:
-                raise BadRequest(
-                    f"The input ({len(prompt_tokens)} tokens) is longer than the model's context length "
-                    f"({config.context_len} tokens)."
-                )
-            reply = compose_reply(config, body, prompt_tokens)
-        except (BadRequest, GrammarError) as e:
-            kind = e.kind if isinstance(e, BadRequest) else "BadRequestError"
-            if stream and kind == "BadRequestError":  # a started stream reports errors as a chunk
-                return await _stream_error(request, str(e))
-            return error_response(str(e), kind)
-        cached = state.cache.match_and_insert(prompt_tokens)
-        state.metrics.record(len(prompt_tokens), reply.completion_tokens, cached)
-        usage = _usage(config, len(prompt_tokens), cached, reply)
-        model = body.get("model") or config.name
-        rid = uuid.uuid4().hex
-        if stream:
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await _stream_chat(request, rid, model, reply, usage if include_usage else None)
-        message = {
-            "role": "assistant",
-            "content": reply.content,
-            "reasoning_content": reply.reasoning,
-            "tool_calls": reply.tool_calls,
-        }
-        return web.json_response(
-            {
-                "id": rid,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": message,
-                        "logprobs": None,
-                        "finish_reason": reply.finish_reason,
-                        "matched_stop": reply.matched_stop,
-                    }
-                ],
-                "usage": usage,
-                "metadata": {"weight_version": "default"},
-            }
+@dataclass
+class ChatAnswer:
+    """One chat request answered: what the JSON body or the stream is made from."""
+
+    rid: str
+    model: str
+    reply: Reply
+    usage: dict[str, Any]
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def answer_chat(state: ServerState, body: dict[str, Any]) -> ChatAnswer:
+    """The reply to a request SGLang's ``ChatCompletionRequest`` accepted (BadRequest / GrammarError for what
+    its serving code refuses)."""
+    config = state.config
+    if not body["messages"]:
+        raise BadRequest("Messages cannot be empty.")
+    prompt_tokens = tokenize(render_prompt(body["messages"], body.get("tools")))
+    if len(prompt_tokens) >= config.context_len:
+        raise BadRequest(
+            f"The input ({len(prompt_tokens)} tokens) is longer than the model's context length "
+            f"({config.context_len} tokens)."
         )
-
-    return handler
-
-
-async def _stream_error(request: web.Request, message: str) -> web.StreamResponse:
-    response = await start_stream(request)
-    error = {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400}
-    await response.write(sse({"error": error}))
-    await response.write(b"data: [DONE]\n\n")
-    return response
+    reply = compose_reply(config, body, prompt_tokens)
+    cached = state.cache.match_and_insert(prompt_tokens)
+    state.metrics.record(len(prompt_tokens), reply.completion_tokens, cached)
+    usage = _usage(config, len(prompt_tokens), cached, reply)
+    return ChatAnswer(uuid.uuid4().hex, body.get("model") or config.name, reply, usage)
 
 
-async def _stream_chat(
-    request: web.Request, rid: str, model: str, reply: Reply, usage: dict[str, Any] | None
-) -> web.StreamResponse:
-    response = await start_stream(request)
-    created = int(time.time())
+def chat_json(answer: ChatAnswer) -> dict[str, Any]:
+    reply = answer.reply
+    message = {
+        "role": "assistant",
+        "content": reply.content,
+        "reasoning_content": reply.reasoning,
+        "tool_calls": reply.tool_calls,
+    }
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": reply.finish_reason,
+        "matched_stop": reply.matched_stop,
+    }
+    data = {
+        "id": answer.rid,
+        "object": "chat.completion",
+        "created": answer.created,
+        "model": answer.model,
+        "choices": [choice],
+        "usage": answer.usage,
+        "metadata": {"weight_version": "default"},
+    }
+    return checked_answer(openai_models().ChatCompletionResponse, data)
+
+
+async def chat_chunks(answer: ChatAnswer, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    """The stream's chunks, each one checked by SGLang's ``ChatCompletionStreamResponse``."""
+    reply = answer.reply
+    model = openai_models().ChatCompletionStreamResponse
 
     def chunk(delta: dict[str, Any], finish: str | None = None, matched: Any = None) -> dict[str, Any]:
         choice = {
@@ -284,30 +236,58 @@ async def _stream_chat(
             "matched_stop": matched,
         }
         return {
-            "id": rid,
+            "id": answer.rid,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
+            "created": answer.created,
+            "model": answer.model,
             "choices": [choice],
             "usage": None,
         }
 
     async for delta in _deltas(reply):
-        await response.write(sse(chunk(delta)))
-    await response.write(sse(chunk({"reasoning_content": None}, reply.finish_reason, reply.matched_stop)))
-    if usage is not None:
-        await response.write(
-            sse(
-                {
-                    "id": rid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
-        )
+        yield checked_answer(model, chunk(delta))
+    yield checked_answer(model, chunk({"reasoning_content": None}, reply.finish_reason, reply.matched_stop))
+    if include_usage:
+        usage_chunk = {
+            "id": answer.rid,
+            "object": "chat.completion.chunk",
+            "created": answer.created,
+            "model": answer.model,
+            "choices": [],
+            "usage": answer.usage,
+        }
+        yield checked_answer(model, usage_chunk)
+
+
+def chat_route(state: ServerState) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        stream = False
+        try:
+            body = await json_body(request)
+            checked_request(openai_models().ChatCompletionRequest, body)
+            stream = bool(body.get("stream"))
+            answer = answer_chat(state, body)
+        except (BadRequest, GrammarError) as e:
+            kind = e.kind if isinstance(e, BadRequest) else "BadRequestError"
+            if stream and kind == "BadRequestError":  # a started stream reports errors as a chunk
+                return await _stream_error(request, str(e))
+            return error_response(str(e), kind)
+        if not stream:
+            return web.json_response(chat_json(answer))
+        response = await start_stream(request)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        async for chunk in chat_chunks(answer, include_usage):
+            await response.write(sse(chunk))
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    return handler
+
+
+async def _stream_error(request: web.Request, message: str) -> web.StreamResponse:
+    response = await start_stream(request)
+    error = {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400}
+    await response.write(sse({"error": error}))
     await response.write(b"data: [DONE]\n\n")
     return response
 

@@ -135,7 +135,7 @@ def metrics_route(state: ServerState) -> Handler:
 # --- /v1/loads (SGLang's entrypoints/v1_loads.py: one entry per DP rank, None fields and timestamp dropped,
 # num_total_reqs added, then an aggregate) ----------------------------------------------------------------
 
-_GENERATION_PATHS = ("/generate", "/v1/chat/completions", "/v1/completions")
+_GENERATION_PATHS = ("/generate", "/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/responses")
 
 
 def in_flight_middleware(state: ServerState, in_flight: dict[int, int]) -> Any:

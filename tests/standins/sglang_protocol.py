@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import types
 import zipfile
 from functools import cache
@@ -40,6 +41,7 @@ WHEEL_SHA256 = "94b3f3cc6b97f1364f247b8d9c1d106ec63cf22c55d6b65bc40ff29b0206ef5f
 MEMBERS = {
     "sglang/srt/entrypoints/openai/protocol.py": "openai_protocol.py",
     "sglang/srt/entrypoints/anthropic/protocol.py": "anthropic_protocol.py",
+    "sglang/srt/entrypoints/anthropic/serving.py": "anthropic_serving.py",
     "sglang/utils.py": "utils.py",
 }
 DIR_ENV = "SANDSERVE_SGLANG_PROTOCOL_DIR"
@@ -127,13 +129,14 @@ def _helper_module(utils_source: str) -> types.ModuleType:
     return module
 
 
-def _load(name: str, path: Path, utils: types.ModuleType) -> types.ModuleType:
+def _load(name: str, path: Path, imports: dict[str, types.ModuleType]) -> types.ModuleType:
+    """Run one file of the wheel as a private module; ``imports``: what its imports of SGLang (and of
+    anything else it names there) find while it runs."""
     module = types.ModuleType(f"{_PACKAGE}.{name}")
     module.__file__ = str(path)
     sys.modules[module.__name__] = module  # pydantic resolves forward references through it
-    saved = {key: sys.modules.get(key) for key in ("sglang", "sglang.utils")}
-    sys.modules["sglang"] = types.ModuleType("sglang")
-    sys.modules["sglang.utils"] = utils
+    saved = {key: sys.modules.get(key) for key in imports}
+    sys.modules.update(imports)
     try:
         exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
     finally:
@@ -150,15 +153,48 @@ def openai_models() -> types.ModuleType:
     """``sglang.srt.entrypoints.openai.protocol`` of the pinned wheel."""
     folder = protocol_dir()
     utils = _helper_module((folder / "utils.py").read_text())
-    return _load("openai_protocol", folder / "openai_protocol.py", utils)
+    return _load("openai_protocol", folder / "openai_protocol.py", _package(utils=utils))
 
 
 @cache
 def anthropic_models() -> types.ModuleType:
     """``sglang.srt.entrypoints.anthropic.protocol`` of the pinned wheel."""
     folder = protocol_dir()
-    utils = _helper_module((folder / "utils.py").read_text())
-    return _load("anthropic_protocol", folder / "anthropic_protocol.py", utils)
+    return _load("anthropic_protocol", folder / "anthropic_protocol.py", _package())
+
+
+@cache
+def anthropic_serving() -> types.ModuleType:
+    """``sglang.srt.entrypoints.anthropic.serving`` of the pinned wheel: SGLang's own translation between
+    Anthropic Messages and its chat completions (requests, answers, the event stream). Its FastAPI response
+    classes and its clock are never reached by the parts the stand-in calls."""
+    fastapi = types.ModuleType("fastapi")
+    fastapi.Request = object  # type: ignore[attr-defined]
+    responses = types.ModuleType("fastapi.responses")
+    responses.JSONResponse = responses.StreamingResponse = object  # type: ignore[attr-defined]
+    clock = types.ModuleType("sglang.srt.observability.req_time_stats")
+    clock.monotonic_time = time.monotonic  # type: ignore[attr-defined]
+    imports = _package(
+        **{
+            "srt.entrypoints.openai.protocol": openai_models(),
+            "srt.entrypoints.anthropic.protocol": anthropic_models(),
+            "srt.observability.req_time_stats": clock,
+        }
+    )
+    imports |= {"fastapi": fastapi, "fastapi.responses": responses}
+    return _load("anthropic_serving", protocol_dir() / "anthropic_serving.py", imports)
+
+
+def _package(**modules: types.ModuleType) -> dict[str, types.ModuleType]:
+    """``sglang`` and its sub-packages down to each of ``modules`` (keys relative to ``sglang``)."""
+    found: dict[str, types.ModuleType] = {"sglang": types.ModuleType("sglang")}
+    for relative, module in modules.items():
+        parts = relative.split(".")
+        for depth in range(1, len(parts)):
+            name = "sglang." + ".".join(parts[:depth])
+            found.setdefault(name, types.ModuleType(name))
+        found["sglang." + relative] = module
+    return found
 
 
 def file_digest(name: str) -> str:

@@ -40,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .sglang_agents import add_agent_routes
 from .sglang_chat import chat_route
 from .sglang_native import generate_route, in_flight_middleware, metrics_route, v1_loads_route
 from .sglang_state import (
@@ -94,6 +95,7 @@ def build_app(state: ServerState) -> web.Application:
         web.get("/v1/loads", v1_loads_route(state, in_flight)),
     ]
     app.add_routes(routes)
+    add_agent_routes(app, state)
     return app
 
 
@@ -105,7 +107,7 @@ def _auth_middleware(state: ServerState) -> Any:
         if key and request.method != "OPTIONS" and not open_path:
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             bearer_ok = scheme.lower() == "bearer" and token == key
-            if not (bearer_ok or request.headers.get("x-api-key") == key):
+            if not bearer_ok:  # SGLang's utils/auth.py reads Authorization: Bearer only, never x-api-key
                 return web.json_response({"error": "Unauthorized"}, status=401)
         try:
             return await handler(request)

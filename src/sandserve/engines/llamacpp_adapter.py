@@ -40,6 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+from sandserve.engines.agent_refusals import agent_refusal
 from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.errors import SandserveError
 
@@ -118,12 +119,11 @@ def _auth(access_token: str | None, api_key: str | None, inside_key: str | None)
             and not from_inside
             and not _same(request.headers.get(PREVIEW_TOKEN_HEADER), access_token)
         ):
-            return web.Response(
-                status=401,
-                text=f"Unauthorized: send the endpoint's token in the {PREVIEW_TOKEN_HEADER} header\n",
-            )
+            message = f"Unauthorized: send the endpoint's token in the {PREVIEW_TOKEN_HEADER} header"
+            return agent_refusal(request.path, message) or web.Response(status=401, text=message + "\n")
         if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
-            return web.json_response({"error": "Unauthorized"}, status=401)
+            refused = agent_refusal(request.path, "Unauthorized: send the endpoint's key as a Bearer key")
+            return refused or web.json_response({"error": "Unauthorized"}, status=401)
         return await handler(request)
 
     return middleware
