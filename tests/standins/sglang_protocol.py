@@ -185,6 +185,13 @@ def anthropic_serving() -> types.ModuleType:
     return _load("anthropic_serving", protocol_dir() / "anthropic_serving.py", imports)
 
 
+def load_models() -> None:
+    """Fetch (once) and load every model the stand-in checks with, before it serves: a first request never
+    waits for them."""
+    openai_models()
+    anthropic_serving()
+
+
 def _package(**modules: types.ModuleType) -> dict[str, types.ModuleType]:
     """``sglang`` and its sub-packages down to each of ``modules`` (keys relative to ``sglang``)."""
     found: dict[str, types.ModuleType] = {"sglang": types.ModuleType("sglang")}

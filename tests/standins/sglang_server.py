@@ -43,6 +43,7 @@ from aiohttp import web
 from .sglang_agents import add_agent_routes
 from .sglang_chat import chat_route
 from .sglang_native import generate_route, in_flight_middleware, metrics_route, v1_loads_route
+from .sglang_protocol import load_models
 from .sglang_state import (
     DECODE_SECONDS_ENV,
     FAIL_ENV,
@@ -300,6 +301,7 @@ class SGLangStandin:
         return f"http://127.0.0.1:{self._runner.port}"
 
     def start(self) -> SGLangStandin:
+        load_models()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="sglang-standin", daemon=True)
         self._thread.start()
@@ -629,6 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw(f"{FAIL_ENV}={fail!r}: use one of {', '.join(FAILURES)}\n")
         return 2
     try:
+        load_models()
         return Boot(config, fail, float(os.environ.get(LOG_STEP_ENV, "0.02"))).run()
     except KeyboardInterrupt:
         return 130

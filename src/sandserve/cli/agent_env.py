@@ -6,6 +6,27 @@ import shlex
 
 from sandserve.client.agent_env import client_settings
 from sandserve.endpoint import Endpoint
+from sandserve.errors import SandserveError
+from sandserve.serve.ledger import Record
+
+#: Clients that speak Anthropic Messages.
+MESSAGES_CLIENTS = frozenset({"anthropic", "claude-code"})
+
+
+def check_route_served(record: Record, client: str) -> None:
+    """A fleet behind sglang-router has no /v1/messages: say so before handing out settings that 404."""
+    if client not in MESSAGES_CLIENTS or record.provider != "gateway":
+        return
+    from sandserve.fleet.model import MESSAGES_GATEWAYS, Fleet
+
+    gateway = Fleet.from_record(record).gateway_name
+    if gateway not in MESSAGES_GATEWAYS:
+        raise SandserveError(
+            f"Fleet {record.id} routes through {gateway}, which does not serve Anthropic Messages "
+            "(/v1/messages answers 404 there).",
+            hint=f"Bring the fleet up with `sandserve fleet up --gateway smg ...` ({client} needs it), "
+            "or use `sandserve env --for openai` with this one.",
+        )
 
 
 def client_lines(endpoint: Endpoint, client: str) -> list[str]:

@@ -372,8 +372,9 @@ def env_(endpoint_id: str | None, client: str | None) -> None:
             hint=f"`sandserve logs {record.id}` shows why.",
         )
     if client is not None:
-        from sandserve.cli.agent_env import client_lines
+        from sandserve.cli.agent_env import check_route_served, client_lines
 
+        check_route_served(record, client)
         for line in client_lines(record.endpoint, client):
             click.echo(line)
         return

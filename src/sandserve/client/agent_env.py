@@ -5,8 +5,9 @@ Each client sends auth its own way. The preview token is a custom header (``x-da
 Claude Code sends one from ``ANTHROPIC_CUSTOM_HEADERS`` and Codex from ``env_http_headers``, but the plain
 OpenAI and Anthropic SDKs and LiteLLM read no header from the environment (``default_headers=`` /
 ``extra_headers=`` in code). A key (``--auth key``) is a Bearer key, which every one of them sends from the
-environment (the Anthropic SDK and Claude Code as ``ANTHROPIC_AUTH_TOKEN``: SGLang's ``--api-key`` checks
-``Authorization: Bearer`` only, not ``x-api-key``).
+environment: SGLang's ``--api-key`` (and smg's) reads ``Authorization: Bearer`` only, never ``x-api-key``, so
+Claude Code gets it as ``ANTHROPIC_AUTH_TOKEN`` (its ``ANTHROPIC_API_KEY`` goes as ``x-api-key``), and so
+does the Anthropic SDK (which sends either as Bearer since 2.x, ``x-api-key`` before).
 """
 
 from __future__ import annotations

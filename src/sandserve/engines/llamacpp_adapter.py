@@ -42,6 +42,7 @@ from aiohttp import web
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.agent_refusals import agent_refusal
 from sandserve.engines.gbnf import regex_to_gbnf
+from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
@@ -139,6 +140,8 @@ def _same(given: str | None, expected: str) -> bool:
 def _passthrough(upstream: Upstream) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if body and (rewrite := REQUEST_REWRITES.get(request.path)) is not None:
+            body = rewrite(body)
         return await _forward(upstream, request, request.method, request.path_qs, body or None, None)
 
     return handler
