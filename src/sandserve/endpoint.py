@@ -119,6 +119,9 @@ class Endpoint:
         self.provider, self.auth, self.headers, self.api_key = provider, auth, dict(headers or {}), api_key
         self.sandbox_id, self.expires_at = sandbox_id, expires_at
         self.info = info if isinstance(info, ServerInfo) else ServerInfo.from_dict(dict(info or {}))
+        #: The ledger this handle came from, for ``status``, ``logs``, ``down`` (None: the user's own). Not
+        #: part of the data: set by the ledger that returned it, or by ``up`` with the one it recorded in.
+        self.ledger: object | None = None
 
     @property
     def serves_random_model(self) -> bool:

@@ -215,3 +215,22 @@ def test_a_fleet_is_one_handle_too(llama_server: Path, tiny_model: Path) -> None
     fleet.down()
     assert (fleet.status().state, fleet.status().live) == ("down", False)
     assert Registry().get(worker.id).state is State.DOWN  # its worker went with it
+
+
+def test_a_handle_carries_the_ledger_it_came_from(llama_server: Path, tmp_path: Path) -> None:
+    from sandserve.fleet import fleet_up
+
+    own = Registry(tmp_path / "own-ledger.sqlite3")
+    endpoint = lifecycle.up(resolve_spec("tiny", provider="local"), registry=own)
+    fleet = fleet_up(resolve_spec("tiny", provider="local"), 1, "round_robin", registry=own)
+    assert Registry().list(include_down=True) == []  # nothing in the user's own ledger
+    assert endpoint.status().state == "ready" and endpoint.logs()
+
+    endpoint.down()
+    fleet.down()
+    assert own.get(endpoint.id).state is State.DOWN
+    assert own.get(fleet.id).state is State.DOWN
+    assert all(worker.state is State.DOWN for worker in own.members_of(fleet.id, include_down=True))
+    # A handle read back from that ledger carries it too.
+    (again,) = [r.endpoint for r in own.list(include_down=True) if r.id == endpoint.id]
+    assert again is not None and again.status().state == "down"

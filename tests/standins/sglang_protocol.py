@@ -31,8 +31,8 @@ from functools import cache
 from pathlib import Path
 
 from sandserve.engines.modelfetch import pip_command, sha256_of
+from sandserve.engines.sglang import SGLANG_VERSION
 from sandserve.paths import cache_dir
-from sandserve.spec import SGLANG_VERSION
 
 #: The manylinux x86-64 CPython 3.11 wheel: the protocol files are pure Python and the same in every wheel of
 #: the release, so one file is pinned whatever machine runs the tests (pip is told its platform).

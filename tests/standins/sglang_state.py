@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sandserve.spec import SGLANG_VERSION
+from sandserve.engines.sglang import SGLANG_VERSION
 
 from .sglang_text import PrefixCache, tokenize
 

@@ -3,6 +3,7 @@ spec"."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,16 +80,16 @@ def test_the_api_url_never_comes_from_a_file():
 
 
 def test_the_target_defaults_to_the_guides_region_only_when_unset(monkeypatch):
-    assert resolve_spec(provider="daytona").target == "us-east-1"
+    assert resolve_spec(provider="daytona").provider_settings.target == "us-east-1"
     monkeypatch.setenv("DAYTONA_TARGET", "eu")
-    assert resolve_spec(provider="daytona").target == "eu"
-    assert resolve_spec(provider="daytona", target="us").target == "us"
+    assert resolve_spec(provider="daytona").provider_settings.target == "eu"
+    assert resolve_spec(provider="daytona", target="us").provider_settings.target == "us"
 
 
 def test_gpu_sandboxes_get_a_time_limit_by_default():
-    assert resolve_spec(provider="daytona").ttl_minutes == 240
-    assert resolve_spec(provider="daytona", ttl_minutes=0).ttl_minutes == 0
-    assert resolve_spec(provider="daytona", gpus=()).ttl_minutes == 0  # a CPU sandbox
+    assert resolve_spec(provider="daytona").provider_settings.ttl_minutes == 240
+    assert resolve_spec(provider="daytona", ttl_minutes=0).provider_settings.ttl_minutes == 0
+    assert resolve_spec(provider="daytona", gpus=()).provider_settings.ttl_minutes == 0  # a CPU sandbox
 
 
 def test_the_breaker_sees_a_new_port_or_key_as_the_same_spec():
@@ -122,6 +123,6 @@ def test_a_spec_made_without_resolve_spec_is_refused_too(monkeypatch):
         raise AssertionError("prepared an engine the provider cannot run")
 
     monkeypatch.setattr(LlamaCppEngine, "prepare", prepare)
-    spec = resolve_spec("tiny", provider="local").with_overrides(provider=ProviderName.DAYTONA)
+    spec = replace(resolve_spec("tiny", provider="local"), provider=ProviderName.DAYTONA)
     with pytest.raises(ConfigError, match="runs on this machine only"):
         lifecycle.up(spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def test_with_a_key_daytona_and_gpt_oss_are_the_default(monkeypatch):
     monkeypatch.setenv("DAYTONA_API_KEY", "dtn_test")
     spec = resolve_spec()
     assert spec.provider is ProviderName.DAYTONA and spec.engine == "sglang"
-    assert spec.model == "openai/gpt-oss-20b" and spec.reasoning_parser == "gpt-oss"
+    assert spec.model == "openai/gpt-oss-20b" and spec.engine_settings.reasoning_parser == "gpt-oss"
     assert spec.auth is AuthMode.TOKEN and spec.boot_timeout == 900.0
 
 
@@ -39,25 +40,26 @@ def test_default_provider_is_daytona_only_with_a_key(monkeypatch, tmp_path):
 
 def test_a_preset_carries_its_flags_and_environment():
     spec = resolve_spec("gpt-oss-120b", provider="daytona", extra_args=("--tp", "2"))
-    assert spec.extra_args == ("--mem-fraction-static", "0.93", "--cuda-graph-max-bs", "64", "--tp", "2")
-    assert spec.env == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    preset_flags = ("--mem-fraction-static", "0.93", "--cuda-graph-max-bs", "64")
+    assert spec.engine_settings.extra_args == (*preset_flags, "--tp", "2")
+    assert spec.engine_settings.env == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
 
 
 def test_a_hugging_face_id_of_a_preset_finds_the_preset():
     spec = resolve_spec("Qwen/Qwen3-8B", provider="daytona")
-    assert spec.preset == "qwen3-8b" and spec.tool_call_parser == "qwen"
+    assert spec.preset == "qwen3-8b" and spec.engine_settings.tool_call_parser == "qwen"
 
 
 def test_any_other_hugging_face_id_is_served_with_automatic_parsers():
     spec = resolve_spec("someorg/Some-Model:v2", provider="daytona")
     assert spec.preset is None and spec.engine == "sglang"
     assert spec.served_name == "Some-Model-v2"
-    assert spec.reasoning_parser == "auto" and spec.tool_call_parser == "auto"
+    assert spec.engine_settings.reasoning_parser == "auto" and spec.engine_settings.tool_call_parser == "auto"
 
 
 def test_none_switches_a_presets_parser_off_and_a_name_replaces_it():
     spec = resolve_spec("qwen3-8b", provider="daytona", reasoning_parser="none", tool_call_parser="hermes")
-    assert spec.reasoning_parser is None and spec.tool_call_parser == "hermes"
+    assert spec.engine_settings.reasoning_parser is None and spec.engine_settings.tool_call_parser == "hermes"
 
 
 def test_key_auth_makes_a_fresh_key_unless_one_is_given():
@@ -96,7 +98,7 @@ def test_the_ledger_record_holds_no_secret_and_comes_back(monkeypatch):
     assert "hf_secret" not in str(record) and str(spec.api_key) not in str(record)
     back = ServeSpec.from_record(record)
     assert back.hf_token == "hf_secret"  # from the environment again
-    assert back.with_overrides(api_key=spec.api_key) == spec
+    assert replace(back, api_key=spec.api_key) == spec
 
 
 def test_every_preset_is_found_by_name_and_by_model():

@@ -15,7 +15,9 @@ MESSAGES_CLIENTS = frozenset({"anthropic", "claude-code"})
 
 def check_route_served(record: Record, client: str) -> None:
     """A fleet behind sglang-router has no /v1/messages: say so before handing out settings that 404."""
-    if client not in MESSAGES_CLIENTS or record.provider != "gateway":
+    from sandserve.providers.gateway import GATEWAY_PROVIDER
+
+    if client not in MESSAGES_CLIENTS or record.provider != GATEWAY_PROVIDER:
         return
     from sandserve.fleet.model import MESSAGES_GATEWAYS, Fleet
 

@@ -132,12 +132,7 @@ def fleet_up(
     from sandserve.fleet import fleet_up as bring_up
     from sandserve.serve.resolve import resolve_spec
 
-    overrides: dict[str, Any] = {
-        key: value
-        for key, value in {"gpus": tuple(gpus) or None, "boot_timeout": boot_timeout}.items()
-        if value is not None
-    }
-    spec = resolve_spec(model, provider=provider, auth="key", **overrides)
+    spec = resolve_spec(model, provider=provider, auth="key", gpus=gpus or None, boot_timeout=boot_timeout)
     scaling = None
     if min_workers is not None or max_workers is not None:
         low = min_workers if min_workers is not None else 1

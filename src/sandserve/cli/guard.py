@@ -13,7 +13,7 @@ import click
 
 from sandserve.cli.console import ConsoleBootEvents, err
 from sandserve.errors import ConfirmationRequiredError, SandserveError
-from sandserve.spec import ServeSpec
+from sandserve.spec import Resources, ServeSpec
 
 
 def on_a_terminal() -> bool:
@@ -43,12 +43,19 @@ class GuardedBootEvents(ConsoleBootEvents):
     def confirm(self, spec: ServeSpec) -> None:
         if not spec.uses_gpu:
             return
-        what = f"Creating a paid GPU sandbox ({' or '.join(spec.gpus)}{', spot' if spec.spot else ''})"
+        spot = ", spot" if spec.resources.spot else ""
+        what = f"Creating a paid GPU sandbox ({gpu_text(spec.resources)}{spot})"
         if not self.yes and on_a_terminal():
             from sandserve.serve.plan import plan
 
             print_plan(plan(spec), to_stderr=True)
         ask(f"{what}: go ahead?", what, yes=self.yes)
+
+
+def gpu_text(resources: Resources) -> str:
+    """ "H100 or RTX-PRO-6000", "2 x H100 or 2 x MI355X"."""
+    count = f"{resources.gpu_count} x " if resources.gpu_count > 1 else ""
+    return " or ".join(f"{count}{gpu}" for gpu in resources.gpu_types)
 
 
 def print_plan(plan: dict[str, Any], *, to_stderr: bool = False) -> None:

@@ -147,37 +147,30 @@ def up(
         )
     env = _parse_env(env_pairs)
     _check_bind((*engine_args, *engine_flags), provider, auth)
-    overrides: dict[str, Any] = {
-        key: value
-        for key, value in {
-            "port": port,
-            "gpus": tuple(gpus) or None,
-            "image": image,
-            "target": target,
-            "ttl_minutes": ttl_minutes,
-            "auto_stop_minutes": auto_stop_minutes,
-            "spot": spot or None,
-            "context_length": context_length,
-            "boot_timeout": boot_timeout,
-            "create_timeout": create_timeout,
-            "signed_url_ttl": signed_ttl,
-            "cache_volume": cache_volume,
-            "hf_token_secret": hf_token_secret,
-            "env": env or None,
-        }.items()
-        if value is not None
-    }
     spec = resolve_spec(
         model,
         provider=provider,
         engine=engine,
         served_name=served_name,
         auth=auth,
+        port=port,
+        context_length=context_length,
+        boot_timeout=boot_timeout,
+        delete_on_failure=delete_on_failure,
+        gpus=gpus or None,
+        spot=spot,
+        image=image,
         reasoning_parser=reasoning_parser,
         tool_call_parser=tool_call_parser,
         extra_args=(*engine_args, *engine_flags),
-        delete_on_failure=delete_on_failure,
-        **overrides,
+        env=env,
+        target=target,
+        ttl_minutes=ttl_minutes,
+        auto_stop_minutes=auto_stop_minutes,
+        create_timeout=create_timeout,
+        signed_url_ttl=signed_ttl,
+        cache_volume=cache_volume,
+        hf_token_secret=hf_token_secret,
     )
     if dry_run:
         from sandserve.serve.plan import plan
@@ -199,8 +192,9 @@ def up(
 
         for line in endpoint.export_lines():
             click.echo(line)
-        ttl = spec.ttl_minutes if spec.uses_gpu else None
-        for line in handoff_lines(endpoint, ttl_minutes=ttl, auto_stop_minutes=spec.auto_stop_minutes):
+        settings = spec.provider_settings
+        ttl = settings.ttl_minutes if spec.uses_gpu else None
+        for line in handoff_lines(endpoint, ttl_minutes=ttl, auto_stop_minutes=settings.auto_stop_minutes):
             err.print(line)
 
 

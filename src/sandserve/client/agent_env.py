@@ -76,9 +76,9 @@ def _claude_code(endpoint: Endpoint, settings: ClientSettings) -> ClientSettings
 
 
 def _codex(endpoint: Endpoint, settings: ClientSettings) -> ClientSettings:
-    # SGLang 0.5.12.post1's /v1/responses takes no function tools (only web_search_preview /
-    # code_interpreter), and Codex always sends its own: there it speaks chat completions.
-    wire_api = "chat" if endpoint.engine == "sglang" else "responses"
+    # Codex always sends function tools of its own: where /v1/responses takes none (SGLang 0.5.12.post1),
+    # it speaks chat completions.
+    wire_api = "responses" if endpoint.capabilities().responses_tools else "chat"
     settings.config_path = "~/.codex/config.toml"
     settings.config = [
         f'model = "{endpoint.model}"',
@@ -97,7 +97,7 @@ def _codex(endpoint: Endpoint, settings: ClientSettings) -> ClientSettings:
         settings.config.append(f'env_http_headers = {{ "{PREVIEW_TOKEN_HEADER}" = "TOKEN" }}')
     if wire_api == "chat":
         settings.notes.append(
-            "SGLang 0.5.12.post1's Responses API takes no function tools, so Codex speaks chat completions."
+            "This engine's Responses API takes no function tools, so Codex speaks chat completions."
         )
     return settings
 

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from sandserve.errors import CapabilityError
+from sandserve.errors import CapabilityError, ConfigError
 from sandserve.masking import MASK, mask_argv, mask_env, mask_secrets
 from sandserve.results import Capabilities, Constraint, ServerInfo
 
 if TYPE_CHECKING:
     from sandserve.presets import Preset
-    from sandserve.spec import ServeSpec
+    from sandserve.spec import GpuVendor, ServeSpec
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,8 @@ class Engine:
     #: Whether a stock serving image has it (a remote sandbox starts from one, with nothing of this machine's
     #: in it): False for an engine sandserve builds here and whose model files live here.
     runs_in_sandbox_image: ClassVar[bool] = True
+    #: The stock image a sandbox starts from, per GPU vendor (its CUDA and ROCm builds of one release).
+    sandbox_images: ClassVar[Mapping[GpuVendor, str]] = {}
     capabilities: ClassVar[Capabilities]
     readiness: ClassVar[ReadinessProbe]
     #: Boot phases in the order they happen, each with the log pattern that marks it.
@@ -143,6 +145,17 @@ class Engine:
     def resolve_model(cls, model_id: str, preset: Preset | None) -> str:
         """The model reference as the engine will load it; raises when it cannot be loaded at all."""
         return model_id
+
+    @classmethod
+    def sandbox_image(cls, vendor: GpuVendor) -> str:
+        """The stock image with this engine built for ``vendor``'s GPUs; refused where there is none."""
+        image = cls.sandbox_images.get(vendor)
+        if image is None:
+            raise ConfigError(
+                f"{cls.label} has no stock image for {vendor.value.upper()} GPUs.",
+                hint="Choose a GPU type of another vendor (--gpu), or name an image with --image.",
+            )
+        return image
 
     @classmethod
     def planned(cls, spec: ServeSpec) -> Engine:

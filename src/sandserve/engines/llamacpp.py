@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,13 +182,13 @@ class LlamaCppEngine(Engine):
             str(CACHE_RAM_MIB),
             "--jinja",
             "--reasoning-format",
-            "deepseek" if spec.reasoning_parser else "none",
+            "deepseek" if spec.engine_settings.reasoning_parser else "none",
             "--no-ui",
             "--offline",
             "--metrics",
-            *spec.extra_args,
+            *spec.engine_settings.extra_args,
         ]
-        env = dict(spec.env)
+        env = dict(spec.engine_settings.env)
         secrets = frozenset({api_key} if api_key else ())
         adapter = [
             sys.executable,
@@ -240,7 +240,7 @@ class LlamaCppEngine(Engine):
             )
 
         binary = ensure_llama_server(on_progress=on_build)
-        spec = spec.with_overrides(model=str(local_model_file(spec.model, events.status)))
+        spec = replace(spec, model=str(local_model_file(spec.model, events.status)))
         return spec, LlamaCppEngine(binary=str(binary))
 
     def plan_details(self, spec: ServeSpec) -> dict[str, Any]:

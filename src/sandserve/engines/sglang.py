@@ -14,7 +14,13 @@ from typing import Any
 from sandserve.engines.base import Engine, GenerateCall, Launch, LogSignature, ReadinessProbe
 from sandserve.errors import ConfigError
 from sandserve.results import Capabilities, Constraint, ServerInfo
-from sandserve.spec import ServeSpec
+from sandserve.spec import GpuVendor, ServeSpec
+
+#: The SGLang release sandserve speaks to: its images' tag, and the wheel whose own protocol models the tests'
+#: SGLang stand-in checks every request and answer against, so the two never drift apart.
+SGLANG_VERSION = "0.5.12.post1"
+#: SGLang's own images of that release (facts/sglang.md), per GPU vendor.
+SGLANG_IMAGES = {GpuVendor.NVIDIA: f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130"}
 
 TOOL_CALL_PARSERS = (
     "deepseekv3",
@@ -139,6 +145,7 @@ class SGLangEngine(Engine):
     name = "sglang"
     label = "SGLang"
     owned_by = "sglang"
+    sandbox_images = SGLANG_IMAGES
     capabilities = Capabilities(
         streaming=True,
         reasoning_split=True,
@@ -149,6 +156,9 @@ class SGLangEngine(Engine):
         native_generate=True,
         tool_calls=True,
         cache_report=True,
+        # ResponsesRequest.tools takes only web_search_preview / code_interpreter, and has no `text` field.
+        responses_tools=False,
+        responses_json_schema=False,
     )
     # /health_generate runs a real one-token generation; /v1/models answers 200 before the model can serve.
     readiness = ReadinessProbe("GET", "/health_generate")
@@ -161,8 +171,9 @@ class SGLangEngine(Engine):
 
     def launch(self, spec: ServeSpec, *, host: str, port: int, api_key: str | None) -> Launch:
         _check_served_name(spec.served_name)
-        _check_parser("reasoning parser", "--reasoning-parser", spec.reasoning_parser, REASONING_PARSERS)
-        _check_parser("tool-call parser", "--tool-call-parser", spec.tool_call_parser, TOOL_CALL_PARSERS)
+        settings = spec.engine_settings
+        _check_parser("reasoning parser", "--reasoning-parser", settings.reasoning_parser, REASONING_PARSERS)
+        _check_parser("tool-call parser", "--tool-call-parser", settings.tool_call_parser, TOOL_CALL_PARSERS)
         argv = [
             "python3",
             "-m",
@@ -178,14 +189,14 @@ class SGLangEngine(Engine):
             "--enable-cache-report",
             "--enable-metrics",
         ]
-        if spec.reasoning_parser:
-            argv += ["--reasoning-parser", spec.reasoning_parser]
-        if spec.tool_call_parser:
-            argv += ["--tool-call-parser", spec.tool_call_parser]
+        if settings.reasoning_parser:
+            argv += ["--reasoning-parser", settings.reasoning_parser]
+        if settings.tool_call_parser:
+            argv += ["--tool-call-parser", settings.tool_call_parser]
         if spec.context_length:
             argv += ["--context-length", str(spec.context_length)]
-        argv += list(spec.extra_args)
-        env = dict(spec.env)
+        argv += list(settings.extra_args)
+        env = dict(settings.env)
         if api_key:
             # SGLang takes its key only as a flag: a launcher adds it inside the process, from the
             # environment, so that it is on no command line (/proc/PID/cmdline is world-readable).

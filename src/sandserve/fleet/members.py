@@ -10,6 +10,7 @@ import concurrent.futures
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sandserve.endpoint import Endpoint
 from sandserve.errors import (
@@ -99,7 +100,8 @@ def _first_failure(futures: Sequence[concurrent.futures.Future[Endpoint]]) -> Ba
 def worker_spec(spec: ServeSpec, fleet_id: str, shared_key: str | None = None) -> ServeSpec:
     """A worker's spec: a key of its own, or ``shared_key`` (the gateway's) behind smg, which sends a worker
     the client's own Authorization header instead of the worker's key."""
-    return spec.with_overrides(
+    return replace(
+        spec,
         # The gateway can only send a worker a Bearer key; a worker without one would answer anyone directly.
         auth=AuthMode.KEY,
         api_key=shared_key or new_key(),

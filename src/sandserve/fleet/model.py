@@ -9,7 +9,7 @@ from sandserve.endpoint import Endpoint, EndpointStatus
 from sandserve.errors import FleetNotFoundError
 from sandserve.fleet.scaler_row import stop_scaler
 from sandserve.providers.handles import GatewayHandle, Member
-from sandserve.serve.ledger import Record, Registry
+from sandserve.serve.ledger import Record, Registry, ledger_of
 
 Policy = Literal["cache_aware", "round_robin", "random", "power_of_two"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -54,8 +54,13 @@ class Fleet:
 
     def down(self) -> None:
         """Stop the autoscaler (so it starts nothing more), then the gateway and every worker."""
-        stop_scaler(self.id, Registry())
+        stop_scaler(self.id, self.ledger)
         self.endpoint.down()
+
+    @property
+    def ledger(self) -> Registry:
+        """The ledger this fleet came from (its endpoint carries it)."""
+        return ledger_of(self.endpoint)
 
     @property
     def gateway_name(self) -> str:

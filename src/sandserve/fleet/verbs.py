@@ -113,6 +113,7 @@ def fleet_up(
     except BaseException:
         fm.abandon(fleet_id, registry, "failed while booting")
         raise
+    endpoint.ledger = registry
     return Fleet(id=fleet_id, policy=policy, endpoint=endpoint, members=members, gateway=handle)
 
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from sandserve.endpoint import Endpoint
     from sandserve.engines.base import Engine, Launch
     from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
-    from sandserve.spec import ServeSpec
+    from sandserve.spec import ProviderSettings, Resources, ServeSpec
 
 HandleT = TypeVar("HandleT", bound=SandboxHandle)
 
@@ -93,11 +93,17 @@ class Provider(Generic[HandleT]):
     def check_engine(cls, engine: type[Engine], model: str) -> None:
         """Refuse an engine this provider cannot run (before anything is created)."""
 
-    #: Whether its sandboxes can have GPUs (``ServeSpec.gpus`` means something here).
+    #: Whether its sandboxes can have GPUs (``ServeSpec.resources`` means something here).
     offers_gpus: ClassVar[bool] = True
 
-    def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
-        """Set this provider's own defaults in ``resolve_spec``'s overrides (what the user did not say)."""
+    def settle(self, settings: ProviderSettings, resources: Resources) -> ProviderSettings:
+        """This provider's own defaults for what the user did not say (``resolve_spec``)."""
+        return settings
+
+    def plan(self, spec: ServeSpec, head: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+        """A dry run's plan: ``head`` (what is served, the engine's lines) and ``server`` (port, command,
+        environment), with what this provider adds."""
+        return {**head, **server, "boot_timeout": spec.boot_timeout}
 
     def auth_label(self, spec: ServeSpec) -> str:
         """How clients are authenticated, as ``Endpoint.auth`` records it."""

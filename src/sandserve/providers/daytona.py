@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,7 +28,14 @@ from sandserve.errors import (
 from sandserve.providers.base import TOOLS_IN_A_DAYTONA_SANDBOX, Exposure, Provider
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
 from sandserve.providers.handles import DaytonaHandle
-from sandserve.spec import DEFAULT_GPU_TTL_MINUTES, SANDBOX_PORT, AuthMode, ServeSpec
+from sandserve.spec import (
+    DEFAULT_GPU_TTL_MINUTES,
+    SANDBOX_PORT,
+    AuthMode,
+    ProviderSettings,
+    Resources,
+    ServeSpec,
+)
 
 if TYPE_CHECKING:
     from daytona import Daytona, Sandbox
@@ -84,22 +92,30 @@ class DaytonaProvider(Provider[DaytonaHandle]):
                 "(`sandserve presets` lists them, e.g. 'gpt-oss-20b') or a Hugging Face id (org/name).",
             )
 
-    def fill_defaults(self, overrides: dict[str, Any], gpus: tuple[str, ...]) -> None:
+    def settle(self, settings: ProviderSettings, resources: Resources) -> ProviderSettings:
         # DAYTONA_TARGET as the SDK reads it; a GPU sandbox gets a time limit unless one was given.
-        overrides.setdefault("target", config.daytona_target().value)
-        if overrides.get("ttl_minutes") is None:
-            overrides["ttl_minutes"] = DEFAULT_GPU_TTL_MINUTES if gpus else 0
+        ttl = settings.ttl_minutes
+        return replace(
+            settings,
+            target=settings.target or config.daytona_target().value,
+            ttl_minutes=(DEFAULT_GPU_TTL_MINUTES if resources.uses_gpu else 0) if ttl is None else ttl,
+        )
+
+    def plan(self, spec: ServeSpec, head: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+        from sandserve.providers.daytona_plan import sandbox_plan
+
+        return sandbox_plan(spec, head, server)
 
     def preflight(self, spec: ServeSpec) -> list[str] | None:
         from sandserve.providers.daytona_params import gpu_types
 
-        gpu_types(spec.gpus)
+        gpu_types(spec.resources.gpu_types)
         self.client  # noqa: B018 - constructing the client is the credentials check
         if spec.uses_gpu and spec.engine == "sglang":
             from sandserve.providers.hfcheck import check_model_repo, looks_like_repo_id
 
             if looks_like_repo_id(spec.model):
-                if spec.hf_token_secret:
+                if spec.provider_settings.hf_token_secret:
                     return _check_with_a_secret(spec)
                 warning = check_model_repo(spec.model, spec.hf_token)
                 return [warning] if warning else None
@@ -110,11 +126,13 @@ class DaytonaProvider(Provider[DaytonaHandle]):
 
         params = self._create_params(spec, endpoint_id)
         try:
-            sandbox = self.client.create(params, timeout=spec.create_timeout)
+            sandbox = self.client.create(params, timeout=spec.provider_settings.create_timeout)
         except DaytonaTimeoutError as exc:
             sandbox_id = getattr(exc, "sandbox_id", None)
             cleaned = bool(sandbox_id) and self._delete_by_id(str(sandbox_id))
-            raise SandboxCreateTimeoutError(spec.create_timeout, sandbox_id, cleaned) from exc
+            raise SandboxCreateTimeoutError(
+                spec.provider_settings.create_timeout, sandbox_id, cleaned
+            ) from exc
         except KeyboardInterrupt:
             self._delete_labelled(endpoint_id)
             raise
@@ -126,7 +144,8 @@ class DaytonaProvider(Provider[DaytonaHandle]):
     def _create_params(self, spec: ServeSpec, endpoint_id: str) -> Any:
         from sandserve.providers.daytona_params import create_params
 
-        volume_id = self._volume(spec.cache_volume).id if spec.cache_volume else None
+        volume = spec.provider_settings.cache_volume
+        volume_id = self._volume(volume).id if volume else None
         labels = {LABEL_OWNER: "1", LABEL_ENDPOINT: endpoint_id, LABEL_MODEL: spec.served_name}
         return create_params(spec, labels=labels, cache_volume_id=volume_id, cache_path=HF_CACHE_PATH)
 
@@ -196,11 +215,13 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         probe = {SKIP_ACTIVITY_HEADER: "true"}
         try:
             if spec.auth is AuthMode.SIGNED:
-                signed = sandbox.create_signed_preview_url(port, expires_in_seconds=spec.signed_url_ttl)
+                signed = sandbox.create_signed_preview_url(
+                    port, expires_in_seconds=spec.provider_settings.signed_url_ttl
+                )
                 return Exposure(
                     url=signed.url.rstrip("/"),
                     headers=skip_warning,
-                    expires_at=time.time() + spec.signed_url_ttl,
+                    expires_at=time.time() + spec.provider_settings.signed_url_ttl,
                     probe_headers=probe,
                 )
             preview = sandbox.get_preview_link(port)
@@ -313,7 +334,7 @@ def _check_with_a_secret(spec: ServeSpec) -> list[str] | None:
     except ModelRepoError as exc:
         return [
             f"{exc.message} (checked with this machine's token; the server gets the secret "
-            f"{spec.hf_token_secret!r}, which may have access)"
+            f"{spec.provider_settings.hf_token_secret!r}, which may have access)"
         ]
     return [warning] if warning else None
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sandserve.engines import engine_class
 from sandserve.errors import UnknownGpuError
-from sandserve.spec import GPU_TYPES, AuthMode, ServeSpec, normalise_gpus
+from sandserve.spec import GPU_TYPES, AuthMode, GpuVendor, ServeSpec, normalise_gpus
 
 
 def gpu_types(names: tuple[str, ...]) -> list[Any]:
@@ -30,25 +31,36 @@ def create_params(
 ) -> Any:
     from daytona import CreateSandboxFromImageParams, Resources, VolumeMount
 
+    settings, asked = spec.provider_settings, spec.resources
     env_vars: dict[str, str] = {}
     secrets = None
-    if spec.hf_token_secret:
-        secrets = {"HF_TOKEN": spec.hf_token_secret}
+    if settings.hf_token_secret:
+        secrets = {"HF_TOKEN": settings.hf_token_secret}
     elif spec.hf_token:
         env_vars["HF_TOKEN"] = spec.hf_token
     volumes = [VolumeMount(volume_id=cache_volume_id, mount_path=cache_path)] if cache_volume_id else None
-    resources = Resources(gpu=1, gpu_type=gpu_types(spec.gpus)) if spec.gpus else None
+    resources = None
+    if asked.uses_gpu:
+        resources = Resources(gpu=asked.gpu_count, gpu_type=gpu_types(asked.gpu_types))
     return CreateSandboxFromImageParams(
-        image=spec.image,
+        image=sandbox_image(spec),
         resources=resources,
-        auto_stop_interval=spec.auto_stop_minutes,
-        ttl_minutes=spec.ttl_minutes,
-        spot=spec.spot if spec.gpus else None,
+        auto_stop_interval=settings.auto_stop_minutes,
+        ttl_minutes=settings.ttl_minutes or 0,
+        spot=asked.spot if asked.uses_gpu else None,
         ephemeral=True,
         public=spec.auth in (AuthMode.KEY, AuthMode.PUBLIC),
         env_vars=env_vars,
         secrets=secrets,
         volumes=volumes,
-        target=spec.target,
+        target=settings.target,
         labels={**labels, **spec.labels},
     )
+
+
+def sandbox_image(spec: ServeSpec) -> str:
+    """The image asked for, else the engine's own for the vendor of the first GPU type."""
+    if spec.resources.image:
+        return spec.resources.image
+    vendors = spec.resources.vendors
+    return engine_class(spec.engine).sandbox_image(vendors[0] if vendors else GpuVendor.NVIDIA)

@@ -17,7 +17,7 @@ from sandserve.endpoint import Endpoint
 from sandserve.errors import ColocatedRunError, ConfigError
 from sandserve.providers import get_provider
 from sandserve.providers.colocated import OUTPUT_DIR, ColocatedJob, OnOutput
-from sandserve.serve.ledger import Record, Registry, State
+from sandserve.serve.ledger import Record, Registry, State, ledger_of
 
 
 @dataclass
@@ -29,8 +29,8 @@ class ColocatedResult:
 
 
 def _record_for(endpoint: Endpoint | str | None) -> Record:
-    registry = Registry()
     if isinstance(endpoint, Endpoint):
+        registry = ledger_of(endpoint)
         if endpoint.id == "env":
             found = registry.find_by_url(endpoint.url)
             if found is None:
@@ -41,7 +41,7 @@ def _record_for(endpoint: Endpoint | str | None) -> Record:
                 )
             return found
         return registry.get(endpoint.id)
-    return registry.resolve(endpoint)
+    return Registry().resolve(endpoint)
 
 
 def run_command(

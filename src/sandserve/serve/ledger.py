@@ -273,7 +273,7 @@ class Registry:
         )
         if row is None:
             raise EndpointNotFoundError(endpoint_id)
-        return _record(row)
+        return self._carried(_record(row))
 
     def list(self, *, include_down: bool = False) -> list[Record]:
         return self._select("" if include_down else "WHERE state != ?", () if include_down else (State.DOWN,))
@@ -292,7 +292,13 @@ class Registry:
     def _select(self, where: str, parameters: tuple[Any, ...]) -> builtins.list[Record]:
         query = f"{_SELECT} {where} ORDER BY created_at"
         rows = self._transaction(lambda db: db.execute(query, parameters).fetchall(), write=False)
-        return [_record(row) for row in rows]
+        return [self._carried(_record(row)) for row in rows]
+
+    def _carried(self, record: Record) -> Record:
+        """The record, its endpoint carrying this ledger (its ``down()`` then looks here)."""
+        if record.endpoint is not None:
+            record.endpoint.ledger = self
+        return record
 
     def resolve(self, ref: str | None) -> Record:
         """The record ``ref`` names (an id or a unique id prefix), or the only endpoint up when ref is
@@ -313,6 +319,11 @@ class Registry:
         if len(matches) > 1:
             raise AmbiguousEndpointError([r.id for r in matches])
         return matches[0]
+
+
+def ledger_of(endpoint: Endpoint) -> Registry:
+    """The ledger ``endpoint`` came from, else the user's own."""
+    return endpoint.ledger if isinstance(endpoint.ledger, Registry) else Registry()
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

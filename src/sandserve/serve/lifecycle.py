@@ -145,6 +145,7 @@ def up(
         registry.update(
             endpoint_id, state=State.READY, endpoint=endpoint, sandbox=handle, log_path=handle.log_path
         )
+        endpoint.ledger = registry
     except KeyboardInterrupt:
         log_path = _save_log(endpoint_id, provider, handle)
         _delete_quietly(provider, handle)

@@ -100,6 +100,48 @@ def m004_boot_owner(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE endpoints ADD COLUMN owner_started TEXT")
 
 
+#: Where m005 moves each flat spec field: the resources, the provider's settings, the engine's settings.
+_SPEC_PARTS = {
+    "resources": {"gpus": "gpu_types", "spot": "spot", "image": "image"},
+    "provider_settings": {
+        name: name
+        for name in (
+            "target",
+            "ttl_minutes",
+            "auto_stop_minutes",
+            "create_timeout",
+            "signed_url_ttl",
+            "cache_volume",
+            "hf_token_secret",
+        )
+    },
+    "engine_settings": {name: name for name in ("reasoning_parser", "tool_call_parser", "extra_args", "env")},
+}
+#: The one image sandserve chose before images followed the GPU's vendor: a spec that had it chose nothing.
+_THE_ONLY_IMAGE_BEFORE_M005 = "lmsysorg/sglang:v0.5.12.post1-cu130"
+
+
+@migration
+def m005_typed_spec(db: sqlite3.Connection) -> None:
+    """The spec is stored in its parts (``resources``, ``provider_settings``, ``engine_settings``) instead of
+    one flat bag of fields; one GPU, as every sandbox had before ``--gpus``."""
+    for endpoint_id, spec_json in db.execute("SELECT id, spec FROM endpoints").fetchall():
+        try:
+            spec = json.loads(spec_json)
+        except ValueError:
+            continue
+        if not isinstance(spec, dict) or "resources" in spec or "served_name" not in spec:
+            continue  # already shaped, or not a served model's spec (a fleet's gateway row)
+        for part, fields in _SPEC_PARTS.items():
+            spec[part] = {new: spec.pop(old) for old, new in fields.items() if old in spec}
+        resources = spec["resources"]
+        resources["gpu_count"] = 1
+        if resources.get("image") == _THE_ONLY_IMAGE_BEFORE_M005:
+            resources["image"] = None
+        shaped = json.dumps(spec, sort_keys=True)
+        db.execute("UPDATE endpoints SET spec = ? WHERE id = ?", (shaped, endpoint_id))
+
+
 def _labels(spec_json: str) -> dict[str, str]:
     try:
         labels = json.loads(spec_json).get("labels") or {}

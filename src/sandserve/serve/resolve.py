@@ -8,17 +8,24 @@ for what it can run (the local one only engines that need no GPU) and its own de
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from sandserve import config
 from sandserve.engines import engine_class, engine_for_model
+from sandserve.errors import ConfigError
 from sandserve.presets import Preset, find_preset, unknown_preset_error
 from sandserve.providers import get_provider
 from sandserve.spec import (
+    DEFAULT_BOOT_TIMEOUT,
     DEFAULT_ENGINE,
     DEFAULT_GPUS,
     AuthMode,
+    EngineSettings,
     ProviderName,
+    ProviderSettings,
+    Resources,
     ServeSpec,
     default_provider,
     normalise_gpus,
@@ -32,14 +39,34 @@ def resolve_spec(
     engine: str | None = None,
     served_name: str | None = None,
     auth: AuthMode | str | None = None,
+    api_key: str | None = None,
+    port: int | None = None,
+    context_length: int | None = None,
+    boot_timeout: float | None = None,
+    delete_on_failure: bool = False,
+    labels: Mapping[str, str] | None = None,
+    hf_token: str | None = None,
+    gpus: Sequence[str] | None = None,
+    gpu_count: int | None = None,
+    spot: bool = False,
+    image: str | None = None,
     reasoning_parser: str | None = None,
     tool_call_parser: str | None = None,
-    extra_args: tuple[str, ...] = (),
-    **overrides: object,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    target: str | None = None,
+    ttl_minutes: int | None = None,
+    auto_stop_minutes: int | None = None,
+    create_timeout: float | None = None,
+    signed_url_ttl: int | None = None,
+    cache_volume: str | None = None,
+    hf_token_secret: str | None = None,
 ) -> ServeSpec:
-    """Build a ServeSpec: preset defaults < explicit arguments.
+    """Build a ServeSpec: preset defaults < explicit arguments (None: not said).
 
-    ``model`` is a preset name, a path to a local .gguf file, or any Hugging Face id (org/name).
+    ``model`` is a preset name, a path to a local .gguf file, or any Hugging Face id (org/name). ``gpus`` are
+    GPU types in order of preference (any spelling ``normalise_gpus`` takes), ``gpu_count`` how many of one
+    type each sandbox gets.
     """
     provider = ProviderName(provider) if provider else default_provider()
     where = get_provider(provider)
@@ -52,25 +79,26 @@ def resolve_spec(
     where.check_engine(runs, model)
     model_id = runs.resolve_model(preset.model if preset else model, preset)
 
-    if where.default_boot_timeout is not None:
-        overrides.setdefault("boot_timeout", where.default_boot_timeout)
-    asked_gpus = overrides.pop("gpus", None)
-    gpus = normalise_gpus(DEFAULT_GPUS if asked_gpus is None else asked_gpus)  # type: ignore[arg-type]
+    gpu_types = normalise_gpus(DEFAULT_GPUS if gpus is None else tuple(gpus))
     if not where.offers_gpus:
-        gpus = ()  # checked all the same: a misspelt --gpu is an error wherever it is given
-    where.fill_defaults(overrides, gpus)
-    for key in [key for key, value in overrides.items() if value is None]:
-        del overrides[key]
+        gpu_types = ()  # checked all the same: a misspelt --gpu is an error wherever it is given
+    resources = Resources(gpu_types=gpu_types, gpu_count=_gpu_count(gpu_count), spot=spot, image=image)
+    settings = ProviderSettings(
+        target=target,
+        ttl_minutes=ttl_minutes,
+        auto_stop_minutes=auto_stop_minutes or 0,
+        hf_token_secret=hf_token_secret,
+        cache_volume=cache_volume,
+    )
+    if create_timeout is not None:
+        settings = replace(settings, create_timeout=create_timeout)
+    if signed_url_ttl is not None:
+        settings = replace(settings, signed_url_ttl=signed_url_ttl)
     auth_mode = AuthMode(auth) if auth else AuthMode.TOKEN
-    api_key = overrides.pop("api_key", None)
     if auth_mode is AuthMode.KEY and not api_key:
         api_key = "sk-" + secrets.token_urlsafe(24)
-
-    env = dict(preset.env) if preset else {}
-    extra_env = overrides.pop("env", None)
-    if isinstance(extra_env, dict):
-        env.update(extra_env)
-    hf_token = overrides.pop("hf_token", None) or config.hf_token().value or None
+    if boot_timeout is None:
+        boot_timeout = where.default_boot_timeout or DEFAULT_BOOT_TIMEOUT
 
     return ServeSpec(
         model=model_id,
@@ -78,16 +106,34 @@ def resolve_spec(
         engine=engine,
         provider=provider,
         preset=preset.name if preset else None,
+        port=port,
         auth=auth_mode,
-        api_key=api_key,  # type: ignore[arg-type]
-        reasoning_parser=_parser(reasoning_parser, preset.reasoning_parser if preset else "auto"),
-        tool_call_parser=_parser(tool_call_parser, preset.tool_call_parser if preset else "auto"),
-        extra_args=(*(preset.extra_args if preset else ()), *extra_args),
-        env=env,
-        hf_token=hf_token,  # type: ignore[arg-type]
-        gpus=gpus,
-        **overrides,  # type: ignore[arg-type]
+        api_key=api_key,
+        hf_token=hf_token or config.hf_token().value or None,
+        context_length=context_length,
+        boot_timeout=boot_timeout,
+        delete_on_failure=delete_on_failure,
+        labels=dict(labels or {}),
+        resources=resources,
+        provider_settings=where.settle(settings, resources),
+        engine_settings=EngineSettings(
+            reasoning_parser=_parser(reasoning_parser, preset.reasoning_parser if preset else "auto"),
+            tool_call_parser=_parser(tool_call_parser, preset.tool_call_parser if preset else "auto"),
+            extra_args=(*(preset.extra_args if preset else ()), *extra_args),
+            env={**(preset.env if preset else {}), **(env or {})},
+        ),
     )
+
+
+def _gpu_count(count: int | None) -> int:
+    if count is None:
+        return 1
+    if count < 1:
+        raise ConfigError(
+            f"--gpus {count}: a sandbox takes one or more GPUs.",
+            hint="Give --gpus 1 or more (a model too large for one GPU: --gpus 2, 4 or 8).",
+        )
+    return count
 
 
 def _preset_for(model: str) -> Preset | None:

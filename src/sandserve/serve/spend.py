@@ -10,11 +10,13 @@ from sandserve.serve.ledger import Record, State
 
 
 def gpu_seconds(record: Record) -> float:
-    """How long the record has held a GPU: from creation to now (still up) or to its last change (down)."""
-    if not get_provider(record.provider).offers_gpus or not record.spec.get("gpus"):
+    """GPU seconds the record has held: from creation to now (still up) or to its last change (down), times
+    its GPUs."""
+    resources = record.spec.get("resources") or {}
+    if not get_provider(record.provider).offers_gpus or not resources.get("gpu_types"):
         return 0.0
     end = record.updated_at if record.state is State.DOWN else time.time()
-    return max(0.0, end - record.created_at)
+    return max(0.0, end - record.created_at) * int(resources.get("gpu_count") or 1)
 
 
 def cost_so_far(record: Record, price_per_gpu_hour: float) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sandserve.endpoint import Endpoint, EndpointStatus
 from sandserve.errors import EndpointNotFoundError
 from sandserve.serve import lifecycle
-from sandserve.serve.ledger import Record, Registry
+from sandserve.serve.ledger import Record, Registry, ledger_of
 
 Ref = str | Endpoint | None
 
@@ -26,7 +26,7 @@ def record_of(ref: Ref, registry: Registry) -> Record:
 
 def status(ref: Ref = None, *, registry: Registry | None = None) -> EndpointStatus:
     """The endpoint's state in the ledger, checked with its provider."""
-    registry = registry or Registry()
+    registry = registry or _ledger(ref)
     record = lifecycle.refresh(record_of(ref, registry), registry)
     return EndpointStatus(
         id=record.id,
@@ -39,13 +39,18 @@ def status(ref: Ref = None, *, registry: Registry | None = None) -> EndpointStat
 
 def logs(ref: Ref = None, *, registry: Registry | None = None) -> str:
     """The server's whole log so far."""
-    registry = registry or Registry()
+    registry = registry or _ledger(ref)
     return lifecycle.read_log(record_of(ref, registry))
 
 
 def down(ref: Ref = None, *, registry: Registry | None = None) -> str:
     """Stop the endpoint (a fleet: its gateway, then its workers) and delete its sandbox; its id."""
-    registry = registry or Registry()
+    registry = registry or _ledger(ref)
     record = record_of(ref, registry)
     lifecycle.down(record, registry)
     return record.id
+
+
+def _ledger(ref: Ref) -> Registry:
+    """A handle's own ledger (the one it came from); an id is looked up in the user's."""
+    return ledger_of(ref) if isinstance(ref, Endpoint) else Registry()
