@@ -12,6 +12,7 @@ does the Anthropic SDK (which sends either as Bearer since 2.x, ``x-api-key`` be
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
@@ -81,12 +82,12 @@ def _codex(endpoint: Endpoint, settings: ClientSettings) -> ClientSettings:
     wire_api = "responses" if endpoint.capabilities().responses_tools else "chat"
     settings.config_path = "~/.codex/config.toml"
     settings.config = [
-        f'model = "{endpoint.model}"',
+        f"model = {json.dumps(endpoint.model)}",
         'model_provider = "sandserve"',
         "",
         "[model_providers.sandserve]",
         'name = "sandserve"',
-        f'base_url = "{endpoint.base_url}"',
+        f"base_url = {json.dumps(endpoint.base_url)}",
         f'wire_api = "{wire_api}"',
     ]
     if endpoint.api_key:
