@@ -402,3 +402,14 @@ def test_bench_on_sglangs_agent_apis_reports_what_sglang_reports():
     [level] = responses.result.levels
     assert level.metrics is not None and level.metrics.completed == 4
     assert all(r.completion_tokens == 0 and len(r.chunk_times) == 1 for r in level.records)
+
+
+@pytest.mark.parametrize("auth", ["token", "key"])
+def test_code_run_beside_the_server_finds_it_with_the_plain_anthropic_sdk(llama_server, tiny_model, auth):
+    endpoint = lifecycle.up(resolve_spec("tiny", provider="local", auth=auth))
+    script = "ask.py"
+    with open(script, "w") as handle:
+        handle.write(PLAIN_ANTHROPIC_SCRIPT)
+    result = run_cli("run", endpoint.id, script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "message" and result.stdout.split()[-1] == "True"
