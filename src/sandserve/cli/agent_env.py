@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import textwrap
 
 from sandserve.client.agent_env import client_settings
 from sandserve.endpoint import Endpoint
@@ -38,5 +39,8 @@ def client_lines(endpoint: Endpoint, client: str) -> list[str]:
     if settings.config:
         lines.append(f"# {client} reads these from {settings.config_path}:")
         lines += [f"#   {line}" if line else "#" for line in settings.config]
-    lines += [f"# note: {note}" for note in settings.notes]
+    for note in settings.notes:  # comment lines short enough for an 80-column terminal
+        lines += textwrap.wrap(
+            note, 78, initial_indent="# note: ", subsequent_indent="#   ", break_on_hyphens=False
+        )
     return lines

@@ -60,7 +60,7 @@ def _header_note(endpoint: Endpoint, code: str) -> list[str]:
     return [
         f"This endpoint wants its token in the {PREVIEW_TOKEN_HEADER} header, which this client reads from "
         f"no variable: pass {code} in code (TOKEN is exported), or bring the endpoint up with --auth key "
-        "(a Bearer key) or --auth signed (the token in the URL)."
+        "(a Bearer key, which every client sends from its variables)."
     ]
 
 

@@ -11,6 +11,8 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
   grammar lets a ``<think>`` block come first, which its output parser then rejects with HTTP 500;
 - SGLang's native ``/generate`` (text, sampling_params with regex / ebnf / json_schema, stream) and
   ``/health_generate`` (a real one-token generation) are translated to llama-server's ``/completion``;
+- the agent APIs (``/v1/responses``, ``/v1/messages``) pass through, with the request rewrites of
+  ``llamacpp_agents.py`` (a Responses JSON schema), and auth refusals there in their APIs' error shapes;
 - credentials come from the environment, never the command line: ``SANDSERVE_ACCESS_TOKEN`` is required on
   every request in the ``x-daytona-preview-token`` header (as the Daytona preview proxy does), and
   ``SANDSERVE_API_KEY`` as ``Authorization: Bearer`` (as SGLang's ``--api-key`` does: health routes stay

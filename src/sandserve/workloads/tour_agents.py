@@ -59,7 +59,7 @@ def responses_lines(endpoint: Endpoint, max_tokens: int) -> tuple[bool, list[str
     if missing:
         lines.append(f"this engine's Responses API takes no {' and no '.join(missing)} (chat completions do)")
     passed = reply.status == "completed" and bool(events) and events[-1] == "response.completed"
-    note = f"{len(kinds)} output items, {len(events)} stream events"
+    note = f"{_count(len(kinds), 'output item')}, {_count(len(events), 'stream event')}"
     if missing:
         note += f"; no {', '.join(missing)}"
     return passed, lines, note
@@ -89,16 +89,17 @@ def messages_lines(endpoint: Endpoint, max_tokens: int) -> tuple[bool, list[str]
     blocks = [block.get("type", "?") for block in message.get("content") or []]
     text = "".join(block.get("text") or "" for block in message.get("content") or [])
     usage = message.get("usage") or {}
+    fresh, cached = int(usage.get("input_tokens") or 0), int(usage.get("cache_read_input_tokens") or 0)
     lines = [
         f"asked: {QUESTION}",
         f"content blocks: {', '.join(blocks) or 'none'}; stop_reason {message.get('stop_reason')}",
         f"answer: {_short(text)}",
-        f"usage: {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out",
+        f"usage: {fresh + cached} in ({cached} from cache), {usage.get('output_tokens', 0)} out",
     ]
     if counted.status_code == 200:
         lines.append(f"count_tokens: {counted.json().get('input_tokens')} input tokens")
     passed = message.get("type") == "message" and message.get("stop_reason") is not None
-    return passed, lines, f"{len(blocks)} content blocks, stop {message.get('stop_reason')}"
+    return passed, lines, f"{_count(len(blocks), 'content block')}, stop {message.get('stop_reason')}"
 
 
 def _refused(status: int, message: str) -> SandserveError:
@@ -107,6 +108,10 @@ def _refused(status: int, message: str) -> SandserveError:
     return SandserveError(
         f"The server failed the request ({status}): {message}", hint="`sandserve logs` says why."
     )
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def _short(text: str, limit: int = 200) -> str:
