@@ -27,10 +27,10 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import cache
 from typing import Any
 
 from aiohttp import web
-from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter, ValidationError
 
 from .sglang_chat import answer_chat, chat_chunks, chat_json, render_prompt
@@ -128,7 +128,13 @@ def count_tokens_route(state: ServerState) -> Handler:
 
 # --- OpenAI Responses ---------------------------------------------------------------------------------------
 
-_EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+
+@cache
+def _events_adapter() -> TypeAdapter[Any]:
+    """openai's stream-event types (imported on first use: a second and a half of the stand-in's boot)."""
+    from openai.types.responses import ResponseStreamEvent
+
+    return TypeAdapter(ResponseStreamEvent)
 
 
 def is_harmony(model_path: str) -> bool:
@@ -303,7 +309,7 @@ async def _events(started: dict, done: dict, harmony: bool) -> AsyncIterator[dic
         checked = data
         if kind == "response.completed":  # usage as SGLang's openai (2.6.1) knew it: no cache_write_tokens
             checked = {**data, "response": {**data["response"], "usage": None}}
-        _EVENTS.validate_python(checked)
+        _events_adapter().validate_python(checked)
         return data
 
     yield event("response.created", response=started)

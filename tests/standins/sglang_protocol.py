@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 import zipfile
@@ -148,23 +149,41 @@ def _load(name: str, path: Path, imports: dict[str, types.ModuleType]) -> types.
     return module
 
 
-@cache
+_loading = threading.RLock()
+
+
 def openai_models() -> types.ModuleType:
+    with _loading:
+        return _openai_models()
+
+
+@cache
+def _openai_models() -> types.ModuleType:
     """``sglang.srt.entrypoints.openai.protocol`` of the pinned wheel."""
     folder = protocol_dir()
     utils = _helper_module((folder / "utils.py").read_text())
     return _load("openai_protocol", folder / "openai_protocol.py", _package(utils=utils))
 
 
-@cache
 def anthropic_models() -> types.ModuleType:
+    with _loading:
+        return _anthropic_models()
+
+
+@cache
+def _anthropic_models() -> types.ModuleType:
     """``sglang.srt.entrypoints.anthropic.protocol`` of the pinned wheel."""
     folder = protocol_dir()
     return _load("anthropic_protocol", folder / "anthropic_protocol.py", _package())
 
 
-@cache
 def anthropic_serving() -> types.ModuleType:
+    with _loading:
+        return _anthropic_serving()
+
+
+@cache
+def _anthropic_serving() -> types.ModuleType:
     """``sglang.srt.entrypoints.anthropic.serving`` of the pinned wheel: SGLang's own translation between
     Anthropic Messages and its chat completions (requests, answers, the event stream). Its FastAPI response
     classes and its clock are never reached by the parts the stand-in calls."""
@@ -186,8 +205,7 @@ def anthropic_serving() -> types.ModuleType:
 
 
 def load_models() -> None:
-    """Fetch (once) and load every model the stand-in checks with, before it serves: a first request never
-    waits for them."""
+    """Fetch (once) and load every model the stand-in checks with (a first request then never waits)."""
     openai_models()
     anthropic_serving()
 

@@ -43,7 +43,7 @@ from aiohttp import web
 from .sglang_agents import add_agent_routes
 from .sglang_chat import chat_route
 from .sglang_native import generate_route, in_flight_middleware, metrics_route, v1_loads_route
-from .sglang_protocol import load_models
+from .sglang_protocol import load_models, protocol_dir
 from .sglang_state import (
     DECODE_SECONDS_ENV,
     FAIL_ENV,
@@ -631,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw(f"{FAIL_ENV}={fail!r}: use one of {', '.join(FAILURES)}\n")
         return 2
     try:
-        load_models()
+        protocol_dir()  # fetched here at worst, before the port opens; loaded on the first request
         return Boot(config, fail, float(os.environ.get(LOG_STEP_ENV, "0.02"))).run()
     except KeyboardInterrupt:
         return 130
