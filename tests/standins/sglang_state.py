@@ -79,7 +79,7 @@ REASONING_PARSERS = (
     "auto",
 )
 EOS_ID = 200002
-REASONING_WORDS = {"none": 4, "minimal": 4, "low": 12, "medium": 32, "high": 96}
+REASONING_WORDS = {"none": 4, "minimal": 4, "low": 12, "medium": 32, "high": 96, "max": 96}  # "max": as high
 ANSWER_WORDS = 20
 
 
