@@ -11,7 +11,7 @@ import litellm
 import sandserve
 
 litellm.suppress_debug_info = True
-endpoint = sandserve.client.connect(sys.argv[1] if len(sys.argv) > 1 else None)
+endpoint = sandserve.connect(sys.argv[1] if len(sys.argv) > 1 else None)
 messages = [{"role": "user", "content": "Write a haiku about a sandbox where AI agents run code."}]
 
 response = litellm.completion(**endpoint.litellm_kwargs(), messages=messages, max_tokens=4096)

@@ -74,7 +74,7 @@ def take_everything_down() -> None:
         return
     for record in registry.list():
         try:
-            lifecycle.down(record, registry)
+            lifecycle.down(record, registry, capture=False)
         except Exception:
             pass
 

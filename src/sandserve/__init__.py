@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from sandserve.observe.metrics import Slo
     from sandserve.observe.report import write_report
     from sandserve.results import CacheStats, Capabilities, GenerateResult, ServerInfo, TokenUsage
-    from sandserve.serve.lifecycle import BootEvents, up
+    from sandserve.serve.boot_events import BootEvents
+    from sandserve.serve.lifecycle import up
     from sandserve.serve.resolve import resolve_spec
     from sandserve.serve.verbs import down
     from sandserve.spec import AuthMode, ServeSpec
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 _LOCATIONS = {
     "AuthMode": "sandserve.spec",
     "BenchConfig": "sandserve.observe.bench",
-    "BootEvents": "sandserve.serve.lifecycle",
+    "BootEvents": "sandserve.serve.boot_events",
     "CacheStats": "sandserve.results",
     "Capabilities": "sandserve.results",
     "Endpoint": "sandserve.endpoint",

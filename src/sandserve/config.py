@@ -102,6 +102,33 @@ def gpu_hour_price() -> float | None:
     return price if price >= 0 else None
 
 
+@dataclass(frozen=True)
+class Limit:
+    value: float
+    source: str
+
+
+def snapshot_limit_gb() -> Limit | None:
+    """The largest snapshot the organisation may hold (SANDSERVE_SNAPSHOT_LIMIT_GB), checked before a
+    capture; None when unset: the hosted service's limit is not published (the open-source default is 20 GB),
+    so the capture is tried and the service's refusal, if any, reported."""
+    from sandserve.errors import ConfigError
+
+    chosen = setting("SANDSERVE_SNAPSHOT_LIMIT_GB")
+    if not chosen.is_set:
+        return None
+    try:
+        value = float(chosen.value or "")
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(
+            f"SANDSERVE_SNAPSHOT_LIMIT_GB={chosen.value!r} is not a size in GB.",
+            hint="Set it to your organisation's snapshot size limit, e.g. SANDSERVE_SNAPSHOT_LIMIT_GB=50.",
+        )
+    return Limit(value, f"SANDSERVE_SNAPSHOT_LIMIT_GB from {chosen.source}")
+
+
 def load_dotenv_once() -> None:
     """Kept for callers written before settings were read on demand: it does nothing now. Nothing is copied
     from dotenv files into the environment any more (that let a `.env` redirect the API key); read a setting

@@ -38,7 +38,7 @@ class ModelFileNotFoundError(ConfigError):
     def __init__(self, path: Path) -> None:
         super().__init__(
             f"Model file not found: {path}",
-            hint="Check the path, or leave --model out to serve the built-in tiny model.",
+            hint="Check the path, or leave --model out to serve the default local model (SmolLM2-135M).",
         )
 
 
@@ -112,6 +112,10 @@ class ConfirmationRequiredError(ConfigError):
 
 class ModelRepoError(ConfigError):
     """The Hugging Face repo cannot be downloaded: found out before a GPU sandbox is paid for."""
+
+
+class ModelDoesNotFitError(ConfigError):
+    """The model cannot fit any GPU type asked for: refused, with the arithmetic, before anything is made."""
 
 
 class BootBreakerOpenError(ConfigError):
@@ -206,6 +210,10 @@ class ProviderError(SandserveError):
     """The sandbox provider refused or failed a request."""
 
 
+class GpuCapacityError(ProviderError):
+    """No GPU type asked for has the units free (the provider's capacity answer, or its create)."""
+
+
 class QuotaExceededError(ProviderError):
     def __init__(self, detail: str) -> None:
         super().__init__(
@@ -246,7 +254,7 @@ class AmbiguousEndpointError(SandserveError):
     def __init__(self, ids: list[str]) -> None:
         super().__init__(
             f"Several endpoints are up: {', '.join(ids)}.",
-            hint="Name one: pass its id (see `sandserve ls`).",
+            hint=f"Choose one: `sandserve status -e {ids[0]}` (in Python: sandserve.connect({ids[0]!r})).",
         )
 
 
@@ -273,10 +281,11 @@ class RequestRejectedError(SandserveError):
 
 
 class CapabilityError(SandserveError):
-    """A feature this endpoint's engine does not offer."""
+    """A feature this endpoint's engine, or with ``model`` its model, does not offer."""
 
-    def __init__(self, feature: str, engine: str, hint: str) -> None:
-        super().__init__(f"{feature} is not available on the {engine} engine.", hint=hint)
+    def __init__(self, feature: str, engine: str, hint: str, *, model: str | None = None) -> None:
+        where = f"this model ({model})" if model else f"the {engine} engine"
+        super().__init__(f"{feature} is not available on {where}.", hint=hint)
 
 
 class EngineBinaryNotFoundError(ConfigError):
@@ -481,3 +490,11 @@ __all__ = [
     for name, value in list(globals().items())
     if isinstance(value, type) and issubclass(value, Exception)
 ]
+
+
+class SnapshotNotFoundError(ConfigError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"There is no snapshot named {name!r}.",
+            hint="`sandserve snapshots` lists the golden snapshots there are.",
+        )

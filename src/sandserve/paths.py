@@ -6,7 +6,10 @@ which is how tests keep away from the user's own ledger.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -21,9 +24,45 @@ def state_dir() -> Path:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise StateDirError(path, exc.strerror or str(exc)) from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise StateDirError(path, "it is not writable")
+    error = write_error(path)
+    if error is not None:
+        raise StateDirError(path, error.strerror or str(error))
     return path
+
+
+#: Less free space than this is a full disk for a directory sandserve is about to write in.
+LOW_SPACE_BYTES = 1 << 20
+
+#: What to do about the system's causes a user can act on.
+_ADVICE = {
+    errno.EROFS: "That file system is mounted read-only: write to a place on a writable one.",
+    errno.ENOSPC: "The disk is full: free some space (df -h shows it), or write to another disk.",
+    errno.EDQUOT: "Your disk quota is used up: remove files you do not need, or write to another disk.",
+    errno.EACCES: "You may not write there: pick a directory you own, or change its permissions.",
+    errno.EPERM: "You may not write there: pick a directory you own, or change its permissions.",
+}
+
+
+def write_error(directory: Path) -> OSError | None:
+    """What the system answers when a file is written in ``directory`` (a read-only file system, a
+    permission, a full disk), or None when one can be. It writes and removes a one-byte file to find out,
+    since permission bits alone show neither a read-only mount nor a full disk."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".sandserve-probe-") as probe:
+            probe.write(b"\0")
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = shutil.disk_usage(directory).free
+    except OSError as error:
+        return error
+    if free < LOW_SPACE_BYTES:
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free)")
+    return None
+
+
+def advice_for(error: OSError) -> str | None:
+    """What to do about ``error`` when the system's cause is one a user can act on; else None."""
+    return _ADVICE.get(error.errno or 0)
 
 
 def logs_dir() -> Path:

@@ -27,6 +27,20 @@ class GpuVendor(StrEnum):
 GPU_VENDORS: dict[str, GpuVendor] = {
     gpu: GpuVendor.AMD if gpu.startswith("MI") else GpuVendor.NVIDIA for gpu in GPU_TYPES
 }
+#: Memory per GPU as the driver reports it to the engine (MiB: nvidia-smi / rocm-smi totals of each model's
+#: common board; the fit check works from these).
+GPU_MEMORY_MIB: dict[str, int] = {
+    "H100": 81_559,
+    "H200": 143_771,
+    "B200": 183_359,
+    "B300": 275_040,
+    "RTX-PRO-6000": 97_887,
+    "RTX-4090": 24_564,
+    "RTX-5090": 32_607,
+    "MI355X": 294_912,
+}
+#: The most GPUs one machine (so one sandbox) has.
+MAX_GPUS_PER_SANDBOX = 8
 DEFAULT_TARGET = config.DEFAULT_TARGET
 #: A GPU sandbox is destroyed this long after its creation unless told otherwise (--ttl; 0 for none).
 DEFAULT_GPU_TTL_MINUTES = 240
@@ -62,7 +76,7 @@ class Resources:
     gpu_types: tuple[str, ...] = DEFAULT_GPUS
     """GPU types in order of preference, spelt as the API takes them (``normalise_gpus``)."""
     gpu_count: int = 1
-    """GPUs per sandbox; the engine spreads the model over them (SGLang ``--tp-size``)."""
+    """GPUs per sandbox, all of one type; the engine spreads the model over them (SGLang ``--tp-size``)."""
     spot: bool = False
     """A spot GPU: cheaper, and may be taken back without notice."""
     image: str | None = None
@@ -76,6 +90,15 @@ class Resources:
     def vendors(self) -> tuple[GpuVendor, ...]:
         """The vendors of the GPU types, in the order first preferred."""
         return tuple(dict.fromkeys(GPU_VENDORS[gpu] for gpu in self.gpu_types))
+
+    def by_vendor(self) -> list[tuple[GpuVendor, tuple[str, ...]]]:
+        """The preference list cut into one run per vendor, in order: one image serves each run, so each is
+        its own create (``H100, MI355X, RTX-PRO-6000``: NVIDIA ``H100, RTX-PRO-6000``, then AMD ``MI355X``).
+        """
+        return [
+            (vendor, tuple(gpu for gpu in self.gpu_types if GPU_VENDORS[gpu] is vendor))
+            for vendor in self.vendors
+        ]
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,9 @@ class ProviderSettings:
     """A volume kept between sandboxes for the Hugging Face cache (weights downloaded once)."""
     hf_token_secret: str | None = None
     """Name of a provider secret holding HF_TOKEN, used instead of passing the token itself."""
+    warm_boot: bool = True
+    """Boot from the spec's golden snapshot when there is one, and capture one at `down` after a cold boot
+    (where the provider keeps snapshots); False: always boot from the image, and capture nothing."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +132,9 @@ class EngineSettings:
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     """Environment for the server process (non-secret)."""
+    data_parallel: bool = False
+    """Several GPUs each hold a whole copy of the model (SGLang ``--dp-size``), instead of one copy split
+    across them (``--tp-size``, the default)."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -160,6 +162,53 @@ def test_a_second_run_on_the_same_output_is_refused_and_nothing_is_sent_twice(
     assert answered(out) == Counter({cid: 1 for cid in ids})
     assert max(server.attempts.values()) == 1, "no request was sent by both runs"
     assert not lock_path(out).exists()
+
+
+def test_ctrl_c_writes_the_summary_says_what_is_left_and_the_printed_command_finishes(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    ids = [f"r{i}" for i in range(120)]
+    inp, out = write_batch(tmp_path / "in.jsonl", ids), tmp_path / "out.jsonl"
+    server.default_action = "slow"
+    server.slow_s = 0.05
+    run = subprocess.Popen(
+        [*sandserve_command(), "batch", str(inp), str(out), "--concurrency", "2"],
+        env={**os.environ, "ENDPOINT": server.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.exists() and out.read_bytes().count(b"\n") >= 5) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, stderr
+    done = len(lines_of(out))
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["stopped_because"] == "interrupted (Ctrl-C)"
+    assert summary["succeeded"] == done and summary["unfinished"] == len(ids) - done > 0
+    told = " ".join(stderr.split())
+    assert f"{done} of {len(ids)} requests done, {len(ids) - done} left" in told
+    header, row = stdout.splitlines()  # the summary table, into a pipe
+    assert header.startswith("requests\tok") and row.split("\t")[:4] == [
+        str(done),
+        str(done),
+        "0",
+        str(len(ids) - done),
+    ]
+    command = told.split("to send the rest: ")[1]
+    server.default_action = "ok"
+    rerun = subprocess.run(
+        shlex.split(command), env={**os.environ, "ENDPOINT": server.url}, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert answered(out) == Counter({cid: 1 for cid in ids})
 
 
 def test_a_file_that_is_not_a_batch_output_is_refused_byte_identical(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -85,14 +86,14 @@ def test_ctrl_c_writes_what_was_measured(tmp_path: Path):
             text=True,
         )
         try:
-            # The first level ends (its table is printed) and the second has started: interrupt it.
-            assert process.stdout is not None
-            for line in process.stdout:
-                if "concurrency=1" in line:
+            # The first level ends (its line is printed) and the second has started: interrupt it.
+            assert process.stderr is not None
+            for line in process.stderr:
+                if "concurrency=1: 6/6" in line:
                     break
             time.sleep(1.0)
             process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=60)
+            stdout, stderr = process.communicate(timeout=60)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -106,6 +107,19 @@ def test_ctrl_c_writes_what_was_measured(tmp_path: Path):
     assert second["metrics"]["completed"] < 6 and second["unfinished"] >= 1  # cut off while it ran
     assert len(second["requests"]) == second["metrics"]["sent"]  # what was measured, and only that
     assert "Interrupted" in (out / "report.md").read_text()
+    # The table of what was measured, into a pipe; then what was not, and the command that measures it.
+    header, *rows = stdout.splitlines()[:3]
+    assert header.startswith("level\tdone") and [row.split("\t")[0] for row in rows] == [
+        "concurrency=1",
+        "concurrency=2 (cut)",
+    ]
+    told = " ".join(stderr.split())
+    assert "measured: concurrency=1" in told and "cut short: concurrency=2" in told
+    assert "not measured: concurrency=2" in told
+    rest = shlex.split(told.split("to measure the rest: ")[1])
+    assert rest[rest.index("bench") + 1 :] == [
+        *args[2:], "--warmup", "0", "--concurrency", "2", "--output", f"{out}-rest"
+    ]  # fmt: skip
 
 
 @pytest.mark.usefixtures("llama_server", "tiny_model")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shlex
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 from conftest import run_cli as run_sandserve
+from conftest import sandserve_command
 
 from sandserve.errors import ConfigError
 from sandserve.workloads import corpus
@@ -174,6 +178,45 @@ def test_classify_runs_both_passes_on_the_local_engine(local_endpoint, tmp_path)
     assert report["author_pass"]["input_tokens"] > 0
     # The passages lead every prompt: pass 2 finds them in the server's cache.
     assert report["setting_pass"]["cached_tokens"] > report["setting_pass"]["input_tokens"] / 2
+
+
+def test_ctrl_c_keeps_the_answers_and_the_printed_command_goes_on_from_them(local_endpoint, tmp_path):
+    corpus_dir = write_synthetic_corpus(tmp_path / "books", ["Austen", "Poe"])
+    run_dir = tmp_path / "run"
+    args = ["classify", "--corpus-dir", str(corpus_dir), "--books", "Austen,Poe", "--per-book", "5",
+            "--concurrency", "1", "--temperature", "0", "--run-dir", str(run_dir)]  # fmt: skip
+    kept = tmp_path / "run.answers" / "author.jsonl"
+    process = subprocess.Popen(
+        [*sandserve_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (kept.exists() and kept.read_bytes().count(b"\n") >= 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    told = " ".join(stderr.split())
+    answered = kept.read_bytes().count(b"\n")
+    assert f"pass 1 - author: {answered} of 10 answered, pass 2 - setting: not started" in told
+    assert not run_dir.exists()  # no report from half a run
+
+    again = shlex.split(told.split("to go on from there: ")[1])
+    rest = subprocess.run(again, capture_output=True, text=True, timeout=300)
+    assert rest.returncode == 0, rest.stderr
+    assert "going on from the answers kept" in rest.stderr
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["passages"] == 10 and report["author_pass"]["failed"] == 0
+    assert all(answer["author"] in BOOKS for answer in report["answers"])
+    # Each passage was asked once per question, over both runs.
+    for question in ("author", "setting"):
+        ids = [json.loads(line)["custom_id"] for line in (run_dir / "answers" / f"{question}.jsonl").open()]
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == 10
+    assert report["author_pass"]["input_tokens"] > 0 and not (tmp_path / "run.answers").exists()
 
 
 def test_classify_refuses_bad_input_and_writes_nothing(tmp_path):

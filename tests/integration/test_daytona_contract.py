@@ -69,7 +69,7 @@ def last_create(daytona: DaytonaStandin) -> dict:
             "each value in gpuType must be one of the following values",
         ),
         ({"gpuType": ["RTX_PRO_6000"]}, "each value in gpuType must be one of the following values"),
-        ({"gpu": 2}, "gpu must not be greater than 1"),
+        ({"gpu": 9}, "gpu must not be greater than 8"),
         ({"autoDeleteInterval": -1}, "GPU sandboxes must be ephemeral - set autoDeleteInterval to 0"),
         ({"gpuTypes": ["H100"]}, "property gpuTypes should not exist"),
         ({"ttlMinutes": -5}, "ttlMinutes must be a non-negative integer"),
@@ -342,28 +342,29 @@ def test_ls_shows_age_and_cost_so_far_when_a_price_is_set(daytona):
     listed = json.loads(run_cli("ls", "--json", env={"SANDSERVE_GPU_HOUR_PRICE": "3.60"}).stdout)
     (entry,) = [e for e in listed if e["id"] == endpoint.id]
     assert entry["age_seconds"] >= 0 and entry["cost_so_far"] > 0
-    (row,) = run_cli(
+    header, row = run_cli(
         "ls", env={"SANDSERVE_GPU_HOUR_PRICE": "3.60"}
-    ).stdout.splitlines()  # a pipe: tab-separated
+    ).stdout.splitlines()  # a pipe: tab-separated, under a header line
+    assert header.split("\t")[-1] == "cost"
     assert row.split("\t")[0] == endpoint.id and row.split("\t")[-1].startswith("$0.0")
     assert json.loads(run_cli("ls", "--json").stdout)[0]["cost_so_far"] is None
 
 
 def test_the_services_validation_sentences_reach_the_user(daytona, monkeypatch):
     """The API answers a body its validators refuse with a list of sentences the SDK reduces to "Bad Request";
-    sandserve reads them back (here: a body forced to ask for two GPUs, as no spec of sandserve's can)."""
+    sandserve reads them back (here: a body forced to ask for nine GPUs, as no spec of sandserve's can)."""
     from sandserve.errors import ProviderError
     from sandserve.providers import daytona_params
 
     real = daytona_params.create_params
 
-    def two_gpus(*args, **kwargs):
+    def nine_gpus(*args, **kwargs):
         params = real(*args, **kwargs)
-        params.resources.gpu = 2
+        params.resources.gpu = 9
         return params
 
-    monkeypatch.setattr(daytona_params, "create_params", two_gpus)
-    with pytest.raises(ProviderError, match="gpu must not be greater than 1"):
+    monkeypatch.setattr(daytona_params, "create_params", nine_gpus)
+    with pytest.raises(ProviderError, match="gpu must not be greater than 8"):
         lifecycle.up(sglang_spec())
     assert daytona.sandboxes == {}
 

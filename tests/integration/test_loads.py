@@ -86,6 +86,40 @@ def test_llama_server_shows_requests_in_flight(keyed_local_endpoint):
     assert asyncio.run(watch()) > 0
 
 
+def test_token_rates_move_while_a_long_request_runs(keyed_local_endpoint):
+    """llama.cpp adds a request's tokens to its counter only when the request ends: the reading adds the
+    running ones' tokens so far, so `top` shows tokens/s while a long answer streams, not 0 until it ends."""
+    endpoint = keyed_local_endpoint
+    body = {"model": endpoint.model, "messages": MESSAGES, "max_tokens": 3000, "ignore_eos": True}
+
+    async def two_readings_while_it_runs() -> tuple[float | None, int | None]:
+        async with httpx.AsyncClient(timeout=300) as client, LoadProbe() as probe:
+            before = (await probe.read(endpoint)).counters.generation_tokens or 0.0
+            request = asyncio.ensure_future(
+                client.post(
+                    endpoint.base_url + "/chat/completions", json=body, headers=endpoint.request_headers()
+                )
+            )
+            try:
+                first = await probe.read(endpoint)
+                for _ in range(
+                    1200
+                ):  # until it has generated a token (at most a minute; the prompt comes first)
+                    if first.running and (first.counters.generation_tokens or 0.0) > before:
+                        break
+                    await asyncio.sleep(0.05)
+                    first = await probe.read(endpoint)
+                await asyncio.sleep(0.5)
+                second = await probe.read(endpoint)
+                assert not request.done(), "the request ended before the second reading: make it longer"
+                return rates(first, second).generation_tokens_per_s, second.running
+            finally:
+                request.cancel()
+
+    per_second, running = asyncio.run(two_readings_while_it_runs())
+    assert running == 1 and per_second is not None and per_second > 0
+
+
 def test_a_wrong_key_gives_a_failed_reading_that_says_why(keyed_local_endpoint):
     wrong = Endpoint.from_dict({**keyed_local_endpoint.to_dict(), "api_key": "sk-wrong"})
     [load] = read_loads([wrong])

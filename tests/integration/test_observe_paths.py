@@ -15,7 +15,8 @@ from conftest import run_cli, sandserve_command, sglang_daytona_standin
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
-from sandserve.observe.bench import BenchConfig, BenchResult, LoadPlan, run_bench_sync
+from sandserve.observe.bench import BenchConfig, LoadPlan, run_bench_sync
+from sandserve.observe.bench_results import BenchResult
 from sandserve.observe.datasets import random_prompts
 from sandserve.observe.loads import read_loads
 from sandserve.observe.report import write_report
@@ -186,4 +187,12 @@ def test_live_top_refreshes_until_ctrl_c(local_endpoint: Endpoint):
             process.kill()
             process.wait()
     assert process.returncode == 0, stderr
-    assert local_endpoint.id in stdout and "running" in stdout and "Traceback" not in stderr
+    assert local_endpoint.id in stdout and "Traceback" not in stderr
+    # Into a pipe: one reading per refresh, each under its header line.
+    readings = [block.splitlines() for block in stdout.strip().split("\n\n")]
+    assert len(readings) >= 2 and all(
+        lines[0].startswith("id\tfleet\trole\tstate\trun") for lines in readings
+    )
+    assert all(
+        lines[1].split("\t")[:4] == [local_endpoint.id, "-", "endpoint", "ready"] for lines in readings
+    )

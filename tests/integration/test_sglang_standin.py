@@ -152,9 +152,11 @@ def test_boot_log_phases_kv_pool_and_readiness(tmp_path: Path) -> None:
     try:
         fake.wait_for("Uvicorn running on")
         assert phases_in(SGLANG, fake.output) == [
+            "process started",
             "weights downloaded",
             "weights loaded",
             "kv cache allocated",
+            "kernels compiled",
             "cuda graphs captured",
         ]
         assert SGLANG.kv_pool_tokens(fake.output) == 1_187_328

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,11 @@ import pytest
 
 from sandserve.cli._app import exit_code_for
 from sandserve.errors import ToolIsolationUnavailableError
-from sandserve.tools import local_sandbox
+from sandserve.tools import local_sandbox, pids_cgroup
 from sandserve.tools.declaration import tool
-from sandserve.tools.local_sandbox import LocalToolSandbox, bubblewrap
+from sandserve.tools.local_sandbox import CGROUP_OVERHEAD, LocalToolSandbox, bubblewrap
+from sandserve.tools.outcome import ToolOutcome
+from sandserve.tools.pids_cgroup import PidsCgroup
 
 pytestmark = pytest.mark.skipif(
     bubblewrap() is None, reason="bubblewrap is not usable here (`make engine` installs it as root)"
@@ -126,6 +129,57 @@ def reads_a_file(path: str) -> str:
     """Reads any file it is told about."""
     with open(path) as handle:
         return handle.read()
+
+
+def lists_a_folder(path: str) -> list[str]:
+    """Lists any folder it is told about."""
+    import os
+
+    return sorted(os.listdir(path))
+
+
+def forks_without_bound(attempts: int) -> str:
+    """A fork bomb with the hook's process list emptied: each child sleeps, so they all count at once."""
+    import os
+    import time
+
+    import __main__
+
+    __main__.PROCESSES = set()
+    started = 0
+    try:
+        for _ in range(attempts):
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+            started += 1
+    except OSError as exc:
+        return f"stopped after {started}: {exc.strerror}"
+    return f"started {started}"
+
+
+def waits_for_a_file(path: str) -> str:
+    """Waits (up to its time limit) until ``path`` exists: the test looks at the call meanwhile."""
+    import os
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return "seen"
+
+
+def makes_a_user_namespace() -> str:
+    """unshare(CLONE_NEWUSER) through libc, the hook's lists emptied first."""
+    import __main__
+
+    __main__.PROCESSES = set()  # before importing ctypes, which loads libpython
+    import ctypes
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) == 0:
+        return "made a user namespace"
+    return "refused: " + os.strerror(ctypes.get_errno())
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -258,13 +312,114 @@ def test_the_ledger_and_home_cannot_be_read(
         shutil.rmtree(state, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="as root, tools run as the real user nobody")
+def test_a_fork_bomb_is_bounded_by_a_process_count() -> None:
+    """As started (not the user-namespace variant, which is root pretending: the kernel does not count a real
+    root's processes against RLIMIT_NPROC in a namespace it made; a real non-root user's it does)."""
+    sandbox = LocalToolSandbox(timeout=8)
+    outcome = sandbox.run(tool(forks_without_bound), {"attempts": 1000})
+    assert outcome.ok, outcome.content
+    assert outcome.content.startswith("stopped after"), outcome.content
+    started = int(outcome.content.split()[2].rstrip(":"))
+    assert started < sandbox.max_processes
+    assert "Resource temporarily unavailable" in outcome.content
+
+
+def test_each_call_has_a_pids_cgroup_of_its_own_where_one_can_be_made(project: Path) -> None:
+    probe = PidsCgroup.create(8)
+    if probe is None:
+        pytest.skip("no pids cgroup can be made here (not root, or no writable pids controller)")
+    probe.remove()
+    sandbox = LocalToolSandbox(timeout=60)
+    go = project / "go"
+    outcome: list[ToolOutcome] = []
+    call = threading.Thread(
+        target=lambda: outcome.append(sandbox.run(tool(waits_for_a_file, paths=[project]), {"path": str(go)}))
+    )
+    before = set(_tool_cgroups())
+    call.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (set(_tool_cgroups()) - before) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (mine,) = set(_tool_cgroups()) - before
+        assert (mine / "pids.max").read_text().strip() == str(sandbox.max_processes + CGROUP_OVERHEAD)
+        while not (mine / "cgroup.procs").read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.02)  # made just before the call's first process moves in
+        assert (mine / "cgroup.procs").read_text().split(), "the call's processes are in it"
+    finally:
+        go.touch()
+        call.join(timeout=60)
+    assert outcome and outcome[0].content == "seen", outcome
+    assert mine not in set(_tool_cgroups())  # removed after the call
+
+
+def _tool_cgroups() -> list[Path]:
+    return [path for parent in pids_cgroup._parents() for path in parent.glob("sandserve-tool-*")]
+
+
+def test_no_user_namespace_can_be_made_inside(sandbox: LocalToolSandbox) -> None:
+    outcome = sandbox.run(tool(makes_a_user_namespace), {})
+    assert outcome.ok, outcome.content
+    assert outcome.content.startswith("refused"), outcome.content
+
+
+@pytest.fixture
+def project(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project folder outside /tmp and home (as /srv/app would be), with the .env the README describes,
+    readable by everyone, and the working directory."""
+    folder = VISIBLE_ROOT / f".project-{secrets.token_hex(4)}"
+    folder.mkdir()
+    folder.chmod(0o755)
+    (folder / ".env").write_text("DAYTONA_API_KEY=dtn_never_shown\n")
+    (folder / ".env").chmod(0o644)
+    monkeypatch.chdir(folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_working_directorys_env_file_cannot_be_read(sandbox: LocalToolSandbox, project: Path) -> None:
+    outcome = sandbox.run(tool(reads_a_file), {"path": str(project / ".env")})
+    assert not outcome.ok and "No such file or directory" in outcome.content
+    assert "dtn_never_shown" not in outcome.content
+    listing = sandbox.run(tool(lists_a_folder), {"path": str(project)})
+    assert not listing.ok and "No such file or directory" in listing.content
+
+
+@pytest.mark.parametrize("folder", ["/srv", "/opt", "/mnt", "/home", "/root", "/var"])
+def test_user_data_folders_are_not_shown(sandbox: LocalToolSandbox, folder: str) -> None:
+    outcome = sandbox.run(tool(lists_a_folder), {"path": folder})
+    # Absent, or only the folders on the way to the interpreter (/root/.pyenv) or the private /var/tmp
+    assert not outcome.ok or outcome.content in ("[]", '[".pyenv"]', '["tmp"]'), outcome.content
+
+
+def test_a_declared_path_is_readable_and_only_that(sandbox: LocalToolSandbox, project: Path) -> None:
+    data = project / "data"
+    data.mkdir()
+    (data / "notes.txt").write_text("shared on purpose")
+    (data / "notes.txt").chmod(0o644)
+    reader = tool(reads_a_file, paths=[data])
+    assert reader.paths == (str(data),)
+    assert sandbox.run(reader, {"path": str(data / "notes.txt")}).content == "shared on purpose"
+    secret = sandbox.run(reader, {"path": str(project / ".env")})
+    assert not secret.ok and "dtn_never_shown" not in secret.content
+    writes = sandbox.run(tool(writes_through_dir_fd, paths=[data]), {"folder": str(data)})
+    assert not writes.ok and "Read-only file system" in writes.content
+    assert sorted(path.name for path in data.iterdir()) == ["notes.txt"]
+
+
+def test_a_declared_path_that_does_not_exist_is_a_failed_call(sandbox: LocalToolSandbox) -> None:
+    missing = str(VISIBLE_ROOT / f"absent-{secrets.token_hex(4)}")
+    outcome = sandbox.run(tool(reads_a_file, paths=[missing]), {"path": missing})
+    assert not outcome.ok and "does not exist on this machine" in outcome.content
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, tools run as a fresh unprivileged user")
 def test_run_by_root_a_tool_cannot_read_roots_own_files(outside: Path) -> None:
     sandbox = LocalToolSandbox(timeout=8)
     private = outside / "root-only.txt"
     private.write_text("root's secret")
     private.chmod(0o600)
-    outcome = sandbox.run(tool(reads_a_file), {"path": str(private)})
+    outcome = sandbox.run(tool(reads_a_file, paths=[outside]), {"path": str(private)})
     assert not outcome.ok and "Permission denied" in outcome.content
     shadow = sandbox.run(tool(reads_a_file), {"path": "/etc/shadow"})
     assert not shadow.ok and "Permission denied" in shadow.content

@@ -364,6 +364,13 @@ def test_daytona_tool_that_loops_forever_is_stopped(daytona_api):
         assert runner.run(tool(get_weather), {"city": "Oslo"}).ok  # the sandbox is still usable
 
 
+def test_a_tool_declaring_local_paths_is_refused_on_daytona_before_a_sandbox_is_made(daytona_api):
+    with DaytonaToolSandbox("e", timeout=5) as runner:
+        outcome = runner.run(tool(get_weather, paths=["/srv/data"]), {"city": "Oslo"})
+        assert not outcome.ok and "/srv/data" in outcome.content and "Daytona" in outcome.content
+        assert runner.sandbox_id is None and not daytona_api.sandboxes
+
+
 def test_tools_run_locally_for_local_endpoints():
     endpoint = Endpoint(id="x", url="http://127.0.0.1:1", model="m", provider="local")
     runner = tool_runner_for(endpoint)

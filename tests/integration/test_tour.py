@@ -97,3 +97,16 @@ def test_tour_fails_with_exit_code_when_a_feature_fails():
         )
     assert result.returncode == 1
     assert re.search(r"tool calling loop.*failed", result.stdout)
+
+
+def test_on_a_model_without_tools_the_tool_step_is_not_available_not_failed(smollm2_endpoint):
+    """SmolLM2's chat template has no tool syntax (llama-server says so in /props): not a failure."""
+    assert smollm2_endpoint.capabilities().tool_calls is False
+    (step,) = run_tour(smollm2_endpoint, only={"tool_calls"})
+    assert step.status == "unavailable"
+    assert step.note == "Tool calling is not available on this model (smollm2-135m)."
+    (step,) = run_tour(smollm2_endpoint, only={"reasoning_effort"})
+    assert (step.status, step.note) == (
+        "unavailable",
+        "Reasoning effort is not available on this model (smollm2-135m).",
+    )

@@ -3,7 +3,7 @@ rules of the service's DTOs and services (daytonaio/daytona, apps/api/src/sandbo
 and the usage service).
 
 - class-validator failures are 400s whose ``message`` is a LIST of sentences, as NestJS's ValidationPipe makes
-  them (``"gpu must not be greater than 1"``, ``"each value in gpuType must be one of the following values:
+  them (``"gpu must not be greater than 8"``, ``"each value in gpuType must be one of the following values:
   ..."``); service checks are 400s with one sentence (``"GPU sandboxes must be ephemeral - set
   autoDeleteInterval to 0"``).
 - Unknown fields: the real API's ValidationPipe runs without ``forbidNonWhitelisted``, so it IGNORES them
@@ -19,6 +19,8 @@ from typing import Any
 
 from daytona_api_client import GpuType
 from pydantic import BaseModel
+
+from ._daytona_gpus import count_sentences
 
 #: The values the service accepts for gpuType (the enum's values, less the generator's fallback).
 GPU_TYPE_VALUES = [gpu.value for gpu in GpuType if gpu is not GpuType.UNKNOWN_DEFAULT_OPEN_API]
@@ -46,14 +48,7 @@ def parse(model: type[BaseModel], raw: Any) -> Any:
 def check_create_sandbox(raw: dict[str, Any]) -> None:
     """The CreateSandboxDto's validators, on the raw JSON."""
     sentences = []
-    gpu = raw.get("gpu")
-    if gpu is not None:
-        if not isinstance(gpu, int) or isinstance(gpu, bool):
-            sentences.append("gpu must be a number conforming to the specified constraints")
-        elif gpu < 0:
-            sentences.append("gpu must not be less than 0")
-        elif gpu > 1:
-            sentences.append("gpu must not be greater than 1")
+    sentences += count_sentences(raw.get("gpu"))
     gpu_type = raw.get("gpuType")
     if gpu_type is not None:
         values = gpu_type if isinstance(gpu_type, list) else [gpu_type]

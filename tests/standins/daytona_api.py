@@ -17,7 +17,8 @@ processes as DAYTONA_STANDIN_PORT_<port>, so two sandboxes can both "serve on 80
 
 JSON bodies are read and written with the SDK's generated models (daytona_api_client and
 daytona_toolbox_api_client), and refused as the service refuses them (`_daytona_rules`): unknown fields and
-enum values, more than one GPU, a GPU sandbox that is not ephemeral, spot without a GPU.
+enum values, more GPUs than a machine has, a GPU sandbox that is not ephemeral, spot without a GPU; GPUs
+are placed by type in preference order from a fleet with free units per type (`_daytona_gpus`).
 
 A new sandbox goes through the service's states (pending_build -> building_snapshot -> starting -> started for
 an image, creating -> started for a snapshot), `state_step_seconds` each. Its processes see only their own
@@ -45,8 +46,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http import HTTPStatus
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ from aiohttp import web
 from daytona_api_client import (
     BuildInfo,
     CreateSandbox,
-    CreateVolume,
     ListSandboxesResponse,
     PortPreviewUrl,
     Sandbox,
@@ -65,41 +64,32 @@ from daytona_api_client import (
     SandboxVolume,
     SignedPortPreviewUrl,
     ToolboxProxyUrl,
-    VolumeDto,
-    VolumeState,
-)
-from daytona_toolbox_api_client import (
-    CodeRunRequest,
-    CodeRunResponse,
-    Command,
-    CreateSessionRequest,
-    ErrorResponse,
-    ExecuteRequest,
-    ExecuteResponse,
-    Session,
-    SessionCommandLogsResponse,
-    SessionExecuteRequest,
-    SessionExecuteResponse,
-    UserHomeDirResponse,
-    WorkDirResponse,
 )
 from pydantic import ValidationError
 
-from . import _daytona_events, _daytona_rules, _image, _preview
-from ._procs import STDERR, STDOUT, CommandRun, kill_groups
+from . import _daytona_events, _daytona_gpus, _daytona_rules, _preview
+from ._daytona_http import (
+    ORGANIZATION_ID,
+    StandinError,
+    _error_response,
+    _free_port,
+    _json,
+    _json_body,
+    _listening_socket,
+    _now,
+    _plus_minutes,
+    _port,
+    _proxy_error,
+)
+from ._daytona_storage import DEFAULT_MAX_SNAPSHOT_SIZE_GB, SGLANG_IMAGE_SIZE_GB, StorageRoutes, copy_tree
+from ._daytona_toolbox import ToolboxRoutes
+from ._procs import CommandRun, kill_groups
 
-ORGANIZATION_ID = "standin-org"
 GPU_LIMIT_MESSAGE = (
     "Total GPU limit exceeded. Maximum allowed: {maximum}.\n"
     "To increase concurrency limits, upgrade your organization's Tier by visiting "
     "https://app.daytona.io/dashboard/limits."
 )
-_EXEC_DEFAULT_TIMEOUT = 360  # seconds, the daemon's default for /process/execute
-# Log stream framing the SDK demultiplexes (daytona.common.process.STDOUT_PREFIX / STDERR_PREFIX).
-_STREAM_PREFIX = {STDOUT: b"\x01\x01\x01", STDERR: b"\x02\x02\x02"}
-# Codes the API puts in its error envelope, by status (apps/api/src/common/errors/api-error-code.enum.ts).
-_API_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT"}
-_DAEMON_CODES = {**_API_CODES, 408: "REQUEST_TIMEOUT", 410: "GONE"}
 
 
 _BOOT_STATES = frozenset(
@@ -110,19 +100,7 @@ _BOOT_STATES = frozenset(
         SandboxState.STARTING,
     }
 )
-#: What a sandbox process finds in PATH (the image's own, not this machine's).
-SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
-
-
-class StandinError(Exception):
-    """An error answer: becomes the service's JSON error envelope (see `_error_middleware`)."""
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
 
 
 @dataclass
@@ -187,7 +165,7 @@ class SandboxRecord:
         return self.ports.get(port, port)
 
 
-class DaytonaStandin:
+class DaytonaStandin(ToolboxRoutes, StorageRoutes):
     """The stand-in server. Use as a context manager, or call `start()` / `stop()`."""
 
     def __init__(
@@ -203,6 +181,10 @@ class DaytonaStandin:
         vault: Mapping[str, str] | None = None,
         event_stream: bool = True,
         minute_seconds: float = 60.0,
+        capture_seconds: float = 0.1,
+        max_snapshots: int | None = None,
+        max_snapshot_size_gb: float = DEFAULT_MAX_SNAPSHOT_SIZE_GB,
+        image_size_gb: float = SGLANG_IMAGE_SIZE_GB,
     ) -> None:
         """
         Args:
@@ -220,7 +202,16 @@ class DaytonaStandin:
             minute_seconds: how long a "minute" of ttlMinutes / autoStopInterval lasts here (tests shorten it
                 to see the service end a sandbox: a TTL destroys it, an idle stop stops it, which deletes an
                 ephemeral one).
+            capture_seconds: how long a sandbox stays "snapshotting" (the runner's commit and push).
+            max_snapshots: the organisation's snapshot count quota (None: no limit).
+            max_snapshot_size_gb: the largest snapshot the organisation may hold.
+            image_size_gb: the image layers a capture carries besides the sandbox's files.
         """
+        self.capture_seconds = capture_seconds
+        self.max_snapshots = max_snapshots
+        self.max_snapshot_size_gb = max_snapshot_size_gb
+        self.image_size_gb = image_size_gb
+        self.snapshots: dict[str, Any] = {}
         self.minute_seconds = minute_seconds
         self._limits_task: asyncio.Task[None] | None = None
         self.event_stream = event_stream
@@ -234,9 +225,10 @@ class DaytonaStandin:
         self.path_prepend = [str(p) for p in path_prepend]
         self.remap_ports = list(remap_ports)
         self.gpu_quota = gpu_quota
+        self.gpus = _daytona_gpus.GpuFleet()  # free units per GPU type: tests may set them
         self.python = python
         self.sandboxes: dict[str, SandboxRecord] = {}
-        self.volumes: dict[str, VolumeDto] = {}
+        self.volumes: dict[str, Any] = {}
         self.deleted_ids: list[str] = []
         self.requests: list[tuple[str, str]] = []  # (method, path) of every API/toolbox request, in order
         self._signed: dict[str, tuple[str, int, float]] = {}  # token -> (sandbox id, port, expiry epoch s)
@@ -372,6 +364,13 @@ class DaytonaStandin:
             ("GET", sb + "/ports/{port}/preview-url", self._preview_url),
             ("GET", sb + "/ports/{port}/signed-preview-url", self._signed_preview_url),
             ("POST", sb + "/ports/{port}/signed-preview-url/{token}/expire", self._expire_signed_preview_url),
+            ("POST", sb + "/snapshot", self._create_sandbox_snapshot),
+            ("GET", "/api/snapshots", self._list_snapshots),
+            ("GET", "/api/snapshots/{sid}", self._get_snapshot),
+            ("DELETE", "/api/snapshots/{sid}", self._delete_snapshot),
+            ("POST", "/api/snapshots/{sid}/activate", self._activate_snapshot),
+            ("GET", "/api/organizations/{org}/gpu-capacity", self._gpu_capacity),
+            ("GET", "/api/api-keys/current", self._current_api_key),
             ("GET", "/api/volumes", self._list_volumes),
             ("POST", "/api/volumes", self._create_volume),
             ("GET", "/api/volumes/by-name/{name}", self._get_volume_by_name),
@@ -445,7 +444,12 @@ class DaytonaStandin:
         refusal = _daytona_rules.service_refusal(raw)
         if refusal:
             raise StandinError(400, refusal)
-        gpu = body.gpu or 0
+        snapshot = self.snapshot_for_create(body.snapshot) if body.snapshot else None
+        gpu = snapshot.dto.gpu if snapshot else body.gpu or 0
+        # From a snapshot, the sandbox gets the snapshot's GPU (count and type), whatever the body says.
+        refusal = _daytona_rules.service_refusal({**raw, "gpu": gpu})
+        if refusal:
+            raise StandinError(400, refusal)
         if self._quota_failures:
             self._quota_failures -= 1
             raise StandinError(400, GPU_LIMIT_MESSAGE.format(maximum=self._quota_maximum))
@@ -459,11 +463,19 @@ class DaytonaStandin:
         if body.name and any(r.name == body.name for r in self.sandboxes.values()):
             raise StandinError(409, f"Sandbox with name {body.name} already exists")
         volumes = [self._resolve_volume_mount(v) for v in body.volumes or []]
+        try:
+            preference = _gpu_preference(snapshot, raw)
+            gpu_type = self.gpus.place(preference, gpu, spot=bool(body.spot)) if gpu else None
+        except _daytona_gpus.NoRunner as e:
+            raise StandinError(400, str(e)) from None
 
         sandbox_id = str(uuid.uuid4())
         assert self._root is not None
         home = self._root / sandbox_id
-        home.mkdir()
+        if snapshot is not None and snapshot.files is not None:
+            copy_tree(snapshot.files, home)
+        else:
+            home.mkdir()
         now = _now()
         record = SandboxRecord(
             id=sandbox_id,
@@ -479,7 +491,7 @@ class DaytonaStandin:
             memory=body.memory or 1,
             disk=body.disk or 3,
             gpu=gpu,
-            gpu_type=(raw.get("gpuType") or [None])[0] if gpu else None,
+            gpu_type=gpu_type,
             auto_stop_interval=15 if body.auto_stop_interval is None else body.auto_stop_interval,
             auto_archive_interval=10080 if body.auto_archive_interval is None else body.auto_archive_interval,
             auto_delete_interval=-1 if body.auto_delete_interval is None else body.auto_delete_interval,
@@ -640,7 +652,8 @@ class DaytonaStandin:
         record.sessions.clear()
         old = record.stored_state.value
         record.stored_state = SandboxState.DESTROYED
-        self.sandboxes.pop(record.id, None)
+        if self.sandboxes.pop(record.id, None) is not None:
+            self.gpus.release(record.gpu_type, record.gpu, spot=record.spot)
         await self.events.state_changed(self._dto(record), old)
         self.deleted_ids.append(record.id)
         shutil.rmtree(record.home, ignore_errors=True)
@@ -688,269 +701,15 @@ class DaytonaStandin:
             toolbox_proxy_url=self.toolbox_url,
         )
 
-    # ----- control plane: volumes -----
+    # ----- control plane: GPUs -----
 
-    async def _list_volumes(self, request: web.Request) -> web.Response:
-        return _json(list(self.volumes.values()))
+    async def _gpu_capacity(self, request: web.Request) -> web.Response:
+        if request.match_info["org"] != ORGANIZATION_ID:
+            raise StandinError(403, "You do not have access to this organization")
+        return _json(self.gpus.capacity())
 
-    async def _create_volume(self, request: web.Request) -> web.Response:
-        body = _daytona_rules.parse(CreateVolume, await _json_body(request))
-        assert body is not None
-        if any(v.name == body.name for v in self.volumes.values()):
-            raise StandinError(409, f"Volume with name {body.name} already exists")
-        now = _now()
-        volume = VolumeDto(
-            id=str(uuid.uuid4()),
-            name=body.name,
-            organization_id=ORGANIZATION_ID,
-            state=VolumeState.READY,
-            created_at=now,
-            updated_at=now,
-            error_reason=None,
-        )
-        self.volumes[volume.id] = volume
-        return _json(volume)
-
-    async def _get_volume_by_name(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        volume = next((v for v in self.volumes.values() if v.name == name), None)
-        if volume is None:
-            raise StandinError(404, f"Volume with name {name} not found")
-        return _json(volume)
-
-    async def _get_volume(self, request: web.Request) -> web.Response:
-        return _json(self._volume(request.match_info["vid"]))
-
-    async def _delete_volume(self, request: web.Request) -> web.Response:
-        del self.volumes[self._volume(request.match_info["vid"]).id]
-        return web.Response(status=200)
-
-    def _volume(self, volume_id: str) -> VolumeDto:
-        if volume_id not in self.volumes:
-            raise StandinError(404, f"Volume {volume_id} not found")
-        return self.volumes[volume_id]
-
-    def _resolve_volume_mount(self, mount: SandboxVolume) -> SandboxVolume:
-        volume = self.volumes.get(mount.volume_id) or next(
-            (v for v in self.volumes.values() if v.name == mount.volume_id), None
-        )
-        if volume is None:
-            raise StandinError(404, f"Volume {mount.volume_id} not found")
-        return SandboxVolume(volume_id=volume.id, mount_path=mount.mount_path, subpath=mount.subpath)
-
-    # ----- toolbox: processes -----
-
-    async def _exec(self, request: web.Request) -> web.Response:
-        record = self._running_sandbox(request)
-        body = _daytona_rules.parse(ExecuteRequest, await _json_body(request))
-        assert body is not None
-        argv = ["bash", "-c", body.command]
-        run = self._run(record, argv, body.cwd, body.envs, body.command, combined=True)
-        await self._finish_within(run, body.timeout)
-        return _json(ExecuteResponse(exit_code=run.exit_code, result=run.output))
-
-    async def _code_run(self, request: web.Request) -> web.Response:
-        record = self._running_sandbox(request)
-        body = _daytona_rules.parse(CodeRunRequest, await _json_body(request))
-        assert body is not None
-        if body.language != "python":
-            raise StandinError(400, f"unsupported language in the stand-in: {body.language}")
-        argv = [self.python, "-c", body.code, *(body.argv or [])]
-        run = self._run(record, argv, None, body.envs, body.code, combined=True)
-        await self._finish_within(run, body.timeout)
-        return _json(CodeRunResponse(exit_code=run.exit_code, result=run.output))
-
-    async def _finish_within(self, run: CommandRun, timeout: int | None) -> None:
-        if not await run.wait(timeout if timeout and timeout > 0 else _EXEC_DEFAULT_TIMEOUT):
-            await asyncio.to_thread(kill_groups, [run.pgid], 0.5)
-            raise StandinError(408, "command execution timeout", "PROCESS_EXECUTION_TIMEOUT")
-
-    async def _list_sessions(self, request: web.Request) -> web.Response:
-        record = self._running_sandbox(request)
-        return _json([_session(sid, cmds) for sid, cmds in record.sessions.items()])
-
-    async def _create_session(self, request: web.Request) -> web.Response:
-        record = self._running_sandbox(request)
-        body = _daytona_rules.parse(CreateSessionRequest, await _json_body(request))
-        assert body is not None
-        if body.session_id in record.sessions:
-            raise StandinError(409, "session already exists")
-        record.sessions[body.session_id] = {}
-        return web.Response(status=201)
-
-    async def _get_session(self, request: web.Request) -> web.Response:
-        record = self._running_sandbox(request)
-        session_id = request.match_info["session"]
-        return _json(_session(session_id, self._commands(record, session_id)))
-
-    async def _delete_session(self, request: web.Request) -> web.Response:
-        record = self._running_sandbox(request)
-        commands = self._commands(record, request.match_info["session"])
-        await asyncio.to_thread(kill_groups, [run.pgid for run in commands.values()])
-        del record.sessions[request.match_info["session"]]
-        return web.Response(status=204)
-
-    async def _session_exec(self, request: web.Request) -> web.Response:
-        record = self._running_sandbox(request)
-        commands = self._commands(record, request.match_info["session"])
-        body = _daytona_rules.parse(SessionExecuteRequest, await _json_body(request))
-        assert body is not None
-        if not body.command.strip():
-            raise StandinError(400, "command cannot be empty")
-        run = self._run(record, ["bash", "-c", body.command], None, None, body.command)
-        commands[run.id] = run
-        if body.run_async or body.var_async:
-            return _json(SessionExecuteResponse(cmd_id=run.id), status=202)
-        await run.wait()
-        return _json(
-            SessionExecuteResponse(
-                cmd_id=run.id,
-                exit_code=run.exit_code,
-                output=run.output,
-                stdout=run.stdout,
-                stderr=run.stderr,
-            )
-        )
-
-    async def _get_command(self, request: web.Request) -> web.Response:
-        run = self._command(request)
-        return _json(Command(id=run.id, command=run.command, exit_code=run.exit_code))
-
-    async def _command_logs(self, request: web.Request) -> web.StreamResponse:
-        run = self._command(request)
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return _json(SessionCommandLogsResponse(output=run.output, stdout=run.stdout, stderr=run.stderr))
-        follow = request.query.get("follow") == "true"
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        sent = 0
-        try:
-            while True:
-                finished = run.done.is_set()  # read before taking chunks, so none written after are missed
-                chunks = run.chunks_since(sent)
-                sent += len(chunks)
-                for stream, data in chunks:
-                    await ws.send_bytes(_STREAM_PREFIX[stream] + data)
-                if finished or not follow or ws.closed:
-                    break
-                await asyncio.sleep(0.05)
-        except ConnectionResetError:
-            pass
-        await ws.close()
-        return ws
-
-    async def _bulk_upload(self, request: web.Request) -> web.Response:
-        """multipart: `files[i].path` (text) and `files[i].file` (content), as the SDK's upload_files
-        sends."""
-        record = self._running_sandbox(request)
-        paths: dict[str, str] = {}
-        contents: dict[str, bytes] = {}
-        reader = await request.multipart()
-        async for part in reader:
-            name = part.name or ""  # type: ignore[union-attr]
-            data = await part.read()  # type: ignore[union-attr]
-            index = name.split("]", 1)[0]
-            if name.endswith(".path"):
-                paths[index] = data.decode()
-            elif name.endswith(".file"):
-                contents[index] = bytes(data)
-        for index, path in paths.items():
-            target = _sandbox_path(record.home, path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(contents.get(index, b""))
-        return web.Response(status=200)
-
-    async def _bulk_download(self, request: web.Request) -> web.StreamResponse:
-        """multipart/form-data: a `file` part per path (filename = the path asked for), or an `error` part."""
-        from daytona_toolbox_api_client import FilesDownloadRequest
-
-        record = self._running_sandbox(request)
-        body = _daytona_rules.parse(FilesDownloadRequest, await _json_body(request))
-        writer = aiohttp.MultipartWriter("form-data")
-        for path in body.paths:
-            target = _sandbox_path(record.home, path)
-            # As Go's multipart.Writer.CreateFormFile writes it (the daemon is Go): quotes escaped, no
-            # encoding.
-            quoted = path.replace("\\", "\\\\").replace('"', '\\"')
-            if target.is_file():
-                kind, content, content_type = "file", target.read_bytes(), "application/octet-stream"
-            else:
-                kind, content, content_type = "error", f"file not found: {path}".encode(), "text/plain"
-            writer.append(
-                content,
-                {
-                    "Content-Type": content_type,
-                    "Content-Disposition": f'form-data; name="{kind}"; filename="{quoted}"',
-                },
-            )
-        response = web.StreamResponse(status=200)
-        response.content_type = "multipart/form-data"
-        response.headers["Content-Type"] = f"multipart/form-data; boundary={writer.boundary}"
-        await response.prepare(request)
-        await writer.write(response)
-        await response.write_eof()
-        return response
-
-    async def _home_dir(self, request: web.Request) -> web.Response:
-        record = self._running_sandbox(request)
-        if request.path.endswith("/work-dir"):
-            return _json(WorkDirResponse(dir=str(record.home)))
-        return _json(UserHomeDirResponse(dir=str(record.home)))
-
-    def _running_sandbox(self, request: web.Request) -> SandboxRecord:
-        record = self._sandbox(request)
-        if record.state != SandboxState.STARTED:
-            raise StandinError(400, f"Sandbox {record.id} is not started (state: {record.state.value})")
-        return record
-
-    def _commands(self, record: SandboxRecord, session_id: str) -> dict[str, CommandRun]:
-        if session_id not in record.sessions:
-            raise StandinError(404, "session not found")
-        return record.sessions[session_id]
-
-    def _command(self, request: web.Request) -> CommandRun:
-        record = self._running_sandbox(request)
-        commands = self._commands(record, request.match_info["session"])
-        if request.match_info["cmd"] not in commands:
-            raise StandinError(404, "command not found")
-        return commands[request.match_info["cmd"]]
-
-    def _run(
-        self,
-        record: SandboxRecord,
-        argv: list[str],
-        cwd: str | None,
-        envs: Mapping[str, str] | None,
-        command: str,
-        *,
-        combined: bool = False,
-    ) -> CommandRun:
-        env = self._process_env(record, envs)
-        if argv[:2] == ["bash", "-c"]:
-            missing = _image.missing_program(command, record.home)
-            if missing:  # this machine has it; a sandbox started from its image does not
-                argv = _image.not_found_argv(missing)
-        run = CommandRun(command, argv, _resolve_cwd(record.home, cwd), env, combined=combined)
-        record.runs.append(run)
-        return run
-
-    def _process_env(self, record: SandboxRecord, envs: Mapping[str, str] | None) -> dict[str, str]:
-        """A sandbox's own environment: nothing of this machine's leaks in (not even its PATH)."""
-        env = {
-            "PATH": os.pathsep.join([*self.path_prepend, SANDBOX_PATH]),
-            "HOME": str(record.home),
-            "LANG": "C.UTF-8",
-            "DAYTONA_SANDBOX_ID": record.id,
-            "DAYTONA_SANDBOX_USER": record.user,
-        }
-        env.update(self.extra_env)
-        env.update({f"DAYTONA_STANDIN_PORT_{port}": str(local) for port, local in record.ports.items()})
-        env.update(record.env)
-        env.update(
-            {name: self.vault[secret] for name, secret in record.secrets.items() if secret in self.vault}
-        )
-        env.update(envs or {})
-        return env
+    async def _current_api_key(self, request: web.Request) -> web.Response:
+        return _json(_daytona_gpus.current_api_key(ORGANIZATION_ID))
 
     # ----- preview proxy -----
 
@@ -999,48 +758,8 @@ class DaytonaStandin:
 # ----- helpers -----
 
 
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _plus_minutes(stamp: str, minutes: int) -> str:
-    from datetime import timedelta
-
-    return (datetime.fromisoformat(stamp) + timedelta(minutes=minutes)).isoformat()
-
-
 def _pgids(record: SandboxRecord) -> list[int]:
     return [run.pgid for run in record.runs]
-
-
-def _resolve_cwd(home: Path, cwd: str | None) -> Path:
-    path = home / cwd if cwd else home  # an absolute cwd replaces home
-    if not path.is_dir():
-        raise StandinError(400, f"working directory {cwd} does not exist")
-    return path
-
-
-def _sandbox_path(home: Path, path: str) -> Path:
-    """A sandbox path on this machine: the sandbox's HOME stands for its filesystem; relative paths start
-    there."""
-    target = Path(path) if Path(path).is_absolute() else home / path
-    resolved = target.resolve()
-    if not resolved.is_relative_to(home.resolve()):
-        raise StandinError(400, f"path {path} is outside the sandbox (the stand-in keeps files under HOME)")
-    return resolved
 
 
 def _build_info(body: CreateSandbox, now: str) -> BuildInfo | None:
@@ -1064,73 +783,9 @@ def _list_item(sandbox: Sandbox) -> SandboxListItem:
     return item
 
 
-def _session(session_id: str, commands: Mapping[str, CommandRun]) -> Session:
-    return Session(
-        session_id=session_id,
-        commands=[
-            Command(id=run.id, command=run.command, exit_code=run.exit_code) for run in commands.values()
-        ],
-    )
-
-
-async def _json_body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except json.JSONDecodeError as e:
-        raise StandinError(400, f"invalid JSON body: {e}") from e
-
-
-def _to_jsonable(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_to_jsonable(v) for v in value]
-    return value.to_dict() if hasattr(value, "to_dict") else value
-
-
-def _json(value: Any, status: int = 200) -> web.Response:
-    def default(obj: object) -> str:
-        if isinstance(obj, datetime):
-            return obj.isoformat()
-        raise TypeError(f"not JSON serializable: {obj!r}")
-
-    return web.Response(
-        text=json.dumps(_to_jsonable(value), default=default), status=status, content_type="application/json"
-    )
-
-
-def _error_response(
-    request: web.Request, status: int, message: str | list[str], code: str | None
-) -> web.Response:
-    """The API's error envelope (all-exceptions.filter.ts) or, under /toolbox, the daemon's ErrorResponse."""
-    if request.path.startswith("/toolbox/"):
-        body: Any = ErrorResponse(
-            code=code or _DAEMON_CODES.get(status, "INTERNAL_SERVER_ERROR"),
-            message=message if isinstance(message, str) else "; ".join(message),
-            method=request.method,
-            path=request.path,
-            source="DAYTONA_DAEMON",
-            status_code=status,
-            timestamp=_now(),
-        )
-    else:
-        body = {
-            "statusCode": status,
-            "source": "DAYTONA_API",
-            "code": code or _API_CODES.get(status, "INTERNAL_SERVER_ERROR"),
-            "message": message,
-            "error": HTTPStatus(status).phrase,
-            "path": request.path_qs,
-            "timestamp": _now(),
-            "method": request.method,
-        }
-    return _json(body, status=status)
-
-
-def _proxy_error(status: int, message: str) -> web.Response:
-    return web.Response(status=status, text=f"{message}\n")
-
-
-def _port(request: web.Request) -> int:
-    text = request.match_info["port"]
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise StandinError(400, f"Invalid port {text}")
-    return int(text)
+def _gpu_preference(snapshot: Any, raw: dict[str, Any]) -> list[str]:
+    """The GPU types a new sandbox may get, in order: its snapshot's one type, else the body's preference
+    list."""
+    if snapshot is not None:
+        return [snapshot.dto.gpu_type.value] if snapshot.dto.gpu_type else []
+    return list(raw.get("gpuType") or [])

@@ -41,6 +41,7 @@ from typing import Any
 from aiohttp import web
 
 from .sglang_agents import add_agent_routes
+from .sglang_boot_model import BootModel
 from .sglang_chat import chat_route
 from .sglang_native import generate_route, in_flight_middleware, metrics_route, v1_loads_route
 from .sglang_protocol import load_models, protocol_dir
@@ -471,6 +472,7 @@ class Boot:
         self.config = config
         self.fail = fail
         self.step = step
+        self.boot = BootModel.from_environment(config.model_path)
 
     def line(self, message: str) -> None:
         log(message)
@@ -486,12 +488,14 @@ class Boot:
             requested = max(config.context_len, 2 * config.model_context_len)
             raw(_context_traceback(requested, config.model_context_len))
             return 1
+        self.boot.wait("start")
         args = ", ".join(f"{key}={value!r}" for key, value in server_args(config).items())
         self.line(f"server_args=ServerArgs({args})")
         self.line("Using default HuggingFace chat template with detected content format: string")
         self.line("Init torch distributed begin.")
         self.line("Init torch distributed ends. elapsed=0.21 s, mem usage=0.10 GB")
         self.line("Load weight begin. avail mem=78.41 GB")
+        self.boot.fetch_weights(self.line)
         self.line("Using model weights format ['*.safetensors']")
         self.shards(done=1 if self.fail == "host_oom" else 3)
         if self.fail == "host_oom":
@@ -505,6 +509,7 @@ class Boot:
             )
             return 1
         arch, _, details = architecture(config.model_path)
+        self.boot.wait("load")
         self.line(
             f"Load weight end. elapsed=41.20 s, type={arch}, {details}avail mem=64.12 GB, mem usage=14.29 GB."
         )
@@ -519,6 +524,8 @@ class Boot:
                 f"Current value: mem_fraction_static={fraction}",
             )
         self.kv_pool()
+        self.boot.compile_kernels(self.line)
+        self.boot.capture_graphs()
         self.cuda_graphs()
         self.line(
             f"max_total_num_tokens={config.max_total_num_tokens}, chunked_prefill_size="

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from sandserve.engines.agent_refusals import agent_refusal
+from sandserve.engines.agent_refusals import refusal
+from sandserve.engines.auth_errors import auth_error_body
 from sandserve.engines.llamacpp_agents import REQUEST_REWRITES, responses_body
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -39,12 +40,13 @@ def test_other_requests_pass_unchanged() -> None:
 
 
 def test_refusals_come_in_each_apis_own_shape() -> None:
-    messages = agent_refusal("/v1/messages", "no")
-    assert messages is not None and messages.status == 401
+    openai_shaped = auth_error_body("key", sent=False)
+    messages = refusal("/v1/messages", openai_shaped)
+    assert messages.status == 401
     assert json.loads(messages.text or "") == {
         "type": "error",
-        "error": {"type": "authentication_error", "message": "no"},
+        "error": {"type": "authentication_error", "message": openai_shaped["error"]["message"]},
     }
-    responses = agent_refusal("/v1/responses/resp_1", "no")
-    assert responses is not None and json.loads(responses.text or "")["error"]["code"] == "invalid_api_key"
-    assert agent_refusal("/v1/chat/completions", "no") is None
+    for path in ("/v1/responses", "/v1/chat/completions"):  # OpenAI's shape is the Responses API's too
+        answer = refusal(path, openai_shaped)
+        assert answer.status == 401 and json.loads(answer.text or "") == openai_shaped

@@ -117,3 +117,107 @@ def test_the_name_check_catches_a_branch(tmp_path: Path) -> None:
         "    return spec.provider is ProviderName.LOCAL\n"
     )
     assert _name_branches(sample) == [2, 3]
+
+
+# --- adapter knowledge stays in its adapter -----------------------------------------------------------------
+
+#: The Daytona SDK's packages: only providers/ may import them (lazy imports included).
+DAYTONA_SDK = {"daytona", "daytona_api_client", "daytona_api_client_async", "daytona_toolbox_api_client"}
+#: Routes every OpenAI-compatible server answers: the shared protocol, not one engine's.
+OPENAI_ROUTES = {"/v1/models", "/v1/completions", "/v1/chat/completions"}
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def _sdk_imports(path: Path) -> list[int]:
+    return [line for line, module in _imported_modules(path) if module.split(".")[0] in DAYTONA_SDK]
+
+
+def _outside(*rooms: str) -> list[Path]:
+    return [p for p in sorted(PACKAGE_DIR.rglob("*.py")) if p.relative_to(PACKAGE_DIR).parts[0] not in rooms]
+
+
+def test_only_providers_import_the_daytona_sdk() -> None:
+    found = {
+        str(p.relative_to(PACKAGE_DIR)): lines for p in _outside("providers") if (lines := _sdk_imports(p))
+    }
+    assert not found, f"the daytona SDK imported outside providers/: {found}"
+
+
+def test_the_sdk_check_catches_an_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import json\n\ndef f():\n    from daytona_api_client import GpuType\n    import daytona\n"
+    )
+    assert _sdk_imports(sample) == [4, 5]
+
+
+def engine_vocabulary() -> tuple[set[str], tuple[str, ...]]:
+    """Each engine's own routes (its readiness, server-info and load routes) and its metric prefixes."""
+    from sandserve.engines import ENGINE_NAMES, engine_class
+
+    routes: set[str] = set()
+    prefixes: set[str] = set()
+    for engine in map(engine_class, ENGINE_NAMES):  # the built-in ones (a test may register its own)
+        routes |= {
+            engine.readiness.path,
+            engine.info_path,
+            *([engine.load_route] if engine.load_route else []),
+        }
+        prefixes |= {name.split(":", 1)[0] + ":" for name in engine.metric_names.values()}
+    return routes - OPENAI_ROUTES, tuple(sorted(prefixes))
+
+
+def _engine_words(path: Path, routes: set[str], prefixes: tuple[str, ...]) -> list[int]:
+    """Lines with a string (not a docstring) that is an engine's route or starts with its metric prefix."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return sorted(
+        {
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and (node.value.split("?")[0] in routes or node.value.startswith(prefixes))
+        }
+    )
+
+
+def test_engine_routes_and_metric_names_stay_in_engines() -> None:
+    routes, prefixes = engine_vocabulary()
+    assert {"/health_generate", "/server_info", "/v1/loads", "/props", "/slots"} <= routes
+    assert prefixes == ("llamacpp:", "sglang:")
+    found = {
+        str(p.relative_to(PACKAGE_DIR)): lines
+        for p in _outside("engines")
+        if (lines := _engine_words(p, routes, prefixes))
+    }
+    assert not found, f"an engine's route or metric name outside engines/: {found}"
+
+
+def test_the_engine_word_check_catches_a_route_and_a_metric(tmp_path: Path) -> None:
+    routes, prefixes = engine_vocabulary()
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        '"""Reads /v1/loads (a docstring may say so)."""\n'
+        'LOADS = "/v1/loads"\n'
+        'RUNNING = f"sglang:num_running_reqs {1}"\n'
+        'CHAT = "/v1/chat/completions"\n'
+    )
+    assert _engine_words(sample, routes, prefixes) == [2, 3]

@@ -109,3 +109,24 @@ def test_bad_settings_are_refused_with_what_to_do(settings, message):
 def test_settings_survive_the_ledger_and_ignore_unknown_keys():
     settings = ScalerSettings(min_workers=0, max_workers=5, up_delay=1.5)
     assert ScalerSettings.from_dict({**settings.as_dict(), "from_a_newer_version": 1}) == settings
+
+
+def test_the_measured_boot_time_bounds_the_up_delay_and_keeps_idle_workers_as_long():
+    # A worker that boots in 4 s (a warm boot, say): waiting the whole 10 s up-delay would make the delay,
+    # not the boot, what keeps the queue waiting.
+    scaler = rule()
+    busy = FleetLoad(loads((2, 3)), boot_seconds=4.0)
+    assert scaler.decide(0, busy).action == "none"
+    decision = scaler.decide(4, busy)
+    assert decision.action == "up" and "a worker boots in about 4 s (measured)" in decision.reason
+    # A slow boot (a cold one of 300 s) does not stretch the up-delay...
+    slow = rule()
+    assert slow.decide(0, FleetLoad(loads((2, 3)), boot_seconds=300.0)).action == "none"
+    assert slow.decide(10, FleetLoad(loads((2, 3)), boot_seconds=300.0)).action == "up"
+    # ...but a worker idle for less than it takes to boot again is kept.
+    idle = rule()
+    quiet = FleetLoad(loads((0, 0), (0, 0)), boot_seconds=300.0)
+    assert idle.decide(0, quiet).action == "none"
+    assert idle.decide(60, quiet).action == "none"
+    decision = idle.decide(300, quiet)
+    assert decision.action == "down" and "about 300 s" in decision.reason

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from sandserve.errors import ConfigError
-from sandserve.observe.bench import BenchConfig, LoadPlan, join_load
+from sandserve.observe.bench import BenchConfig, LoadPlan
+from sandserve.observe.bench_results import join_load
 from sandserve.observe.loads import EndpointLoad, LoadCounters
 from sandserve.observe.metrics import RequestRecord, Slo, level_metrics, parse_slo
 
@@ -93,9 +94,31 @@ def test_slo_text_in_every_accepted_spelling():
     assert parse_slo("ttft=800,tpot=80,e2e=5000") == Slo(0.8, 0.08, 5.0)
     assert parse_slo("ttft:800 e2el:5000") == Slo(ttft=0.8, e2e=5.0)  # vLLM's spelling
     assert parse_slo(None) == Slo() and Slo().empty
-    for bad in ("ttft", "ttfb=3", "ttft=-1", "tpot=fast"):
+    for bad in ("ttft", "ttfb=3", "ttft=-1", "tpot=fast", "ttft=nan", "e2e=inf"):
         with pytest.raises(ConfigError, match="Cannot read the SLO"):
             parse_slo(bad)
+
+
+@pytest.mark.parametrize("empty", [",,", "", " ", ", ,"])
+def test_an_slo_with_no_objective_is_refused(empty: str) -> None:
+    with pytest.raises(ConfigError, match="names no objective") as refused:
+        parse_slo(empty)
+    assert "leave it out" in (refused.value.hint or "")
+
+
+def test_an_slo_naming_an_objective_twice_is_refused() -> None:
+    with pytest.raises(ConfigError, match="names ttft twice"):
+        parse_slo("ttft=800,ttft=900")
+
+
+def test_bench_refuses_an_empty_slo_before_anything_starts() -> None:
+    from click.testing import CliRunner
+
+    from sandserve.cli.observe import bench
+
+    result = CliRunner().invoke(bench, ["no-such-endpoint", "--slo", ",,"])
+    assert result.exit_code == 2, result.output
+    assert "names no objective" in result.output and "No endpoint" not in result.output
 
 
 def test_load_plans_refuse_nonsense():
@@ -134,7 +157,8 @@ def test_the_server_load_is_joined_to_the_level_it_was_sampled_in():
 
 def test_a_level_whose_client_cpu_was_saturated_says_so_in_the_report():
     from sandserve.endpoint import Endpoint
-    from sandserve.observe.bench import BenchRun, LevelResult
+    from sandserve.observe.bench import BenchRun
+    from sandserve.observe.bench_results import LevelResult
     from sandserve.observe.datasets import random_prompts
     from sandserve.observe.report import markdown
 

@@ -1,6 +1,7 @@
-"""Tables never cut what a user types back: at 80 columns a terminal shows ids and preset names whole (other
-columns wrap or are left out), and a pipe gets plain tab-separated fields. The verbs run in this process
-(click's runner: stdout is not a terminal there) on endpoints the fake pipeline brought up."""
+"""Tables never cut what a user types back: at 80 columns a terminal shows ids and preset names whole, one
+line per row (other columns are left out, and named in a caption), and a pipe gets plain tab-separated fields
+under a header line. The verbs run in this process (click's runner: stdout is not a terminal there) on
+endpoints the fake pipeline brought up."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.console import Console
 
 from sandserve.cli import main
 from sandserve.cli.listing import ENDPOINT_COLUMNS, PRESET_COLUMNS, endpoint_row, preset_row
+from sandserve.cli.program import program
 from sandserve.cli.tables import Column, render_table
 from sandserve.presets import PRESETS
 from sandserve.serve import lifecycle
@@ -45,7 +47,8 @@ def two_endpoints(fake_pipeline) -> list[str]:
 
 
 def test_ls_into_a_pipe_is_tab_separated_with_whole_ids(two_endpoints):
-    lines = run("ls").splitlines()
+    header, *lines = run("ls").splitlines()
+    assert header.split("\t") == [column.header for column in ENDPOINT_COLUMNS]
     assert [line.split("\t")[0] for line in lines] == two_endpoints
     long = lines[1].split("\t")
     assert long[1:6] == ["ready", "fake", "fake", LONG_NAME, long[5]] and long[5].startswith(
@@ -55,7 +58,8 @@ def test_ls_into_a_pipe_is_tab_separated_with_whole_ids(two_endpoints):
 
 
 def test_presets_into_a_pipe_name_every_preset_whole():
-    lines = run("presets").splitlines()
+    header, *lines = run("presets").splitlines()
+    assert header.split("\t")[:2] == ["preset", "model"]
     assert [line.split("\t")[0] for line in lines] == [preset.name for preset in PRESETS]
     assert all(len(line.split("\t")) == len(PRESET_COLUMNS) for line in lines)
 
@@ -70,7 +74,7 @@ def test_status_of_a_server_that_is_gone_says_so(two_endpoints, fake_pipeline):
     fake_pipeline.servers[two_endpoints[0]].stop()
     fields = dict(line.split("\t", 1) for line in run("status", two_endpoints[0]).splitlines())
     assert fields["state"] == "dead"
-    assert fields["note"] == f"its server is gone: `sandserve down {two_endpoints[0]}` clears it"
+    assert fields["note"] == f"its server is gone: `{program()} down {two_endpoints[0]}` clears it"
 
 
 def test_no_endpoints_prints_nothing_on_stdout():
@@ -93,16 +97,17 @@ def test_presets_at_80_columns_show_every_name_and_model_whole():
     rows = [preset_row(preset) for preset in PRESETS]
     text = drawn(render_table(PRESET_COLUMNS, rows, width=80), 80)
     for preset in PRESETS:
-        assert f"│ {preset.name} " in text and preset.model in text
-    assert "not shown at this width: engine, reasoning, tools, flags / env, note" in " ".join(text.split())
+        assert any(line.startswith(f"{preset.name} ") and preset.model in line for line in text.splitlines())
+    shown = " ".join(text.split())
+    assert "not shown at this width: engine, reasoning, tools, gpus/memory, flags / env, note" in shown
 
 
 def test_a_wider_terminal_shows_more_columns_and_no_caption():
     rows = [preset_row(preset) for preset in PRESETS]
     at_120 = drawn(render_table(PRESET_COLUMNS, rows, width=120), 120)
-    header = at_120.splitlines()[1]
-    assert "reasoning" in header and "tools" in header and "flags / env" not in header
-    assert "not shown at this width: flags / env, note" in at_120
+    header = at_120.splitlines()[0]
+    assert "reasoning" in header and "gpus/memory" in header and "flags / env" not in header
+    assert "not shown at this width: tools, flags / env, note" in at_120
     at_400 = drawn(render_table(PRESET_COLUMNS, rows, width=400), 400)
     assert "flags / env" in at_400 and "not shown" not in at_400
 
@@ -114,17 +119,21 @@ def test_a_kept_column_stays_whole_even_when_nothing_else_fits():
     assert "an-identifier-of-forty-characters-000000" in text
 
 
-def test_other_columns_wrap_before_they_are_left_out():
-    columns = (Column("id", keep=True), Column("note", drop_order=0))
-    rows = [["short-id", "a note that is long enough to need wrapping at this width, and so it wraps"]]
+def test_free_text_is_shortened_to_one_line_before_it_is_left_out():
+    columns = (Column("id", keep=True), Column("note", drop_order=0, cut=True))
+    rows = [["short-id", "a note that is long enough to need cutting at this width, and so it is cut"]]
     text = drawn(render_table(columns, rows, width=50), 50)
-    assert "note" in text and "wraps" in text and "not shown" not in text
+    row = text.splitlines()[2]
+    assert row.startswith("short-id  a note that") and row.rstrip()[-1] == "…"
+    assert len(text.splitlines()) == 3 and "not shown" not in text
+    narrow = drawn(render_table(columns, rows, width=15), 15)
+    assert "short-id" in narrow and "not shown at this width: note" in " ".join(narrow.split())
 
 
 def test_a_gpu_hour_price_adds_a_cost_field_and_its_note_goes_to_stderr(two_endpoints, monkeypatch):
     monkeypatch.setenv("SANDSERVE_GPU_HOUR_PRICE", "2.5")
     result = CliRunner().invoke(main, ["ls"], env={"COLUMNS": "80"}, catch_exceptions=False)
-    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    rows = [line.split("\t") for line in result.stdout.splitlines()[1:]]
     assert [row[0] for row in rows] == two_endpoints
     assert all(len(row) == len(ENDPOINT_COLUMNS) + 1 and row[-1] == "-" for row in rows)  # no GPU held
     assert "per GPU hour (SANDSERVE_GPU_HOUR_PRICE)" in result.stderr
@@ -135,7 +144,7 @@ def test_fleet_status_at_80_columns_shows_every_worker_id_whole():
 
     ids = ["tiny-random-llama-w0-9f8e7d-with-a-long-name", "tiny-random-llama-w1-0a1b2c"]
     rows = [
-        [worker, f"http://127.0.0.1:4{n}123", "healthy", "running", "0", "0", "75%", f"gw-{n}"]
+        [worker, f"http://127.0.0.1:4{n}123", "healthy", "running", "0", "0", "75%", "warm 41 s", f"gw-{n}"]
         for n, worker in enumerate(ids)
     ]
     text = drawn(render_table(_worker_columns(), rows, width=80), 80)

@@ -96,7 +96,7 @@ def test_engine_flags_fit_the_machine():
 
 def test_local_launch_puts_the_adapter_in_front_and_no_secret_on_the_command_line(tmp_path):
     model = tmp_path / "m.gguf"
-    model.write_bytes(b"not a gguf")  # unreadable header: the fallback context
+    model.write_bytes(b"GGUF\xff\xff")  # a GGUF cut short: no context length in it, the fallback one
     spec = resolve_spec(str(model), provider="local", auth="key")
     launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2)).launch(
         spec, host="127.0.0.1", port=8123, api_key=spec.api_key

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from sandserve.engines.load_formats import parse_slots, parse_v1_loads
 from sandserve.observe.loads import (
     EndpointLoad,
     LoadCounters,
     merge,
     parse_prometheus,
-    parse_slots,
-    parse_v1_loads,
     rates,
 )
 from sandserve.observe.prometheus import parse_metrics, total
@@ -145,6 +144,8 @@ def test_slots_give_running_and_token_usage():
     parsed = parse_slots(LLAMACPP_SLOTS)
     assert parsed.running == 1 and parsed.capacity_tokens == 8192 and parsed.used_tokens == 500
     assert parsed.token_usage == 500 / 8192
+    # llama.cpp counts a request's generated tokens only when it ends: those of the running ones, apart.
+    assert parsed.decoding_tokens == 97
 
 
 def test_the_most_direct_source_wins_and_gaps_are_filled_from_the_others():

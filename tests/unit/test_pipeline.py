@@ -14,8 +14,8 @@ from sandserve.cli._app import exit_code_for
 from sandserve.errors import BootInterruptedError, BootTimeoutError, EngineDiedError
 from sandserve.providers.handles import LocalHandle
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Registry, State
-from sandserve.serve.lifecycle import BootEvents
 
 
 class RecordedEvents(BootEvents):

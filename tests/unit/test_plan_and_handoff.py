@@ -6,6 +6,7 @@ import time
 
 from sandserve import resolve_spec
 from sandserve.cli.handoff import handoff_lines
+from sandserve.cli.program import program
 from sandserve.endpoint import Endpoint
 from sandserve.serve.plan import plan
 
@@ -61,7 +62,7 @@ def test_a_daytona_handoff_says_the_sandbox_is_left_up_and_how_to_delete_it():
     assert "[bold green]ready[/]: qwen3-8b-a1b2c3 serves [bold]qwen3-8b[/] at https://8000-sbx" in lines[1]
     assert "  KV pool: 1,220,512 tokens (max_total_num_tokens)" in lines
     assert "  boot: weights loaded 61.4s, ready 75.0s" in lines
-    assert "  sandbox left UP: sbx-123" in lines and "  delete:    sandserve down qwen3-8b-a1b2c3" in lines
+    assert "  sandbox left UP: sbx-123" in lines and f"  delete:    {program()} down qwen3-8b-a1b2c3" in lines
     assert not any("PUBLIC" in line for line in lines)
 
 
@@ -70,7 +71,7 @@ def test_a_public_endpoint_is_called_public():
     local = endpoint(auth="public", provider="local", url="http://127.0.0.1:8080", sandbox_id=None)
     lines = handoff_lines(local)
     assert not any("PUBLIC" in line for line in lines)
-    assert '  again:     eval "$(sandserve env qwen3-8b-a1b2c3)"' in lines
+    assert f'  again:     eval "$({program()} env qwen3-8b-a1b2c3)"' in lines
 
 
 def test_a_signed_url_says_when_it_expires():

@@ -45,6 +45,8 @@ FACT_FLAGS = {
     "--schedule-policy",
     "--tp",
     "--dp",
+    "--tp-size",
+    "--dp-size",
     "--trust-remote-code",
     "--reasoning-parser",
     "--tool-call-parser",
@@ -156,9 +158,11 @@ def test_capabilities_and_readiness() -> None:
     assert missing == ["responses_tools", "responses_json_schema"]
     assert (SGLANG.readiness.method, SGLANG.readiness.path) == ("GET", "/health_generate")
     assert [name for name, _ in SGLANG.phase_patterns] == [
+        "process started",
         "weights downloaded",
         "weights loaded",
         "kv cache allocated",
+        "kernels compiled",
         "cuda graphs captured",
         "server ready",
     ]
@@ -205,6 +209,7 @@ Capturing batches (bs=1 avail_mem=8.71 GB): 100%|██████████|
 """  # noqa: E501 - SGLang's log lines, verbatim
 BOOT_LOG = BOOT_START + BOOT_SHARDS + BOOT_LOADED
 ALL_PHASES = [
+    "process started",
     "weights downloaded",
     "weights loaded",
     "kv cache allocated",
@@ -220,8 +225,8 @@ def test_phases_of_a_whole_boot_in_order() -> None:
 @pytest.mark.parametrize(
     ("log", "phases"),
     [
-        (BOOT_START, []),  # weights are still downloading inside the load step
-        (BOOT_START + BOOT_SHARDS.splitlines()[0], ["weights downloaded"]),
+        (BOOT_START, ["process started"]),  # weights are still downloading inside the load step
+        (BOOT_START + BOOT_SHARDS.splitlines()[0], ["process started", "weights downloaded"]),
         (
             "[2026-11-20 09:14:13] Load weight begin. avail mem=78.41 GB\n"
             "[2026-11-20 09:14:13] Found local HF snapshot for openai/gpt-oss-20b at "
@@ -229,7 +234,7 @@ def test_phases_of_a_whole_boot_in_order() -> None:
             "download.\n",
             ["weights downloaded"],
         ),
-        (BOOT_LOG.split("Capture cuda graph begin")[0], ALL_PHASES[:3]),
+        (BOOT_LOG.split("Capture cuda graph begin")[0], ALL_PHASES[:4]),
     ],
     ids=["downloading", "shards loading", "cache hit", "capturing"],
 )

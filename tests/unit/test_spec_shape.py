@@ -116,3 +116,29 @@ def test_a_flat_spec_from_the_version_before_is_reshaped(tmp_path: Path):
         extra_args=("--mem-fraction-static", "0.93"),
         env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"},
     )
+
+
+def test_cost_so_far_counts_every_gpu_of_a_sandbox():
+    from sandserve.providers.handles import SandboxHandle
+    from sandserve.serve.ledger import Record, State
+    from sandserve.serve.spend import gpu_seconds
+
+    def down_after_an_hour(spec: ServeSpec) -> Record:
+        return Record(
+            id="e",
+            provider="daytona",
+            engine="sglang",
+            model="m",
+            state=State.DOWN,
+            sandbox=SandboxHandle("daytona", "sb"),
+            endpoint=None,
+            spec=spec.to_record(),
+            log_path=None,
+            error=None,
+            created_at=1000.0,
+            updated_at=4600.0,
+        )
+
+    assert gpu_seconds(down_after_an_hour(resolve_spec(provider="daytona"))) == 3600.0
+    assert gpu_seconds(down_after_an_hour(resolve_spec(provider="daytona", gpu_count=4))) == 4 * 3600.0
+    assert gpu_seconds(down_after_an_hour(resolve_spec(provider="daytona", gpus=()))) == 0.0

@@ -275,3 +275,28 @@ def test_field_defaults_and_annotations_travel():
 def test_the_source_carries_no_more_than_it_needs():
     plain = tool(with_optional)
     assert "_sandserve" not in plain.source  # no types to carry, no wrapper
+
+
+@tool(
+    paths=[
+        "/srv/corpus",
+        "/srv/corpus/",
+    ]
+)
+def reads_the_corpus(name: str) -> str:
+    """Reads one text of the corpus."""
+    return name
+
+
+def test_declared_paths_are_part_of_the_declaration():
+    assert reads_the_corpus.paths == ("/srv/corpus",)
+    assert "paths=('/srv/corpus',)" in repr(reads_the_corpus)  # shown with the tool
+    assert "paths=" not in reads_the_corpus.source and "@tool" not in reads_the_corpus.source
+    assert run_source(reads_the_corpus, {"name": "x"}) == "x"
+    assert tool(with_optional).paths == ()
+
+
+def test_a_relative_declared_path_is_refused():
+    with pytest.raises(ToolDefinitionError, match="relative") as refused:
+        tool(with_optional, paths=["data"])
+    assert "absolute" in (refused.value.hint or "")

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from sandserve.batch.types import SUPPORTED_URLS, BatchRequest, BatchResult, ResultError, dumps, loads
 from sandserve.errors import BatchInputError, BatchOutputError
+from sandserve.paths import advice_for, write_error
 
 #: How every output line this runner writes begins (orjson keeps key order): a torn last line that begins
 #: so is ours, and is cut off; anything else at the end of OUT means the file is not a batch output.
@@ -242,7 +243,7 @@ def _output_lines(path: Path, shown_as: Path) -> Generator[tuple[str, bool], Non
     except FileNotFoundError:
         return
     except OSError as error:
-        raise BatchOutputError(shown_as, error.strerror or str(error)) from error
+        raise BatchOutputError(shown_as, error.strerror or str(error), hint=advice_for(error)) from error
 
     def foreign(line_number: int, why: str) -> BatchOutputError:
         return BatchOutputError(
@@ -294,14 +295,18 @@ class OutputLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as error:
-                raise BatchOutputError(self.output_path, error.strerror or str(error)) from error
+                raise BatchOutputError(
+                    self.output_path, error.strerror or str(error), hint=advice_for(error)
+                ) from error
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise BatchOutputError(self.output_path, error.strerror or str(error)) from error
+                    raise BatchOutputError(
+                        self.output_path, error.strerror or str(error), hint=advice_for(error)
+                    ) from error
                 raise BatchOutputError(
                     self.output_path,
                     f"another sandserve batch (pid {holder}) is writing it right now",
@@ -351,7 +356,7 @@ class JsonlSink:
                 truncate_partial_last_line(real)
             self._file = real.open("ab", buffering=0)
         except OSError as error:
-            raise BatchOutputError(self.path, error.strerror or str(error)) from error
+            raise BatchOutputError(self.path, error.strerror or str(error), hint=advice_for(error)) from error
 
     def __enter__(self) -> JsonlSink:
         self.open()
@@ -376,7 +381,7 @@ class JsonlSink:
             while data:
                 data = data[self._file.write(data) :]
         except OSError as error:
-            raise BatchOutputError(self.path, error.strerror or str(error)) from error
+            raise BatchOutputError(self.path, error.strerror or str(error), hint=advice_for(error)) from error
 
 
 class BatchOutputSink:
@@ -464,7 +469,7 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
             file.write(dumps(data))
         os.replace(file.name, path)
     except OSError as error:
-        raise BatchOutputError(path, error.strerror or str(error)) from error
+        raise BatchOutputError(path, error.strerror or str(error), hint=advice_for(error)) from error
 
 
 def check_paths(input_path: Path, output_path: Path) -> None:
@@ -481,5 +486,7 @@ def check_paths(input_path: Path, output_path: Path) -> None:
     real = real_output_path(output_path)
     if not real.parent.is_dir():
         raise BatchOutputError(output_path, f"the directory {real.parent} does not exist")
-    if not os.access(real.parent, os.W_OK):
-        raise BatchOutputError(output_path, f"the directory {real.parent} is not writable")
+    error = write_error(real.parent)
+    if error is not None:
+        why = f"cannot write in {real.parent}: {error.strerror or error}"
+        raise BatchOutputError(output_path, why, hint=advice_for(error))

@@ -70,6 +70,10 @@ INFO_MAX_RUNNING_REQUESTS = ("max_running_requests",)
 INFO_KV_POOL_TOKENS = ("kv_pool_tokens", "max_total_num_tokens")
 
 
+#: ``stopped_because`` of a run stopped by Ctrl-C (its summary is written before the interrupt goes on).
+INTERRUPTED_REASON = "interrupted (Ctrl-C)"
+
+
 def default_concurrency(endpoint: Endpoint) -> int:
     """In-flight requests that keep the server busy without defeating its prefix-aware scheduling.
 
@@ -170,6 +174,12 @@ async def run_batch(
                         await run([requests], sink)
             except EndpointUnavailableError as error:
                 tally.stopped_because = error.message
+            except asyncio.CancelledError:  # Ctrl-C: the summary of what was done is written all the same
+                tally.stopped_because = INTERRUPTED_REASON
+                write_json_atomically(
+                    summary_path(output_path), tally.summary(concurrency=concurrency, order=order).to_dict()
+                )
+                raise
         summary = tally.summary(concurrency=concurrency, order=order)
         write_json_atomically(summary_path(output_path), summary.to_dict())
     if not summary.complete:

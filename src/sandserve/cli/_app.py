@@ -50,11 +50,12 @@ def reports_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SandserveError as exc:
             from sandserve.cli.console import err
+            from sandserve.cli.program import runnable
             from sandserve.masking import mask_text
 
-            err.print(f"[bold red]error:[/] {mask_text(exc.message)}")
+            err.print(f"[bold red]error:[/] {runnable(mask_text(exc.message))}")
             if exc.hint:
-                err.print(f"  [yellow]->[/] {mask_text(exc.hint)}")
+                err.print(f"  [yellow]->[/] {runnable(mask_text(exc.hint))}")
             code = exit_code_for(exc)
             if code == INTERRUPTED:
                 exit_interrupted()
@@ -122,6 +123,7 @@ VERB_MODULES = {
     "logs": "serve",
     "env": "serve",
     "down": "serve",
+    "snapshots": "snapshots",
     "exec": "colocated",
     "run": "colocated",
     "chat": "use",
@@ -137,7 +139,31 @@ VERB_MODULES = {
 }
 
 
-class VerbsOnDemand(click.Group):
+class SuggestingGroup(click.Group):
+    """A group that answers a mistyped verb with the nearest ones ("did you mean")."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            suggestion = f" Did you mean {' or '.join(repr(word) for word in close)}?" if close else ""
+            ctx.fail(f"No such command {name!r}.{suggestion}")
+        return super().resolve_command(ctx, args)
+
+
+class VerbsOnDemand(SuggestingGroup):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Usage lines and click's own hints name the program as the user can run it again."""
+        if not args and "prog_name" not in kwargs:
+            from sandserve.cli.program import program
+
+            kwargs["prog_name"] = program()
+        return super().main(*args, **kwargs)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(VERB_MODULES)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
+from sandserve.cli.choosing import chosen_endpoint, endpoint_option
+from sandserve.cli.program import runnable
 
 _OUTPUT_HELP = "Where the files the code writes under out/ land here (default: ./out)."
 
@@ -36,10 +38,13 @@ def _report(result: object) -> None:
 
 @main.command("exec", context_settings={"ignore_unknown_options": True})
 @click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="[ID] -- CMD [ARGS...]")
+@endpoint_option()
 @click.option("--output", "output_dir", type=click.Path(file_okay=False), default="out", help=_OUTPUT_HELP)
 @click.option("--timeout", type=click.FloatRange(min=1), help="Stop the command after this many seconds.")
 @reports_errors
-def exec_(words: tuple[str, ...], output_dir: str, timeout: float | None) -> None:
+def exec_(
+    words: tuple[str, ...], endpoint_option: str | None, output_dir: str, timeout: float | None
+) -> None:
     """Run a command beside an endpoint's server (in its Daytona sandbox, or here for a local one).
 
     Example: sandserve exec -- python3 -c 'import os; print(os.environ["ENDPOINT"])'
@@ -47,6 +52,7 @@ def exec_(words: tuple[str, ...], output_dir: str, timeout: float | None) -> Non
     from sandserve.serve.colocated import exec_argv
 
     endpoint_id, argv = _split(words)
+    endpoint_id = chosen_endpoint(endpoint_id, endpoint_option)
     with sigterm_as_interrupt():
         result = exec_argv(endpoint_id, argv, output_dir=output_dir, on_output=_stream, timeout=timeout)
     _report(result)
@@ -57,6 +63,7 @@ def exec_(words: tuple[str, ...], output_dir: str, timeout: float | None) -> Non
 @click.argument("first")
 @click.argument("second", required=False)
 @click.argument("script_args", nargs=-1)
+@endpoint_option()
 @click.option(
     "--upload",
     "uploads",
@@ -72,6 +79,7 @@ def run_(
     first: str,
     second: str | None,
     script_args: tuple[str, ...],
+    endpoint_option: str | None,
     uploads: tuple[str, ...],
     output_dir: str,
     timeout: float | None,
@@ -88,6 +96,7 @@ def run_(
     else:
         endpoint_id, script = None, first
         args = (*([second] if second is not None else []), *script_args)
+    endpoint_id = chosen_endpoint(endpoint_id, endpoint_option)
     if not Path(script).is_file():
         raise click.BadParameter(f"{script!r} is not a file", param_hint="SCRIPT")
     with sigterm_as_interrupt():
@@ -107,10 +116,10 @@ def run_(
 def _split(words: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """`[ID] -- CMD...`: click swallows the `--`, so the command is what follows it on the command line."""
     if "--" not in sys.argv:
-        raise click.UsageError("Put the command after --: `sandserve exec [ID] -- CMD [ARGS...]`.")
+        raise click.UsageError(runnable("Put the command after --: `sandserve exec [ID] -- CMD [ARGS...]`."))
     after = sys.argv[sys.argv.index("--") + 1 :]
     if not after or list(words[len(words) - len(after) :]) != after:
-        raise click.UsageError("Nothing to run after --: `sandserve exec [ID] -- CMD [ARGS...]`.")
+        raise click.UsageError(runnable("Nothing to run after --: `sandserve exec [ID] -- CMD [ARGS...]`."))
     before = words[: len(words) - len(after)]
     if len(before) > 1:
         raise click.UsageError(f"One endpoint id before --, not {len(before)}: {' '.join(before)}")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sandserve.masking import mask_text
-from sandserve.serve.lifecycle import BootEvents
+from sandserve.serve.boot_events import BootEvents
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -86,7 +86,7 @@ class BatchProgressView:
 
         self._progress = Progress(
             TextColumn("  {task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=12),  # the figures after it fit 80 columns
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[rates]}"),
@@ -105,9 +105,12 @@ class BatchProgressView:
     def update(self, progress: BatchProgress, description: str | None = None) -> None:
         p = progress
         cached = p.cached_tokens / p.input_tokens if p.input_tokens else 0.0
+        from sandserve.cli.numbers import short_number
+
         rates = (
-            f"{p.input_tokens_per_s:,.0f} in tok/s  {p.output_tokens_per_s:,.0f} out tok/s  "
-            f"cached {100 * cached:.0f}%  errors {p.failed}"
+            f"{short_number(p.input_tokens_per_s)} in, {short_number(p.output_tokens_per_s)} out tok/s  "
+            f"cached {100 * cached:.0f}%"
+            + (f"  errors {p.failed}" if p.failed else "")
             + (f"  no answer yet {p.unfinished}" if p.unfinished else "")
         )
         if description:

@@ -15,8 +15,8 @@ from sandserve.endpoint import Endpoint
 from sandserve.engines.tinymodel import DISCLAIMER
 from sandserve.providers import get_provider
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.serve.resolve import resolve_spec
 
 QUESTION = "Write a haiku about a sandbox where AI agents run code."
@@ -68,9 +68,12 @@ def _running_endpoint(registry: Registry, served_name: str, provider: str) -> En
 
 
 def _next_steps(endpoint: Endpoint, local: bool) -> list[str]:
+    from sandserve.cli.program import program
+
+    prog = program()
     steps = [
         "",
-        '[bold]use it[/]:  eval "$(.venv/bin/sandserve env ' + endpoint.id + ')"  then  '
+        '[bold]use it[/]:  eval "$(' + prog + " env " + endpoint.id + ')"  then  '
         'curl "$ENDPOINT/v1/chat/completions" -H "x-daytona-preview-token: $TOKEN" '
         "-H 'Content-Type: application/json' "
         '-d \'{"model": "\'$MODEL\'", "messages": [{"role": "user", "content": "Hi"}]}\'',
@@ -79,10 +82,9 @@ def _next_steps(endpoint: Endpoint, local: bool) -> list[str]:
     ]
     if local:
         steps += [
-            "[bold]another model[/]: .venv/bin/sandserve up --model /path/to/model.gguf"
-            "   (any GGUF file, on CPU)",
+            f"[bold]another model[/]: {prog} up --model /path/to/model.gguf   (any GGUF file, on CPU)",
             "[bold]on a GPU[/]:     put DAYTONA_API_KEY=... in .env, then `make demo` serves gpt-oss-20b"
             " with SGLang on a Daytona GPU sandbox",
         ]
-    steps.append(f"[bold]stop it[/]:     .venv/bin/sandserve down {endpoint.id}   (or: sandserve down --all)")
+    steps.append(f"[bold]stop it[/]:     {prog} down {endpoint.id}   (or: {prog} down --all)")
     return steps

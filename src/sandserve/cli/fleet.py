@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
-from sandserve.cli.values import PORT, SECONDS, Number
+from sandserve.cli._app import SuggestingGroup, main, reports_errors, sigterm_as_interrupt
+from sandserve.cli.program import program, runnable
+from sandserve.cli.values import PORT, SECONDS, Number, gpu_options
 
 if TYPE_CHECKING:
     from sandserve.cli.tables import Column
@@ -33,13 +34,14 @@ def _scaler_options(command: Callable[..., None]) -> Callable[..., None]:
         ("--backoff", "backoff", "Seconds to wait after a provider refused a worker (quota, capacity)."),
         ("--hold-timeout", "hold_timeout", "At zero workers: seconds a request may wait for one to boot."),
         ("--drain-timeout", "drain_timeout", "Seconds a leaving worker may take to finish its requests."),
+        ("--restart-backoff", "restart_backoff", "Seconds before a dead autoscaler is started again."),
     ]
     for flag, name, text in reversed(options):
         command = click.option(flag, name, type=SCALER_NUMBER, help=text)(command)
     return command
 
 
-@main.group()
+@main.group(cls=SuggestingGroup)
 def fleet() -> None:
     """Many endpoints behind one model gateway (sglang-router or smg) with cache-aware routing, as ONE
     endpoint; with --min/--max an autoscaler sizes it from the engines' own queues."""
@@ -69,9 +71,7 @@ def fleet() -> None:
 @click.option(
     "--model", metavar="PRESET|HF_ID|PATH", help="What every worker serves (as for `sandserve up`)."
 )
-@click.option(
-    "--gpu", "gpus", multiple=True, metavar="TYPE", help="GPU type in order of preference (repeat)."
-)
+@gpu_options
 @click.option("--boot-timeout", type=SECONDS, help="Seconds each worker may take to generate.")
 @click.option("--gateway-port", type=PORT, help="The gateway's port on 127.0.0.1 (default: a free one).")
 @click.option(
@@ -110,6 +110,7 @@ def fleet_up(
     provider: str | None,
     model: str | None,
     gpus: tuple[str, ...],
+    gpu_count: int | None,
     boot_timeout: float | None,
     gateway_port: int | None,
     public_gateway: bool,
@@ -132,7 +133,14 @@ def fleet_up(
     from sandserve.fleet import fleet_up as bring_up
     from sandserve.serve.resolve import resolve_spec
 
-    spec = resolve_spec(model, provider=provider, auth="key", gpus=gpus or None, boot_timeout=boot_timeout)
+    spec = resolve_spec(
+        model,
+        provider=provider,
+        auth="key",
+        gpus=gpus or None,
+        gpu_count=gpu_count,
+        boot_timeout=boot_timeout,
+    )
     scaling = None
     if min_workers is not None or max_workers is not None:
         low = min_workers if min_workers is not None else 1
@@ -165,13 +173,14 @@ def fleet_up(
     )
     if scaling is not None:
         err.print(
-            f"  autoscaler: {scaling.min_workers}..{scaling.max_workers} workers (`fleet scale` changes it)"
+            f"  autoscaler: {scaling.min_workers}..{scaling.max_workers} workers "
+            + runnable(f"(`sandserve fleet scale {result.id} --min N --max N` changes it)")
         )
     for member in result.members:
         err.print(f"  worker {member.endpoint_id}  {member.url}")
-    err.print(f"  more:   sandserve fleet add {result.id}")
-    err.print(f"  status: sandserve fleet status {result.id}")
-    err.print(f"  stop:   sandserve fleet down {result.id}")
+    err.print(f"  more:   {program()} fleet add {result.id}")
+    err.print(f"  status: {program()} fleet status {result.id}")
+    err.print(f"  stop:   {program()} fleet down {result.id}")
 
 
 @fleet.command("add")
@@ -245,35 +254,36 @@ def fleet_status(fleet_id: str | None, as_json: bool) -> None:
         click.echo(json.dumps([dataclasses.asdict(status) for status in statuses], indent=2))
         return
     from sandserve.cli.console import out
-    from sandserve.cli.tables import render_table
+    from sandserve.cli.tables import show_table
 
     if not statuses:
-        out.print("no fleets (start one with `sandserve fleet up`)")
+        out.print(runnable("no fleets (start one with `sandserve fleet up`)"))
         return
-    if not out.is_terminal:
-        out.width = max(out.width, 140)  # eight columns with URLs and ids: wider than a pipe's 80
     for status in statuses:
         gateway = "[green]running[/]" if status.gateway_running else "[red]not running[/]"
         out.print(
             f"[bold]{status.id}[/]  {status.state}  {status.gateway} {gateway} at {status.url or '-'}  "
             f"policy {status.policy}"
         )
+        if status.degraded:
+            out.print(f"  [yellow]degraded:[/] {status.degraded}")
         rows = [
             [
                 worker.endpoint_id or "(not ours)",
                 worker.url,
                 _HEALTH[worker.healthy],
                 _RUNNING[worker.running],
-                _count(worker.requests_running),
-                _count(worker.requests_queued),
-                "-" if worker.cache_hit_rate is None else f"{worker.cache_hit_rate:.0%}",
-                worker.worker_id or "-",
+                worker.requests_running,
+                worker.requests_queued,
+                None if worker.cache_hit_rate is None else f"{worker.cache_hit_rate:.0%}",
+                worker.boot,
+                worker.worker_id,
             ]
             for worker in status.workers
         ]
         if status.workers:
             # The worker's id is what `fleet remove` takes: shown whole at any width (cli/tables.py).
-            out.print(render_table(_worker_columns(), rows, width=out.width), soft_wrap=False)
+            show_table(_worker_columns(), rows)
         else:
             out.print("  no worker up")
         if status.scaler is not None:
@@ -289,6 +299,8 @@ def _print_scaler(scaler: dict[str, Any]) -> None:
     state = (
         "[green]running[/]" if scaler["running"] else f"[red]{scaler['state']}[/] (log: {scaler['log_path']})"
     )
+    if scaler["running"] and scaler.get("restarting"):
+        state = "[yellow]restarting[/]"
     out.print(
         f"  autoscaler {scaler['id']} {state}: {settings.get('min_workers')}..{settings.get('max_workers')} "
         f"workers, up after {settings.get('up_delay')} s queued, down after {settings.get('down_delay')} s "
@@ -296,6 +308,10 @@ def _print_scaler(scaler: dict[str, Any]) -> None:
     )
     if scaler.get("now"):
         out.print(f"    now: {scaler['now']}")
+    if scaler.get("restarting"):
+        again = scaler["restarting"]
+        when = datetime.datetime.fromtimestamp(again["at"] + again["delay_s"]).strftime("%H:%M:%S")
+        out.print(f"    it {again['reason']}; a new one starts at {when} (restart {again['restarts']})")
     if scaler.get("backoff"):
         backoff = scaler["backoff"]
         out.print(f"    [yellow]backing off[/] ({backoff['seconds_left']} s left): {backoff['reason']}")
@@ -309,10 +325,6 @@ def _print_scaler(scaler: dict[str, Any]) -> None:
         out.print(f"    {at} {decision['action']}: {decision['reason']}")
 
 
-def _count(value: int | None) -> str:
-    return "-" if value is None else str(value)
-
-
 _HEALTH = {True: "healthy", False: "unhealthy", None: "not listed"}
 _RUNNING = {True: "running", False: "gone", None: "?"}
 _STYLES = {"healthy": "green", "running": "green", "unhealthy": "red", "gone": "red", "not listed": "dim"}
@@ -323,12 +335,13 @@ def _worker_columns() -> tuple[Column, ...]:
 
     return (
         Column("worker", keep=True),
-        Column("url", whole=True, drop_order=6),
+        Column("url", drop_order=6),
         Column("gateway sees", style=_STYLES.get),
         Column("server", style=_STYLES.get),
-        Column("running", drop_order=3),
-        Column("queued", drop_order=4),
-        Column("cache hits", drop_order=2),
+        Column("running", number=True, drop_order=3),
+        Column("queued", number=True, drop_order=4),
+        Column("cache hits", number=True, drop_order=2),
+        Column("boot", drop_order=5),
         Column("gateway id", drop_order=1),
     )
 
@@ -371,8 +384,11 @@ def fleet_bench(
 ) -> None:
     """The same traffic through fresh fleets under each routing policy: cached share (against the ideal for
     the traffic) and latency (time to first token, end to end), side by side."""
+    from sandserve.cli.bench_view import LevelProgressView
     from sandserve.cli.console import err
-    from sandserve.fleet.routing_bench import compare_policies, make_traffic
+    from sandserve.cli.fleet_view import print_bench
+    from sandserve.fleet.routing_bench import compare_policies, make_traffic, median
+    from sandserve.observe.bench_results import LevelProgress
     from sandserve.serve.resolve import resolve_spec
 
     spec = resolve_spec(model, provider=provider, auth="key")
@@ -380,7 +396,26 @@ def fleet_bench(
     err.print(
         f"{traffic.description}, {in_flight} in flight, {workers} workers, {repeats} fresh fleet(s) each"
     )
-    with sigterm_as_interrupt():
+    labels: dict[int, str] = {}  # one progress line per fleet brought up
+
+    def progress(run: Any) -> None:
+        if id(run) not in labels:
+            label = f"{run.gateway} {run.policy}"
+            repeat = 1 + sum(1 for seen in labels.values() if seen.startswith(label + " "))
+            labels[id(run)] = f"{label} #{repeat}" if repeats > 1 else label
+        ttft = median(run.ttft_s)
+        view.update(
+            LevelProgress(
+                label=labels[id(run)],
+                done=len(run.ttft_s) + run.failed,
+                total=run.requests,
+                failed=run.failed,
+                elapsed_s=0.0,
+                ttft_p50_ms=None if ttft is None else ttft * 1000,
+            )
+        )
+
+    with sigterm_as_interrupt(), LevelProgressView() as view:
         runs, ideal = compare_policies(
             spec,
             [policy.strip() for policy in policies.split(",") if policy.strip()],
@@ -390,77 +425,9 @@ def fleet_bench(
             workers=workers,
             in_flight=in_flight,
             max_tokens=max_tokens,
-            on_run=lambda run: err.print(
-                f"  {run.gateway} {run.policy}: cached {run.cached_share:.3f}, {run.failed} failed, "
-                f"{run.wall_s:.1f} s"
-            ),
+            on_progress=progress,
         )
-    _print_bench(runs, ideal, as_json)
-
-
-def _print_bench(runs: list[Any], ideal: float | None, as_json: bool) -> None:
-    import statistics
-
-    from sandserve.fleet.routing_bench import median, percentile
-
-    groups: dict[tuple[str, str], list[Any]] = {}
-    for run in runs:
-        groups.setdefault((run.gateway, run.policy), []).append(run)
-    rows = []
-    for (gateway, policy), group in groups.items():
-        ttft = [value for run in group for value in run.ttft_s]
-        e2e = [value for run in group for value in run.e2e_s]
-        share = statistics.mean(run.cached_share for run in group)
-        rows.append(
-            {
-                "gateway": gateway,
-                "policy": policy,
-                "runs": len(group),
-                "requests": sum(run.requests for run in group),
-                "failed": sum(run.failed for run in group),
-                "cached_share": share,
-                "of_ideal": share / ideal if ideal else None,
-                "ttft_p50_s": median(ttft),
-                "ttft_p95_s": percentile(ttft, 0.95),
-                "e2e_p50_s": median(e2e),
-                "e2e_p95_s": percentile(e2e, 0.95),
-                "wall_s": statistics.mean(run.wall_s for run in group),
-            }
-        )
-    if as_json:
-        click.echo(json.dumps({"ideal_cached_share": ideal, "results": rows}, indent=2))
-        return
-    from rich import box
-    from rich.table import Table
-
-    from sandserve.cli.console import out
-
-    ideal_text = f"{ideal:.3f}" if ideal is not None else "unknown"
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        title=f"ideal cached share for this traffic: {ideal_text}; latencies in seconds",
-        caption="cached = cached prompt tokens / prompt tokens; TTFT = time to first token; e2e = end to end",
-    )
-    for column in ("gateway", "policy", "failed", "cached", "/ideal", "TTFT50", "TTFT95", "e2e50", "e2e95",
-                   "wall"):  # fmt: skip
-        table.add_column(column, justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(
-            row["gateway"],
-            row["policy"],
-            f"{row['failed']}/{row['requests']}",
-            f"{row['cached_share']:.3f}",
-            "-" if row["of_ideal"] is None else f"{row['of_ideal']:.2f}",
-            *(_seconds(row[key]) for key in ("ttft_p50_s", "ttft_p95_s", "e2e_p50_s", "e2e_p95_s", "wall_s")),
-        )
-    if not out.is_terminal:
-        out.width = max(out.width, 120)  # ten columns do not fit the 80 a pipe or a file gets
-    out.print(table)
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    print_bench(runs, ideal, as_json)
 
 
 @fleet.command("down")

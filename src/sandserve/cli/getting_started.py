@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -16,7 +17,7 @@ def presets(as_json: bool) -> None:
     from sandserve.presets import PRESETS
 
     if as_json:
-        click.echo(json.dumps([p.__dict__ for p in PRESETS], indent=2, default=list))
+        click.echo(json.dumps([dataclasses.asdict(p) for p in PRESETS], indent=2))
         return
     from sandserve.cli.listing import show_presets
 

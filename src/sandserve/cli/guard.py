@@ -7,13 +7,16 @@ On a terminal the plan is shown and a yes asked for; without one, the step is re
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sandserve.cli.console import ConsoleBootEvents, err
 from sandserve.errors import ConfirmationRequiredError, SandserveError
 from sandserve.spec import Resources, ServeSpec
+
+if TYPE_CHECKING:
+    from sandserve.serve.receipt import BootReceipt
 
 
 def on_a_terminal() -> bool:
@@ -38,7 +41,15 @@ class GuardedBootEvents(ConsoleBootEvents):
         self.yes = yes
 
     def warning(self, message: str) -> None:
-        err.print(f"[yellow]warning:[/] {message}")
+        from sandserve.cli.program import runnable
+
+        err.print(f"[yellow]warning:[/] {runnable(message)}")
+
+    def receipt(self, receipt: BootReceipt, previous: BootReceipt | None) -> None:
+        from sandserve.cli.receipts import receipt_lines
+
+        for line in receipt_lines(receipt, previous):
+            err.print(line, markup=False, highlight=False)
 
     def confirm(self, spec: ServeSpec) -> None:
         if not spec.uses_gpu:
@@ -68,7 +79,9 @@ def print_plan(plan: dict[str, Any], *, to_stderr: bool = False) -> None:
             continue
         if isinstance(value, dict):
             console.print(f"  {key}:")
+            # Variables as the shell writes them; anything else as the plan's own lines.
+            between = "=" if key in ("env", "settings_from", "secrets") else ": "
             for name, item in value.items():
-                console.print(f"    {name}={item}")
+                console.print(f"    {name}{between}{item}")
         else:
             console.print(f"  {key}: {value}")

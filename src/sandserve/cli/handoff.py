@@ -3,20 +3,23 @@ it."""
 
 from __future__ import annotations
 
+from sandserve.cli.program import program
 from sandserve.endpoint import Endpoint
 from sandserve.errors import ConfigError
 
 
 def handoff_lines(
-    endpoint: Endpoint, *, ttl_minutes: int | None = None, auto_stop_minutes: int = 0
+    endpoint: Endpoint, *, ttl_minutes: int | None = None, auto_stop_minutes: int = 0, booted: bool = True
 ) -> list[str]:
     """``ttl_minutes``: the sandbox's time limit on Daytona (0: none); ``auto_stop_minutes``: its idle stop.
-    Both said so the user knows when (and how) it ends."""
+    Both said so the user knows when (and how) it ends. ``booted``: False for an endpoint handed back as it
+    was (its KV pool and boot timeline were said when it booted)."""
+    prog = program()
     lines = ["", f"[bold green]ready[/]: {endpoint.id} serves [bold]{endpoint.model}[/] at {endpoint.url}"]
     info = endpoint.info
-    if info.kv_pool_tokens:
+    if booted and info.kv_pool_tokens:
         lines.append(f"  KV pool: {info.kv_pool_tokens:,} tokens (max_total_num_tokens)")
-    if info.boot_timeline:
+    if booted and info.boot_timeline:
         lines.append(
             "  boot: " + ", ".join(f"{step.phase} {step.seconds:.1f}s" for step in info.boot_timeline)
         )
@@ -36,19 +39,19 @@ def handoff_lines(
                 f"  time limit: Daytona deletes it {ttl_minutes} min after creation (--ttl; 0 for none)"
             )
         elif ttl_minutes == 0:
-            lines.append("  [yellow]no time limit[/]: it bills until `sandserve down` (--ttl sets one)")
+            lines.append(f"  [yellow]no time limit[/]: it bills until `{prog} down` (--ttl sets one)")
         if auto_stop_minutes:
             lines.append(
                 f"  idle stop: after {auto_stop_minutes} min without requests Daytona stops it, and a stop "
                 "deletes an ephemeral sandbox (sandserve's own health checks do not count as requests)"
             )
         lines.append(
-            f"  reconnect: {endpoint.provider}.get('{endpoint.sandbox_id}')  or  sandserve env {endpoint.id}"
+            f"  reconnect: {endpoint.provider}.get('{endpoint.sandbox_id}')  or  {prog} env {endpoint.id}"
         )
-        lines.append(f"  delete:    sandserve down {endpoint.id}")
+        lines.append(f"  delete:    {prog} down {endpoint.id}")
     else:
-        lines.append(f'  again:     eval "$(sandserve env {endpoint.id})"')
-        lines.append(f"  stop:      sandserve down {endpoint.id}")
+        lines.append(f'  again:     eval "$({prog} env {endpoint.id})"')
+        lines.append(f"  stop:      {prog} down {endpoint.id}")
     return lines
 
 

@@ -10,9 +10,12 @@ from typing import Any
 
 import click
 
+from sandserve.cli.program import runnable
 from sandserve.cli.tables import Column, show_table
 
-STATE_STYLES = {"ready": "green", "booting": "yellow", "failed": "red", "dead": "red", "down": "dim"}
+STATE_STYLES = {
+    "ready": "green", "degraded": "yellow", "booting": "yellow", "failed": "red", "dead": "red", "down": "dim"
+}  # fmt: skip
 
 ENDPOINT_COLUMNS = (
     Column("id", keep=True),
@@ -20,22 +23,23 @@ ENDPOINT_COLUMNS = (
     Column("provider", drop_order=2),
     Column("engine", drop_order=1),
     Column("model", drop_order=3),
-    Column("url", whole=True, drop_order=4),
+    Column("url", drop_order=4),
     Column("age", drop_order=0),
 )
 
 PRESET_COLUMNS = (
     Column("preset", keep=True),
-    Column("model", whole=True, drop_order=4),
+    Column("model", drop_order=4),
     Column("engine", drop_order=3),
     Column("reasoning", drop_order=2),
     Column("tools", drop_order=1),
+    Column("gpus/memory", drop_order=1),
     Column("flags / env", drop_order=0),
-    Column("note", drop_order=0),
+    Column("note", drop_order=0, cut=True),
 )
 
 #: The ledger fields `status` shows, in order (when set).
-STATUS_FIELDS = ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error")
+STATUS_FIELDS = ("provider", "engine", "model", "sandbox_id", "url", "log_path", "error", "degraded")
 
 
 #: Shown when the user gave a price per GPU hour (SANDSERVE_GPU_HOUR_PRICE).
@@ -86,13 +90,21 @@ def show_presets(presets: Iterable[Any]) -> None:
 
 
 def preset_row(preset: Any) -> list[str]:
+    from sandserve.serve.fit import GIB, needed_bytes
+
     flags = " ".join([*preset.extra_args, *(f"{k}={v}" for k, v in preset.env.items())])
+    footprint = preset.footprint
+    # GPUs it asks for, and memory in all for its weights and KV cache.
+    needs = "-"
+    if footprint:
+        needs = f"{preset.gpu_count} ({needed_bytes(footprint, preset.context_length) / GIB:.0f} GiB)"
     return [
         preset.name,
         preset.model,
         preset.engine,
         preset.reasoning_parser or "-",
         preset.tool_call_parser or "-",
+        needs,
         flags or "-",
         preset.note or "-",
     ]
@@ -114,8 +126,14 @@ def show_status(data: dict[str, Any], *, gone: bool) -> None:
         out.print(f"  KV pool: {info['kv_pool_tokens']:,} tokens")
     for step in info.get("boot_timeline", []):
         out.print(f"  {step['seconds']:>7.1f} s  {step['phase']}")
+    if data.get("boot"):
+        from sandserve.cli.receipts import receipt_lines
+        from sandserve.serve.receipt import BootReceipt
+
+        for line in receipt_lines(BootReceipt.from_dict(data["boot"])):
+            out.print("  " + line, markup=False, highlight=False)
     if gone:
-        out.print(f"  [red]its server is gone[/]: `sandserve down {data['id']}` clears it")
+        out.print(runnable(f"  [red]its server is gone[/]: `sandserve down {data['id']}` clears it"))
 
 
 def _status_fields(data: dict[str, Any], gone: bool) -> None:
@@ -126,8 +144,13 @@ def _status_fields(data: dict[str, Any], gone: bool) -> None:
     if info.get("kv_pool_tokens"):
         fields.append(("kv_pool_tokens", info["kv_pool_tokens"]))
     fields += [(f"phase {step['phase']}", step["seconds"]) for step in info.get("boot_timeline", [])]
+    if data.get("boot"):
+        boot = data["boot"]
+        fields += [("boot", f"{boot['origin']} {boot['total_seconds']} s"), ("boot why", boot["why"])]
+        fields += [(f"boot step {step['step']}", step["seconds"]) for step in boot["steps"]]
+        fields.append(("boot slowest", boot["slowest"]))
     if gone:
-        fields.append(("note", f"its server is gone: `sandserve down {data['id']}` clears it"))
+        fields.append(("note", runnable(f"its server is gone: `sandserve down {data['id']}` clears it")))
     for name, value in fields:
         click.echo(f"{name}\t{' '.join(str(value).split())}")
 

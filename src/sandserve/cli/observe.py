@@ -5,90 +5,22 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from sandserve.cli._app import INTERRUPTED, exit_interrupted, main, reports_errors
+from sandserve.cli.choosing import chosen_endpoint, endpoint_option
+from sandserve.cli.program import runnable
+from sandserve.cli.values import SLO
 
 # --- top --------------------------------------------------------------------------------------------------
 
 
-def _num(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
-def top_table(snapshot: Any) -> Any:
-    from rich.table import Table
-
-    table = Table(
-        "endpoint",
-        "role",
-        "state",
-        "running",
-        "queued",
-        "KV/tokens",
-        "cache hit",
-        "prompt tok/s",
-        "gen tok/s",
-        "req/s",
-        "gateway",
-        "errors",
-        "age",
-        title=time.strftime("sandserve top  %H:%M:%S", time.localtime(snapshot.at)),
-        title_justify="left",
-    )
-    for row in snapshot.rows:
-        if row.role == "gateway":
-            gateway = f"{row.workers_healthy or '?'} healthy"
-            if row.error_responses is not None:
-                gateway += f", {row.error_responses} 4xx/5xx"
-        elif row.role == "worker":
-            health = {True: "healthy", False: "UNHEALTHY", None: "?"}[row.gateway_healthy]
-            gateway = f"{health}, load {_num(row.gateway_load)}"
-        else:
-            gateway = ""
-        state = row.state if row.ok else f"[red]{row.state}: no reading[/]"
-        errors = (
-            str(row.failed_readings) if not row.error else f"{row.failed_readings} [dim]{row.error[:60]}[/]"
-        )
-        name = row.id if row.role != "worker" else f"  └ {row.id}"
-        table.add_row(
-            name,
-            row.role,
-            state,
-            _num(row.running),
-            _num(row.queued),
-            _share(row.token_usage),
-            _share(row.cache_hit_rate),
-            _num(row.prompt_tokens_per_s),
-            _num(row.generation_tokens_per_s),
-            _num(row.requests_per_s, 1),
-            gateway,
-            errors,
-            _age(row.age_s),
-        )
-    return table
-
-
 @main.command()
 @click.argument("ref", metavar="[ID|FLEET]", required=False)
+@endpoint_option("endpoint_option", default="top")
 @click.option(
     "--once", is_flag=True, help="Print one reading (two probes a second apart, for rates) and exit."
 )
@@ -97,43 +29,37 @@ def top_table(snapshot: Any) -> Any:
     "--interval", type=click.FloatRange(min=0.2), default=1.0, show_default=True, help="Seconds per refresh."
 )
 @reports_errors
-def top(ref: str | None, once: bool, as_json: bool, interval: float) -> None:
+def top(ref: str | None, endpoint_option: str | None, once: bool, as_json: bool, interval: float) -> None:
     """What each endpoint (or each worker of a fleet) is doing now, from the servers' own load reports.
 
     Running and queued requests, KV/token usage, cache hit rate, tokens/s and requests/s, failed readings and
-    age, and for a fleet its gateway's view of each worker (health, load). Sources: SGLang's /v1/loads and
-    /metrics, llama.cpp's /slots and /metrics, the gateway's /workers. Probes do not count as activity for
-    Daytona's auto-stop. Ctrl-C to leave.
+    age; for a fleet, its autoscaler's last decision and its gateway's view of each worker (health, load).
+    The list is read again at every refresh: workers that join or leave appear or vanish. Columns that do
+    not fit the terminal are left out (the caption names them; --json has everything). Sources: SGLang's
+    /v1/loads and /metrics, llama.cpp's /slots and /metrics, the gateway's /workers. Probes do not count as
+    activity for Daytona's auto-stop. q or Ctrl-C to leave.
     """
     import asyncio
 
-    from sandserve.cli.console import out
+    from sandserve.cli.top_view import print_once, watch
     from sandserve.observe.top import TopModel, snapshot_once, targets_for
 
-    targets = targets_for(ref)
+    ref = chosen_endpoint(ref, endpoint_option)
+    targets_for(ref)  # a wrong id or nothing up: said now, before any screen is drawn
     if once or as_json:
-        snapshot = asyncio.run(snapshot_once(targets, interval=min(interval, 1.0)))
+        snapshot = asyncio.run(snapshot_once(lambda: targets_for(ref), interval=min(interval, 1.0)))
         if as_json:
             click.echo(json.dumps(snapshot.to_dict(), indent=1))
         else:
-            _wide(top_table(snapshot))
+            print_once(snapshot)
         return
 
-    from rich.live import Live
-
-    async def watch() -> None:
-        async with TopModel(targets) as model:
-            if not out.is_terminal:  # a log or a pipe: one whole table per refresh, not a redrawn screen
-                while True:
-                    _wide(top_table(await model.sample()))
-                    await asyncio.sleep(interval)
-            with Live(top_table(await model.sample()), console=out, refresh_per_second=4) as live:
-                while True:
-                    await asyncio.sleep(interval)
-                    live.update(top_table(await model.sample()))
+    async def run() -> None:
+        async with TopModel(lambda: targets_for(ref)) as model:
+            await watch(model, interval)
 
     try:
-        asyncio.run(watch())
+        asyncio.run(run())
     except KeyboardInterrupt:
         return
 
@@ -192,33 +118,9 @@ def _source(dataset: str, options: dict[str, Any], endpoint: Any) -> Any:
     return datasets.given_prompts("classification corpus (the guide's author question)", prompts)
 
 
-def _wide(renderable: Any) -> None:
-    """Tables too wide for 80 columns are printed whole when the output is not a terminal (logs, pipes)."""
-    from rich.console import Console
-
-    from sandserve.cli.console import out
-
-    console = out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=200)
-    console.print(renderable)
-
-
-def _level_table(levels: list[Any]) -> Any:
-    from rich.table import Table
-
-    from sandserve.observe.report import level_row
-
-    rows = [level_row(level) for level in levels]
-    headers = max((list(row) for row in rows), key=len) if rows else ["level"]
-    table = Table(*headers)
-    for row in rows:
-        table.add_row(*(row.get(h, "-") for h in headers))
-    return table
-
-
 def _print_ceiling(requests: int | None) -> None:
-    from rich.table import Table
-
     from sandserve.cli.console import err, out
+    from sandserve.cli.tables import Cell, Column, show_table
     from sandserve.observe.ceiling import measure_client_ceiling
 
     err.print("[bold cyan]::[/] measuring the client against an instant local server (about 20 s)")
@@ -227,18 +129,28 @@ def _print_ceiling(requests: int | None) -> None:
         if requests is None
         else measure_client_ceiling(requests=requests, openai_requests=max(requests // 5, 1))
     )
-    table = Table("client", "requests", "in flight", "req/s", "CPU ms/request", "client CPU", "failed")
-    for row in result.rows:
-        table.add_row(
+    columns = (
+        Column("client", keep=True),
+        Column("requests", number=True),
+        Column("in flight", number=True),
+        Column("req/s", number=True),
+        Column("CPU ms/request", number=True, digits=3),
+        Column("client CPU", number=True),
+        Column("failed", number=True),
+    )
+    rows: list[list[Cell]] = [
+        [
             row.client,
-            str(row.requests),
-            str(row.concurrency),
-            f"{row.requests_per_s:,.0f}",
-            f"{row.cpu_ms_per_request:.3f}",
+            row.requests,
+            row.concurrency,
+            row.requests_per_s,
+            row.cpu_ms_per_request,
             f"{row.client_cpu:.0%}",
-            str(row.failed),
-        )
-    _wide(table)
+            row.failed,
+        ]
+        for row in result.rows
+    ]
+    show_table(columns, rows)
     ours = result.rows[0]
     out.print(
         f"CPU-bound ceiling of the sandserve client: {1000 / ours.cpu_ms_per_request:,.0f} requests/s per "
@@ -258,6 +170,7 @@ def _print_ceiling(requests: int | None) -> None:
 
 @main.command()
 @click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option()
 @click.option("--concurrency", "concurrency_text", metavar="N,N,..", help="Concurrency levels (closed loop).")
 @click.option(
     "--rate", "rate_text", metavar="R,R,..", help="Request rates per second (Poisson; inf: all at once)."
@@ -291,7 +204,9 @@ def _print_ceiling(requests: int | None) -> None:
     help="classify: a folder with the pg<ID>.txt books (else cached).",
 )
 @click.option("--books", metavar="A,B", help="classify: only these books (author or Gutenberg id).")
-@click.option("--slo", metavar="ttft=MS,tpot=MS,e2e=MS", help="Objectives for goodput (milliseconds).")
+@click.option(
+    "--slo", type=SLO, metavar="ttft=MS,tpot=MS,e2e=MS", help="Objectives for goodput (milliseconds)."
+)
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Unrecorded requests first."
 )
@@ -314,7 +229,7 @@ def _print_ceiling(requests: int | None) -> None:
     "--client-ceiling", is_flag=True, help="Measure this client against an instant local server instead."
 )
 @reports_errors
-def bench(endpoint_id: str | None, **options: Any) -> None:
+def bench(endpoint_id: str | None, endpoint_option: str | None, **options: Any) -> None:
     """A serving benchmark of the endpoint: TTFT, TPOT, ITL, E2E (mean, p50, p90, p99), throughput, goodput,
     with the server's own queue depth, KV usage and cache hit rate joined to each load level.
 
@@ -323,7 +238,9 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
     if options["client_ceiling"]:
         _print_ceiling(options["requests"])
         return
+    from sandserve.cli.bench_view import LevelProgressView, interrupted_lines, show_levels
     from sandserve.cli.console import err, out
+    from sandserve.cli.resume import this_command_args
     from sandserve.client.connect import connect
     from sandserve.observe.bench import BenchConfig, BenchInterrupted, LoadPlan, run_bench_sync
     from sandserve.observe.metrics import parse_slo
@@ -360,6 +277,7 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
 
     # Every argument is checked before the endpoint is asked anything (the corpus prompts need the endpoint).
     source = None if options["dataset"] == "classify" else _source(options["dataset"], options, None)
+    endpoint_id = chosen_endpoint(endpoint_id, endpoint_option)
     endpoint = connect(endpoint_id)
     load_endpoints = load_endpoints_for(endpoint_id)
     source = source or _source(options["dataset"], options, endpoint)
@@ -367,23 +285,43 @@ def bench(endpoint_id: str | None, **options: Any) -> None:
     err.print(f"[bold cyan]::[/] benchmarking {endpoint.model} at {endpoint.url} ({source.describe()}{api})")
 
     def on_level(level: Any) -> None:
-        _wide(_level_table([level]))
         for warning in level.warnings:
-            err.print(f"  [yellow]![/] {warning}")
+            err.print(f"  [yellow]![/] {level.label}: {warning}")
 
     interrupted = False
     try:
-        result = run_bench_sync(endpoint, source, config, on_level, load_endpoints=load_endpoints).result
+        with LevelProgressView() as progress:
+            run = run_bench_sync(
+                endpoint,
+                source,
+                config,
+                on_level,
+                load_endpoints=load_endpoints,
+                on_progress=progress.update,
+            )
+        result = run.result
     except BenchInterrupted as stop:
         result, interrupted = stop.run.result, True
         err.print("[yellow]interrupted:[/] writing what was measured")
+        planned = stop.run.levels_planned()
     written = write_report(result, options["output_dir"])
-    if len(result.levels) > 1 or interrupted:
-        _wide(_level_table(result.levels))
+    show_levels(result.levels, report_dir=str(options["output_dir"]))
     out.print(f"report: {written['report']}   data: {written['json']}")
     if interrupted:
+        for line in interrupted_lines(result, planned, this_command_args(), plan.mode):
+            err.print(line, soft_wrap=True)
         sys.stdout.flush()
         exit_interrupted()
+    if result.server_gone:
+        err.print(f"[red]error:[/] {result.server_gone.describe()}; the benchmark stopped there.")
+        which = f" {endpoint_id}" if endpoint_id else ""
+        err.print(
+            runnable(
+                f"  -> `sandserve status{which}` says what became of it; "
+                f"`sandserve logs{which}` shows its log."
+            )
+        )
+        sys.exit(1)
     if any(level.metrics and level.metrics.failed for level in result.levels):
         sys.exit(1)
 

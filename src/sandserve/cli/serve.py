@@ -10,7 +10,9 @@ from typing import Any
 import click
 
 from sandserve.cli._app import main, reports_errors, sigterm_as_interrupt
-from sandserve.cli.values import CONTEXT_LENGTH, PORT, SECONDS, bind_widening
+from sandserve.cli.choosing import chosen_endpoint, endpoint_option
+from sandserve.cli.program import runnable
+from sandserve.cli.values import CONTEXT_LENGTH, PORT, SECONDS, bind_widening, gpu_options
 from sandserve.errors import SandserveError
 
 # --- serving ------------------------------------------------------------------------------------------
@@ -40,15 +42,11 @@ from sandserve.errors import SandserveError
     "API key; public: no auth at all.",
 )
 @click.option("--port", type=PORT, help="Server port (local: default a free one; Daytona: 8000).")
+@gpu_options
 @click.option(
-    "--gpu",
-    "gpus",
-    multiple=True,
-    metavar="TYPE",
-    help="GPU type in order of preference (repeat): H100, H200, B200, B300, RTX-PRO-6000, RTX-4090, "
-    "RTX-5090, MI355X (any case; _ or -). Default: H100, then RTX-PRO-6000.",
+    "--image",
+    help="Container image for the sandbox (default: SGLang's own for the GPU's vendor: CUDA or ROCm).",
 )
-@click.option("--image", help="Container image for the sandbox (default: the stock SGLang image).")
 @click.option("--target", help="Daytona region (default: DAYTONA_TARGET, else us-east-1, the GPU region).")
 @click.option(
     "--ttl",
@@ -69,6 +67,13 @@ from sandserve.errors import SandserveError
 @click.option("--spot", is_flag=True, help="A spot GPU: cheaper, and may be taken back without notice.")
 @click.option("--yes", "-y", is_flag=True, help="Create a paid GPU sandbox without asking first.")
 @click.option("--force", is_flag=True, help="Boot even a spec that failed to boot several times in a row.")
+@click.option(
+    "--new",
+    "another",
+    is_flag=True,
+    help="Start a new endpoint even when one serving the same spec is up (by default that one is handed "
+    "back).",
+)
 @click.option("--reasoning-parser", help="SGLang reasoning parser (`auto`, `none`, or a name).")
 @click.option("--tool-call-parser", help="SGLang tool-call parser (`auto`, `none`, or a name).")
 @click.option("--context-length", type=CONTEXT_LENGTH, help="Context window the server allocates for.")
@@ -95,6 +100,11 @@ from sandserve.errors import SandserveError
 )
 @click.option("--hf-token-secret", metavar="NAME", help="Pass HF_TOKEN as this Daytona secret, not as text.")
 @click.option("--delete-on-failure", is_flag=True, help="Delete the sandbox when boot fails (default: keep).")
+@click.option(
+    "--no-snapshot",
+    is_flag=True,
+    help="Boot from the image even if this spec has a golden snapshot, and capture none at `down`.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and create nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoint (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the server's start-up log.")
@@ -108,6 +118,7 @@ def up(
     auth: str | None,
     port: int | None,
     gpus: tuple[str, ...],
+    gpu_count: int | None,
     image: str | None,
     target: str | None,
     ttl_minutes: int | None,
@@ -115,6 +126,7 @@ def up(
     spot: bool,
     yes: bool,
     force: bool,
+    another: bool,
     reasoning_parser: str | None,
     tool_call_parser: str | None,
     context_length: int | None,
@@ -126,6 +138,7 @@ def up(
     cache_volume: str | None,
     hf_token_secret: str | None,
     delete_on_failure: bool,
+    no_snapshot: bool,
     dry_run: bool,
     as_json: bool,
     quiet: bool,
@@ -142,8 +155,10 @@ def up(
 
     if engine_flags and "--" not in sys.argv:
         raise click.UsageError(
-            f"Unexpected {' '.join(engine_flags)!r}: engine flags go after --, "
-            f"e.g. `sandserve up -- {engine_flags[0]}`."
+            runnable(
+                f"Unexpected {' '.join(engine_flags)!r}: engine flags go after --, "
+                f"e.g. `sandserve up -- {engine_flags[0]}`."
+            )
         )
     env = _parse_env(env_pairs)
     _check_bind((*engine_args, *engine_flags), provider, auth)
@@ -158,6 +173,7 @@ def up(
         boot_timeout=boot_timeout,
         delete_on_failure=delete_on_failure,
         gpus=gpus or None,
+        gpu_count=gpu_count,
         spot=spot,
         image=image,
         reasoning_parser=reasoning_parser,
@@ -171,6 +187,7 @@ def up(
         signed_url_ttl=signed_ttl,
         cache_volume=cache_volume,
         hf_token_secret=hf_token_secret,
+        warm_boot=not no_snapshot,
     )
     if dry_run:
         from sandserve.serve.plan import plan
@@ -181,10 +198,19 @@ def up(
     from sandserve.cli.console import err
     from sandserve.cli.guard import GuardedBootEvents
     from sandserve.serve import lifecycle
+    from sandserve.serve.twins import running_twin
 
-    with sigterm_as_interrupt():
-        events = GuardedBootEvents(yes=yes, show_log=not quiet)
-        endpoint = lifecycle.up(spec, events=events, force=force)
+    twin = None if another else running_twin(spec)
+    if twin is not None and twin.endpoint is not None:
+        endpoint = twin.endpoint
+        err.print(
+            f"[bold]already up[/]: {endpoint.id} serves this same spec ({endpoint.model} at {endpoint.url}); "
+            "here are its exports. --new starts a second one."
+        )
+    else:
+        with sigterm_as_interrupt():
+            events = GuardedBootEvents(yes=yes, show_log=not quiet)
+            endpoint = lifecycle.up(spec, events=events, force=force)
     if as_json:
         click.echo(json.dumps(_endpoint_json(endpoint), indent=2))
     else:
@@ -194,8 +220,19 @@ def up(
             click.echo(line)
         settings = spec.provider_settings
         ttl = settings.ttl_minutes if spec.uses_gpu else None
-        for line in handoff_lines(endpoint, ttl_minutes=ttl, auto_stop_minutes=settings.auto_stop_minutes):
+        lines = handoff_lines(
+            endpoint, ttl_minutes=ttl, auto_stop_minutes=settings.auto_stop_minutes, booted=twin is None
+        )
+        for line in lines:
             err.print(line)
+
+
+def _print_wrapped(text: str) -> None:
+    from sandserve.cli.console import err
+    from sandserve.cli.receipts import wrapped
+
+    for line in wrapped(text, width=max(40, min(err.width, 100))):
+        err.print(line, markup=False, highlight=False)
 
 
 def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -271,7 +308,7 @@ def ls(include_down: bool, as_json: bool, show_secrets: bool) -> None:
         click.echo(json.dumps([_record_json(r, show_secrets) for r in records], indent=2))
         return
     if not records:
-        click.echo("no endpoints (start one with `sandserve up`)", err=True)
+        click.echo(runnable("no endpoints (start one with `sandserve up`)"), err=True)
         return
     from sandserve.cli.listing import show_endpoints
 
@@ -298,23 +335,28 @@ def _record_json(record: Any, show_secrets: bool = False) -> dict[str, Any]:
         "error": shown_text(record.error, record.endpoint, show_secrets=show_secrets),
         "created_at": record.created_at,
         "live": record.live,
+        "degraded": record.degraded,
         "info": record.endpoint.info.to_dict() if record.endpoint else {},
     }
 
 
 @main.command()
-@click.argument("endpoint_id", required=False)
+@click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option(default="ledger")
 @click.option("--json", "as_json", is_flag=True)
 @_SHOW_SECRETS
 @reports_errors
-def status(endpoint_id: str | None, as_json: bool, show_secrets: bool) -> None:
+def status(endpoint_id: str | None, endpoint_option: str | None, as_json: bool, show_secrets: bool) -> None:
     """Show one endpoint: state, URL, boot timeline, KV pool, capabilities."""
+    from sandserve.serve.boots import boot_of
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import refresh
 
     registry = Registry()
-    record = refresh(registry.resolve(endpoint_id), registry)
+    record = refresh(registry.resolve(chosen_endpoint(endpoint_id, endpoint_option)), registry)
     data = _record_json(record, show_secrets)
+    receipt = boot_of(registry, record.id)
+    data["boot"] = receipt.to_dict() if receipt else None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -324,17 +366,18 @@ def status(endpoint_id: str | None, as_json: bool, show_secrets: bool) -> None:
 
 
 @main.command()
-@click.argument("endpoint_id", required=False)
+@click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option(default="ledger")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new log text until Ctrl-C.")
 @_SHOW_SECRETS
 @reports_errors
-def logs(endpoint_id: str | None, follow: bool, show_secrets: bool) -> None:
+def logs(endpoint_id: str | None, endpoint_option: str | None, follow: bool, show_secrets: bool) -> None:
     """Print an endpoint's server log (keys and tokens in it masked)."""
     from sandserve.cli.shown import shown_text
     from sandserve.serve.ledger import Registry
     from sandserve.serve.lifecycle import read_log
 
-    record = Registry().resolve(endpoint_id)
+    record = Registry().resolve(chosen_endpoint(endpoint_id, endpoint_option))
     shown = 0
     while True:
         text = read_log(record)
@@ -347,7 +390,8 @@ def logs(endpoint_id: str | None, follow: bool, show_secrets: bool) -> None:
 
 
 @main.command("env")
-@click.argument("endpoint_id", required=False)
+@click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option(default="ledger")
 @click.option(
     "--for",
     "client",
@@ -355,11 +399,11 @@ def logs(endpoint_id: str | None, follow: bool, show_secrets: bool) -> None:
     help="What that client or agent tool needs instead (its variables; config lines as comments).",
 )
 @reports_errors
-def env_(endpoint_id: str | None, client: str | None) -> None:
+def env_(endpoint_id: str | None, endpoint_option: str | None, client: str | None) -> None:
     """Print the export lines for an endpoint again (eval "$(sandserve env)")."""
     from sandserve.serve.ledger import Registry
 
-    record = Registry().resolve(endpoint_id)
+    record = Registry().resolve(chosen_endpoint(endpoint_id, endpoint_option))
     if record.endpoint is None:
         raise SandserveError(
             f"{record.id} never became ready ({record.shown_state}).",
@@ -377,17 +421,27 @@ def env_(endpoint_id: str | None, client: str | None) -> None:
 
 
 @main.command()
-@click.argument("endpoint_ids", nargs=-1)
+@click.argument("endpoint_ids", metavar="[ID]...", nargs=-1)
+@endpoint_option("endpoint_options", default="many", multiple=True)
 @click.option("--all", "everything", is_flag=True, help="Take down every endpoint in the ledger.")
 @click.option("--yes", "-y", is_flag=True, help="With --all: do not ask first.")
+@click.option("--no-snapshot", is_flag=True, help="Capture no golden snapshot before deleting.")
 @reports_errors
-def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool) -> None:
-    """Stop endpoints and delete their sandboxes."""
+def down(
+    endpoint_ids: tuple[str, ...],
+    endpoint_options: tuple[str, ...],
+    everything: bool,
+    yes: bool,
+    no_snapshot: bool,
+) -> None:
+    """Stop endpoints and delete their sandboxes. A Daytona endpoint that booted cold has its golden snapshot
+    captured first, so the next `up` of its spec boots warm; `sandserve snapshots` lists them."""
     from sandserve.cli.console import err
     from sandserve.serve import lifecycle
     from sandserve.serve.ledger import Registry
 
     registry = Registry()
+    endpoint_ids = (*endpoint_ids, *endpoint_options)
     if everything == bool(endpoint_ids):
         raise click.UsageError("Name the endpoints to take down, or pass --all (not both).")
     records = registry.list() if everything else [registry.resolve(ref) for ref in endpoint_ids]
@@ -401,11 +455,16 @@ def down(endpoint_ids: tuple[str, ...], everything: bool, yes: bool) -> None:
     failures = []
     for record in records:
         try:
-            lifecycle.down(record, registry)
+            lifecycle.down(
+                record,
+                registry,
+                capture=not no_snapshot,
+                on_capture=_print_wrapped,
+            )
             err.print(f"[green]down[/] {record.id}")
         except SandserveError as exc:
             failures.append(exc)
-            err.print(f"[red]could not take down {record.id}:[/] {exc.message}")
+            err.print(f"[red]could not take down {record.id}:[/] {runnable(exc.message)}")
     if not records:
         err.print("nothing to take down")
     if failures:

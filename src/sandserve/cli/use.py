@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from sandserve.cli._app import main, reports_errors
+from sandserve.cli.choosing import chosen_endpoint, endpoint_option
+from sandserve.cli.program import runnable
 from sandserve.cli.values import TEMPERATURE, read_text_file
+
+if TYPE_CHECKING:
+    from sandserve.cli.tables import Column
 
 # --- using an endpoint ----------------------------------------------------------------------------------
 
 
 @main.command()
 @click.argument("prompt")
-@click.option(
-    "--endpoint",
-    "-e",
-    "endpoint_id",
-    metavar="ID",
-    help="An endpoint from the ledger. Default: ENDPOINT (+TOKEN) from the environment, else the "
-    "one that is up.",
-)
+@endpoint_option("endpoint_id")
 @click.option("--system", help="A system message sent before the prompt.")
 @click.option(
     "--max-tokens",
@@ -148,19 +147,19 @@ def _start_channel(channel: str, *, first: bool) -> None:
 
 
 @main.command()
-@click.argument("endpoint_id", required=False)
+@click.argument("endpoint_id", metavar="[ID]", required=False)
+@endpoint_option()
 @reports_errors
-def tour(endpoint_id: str | None) -> None:
+def tour(endpoint_id: str | None, endpoint_option: str | None) -> None:
     """The guide's tour against an endpoint: chat, streaming, reasoning effort, JSON schema, regex, EBNF, the
     tool-calling loop and the prefix cache, ending with a table of what this endpoint passed."""
-    from rich.table import Table
     from rich.text import Text
 
     from sandserve.cli.console import out
     from sandserve.client.connect import connect
     from sandserve.workloads.tour import TourStep, run_tour, settings_for
 
-    endpoint = connect(endpoint_id)
+    endpoint = connect(chosen_endpoint(endpoint_id, endpoint_option))
     out.print(f"[bold]tour of {endpoint.id}[/] ({endpoint.engine}, {endpoint.model}) at {endpoint.url}")
     if settings_for(endpoint).random_model:
         from sandserve.engines.tinymodel import DISCLAIMER
@@ -172,16 +171,36 @@ def tour(endpoint_id: str | None) -> None:
         out.print("")
         out.print(f"[bold]{step.title}[/]  {_styled_status(step.status)}")
         for line in step.lines:
-            out.print(Text("  " + line, style="dim"))
-    table = Table("feature", "result", "detail", title="what this endpoint passed")
-    for step in steps:
-        table.add_row(step.title, _styled_status(step.status), Text(step.note))
+            out.print(Text("  " + runnable(line), style="dim"))
+    from sandserve.cli.tables import show_table
+
     out.print("")
-    out.print(table)
+    out.print("[bold]what this endpoint passed[/]")  # part of the tour's story, also into a pipe
+    show_table(
+        tour_columns(),
+        [[step.title, _STATUS_LABELS[step.status], runnable(step.note)] for step in steps],
+        more="each step's lines above have everything",
+    )
     if any(step.status == "failed" for step in steps):
         sys.exit(1)
 
 
+#: How each step's status reads ("unavailable": the engine or the model has no such feature), and its colour.
+_STATUS_LABELS = {"passed": "passed", "failed": "failed", "unavailable": "not available"}
+_STATUS_COLOURS = {"passed": "green", "failed": "red", "not available": "dim"}
+
+
+def tour_columns() -> tuple[Column, ...]:
+    """The tour's closing table: each feature whole, its detail shortened to the terminal's width."""
+    from sandserve.cli.tables import Column
+
+    return (
+        Column("feature", keep=True),
+        Column("result", style=_STATUS_COLOURS.get),
+        Column("detail", cut=True),
+    )
+
+
 def _styled_status(status: str) -> str:
-    colour = {"passed": "green", "failed": "red", "unavailable": "dim"}[status]
-    return f"[{colour}]{status}[/]"
+    label = _STATUS_LABELS[status]
+    return f"[{_STATUS_COLOURS[label]}]{label}[/]"

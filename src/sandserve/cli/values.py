@@ -49,11 +49,31 @@ class Number(click.ParamType):
         return number
 
 
+class SloText(click.ParamType):
+    """Service-level objectives (``ttft=800,tpot=80,e2e=5000``), checked whole: at least one objective, each
+    named once, each a positive finite number of milliseconds. The text is kept (the library parses it)."""
+
+    name = "slo"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from sandserve.errors import ConfigError
+        from sandserve.observe.metrics import parse_slo
+
+        try:
+            parse_slo(str(value))
+        except ConfigError as exc:
+            from sandserve.cli.program import runnable
+
+            self.fail(runnable(f"{exc.message} {exc.hint or ''}".strip()), param, ctx)
+        return str(value)
+
+
 PORT = click.IntRange(1, 65535)
 SECONDS = Seconds()
 #: A context window: at least one token, at most what any model has today (10 M).
 CONTEXT_LENGTH = click.IntRange(1, 10_000_000)
 TEMPERATURE = Number(0.0, 2.0)
+SLO = SloText()
 
 
 def read_text_file(path: str | Path, option: str) -> str:
@@ -96,3 +116,24 @@ def bind_widening(engine_args: tuple[str, ...]) -> str | None:
             pass
         return value or "(no address)"
     return None
+
+
+def gpu_options(command: Any) -> Any:
+    """``--gpu TYPE`` (repeat: a preference list) and ``--gpus N``, as `up` and `fleet up` take them."""
+    command = click.option(
+        "--gpus",
+        "gpu_count",
+        type=click.IntRange(1, 8),
+        metavar="N",
+        help="GPUs per sandbox, all of one type; the model is split over them (SGLang --tp-size N). "
+        "Default: the preset's (1 for most).",
+    )(command)
+    return click.option(
+        "--gpu",
+        "gpus",
+        multiple=True,
+        metavar="TYPE",
+        help="GPU type in order of preference (repeat): H100, H200, B200, B300, RTX-PRO-6000, RTX-4090, "
+        "RTX-5090, MI355X (any case; _ or -). Default: the preset's, else H100, then RTX-PRO-6000. A list "
+        "of NVIDIA and AMD types is one create per vendor, each with its own image.",
+    )(command)

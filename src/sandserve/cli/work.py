@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from sandserve.cli._app import main, reports_errors
+from sandserve.cli._app import exit_interrupted, main, reports_errors
+from sandserve.cli.choosing import endpoint_option
 from sandserve.cli.values import TEMPERATURE, Seconds
 
 # --- batch work ---------------------------------------------------------------------------------------
@@ -18,9 +18,7 @@ from sandserve.cli.values import TEMPERATURE, Seconds
 @main.command()
 @click.argument("input_path", metavar="IN.jsonl", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUT.jsonl", type=click.Path(path_type=Path))
-@click.option(
-    "--endpoint", "endpoint_id", metavar="ID", help="Endpoint to use (default: the one that is up)."
-)
+@endpoint_option("endpoint_id")
 @click.option(
     "--concurrency", type=click.IntRange(min=1), help="Requests in flight (default: from the server)."
 )
@@ -68,6 +66,7 @@ def batch(
     """
     from sandserve.batch import errors_path, run_batch_sync, summary_path
     from sandserve.batch.files import check_paths
+    from sandserve.cli.batch_view import show_batch_summary, tell_batch_interrupted
     from sandserve.cli.console import BatchProgressView, err, out
     from sandserve.client.connect import connect
     from sandserve.errors import BatchIncompleteError
@@ -89,10 +88,13 @@ def batch(
             )
     except BatchIncompleteError as error:
         if error.summary is not None:
-            out.print(_batch_summary_table(error.summary))
+            show_batch_summary(error.summary, output_path)
         err.print(f"results so far: {output_path}   summary: {summary_path(output_path)}")
         raise
-    out.print(_batch_summary_table(summary))
+    except KeyboardInterrupt:
+        tell_batch_interrupted(output_path)
+        exit_interrupted()
+    show_batch_summary(summary, output_path)
     errors = errors_path(output_path)
     failed = _count_lines(errors)
     shown_errors = f"   errors: {errors}" if errors.exists() else ""
@@ -113,48 +115,8 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
-def _batch_summary_table(summary: Any) -> Any:
-    from rich.table import Table
-
-    table = Table(
-        "requests",
-        "ok",
-        "failed",
-        "skipped",
-        "req/s",
-        "in tok/s",
-        "out tok/s",
-        "cached",
-        "p50 / p90 / p99 s",
-        "errors",
-        "no result yet",
-        title="batch summary",
-    )
-    latency = " / ".join(
-        f"{value:.2f}" if value is not None else "-"
-        for value in (summary.latency_p50_s, summary.latency_p90_s, summary.latency_p99_s)
-    )
-    errors = ", ".join(f"{kind} {count}" for kind, count in summary.errors_by_kind.items()) or "-"
-    table.add_row(
-        str(summary.requests),
-        str(summary.succeeded),
-        str(summary.failed),
-        str(summary.skipped),
-        f"{summary.requests_per_s:,.1f}",
-        f"{summary.input_tokens_per_s:,.0f}",
-        f"{summary.output_tokens_per_s:,.0f}",
-        f"{100 * summary.cached_share:.1f}%",
-        latency,
-        errors,
-        str(summary.unfinished),
-    )
-    return table
-
-
 @main.command()
-@click.option(
-    "--endpoint", "endpoint_id", metavar="ID", help="Endpoint to use (default: the one that is up)."
-)
+@endpoint_option("endpoint_id")
 @click.option("--books", metavar="A,B,...", help="Authors or Gutenberg ids (default: all thirteen).")
 @click.option("--per-book", type=click.IntRange(min=1), help="Passages per book (default 21: 273 in all).")
 @click.option(
@@ -189,9 +151,12 @@ def classify(
     """The guide's workload: 273 passages of 13 books, classified by author, then indoors or outdoors."""
     import asyncio
 
+    from sandserve.cli.batch_view import answered_so_far, tell_classify_stopped, with_kept
     from sandserve.cli.console import BatchProgressView, DownloadProgressView, err, out
     from sandserve.client.connect import connect
+    from sandserve.errors import BatchIncompleteError
     from sandserve.workloads import classify as workload
+    from sandserve.workloads.answers import answers_dir_for, kept_answers
     from sandserve.workloads.corpus import PASSAGES_PER_BOOK, check_corpus_dir, load_passages, select_books
     from sandserve.workloads.report import write_report
 
@@ -201,26 +166,42 @@ def classify(
     run_dir = run_dir or Path("runs") / time.strftime("classify-%Y%m%d-%H%M%S")
     if run_dir.exists():
         raise click.UsageError(f"{run_dir} already exists: pass another --run-dir.")
+    kept = answers_dir_for(run_dir)
     endpoint = connect(endpoint_id)
     err.print(f"loading {len(chosen)} books (downloaded from Project Gutenberg once, then cached) ...")
     with DownloadProgressView() as downloads:
         passages = load_passages(
             chosen, per_book or PASSAGES_PER_BOOK, corpus_dir=corpus_dir, on_progress=downloads.update
         )
+    already = {name: len(kept_answers(kept, name)) for name in ("author", "setting")}
+    if kept.exists():
+        err.print(f"going on from the answers kept in {kept} ({answered_so_far(kept)})")
     err.print(f"classifying {len(passages)} passages, two questions each, on {endpoint.model} ...")
-    with BatchProgressView("pass 1 - author") as view:
-        report = asyncio.run(
-            workload.classify(
-                endpoint,
-                passages,
-                temperature=temperature,
-                order=order,
-                concurrency=concurrency,
-                on_progress=lambda name, progress: view.update(
-                    progress, f"pass {1 if name == 'author' else 2} - {name}"
-                ),
+    try:
+        with BatchProgressView("pass 1 - author") as view:
+            report = asyncio.run(
+                workload.classify(
+                    endpoint,
+                    passages,
+                    temperature=temperature,
+                    order=order,
+                    concurrency=concurrency,
+                    on_progress=lambda name, progress: view.update(
+                        with_kept(progress, already.get(name, 0)),
+                        f"pass {1 if name == 'author' else 2} - {name}",
+                    ),
+                    answers_dir=kept,
+                )
             )
+    except KeyboardInterrupt:
+        tell_classify_stopped(kept, run_dir, interrupted=True)
+        exit_interrupted()
+    except BatchIncompleteError as error:
+        again = tell_classify_stopped(kept, run_dir, interrupted=False)
+        error.hint = (
+            f"Nothing was lost: `{again}` goes on from the answers kept (with --endpoint ID for another)."
         )
+        raise
     if endpoint.serves_random_model:
         from sandserve.engines.tinymodel import DISCLAIMER
 
@@ -228,4 +209,5 @@ def classify(
     for line in workload.summary_lines(report):
         out.print(line)
     paths = write_report(run_dir, report)
+    kept.replace(run_dir / "answers")  # the raw answers go with the report they made
     out.print("report: " + "  ".join(str(path) for path in paths))

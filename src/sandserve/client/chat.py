@@ -62,10 +62,12 @@ def reasoning_plan(endpoint: Endpoint, effort: ReasoningEffort) -> ReasoningPlan
         return ReasoningPlan({"chat_template_kwargs": {knob: on}}, note)
     if preset is not None:
         raise CapabilityError(
-            f"Reasoning effort for {preset.name}",
+            "Reasoning effort",
             endpoint.engine,
-            hint="This model family does not reason (or has no per-request dial); serve gpt-oss "
-            "(`sandserve up --model gpt-oss-20b`) for low/medium/high.",
+            hint="This model does not reason (or has no per-request dial): leave --reasoning-effort out. "
+            "gpt-oss has low/medium/high and Qwen3 thinking on/off; both need a GPU "
+            "(`sandserve up --provider daytona --model gpt-oss-20b`).",
+            model=preset.name,
         )
     # A model of no known family: the engine says whether it has a dial of its own.
     params, note = get_engine(endpoint.engine).reasoning_effort_fields(effort)

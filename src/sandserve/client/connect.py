@@ -40,7 +40,7 @@ def _the_live_one(registry: Any) -> Any:
     from sandserve.serve.ledger import State
     from sandserve.serve.lifecycle import refresh
 
-    ready = [refresh(r) for r in registry.list() if r.state is State.READY]
+    ready = [refresh(r) for r in registry.list() if r.state is State.READY and r.parent_id is None]
     live = [r for r in ready if r.live is not False]
     if len(live) == 1:
         return live[0]
@@ -75,6 +75,20 @@ def _identified(endpoint: Endpoint) -> Endpoint:
     endpoint.model = endpoint.model or str(card.get("id", ""))
     # ``owned_by`` in ``/v1/models`` names the engine; each engine knows its own.
     endpoint.engine = engine_owning(str(card.get("owned_by", ""))) or endpoint.engine
+    return _with_what_boot_learnt(endpoint)
+
+
+def _with_what_boot_learnt(endpoint: Endpoint) -> Endpoint:
+    """An endpoint of this ledger, named by ENDPOINT: what its boot learnt (its preset, what its model can do,
+    such as a chat template without tools) holds for it too."""
+    from sandserve.serve.ledger import Registry
+
+    try:
+        record = Registry().find_by_url(endpoint.url)
+    except SandserveError:  # a ledger that cannot be read takes nothing from the environment's endpoint
+        return endpoint
+    if record is not None and record.endpoint is not None and record.endpoint.model == endpoint.model:
+        endpoint.info = record.endpoint.info
     return endpoint
 
 

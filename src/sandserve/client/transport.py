@@ -59,6 +59,17 @@ def error_for_status(url: str, status: int, message: str) -> SandserveError:
 MESSAGE_LIMIT = 500
 
 
+def utf8_text(raw: bytes, what: str) -> str:
+    """``raw`` decoded as UTF-8; a ValueError that names ``what`` and the first bad byte where it is not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 4]
+        raise ValueError(
+            f"{what} answered bytes that are not UTF-8 ({exc.reason} at byte {exc.start}: {bad!r})"
+        ) from None
+
+
 def server_message(body: Any, fallback: str = "") -> str:
     """The human part of an error body, whichever server shaped it: OpenAI's and llama.cpp's
     ``{"error": {"message"}}``, SGLang's ``{"message"}``, FastAPI's ``{"detail"}``, the proxy's text.

@@ -7,6 +7,8 @@ imported on first use, so a verb pays only for the engine it touches.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from typing import Any
 
 from sandserve.engines.base import (
     Capabilities,
@@ -17,6 +19,7 @@ from sandserve.engines.base import (
     diagnose,
     phases_in,
 )
+from sandserve.engines.load_formats import LoadFields
 from sandserve.errors import ConfigError
 
 #: Where each built-in engine lives (imported by name: nothing is loaded before it is needed).
@@ -66,6 +69,36 @@ def capabilities_of(name: str) -> Capabilities:
     return engine_class(name).capabilities
 
 
+def _in_order() -> list[type[Engine]]:
+    """Every engine, the built-in ones first in their order (registration order depends on imports)."""
+    engines = all_engines()
+    return [
+        *(engines[name] for name in ENGINE_NAMES),
+        *(e for n, e in engines.items() if n not in ENGINE_NAMES),
+    ]
+
+
+def load_routes() -> tuple[str, ...]:
+    """Every engine's load route (JSON), then their Prometheus routes: where a server says what it does."""
+    json_routes = [engine.load_route for engine in _in_order() if engine.load_route]
+    metrics = [engine.metrics_route for engine in _in_order() if engine.metrics_route]
+    return tuple(dict.fromkeys([*json_routes, *metrics]))
+
+
+def metrics_routes() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(engine.metrics_route for engine in _in_order() if engine.metrics_route))
+
+
+def load_parser(route: str) -> Callable[[Any], LoadFields] | None:
+    """The reader of the engine whose JSON load route ``route`` is (None: a Prometheus route)."""
+    return next((engine.load_fields for engine in _in_order() if engine.load_route == route), None)
+
+
+def metric_names(field: str) -> tuple[str, ...]:
+    """The metric carrying load ``field`` in each engine's dialect."""
+    return tuple(engine.metric_names[field] for engine in _in_order() if field in engine.metric_names)
+
+
 __all__ = [
     "BUILTIN_ENGINES",
     "ENGINE_NAMES",
@@ -81,5 +114,9 @@ __all__ = [
     "engine_for_model",
     "engine_owning",
     "get_engine",
+    "load_parser",
+    "load_routes",
+    "metric_names",
+    "metrics_routes",
     "phases_in",
 ]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from sandserve.engines.load_formats import LoadFields
 from sandserve.errors import CapabilityError, ConfigError
 from sandserve.masking import MASK, mask_argv, mask_env, mask_secrets
 from sandserve.results import Capabilities, Constraint, ServerInfo
@@ -72,7 +73,8 @@ class Diagnosis:
 
 @dataclass(frozen=True)
 class LogSignature:
-    """A regular expression over the log and the diagnosis it stands for."""
+    """A regular expression over the log and the diagnosis it stands for. Named groups of the pattern fill
+    the same names in braces in ``summary`` and ``fix`` (the flag an engine refused, say)."""
 
     pattern: re.Pattern[str]
     summary: str
@@ -126,8 +128,22 @@ class Engine:
     signatures: ClassVar[tuple[LogSignature, ...]]
     #: Where the running server describes its capacity (queried once, at handoff).
     info_path: ClassVar[str]
+    #: Its route that says what it is doing now (JSON), read by ``load_fields`` (None: it has none).
+    load_route: ClassVar[str | None] = None
+    #: Its Prometheus route (None: it has none).
+    metrics_route: ClassVar[str | None] = "/metrics"
+    #: Its metric names, by the load field each carries (``running``, ``queued``, ``generated``...).
+    metric_names: ClassVar[Mapping[str, str]] = {}
     #: Whether sandserve itself compiles some constraints for this engine, so its output must be checked.
     checks_constrained_output: ClassVar[bool] = False
+    #: Which step of a boot receipt each boot phase ends (phase -> step: weights, load, compile, graphs,
+    #: warm-up); a phase not named here is a step of its own.
+    receipt_steps: ClassVar[dict[str, str]] = {}
+
+    def cache_env(self, root: str) -> dict[str, str]:
+        """Environment pointing the engine's on-disk caches (compiled kernels, autotune results) into
+        ``root``, so that a snapshot of the sandbox keeps them; empty for an engine that keeps none."""
+        return {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -158,6 +174,12 @@ class Engine:
         return image
 
     @classmethod
+    def gpu_share_bytes(cls, spec: ServeSpec, gpu_mib: int) -> int | None:
+        """Bytes of one GPU of ``gpu_mib`` that this engine gives to weights and KV cache, for ``spec``
+        (its flags, its GPU count); None for an engine that runs on no GPU."""
+        return None
+
+    @classmethod
     def planned(cls, spec: ServeSpec) -> Engine:
         """The engine as ``--dry-run`` shows it: nothing is built or written."""
         return cls()
@@ -170,6 +192,11 @@ class Engine:
     def plan_details(self, spec: ServeSpec) -> dict[str, Any]:
         """Engine-specific lines of a dry-run plan (the model as it will be loaded, the binary...)."""
         return {"model": spec.model}
+
+    @classmethod
+    def load_fields(cls, body: Any) -> LoadFields:
+        """What its ``load_route`` answered, read into the shared load fields."""
+        return LoadFields()
 
     # --- launching and watching ---------------------------------------------------------------------------
 
@@ -238,6 +265,10 @@ def phases_in(engine: Engine, log_text: str) -> list[str]:
 def diagnose(engine: Engine, log_text: str) -> Diagnosis | None:
     """The first known fatal signature found in the log (signatures are ordered most specific first)."""
     for signature in engine.signatures:
-        if signature.pattern.search(log_text):
-            return Diagnosis(signature.summary, signature.fix)
+        match = signature.pattern.search(log_text)
+        if match:
+            found = match.groupdict()
+            if not found:
+                return Diagnosis(signature.summary, signature.fix)
+            return Diagnosis(signature.summary.format_map(found), signature.fix.format_map(found))
     return None

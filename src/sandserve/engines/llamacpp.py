@@ -20,7 +20,9 @@ from sandserve.engines.base import (
     Tokenize,
 )
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
+from sandserve.engines.load_formats import LoadFields, parse_slots
 from sandserve.errors import CapabilityError, ModelFileNotFoundError
+from sandserve.presets import not_a_model_file_error
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import ServeSpec
 
@@ -44,6 +46,18 @@ _PHASES = (
 )
 
 _SIGNATURES: tuple[LogSignature, ...] = (
+    # llama.cpp's own argument parser (common/arg.cpp), before anything is loaded.
+    LogSignature.of(
+        r"^error: invalid argument: (?P<flag>\S+)",
+        "llama-server has no flag {flag}",
+        "Check its spelling, or leave it out: the flags after -- go to llama-server as they are "
+        "(llama.cpp lists its flags in tools/server/README.md; `sandserve up --dry-run` shows the command).",
+    ),
+    LogSignature.of(
+        r'^error while handling argument "(?P<flag>[^"]+)": (?P<reason>.+)$',
+        "llama-server refused the value given to {flag} ({reason})",
+        "Give {flag} a value it takes, or leave it out (the flags after -- go to llama-server as they are).",
+    ),
     LogSignature.of(
         r"couldn't bind HTTP server socket|sandserve adapter: cannot listen",
         "the port is already taken by another process",
@@ -52,8 +66,8 @@ _SIGNATURES: tuple[LogSignature, ...] = (
     LogSignature.of(
         r"error loading model|failed to load model|gguf_init_from_file.*failed|invalid magic",
         "the model file could not be loaded (corrupt, truncated, or not a GGUF llama.cpp understands)",
-        "Check the file (re-download or re-convert it to GGUF), or leave --model out to serve the tiny "
-        "model.",
+        "Check the file (re-download or re-convert it to GGUF), or leave --model out to serve the default "
+        "local model (SmolLM2-135M-Instruct).",
     ),
     LogSignature.of(
         r"failed to allocate|std::bad_alloc|Cannot allocate memory",
@@ -66,6 +80,15 @@ _SIGNATURES: tuple[LogSignature, ...] = (
         "Run on a CPU with AVX2, or set SANDSERVE_LLAMA_SERVER to a llama-server built for this machine.",
     ),
 )
+
+
+def _is_gguf(path: Path) -> bool:
+    """Whether ``path`` is a file that starts as every GGUF file does (the magic ``GGUF``)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def available_cores() -> int:
@@ -127,6 +150,20 @@ class LlamaCppEngine(Engine):
     runs_in_sandbox_image = False
     # Regexes are compiled to GBNF by sandserve (gbnf.py), so what comes back is checked against them.
     checks_constrained_output = True
+    load_route = "/slots"
+    # It counts only uncached prompt tokens; the cached ones are a counter apart.
+    metric_names = {
+        "running": "llamacpp:requests_processing",
+        "queued": "llamacpp:requests_deferred",
+        "generated": "llamacpp:tokens_predicted_total",
+        "cached": "llamacpp:prompt_tokens_cached_total",
+        "prompt_uncached": "llamacpp:prompt_tokens_total",
+    }
+
+    @classmethod
+    def load_fields(cls, body: Any) -> LoadFields:
+        return parse_slots(body)
+
     capabilities = Capabilities(
         reasoning_effort=False,
         regex=True,
@@ -144,10 +181,14 @@ class LlamaCppEngine(Engine):
 
     def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
         settings = data.get("default_generation_settings") or {}
+        # llama-server analyses the model's chat template: one with no tool syntax cannot call tools.
+        template = data.get("chat_template_caps") or {}
+        tools = bool(template.get("supports_tools") and template.get("supports_tool_calls"))
         return ServerInfo().with_values(
             max_running_requests=data.get("total_slots"),
             context_len=settings.get("n_ctx"),
             version=data.get("build_info"),
+            capabilities=replace(self.capabilities, tool_calls=tools) if template else None,
         )
 
     def slot_context(self, spec: ServeSpec) -> int:
@@ -212,7 +253,7 @@ class LlamaCppEngine(Engine):
 
     @classmethod
     def claims_model(cls, model: str) -> bool:
-        return model.endswith(".gguf")
+        return model.endswith(".gguf") or _is_gguf(Path(model).expanduser())
 
     @classmethod
     def resolve_model(cls, model_id: str, preset: Preset | None) -> str:
@@ -221,6 +262,8 @@ class LlamaCppEngine(Engine):
         path = Path(model_id).expanduser()
         if not path.is_file():
             raise ModelFileNotFoundError(path)
+        if not _is_gguf(path):
+            raise not_a_model_file_error(path)
         return str(path.resolve())
 
     @classmethod

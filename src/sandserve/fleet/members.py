@@ -14,7 +14,6 @@ from dataclasses import replace
 
 from sandserve.endpoint import Endpoint
 from sandserve.errors import (
-    AmbiguousEndpointError,
     EndpointNotFoundError,
     FleetNotFoundError,
     GatewayError,
@@ -25,8 +24,8 @@ from sandserve.fleet.gateway import POLL_SECONDS, log_path_of
 from sandserve.fleet.model import KEY_PASSING_GATEWAYS, Fleet, Member, gateway_handle
 from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import FLEET_LABEL, Record, Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.spec import AuthMode, ServeSpec
 
 
@@ -133,7 +132,11 @@ def fleet_record(registry: Registry, ref: str | None) -> Record:
         if not fleets:
             raise FleetNotFoundError(None)
         if len(fleets) > 1:
-            raise AmbiguousEndpointError([record.id for record in fleets])
+            ids = [record.id for record in fleets]
+            raise SandserveError(
+                f"Several fleets are up: {', '.join(ids)}.",
+                hint=f"Name one after the verb, e.g. `sandserve fleet status {ids[0]}`.",
+            )
         return fleets[0]
     try:
         record = registry.resolve(ref)

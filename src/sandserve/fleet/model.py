@@ -106,6 +106,8 @@ class WorkerStatus:
     """Requests the engine holds back (queued or deferred), from its own load endpoint."""
     cache_hit_rate: float | None = None
     """Cached prompt tokens / prompt tokens since the worker started."""
+    boot: str | None = None
+    """How it booted: ``warm 12 s`` or ``cold 293 s`` (its boot receipt); None: no receipt."""
 
 
 @dataclass(frozen=True)
@@ -121,3 +123,5 @@ class FleetStatus:
     scaler: dict[str, Any] | None = field(default=None)
     """The autoscaler's bounds, whether it runs, its back-off, cold starts and last decisions (None: no
     scaler)."""
+    degraded: str | None = None
+    """Why the fleet serves but is not whole (its autoscaler died); None when it is."""

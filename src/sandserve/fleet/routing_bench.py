@@ -155,9 +155,15 @@ def median(values: Sequence[float]) -> float | None:
 
 
 async def send_traffic(
-    endpoint: Endpoint, prompts: Sequence[str], in_flight: int, max_tokens: int, run: PolicyRun
+    endpoint: Endpoint,
+    prompts: Sequence[str],
+    in_flight: int,
+    max_tokens: int,
+    run: PolicyRun,
+    on_progress: Callable[[PolicyRun], None] | None = None,
 ) -> None:
-    """Every prompt once, ``in_flight`` at a time, streamed: TTFT at the first chunk with text."""
+    """Every prompt once, ``in_flight`` at a time, streamed: TTFT at the first chunk with text;
+    ``on_progress`` sees the run after each request."""
     client = endpoint.async_openai(max_retries=0, timeout=300)
     gate = asyncio.Semaphore(in_flight)
 
@@ -183,6 +189,8 @@ async def send_traffic(
             except Exception as exc:
                 run.failed += 1
                 run.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                if on_progress is not None:
+                    on_progress(run)
                 return
             done = time.perf_counter()
         run.e2e_s.append(done - started)
@@ -191,6 +199,8 @@ async def send_traffic(
             stats = endpoint.cache_stats(usage)
             run.prompt_tokens += stats.prompt_tokens
             run.cached_tokens += stats.cached_tokens
+        if on_progress is not None:
+            on_progress(run)
 
     await asyncio.gather(*(one(prompt) for prompt in prompts))
     await client.close()
@@ -242,18 +252,22 @@ def run_policy(
     gateway: str = DEFAULT_GATEWAY,
     registry: Registry | None = None,
     with_ideal: bool = False,
+    on_progress: Callable[[PolicyRun], None] | None = None,
 ) -> tuple[PolicyRun, float | None]:
-    """One fresh fleet, the traffic once, the fleet down; with ``with_ideal`` also the ideal cached share."""
+    """One fresh fleet, the traffic once, the fleet down; with ``with_ideal`` also the ideal cached share.
+    ``on_progress`` sees the run before its fleet boots and after each request."""
     registry = registry or Registry()
-    fleet = fleet_up(spec, workers, policy, gateway=gateway, registry=registry)
     run = PolicyRun(policy=policy, gateway=gateway, requests=len(traffic.prompts))
+    if on_progress is not None:
+        on_progress(run)
+    fleet = fleet_up(spec, workers, policy, gateway=gateway, registry=registry)
     try:
         ideal = None
         if with_ideal:
             worker = registry.get(fleet.members[0].endpoint_id).endpoint
             ideal = ideal_cached_share(worker, traffic) if worker is not None else None
         started = time.perf_counter()
-        asyncio.run(send_traffic(fleet.endpoint, traffic.prompts, in_flight, max_tokens, run))
+        asyncio.run(send_traffic(fleet.endpoint, traffic.prompts, in_flight, max_tokens, run, on_progress))
         run.wall_s = time.perf_counter() - started
     finally:
         fleet_down(fleet.id, registry=registry)
@@ -268,6 +282,7 @@ def compare_policies(
     repeats: int = 1,
     gateways: Sequence[str] = (DEFAULT_GATEWAY,),
     on_run: Callable[[PolicyRun], None] | None = None,
+    on_progress: Callable[[PolicyRun], None] | None = None,
     workers: int = 2,
     in_flight: int = 4,
     max_tokens: int = 8,
@@ -289,6 +304,7 @@ def compare_policies(
                     max_tokens=max_tokens,
                     gateway=gateway,
                     with_ideal=first,
+                    on_progress=on_progress,
                 )
                 ideal = measured if first else ideal
                 runs.append(run)

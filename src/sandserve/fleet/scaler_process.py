@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -28,9 +30,11 @@ from sandserve.fleet.hold import Holder, Target
 from sandserve.fleet.loads import LoadReader
 from sandserve.fleet.members import change_members, shared_worker_key, worker_spec
 from sandserve.fleet.model import Fleet, Member
-from sandserve.fleet.scaler_row import read_settings, write_state
+from sandserve.fleet.scaler_row import read_settings, scaler_handle, write_state
+from sandserve.fleet.scaler_supervisor import HOLDER_KEY_ENV, supervise
 from sandserve.providers.gateway import SCALER_PROVIDER
 from sandserve.serve import lifecycle
+from sandserve.serve.boots import expected_boot_seconds
 from sandserve.serve.ledger import Registry, State
 from sandserve.spec import ServeSpec
 
@@ -42,7 +46,15 @@ STOP_SECONDS = 4.0
 
 
 class Scaler:
-    def __init__(self, fleet_id: str, row_id: str, registry: Registry) -> None:
+    def __init__(
+        self,
+        fleet_id: str,
+        row_id: str,
+        registry: Registry,
+        *,
+        holder_sock: socket.socket | None = None,
+        holder_key: str | None = None,
+    ) -> None:
         self.fleet_id = fleet_id
         self.row_id = row_id
         self.registry = registry
@@ -54,7 +66,10 @@ class Scaler:
             capacity=self.rule.settings.hold_capacity,
             timeout=self.rule.settings.hold_timeout,
             shared_key=shared_worker_key(Fleet.from_record(fleet_row)),
+            sock=holder_sock,
+            api_key=holder_key,
         )
+        self.parent_pid = os.getppid()
         self.holder_member: Member | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="scaler")
         self.boots: list[concurrent.futures.Future[Endpoint]] = []
@@ -68,11 +83,17 @@ class Scaler:
     def run(self) -> int:
         self.holder.start()
         log.info("autoscaler of %s started (holder on %s)", self.fleet_id, self.holder.url)
+        self._recover()
         while True:
             fleet_row = lifecycle.refresh(self.registry.get(self.fleet_id))
             if fleet_row.state is State.DOWN:
                 log.info("fleet %s was taken down: stopping", self.fleet_id)
                 return 0
+            if os.getppid() != self.parent_pid:
+                log.error("the autoscaler's supervisor is gone: stopping")
+                self._note("stop", "its supervisor was killed: nothing would restart it")
+                self._write()
+                return 4
             if fleet_row.live is False:
                 log.error("the gateway of %s is not running any more: stopping", self.fleet_id)
                 self._note("stop", "the gateway is not running any more")
@@ -113,6 +134,7 @@ class Scaler:
             booting=len(self.boots),
             draining=sum(not drain.done() for drain in self.drains.values()),
             held=self.holder.held,
+            boot_seconds=expected_boot_seconds(self.registry, self.spec),
         )
 
     def _act(self, fleet: Fleet, decision: Decision) -> None:
@@ -137,6 +159,36 @@ class Scaler:
             self.drains[member.endpoint_id] = self.pool.submit(
                 drain_and_remove, fleet, member, self.registry, timeout=timeout
             )
+
+    # --- after a restart ------------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Take over from an autoscaler that died: its holder registration (same socket, same key, so the same
+        worker to the gateway), and the workers it left outside the fleet: one that finished booting joins,
+        anything else is taken down."""
+        previous = scaler_handle(self.registry.get(self.row_id)).state
+        fleet = Fleet.from_record(self.registry.get(self.fleet_id))
+        holder_id = previous.get("holder_worker_id")
+        if holder_id:
+            self.holder_member = Member(endpoint_id=HOLDER_ID, worker_id=str(holder_id), url=self.holder.url)
+        members = {member.endpoint_id for member in fleet.members}
+        for record in self.registry.members_of(self.fleet_id):
+            if record.id in members or record.provider == SCALER_PROVIDER:
+                continue
+            record = lifecycle.refresh(record, self.registry)  # a boot whose owner died is settled here
+            if record.state is State.READY and record.live and record.endpoint is not None:
+                self._note("adopted", f"{record.id} was booted before a restart: it joins", record.id)
+                self._join(fleet, record.endpoint)
+                fleet = Fleet.from_record(self.registry.get(self.fleet_id))
+            elif record.state is not State.DOWN:
+                self._note("removed", f"{record.id} was left booting by the autoscaler that died", record.id)
+                lifecycle.down(record, self.registry)
+        if previous.get("restarting"):
+            self._note("restarted", f"the autoscaler {previous['restarting']['reason']}: started again")
+        if self.holder_member is not None and fleet.members:
+            with gw.admin_client(fleet.url, fleet.endpoint.api_key) as admin:
+                gw.deregister(admin, fleet.gateway, self.holder_member)
+            self.holder_member = None
 
     # --- boots, drains, the holder --------------------------------------------------------------------------
 
@@ -247,6 +299,7 @@ class Scaler:
             self.row_id,
             self.registry,
             {
+                "pid": os.getpid(),
                 "updated": time.time(),
                 "now": self.now_reason,
                 "decisions": list(self.decisions),
@@ -280,8 +333,16 @@ def main(argv: list[str]) -> int:
     # refuses; the gateway then speaks HTTP/1.1. Each refusal would log a traceback.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGTERM, _stop)
-    fleet_id, row_id, ledger = argv
-    scaler = Scaler(fleet_id, row_id, Registry(Path(ledger)))
+    if argv[:1] != ["--child"]:
+        return supervise(*argv)
+    holder_fd, fleet_id, row_id, ledger = argv[1:]
+    scaler = Scaler(
+        fleet_id,
+        row_id,
+        Registry(Path(ledger)),
+        holder_sock=socket.socket(fileno=int(holder_fd)),
+        holder_key=os.environ.pop(HOLDER_KEY_ENV, None),
+    )
     try:
         return scaler.run()
     except KeyboardInterrupt:

@@ -35,8 +35,8 @@ from sandserve.providers.gateway import GATEWAY_PROVIDER
 from sandserve.providers.handles import GatewayHandle
 from sandserve.providers.local import HOST, port_is_free
 from sandserve.serve import lifecycle
+from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Record, Registry, State
-from sandserve.serve.lifecycle import BootEvents
 from sandserve.spec import ServeSpec
 
 
@@ -229,8 +229,16 @@ def check_fleet_request(
     gw.check_gateway_installed(gateway)
 
 
+def _boot_text(registry: Registry, endpoint_id: str) -> str | None:
+    from sandserve.serve.boots import boot_of
+    from sandserve.serve.receipt import seconds_text
+
+    receipt = boot_of(registry, endpoint_id)
+    return f"{receipt.origin} {seconds_text(receipt.total)}" if receipt else None
+
+
 def _status_of(registry: Registry, record: Record) -> FleetStatus:
-    record = lifecycle.refresh(record)
+    record = lifecycle.refresh(record, registry)
     handle = gateway_handle(record)
     listed: dict[str, dict[str, Any]] = {}
     if record.live and record.endpoint is not None:
@@ -259,6 +267,7 @@ def _status_of(registry: Registry, record: Record) -> FleetStatus:
                 requests_running=load.running if load else None,
                 requests_queued=load.queued if load else None,
                 cache_hit_rate=load.cache_hit_rate if load else None,
+                boot=_boot_text(registry, member.endpoint_id),
             )
         )
     for worker_id, seen in listed.items():
@@ -282,4 +291,5 @@ def _status_of(registry: Registry, record: Record) -> FleetStatus:
         log_path=record.log_path,
         gateway=handle.gateway or DEFAULT_GATEWAY,
         scaler=scaler,
+        degraded=record.degraded,
     )

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 import aiohttp
 
@@ -21,9 +22,18 @@ from sandserve.endpoint import Endpoint
 from sandserve.errors import ConfigError, EndpointUnavailableError
 from sandserve.masking import mask_secrets
 from sandserve.observe.agent_stream import ROUTES, Api
+from sandserve.observe.bench_results import (
+    BenchResult,
+    LevelProgress,
+    LevelResult,
+    ProgressCallback,
+    ServerGone,
+    join_load,
+    public_endpoint,
+)
 from sandserve.observe.datasets import BenchPrompt, PromptSource
 from sandserve.observe.loads import EndpointLoad, LoadProbe, combine, endpoint_secrets
-from sandserve.observe.metrics import LevelMetrics, RequestRecord, Slo, level_metrics
+from sandserve.observe.metrics import RequestRecord, Slo, level_metrics
 from sandserve.observe.stream import bench_session, stream_chat
 
 Mode = Literal["concurrency", "rate", "sweep"]
@@ -90,141 +100,6 @@ class BenchConfig:
     """Which API the requests go to: chat completions, the Responses API or Anthropic Messages."""
 
 
-@dataclass
-class LevelLoad:
-    """The server's own view during one level (None: the server does not report it)."""
-
-    samples: int = 0
-    running_mean: float | None = None
-    running_max: int | None = None
-    queued_mean: float | None = None
-    queued_max: int | None = None
-    token_usage_mean: float | None = None
-    token_usage_max: float | None = None
-    cache_hit_rate: float | None = None
-    server_generation_tokens_per_s: float | None = None
-    source_errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class LevelResult:
-    mode: str
-    value: float
-    records: list[RequestRecord] = field(default_factory=list)
-    metrics: LevelMetrics | None = None
-    load: LevelLoad | None = None
-    client_cpu: float | None = None
-    """Client CPU seconds / wall seconds (1.0 = one core busy the whole level)."""
-    unfinished: int = 0
-    interrupted: bool = False
-    saturated: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        if self.mode == "rate":
-            return "rate=inf" if math.isinf(self.value) else f"rate={self.value:g}/s"
-        return f"concurrency={int(self.value)}"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "records"}
-        data["label"] = self.label
-        data["requests"] = [_record_summary(r) for r in self.records]
-        return data
-
-
-def _record_summary(record: RequestRecord) -> dict[str, Any]:
-    def ms(value: float | None) -> float | None:
-        return None if value is None else round(value * 1000, 3)
-
-    return {
-        "index": record.index,
-        "ok": record.ok,
-        "error": record.error,
-        "ttft_ms": ms(record.ttft),
-        "tpot_ms": ms(record.tpot),
-        "e2e_ms": ms(record.e2e),
-        "chunks": len(record.chunk_times),
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "cached_tokens": record.cached_tokens,
-        "resent": record.resent,
-    }
-
-
-@dataclass
-class BenchResult:
-    endpoint: dict[str, Any]
-    dataset: str
-    config: dict[str, Any]
-    started_at: float
-    finished_at: float | None = None
-    levels: list[LevelResult] = field(default_factory=list)
-    interrupted: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "endpoint": self.endpoint,
-            "dataset": self.dataset,
-            "config": self.config,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "interrupted": self.interrupted,
-            "warnings": self.warnings,
-            "levels": [level.to_dict() for level in self.levels],
-        }
-
-
-def _public_endpoint(endpoint: Endpoint) -> dict[str, Any]:
-    """What a report may say about the endpoint: never its token or key, nor a signed URL."""
-    return {
-        "id": endpoint.id,
-        "url": mask_secrets(endpoint.url, endpoint_secrets(endpoint)),
-        "model": endpoint.model,
-        "engine": endpoint.engine,
-        "provider": endpoint.provider,
-        "auth": endpoint.auth,
-    }
-
-
-def join_load(samples: list[EndpointLoad], start: float, end: float) -> LevelLoad:
-    """The samples taken while a level ran (gauges), and the counters from its first to its last sample."""
-    during = [s for s in samples if s.ok and start <= s.monotonic <= end]
-    ok = [s for s in samples if s.ok]
-    load = LevelLoad(samples=len(during))
-    load.source_errors = sorted({s.error for s in samples if s.error})
-
-    def values(name: str) -> list[float]:
-        return [float(v) for v in (getattr(s, name) for s in during) if v is not None]
-
-    running, queued, usage = values("running"), values("queued"), values("token_usage")
-    if running:
-        load.running_mean, load.running_max = sum(running) / len(running), int(max(running))
-    if queued:
-        load.queued_mean, load.queued_max = sum(queued) / len(queued), int(max(queued))
-    if usage:
-        load.token_usage_mean, load.token_usage_max = sum(usage) / len(usage), max(usage)
-    if len(ok) >= 2:
-        first, last = ok[0], ok[-1]
-        a, b = first.counters, last.counters
-        prompt = (b.prompt_tokens or 0.0) - (a.prompt_tokens or 0.0)
-        if (
-            a.prompt_tokens is not None
-            and prompt > 0
-            and a.cached_tokens is not None
-            and b.cached_tokens is not None
-        ):
-            load.cache_hit_rate = (b.cached_tokens - a.cached_tokens) / prompt
-        seconds = last.monotonic - first.monotonic
-        if a.generation_tokens is not None and b.generation_tokens is not None and seconds > 0:
-            load.server_generation_tokens_per_s = (b.generation_tokens - a.generation_tokens) / seconds
-    if load.cache_hit_rate is None:
-        rates = values("cache_hit_rate")
-        load.cache_hit_rate = sum(rates) / len(rates) if rates else None
-    return load
-
-
 class BenchRun:
     def __init__(
         self,
@@ -244,7 +119,7 @@ class BenchRun:
         self.url = endpoint.url + route
         plan = config.plan
         self.result = BenchResult(
-            endpoint=_public_endpoint(endpoint),
+            endpoint=public_endpoint(endpoint),
             dataset=source.describe(),
             config={
                 "mode": plan.mode,
@@ -262,9 +137,23 @@ class BenchRun:
         )
         self._rng = random.Random(config.seed)
         self._index = 0
+        self._on_progress: ProgressCallback | None = None
 
-    async def run(self, on_level: Callable[[LevelResult], None] | None = None) -> BenchResult:
-        """Every level in turn; ``on_level`` sees each finished level."""
+    def levels_planned(self) -> list[str]:
+        """The labels of every level the plan names (a sweep's: up to its largest, it may stop sooner)."""
+        plan = self.config.plan
+        if plan.mode == "sweep":
+            return [LevelResult("concurrency", c).label for c in plan.sweep_levels()]
+        return [LevelResult(plan.mode, value).label for value in plan.levels]
+
+    async def run(
+        self,
+        on_level: Callable[[LevelResult], None] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> BenchResult:
+        """Every level in turn; ``on_level`` sees each finished level, ``on_progress`` each finished
+        request."""
+        self._on_progress = on_progress
         plan = self.config.plan
         try:
             async with (
@@ -279,6 +168,8 @@ class BenchRun:
                         level = await self._level(session, probe, plan.mode, value)
                         if on_level:
                             on_level(level)
+                        if self.result.server_gone:
+                            break
         except asyncio.CancelledError:
             self.result.interrupted = True
             raise
@@ -294,7 +185,9 @@ class BenchRun:
             level = await self._level(session, probe, "concurrency", concurrency)
             throughput = level.metrics.output_token_throughput if level.metrics else 0.0
             failed = level.metrics is None or level.metrics.failed > level.metrics.sent // 2
-            if (best and throughput < best * (1 + self.config.plan.saturation_gain)) or failed:
+            if self.result.server_gone:
+                pass  # the level says why it stopped
+            elif (best and throughput < best * (1 + self.config.plan.saturation_gain)) or failed:
                 level.saturated = True
                 level.warnings.append(
                     "saturated: this level added less than "
@@ -304,7 +197,7 @@ class BenchRun:
                 )
             if on_level:
                 on_level(level)
-            if level.saturated:
+            if level.saturated or self.result.server_gone:
                 return
             best = max(best, throughput)
 
@@ -351,24 +244,59 @@ class BenchRun:
         gate = asyncio.Semaphore(limit) if limit else None
         cpu0, wall0 = time.process_time(), time.perf_counter()
         tasks: list[asyncio.Future[None]] = []
+        finished: list[RequestRecord] = []
 
-        async def one(prompt: BenchPrompt) -> None:
+        def report() -> None:
+            if self._on_progress is None:
+                return
+            ttfts = sorted(r.ttft for r in finished if r.ok and r.ttft is not None)
+            self._on_progress(
+                LevelProgress(
+                    label=level.label,
+                    done=len(finished),
+                    total=len(prompts),
+                    failed=len([r for r in finished if not r.ok]),
+                    elapsed_s=time.perf_counter() - wall0,
+                    ttft_p50_ms=_median(ttfts) * 1000 if ttfts else None,
+                )
+            )
+
+        check = asyncio.Lock()
+
+        async def send(prompt: BenchPrompt) -> RequestRecord | None:
+            if self.result.server_gone:
+                return None  # not sent: counted in level.unsent
             record = RequestRecord(index=self._index, sent_at=time.perf_counter())
             self._index += 1
+            level.records.append(record)
+            await self._send(session, prompt, record)
+            if record.connection_lost and not self.result.server_gone:
+                async with check:  # one check at a time; the others wait for its answer
+                    if not self.result.server_gone:
+                        await self._check_server(session, level, wall0)
+            return record
+
+        async def one(prompt: BenchPrompt) -> None:
             if gate is None:
-                level.records.append(record)
-                await self._send(session, prompt, record)
-                return
-            async with gate:
-                level.records.append(record)
-                await self._send(session, prompt, record)
+                record = await send(prompt)
+            else:
+                async with gate:
+                    record = await send(prompt)
+            if record is not None:
+                finished.append(record)
+                report()
+
+        report()
 
         try:
             for prompt in prompts:
+                if self.result.server_gone:
+                    break
                 tasks.append(asyncio.ensure_future(one(prompt)))
                 if mode == "rate" and not math.isinf(value):
                     await asyncio.sleep(self._rng.expovariate(value))
             await asyncio.gather(*tasks)
+            level.unsent = len(prompts) - len(level.records)
         except asyncio.CancelledError:
             level.interrupted = True
             raise
@@ -385,10 +313,28 @@ class BenchRun:
             self._close(level, samples)
         return level
 
+    async def _check_server(self, session: aiohttp.ClientSession, level: LevelResult, started: float) -> None:
+        """After a request failed on its connection: does the server still answer a plain request
+        (``GET /v1/models``)? If not, it went away, and the run stops."""
+        reason = await server_absence(session, self.endpoint)
+        if reason is None:
+            return
+        self.result.server_gone = ServerGone(
+            at=time.time(),
+            level=level.label,
+            after_s=time.perf_counter() - started,
+            reason=mask_secrets(reason, endpoint_secrets(self.endpoint)),
+        )
+
     def _close(self, level: LevelResult, samples: list[EndpointLoad]) -> None:
         finished = [r for r in level.records if r.done_at is not None]
         secrets = endpoint_secrets(self.endpoint)
+        gone = self.result.server_gone if self.result.server_gone else None
         for record in finished:
+            if gone and record.connection_lost:
+                # Lost with the server, not to a stale connection or the client: say so, once.
+                record.error = f"the server went away ({record.error})"
+                record.resent = 0
             if record.error:
                 record.error = mask_secrets(record.error, secrets)
         level.unfinished = len(level.records) - len(finished)
@@ -412,6 +358,34 @@ class BenchRun:
             level.warnings.append(
                 f"interrupted: {len(finished)} requests measured, {level.unfinished} cut off"
             )
+        if gone and gone.level == level.label:
+            message = f"stopped: {gone.describe()}; {level.unsent} requests of this level not sent"
+            level.warnings.append(message)
+
+
+async def server_absence(session: aiohttp.ClientSession, endpoint: Endpoint) -> str | None:
+    """None when the server answers ``GET /v1/models`` (any answer from the server itself counts); else what
+    came instead: a refused or dropped connection, a timeout, or a proxy's 502/504 (nothing behind it)."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=15)
+        async with session.get(endpoint.base_url + "/models", timeout=timeout) as response:
+            if response.status in (502, 504):
+                return f"its proxy answers {response.status}: nothing behind it"
+            return None
+    except aiohttp.ClientConnectorError as exc:
+        why = os.strerror(exc.os_error.errno) if exc.os_error.errno else str(exc.os_error)
+        return f"{why} at {exc.host}:{exc.port}"
+    except aiohttp.ServerDisconnectedError:
+        return "it closed the connection without answering"
+    except TimeoutError:
+        return "no answer within 15 s"
+    except (aiohttp.ClientError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _median(ordered: list[float]) -> float:
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def run_bench_sync(
@@ -421,13 +395,14 @@ def run_bench_sync(
     on_level: Callable[[LevelResult], None] | None = None,
     *,
     load_endpoints: list[Endpoint] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> BenchRun:
     """Run a benchmark to the end, or until Ctrl-C; the returned run's ``result`` holds what was measured
     either way (``result.interrupted`` says which). KeyboardInterrupt is re-raised after the result is
     complete, so a caller can write it and then exit 130."""
     run = BenchRun(endpoint, source, config, load_endpoints=load_endpoints)
     try:
-        asyncio.run(run.run(on_level))
+        asyncio.run(run.run(on_level, on_progress))
     except KeyboardInterrupt:
         run.result.interrupted = True
         run.result.finished_at = run.result.finished_at or time.time()

@@ -7,11 +7,13 @@ status, and per worker its health and requests in flight.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from sandserve.client.transport import utf8_text
 from sandserve.endpoint import Endpoint
 from sandserve.observe.loads import PROBE_HEADERS
 from sandserve.observe.prometheus import parse_metrics, total
@@ -60,9 +62,14 @@ async def gateway_workers(
         async with session.get(gateway.url + "/workers", headers=headers) as response:
             if response.status != 200:
                 return None, f"the gateway's /workers answered {response.status}"
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raw = await response.read()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return None, f"the gateway's /workers did not answer ({type(exc).__name__})"
+    try:
+        body = json.loads(utf8_text(raw, "the gateway's /workers"))
+    except ValueError as exc:
+        reason = str(exc) if "UTF-8" in str(exc) else f"the gateway's /workers is not JSON: {raw[:80]!r}"
+        return None, reason
     workers = body.get("workers") if isinstance(body, dict) else None
     if not isinstance(workers, list):
         return None, "the gateway's /workers is not a worker list"
@@ -77,6 +84,10 @@ async def gateway_metrics(session: aiohttp.ClientSession, url: str | None) -> Ga
         async with session.get(url, headers=PROBE_HEADERS) as response:
             if response.status != 200:
                 return None
-            return parse_gateway_metrics(await response.text())
+            raw = await response.read()
     except (aiohttp.ClientError, TimeoutError, OSError):
         return None
+    try:
+        return parse_gateway_metrics(utf8_text(raw, "the gateway's metrics"))
+    except ValueError:
+        return None  # no metrics to show, as when it has none

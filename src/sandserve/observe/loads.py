@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import aiohttp
 
-from sandserve.client.transport import error_for_status, server_message
+from sandserve.client.transport import error_for_status, server_message, utf8_text
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
+from sandserve.engines import load_parser, load_routes, metric_names, metrics_routes
+from sandserve.engines.load_formats import LoadFields
 from sandserve.masking import MASK, mask_secrets
 from sandserve.observe.prometheus import Sample, mean, parse_metrics, total
 
@@ -35,26 +38,25 @@ SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 #: The headers every load probe adds to the endpoint's own.
 PROBE_HEADERS = {SKIP_ACTIVITY_HEADER: "true", SKIP_PREVIEW_WARNING_HEADER: "true"}
 
-LOADS_ROUTE = "/v1/loads"
-SLOTS_ROUTE = "/slots"
-METRICS_ROUTE = "/metrics"
-ROUTES = (LOADS_ROUTE, SLOTS_ROUTE, METRICS_ROUTE)
+#: Every engine's load routes, the most direct first (SGLang's /v1/loads, llama.cpp's /slots), then /metrics.
+ROUTES = load_routes()
+METRICS_ROUTES = frozenset(metrics_routes())
 #: Statuses that mean "this server has no such route" (llama.cpp answers 501 for /slots under --no-slots).
 _ABSENT = {404, 405, 501}
 
-# One field, the metric names that carry it in each server's dialect (first present wins).
-_RUNNING = ("sglang:num_running_reqs", "llamacpp:requests_processing")
-_QUEUED = ("sglang:num_queue_reqs", "llamacpp:requests_deferred")
-_TOKEN_USAGE = ("sglang:token_usage",)
-_CACHE_HIT_RATE = ("sglang:cache_hit_rate",)
-_GEN_THROUGHPUT = ("sglang:gen_throughput",)
-_CAPACITY = ("sglang:max_total_num_tokens",)
-_GENERATED = ("sglang:generation_tokens_total", "llamacpp:tokens_predicted_total")
-_CACHED = ("sglang:cached_tokens_total", "llamacpp:prompt_tokens_cached_total")
-_REQUESTS = ("sglang:num_requests_total",)
+# One field, the metric names that carry it in each engine's dialect (first present wins).
+_RUNNING = metric_names("running")
+_QUEUED = metric_names("queued")
+_TOKEN_USAGE = metric_names("token_usage")
+_CACHE_HIT_RATE = metric_names("cache_hit_rate")
+_GEN_THROUGHPUT = metric_names("gen_throughput")
+_CAPACITY = metric_names("capacity")
+_GENERATED = metric_names("generated")
+_CACHED = metric_names("cached")
+_REQUESTS = metric_names("requests")
 #: SGLang counts every prompt token; llama.cpp counts only the uncached ones (the cached are a counter apart).
-_PROMPT_ALL = ("sglang:prompt_tokens_total",)
-_PROMPT_UNCACHED = ("llamacpp:prompt_tokens_total",)
+_PROMPT_ALL = metric_names("prompt_all")
+_PROMPT_UNCACHED = metric_names("prompt_uncached")
 
 
 @dataclass(frozen=True)
@@ -157,78 +159,15 @@ def rates(before: EndpointLoad, after: EndpointLoad) -> LoadRates:
 # --- reading the sources ---------------------------------------------------------------------------------
 
 
+def _int(value: float | None) -> int | None:
+    return None if value is None or not math.isfinite(value) else round(value)
+
+
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _sum(entries: Sequence[dict[str, Any]], key: str) -> float | None:
-    values = [v for v in (_number(e.get(key)) for e in entries) if v is not None]
-    return sum(values) if values else None
-
-
-def _mean(entries: Sequence[dict[str, Any]], key: str) -> float | None:
-    values = [v for v in (_number(e.get(key)) for e in entries) if v is not None]
-    return sum(values) / len(values) if values else None
-
-
-def _int(value: float | None) -> int | None:
-    return None if value is None else round(value)
-
-
-@dataclass
-class _Parsed:
-    running: float | None = None
-    queued: float | None = None
-    token_usage: float | None = None
-    used_tokens: float | None = None
-    capacity_tokens: float | None = None
-    cache_hit_rate: float | None = None
-    gen_throughput: float | None = None
-
-
-def parse_v1_loads(body: Any) -> _Parsed:
-    """SGLang's ``/v1/loads`` (per DP rank), or a gateway's list of its workers' loads in the same keys."""
-    entries = body.get("loads") if isinstance(body, dict) else None
-    if not isinstance(entries, list):
-        return _Parsed()
-    ranks = [e for e in entries if isinstance(e, dict)]
-    return _Parsed(
-        running=_sum(ranks, "num_running_reqs"),
-        queued=_sum(ranks, "num_waiting_reqs"),
-        token_usage=_mean(ranks, "token_usage"),
-        used_tokens=_sum(ranks, "num_used_tokens"),
-        capacity_tokens=_sum(ranks, "max_total_num_tokens"),
-        cache_hit_rate=_mean(ranks, "cache_hit_rate"),
-        gen_throughput=_sum(ranks, "gen_throughput"),
-    )
-
-
-def parse_slots(body: Any) -> _Parsed:
-    """llama.cpp's ``/slots``: a slot is one running request; its context is its share of the KV cache."""
-    if not isinstance(body, list):
-        return _Parsed()
-    slots = [s for s in body if isinstance(s, dict)]
-    busy = [s for s in slots if s.get("is_processing")]
-    capacity = _sum(slots, "n_ctx")
-    used = 0.0
-    for slot in busy:
-        used += _number(slot.get("n_prompt_tokens")) or 0.0
-        next_token = slot.get("next_token")
-        if isinstance(next_token, list) and next_token and isinstance(next_token[0], dict):
-            used += _number(next_token[0].get("n_decoded")) or 0.0
-    return _Parsed(
-        running=float(len(busy)),
-        used_tokens=used,
-        capacity_tokens=capacity,
-        token_usage=used / capacity if capacity else None,
-    )
-
-
-def parse_prometheus(samples: dict[str, list[Sample]]) -> tuple[_Parsed, LoadCounters]:
+def parse_prometheus(samples: dict[str, list[Sample]]) -> tuple[LoadFields, LoadCounters]:
     uncached = total(samples, *_PROMPT_UNCACHED)
     cached = total(samples, *_CACHED)
     prompt = total(samples, *_PROMPT_ALL)
@@ -240,7 +179,7 @@ def parse_prometheus(samples: dict[str, list[Sample]]) -> tuple[_Parsed, LoadCou
         cached_tokens=cached,
         requests=total(samples, *_REQUESTS),
     )
-    parsed = _Parsed(
+    parsed = LoadFields(
         running=total(samples, *_RUNNING),
         queued=total(samples, *_QUEUED),
         token_usage=mean(samples, *_TOKEN_USAGE),
@@ -252,7 +191,7 @@ def parse_prometheus(samples: dict[str, list[Sample]]) -> tuple[_Parsed, LoadCou
 
 
 def merge(
-    reading: EndpointLoad, parts: Iterable[_Parsed], counters: LoadCounters = LoadCounters()
+    reading: EndpointLoad, parts: Iterable[LoadFields], counters: LoadCounters = LoadCounters()
 ) -> EndpointLoad:
     """Fill ``reading`` from the parsed sources, the earlier ones winning."""
     parts = list(parts)
@@ -355,15 +294,19 @@ class LoadProbe:
         headers = {**endpoint.request_headers(), **PROBE_HEADERS}
         try:
             async with self._client().get(endpoint.url + route, headers=headers) as response:
-                text = await response.text()
+                raw = await response.read()
                 if response.status in _ABSENT:
                     raise _RouteFailed(f"{route}: {response.status}", absent=True)
                 if response.status >= 400:
-                    error = error_for_status(endpoint.url, response.status, server_message(text))
+                    error = error_for_status(endpoint.url, response.status, server_message(raw))
                     raise _RouteFailed(error.message)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _RouteFailed(f"no answer from {endpoint.url} ({type(exc).__name__}: {exc})") from exc
-        if route == METRICS_ROUTE:
+        try:
+            text = utf8_text(raw, route)
+        except ValueError as exc:
+            raise _RouteFailed(str(exc)) from None
+        if route in METRICS_ROUTES:
             return parse_metrics(text)
         try:
             return json.loads(text)
@@ -377,7 +320,7 @@ class LoadProbe:
         absent = self._absent.setdefault(endpoint.url, set())
         routes = [route for route in ROUTES if route not in absent]
         answers = await asyncio.gather(*(self._get(endpoint, r) for r in routes), return_exceptions=True)
-        parts: dict[str, _Parsed] = {}
+        parts: dict[str, LoadFields] = {}
         counters = LoadCounters()
         errors: list[str] = []
         for route, answer in zip(routes, answers, strict=True):
@@ -389,10 +332,9 @@ class LoadProbe:
                 continue
             if isinstance(answer, BaseException):
                 raise answer
-            if route == LOADS_ROUTE:
-                parts[route] = parse_v1_loads(answer)
-            elif route == SLOTS_ROUTE:
-                parts[route] = parse_slots(answer)
+            parse = load_parser(route)
+            if parse is not None:
+                parts[route] = parse(answer)
             else:
                 parts[route], counters = parse_prometheus(answer)
         reading.sources = tuple(route for route in ROUTES if route in parts)
@@ -401,6 +343,11 @@ class LoadProbe:
             reading.error = mask_secrets(errors[0], endpoint_secrets(endpoint))
         elif not parts:
             reading.error = "the server answers none of " + ", ".join(ROUTES) + " (start it with metrics on)"
+        decoding = next((part.decoding_tokens for part in parts.values() if part.decoding_tokens), None)
+        if decoding and counters.generation_tokens is not None:
+            # llama.cpp adds a request's tokens to its counter when the request ends; with the running ones'
+            # tokens so far, the counter moves while requests run and rates are not 0 until they finish.
+            counters = replace(counters, generation_tokens=counters.generation_tokens + decoding)
         merge(reading, (parts[r] for r in ROUTES if r in parts), counters)
         reading.probe_ms = (time.monotonic() - started) * 1000
         return reading

@@ -22,6 +22,7 @@ Per level:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -50,6 +51,9 @@ class RequestRecord:
     error: str | None = None
     resent: int = 0
     """Times it was sent again after its pooled connection proved closed before any answer."""
+    connection_lost: bool = False
+    """It failed on the connection itself (refused, dropped mid-answer), not with an answer: the benchmark
+    then asks whether the server is still there."""
 
     @property
     def ttft(self) -> float | None:
@@ -106,9 +110,13 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def parse_slo(text: str | None) -> Slo:
-    """``ttft=800,tpot=80,e2e=5000`` (milliseconds; ``:`` also accepted, and vLLM's ``e2el``)."""
-    if not text:
+    """``ttft=800,tpot=80,e2e=5000`` (milliseconds; ``:`` also accepted, and vLLM's ``e2el``). None is no
+    objective; a text must name at least one, each once, each a positive finite number."""
+    if text is None:
         return Slo()
+    hint = (
+        "Write --slo ttft=800,tpot=80,e2e=5000 (milliseconds; any of the three, each > 0), or leave it out."
+    )
     values: dict[str, float] = {}
     for part in text.replace(" ", ",").split(","):
         if not part:
@@ -119,12 +127,13 @@ def parse_slo(text: str | None) -> Slo:
             number = float(raw)
         except ValueError:
             number = -1.0
-        if not sep or name is None or number <= 0:
-            raise ConfigError(
-                f"Cannot read the SLO {part!r}.",
-                hint="Write --slo ttft=800,tpot=80,e2e=5000 (milliseconds; any of the three, each > 0).",
-            )
+        if not sep or name is None or not math.isfinite(number) or number <= 0:
+            raise ConfigError(f"Cannot read the SLO {part!r}.", hint=hint)
+        if name in values:
+            raise ConfigError(f"The SLO names {key.strip()} twice ({text!r}).", hint=hint)
         values[name] = number / 1000
+    if not values:
+        raise ConfigError(f"The SLO {text!r} names no objective.", hint=hint)
     return Slo(**values)
 
 

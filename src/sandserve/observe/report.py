@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sandserve.errors import ConfigError
-from sandserve.observe.bench import BenchResult, LevelResult
+from sandserve.observe.bench_results import BenchResult, LevelResult
 
 DEFINITIONS = """\
 ## How these are measured
@@ -101,6 +101,9 @@ def markdown(result: BenchResult, plots: list[str]) -> str:
         lines.append("- SLO: " + ", ".join(f"{k.replace('_ms', '')} <= {v:g} ms" for k, v in slo.items()))
     if result.interrupted:
         lines.append("- **Interrupted**: the figures below are what was measured before Ctrl-C.")
+    if result.server_gone:
+        gone = result.server_gone.describe()
+        lines.append(f"- **Stopped**: {gone}; no level after it was run.")
     rows = [level_row(level) for level in result.levels]
     if rows:
         headers = max((list(row) for row in rows), key=len)

@@ -20,7 +20,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from sandserve.engines import engine_class
+
 MODEL = "scripted"
+#: The metric names it answers with: llama.cpp's own, as its engine names them.
+LLAMACPP_METRICS = engine_class("llamacpp").metric_names
 PROMPT_TOKENS = 7
 
 
@@ -107,13 +111,14 @@ def build_app(script: Script) -> web.Application:
                 state.gate.release()
 
     async def metrics(request: web.Request) -> web.Response:
-        lines = [
-            f"llamacpp:prompt_tokens_total {state.prompt_tokens}",
-            "llamacpp:prompt_tokens_cached_total 0",
-            f"llamacpp:tokens_predicted_total {state.generated}",
-            f"llamacpp:requests_processing {state.processing}",
-            f"llamacpp:requests_deferred {state.waiting}",
-        ]
+        values = {
+            "prompt_uncached": state.prompt_tokens,
+            "cached": 0,
+            "generated": state.generated,
+            "running": state.processing,
+            "queued": state.waiting,
+        }
+        lines = [f"{LLAMACPP_METRICS[field]} {value}" for field, value in values.items()]
         return web.Response(text="\n".join(lines) + "\n")
 
     async def health(request: web.Request) -> web.Response:

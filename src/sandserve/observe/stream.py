@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from sandserve.client.transport import error_for_status, server_message
+from sandserve.client.transport import error_for_status, server_message, utf8_text
 from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
 from sandserve.observe.metrics import RequestRecord
@@ -44,9 +44,12 @@ def chat_body(model: str, messages: list[dict[str, Any]], max_tokens: int, extra
 
 
 def _text_in(chunk: dict[str, Any]) -> bool:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls"):
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and any(
+            delta.get(k) for k in ("content", "reasoning_content", "tool_calls")
+        ):
             return True
     return False
 
@@ -60,6 +63,8 @@ def _read_usage(record: RequestRecord, usage: dict[str, Any]) -> None:
 
 #: Failures of a pooled keep-alive connection the server had already closed: the request never reached it.
 _STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+#: Failures of the connection itself (refused, reset, cut mid-answer), which a server that died also causes.
+_CONNECTION_LOST = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
 
 
 #: Reads one parsed SSE ``data:`` payload into the record (text timestamps, usage), given its arrival time.
@@ -70,7 +75,7 @@ def read_chat_chunk(chunk: dict[str, Any], record: RequestRecord, now: float) ->
     if _text_in(chunk):
         record.chunk_times.append(now)
     usage = chunk.get("usage")
-    if usage:
+    if isinstance(usage, dict) and usage:
         _read_usage(record, usage)
 
 
@@ -92,6 +97,7 @@ async def stream_chat(
             return
         record.resent += 1
         record.error = None
+        record.connection_lost = False
 
 
 async def _attempt(
@@ -105,8 +111,8 @@ async def _attempt(
         async with session.post(url, data=body) as response:
             answered = True
             if response.status != 200:
-                text = await response.text()
-                record.error = error_for_status(url, response.status, server_message(text)).message
+                raw = await response.read()
+                record.error = error_for_status(url, response.status, server_message(raw)).message
                 record.done_at = clock()
                 return True
             async for line in response.content:
@@ -116,7 +122,11 @@ async def _attempt(
                 if payload == b"[DONE]":
                     break
                 now = clock()
-                chunk = json.loads(payload)
+                chunk = json.loads(utf8_text(payload, "the stream"))
+                if not isinstance(chunk, dict):
+                    record.error = f"the stream carried something that is not a chunk: {payload[:80]!r}"
+                    record.done_at = now
+                    return True
                 if "error" in chunk:
                     record.error = server_message(chunk, "error chunk in the stream")
                     record.done_at = now
@@ -132,6 +142,7 @@ async def _attempt(
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         record.done_at = clock()
         record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        record.connection_lost = isinstance(exc, _CONNECTION_LOST)
         if not answered and isinstance(exc, _STALE_CONNECTION):
             return False
     return True

@@ -1,19 +1,23 @@
-"""The model behind ``sandserve top``: which endpoints to watch (one, a fleet's gateway and workers, or every
-endpoint up), one reading of each per tick, rates between ticks, and a fleet gateway's own worker list."""
+"""The model behind ``sandserve top``: which endpoints to watch (one, a fleet's gateway, autoscaler and
+workers, or every endpoint up, re-read from the ledger at every tick so that workers that join or leave appear
+or vanish), one reading of each per tick, rates between ticks, and a fleet gateway's own worker list."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
 
 from sandserve.endpoint import Endpoint
+from sandserve.errors import SandserveError
 from sandserve.observe.gateway_view import GatewayMetrics, gateway_metrics, gateway_workers
 from sandserve.observe.loads import EndpointLoad, LoadProbe, rates
-from sandserve.providers.handles import GatewayHandle
+from sandserve.providers.handles import GatewayHandle, ScalerHandle
+from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Record, Registry, State
 
 
@@ -21,7 +25,7 @@ from sandserve.serve.ledger import Record, Registry, State
 class TopTarget:
     id: str
     role: str
-    """endpoint, gateway or worker."""
+    """endpoint, gateway, autoscaler or worker."""
     endpoint: Endpoint | None
     state: str
     created_at: float | None = None
@@ -31,6 +35,8 @@ class TopTarget:
     provider: str = ""
     metrics_url: str | None = None
     """A gateway's Prometheus metrics (where the fleet recorded its port)."""
+    note: str | None = None
+    """An autoscaler's last decision."""
 
 
 @dataclass
@@ -62,15 +68,19 @@ class TopRow:
     """On a gateway row: healthy workers / workers the gateway lists."""
     error_responses: int | None = None
     """On a gateway row: answers it gave with a 4xx/5xx status since it started (from its metrics)."""
+    note: str | None = None
+    """On an autoscaler row: its last decision."""
 
 
 @dataclass
 class TopSnapshot:
     at: float
     rows: list[TopRow] = field(default_factory=list)
+    notice: str | None = None
+    """Why there is nothing to show (every endpoint went down, say)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "rows": [asdict(row) for row in self.rows]}
+        return {"at": self.at, "rows": [asdict(row) for row in self.rows], "notice": self.notice}
 
 
 def _target(record: Record, role: str, fleet: str | None = None) -> TopTarget:
@@ -91,9 +101,42 @@ def _target(record: Record, role: str, fleet: str | None = None) -> TopTarget:
     )
 
 
+def _scaler_target(record: Record, fleet: str) -> TopTarget:
+    handle = record.sandbox
+    state = handle.state if isinstance(handle, ScalerHandle) else {}
+    return TopTarget(
+        id=record.id,
+        role="autoscaler",
+        endpoint=None,
+        state=record.shown_state,
+        created_at=record.created_at,
+        fleet=fleet,
+        model=record.model,
+        engine=record.engine,
+        provider=record.provider,
+        note=scaler_note(state),
+    )
+
+
+def scaler_note(state: dict[str, Any], *, now: float | None = None) -> str | None:
+    """An autoscaler's last decision, as one line: ``up 4s ago: 3 request(s) queued ...``."""
+    decisions = state.get("decisions") or []
+    backoff = state.get("backoff")
+    if backoff:
+        return f"backing off ({backoff.get('seconds_left')} s left): {backoff.get('reason')}"
+    if decisions:
+        last = decisions[-1]
+        ago = max(0.0, (now or time.time()) - float(last.get("at", 0.0)))
+        worker = f" {last['worker']}" if last.get("worker") else ""
+        return f"{last.get('action')}{worker} {ago:.0f}s ago: {last.get('reason')}"
+    now_reason = state.get("now")
+    return str(now_reason) if now_reason else None
+
+
 def targets_for(ref: str | None = None, *, registry: Registry | None = None) -> list[TopTarget]:
     """``ref`` names an endpoint or a fleet (its gateway and every worker); None: every endpoint up, fleets
-    expanded. The environment's ENDPOINT counts when the ledger has nothing and no ref is given."""
+    expanded: the gateway, its autoscaler (never counted as a worker), then its workers. The environment's
+    ENDPOINT counts when the ledger has nothing and no ref is given."""
     registry = registry or Registry()
     if ref is not None:
         records = [registry.resolve(ref)]
@@ -121,8 +164,15 @@ def targets_for(ref: str | None = None, *, registry: Registry | None = None) -> 
         if record.id in worker_ids and ref is None:
             continue  # shown under its fleet
         if members[record.id]:
+            record = lifecycle.refresh(record, registry)  # a fleet whose autoscaler died is degraded
             found.append(_target(record, "gateway", fleet=record.id))
-            found += [_target(member, "worker", fleet=record.id) for member in members[record.id]]
+            scalers = [m for m in members[record.id] if isinstance(m.sandbox, ScalerHandle)]
+            found += [_scaler_target(scaler, record.id) for scaler in scalers]
+            found += [
+                _target(member, "worker", fleet=record.id)
+                for member in members[record.id]
+                if member not in scalers
+            ]
         else:
             found.append(_target(record, "endpoint"))
     return found
@@ -133,10 +183,17 @@ def _same_url(a: str, b: str) -> bool:
 
 
 class TopModel:
-    """Reads every target once per ``sample()``; rates are between a target's last two readings."""
+    """Reads every target once per ``sample()``; rates are between a target's last two readings.
 
-    def __init__(self, targets: list[TopTarget], *, timeout: float = 3.0) -> None:
-        self.targets = targets
+    ``targets``: a fixed list, or a function that gives the current one (``lambda: targets_for(ref)``),
+    called at every sample, so a worker an autoscaler adds appears and one it removes vanishes.
+    """
+
+    def __init__(
+        self, targets: list[TopTarget] | Callable[[], list[TopTarget]], *, timeout: float = 3.0
+    ) -> None:
+        self._source = targets if callable(targets) else None
+        self.targets: list[TopTarget] = [] if callable(targets) else targets
         self.timeout = timeout
         self._probe: LoadProbe | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -155,6 +212,12 @@ class TopModel:
 
     async def sample(self) -> TopSnapshot:
         assert self._probe is not None and self._session is not None, "use `async with TopModel(...)`"
+        notice = None
+        if self._source is not None:
+            try:
+                self.targets = await asyncio.to_thread(self._source)
+            except SandserveError as error:  # everything went down while watching: say so, keep watching
+                self.targets, notice = [], error.message
         # A gateway reports no engine load of its own: its rows come from its worker list and metrics.
         engines = [t for t in self.targets if t.endpoint is not None and t.role != "gateway"]
         gateways = [t for t in self.targets if t.role == "gateway" and t.endpoint is not None]
@@ -170,9 +233,11 @@ class TopModel:
             for g, listed, m in zip(gateways, lists, metrics, strict=True)
         }
         now = time.time()
-        snapshot = TopSnapshot(at=now)
+        snapshot = TopSnapshot(at=now, notice=notice)
         for target in self.targets:
-            if target.role == "gateway" and target.id in views:
+            if target.role == "autoscaler":
+                snapshot.rows.append(self._scaler_row(target, now))
+            elif target.role == "gateway" and target.id in views:
                 snapshot.rows.append(self._gateway_row(target, views[target.id], now))
             else:
                 row = self._row(target, by_id.get(target.id), now)
@@ -198,17 +263,26 @@ class TopModel:
             provider=target.provider,
             state=target.state,
             ok=bool(load and load.ok),
-            error=load.error if load else "not ready: no endpoint recorded",
+            error=load.error if load else _no_reading(target),
             running=load.running if load else None,
             queued=load.queued if load else None,
             token_usage=load.token_usage if load else None,
             cache_hit_rate=load.cache_hit_rate if load else None,
             prompt_tokens_per_s=rate.prompt_tokens_per_s if rate else None,
-            generation_tokens_per_s=rate.generation_tokens_per_s if rate else None,
+            # SGLang's own live figure where it gives one (its counter moves only as requests end).
+            generation_tokens_per_s=_first_known(
+                load.gen_throughput if load and load.ok else None,
+                rate.generation_tokens_per_s if rate else None,
+            ),
             requests_per_s=rate.requests_per_s if rate else None,
             failed_readings=self._failures.get(target.id, 0),
             age_s=now - target.created_at if target.created_at else None,
         )
+
+    def _scaler_row(self, target: TopTarget, now: float) -> TopRow:
+        row = self._row(target, None, now)
+        row.ok, row.error, row.note = target.state == "ready", None, target.note
+        return row
 
     def _gateway_row(self, target: TopTarget, view: _GatewayView, now: float) -> TopRow:
         row = self._row(target, None, now)
@@ -238,6 +312,17 @@ class TopModel:
         return row
 
 
+def _no_reading(target: TopTarget) -> str | None:
+    """Why a target without a load reading has none (nothing to say while it boots)."""
+    if target.endpoint is not None or target.state in ("booting", "down"):
+        return None
+    return "no endpoint recorded"
+
+
+def _first_known(*values: float | None) -> float | None:
+    return next((value for value in values if value is not None), None)
+
+
 @dataclass
 class _GatewayView:
     workers: list[dict[str, Any]] | None
@@ -263,7 +348,9 @@ def _add_gateway_view(row: TopRow, target: TopTarget, view: _GatewayView) -> Non
             row.gateway_healthy = view.metrics.healthy_by_worker[url]
 
 
-async def snapshot_once(targets: list[TopTarget], *, interval: float = 1.0) -> TopSnapshot:
+async def snapshot_once(
+    targets: list[TopTarget] | Callable[[], list[TopTarget]], *, interval: float = 1.0
+) -> TopSnapshot:
     """Two readings ``interval`` apart (so the rates are real), the second returned."""
     async with TopModel(targets) as model:
         await model.sample()

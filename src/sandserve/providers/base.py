@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from sandserve.endpoint import Endpoint
     from sandserve.engines.base import Engine, Launch
     from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
+    from sandserve.providers.warmboot import CaptureOutcome, SnapshotInfo, WarmBootPlan
     from sandserve.spec import ProviderSettings, Resources, ServeSpec
 
 HandleT = TypeVar("HandleT", bound=SandboxHandle)
@@ -105,6 +106,11 @@ class Provider(Generic[HandleT]):
         environment), with what this provider adds."""
         return {**head, **server, "boot_timeout": spec.boot_timeout}
 
+    def gpu_capacity(self, spec: ServeSpec) -> tuple[dict[str, int] | None, str]:
+        """Free units per GPU type for ``spec`` (spot or on demand), where the provider can say; else None
+        and why not."""
+        return None, f"{self.name} has no capacity answer"
+
     def auth_label(self, spec: ServeSpec) -> str:
         """How clients are authenticated, as ``Endpoint.auth`` records it."""
         return str(spec.auth)
@@ -115,6 +121,44 @@ class Provider(Generic[HandleT]):
         raise NotImplementedError
 
     def create(self, spec: ServeSpec, endpoint_id: str) -> HandleT:
+        raise NotImplementedError
+
+    # --- warm boots (providers with snapshots override these) ---
+
+    def warm_boot_plan(self, spec: ServeSpec, *, activate: bool = True) -> WarmBootPlan | None:
+        """Whether a boot of ``spec`` can start from its golden snapshot, and why (None: this provider
+        keeps no snapshots). ``activate``: wake an inactive snapshot (a dry run only reports it)."""
+        return None
+
+    def create_warm(self, spec: ServeSpec, endpoint_id: str, plan: WarmBootPlan) -> HandleT:
+        """Create from the plan's snapshot; fall back to ``create`` (recording why) if it is refused."""
+        return self.create(spec, endpoint_id)
+
+    def warm_boot(self, handle: HandleT) -> tuple[str | None, str | None]:
+        """(the snapshot the sandbox was created from or None, the GPU type it got or None)."""
+        return None, None
+
+    def cache_root(self, handle: HandleT) -> str | None:
+        """The directory the engine's caches go to inside the sandbox, kept by a snapshot (None: leave
+        the engine's defaults)."""
+        return None
+
+    def restored_steps(self, handle: HandleT, spec: ServeSpec) -> frozenset[str]:
+        """Boot steps whose output the new sandbox already holds (``weights``, ``compile``), as a snapshot
+        brings them; asked before the server starts."""
+        return frozenset()
+
+    #: Whether it keeps golden snapshots (the methods below mean something).
+    keeps_snapshots: ClassVar[bool] = False
+
+    def capture_snapshot(self, handle: HandleT, spec: ServeSpec) -> CaptureOutcome:
+        """Capture the spec's golden snapshot from a sandbox about to be deleted."""
+        raise NotImplementedError
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        return []
+
+    def delete_snapshot(self, name: str) -> None:
         raise NotImplementedError
 
     def server_port(self, handle: HandleT) -> int:

@@ -20,14 +20,14 @@ from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER
 from sandserve.engines.base import Launch
 from sandserve.errors import (
     ConfigError,
-    MissingCredentialsError,
     ProviderError,
-    QuotaExceededError,
     SandboxCreateTimeoutError,
 )
 from sandserve.providers.base import TOOLS_IN_A_DAYTONA_SANDBOX, Exposure, Provider
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
+from sandserve.providers.daytona_errors import connect, translate
 from sandserve.providers.handles import DaytonaHandle
+from sandserve.providers.warmboot import CaptureOutcome, SnapshotInfo, WarmBootPlan
 from sandserve.spec import (
     DEFAULT_GPU_TTL_MINUTES,
     SANDBOX_PORT,
@@ -47,7 +47,6 @@ HF_CACHE_PATH = "/root/.cache/huggingface"
 LABEL_OWNER = "sandserve"
 LABEL_ENDPOINT = "sandserve.endpoint"
 LABEL_MODEL = "sandserve.model"
-QUOTA_MARKER = "gpu limit exceeded"
 #: Preview traffic with this header does not reset the sandbox's idle timer (auto-stop).
 SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 #: Hosts of Daytona's preview proxy (private and signed preview URLs).
@@ -60,6 +59,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
     tool_sandbox_kind = TOOLS_IN_A_DAYTONA_SANDBOX
     poll_interval = 3.0
     keeps_failed_sandboxes = True
+    keeps_snapshots = True
 
     def __init__(self, client: Daytona | None = None) -> None:
         self._client = client
@@ -69,7 +69,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
     @property
     def client(self) -> Daytona:
         if self._client is None:
-            self._client = _connect()
+            self._client = connect()
         return self._client
 
     # --- create ---------------------------------------------------------------------------------------
@@ -106,6 +106,13 @@ class DaytonaProvider(Provider[DaytonaHandle]):
 
         return sandbox_plan(spec, head, server)
 
+    def gpu_capacity(self, spec: ServeSpec) -> tuple[dict[str, int] | None, str]:
+        from sandserve.providers.daytona_capacity import free_gpus
+
+        if not config.daytona_key().is_set:
+            return None, "no DAYTONA_API_KEY"
+        return free_gpus(self.client, spot=spec.resources.spot)
+
     def preflight(self, spec: ServeSpec) -> list[str] | None:
         from sandserve.providers.daytona_params import gpu_types
 
@@ -121,10 +128,10 @@ class DaytonaProvider(Provider[DaytonaHandle]):
                 return [warning] if warning else None
         return None
 
-    def create(self, spec: ServeSpec, endpoint_id: str) -> DaytonaHandle:
+    def create(self, spec: ServeSpec, endpoint_id: str, *, snapshot: str | None = None) -> DaytonaHandle:
         from daytona import DaytonaError, DaytonaTimeoutError
 
-        params = self._create_params(spec, endpoint_id)
+        params = self._create_params(spec, endpoint_id, snapshot)
         try:
             sandbox = self.client.create(params, timeout=spec.provider_settings.create_timeout)
         except DaytonaTimeoutError as exc:
@@ -137,17 +144,104 @@ class DaytonaProvider(Provider[DaytonaHandle]):
             self._delete_labelled(endpoint_id)
             raise
         except DaytonaError as exc:
-            raise _translate(exc, "create the sandbox") from exc
+            raise translate(exc, "create the sandbox", spec) from exc
         self._sandboxes[sandbox.id] = sandbox
-        return DaytonaHandle(self.name, sandbox.id, port=spec.port or SANDBOX_PORT, session=SESSION)
+        gpu_type = getattr(sandbox.gpu_type, "value", sandbox.gpu_type)
+        return DaytonaHandle(
+            self.name,
+            sandbox.id,
+            port=spec.port or SANDBOX_PORT,
+            session=SESSION,
+            snapshot=snapshot,
+            gpu_type=str(gpu_type) if gpu_type else None,
+        )
 
-    def _create_params(self, spec: ServeSpec, endpoint_id: str) -> Any:
+    def _create_params(self, spec: ServeSpec, endpoint_id: str, snapshot: str | None) -> Any:
         from sandserve.providers.daytona_params import create_params
 
         volume = spec.provider_settings.cache_volume
         volume_id = self._volume(volume).id if volume else None
         labels = {LABEL_OWNER: "1", LABEL_ENDPOINT: endpoint_id, LABEL_MODEL: spec.served_name}
-        return create_params(spec, labels=labels, cache_volume_id=volume_id, cache_path=HF_CACHE_PATH)
+        return create_params(
+            spec, labels=labels, cache_volume_id=volume_id, cache_path=HF_CACHE_PATH, snapshot=snapshot
+        )
+
+    # --- warm boots: golden snapshots (providers/daytona_snapshots.py) ---------------------------------
+
+    def warm_boot_plan(self, spec: ServeSpec, *, activate: bool = True) -> WarmBootPlan | None:
+        from daytona import DaytonaError
+
+        from sandserve.providers import daytona_snapshots
+
+        if not spec.uses_gpu or not spec.provider_settings.warm_boot:
+            return None
+        try:
+            return daytona_snapshots.plan(self.client, spec, activate=activate)
+        except DaytonaError as exc:
+            return WarmBootPlan(None, reasons=(f"Daytona could not be asked for snapshots ({exc})",))
+
+    def create_warm(self, spec: ServeSpec, endpoint_id: str, plan: WarmBootPlan) -> DaytonaHandle:
+        from sandserve.providers.daytona_snapshots import is_snapshot_refusal
+
+        assert plan.snapshot is not None
+        try:
+            return self.create(spec, endpoint_id, snapshot=plan.snapshot)
+        except ProviderError as exc:
+            if not is_snapshot_refusal(exc, plan.snapshot):
+                raise
+            handle = self.create(spec, endpoint_id)
+            handle.extra["warm_boot_fallback"] = f"Daytona refused snapshot {plan.snapshot}: {exc.message}"
+            return handle
+
+    def warm_boot(self, handle: DaytonaHandle) -> tuple[str | None, str | None]:
+        return handle.snapshot, handle.gpu_type
+
+    def cache_root(self, handle: DaytonaHandle) -> str | None:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_snapshots import CACHE_DIR, sandbox_home
+
+        try:
+            return f"{sandbox_home(self._sandbox(handle))}/{CACHE_DIR}"
+        except DaytonaError as exc:
+            raise translate(exc, "find the sandbox's home directory") from exc
+
+    def restored_steps(self, handle: DaytonaHandle, spec: ServeSpec) -> frozenset[str]:
+        from sandserve.providers.daytona_snapshots import restored
+
+        return restored(self._sandbox(handle), spec)
+
+    def capture_snapshot(self, handle: DaytonaHandle, spec: ServeSpec) -> CaptureOutcome:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_snapshots import capture
+
+        try:
+            return capture(self.client, self._sandbox(handle), spec)
+        except DaytonaError as exc:
+            return CaptureOutcome(f"no snapshot: {exc}")
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        from daytona import DaytonaError
+
+        from sandserve.providers.daytona_snapshots import listing
+
+        try:
+            return listing(self.client)
+        except DaytonaError as exc:
+            raise translate(exc, "list the snapshots") from exc
+
+    def delete_snapshot(self, name: str) -> None:
+        from daytona import DaytonaError, DaytonaNotFoundError
+
+        from sandserve.errors import SnapshotNotFoundError
+
+        try:
+            self.client.snapshot.delete(name)
+        except DaytonaNotFoundError as exc:
+            raise SnapshotNotFoundError(name) from exc
+        except DaytonaError as exc:
+            raise translate(exc, f"delete snapshot {name}") from exc
 
     def _volume(self, name: str) -> Any:
         from daytona import DaytonaError
@@ -162,7 +256,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
                 volume = self.client.volume.get(name)
             return volume
         except DaytonaError as exc:
-            raise _translate(exc, f"get the volume {name!r}") from exc
+            raise translate(exc, f"get the volume {name!r}") from exc
 
     # --- the server -----------------------------------------------------------------------------------
 
@@ -179,7 +273,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
                 SESSION, SessionExecuteRequest(command=launch.shell_command(), run_async=True)
             )
         except DaytonaError as exc:
-            raise _translate(exc, "start the server") from exc
+            raise translate(exc, "start the server") from exc
         handle.cmd_id = command.cmd_id
 
     def read_log(self, handle: DaytonaHandle) -> str:
@@ -190,7 +284,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         try:
             logs = self._sandbox(handle).process.get_session_command_logs(SESSION, handle.cmd_id)
         except DaytonaError as exc:
-            raise _translate(exc, "read the server log") from exc
+            raise translate(exc, "read the server log") from exc
         return logs.output or ""
 
     def exit_code(self, handle: DaytonaHandle) -> int | None:
@@ -203,7 +297,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         except DaytonaNotFoundError:
             return -1
         except DaytonaError as exc:
-            raise _translate(exc, "check the server") from exc
+            raise translate(exc, "check the server") from exc
         return command.exit_code
 
     def expose(self, handle: DaytonaHandle, spec: ServeSpec) -> Exposure:
@@ -226,7 +320,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
                 )
             preview = sandbox.get_preview_link(port)
         except DaytonaError as exc:
-            raise _translate(exc, "open the preview URL") from exc
+            raise translate(exc, "open the preview URL") from exc
         url = preview.url.rstrip("/")
         if spec.auth is AuthMode.TOKEN:
             headers = {PREVIEW_TOKEN_HEADER: preview.token, **skip_warning}
@@ -251,7 +345,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         try:
             return run_in_sandbox(self._sandbox(handle), job, on_output)
         except DaytonaError as exc:
-            raise _translate(exc, "run the job in the sandbox") from exc
+            raise translate(exc, "run the job in the sandbox") from exc
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -273,7 +367,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         except DaytonaNotFoundError:
             return False
         except DaytonaError as exc:
-            raise _translate(exc, "check the server") from exc
+            raise translate(exc, "check the server") from exc
         return command.exit_code is None
 
     @property
@@ -281,7 +375,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         """A second client whose toolbox requests carry the skip-activity header. Daytona's proxy counts every
         toolbox request as activity otherwise (daytonaio/daytona apps/proxy: GetProxyTarget)."""
         if self._watch_client is None:
-            client = _connect()
+            client = connect()
             # The SDK has no public setting for its toolbox client's headers; its generated client takes
             # default headers, and every toolbox call of this client goes through it.
             client._toolbox_api_client.default_headers[SKIP_ACTIVITY_HEADER] = "true"
@@ -298,7 +392,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         except DaytonaNotFoundError:
             pass
         except DaytonaError as exc:
-            raise _translate(exc, f"delete sandbox {handle.sandbox_id}") from exc
+            raise translate(exc, f"delete sandbox {handle.sandbox_id}") from exc
         self._sandboxes.pop(handle.sandbox_id, None)
 
     def _sandbox(self, handle: DaytonaHandle) -> Sandbox:
@@ -337,60 +431,3 @@ def _check_with_a_secret(spec: ServeSpec) -> list[str] | None:
             f"{spec.provider_settings.hf_token_secret!r}, which may have access)"
         ]
     return [warning] if warning else None
-
-
-def _connect() -> Daytona:
-    """A client configured the SDK's way: DAYTONA_API_KEY / DAYTONA_API_URL / DAYTONA_TARGET, or .env."""
-    from daytona import Daytona, DaytonaConfig, DaytonaError
-
-    try:
-        return Daytona(DaytonaConfig())
-    except DaytonaError as exc:
-        raise MissingCredentialsError(
-            "A Daytona API key",
-            hint="Set DAYTONA_API_KEY (in the environment or in .env), or serve locally with --provider "
-            "local.",
-        ) from exc
-
-
-def _translate(exc: Exception, doing: str) -> ProviderError:
-    from daytona import DaytonaAuthenticationError
-
-    message = str(exc)
-    if QUOTA_MARKER in message.lower():
-        return QuotaExceededError(message.strip())
-    if isinstance(exc, DaytonaAuthenticationError):
-        return ProviderError(
-            f"Daytona refused the API key while trying to {doing}.",
-            hint="Check DAYTONA_API_KEY (the Daytona dashboard issues keys) and DAYTONA_API_URL.",
-        )
-    refused = _validation_sentences(exc)
-    if refused:
-        return ProviderError(
-            f"Daytona refused the request to {doing}: {refused}",
-            hint="This is a bug in what sandserve sent, or a setting the service does not take: report it "
-            "with this message (the sentences are the service's own).",
-        )
-    return ProviderError(
-        f"Daytona could not {doing}: {message}",
-        hint="Run again; if it persists, check the Daytona dashboard for the sandbox's state.",
-    )
-
-
-def _validation_sentences(exc: Exception) -> str | None:
-    """The API's validation failures are a LIST of sentences in ``message``, which the SDK drops (it keeps
-    only "Bad Request"); read them from the response body the SDK's error was made from."""
-    import json
-
-    cause: BaseException | None = exc
-    while cause is not None:
-        body = getattr(cause, "body", None)
-        if body:
-            try:
-                message = json.loads(body).get("message")
-            except (ValueError, AttributeError):
-                message = None
-            if isinstance(message, list) and message:
-                return "; ".join(str(sentence) for sentence in message)
-        cause = cause.__cause__
-    return None

@@ -27,9 +27,16 @@ def gpu_types(names: tuple[str, ...]) -> list[Any]:
 
 
 def create_params(
-    spec: ServeSpec, *, labels: dict[str, str], cache_volume_id: str | None, cache_path: str
+    spec: ServeSpec,
+    *,
+    labels: dict[str, str],
+    cache_volume_id: str | None,
+    cache_path: str,
+    snapshot: str | None = None,
 ) -> Any:
-    from daytona import CreateSandboxFromImageParams, Resources, VolumeMount
+    """From the image with the spec's GPU preference list; or, with ``snapshot``, from that snapshot, which
+    takes no resources of its own (the sandbox gets the snapshot's GPU count and type)."""
+    from daytona import CreateSandboxFromImageParams, CreateSandboxFromSnapshotParams, Resources, VolumeMount
 
     settings, asked = spec.provider_settings, spec.resources
     env_vars: dict[str, str] = {}
@@ -39,12 +46,7 @@ def create_params(
     elif spec.hf_token:
         env_vars["HF_TOKEN"] = spec.hf_token
     volumes = [VolumeMount(volume_id=cache_volume_id, mount_path=cache_path)] if cache_volume_id else None
-    resources = None
-    if asked.uses_gpu:
-        resources = Resources(gpu=asked.gpu_count, gpu_type=gpu_types(asked.gpu_types))
-    return CreateSandboxFromImageParams(
-        image=sandbox_image(spec),
-        resources=resources,
+    common: dict[str, Any] = dict(
         auto_stop_interval=settings.auto_stop_minutes,
         ttl_minutes=settings.ttl_minutes or 0,
         spot=asked.spot if asked.uses_gpu else None,
@@ -56,6 +58,12 @@ def create_params(
         target=settings.target,
         labels={**labels, **spec.labels},
     )
+    if snapshot is not None:
+        return CreateSandboxFromSnapshotParams(snapshot=snapshot, **common)
+    resources = None
+    if asked.uses_gpu:
+        resources = Resources(gpu=asked.gpu_count, gpu_type=gpu_types(asked.gpu_types))
+    return CreateSandboxFromImageParams(image=sandbox_image(spec), resources=resources, **common)
 
 
 def sandbox_image(spec: ServeSpec) -> str:

@@ -3,6 +3,7 @@ setting came from. Creates nothing, needs no key."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sandserve import config
@@ -25,6 +26,7 @@ def sandbox_details(spec: ServeSpec) -> dict[str, Any]:
         "image": sandbox_image(spec),
         "gpu": list(resources.gpu_types),
         "gpu_count": resources.gpu_count if resources.uses_gpu else 0,
+        **({"creates": creates(spec)} if len(resources.vendors) > 1 else {}),
         "spot": resources.spot,
         "target": settings.target,
         "ttl": ttl_text(ttl),
@@ -34,6 +36,16 @@ def sandbox_details(spec: ServeSpec) -> dict[str, Any]:
         "auth": str(spec.auth),
         "public": spec.auth in (AuthMode.KEY, AuthMode.PUBLIC),
     }
+
+
+def creates(spec: ServeSpec) -> dict[str, str]:
+    """One create per GPU vendor, in the order tried, each with its vendor's image."""
+    count = spec.resources.gpu_count
+    shown = {}
+    for number, (vendor, gpus) in enumerate(spec.resources.by_vendor(), start=1):
+        one = replace(spec, resources=replace(spec.resources, gpu_types=gpus))
+        shown[f"{number} {vendor.value}"] = f"{count} x {' or '.join(gpus)} from {sandbox_image(one)}"
+    return shown
 
 
 def sandbox_env(spec: ServeSpec) -> dict[str, str]:

@@ -146,3 +146,7 @@ class DaytonaHandle(SandboxHandle, provider="daytona"):
     session: str | None = None
     cmd_id: str | None = None
     """The session command running the server (None until it was started)."""
+    snapshot: str | None = None
+    """The golden snapshot the sandbox was created from (None: from the image)."""
+    gpu_type: str | None = None
+    """The GPU type the sandbox got."""

@@ -114,12 +114,17 @@ class Record:
     owner_started: str | None = None
     live: bool | None = field(default=None)
     """Whether the provider still runs it; filled in by ``status`` checks, None when not checked."""
+    degraded: str | None = field(default=None)
+    """Why it serves but is not whole (a fleet whose autoscaler is dead); filled in with ``live``."""
 
     @property
     def shown_state(self) -> str:
-        """The state a user should see: a ready endpoint whose server is gone is dead, not running."""
+        """The state a user should see: a ready endpoint whose server is gone is dead, not running; a ready
+        fleet whose autoscaler is dead is degraded."""
         if self.live is False and self.state in (State.READY, State.BOOTING):
             return "dead"
+        if self.degraded and self.state is State.READY:
+            return "degraded"
         return str(self.state)
 
 
@@ -197,6 +202,10 @@ class Registry:
             finally:
                 db.close()
 
+    def run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """Run ``work`` on the ledger in one transaction (the other tables' modules use it)."""
+        return self._transaction(work, write=write)
+
     # --- writing ----------------------------------------------------------------------------------------
 
     def add(
@@ -246,8 +255,11 @@ class Registry:
         endpoint: Endpoint | None = None,
         log_path: str | Path | None = None,
         error: str | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> None:
         changes: dict[str, Any] = {"updated_at": time.time()}
+        if spec is not None:
+            changes["spec"] = _dump(spec)
         if state is not None:
             changes["state"] = str(state)
         if sandbox is not None:
@@ -305,7 +317,9 @@ class Registry:
         None."""
         records = self.list()
         if ref is None:
-            ready = [r for r in records if r.state is State.READY] or records
+            # A fleet's workers and autoscaler serve the fleet: its gateway row is the one to choose.
+            chosen = [r for r in records if r.parent_id is None] or records
+            ready = [r for r in chosen if r.state is State.READY] or chosen
             if not ready:
                 raise EndpointNotFoundError(None)
             if len(ready) > 1:

@@ -7,8 +7,8 @@ or Ctrl-C cleans up so that nothing keeps running unseen. Every step is written 
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from sandserve.errors import (
     BootInterruptedError,
     BootTimeoutError,
     EngineDiedError,
+    GpuCapacityError,
     LedgerBusyError,
     SandserveError,
 )
@@ -26,52 +27,24 @@ from sandserve.providers import get_provider
 from sandserve.providers.base import Exposure, Provider
 from sandserve.providers.handles import SandboxHandle
 from sandserve.providers.local import process_start_time
-from sandserve.results import BootPhase, ServerInfo
-from sandserve.serve import breaker
+from sandserve.providers.warmboot import boot_key
+from sandserve.results import ServerInfo
+from sandserve.serve import boots, breaker
+from sandserve.serve.boot_events import BootEvents, BootTimeline
+from sandserve.serve.degraded import scaler_trouble
 from sandserve.serve.ledger import Record, Registry, State
+from sandserve.serve.placement import place
+from sandserve.serve.receipt import receipt_from
 from sandserve.spec import ServeSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
 #: A fatal signature in the log with the process still up: SGLang's parent can linger after its scheduler
 #: died.
 FATAL_LOG_GRACE_SECONDS = 5.0
-
-
-class BootEvents:
-    """Callbacks for what happens during boot. The library never prints; the CLI overrides these."""
-
-    def status(self, message: str) -> None:
-        """A step of the pipeline starts (``creating sandbox``, ``waiting for the server``...)."""
-
-    def log(self, text: str) -> None:
-        """New text from the server's start-up log."""
-
-    def phase(self, name: str, seconds: float) -> None:
-        """A boot phase completed, ``seconds`` after ``up`` started."""
-
-    def build_progress(self, done: int, total: int, message: str) -> None:
-        """The local engine is being built (first run only)."""
-
-    def warning(self, message: str) -> None:
-        """Something worth knowing that does not stop the boot (a check that could not be made)."""
-
-    def confirm(self, spec: ServeSpec) -> None:
-        """Last word before anything is created (or paid for): raise to stop here."""
-
-
-@dataclass
-class BootTimeline:
-    started: float = field(default_factory=time.monotonic)
-    phases: list[BootPhase] = field(default_factory=list)
-
-    def mark(self, name: str, events: BootEvents) -> None:
-        if any(seen.phase == name for seen in self.phases):
-            return
-        seconds = round(time.monotonic() - self.started, 2)
-        self.phases.append(BootPhase(name, seconds))
-        events.phase(name, seconds)
 
 
 def new_endpoint_id(spec: ServeSpec) -> str:
@@ -104,6 +77,12 @@ def up(
     spec, engine = unprepared.prepare(spec, events)
     for warning in provider.preflight(spec) or ():
         events.warning(warning)
+    placed = place(spec, provider)
+    for note in placed.notes:
+        events.status(note)
+    if isinstance(placed.fit, str) and spec.uses_gpu:
+        events.warning(f"fit {placed.fit}")
+    spec = placed.spec
     events.confirm(spec)
     endpoint_id = new_endpoint_id(spec)
     handle = SandboxHandle(provider.name, sandbox_id="")
@@ -116,14 +95,17 @@ def up(
         sandbox=handle,
     )
     try:
-        events.status(f"creating {provider.name} sandbox")
-        handle = provider.create(spec, endpoint_id)
-        registry.update(endpoint_id, sandbox=handle)
+        spec, handle, why = _create(provider, placed.creates(), endpoint_id, events)
+        registry.update(endpoint_id, sandbox=handle, spec=spec.to_record())
         timeline.mark("sandbox ready", events)
 
         launch = engine.launch(
             spec, host=provider.bind_host, port=provider.server_port(handle), api_key=spec.api_key
         )
+        cache_root = provider.cache_root(handle)
+        if cache_root:  # the engine's compiled kernels where a snapshot of the sandbox keeps them
+            launch = dataclasses.replace(launch, env={**engine.cache_env(cache_root), **launch.env})
+        restored = provider.restored_steps(handle, spec)
         events.status("starting the server: " + launch.display_command())
         provider.start(handle, launch)
         exposure = provider.expose(handle, spec)
@@ -138,7 +120,7 @@ def up(
         endpoint.info = server_info.with_values(
             kv_pool_tokens=engine.kv_pool_tokens(log_text) or server_info.max_total_num_tokens,
             boot_timeline=tuple(timeline.phases),
-            capabilities=engine.capabilities,
+            capabilities=server_info.capabilities or engine.capabilities,
             preset=spec.preset,
             model_path=spec.model,
         )
@@ -146,6 +128,7 @@ def up(
             endpoint_id, state=State.READY, endpoint=endpoint, sandbox=handle, log_path=handle.log_path
         )
         endpoint.ledger = registry
+        _receipt(registry, endpoint_id, spec, engine, provider, handle, timeline, (why, restored), events)
     except KeyboardInterrupt:
         log_path = _save_log(endpoint_id, provider, handle)
         _delete_quietly(provider, handle)
@@ -180,6 +163,53 @@ def up(
     return endpoint
 
 
+def _create_one(
+    provider: Provider[Any], spec: ServeSpec, endpoint_id: str, events: BootEvents
+) -> tuple[SandboxHandle, str]:
+    """The sandbox, from the spec's golden snapshot where there is a usable one; and why it is warm or
+    cold, in one line."""
+    plan = provider.warm_boot_plan(spec)
+    if plan is None:
+        return provider.create(spec, endpoint_id), "cold: the provider keeps no snapshots"
+    events.status(plan.line())
+    if not plan.warm:
+        return provider.create(spec, endpoint_id), plan.line()
+    handle = provider.create_warm(spec, endpoint_id, plan)
+    fallback = handle.extra.pop("warm_boot_fallback", None)
+    if fallback:
+        events.warning(f"booting cold from the image: {fallback}")
+        return handle, f"cold: {fallback}"
+    return handle, plan.line()
+
+
+def _receipt(
+    registry: Registry,
+    endpoint_id: str,
+    spec: ServeSpec,
+    engine: Engine,
+    provider: Provider[Any],
+    handle: SandboxHandle,
+    timeline: BootTimeline,
+    why_and_restored: tuple[str, frozenset[str]],
+    events: BootEvents,
+) -> None:
+    """Write the boot's receipt to the ledger and hand it, with the previous one of the spec, to events."""
+    why, restored = why_and_restored
+    snapshot, gpu_type = provider.warm_boot(handle)
+    receipt = receipt_from(
+        timeline.phases,
+        engine.receipt_steps,
+        origin="warm" if snapshot else "cold",
+        why=why,
+        gpu_type=gpu_type,
+        restored=restored,
+    )
+    key = boot_key(spec, gpu_type)
+    previous = boots.last_boot(registry, key)
+    boots.record_boot(registry, endpoint_id, key, receipt)
+    events.receipt(receipt, previous)
+
+
 def _endpoint(
     endpoint_id: str,
     spec: ServeSpec,
@@ -202,6 +232,26 @@ def _endpoint(
         expires_at=exposure.expires_at,
         info=info,
     )
+
+
+def _create(
+    provider: Provider[Any], attempts: list[ServeSpec], endpoint_id: str, events: BootEvents
+) -> tuple[ServeSpec, SandboxHandle, str]:
+    """The first create that succeeds, one per GPU vendor in order (each with its own image and its own
+    golden snapshot): a vendor with nothing free moves on to the next, and says so. Also why the boot is
+    warm or cold."""
+    for index, attempt in enumerate(attempts):
+        gpus = " or ".join(attempt.resources.gpu_types)
+        events.status(f"creating {provider.name} sandbox" + (f" ({gpus})" if gpus else ""))
+        try:
+            handle, why = _create_one(provider, attempt, endpoint_id, events)
+            return attempt, handle, why
+        except GpuCapacityError as exc:
+            if index + 1 == len(attempts):
+                raise
+            following = " or ".join(attempts[index + 1].resources.gpu_types)
+            events.status(f"{exc.message} Trying {following} next.")
+    raise AssertionError("no create was attempted")  # pragma: no cover - placement gives one at least
 
 
 def _record_quietly(registry: Registry, endpoint_id: str, **changes: Any) -> None:
@@ -350,6 +400,8 @@ def refresh(record: Record, registry: Registry | None = None) -> Record:
         record.live = get_provider(record.provider).is_running(record.sandbox)
     except SandserveError:
         record.live = None
+    if registry is not None and record.live:
+        record.degraded = scaler_trouble(record, registry)
     return record
 
 
@@ -361,16 +413,28 @@ def read_log(record: Record) -> str:
     return ""
 
 
-def down(record: Record, registry: Registry) -> None:
+def down(
+    record: Record,
+    registry: Registry,
+    *,
+    capture: bool = True,
+    on_capture: Callable[[str], None] | None = None,
+) -> None:
     """Stop the endpoint's server and delete its sandbox; the ledger keeps the row, marked down. A fleet's
-    gateway goes first (no new requests reach its workers), then each of its workers."""
+    gateway goes first (no new requests reach its workers), then each of its workers. With ``capture``, a
+    cold-booted endpoint's golden snapshot is taken first (``serve.golden``); ``on_capture`` hears when a
+    capture starts and how it ended."""
     if record.sandbox.sandbox_id:
+        if capture:
+            from sandserve.serve.golden import capture_before_down
+
+            capture_before_down(record, registry, on_capture or (lambda line: None))
         get_provider(record.provider).delete(record.sandbox)
     registry.update(record.id, state=State.DOWN)
     failures: list[SandserveError] = []
     for member in registry.members_of(record.id):
         try:
-            down(member, registry)
+            down(member, registry, capture=capture, on_capture=on_capture)
         except SandserveError as exc:
             failures.append(exc)
     if failures:

@@ -142,6 +142,38 @@ def m005_typed_spec(db: sqlite3.Connection) -> None:
         db.execute("UPDATE endpoints SET spec = ? WHERE id = ?", (shaped, endpoint_id))
 
 
+@migration
+def m006_boots_and_snapshots(db: sqlite3.Connection) -> None:
+    """Boot receipts (each boot's steps, warm or cold, by the key of its spec) and the golden snapshots
+    this user captured (which spec each belongs to)."""
+    db.execute(
+        """
+        CREATE TABLE boots (
+            endpoint_id TEXT NOT NULL,
+            spec_key    TEXT NOT NULL,
+            origin      TEXT NOT NULL,
+            seconds     REAL NOT NULL,
+            receipt     TEXT NOT NULL,
+            created_at  REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX boots_by_spec ON boots (spec_key, created_at)")
+    db.execute("CREATE INDEX boots_by_endpoint ON boots (endpoint_id)")
+    db.execute(
+        """
+        CREATE TABLE snapshots (
+            name        TEXT PRIMARY KEY,
+            spec_key    TEXT NOT NULL,
+            spec        TEXT NOT NULL,
+            endpoint_id TEXT,
+            gpu_type    TEXT,
+            created_at  REAL NOT NULL
+        )
+        """
+    )
+
+
 def _labels(spec_json: str) -> dict[str, str]:
     try:
         labels = json.loads(spec_json).get("labels") or {}

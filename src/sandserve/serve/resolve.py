@@ -15,12 +15,13 @@ from pathlib import Path
 from sandserve import config
 from sandserve.engines import engine_class, engine_for_model
 from sandserve.errors import ConfigError
-from sandserve.presets import Preset, find_preset, unknown_preset_error
+from sandserve.presets import Preset, find_preset, not_a_model_file_error, unknown_preset_error
 from sandserve.providers import get_provider
 from sandserve.spec import (
     DEFAULT_BOOT_TIMEOUT,
     DEFAULT_ENGINE,
     DEFAULT_GPUS,
+    MAX_GPUS_PER_SANDBOX,
     AuthMode,
     EngineSettings,
     ProviderName,
@@ -61,6 +62,7 @@ def resolve_spec(
     signed_url_ttl: int | None = None,
     cache_volume: str | None = None,
     hf_token_secret: str | None = None,
+    warm_boot: bool = True,
 ) -> ServeSpec:
     """Build a ServeSpec: preset defaults < explicit arguments (None: not said).
 
@@ -73,15 +75,27 @@ def resolve_spec(
     if model is None:
         model = where.default_preset
     preset = _preset_for(model)
+    # A file no engine can load is refused as a file, never taken for a Hugging Face id.
+    if preset is None and Path(model).expanduser().is_file() and not engine_for_model(model, ""):
+        raise not_a_model_file_error(Path(model).expanduser())
     if engine is None:
         engine = preset.engine if preset else engine_for_model(model, DEFAULT_ENGINE)
     runs = engine_class(engine)
     where.check_engine(runs, model)
     model_id = runs.resolve_model(preset.model if preset else model, preset)
 
-    gpu_types = normalise_gpus(DEFAULT_GPUS if gpus is None else tuple(gpus))
+    if gpus is None:
+        gpus = preset.gpus if preset and preset.gpus else DEFAULT_GPUS
+    gpu_types = normalise_gpus(tuple(gpus))
     if not where.offers_gpus:
         gpu_types = ()  # checked all the same: a misspelt --gpu is an error wherever it is given
+    if gpu_count is not None and gpu_count > 1 and not where.offers_gpus:
+        raise ConfigError(
+            f"--gpus {gpu_count}: the {where.name} provider runs its server on no GPU.",
+            hint="Leave --gpus out, or serve on Daytona (--provider daytona) to split a model over GPUs.",
+        )
+    if gpu_count is None:
+        gpu_count = preset.gpu_count if preset else 1
     resources = Resources(gpu_types=gpu_types, gpu_count=_gpu_count(gpu_count), spot=spot, image=image)
     settings = ProviderSettings(
         target=target,
@@ -89,6 +103,7 @@ def resolve_spec(
         auto_stop_minutes=auto_stop_minutes or 0,
         hf_token_secret=hf_token_secret,
         cache_volume=cache_volume,
+        warm_boot=warm_boot,
     )
     if create_timeout is not None:
         settings = replace(settings, create_timeout=create_timeout)
@@ -110,7 +125,7 @@ def resolve_spec(
         auth=auth_mode,
         api_key=api_key,
         hf_token=hf_token or config.hf_token().value or None,
-        context_length=context_length,
+        context_length=context_length or (preset.context_length if preset else None),
         boot_timeout=boot_timeout,
         delete_on_failure=delete_on_failure,
         labels=dict(labels or {}),
@@ -121,17 +136,17 @@ def resolve_spec(
             tool_call_parser=_parser(tool_call_parser, preset.tool_call_parser if preset else "auto"),
             extra_args=(*(preset.extra_args if preset else ()), *extra_args),
             env={**(preset.env if preset else {}), **(env or {})},
+            data_parallel=preset.data_parallel if preset else False,
         ),
     )
 
 
-def _gpu_count(count: int | None) -> int:
-    if count is None:
-        return 1
-    if count < 1:
+def _gpu_count(count: int) -> int:
+    if not 1 <= count <= MAX_GPUS_PER_SANDBOX:
         raise ConfigError(
-            f"--gpus {count}: a sandbox takes one or more GPUs.",
-            hint="Give --gpus 1 or more (a model too large for one GPU: --gpus 2, 4 or 8).",
+            f"--gpus {count}: a sandbox takes 1 to {MAX_GPUS_PER_SANDBOX} GPUs (all on one machine).",
+            hint="Give --gpus 1, 2, 4 or 8; for more, serve several endpoints behind one gateway "
+            "(`sandserve fleet up`).",
         )
     return count
 

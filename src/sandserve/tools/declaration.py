@@ -24,8 +24,9 @@ inside lists and dicts, values stay as JSON (an Enum's value, a date's ISO text)
 from __future__ import annotations
 
 import inspect
+import os
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,8 @@ class Tool:
     function: Callable[..., Any]
     arguments_model: type[BaseModel] | None = field(default=None, compare=False, repr=False)
     """The pydantic model of the arguments (from the signature); ``check_arguments`` validates with it."""
+    paths: tuple[str, ...] = ()
+    """Files or folders of this machine the tool may read (read-only); it sees no other user data."""
 
     def spec(self) -> dict[str, Any]:
         """The entry for the OpenAI ``tools`` list."""
@@ -81,10 +84,22 @@ class ToolArgumentsError(ValueError):
         super().__init__(f"error: the arguments do not fit {tool_name}'s schema: " + "; ".join(problems))
 
 
-def tool(function: Callable[..., Any]) -> Tool:
-    """Declare ``function`` as a tool (usable as a decorator)."""
+@typing.overload
+def tool(function: Callable[..., Any], *, paths: Sequence[str | os.PathLike[str]] = ()) -> Tool: ...
+@typing.overload
+def tool(*, paths: Sequence[str | os.PathLike[str]] = ()) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    function: Callable[..., Any] | None = None, *, paths: Sequence[str | os.PathLike[str]] = ()
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Declare ``function`` as a tool (usable as a decorator: ``@tool`` or ``@tool(paths=[...])``).
+
+    A tool sees none of this machine's user data (the working directory, home, /srv, /opt...); ``paths``
+    names the files or folders it may read, shown to it read-only at the same place."""
+    if function is None:
+        return lambda function: tool(function, paths=paths)
     if isinstance(function, Tool):
         return function
+    declared = _declared_paths(function, paths)
     name = function.__name__
     if not inspect.isfunction(function) or name == "<lambda>":
         raise ToolDefinitionError(
@@ -102,7 +117,25 @@ def tool(function: Callable[..., Any]) -> Tool:
         source=self_contained_source(function, hints),
         function=function,
         arguments_model=model,
+        paths=declared,
     )
+
+
+def _declared_paths(function: Callable[..., Any], paths: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    declared = []
+    for path in paths:
+        text = os.fspath(path)
+        if not os.path.isabs(text):
+            raise ToolDefinitionError(
+                getattr(function, "__name__", repr(function)),
+                f"the path {text!r} it declares is relative",
+                hint="Declare absolute paths (a tool runs in a folder of its own, not here): "
+                "os.path.abspath(...) or Path(...).resolve().",
+            )
+        declared.append(os.path.normpath(text))
+    return tuple(dict.fromkeys(declared))
 
 
 def tool_specs(tools: list[Tool]) -> list[dict[str, Any]]:

@@ -1,15 +1,18 @@
 """Tool calls on this machine, inside an OS-level boundary: bubblewrap (Linux namespaces).
 
 Each call runs a fresh ``python -I`` in its own bubblewrap sandbox:
-- the whole file system read-only, with the user's home, the sandserve state directory (the ledger holds
-  tokens), /tmp, /var/tmp, /run and /dev/shm replaced by empty private folders; the only writable place is
-  the call's own temporary directory (its cwd, HOME and TMPDIR), removed after the call;
-- the unprivileged user nobody (65534, no capabilities; as root, the real user nobody, so root's own
-  files stay unreadable), and new PID, network (loopback only, nothing listening), IPC, UTS and cgroup
-  namespaces: no network at all, no signal to any process outside;
+- it sees only what the call needs: the system (/usr, /etc and the /bin, /lib links) and the Python
+  interpreter read-only, and its own temporary directory (its cwd, HOME and TMPDIR, removed after the call),
+  the only writable place; nothing of the working directory, home, the sandserve state directory (the
+  ledger holds tokens), /srv, /opt, /mnt or /tmp, unless the tool declares a path it needs
+  (``@tool(paths=[...])``, read-only);
+- an unprivileged user with no capabilities (as root, a fresh user id of its own per call, so root's files
+  stay unreadable and its process count is the call's alone), and new PID, network (loopback only, nothing
+  listening), IPC, UTS, cgroup and user namespaces; no further user namespace can be created inside;
 - killed as a whole at the end: when the call's main process ends (or its wall-clock limit kills it), the
   PID namespace ends and the kernel kills every process left in it, a ``setsid`` child included;
-- CPU, memory and file-size rlimits.
+- CPU, memory, file-size, open-file and process-count rlimits (set before the tool's code runs; no tool can
+  raise them), and, where this machine lets sandserve create one, a pids cgroup of its own.
 On top, an audit hook (refusing sockets, writes outside the folder, starting processes) is kept as an
 extra layer: it guards Python code only, and the boundary does not depend on it.
 
@@ -24,6 +27,7 @@ import functools
 import json
 import math
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -31,17 +35,22 @@ import sys
 import tempfile
 from typing import Any
 
-import platformdirs
-
 from sandserve.errors import ToolIsolationUnavailableError
 from sandserve.tools.declaration import Tool
 from sandserve.tools.outcome import ToolOutcome, last_error_line
+from sandserve.tools.pids_cgroup import PidsCgroup
 
 #: The environment variable that opts in to running tools without OS-level isolation.
 ALLOW_UNISOLATED_ENV = "SANDSERVE_ALLOW_UNISOLATED_TOOLS"
-#: Folders replaced by empty private ones inside the sandbox (when they exist here).
-PRIVATE_FOLDERS = ("/tmp", "/var/tmp", "/run", "/dev/shm")
+#: The system, shown read-only inside the sandbox (a link such as /bin -> usr/bin stays a link).
+SYSTEM_PATHS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: Empty private folders inside the sandbox.
+PRIVATE_FOLDERS = ("/tmp", "/var/tmp", "/run")
 SANDBOX_UID = 65534  # nobody
+#: Tasks of the sandbox's own (bubblewrap, its init, setpriv) on top of the tool's in its pids cgroup.
+CGROUP_OVERHEAD = 8
+#: Fresh user ids for calls run by root: far above any real account's, one drawn per call.
+FRESH_UID_RANGE = (2_000_000_000, 2_100_000_000)
 
 # Runs in the child with `python -I -B -c`: limits, then the audit hook, then the tool. It reads its job from
 # stdin and writes one JSON line to the real stdout; the tool's own prints go to a buffer.
@@ -50,7 +59,8 @@ import io, json, os, resource, sys, traceback
 job = json.loads(sys.stdin.read())
 ROOT = os.path.realpath(job["root"])
 for limit, value in ((resource.RLIMIT_CPU, job["cpu_seconds"]), (resource.RLIMIT_AS, job["memory_bytes"]),
-                     (resource.RLIMIT_FSIZE, job["file_bytes"]), (resource.RLIMIT_CORE, 0)):
+                     (resource.RLIMIT_FSIZE, job["file_bytes"]), (resource.RLIMIT_CORE, 0),
+                     (resource.RLIMIT_NOFILE, job["open_files"]), (resource.RLIMIT_NPROC, job["processes"])):
     resource.setrlimit(limit, (value, value))
 result_channel = sys.stdout
 sys.stdout = io.StringIO()
@@ -141,45 +151,78 @@ def network_namespace_prefix() -> tuple[str, ...]:
     return ()
 
 
-def bubblewrap_argv(binary: str, root: str) -> list[str]:
-    """The command line that confines one call to ``root`` (see the module docstring).
+def bubblewrap_argv(
+    binary: str, root: str, *, readable: tuple[str, ...] = (), fresh_uid: int | None = None
+) -> list[str]:
+    """The command line that confines one call to ``root`` (see the module docstring); ``readable`` are the
+    paths the tool declared, shown read-only.
 
-    As root, bwrap sets the sandbox up with its own privileges and ``setpriv`` then becomes the real
-    unprivileged user nobody (65534) for the tool: it cannot read root's own files (/etc/shadow, keys) even
-    where they are visible. As any other user, a user namespace maps the tool to nobody inside, and it keeps
-    only what that user could read anyway (its home and the state directory are hidden).
+    As root, bwrap sets the sandbox up with its own privileges (so it can show an interpreter under /root),
+    then ``setpriv`` becomes ``fresh_uid``, a user id nothing else runs as, and a second, unprivileged bwrap
+    puts that user in a user namespace where no further one can be made (``--disable-userns``). As any
+    other user, one bwrap does both. Either way the process-count limit counts this call's processes only.
     """
     setpriv = shutil.which("setpriv") if os.geteuid() == 0 else None
-    argv = [binary, "--die-with-parent", "--new-session"]
+    argv = [binary, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
+    argv += ["--unshare-uts", "--unshare-cgroup-try"]
+    if not setpriv:
+        argv += [*_NO_NESTED_USER_NAMESPACES, "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+    for path in SYSTEM_PATHS:
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    argv += ["--dev", "/dev", "--proc", "/proc"]
+    for folder in PRIVATE_FOLDERS:
+        argv += ["--tmpfs", folder]
+    shown = _outermost([*_interpreter_trees(), *(os.path.realpath(path) for path in readable)])
+    made = {"/", *SYSTEM_PATHS, "/dev", "/proc", *PRIVATE_FOLDERS}
+    for path, how in [*((path, "--ro-bind") for path in shown), (root, "--bind")]:
+        if how == "--ro-bind" and any(_under(path, system) for system in SYSTEM_PATHS):
+            continue  # the system is there already
+        for parent in _parents(path):
+            if parent not in made:
+                made.add(parent)
+                argv += ["--perms", "0755", "--dir", parent]  # bwrap's own would be 0700
+        argv += [how, path, path]
+    argv += ["--chdir", root]
     if setpriv:
-        argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    else:
-        argv += ["--unshare-all", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
-    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    hidden = [*PRIVATE_FOLDERS, *_user_folders()]
-    for folder in dict.fromkeys(hidden):
-        if os.path.isdir(folder):
-            argv += ["--tmpfs", folder]
-    # The interpreter may live under a hidden folder (~/.pyenv): put its own tree back, read-only.
-    for tree in dict.fromkeys(_interpreter_trees()):
-        if any(_under(tree, folder) for folder in hidden):
-            argv += ["--ro-bind", tree, tree]
-    argv += ["--bind", root, root, "--chdir", root]
-    if setpriv:
-        uid = str(SANDBOX_UID)
+        uid = str(fresh_uid if fresh_uid is not None else _fresh_uid())
         argv += ["--", setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs"]
+        argv += ["--", binary, *_NO_NESTED_USER_NAMESPACES, "--uid", uid, "--gid", uid, "--bind", "/", "/"]
     return argv
 
 
-def _user_folders() -> list[str]:
-    """The home directory and sandserve's state directory (found as paths.state_dir does, not created)."""
-    state = os.environ.get("SANDSERVE_STATE_DIR") or platformdirs.user_state_dir("sandserve")
-    return [os.path.realpath(folder) for folder in (os.path.expanduser("~"), state)]
+_NO_NESTED_USER_NAMESPACES = ("--unshare-user", "--disable-userns", "--cap-drop", "ALL")
+
+
+def _fresh_uid() -> int:
+    """A user id no account has, drawn at random (no running call shares it, short of a 1-in-10^8 draw)."""
+    import pwd
+
+    while True:
+        uid = secrets.randbelow(FRESH_UID_RANGE[1] - FRESH_UID_RANGE[0]) + FRESH_UID_RANGE[0]
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
 
 
 def _interpreter_trees() -> list[str]:
     trees = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))]
     return [os.path.realpath(tree) for tree in trees]
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """``paths`` without those inside another of them (binding the outer one shows both), in order."""
+    unique = list(dict.fromkeys(paths))
+    return [path for path in unique if not any(other != path and _under(path, other) for other in unique)]
+
+
+def _parents(path: str) -> list[str]:
+    """Every folder above ``path``, outermost first, without ``/``."""
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[: index + 1]) for index in range(len(parts))]
 
 
 def _under(path: str, folder: str) -> bool:
@@ -195,13 +238,18 @@ class LocalToolSandbox:
         timeout: float = 10.0,
         memory_mb: int = 512,
         file_mb: int = 64,
+        max_processes: int = 64,
+        open_files: int = 256,
         allow_unisolated: bool | None = None,
         use_network_namespace: bool = True,
     ) -> None:
         """``allow_unisolated``: run tools even where no OS-level isolation is available (default: only
         when SANDSERVE_ALLOW_UNISOLATED_TOOLS=1); without it, such a machine raises
-        ToolIsolationUnavailableError here, before any tool runs."""
+        ToolIsolationUnavailableError here, before any tool runs. ``max_processes`` bounds the processes
+        (and threads) a call may have at once, the interpreter's own included."""
         self.timeout = timeout
+        self.max_processes = max_processes
+        self.open_files = open_files
         self.memory_bytes = memory_mb * 1024 * 1024
         self.file_bytes = file_mb * 1024 * 1024
         if allow_unisolated is None:
@@ -221,9 +269,11 @@ class LocalToolSandbox:
     def isolation(self) -> str:
         if self._bwrap is not None:
             return (
-                "bubblewrap sandbox as user nobody: read-only system, private tmp, no network, no home or "
-                "state directory, its own PID namespace (all its processes end with the call); audit hook on "
-                "top"
+                "bubblewrap sandbox as an unprivileged user: read-only system, its own scratch folder, "
+                "nothing of the working directory, home, state directory, /srv or /opt unless a tool "
+                f"declares it, no network, at most {self.max_processes} processes, no user namespaces, its "
+                "own PID namespace "
+                "(all its processes end with the call); audit hook on top"
             )
         network = "network namespace (unshare --net)" if self._prefix else "no network namespace"
         return f"NOT ISOLATED (opted in): a local subprocess with rlimits, {network}, and an audit hook only"
@@ -246,10 +296,27 @@ class LocalToolSandbox:
                 "cpu_seconds": max(1, math.ceil(self.timeout)) + 1,
                 "memory_bytes": self.memory_bytes,
                 "file_bytes": self.file_bytes,
+                "open_files": self.open_files,
+                "processes": self.max_processes,
             }
         )
         env = {"HOME": root, "TMPDIR": root, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-        prefix = bubblewrap_argv(self._bwrap, root) if self._bwrap else list(self._prefix)
+        missing = [path for path in tool.paths if not os.path.exists(path)]
+        if missing:
+            return ToolOutcome.failure(
+                f"{tool.name} declares {', '.join(missing)}, which does not exist on this machine"
+            )
+        if not self._bwrap:
+            return self._call(tool, [*self._prefix], job, env, root)
+        cgroup = PidsCgroup.create(self.max_processes + CGROUP_OVERHEAD)
+        prefix = bubblewrap_argv(self._bwrap, root, readable=tool.paths)
+        try:
+            return self._call(tool, [*(cgroup.prefix() if cgroup else []), *prefix], job, env, root)
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
+
+    def _call(self, tool: Tool, prefix: list[str], job: str, env: dict[str, str], root: str) -> ToolOutcome:
         process = subprocess.Popen(
             [*prefix, sys.executable, "-I", "-B", "-c", _BOOTSTRAP],
             stdin=subprocess.PIPE,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sandserve.client.transport import endpoint_errors, post_json
 from sandserve.client.usage import CacheStats, cache_stats
 from sandserve.engines import get_engine
-from sandserve.errors import ConfigError
+from sandserve.errors import CapabilityError, ConfigError
 from sandserve.tools.declaration import Tool, ToolArgumentsError, tool_specs
 
 if TYPE_CHECKING:
@@ -63,6 +63,14 @@ def run_tool_loop(
     **create_kwargs: Any,
 ) -> ToolLoopResult:
     """Run the loop until the model answers (or ``max_rounds`` requests): the answer and every call."""
+    if not endpoint.capabilities().tool_calls:
+        raise CapabilityError(
+            "Tool calling",
+            endpoint.engine,
+            hint="Its chat template has no syntax for tools: serve a model that calls tools (Qwen3, gpt-oss; "
+            "locally `--model tiny` makes forced calls).",
+            model=endpoint.model,
+        )
     by_name = {t.name: t for t in tools}
     if force_tool is not None and force_tool not in by_name:
         raise ConfigError(

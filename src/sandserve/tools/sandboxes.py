@@ -4,9 +4,10 @@
   labelled as sandserve's tool sandbox for that endpoint, network blocked, running each call with
   ``process.code_run``; deleted on ``close()``. This is the real isolation boundary: a separate machine.
 - ``LocalToolSandbox`` (local endpoints, ``tools.local_sandbox``): a fresh ``python -I`` per call inside a
-  bubblewrap sandbox (read-only system, private tmp, no network, no home or state directory, its own PID
-  namespace so every process of the call ends with it), with an audit hook as an extra layer. Where no such
-  isolation is available it refuses to run model-written tools unless the caller opts in.
+  bubblewrap sandbox (read-only system, its own scratch folder, no user data unless the tool declares a path,
+  no network, a process-count limit, its own PID namespace so every process of the call ends with it), with
+  an audit hook as an extra layer. Where no such isolation is available it refuses to run model-written tools
+  unless the caller opts in.
 
 A tool's failure (a crash, bad arguments, a limit hit) is an outcome, not an exception: its text goes back to
 the model as the tool message, which is how the standard loop lets a model recover.
@@ -15,11 +16,9 @@ the model as the tool message, which is how the standard loop lets a model recov
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from typing import Any, Protocol, Self
 
-from sandserve.errors import ToolSandboxError
 from sandserve.providers.base import TOOLS_IN_A_DAYTONA_SANDBOX, TOOLS_ON_THIS_MACHINE
 from sandserve.tools.declaration import Tool
 from sandserve.tools.local_sandbox import LocalToolSandbox, network_namespace_prefix
@@ -72,14 +71,10 @@ def _outcome_from_output(output: str, exit_code: int | None) -> ToolOutcome:
 
 # --- Daytona ------------------------------------------------------------------------------------------------
 
-LABEL_ROLE = "sandserve.role"
-LABEL_TOOLS_FOR = "sandserve.tools-for"
-
 
 class DaytonaToolSandbox:
-    """Tool calls in a Daytona CPU sandbox (created on first use, deleted by ``close()``)."""
-
-    isolation = "Daytona CPU sandbox (separate machine, network blocked)"
+    """Tool calls in a Daytona CPU sandbox (created on first use, deleted by ``close()``); the provider's
+    ``DaytonaCodeSandbox`` creates it and runs each call."""
 
     def __init__(
         self,
@@ -92,84 +87,33 @@ class DaytonaToolSandbox:
     ) -> None:
         """``auto_stop_minutes``: the sandbox is ephemeral, so if this process dies before ``close()``,
         Daytona stops, and so deletes, it after that much idle time."""
-        self.endpoint_id = endpoint_id or "none"
+        from sandserve.providers.daytona_code import DaytonaCodeSandbox
+
         self.timeout = timeout
-        self.allow_network = allow_network
-        self.auto_stop_minutes = auto_stop_minutes
-        self._client = client
-        self._sandbox: Any = None
+        self._box = DaytonaCodeSandbox(
+            endpoint_id, client=client, allow_network=allow_network, auto_stop_minutes=auto_stop_minutes
+        )
+        self.isolation = self._box.isolation
 
     @property
     def sandbox_id(self) -> str | None:
-        return self._sandbox.id if self._sandbox is not None else None
-
-    def _daytona(self) -> Any:
-        if self._client is None:
-            from sandserve.errors import SandserveError
-            from sandserve.providers import get_provider
-
-            try:
-                self._client = get_provider("daytona").client  # type: ignore[attr-defined]
-            except SandserveError as exc:
-                raise ToolSandboxError(
-                    "this endpoint runs on Daytona, so its tool calls run in a Daytona CPU sandbox, and "
-                    f"none can be created: {exc.message} {exc.hint or ''}".strip()
-                ) from exc
-        return self._client
-
-    def _ensure_sandbox(self) -> Any:
-        if self._sandbox is not None:
-            return self._sandbox
-        from daytona import CreateSandboxFromSnapshotParams, DaytonaError
-
-        params = CreateSandboxFromSnapshotParams(
-            language="python",
-            ephemeral=True,
-            auto_stop_interval=self.auto_stop_minutes,
-            network_block_all=not self.allow_network,
-            labels={"sandserve": "1", LABEL_ROLE: "tools", LABEL_TOOLS_FOR: self.endpoint_id},
-        )
-        try:
-            self._sandbox = self._daytona().create(params, timeout=120)
-        except DaytonaError as exc:
-            raise ToolSandboxError(f"creating the CPU sandbox failed ({exc})") from exc
-        return self._sandbox
+        return self._box.sandbox_id
 
     def run(self, tool: Tool, arguments: dict[str, Any]) -> ToolOutcome:
-        from daytona import DaytonaError, DaytonaTimeoutError
-        from daytona_toolbox_api_client.exceptions import ApiException
-
-        sandbox = self._ensure_sandbox()
-        stopped = ToolOutcome.failure(f"{tool.name} did not finish within {self.timeout:g} s and was stopped")
-        try:
-            program = tool_program(tool, arguments)
-            response = sandbox.process.code_run(program, timeout=math.ceil(self.timeout))
-        except DaytonaTimeoutError:
-            return stopped
-        except ApiException as exc:
-            # code_run (SDK 0.226) lets the toolbox client's own exception through, unlike the other calls.
-            if exc.status == 408:
-                return stopped
-            raise ToolSandboxError(
-                f"running {tool.name} in sandbox {sandbox.id} failed ({exc.status}: {exc.reason})"
-            ) from exc
-        except DaytonaError as exc:
-            raise ToolSandboxError(f"running {tool.name} in sandbox {sandbox.id} failed ({exc})") from exc
-        return _outcome_from_output(response.result or "", response.exit_code)
+        if tool.paths:  # checked before a sandbox is made for it
+            return ToolOutcome.failure(
+                f"{tool.name} declares {', '.join(tool.paths)}: paths of the machine that declared it, "
+                "which a Daytona tool sandbox does not have (run it for a local endpoint, or give it the "
+                "data as arguments)"
+            )
+        ran = self._box.run_python(tool_program(tool, arguments), timeout=self.timeout, what=tool.name)
+        if ran.timed_out:
+            stopped = f"{tool.name} did not finish within {self.timeout:g} s and was stopped"
+            return ToolOutcome.failure(stopped)
+        return _outcome_from_output(ran.output, ran.exit_code)
 
     def close(self) -> None:
-        if self._sandbox is None:
-            return
-        from daytona import DaytonaError
-
-        sandbox, self._sandbox = self._sandbox, None
-        try:
-            self._daytona().delete(sandbox, timeout=60)
-        except DaytonaError as exc:
-            raise ToolSandboxError(
-                f"deleting the tool sandbox {sandbox.id} failed ({exc}); it is ephemeral and stops (and is "
-                f"deleted) after {self.auto_stop_minutes} idle minutes"
-            ) from exc
+        self._box.close()
 
     def __enter__(self) -> DaytonaToolSandbox:
         return self

@@ -9,6 +9,7 @@ declared, not when the model calls it.
 
 from __future__ import annotations
 
+import ast
 import datetime
 import dis
 import enum
@@ -32,8 +33,9 @@ def self_contained_source(function: Callable[..., Any], hints: dict[str, Any]) -
             hint="Define the tool in a .py file (not in an interactive session).",
         ) from exc
     lines = source.splitlines()
-    while lines and lines[0].startswith("@"):  # decorators (such as @tool) stay behind
-        lines.pop(0)
+    if lines and lines[0].startswith("@"):  # decorators (such as @tool(paths=[...])) stay behind
+        definition = ast.parse(source).body[0]
+        lines = lines[definition.lineno - 1 :]
     carried = _CarriedTypes(function, hints)
     imports = [_import_line(name, value) for name, value in _globals_used(function, carried).items()]
     # Annotations stay unevaluated, so names used only in them (Literal, Optional) need no import.

@@ -8,21 +8,19 @@ usage reports; nothing is counted on the client.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sandserve.batch import (
-    BatchProgress,
-    BatchRequest,
-    BatchResult,
-    BatchSummary,
-    default_concurrency,
-    run_requests,
-)
+from sandserve.batch import BatchProgress, BatchRequest, BatchResult, default_concurrency, run_requests
+from sandserve.batch.files import JsonlSink
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
+from sandserve.workloads.answers import answers_file, kept_answers, progress, record_progress
 from sandserve.workloads.corpus import AUTHORS, Passage
 
 AUTHOR_QUESTION = f"Which of these authors wrote this passage: {', '.join(AUTHORS)}?"
@@ -126,17 +124,18 @@ class PassReport:
         }
 
     @classmethod
-    def of(cls, question: Question, summary: BatchSummary, results: list[BatchResult]) -> PassReport:
+    def of(cls, question: Question, wall_s: float, results: list[BatchResult]) -> PassReport:
+        """The pass's figures: its answers' own token counts, over the seconds it ran (every run added up)."""
         answered = sum(parse_answer(result, question.key) is not None for result in results)
         return cls(
             question=question.text,
             passages=len(results),
             answered=answered,
             failed=sum(not result.ok for result in results),
-            wall_s=summary.wall_s,
-            input_tokens=summary.input_tokens,
-            output_tokens=summary.output_tokens,
-            cached_tokens=summary.cached_tokens,
+            wall_s=wall_s,
+            input_tokens=sum(result.usage.prompt_tokens for result in results),
+            output_tokens=sum(result.usage.completion_tokens for result in results),
+            cached_tokens=sum(result.usage.cached_tokens for result in results),
         )
 
 
@@ -223,6 +222,59 @@ class ClassificationReport:
 PassProgress = Callable[[str, BatchProgress], None]
 
 
+async def _one_pass(
+    endpoint: Endpoint,
+    question: str,
+    requests: list[BatchRequest],
+    answers_dir: Path | None,
+    *,
+    concurrency: int,
+    order: str,
+    on_progress: Callable[[BatchProgress], None] | None,
+) -> tuple[list[BatchResult], float]:
+    """Every answer of one pass (those kept by an earlier run included), and the seconds it ran in all."""
+    results = kept_answers(answers_dir, question) if answers_dir else []
+    done = {result.custom_id for result in results}
+    earlier_s = float(progress(answers_dir).get(question, {}).get("wall_s", 0.0)) if answers_dir else 0.0
+    started = time.monotonic()
+    with _keeping(answers_dir, question) as keep:
+
+        def take(result: BatchResult) -> None:
+            results.append(result)
+            keep(result)
+
+        try:
+            await run_requests(
+                endpoint,
+                [request for request in requests if request.custom_id not in done],
+                take,
+                concurrency=concurrency,
+                order=order,  # type: ignore[arg-type]
+                on_progress=on_progress,
+            )
+        finally:  # Ctrl-C included: the seconds this pass ran and how far it got
+            if answers_dir is not None:
+                record_progress(
+                    answers_dir,
+                    question,
+                    wall_s=earlier_s + time.monotonic() - started,
+                    answered=len(results),
+                    total=len(requests),
+                )
+    return results, earlier_s + time.monotonic() - started
+
+
+@contextlib.contextmanager
+def _keeping(answers_dir: Path | None, question: str) -> Iterator[Callable[[BatchResult], None]]:
+    """Where each answer of a pass is kept as it comes (nowhere without ``answers_dir``)."""
+    if answers_dir is None:
+        yield lambda result: None
+        return
+    answers_dir.mkdir(parents=True, exist_ok=True)
+    with JsonlSink(answers_file(answers_dir, question)) as sink:
+        yield sink
+
+
 def _for_pass(on_progress: PassProgress | None, name: str) -> Callable[[BatchProgress], None] | None:
     if on_progress is None:
         return None
@@ -237,23 +289,29 @@ async def classify(
     order: str = "input",
     concurrency: int | None = None,
     on_progress: PassProgress | None = None,
+    answers_dir: Path | None = None,
 ) -> ClassificationReport:
-    """Run both passes over ``passages`` and score pass 1 against the true authors."""
+    """Run both passes over ``passages`` and score pass 1 against the true authors.
+
+    ``answers_dir``: every answer is kept there as it comes (workloads/answers.py), and the answers an earlier
+    run kept there are not asked again: a run stopped by Ctrl-C or a failure goes on where it stopped.
+    """
     answers: dict[str, list[BatchResult]] = {}
     reports: dict[str, PassReport] = {}
     for question in (AUTHOR, SETTING):
-        results: list[BatchResult] = []
-        summary = await run_requests(
+        requests = [answer_request(endpoint, passage, question, temperature) for passage in passages]
+        results, wall_s = await _one_pass(
             endpoint,
-            [answer_request(endpoint, passage, question, temperature) for passage in passages],
-            results.append,
+            question.name,
+            requests,
+            answers_dir,
             concurrency=concurrency or min(len(passages), default_concurrency(endpoint)),
-            order=order,  # type: ignore[arg-type]
+            order=order,
             on_progress=_for_pass(on_progress, question.name),
         )
         by_id = {result.custom_id: result for result in results}
-        answers[question.name] = [by_id[f"{question.name}/{passage.id}"] for passage in passages]
-        reports[question.name] = PassReport.of(question, summary, answers[question.name])
+        answers[question.name] = [by_id[request.custom_id] for request in requests]
+        reports[question.name] = PassReport.of(question, wall_s, answers[question.name])
     return ClassificationReport(
         model=endpoint.model,
         engine=endpoint.engine,

@@ -16,7 +16,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -95,15 +95,21 @@ class TourSettings:
     """The tiny random-weight model: force the tool call, keep budgets small, say so."""
     max_tokens: int
     schema_max_tokens: int
+    bounded_strings: bool = False
+    """Strings of the JSON schema bounded (40 plain characters): a small model on a CPU can otherwise write
+    one string for thousands of tokens, minutes at a CPU's pace."""
 
 
 def settings_for(endpoint: Endpoint) -> TourSettings:
     if endpoint.serves_random_model:
-        return TourSettings(random_model=True, max_tokens=48, schema_max_tokens=512)
+        return TourSettings(random_model=True, max_tokens=48, schema_max_tokens=512, bounded_strings=True)
+    if get_engine(endpoint.engine).runs_on_cpu:
+        return TourSettings(random_model=False, max_tokens=1024, schema_max_tokens=512, bounded_strings=True)
     return TourSettings(random_model=False, max_tokens=4096, schema_max_tokens=4096)
 
 
-def run_tour(endpoint: Endpoint) -> Iterator[TourStep]:
+def run_tour(endpoint: Endpoint, only: Collection[str] | None = None) -> Iterator[TourStep]:
+    """Each step in turn (``only``: just the steps with these keys, e.g. ``{"tool_calls"}``)."""
     settings = settings_for(endpoint)
     client = endpoint.openai(timeout=300, max_retries=0)
     steps: list[tuple[str, str, Callable[[], TourStep]]] = [
@@ -119,6 +125,8 @@ def run_tour(endpoint: Endpoint) -> Iterator[TourStep]:
         ("messages", "Anthropic Messages", lambda: _agent_step("messages", endpoint, settings)),
     ]
     for key, title, run in steps:
+        if only is not None and key not in only:
+            continue
         try:
             yield run()
         except EndpointUnavailableError:
@@ -230,11 +238,12 @@ def _json_schema(endpoint: Endpoint, client: Any, settings: TourSettings) -> Tou
     question = HAIKU_PROMPT
     schema = HAIKU_SCHEMA
     lines = [f"asked: {question}"]
-    if settings.random_model:
-        # A random model rarely ends a free string by itself; and its byte-level tokens can leave broken UTF-8
-        # (shown as U+FFFD) inside a merely length-bounded string. Short ASCII patterns avoid both.
+    if settings.bounded_strings:
+        # A random or small model may not end a free string soon; and a random model's byte-level tokens can
+        # leave broken UTF-8 (shown as U+FFFD) inside a merely length-bounded string. Short ASCII patterns
+        # avoid both.
         schema = bounded_haiku_schema()
-        lines.append("strings limited to 40 plain ASCII characters for the random model")
+        lines.append("strings limited to 40 plain ASCII characters (a small model on a CPU)")
     constraint = pick_constraint(json_schema=schema)
     reply = ask(
         endpoint,
