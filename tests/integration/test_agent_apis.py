@@ -316,7 +316,7 @@ def test_local_endpoint_serves_both_agent_apis(llama_server, tiny_model, auth):
     )
     assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
     refused = httpx.post(f"{endpoint.url}/v1/responses", json={"input": "Hi"}, timeout=10)
-    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert refused.status_code == 401 and refused.json()["error"]["code"].startswith("missing_")
 
 
 # --- a fleet ---------------------------------------------------------------------------------------------
