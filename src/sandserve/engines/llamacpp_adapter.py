@@ -11,6 +11,8 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
   grammar lets a ``<think>`` block come first, which its output parser then rejects with HTTP 500;
 - SGLang's native ``/generate`` (text, sampling_params with regex / ebnf / json_schema, stream) and
   ``/health_generate`` (a real one-token generation) are translated to llama-server's ``/completion``;
+- the agent APIs (``/v1/responses``, ``/v1/messages``) pass through, with the request rewrites of
+  ``llamacpp_agents.py`` (a Responses JSON schema), and auth refusals on Messages in Anthropic's shape;
 - credentials come from the environment, never the command line: ``SANDSERVE_ACCESS_TOKEN`` is required on
   every request in the ``x-daytona-preview-token`` header (as the Daytona preview proxy does), and
   ``SANDSERVE_API_KEY`` as ``Authorization: Bearer`` (as SGLang's ``--api-key`` does: health routes stay
@@ -43,8 +45,10 @@ from aiohttp import web
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.admission import AdmissionQueue, admission_middleware, slots_from_command
+from sandserve.engines.agent_refusals import refusal
 from sandserve.engines.auth_errors import auth_error_body
 from sandserve.engines.gbnf import regex_to_gbnf
+from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
@@ -126,9 +130,9 @@ def _auth(access_token: str | None, api_key: str | None, inside_key: str | None)
         from_inside = inside_key is not None and _same(bearer, inside_key)
         token = request.headers.get(PREVIEW_TOKEN_HEADER)
         if access_token and not from_inside and not _same(token, access_token):
-            return web.json_response(auth_error_body("token", sent=bool(token)), status=401)
+            return refusal(request.path, auth_error_body("token", sent=bool(token)))
         if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
-            return web.json_response(auth_error_body("key", sent=bool(bearer)), status=401)
+            return refusal(request.path, auth_error_body("key", sent=bool(bearer)))
         return await handler(request)
 
     return middleware
@@ -144,6 +148,8 @@ def _same(given: str | None, expected: str) -> bool:
 def _passthrough(upstream: Upstream) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if body and (rewrite := REQUEST_REWRITES.get(request.path)) is not None:
+            body = rewrite(body)
         return await _forward(upstream, request, request.method, request.path_qs, body or None, None)
 
     return handler
