@@ -161,16 +161,23 @@ def test_the_sdk_check_catches_an_import(tmp_path: Path) -> None:
 
 
 def engine_vocabulary() -> tuple[set[str], tuple[str, ...]]:
-    """Each engine's own routes (its readiness, server-info and load routes) and its metric prefixes."""
-    from sandserve.engines import ENGINE_NAMES, engine_class
+    """Each engine's own routes (readiness, server info, load, raw generation, tokenize, chat template) and
+    its metric prefixes."""
+    from sandserve.engines import ENGINE_NAMES, get_engine
 
     routes: set[str] = set()
     prefixes: set[str] = set()
-    for engine in map(engine_class, ENGINE_NAMES):  # the built-in ones (a test may register its own)
+    for engine in map(get_engine, ENGINE_NAMES):  # the built-in ones (a test may register its own)
+        calls = [
+            engine.generate_call("m", "text", None, {"max_new_tokens": 1}),
+            engine.tokenize_call("text"),
+            engine.template_call([{"role": "user", "content": "text"}]),
+        ]
         routes |= {
             engine.readiness.path,
             engine.info_path,
             *([engine.load_route] if engine.load_route else []),
+            *(call.path for call in calls if call is not None),
         }
         prefixes |= {name.split(":", 1)[0] + ":" for name in engine.metric_names.values()}
     return routes - OPENAI_ROUTES, tuple(sorted(prefixes))
@@ -202,6 +209,7 @@ def _engine_words(path: Path, routes: set[str], prefixes: tuple[str, ...]) -> li
 def test_engine_routes_and_metric_names_stay_in_engines() -> None:
     routes, prefixes = engine_vocabulary()
     assert {"/health_generate", "/server_info", "/v1/loads", "/props", "/slots"} <= routes
+    assert {"/generate", "/tokenize", "/apply-template"} <= routes
     assert prefixes == ("llamacpp:", "sglang:")
     found = {
         str(p.relative_to(PACKAGE_DIR)): lines
@@ -219,5 +227,7 @@ def test_the_engine_word_check_catches_a_route_and_a_metric(tmp_path: Path) -> N
         'LOADS = "/v1/loads"\n'
         'RUNNING = f"sglang:num_running_reqs {1}"\n'
         'CHAT = "/v1/chat/completions"\n'
+        'post(endpoint, "/tokenize", {"content": text})\n'
+        'BATCH_URLS = ("/v1/completions", "/generate")\n'
     )
-    assert _engine_words(sample, routes, prefixes) == [2, 3]
+    assert _engine_words(sample, routes, prefixes) == [2, 3, 5, 6]

@@ -31,6 +31,7 @@ from sandserve.batch.types import (
 from sandserve.client.transport import server_message
 from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
+from sandserve.engines.base import NATIVE_GENERATE_ROUTE
 from sandserve.errors import EndpointUnavailableError
 
 #: Status codes that mean "try again later"; other 4xx with an error body are the request's own fault.
@@ -193,7 +194,7 @@ class Client:
 
     def _payload(self, request: BatchRequest) -> bytes:
         body = request.body
-        if request.url != "/generate" and "model" not in body and self._endpoint.model:
+        if request.url != NATIVE_GENERATE_ROUTE and "model" not in body and self._endpoint.model:
             body = {**body, "model": self._endpoint.model}
         return dumps(body)
 

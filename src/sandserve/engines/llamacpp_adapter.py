@@ -41,6 +41,7 @@ from aiohttp import web
 
 from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.auth_errors import auth_error_body
+from sandserve.engines.base import NATIVE_GENERATE_ROUTE
 from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.errors import SandserveError
 
@@ -97,7 +98,7 @@ def build_app(
         middlewares=[_auth(access_token, api_key, inside_key)], client_max_size=64 * 1024 * 1024
     )
     app.router.add_post("/v1/chat/completions", _chat(upstream))
-    app.router.add_post("/generate", _generate(upstream))
+    app.router.add_post(NATIVE_GENERATE_ROUTE, _generate(upstream))
     app.router.add_route("*", "/health_generate", _health_generate(upstream))
     app.router.add_route("*", "/{tail:.*}", _passthrough(upstream))
 
