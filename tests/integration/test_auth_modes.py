@@ -20,9 +20,10 @@ from standins.daytona_api import DaytonaStandin
 from sandserve.client.chat import ChatOptions
 from sandserve.client.connect import connect
 from sandserve.client.transport import endpoint_errors
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.errors import EndpointUnavailableError
 from sandserve.providers.daytona import DaytonaProvider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
 from sandserve.serve.resolve import resolve_spec

@@ -19,9 +19,10 @@ import pytest
 from conftest import TESTS_DIR, parse_exports, run_cli, sandserve_command, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.errors import ColocatedRunError, ToolSandboxError
 from sandserve.providers.daytona import DaytonaProvider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
 from sandserve.serve.resolve import resolve_spec

@@ -21,7 +21,6 @@ import pytest
 from conftest import TESTS_DIR, parse_exports, run_cli, sandserve_command, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.errors import (
     ConfigError,
     EngineDiedError,
@@ -30,6 +29,7 @@ from sandserve.errors import (
     SandboxCreateTimeoutError,
 )
 from sandserve.providers.daytona import LABEL_ENDPOINT, DaytonaProvider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State

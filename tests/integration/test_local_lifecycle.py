@@ -16,10 +16,10 @@ import httpx
 import pytest
 from conftest import parse_exports, run_cli, sandserve_command
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit
 from sandserve.engines.tinymodel import write_corrupt_model
 from sandserve.errors import BootTimeoutError, EngineDiedError, LedgerCorruptError
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State

@@ -183,26 +183,26 @@ def engine_vocabulary() -> tuple[set[str], tuple[str, ...]]:
     return routes - OPENAI_ROUTES, tuple(sorted(prefixes))
 
 
-def _engine_words(path: Path, routes: set[str], prefixes: tuple[str, ...]) -> list[int]:
-    """Lines with a string (not a docstring) that is an engine's route or starts with its metric prefix."""
+def _strings(path: Path) -> list[tuple[int, str]]:
+    """Every string in the code (f-strings' literal parts too), with its line; docstrings (a string standing
+    alone as a statement: a module's, a function's, an attribute's) left out."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     docstrings = {
-        id(node.body[0].value)
+        id(node.value)
         for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
     }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def _engine_words(path: Path, routes: set[str], prefixes: tuple[str, ...]) -> list[int]:
+    """Lines with a string (not a docstring) that is an engine's route or starts with its metric prefix."""
     return sorted(
-        {
-            node.lineno
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and id(node) not in docstrings
-            and (node.value.split("?")[0] in routes or node.value.startswith(prefixes))
-        }
+        {line for line, text in _strings(path) if text.split("?")[0] in routes or text.startswith(prefixes)}
     )
 
 
@@ -231,3 +231,37 @@ def test_the_engine_word_check_catches_a_route_and_a_metric(tmp_path: Path) -> N
         'BATCH_URLS = ("/v1/completions", "/generate")\n'
     )
     assert _engine_words(sample, routes, prefixes) == [2, 3, 5, 6]
+
+
+#: The headers of Daytona's preview proxy: only providers/ names them (an engine is told the one it checks, an
+#: endpoint carries the ones its provider gave it).
+DAYTONA_HEADERS = (
+    "x-daytona-preview-token",
+    "x-daytona-skip-preview-warning",
+    "x-daytona-skip-last-activity-update",
+)
+
+
+def _daytona_headers(path: Path) -> list[int]:
+    return sorted({line for line, text in _strings(path) if any(h in text.lower() for h in DAYTONA_HEADERS)})
+
+
+def test_daytona_headers_stay_in_providers() -> None:
+    found = {
+        str(p.relative_to(PACKAGE_DIR)): lines
+        for p in _outside("providers")
+        if (lines := _daytona_headers(p))
+    }
+    assert not found, f"a Daytona header named outside providers/: {found}"
+
+
+def test_the_header_check_catches_a_header(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        '"""Sends X-Daytona-Skip-Preview-Warning (a docstring may say so)."""\n'
+        'TOKEN = "x-daytona-preview-token"\n'
+        "hint = f\"curl -H 'X-Daytona-Preview-Token: {token}'\"\n"
+        'PROBE = {"X-Daytona-Skip-Last-Activity-Update": "true"}\n'
+        'PLAIN = "Authorization"\n'
+    )
+    assert _daytona_headers(sample) == [2, 3, 4]

@@ -12,7 +12,8 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
 - SGLang's native ``/generate`` (text, sampling_params with regex / ebnf / json_schema, stream) and
   ``/health_generate`` (a real one-token generation) are translated to llama-server's ``/completion``;
 - credentials come from the environment, never the command line: ``SANDSERVE_ACCESS_TOKEN`` is required on
-  every request in the ``x-daytona-preview-token`` header (as the Daytona preview proxy does), and
+  every request in the header ``SANDSERVE_TOKEN_HEADER`` names (the local provider names the Daytona preview
+  proxy's, as that proxy checks it), and
   ``SANDSERVE_API_KEY`` as ``Authorization: Bearer`` (as SGLang's ``--api-key`` does: health routes stay
   open). ``SANDSERVE_INSIDE_KEY``, sent as ``Authorization: Bearer``, stands in for the token: it is what code
   run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
@@ -39,13 +40,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.auth_errors import auth_error_body
 from sandserve.engines.base import NATIVE_GENERATE_ROUTE
 from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
+#: The header the access token comes in: the provider's choice (the local one emulates Daytona's).
+TOKEN_HEADER_ENV = "SANDSERVE_TOKEN_HEADER"
 API_KEY_ENV = "SANDSERVE_API_KEY"
 INSIDE_KEY_ENV = "SANDSERVE_INSIDE_KEY"
 LISTENING_LINE = "sandserve adapter: listening on"
@@ -68,6 +70,8 @@ _NOT_RETURNED = frozenset(
 _JSON_FORMATS = ("json_schema", "json_object")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The app's token header: never passed on to llama-server.
+TOKEN_HEADER = web.AppKey("token_header", str)
 
 
 class Upstream:
@@ -92,11 +96,22 @@ class Upstream:
 
 
 def build_app(
-    upstream: Upstream, access_token: str | None, api_key: str | None, inside_key: str | None = None
+    upstream: Upstream,
+    access_token: str | None,
+    api_key: str | None,
+    inside_key: str | None = None,
+    token_header: str | None = None,
 ) -> web.Application:
+    """``access_token``, when set, is required in the ``token_header`` header of every request."""
+    if access_token and not token_header:
+        raise SandserveError(
+            f"The adapter has an access token but no header to read it from: set {TOKEN_HEADER_ENV}."
+        )
     app = web.Application(
-        middlewares=[_auth(access_token, api_key, inside_key)], client_max_size=64 * 1024 * 1024
+        middlewares=[_auth(access_token, token_header, api_key, inside_key)],
+        client_max_size=64 * 1024 * 1024,
     )
+    app[TOKEN_HEADER] = token_header or ""
     app.router.add_post("/v1/chat/completions", _chat(upstream))
     app.router.add_post(NATIVE_GENERATE_ROUTE, _generate(upstream))
     app.router.add_route("*", "/health_generate", _health_generate(upstream))
@@ -110,14 +125,17 @@ def build_app(
     return app
 
 
-def _auth(access_token: str | None, api_key: str | None, inside_key: str | None) -> Any:
+def _auth(
+    access_token: str | None, token_header: str | None, api_key: str | None, inside_key: str | None
+) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         from_inside = inside_key is not None and _same(bearer, inside_key)
-        token = request.headers.get(PREVIEW_TOKEN_HEADER)
-        if access_token and not from_inside and not _same(token, access_token):
-            return web.json_response(auth_error_body("token", sent=bool(token)), status=401)
+        token = request.headers.get(token_header) if token_header else None
+        if access_token and token_header and not from_inside and not _same(token, access_token):
+            body = auth_error_body("token", sent=bool(token), token_header=token_header)
+            return web.json_response(body, status=401)
         if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
             return web.json_response(auth_error_body("key", sent=bool(bearer)), status=401)
         return await handler(request)
@@ -150,7 +168,8 @@ async def _forward(
 ) -> web.StreamResponse:
     """Send the request on; stream the answer back. ``rewrite`` edits each JSON answer or SSE chunk."""
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
-    headers.pop(PREVIEW_TOKEN_HEADER, None)
+    if token_header := request.app[TOKEN_HEADER]:
+        headers = {k: v for k, v in headers.items() if k.lower() != token_header.lower()}
     headers.update(upstream.headers)
     try:
         answer = await upstream.client().request(method, upstream.base + target, data=body, headers=headers)
@@ -401,11 +420,13 @@ def free_port() -> int:
 async def serve(host: str, port: int, command: list[str]) -> int:
     """Start llama-server, answer in front of it, and end with it (its exit code is ours)."""
     access_token = os.environ.get(ACCESS_TOKEN_ENV) or None
+    token_header = os.environ.get(TOKEN_HEADER_ENV) or None
     api_key = os.environ.get(API_KEY_ENV) or None
     inside_key = os.environ.get(INSIDE_KEY_ENV) or None
     private_key = secrets.token_urlsafe(24)
     private_port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in (ACCESS_TOKEN_ENV, API_KEY_ENV, INSIDE_KEY_ENV)}
+    ours = (ACCESS_TOKEN_ENV, TOKEN_HEADER_ENV, API_KEY_ENV, INSIDE_KEY_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     env["LLAMA_API_KEY"] = private_key
     server = await asyncio.create_subprocess_exec(
         *command,
@@ -418,7 +439,8 @@ async def serve(host: str, port: int, command: list[str]) -> int:
         preexec_fn=_die_with_parent,
     )
     runner = web.AppRunner(
-        build_app(Upstream(private_port, private_key), access_token, api_key, inside_key), access_log=None
+        build_app(Upstream(private_port, private_key), access_token, api_key, inside_key, token_header),
+        access_log=None,
     )
     await runner.setup()
     try:
