@@ -123,6 +123,25 @@ def smollm2_endpoint(llama_server: Path, smollm2_model: Path) -> Iterator[Endpoi
 FAKE_SGLANG = TESTS_DIR / "standins" / "fake_sglang"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """SGLang's protocol models (its pinned wheel, which the SGLang stand-in checks everything with) are
+    fetched once into the cache before integration tests run, as the llama.cpp build is: never inside a
+    test's timed boot. The fast tier needs no wheel."""
+    if any("integration" in item.path.parts for item in session.items):
+        from standins.sglang_protocol import protocol_dir
+
+        protocol_dir()
+
+
+def sglang_image_env() -> dict[str, str]:
+    """What a stand-in sandbox started from the SGLang image finds: ``python -m sglang.launch_server`` (the
+    SGLang stand-in) and SGLang's own protocol models (its wheel, fetched once into this machine's cache: a
+    sandbox has a HOME, and so a cache directory, of its own)."""
+    from standins.sglang_protocol import DIR_ENV, protocol_dir
+
+    return {"PYTHONPATH": str(FAKE_SGLANG), DIR_ENV: str(protocol_dir())}
+
+
 def sglang_daytona_standin(**options: Any) -> DaytonaStandin:
     """A Daytona stand-in whose sandboxes serve what the stock SGLang image serves: ``python3 -m
     sglang.launch_server`` is the SGLang stand-in (tests/standins/sglang_server.py), run by this environment's
@@ -131,7 +150,7 @@ def sglang_daytona_standin(**options: Any) -> DaytonaStandin:
     from standins.daytona_api import DaytonaStandin
 
     extra_env = {
-        "PYTHONPATH": str(FAKE_SGLANG),
+        **sglang_image_env(),
         "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
         "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
         **options.pop("extra_env", {}),

@@ -22,6 +22,7 @@ from sandserve.spec import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
     # Aliased: the method ``Endpoint.openai`` would shadow the module inside the class body.
+    import anthropic as anthropic_sdk
     import openai as openai_sdk
 
 
@@ -176,6 +177,23 @@ class Endpoint:
             default_headers=self.headers or None,
             **kwargs,
         )
+
+    def anthropic(self, **kwargs: Any) -> anthropic_sdk.Anthropic:
+        """An ``anthropic.Anthropic`` on this endpoint's Anthropic Messages API (``pip install
+        'sandserve[anthropic]'``). A key goes as ``Authorization: Bearer`` (SGLang's ``--api-key`` reads no
+        ``x-api-key``); the preview token as its header."""
+        import anthropic
+
+        return anthropic.Anthropic(**self._anthropic_kwargs(), **kwargs)
+
+    def async_anthropic(self, **kwargs: Any) -> anthropic_sdk.AsyncAnthropic:
+        import anthropic
+
+        return anthropic.AsyncAnthropic(**self._anthropic_kwargs(), **kwargs)
+
+    def _anthropic_kwargs(self) -> dict[str, Any]:
+        auth = {"auth_token": self.api_key} if self.api_key else {"api_key": "EMPTY"}
+        return {"base_url": self.url, "default_headers": self.headers or None, **auth}
 
     def litellm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``litellm.completion`` / ``acompletion`` (add ``messages``)."""

@@ -56,6 +56,10 @@ class Capabilities:
     native_generate: bool = False
     tool_calls: bool = True
     cache_report: bool = True
+    responses_tools: bool = True
+    """Function tools on ``/v1/responses`` (SGLang 0.5.12.post1's ResponsesRequest refuses them)."""
+    responses_json_schema: bool = True
+    """A JSON schema in the Responses API's ``text.format`` enforced (SGLang 0.5.12.post1 ignores it)."""
 
     def as_dict(self) -> dict[str, bool]:
         return dict(self.__dict__)

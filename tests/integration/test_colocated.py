@@ -16,7 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TESTS_DIR, parse_exports, run_cli, sandserve_command, take_everything_down
+from conftest import (
+    parse_exports,
+    run_cli,
+    sandserve_command,
+    sglang_image_env,
+    take_everything_down,
+)
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import Endpoint
@@ -28,8 +34,6 @@ from sandserve.serve import lifecycle
 from sandserve.serve.resolve import resolve_spec
 from sandserve.tools.declaration import tool
 from sandserve.tools.sandboxes import DaytonaToolSandbox, LocalToolSandbox, tool_runner_for
-
-FAKE_SGLANG = TESTS_DIR / "standins" / "fake_sglang"
 
 # Reads an uploaded file, asks the server one question through the OpenAI SDK, writes both under out/.
 SCRIPT = """
@@ -56,7 +60,7 @@ print(
 def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
     standin = DaytonaStandin(
         extra_env={
-            "PYTHONPATH": str(FAKE_SGLANG),
+            **sglang_image_env(),
             "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
             "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
         },

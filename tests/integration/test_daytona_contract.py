@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TESTS_DIR, run_cli, take_everything_down
+from conftest import run_cli, sglang_image_env, take_everything_down
 from standins.daytona_api import DaytonaStandin
 from standins.hf_hub import HubStandin
 
@@ -28,14 +28,12 @@ from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry
 from sandserve.serve.resolve import resolve_spec
 
-FAKE_SGLANG = TESTS_DIR / "standins" / "fake_sglang"
-
 
 @pytest.fixture
 def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
     standin = DaytonaStandin(
         extra_env={
-            "PYTHONPATH": str(FAKE_SGLANG),
+            **sglang_image_env(),
             "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
             "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
         },

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TESTS_DIR, parse_exports, run_cli, sandserve_command, take_everything_down
+from conftest import (
+    parse_exports,
+    run_cli,
+    sandserve_command,
+    sglang_image_env,
+    take_everything_down,
+)
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.errors import (
@@ -35,8 +41,6 @@ from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
 from sandserve.serve.resolve import resolve_spec
 
-FAKE_SGLANG = TESTS_DIR / "standins" / "fake_sglang"
-
 
 @pytest.fixture
 def daytona(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[DaytonaStandin]:
@@ -45,7 +49,7 @@ def daytona(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Daytona
     )  # absent: the SGLang stand-in keeps answering 503 (still warming up)
     standin = DaytonaStandin(
         extra_env={
-            "PYTHONPATH": str(FAKE_SGLANG),
+            **sglang_image_env(),
             "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
             "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
         },

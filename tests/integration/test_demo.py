@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TESTS_DIR, sandserve_command, take_everything_down
+from conftest import sandserve_command, sglang_image_env, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.serve.ledger import Registry, State
@@ -66,7 +66,7 @@ def test_demo_without_a_key_answers_in_english_from_smollm2(llama_server, smollm
 def test_demo_with_a_key_in_dotenv_serves_gpt_oss_on_daytona():
     standin = DaytonaStandin(
         extra_env={
-            "PYTHONPATH": str(TESTS_DIR / "standins" / "fake_sglang"),
+            **sglang_image_env(),
             "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
             "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
         },

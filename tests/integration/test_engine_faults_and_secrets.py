@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import parse_exports, run_cli, sandserve_command
+from conftest import parse_exports, run_cli, sandserve_command, sglang_image_env
 
 from sandserve.batch.files import errors_path
 from sandserve.endpoint import Endpoint
@@ -175,14 +175,14 @@ def test_sglang_in_a_sandbox_gets_its_key_from_the_environment_and_its_log_is_ma
     command line, and neither the boot log echoed by `up` nor `logs` may show it."""
     import sys
 
-    from conftest import TESTS_DIR, take_everything_down
+    from conftest import take_everything_down
     from standins.daytona_api import DaytonaStandin
 
     from sandserve.providers.local import free_port
 
     standin = DaytonaStandin(
         extra_env={
-            "PYTHONPATH": str(TESTS_DIR / "standins" / "fake_sglang"),
+            **sglang_image_env(),
             "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
             "SANDSERVE_FAKE_SGLANG_WARMUP_SECONDS": "0.2",
         },

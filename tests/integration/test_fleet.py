@@ -180,6 +180,8 @@ def test_workers_join_and_leave_while_it_serves_and_down_leaves_nothing():
     current = fleet_status(fleet.id)[0]
     assert [w.endpoint_id for w in current.workers] == [fleet.members[1].endpoint_id, added.endpoint_id]
     assert all(w.healthy and w.running for w in current.workers)
+    # Each worker's boot, from its receipt: a local provider keeps no snapshots, so every boot is cold.
+    assert all(w.boot is not None and w.boot.startswith("cold ") for w in current.workers)
     gateway_pid = fleet.gateway.pid
     fleet = Fleet.from_record(Registry().get(fleet.id))
     pids, ports = [gateway_pid, *worker_pids(fleet).values()], ports_of(fleet)
@@ -268,6 +270,24 @@ def test_daytona_workers_are_public_previews_registered_with_their_keys(daytona)
     sandbox_ids = [registry.get(m.endpoint_id).sandbox.sandbox_id for m in fleet.members]
     fleet_down(fleet.id)
     assert set(sandbox_ids) <= set(daytona.deleted_ids)
+
+
+def test_daytona_workers_of_a_spec_captured_once_boot_warm_in_the_next_fleet(daytona):
+    daytona.max_snapshot_size_gb = 40.0  # an organisation whose limit holds gpt-oss-20b's ~24 GB
+    spec = resolve_spec(provider="daytona")
+    fleet = fleet_up(spec, 1, "round_robin")
+    [worker] = fleet_status(fleet.id)[0].workers
+    assert worker.boot is not None and worker.boot.startswith("cold ")
+    fleet_down(fleet.id)  # its cold worker's golden snapshot is captured before its sandbox goes
+    assert [s.dto.state.value for s in daytona.snapshots.values()] == ["active"]
+
+    fleet = fleet_up(spec, 1, "round_robin")
+    [worker] = fleet_status(fleet.id)[0].workers
+    assert worker.boot is not None and worker.boot.startswith("warm ")
+    sandbox = daytona.sandboxes[Registry().get(worker.endpoint_id).sandbox.sandbox_id]
+    assert sandbox.snapshot == next(iter(daytona.snapshots.values())).dto.name
+    assert ask(fleet).usage.completion_tokens > 0
+    fleet_down(fleet.id)
 
 
 # --- failures -----------------------------------------------------------------------------------------------

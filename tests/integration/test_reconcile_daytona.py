@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TESTS_DIR, take_everything_down
+from conftest import sglang_image_env, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.providers.daytona import DaytonaProvider
@@ -37,7 +37,7 @@ lifecycle.up(resolve_spec(provider="daytona", port=free_port()), events=DieWhile
 def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
     standin = DaytonaStandin(
         extra_env={
-            "PYTHONPATH": str(TESTS_DIR / "standins" / "fake_sglang"),
+            **sglang_image_env(),
             "SANDSERVE_FAKE_SGLANG_LOG_STEP": "0",
         },
         path_prepend=[Path(sys.executable).parent],

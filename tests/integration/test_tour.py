@@ -22,6 +22,8 @@ FEATURES = [
     "ebnf",
     "tool_calls",
     "prefix_cache",
+    "responses",
+    "messages",
 ]
 
 
@@ -69,6 +71,8 @@ def test_tour_on_sglang_passes_everything():
         tool_step = next(step for step in steps if step.key == "tool_calls")
         assert "forced" not in tool_step.note  # a real model picks the tool itself
         assert any("Lisbon" in line for line in tool_step.lines)
+        responses = next(step for step in steps if step.key == "responses")
+        assert "no function tools, a JSON schema" in responses.note  # what SGLang 0.5.12.post1 leaves out
 
         result = subprocess.run(
             [*sandserve_command(), "tour"],

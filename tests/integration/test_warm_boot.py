@@ -214,7 +214,7 @@ def test_snapshots_verb_lists_and_deletes_and_down_all_keeps_them(daytona):
     assert listed.returncode == 0, listed.stderr
     [header, row] = [line.split("\t") for line in listed.stdout.splitlines()]
     assert header == ["name", "spec", "size", "created", "last used", "state"]
-    assert row[0] == name and row[1].startswith("gpt-oss-20b (openai/gpt-oss-20b)") and row[-1] == "active"
+    assert row[0] == name and row[1] == "gpt-oss-20b" and row[-1] == "active"
 
     endpoint, *_ = _up(spec)
     assert run_cli("down", "--all", "--yes").returncode == 0

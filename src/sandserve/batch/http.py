@@ -32,6 +32,13 @@ from sandserve.client.transport import server_message
 from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
 from sandserve.engines.base import NATIVE_GENERATE_ROUTE
+from sandserve.engines.priority import (
+    BATCH_PRIORITY,
+    PRIORITY_FIELD,
+    Priority,
+    request_fields,
+    request_headers,
+)
 from sandserve.errors import EndpointUnavailableError
 
 #: Status codes that mean "try again later"; other 4xx with an error body are the request's own fault.
@@ -127,8 +134,11 @@ class Client:
         max_retries: int,
         backoff: Backoff,
         on_retry: Any,
+        priority: Priority = BATCH_PRIORITY,
     ) -> None:
         self._endpoint = endpoint
+        self._priority_fields = request_fields(priority)
+        self._priority_headers = request_headers(priority)
         self._session = session
         self._watcher = watcher
         self._max_retries = max_retries
@@ -196,11 +206,13 @@ class Client:
         body = request.body
         if request.url != NATIVE_GENERATE_ROUTE and "model" not in body and self._endpoint.model:
             body = {**body, "model": self._endpoint.model}
+        if PRIORITY_FIELD not in body:  # a request that names its own priority keeps it
+            body = {**body, **self._priority_fields}
         return dumps(body)
 
     async def _attempt(self, url: str, payload: bytes) -> Answer | Failure:
         try:
-            async with self._session.post(url, data=payload) as response:
+            async with self._session.post(url, data=payload, headers=self._priority_headers) as response:
                 raw = await response.read()
                 status = response.status
                 request_id = response.headers.get("x-request-id", "")

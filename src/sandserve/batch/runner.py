@@ -42,6 +42,7 @@ from sandserve.batch.files import (
     write_json_atomically,
 )
 from sandserve.batch.http import Client, Unfinished, Watcher, json_session, preflight
+from sandserve.batch.pace import Aimd, InFlightGate, paced
 from sandserve.batch.prefix import offset_collector, plan_prefix_waves, plan_waves
 from sandserve.batch.tally import ProgressReporter, Tally
 from sandserve.batch.types import (
@@ -60,6 +61,7 @@ from sandserve.batch.types import (
     ResultSink,
 )
 from sandserve.endpoint import Endpoint
+from sandserve.engines.priority import BATCH_PRIORITY, Priority, check_priority
 from sandserve.errors import BatchIncompleteError, ConfigError, EndpointUnavailableError
 
 DEFAULT_BACKOFF = Backoff()
@@ -110,6 +112,7 @@ async def run_batch(
     backoff: Backoff = DEFAULT_BACKOFF,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     on_progress: ProgressCallback | None = None,
+    priority: Priority = BATCH_PRIORITY,
 ) -> BatchSummary:
     """Send every request of the batch file ``input_path``; successes go to ``output_path``, errors to
     ``errors_path(output_path)``.
@@ -122,10 +125,16 @@ async def run_batch(
     EndpointUnavailableError when the endpoint cannot be reached before the first request, and
     BatchIncompleteError (after writing the summary) when requests are left without a result. Chat and
     completions bodies without a ``model`` get the endpoint's.
+
+    Every request carries ``priority`` (low: people's requests to the same endpoint go first) unless its
+    body names one. With ``concurrency`` left out, the in-flight count also follows the endpoint's queue
+    (batch.pace): it drops while higher-priority requests wait there and climbs back when they stop.
     """
     started = time.monotonic()
     input_path, output_path = Path(input_path), Path(output_path)
     _check_settings(order, max_retries, request_timeout_s)
+    priority = check_priority(priority)
+    adaptive = concurrency is None
     concurrency = _resolve_concurrency(endpoint, concurrency)
     check_paths(input_path, output_path)
     with OutputLock(output_path):
@@ -152,6 +161,8 @@ async def run_batch(
             backoff=backoff,
             request_timeout_s=request_timeout_s,
             on_progress=on_progress,
+            priority=priority,
+            adaptive=adaptive,
         )
         sink = BatchOutputSink(
             output_path, retry_errors=retry_errors, errors_in_output=previous.failed_in_output
@@ -176,11 +187,10 @@ async def run_batch(
                 tally.stopped_because = error.message
             except asyncio.CancelledError:  # Ctrl-C: the summary of what was done is written all the same
                 tally.stopped_because = INTERRUPTED_REASON
-                write_json_atomically(
-                    summary_path(output_path), tally.summary(concurrency=concurrency, order=order).to_dict()
-                )
+                interrupted = tally.summary(concurrency=concurrency, order=order, priority=priority)
+                write_json_atomically(summary_path(output_path), interrupted.to_dict())
                 raise
-        summary = tally.summary(concurrency=concurrency, order=order)
+        summary = tally.summary(concurrency=concurrency, order=order, priority=priority)
         write_json_atomically(summary_path(output_path), summary.to_dict())
     if not summary.complete:
         raise _incomplete(summary, scan.count)
@@ -198,6 +208,8 @@ async def run_requests(
     backoff: Backoff = DEFAULT_BACKOFF,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     on_progress: ProgressCallback | None = None,
+    priority: Priority = BATCH_PRIORITY,
+    adaptive: bool | None = None,
 ) -> BatchSummary:
     """Send requests built in code; ``sink`` receives each final BatchResult as it comes (in finishing order).
 
@@ -205,8 +217,13 @@ async def run_requests(
     materialises it. Pass an open ``JsonlSink(path)`` as the sink to write an OpenAI batch output file (with
     ``read_finished_ids(path)`` to leave out what an earlier run finished), or a list's ``append`` to keep the
     results. Requests left without a final answer reach no sink: BatchIncompleteError says how many.
+    ``priority`` and the load-following in-flight count are as in :func:`run_batch`; ``adaptive`` (default:
+    when ``concurrency`` is left out) makes ``concurrency`` a ceiling that the batch drops below while
+    higher-priority requests wait.
     """
     _check_settings(order, max_retries, request_timeout_s)
+    priority = check_priority(priority)
+    adaptive = concurrency is None if adaptive is None else adaptive
     concurrency = _resolve_concurrency(endpoint, concurrency)
     if order == "prefix":
         requests = list(requests)
@@ -230,12 +247,14 @@ async def run_requests(
             backoff=backoff,
             request_timeout_s=request_timeout_s,
             on_progress=on_progress,
+            priority=priority,
+            adaptive=adaptive,
         )
     except EndpointUnavailableError as error:
         tally.stopped_because = error.message
         if total is None:
             tally.unknown_remaining = True
-    summary = tally.summary(concurrency=concurrency, order=order)
+    summary = tally.summary(concurrency=concurrency, order=order, priority=priority)
     if not summary.complete:
         raise _incomplete(summary, total)
     return summary
@@ -324,22 +343,37 @@ async def _execute(
     backoff: Backoff,
     request_timeout_s: float,
     on_progress: ProgressCallback | None,
+    priority: Priority = BATCH_PRIORITY,
+    adaptive: bool = False,
 ) -> None:
-    """Send the waves one after another, each through the same fixed pool of ``concurrency`` workers."""
+    """Send the waves one after another, each through the same pool of ``concurrency`` workers, of which
+    as many send at once as the gate lets through (all, unless the run follows the endpoint's load)."""
     timeout = aiohttp.ClientTimeout(total=request_timeout_s, sock_connect=DEFAULT_CONNECT_TIMEOUT_S)
     reporter = ProgressReporter(on_progress, tally)
-    async with json_session(endpoint, connections=concurrency, timeout=timeout) as session:
+    tally.pace = Aimd(concurrency) if adaptive else None
+    gate = InFlightGate(concurrency)
+    async with (
+        json_session(endpoint, connections=concurrency, timeout=timeout) as session,
+        paced(endpoint, priority, tally.pace, gate),
+    ):
         client = Client(
-            endpoint, session, Watcher(), max_retries=max_retries, backoff=backoff, on_retry=tally.count_retry
+            endpoint,
+            session,
+            Watcher(),
+            max_retries=max_retries,
+            backoff=backoff,
+            on_retry=tally.count_retry,
+            priority=priority,
         )
         reporter.report()
         try:
             for wave in waves:
                 requests = iter(wave)
-                # The workers share one iterator: each takes the next request when it is free, so at most
-                # `concurrency` requests exist at a time, however long the (possibly streamed) input is.
+                # The workers share one iterator: each takes the next request when it is let through, so at
+                # most `concurrency` requests exist at a time, however long the (possibly streamed) input is.
                 workers = [
-                    _worker(endpoint, requests, client, sink, tally, reporter) for _ in range(concurrency)
+                    _worker(endpoint, requests, client, sink, tally, reporter, gate)
+                    for _ in range(concurrency)
                 ]
                 await _run_all(workers)
         finally:
@@ -353,13 +387,18 @@ async def _worker(
     sink: ResultSink,
     tally: Tally,
     reporter: ProgressReporter,
+    gate: InFlightGate,
 ) -> None:
-    for request in requests:
-        tally.in_flight += 1
-        try:
-            outcome = await client.send(request)
-        finally:
-            tally.in_flight -= 1
+    while True:
+        async with gate:
+            request = next(requests, None)
+            if request is None:
+                return
+            tally.in_flight += 1
+            try:
+                outcome = await client.send(request)
+            finally:
+                tally.in_flight -= 1
         if isinstance(outcome, Unfinished):
             tally.give_up(outcome)
             if tally.consecutive_unfinished >= GIVE_UP_AFTER_CONSECUTIVE_FAILURES:

@@ -8,6 +8,7 @@ from array import array
 from collections import Counter
 
 from sandserve.batch.http import Unfinished
+from sandserve.batch.pace import Aimd
 from sandserve.batch.types import BatchProgress, BatchResult, BatchSummary, ProgressCallback, rate
 
 PROGRESS_INTERVAL_S = 0.25
@@ -36,6 +37,8 @@ class Tally:
         self.consecutive_unfinished = 0
         self._latencies = array("d")
         self._started = started
+        self.pace: Aimd | None = None
+        """Set when the run follows the endpoint's load (batch.pace)."""
 
     def add(self, result: BatchResult) -> None:
         self.consecutive_unfinished = 0
@@ -80,9 +83,11 @@ class Tally:
             cached_tokens=self.cached_tokens,
             elapsed_s=self.elapsed_s(),
             unfinished=self.gave_up,
+            in_flight_limit=self.pace.limit if self.pace else None,
+            concurrency=self.pace.ceiling if self.pace else None,
         )
 
-    def summary(self, *, concurrency: int, order: str) -> BatchSummary:
+    def summary(self, *, concurrency: int, order: str, priority: str = "low") -> BatchSummary:
         wall_s = self.elapsed_s()
         latencies = sorted(self._latencies)
         return BatchSummary(
@@ -108,6 +113,9 @@ class Tally:
             unfinished=self.unfinished(),
             stopped_because=self.stopped_because,
             pending_examples=dict(self.pending_examples),
+            priority=priority,
+            lowest_in_flight=self.pace.lowest if self.pace else None,
+            times_yielded=self.pace.decreases if self.pace else 0,
         )
 
 

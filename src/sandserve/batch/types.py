@@ -125,6 +125,10 @@ class BatchProgress:
     elapsed_s: float
     unfinished: int = 0
     """Requests that gave up on this run without a final answer (sent again by the next run)."""
+    in_flight_limit: int | None = None
+    """How many requests the batch keeps in flight now, when it follows the endpoint's load (batch.pace);
+    below ``concurrency`` while it makes room for higher-priority requests."""
+    concurrency: int | None = None
 
     @property
     def requests_per_s(self) -> float:
@@ -171,6 +175,12 @@ class BatchSummary:
     """Why the run stopped before every request had a result; None when it completed."""
     pending_examples: dict[str, str] = dataclasses.field(default_factory=dict)
     """Up to 20 unfinished custom_ids with the last failure each saw."""
+    priority: str = "low"
+    """The priority every request was sent with."""
+    lowest_in_flight: int | None = None
+    """When the batch followed the endpoint's load: the fewest requests it kept in flight (None: fixed)."""
+    times_yielded: int = 0
+    """How many times it lowered its in-flight count because higher-priority requests were waiting."""
 
     @property
     def complete(self) -> bool:

@@ -112,6 +112,11 @@ class BatchProgressView:
             f"cached {100 * cached:.0f}%"
             + (f"  errors {p.failed}" if p.failed else "")
             + (f"  no answer yet {p.unfinished}" if p.unfinished else "")
+            + (
+                f" yield {p.in_flight_limit}/{p.concurrency}"
+                if p.in_flight_limit is not None and p.concurrency and p.in_flight_limit < p.concurrency
+                else ""
+            )
         )
         if description:
             self._progress.update(

@@ -91,7 +91,7 @@ def fleet() -> None:
     default="sglang-router",
     show_default=True,
     help="Which model gateway routes (behind smg every worker takes the gateway's key: it passes the "
-    "client's key on).",
+    "client's key on). Anthropic Messages (/v1/messages) need smg.",
 )
 @click.option(
     "--min",

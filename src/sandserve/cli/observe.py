@@ -212,6 +212,13 @@ def _print_ceiling(requests: int | None) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--api",
+    type=click.Choice(["chat", "responses", "messages"]),
+    default="chat",
+    show_default=True,
+    help="Which API the requests use: chat completions, Responses or Anthropic Messages.",
+)
+@click.option(
     "--output",
     "output_dir",
     type=click.Path(path_type=Path),
@@ -220,6 +227,12 @@ def _print_ceiling(requests: int | None) -> None:
 )
 @click.option(
     "--client-ceiling", is_flag=True, help="Measure this client against an instant local server instead."
+)
+@click.option(
+    "--background",
+    metavar="FILE|random",
+    help="Interactive requests at --rate while a batch (an OpenAI batch file, or random prompts) runs: idle, "
+    "under a batch without priority, under one with it.",
 )
 @reports_errors
 def bench(endpoint_id: str | None, endpoint_option: str | None, **options: Any) -> None:
@@ -230,6 +243,15 @@ def bench(endpoint_id: str | None, endpoint_option: str | None, **options: Any) 
     """
     if options["client_ceiling"]:
         _print_ceiling(options["requests"])
+        return
+    if options["background"]:
+        from sandserve.cli.observe_background import run_background
+
+        options["rate_values"] = _numbers(options["rate_text"], "--rate")
+        source = None if options["dataset"] == "classify" else _source(options["dataset"], options, None)
+        if source is None:
+            raise click.UsageError("--background takes the random, shared-prefix or jsonl dataset.")
+        run_background(endpoint_id, options, source)
         return
     from sandserve.cli.bench_view import LevelProgressView, interrupted_lines, show_levels
     from sandserve.cli.console import err, out
@@ -259,7 +281,13 @@ def bench(endpoint_id: str | None, endpoint_option: str | None, **options: Any) 
             _numbers(options["concurrency_text"] or "1,4,16", "--concurrency"),
             options["requests"],
         )
-    config = BenchConfig(plan, slo=parse_slo(options["slo"]), warmup=options["warmup"], seed=options["seed"])
+    config = BenchConfig(
+        plan,
+        slo=parse_slo(options["slo"]),
+        warmup=options["warmup"],
+        seed=options["seed"],
+        api=options["api"],
+    )
     from sandserve.observe.top import load_endpoints_for
 
     # Every argument is checked before the endpoint is asked anything (the corpus prompts need the endpoint).
@@ -268,7 +296,8 @@ def bench(endpoint_id: str | None, endpoint_option: str | None, **options: Any) 
     endpoint = connect(endpoint_id)
     load_endpoints = load_endpoints_for(endpoint_id)
     source = source or _source(options["dataset"], options, endpoint)
-    err.print(f"[bold cyan]::[/] benchmarking {endpoint.model} at {endpoint.url} ({source.describe()})")
+    api = "" if options["api"] == "chat" else f", {options['api']} API"
+    err.print(f"[bold cyan]::[/] benchmarking {endpoint.model} at {endpoint.url} ({source.describe()}{api})")
 
     def on_level(level: Any) -> None:
         for warning in level.warnings:

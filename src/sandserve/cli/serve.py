@@ -392,8 +392,14 @@ def logs(endpoint_id: str | None, endpoint_option: str | None, follow: bool, sho
 @main.command("env")
 @click.argument("endpoint_id", metavar="[ID]", required=False)
 @endpoint_option(default="ledger")
+@click.option(
+    "--for",
+    "client",
+    type=click.Choice(["claude-code", "codex", "openai", "anthropic", "litellm"]),
+    help="What that client or agent tool needs instead (its variables; config lines as comments).",
+)
 @reports_errors
-def env_(endpoint_id: str | None, endpoint_option: str | None) -> None:
+def env_(endpoint_id: str | None, endpoint_option: str | None, client: str | None) -> None:
     """Print the export lines for an endpoint again (eval "$(sandserve env)")."""
     from sandserve.serve.ledger import Registry
 
@@ -403,6 +409,13 @@ def env_(endpoint_id: str | None, endpoint_option: str | None) -> None:
             f"{record.id} never became ready ({record.shown_state}).",
             hint=f"`sandserve logs {record.id}` shows why.",
         )
+    if client is not None:
+        from sandserve.cli.agent_env import check_route_served, client_lines
+
+        check_route_served(record, client)
+        for line in client_lines(record.endpoint, client):
+            click.echo(line)
+        return
     for line in record.endpoint.export_lines():
         click.echo(line)
 

@@ -36,7 +36,7 @@ def snapshots(ctx: click.Context, as_json: bool) -> None:
         return
     columns = [
         Column("name", keep=True),
-        Column("spec", cut=True),
+        Column("spec", keep=True),
         Column("size", drop_order=3),
         Column("created", drop_order=2),
         Column("last used", drop_order=1),

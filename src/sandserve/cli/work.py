@@ -20,7 +20,9 @@ from sandserve.cli.values import TEMPERATURE, Seconds
 @click.argument("output_path", metavar="OUT.jsonl", type=click.Path(path_type=Path))
 @endpoint_option("endpoint_id")
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), help="Requests in flight (default: from the server)."
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Requests in flight, fixed (default: from the server, lowered while people's requests wait).",
 )
 @click.option(
     "--order",
@@ -45,6 +47,13 @@ from sandserve.cli.values import TEMPERATURE, Seconds
     help="Seconds one attempt of one request may take before it is retried.",
 )
 @click.option("--retry-errors", is_flag=True, help="Send again the requests in OUT.errors.jsonl.")
+@click.option(
+    "--priority",
+    type=click.Choice(["low", "normal", "high"]),
+    default="low",
+    show_default=True,
+    help="Batch work goes behind people's requests to the same endpoint; normal competes with them.",
+)
 @reports_errors
 def batch(
     input_path: Path,
@@ -55,6 +64,7 @@ def batch(
     max_retries: int,
     request_timeout: float,
     retry_errors: bool,
+    priority: str,
 ) -> None:
     """Run an OpenAI batch file (JSONL) against the endpoint; OUT is resumable.
 
@@ -85,6 +95,7 @@ def batch(
                 retry_errors=retry_errors,
                 request_timeout_s=request_timeout,
                 on_progress=view.update,
+                priority=priority,  # type: ignore[arg-type]  # click.Choice allows only the Priority values
             )
     except BatchIncompleteError as error:
         if error.summary is not None:
@@ -137,6 +148,13 @@ def _count_lines(path: Path) -> int:
     type=click.Path(path_type=Path),
     help="Where the report goes (default: runs/classify-<time>).",
 )
+@click.option(
+    "--priority",
+    type=click.Choice(["low", "normal", "high"]),
+    default="low",
+    show_default=True,
+    help="Batch work goes behind people's requests to the same endpoint; normal competes with them.",
+)
 @reports_errors
 def classify(
     endpoint_id: str | None,
@@ -147,6 +165,7 @@ def classify(
     order: str,
     concurrency: int | None,
     run_dir: Path | None,
+    priority: str,
 ) -> None:
     """The guide's workload: 273 passages of 13 books, classified by author, then indoors or outdoors."""
     import asyncio
@@ -191,6 +210,7 @@ def classify(
                         f"pass {1 if name == 'author' else 2} - {name}",
                     ),
                     answers_dir=kept,
+                    priority=priority,  # type: ignore[arg-type]  # click.Choice allows only the Priority values
                 )
             )
     except KeyboardInterrupt:

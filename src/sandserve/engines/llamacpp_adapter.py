@@ -11,13 +11,17 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
   grammar lets a ``<think>`` block come first, which its output parser then rejects with HTTP 500;
 - SGLang's native ``/generate`` (text, sampling_params with regex / ebnf / json_schema, stream) and
   ``/health_generate`` (a real one-token generation) are translated to llama-server's ``/completion``;
+- the agent APIs (``/v1/responses``, ``/v1/messages``) pass through, with the request rewrites of
+  ``llamacpp_agents.py`` (a Responses JSON schema), and auth refusals on Messages in Anthropic's shape;
 - credentials come from the environment, never the command line: ``SANDSERVE_ACCESS_TOKEN`` is required on
   every request in the header ``SANDSERVE_TOKEN_HEADER`` names (the local provider names the Daytona preview
   proxy's, as that proxy checks it), and
   ``SANDSERVE_API_KEY`` as ``Authorization: Bearer`` (as SGLang's ``--api-key`` does: health routes stay
   open). ``SANDSERVE_INSIDE_KEY``, sent as ``Authorization: Bearer``, stands in for the token: it is what code
   run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
-  llama-server itself gets a random key of its own, so its private port serves no one else.
+  llama-server itself gets a random key of its own, so its private port serves no one else;
+- generation requests wait for a slot by priority (admission.py): llama-server itself serves first come,
+  first served.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hmac
 import json
 import os
 import secrets
@@ -40,9 +43,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sandserve.engines.auth_errors import auth_error_body
+from sandserve.engines.adapter_auth import auth_middleware
+from sandserve.engines.admission import AdmissionQueue, admission_middleware, slots_from_command
 from sandserve.engines.base import NATIVE_GENERATE_ROUTE
 from sandserve.engines.gbnf import regex_to_gbnf
+from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
@@ -51,7 +56,6 @@ TOKEN_HEADER_ENV = "SANDSERVE_TOKEN_HEADER"
 API_KEY_ENV = "SANDSERVE_API_KEY"
 INSIDE_KEY_ENV = "SANDSERVE_INSIDE_KEY"
 LISTENING_LINE = "sandserve adapter: listening on"
-OPEN_ROUTES = frozenset({"/health", "/health_generate"})
 _NOT_FORWARDED = frozenset(
     {
         "connection",
@@ -100,6 +104,7 @@ def build_app(
     access_token: str | None,
     api_key: str | None,
     inside_key: str | None = None,
+    admission: AdmissionQueue | None = None,
     token_header: str | None = None,
 ) -> web.Application:
     """``access_token``, when set, is required in the ``token_header`` header of every request."""
@@ -107,11 +112,13 @@ def build_app(
         raise SandserveError(
             f"The adapter has an access token but no header to read it from: set {TOKEN_HEADER_ENV}."
         )
-    app = web.Application(
-        middlewares=[_auth(access_token, token_header, api_key, inside_key)],
-        client_max_size=64 * 1024 * 1024,
-    )
+    middlewares = [auth_middleware(access_token, token_header, api_key, inside_key)]
+    if admission is not None:
+        middlewares.append(admission_middleware(admission))
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app[TOKEN_HEADER] = token_header or ""
+    if admission is not None:
+        app.router.add_get("/metrics", _metrics(upstream, admission))
     app.router.add_post("/v1/chat/completions", _chat(upstream))
     app.router.add_post(NATIVE_GENERATE_ROUTE, _generate(upstream))
     app.router.add_route("*", "/health_generate", _health_generate(upstream))
@@ -125,34 +132,14 @@ def build_app(
     return app
 
 
-def _auth(
-    access_token: str | None, token_header: str | None, api_key: str | None, inside_key: str | None
-) -> Any:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        from_inside = inside_key is not None and _same(bearer, inside_key)
-        token = request.headers.get(token_header) if token_header else None
-        if access_token and token_header and not from_inside and not _same(token, access_token):
-            body = auth_error_body("token", sent=bool(token), token_header=token_header)
-            return web.json_response(body, status=401)
-        if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
-            return web.json_response(auth_error_body("key", sent=bool(bearer)), status=401)
-        return await handler(request)
-
-    return middleware
-
-
-def _same(given: str | None, expected: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
-
-
 # --- pass-through ----------------------------------------------------------------------------------------
 
 
 def _passthrough(upstream: Upstream) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if body and (rewrite := REQUEST_REWRITES.get(request.path)) is not None:
+            body = rewrite(body)
         return await _forward(upstream, request, request.method, request.path_qs, body or None, None)
 
     return handler
@@ -222,6 +209,23 @@ def _loading(exc: BaseException) -> web.Response:
         "type": "unavailable",
     }
     return web.json_response({"error": error}, status=503)
+
+
+def _metrics(upstream: Upstream, admission: AdmissionQueue) -> Handler:
+    """llama-server's /metrics with the admission queue's own gauges after it."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            async with upstream.client().get(upstream.base + "/metrics", headers=upstream.headers) as answer:
+                text = await answer.text()
+                status = answer.status
+        except aiohttp.ClientError as exc:
+            return _loading(exc)
+        if status == 200:
+            text = text.rstrip("\n") + "\n" + admission.metrics_text()
+        return web.Response(status=status, text=text, content_type="text/plain")
+
+    return handler
 
 
 # --- chat: SGLang's shapes -------------------------------------------------------------------------------
@@ -438,8 +442,12 @@ async def serve(host: str, port: int, command: list[str]) -> int:
         stdin=asyncio.subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
     )
+    slots = slots_from_command(command)
+    admission = AdmissionQueue(slots) if slots else None
     runner = web.AppRunner(
-        build_app(Upstream(private_port, private_key), access_token, api_key, inside_key, token_header),
+        build_app(
+            Upstream(private_port, private_key), access_token, api_key, inside_key, admission, token_header
+        ),
         access_log=None,
     )
     await runner.setup()

@@ -20,15 +20,19 @@ from sandserve.engines.base import (
     ReadinessProbe,
 )
 from sandserve.engines.load_formats import LoadFields, parse_v1_loads
+from sandserve.engines.priority import sglang_flags as sglang_priority_flags
 from sandserve.errors import ConfigError
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import GpuVendor, ServeSpec
 
-#: SGLang's own images of the release sandserve speaks to (facts/sglang.md), per GPU vendor.
+#: The SGLang release sandserve speaks to: its images' tag, and the wheel whose own protocol models the tests'
+#: SGLang stand-in checks every request and answer against, so the two never drift apart.
+SGLANG_VERSION = "0.5.12.post1"
+#: SGLang's own images of that release (facts/sglang.md), per GPU vendor.
 #: The AMD image is built for gfx950 (MI350X/MI355X, the AMD GPU on offer); MI300X would take -rocm720-mi30x.
 SGLANG_IMAGES = {
-    GpuVendor.NVIDIA: "lmsysorg/sglang:v0.5.12.post1-cu130",
-    GpuVendor.AMD: "lmsysorg/sglang:v0.5.12.post1-rocm720-mi35x",
+    GpuVendor.NVIDIA: f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130",
+    GpuVendor.AMD: f"lmsysorg/sglang:v{SGLANG_VERSION}-rocm720-mi35x",
 }
 
 TOOL_CALL_PARSERS = (
@@ -195,6 +199,9 @@ class SGLangEngine(Engine):
         native_generate=True,
         tool_calls=True,
         cache_report=True,
+        # ResponsesRequest.tools takes only web_search_preview / code_interpreter, and has no `text` field.
+        responses_tools=False,
+        responses_json_schema=False,
     )
     # /health_generate runs a real one-token generation; /v1/models answers 200 before the model can serve.
     readiness = ReadinessProbe("GET", "/health_generate")
@@ -263,6 +270,8 @@ class SGLangEngine(Engine):
             argv += ["--tool-call-parser", settings.tool_call_parser]
         if spec.context_length:
             argv += ["--context-length", str(spec.context_length)]
+        # Batch work sends a low priority, so people's requests go ahead of its queue (engines/priority.py).
+        argv += sglang_priority_flags(settings.extra_args)
         gpus = spec.resources.gpu_count if spec.uses_gpu else 1
         if gpus > 1 and not set(settings.extra_args) & _PARALLEL_FLAGS:  # a flag of the user's own wins
             argv += ["--dp-size" if settings.data_parallel else "--tp-size", str(gpus)]

@@ -22,6 +22,7 @@ import httpx
 
 from sandserve.endpoint import Endpoint
 from sandserve.engines.base import Launch
+from sandserve.engines.priority import GATEWAY_PRIORITY_FLAGS
 from sandserve.errors import ConfigError, GatewayDiedError, GatewayError
 from sandserve.fleet.model import DEFAULT_GATEWAY, Member, gateway_handle
 from sandserve.paths import logs_dir
@@ -97,6 +98,8 @@ def gateway_launch(
     if gateway == "smg":
         # smg retries a worker that is not ready at registration only every 30 s by default.
         argv += ["--worker-startup-check-interval", "1"]
+        # Admission by the x-smg-priority header: batch work (bulk) waits behind people's requests.
+        argv += list(GATEWAY_PRIORITY_FLAGS)
     if worker_urls:
         argv += ["--worker-urls", *worker_urls]
     argv += list(extra_args)

@@ -22,6 +22,9 @@ GATEWAYS: tuple[str, ...] = get_args(GatewayName)
 #: gateway's key: one key for the whole fleet instead of a key per worker.
 DEFAULT_GATEWAY: GatewayName = "sglang-router"
 KEY_PASSING_GATEWAYS = frozenset({"smg"})
+#: Gateways that route Anthropic Messages (/v1/messages): smg 1.13 does; sglang-router 0.3.2 answers 404 (both
+#: route /v1/responses). A fleet an Anthropic client or Claude Code talks to needs ``--gateway smg``.
+MESSAGES_GATEWAYS = frozenset({"smg"})
 
 
 @dataclass

@@ -21,6 +21,7 @@ import aiohttp
 from sandserve.endpoint import Endpoint
 from sandserve.errors import ConfigError, EndpointUnavailableError
 from sandserve.masking import mask_secrets
+from sandserve.observe.agent_stream import ROUTES, Api
 from sandserve.observe.bench_results import (
     BenchResult,
     LevelProgress,
@@ -33,7 +34,7 @@ from sandserve.observe.bench_results import (
 from sandserve.observe.datasets import BenchPrompt, PromptSource
 from sandserve.observe.loads import EndpointLoad, LoadProbe, combine, endpoint_secrets
 from sandserve.observe.metrics import RequestRecord, Slo, level_metrics
-from sandserve.observe.stream import bench_session, chat_body, stream_chat
+from sandserve.observe.stream import bench_session, stream_chat
 
 Mode = Literal["concurrency", "rate", "sweep"]
 #: Above this share of one core the client, not the server, may be what a level measured.
@@ -95,6 +96,8 @@ class BenchConfig:
     sample_interval_s: float = 0.2
     seed: int = 0
     timeout_s: float = 600.0
+    api: Api = "chat"
+    """Which API the requests go to: chat completions, the Responses API or Anthropic Messages."""
 
 
 class BenchRun:
@@ -112,7 +115,8 @@ class BenchRun:
         self.load_endpoints = load_endpoints or [endpoint]
         self.source = source
         self.config = config
-        self.url = endpoint.base_url + "/chat/completions"
+        route, self._body, self._read = ROUTES[config.api]
+        self.url = endpoint.url + route
         plan = config.plan
         self.result = BenchResult(
             endpoint=public_endpoint(endpoint),
@@ -126,6 +130,7 @@ class BenchRun:
                 "slo": config.slo.to_dict(),
                 "sample_interval_s": config.sample_interval_s,
                 "seed": config.seed,
+                "api": config.api,
                 "load_sampled_from": [e.id for e in self.load_endpoints],
             },
             started_at=time.time(),
@@ -211,8 +216,8 @@ class BenchRun:
             raise EndpointUnavailableError(where, f"every warm-up request failed: {reason}")
 
     async def _send(self, session: aiohttp.ClientSession, prompt: BenchPrompt, record: RequestRecord) -> None:
-        body = chat_body(self.endpoint.model, prompt.messages, prompt.max_tokens, prompt.extra)
-        await stream_chat(session, self.url, body, record)
+        body = self._body(self.endpoint.model, prompt.messages, prompt.max_tokens, prompt.extra)
+        await stream_chat(session, self.url, body, record, self._read)
 
     async def _read_load(self, probe: LoadProbe) -> EndpointLoad:
         if self.load_endpoints == [self.endpoint]:

@@ -43,9 +43,16 @@ _REPLICA_LABELS = frozenset({"tp_rank", "pp_rank", "attn_tp_rank", "moe_ep_rank"
 
 
 def _per_rank(samples: dict[str, list[Sample]], name: str) -> list[float]:
-    """One value per distinct series once replica labels are set aside (the largest replica is kept)."""
+    """One value per distinct series once replica labels are set aside (the largest replica is kept).
+
+    With priority scheduling SGLang's queue gauges carry the total under ``priority=""`` beside one series
+    per priority (metrics_collector.py ``_log_gauge_queue_count``): the per-priority series are then left out,
+    so nothing is counted twice."""
     series: dict[tuple[tuple[str, str], ...], float] = {}
-    for sample in samples.get(name, ()):
+    found = samples.get(name, [])
+    if any(s.labels.get("priority") == "" for s in found) and any(s.labels.get("priority") for s in found):
+        found = [s for s in found if s.labels.get("priority") == ""]
+    for sample in found:
         if math.isnan(sample.value) or math.isinf(sample.value):
             continue
         key = tuple(sorted((k, v) for k, v in sample.labels.items() if k not in _REPLICA_LABELS))

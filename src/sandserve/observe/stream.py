@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -66,14 +67,32 @@ _STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _CONNECTION_LOST = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
 
 
-async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes, record: RequestRecord) -> None:
+#: Reads one parsed SSE ``data:`` payload into the record (text timestamps, usage), given its arrival time.
+ChunkReader = Callable[[dict[str, Any], RequestRecord, float], None]
+
+
+def read_chat_chunk(chunk: dict[str, Any], record: RequestRecord, now: float) -> None:
+    if _text_in(chunk):
+        record.chunk_times.append(now)
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and usage:
+        _read_usage(record, usage)
+
+
+async def stream_chat(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    record: RequestRecord,
+    read: ChunkReader = read_chat_chunk,
+) -> None:
     """POST ``body`` to ``url`` and fill ``record`` as the stream arrives; never raises for a server's error
     (the record says ``ok=False`` and why). ``record.sent_at`` is set here, just before the request goes.
 
     A request whose pooled connection turns out closed before any answer arrives is sent once more on a
     new connection (counted in ``record.resent``; its clock restarts): the server never saw it."""
     for attempt in range(2):
-        answered = await _attempt(session, url, body, record)
+        answered = await _attempt(session, url, body, record, read)
         if answered or attempt:
             return
         record.resent += 1
@@ -81,7 +100,9 @@ async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes, rec
         record.connection_lost = False
 
 
-async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record: RequestRecord) -> bool:
+async def _attempt(
+    session: aiohttp.ClientSession, url: str, body: bytes, record: RequestRecord, read: ChunkReader
+) -> bool:
     """One try; False only when it failed on a stale connection before any answer."""
     clock = time.perf_counter
     record.sent_at = clock()
@@ -110,11 +131,7 @@ async def _attempt(session: aiohttp.ClientSession, url: str, body: bytes, record
                     record.error = server_message(chunk, "error chunk in the stream")
                     record.done_at = now
                     return True
-                if _text_in(chunk):
-                    record.chunk_times.append(now)
-                usage = chunk.get("usage")
-                if isinstance(usage, dict) and usage:
-                    _read_usage(record, usage)
+                read(chunk, record, now)
         record.done_at = clock()
         if record.completion_tokens is None:
             record.error = "the stream ended without a usage report (the server ignored stream_options)"

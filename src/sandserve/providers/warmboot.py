@@ -68,15 +68,15 @@ def snapshot_name(spec: ServeSpec, gpu_type: str) -> str:
 
 
 def spec_summary(spec: ServeSpec) -> str:
-    """How `sandserve snapshots` names the spec a snapshot belongs to: the model and the flags given (the
-    parsers, which follow the model, left out)."""
+    """How `sandserve snapshots` names the spec a snapshot belongs to: the preset (or the model) and the flags
+    given (the parsers, which follow the model, left out)."""
     flags = list(spec.engine_settings.extra_args)
     if spec.context_length:
         flags += ["--context-length", str(spec.context_length)]
     if spec.resources.gpu_count > 1:
         flags += [f"x{spec.resources.gpu_count} GPUs"]
-    shown = " ".join(flags)
-    return f"{spec.served_name} ({spec.model}){' ' + shown if shown else ''}"
+    name = spec.served_name if spec.preset else f"{spec.served_name} ({spec.model})"
+    return " ".join([name, *flags])
 
 
 def _boot_args(spec: ServeSpec) -> list[str]:

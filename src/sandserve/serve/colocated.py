@@ -2,8 +2,8 @@
 
 On Daytona the code runs inside the endpoint's own sandbox and reaches the server at http://localhost:PORT
 (no preview proxy, no token); locally it runs on this machine against the local server. Either way it finds
-the server in ENDPOINT (+ OPENAI_BASE_URL, MODEL, and the API key when the server wants one), its output is
-streamed, and the files it writes under ``out/`` come back into ``output_dir``.
+the server in ENDPOINT (+ OPENAI_BASE_URL, ANTHROPIC_BASE_URL, MODEL, and the API key when the server wants
+one), its output is streamed, and the files it writes under ``out/`` come back into ``output_dir``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ def run_command(
     env = {"ENDPOINT": inside.url, "OPENAI_BASE_URL": f"{inside.url}/v1", "MODEL": served.model}
     env["OPENAI_API_KEY"] = inside.api_key or "EMPTY"
     env["TOKEN"] = inside.token  # the guide's clients read it unconditionally
+    # The Anthropic SDK and agent tools too: a key goes as a Bearer token (SGLang reads no x-api-key).
+    env["ANTHROPIC_BASE_URL"] = inside.url
+    env["ANTHROPIC_AUTH_TOKEN" if inside.api_key else "ANTHROPIC_API_KEY"] = inside.api_key or "EMPTY"
     job = ColocatedJob(command=command, env=env, uploads=dict(uploads or {}), timeout=timeout)
     outcome = provider.run_colocated(record.sandbox, job, on_output or (lambda _text: None))
     written = []

@@ -20,6 +20,7 @@ from sandserve.batch import BatchProgress, BatchRequest, BatchResult, default_co
 from sandserve.batch.files import JsonlSink
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
+from sandserve.engines.priority import BATCH_PRIORITY, Priority
 from sandserve.workloads.answers import answers_file, kept_answers, progress, record_progress
 from sandserve.workloads.corpus import AUTHORS, Passage
 
@@ -231,6 +232,8 @@ async def _one_pass(
     concurrency: int,
     order: str,
     on_progress: Callable[[BatchProgress], None] | None,
+    priority: Priority = BATCH_PRIORITY,
+    adaptive: bool = False,
 ) -> tuple[list[BatchResult], float]:
     """Every answer of one pass (those kept by an earlier run included), and the seconds it ran in all."""
     results = kept_answers(answers_dir, question) if answers_dir else []
@@ -251,6 +254,8 @@ async def _one_pass(
                 concurrency=concurrency,
                 order=order,  # type: ignore[arg-type]
                 on_progress=on_progress,
+                priority=priority,
+                adaptive=adaptive,
             )
         finally:  # Ctrl-C included: the seconds this pass ran and how far it got
             if answers_dir is not None:
@@ -290,11 +295,14 @@ async def classify(
     concurrency: int | None = None,
     on_progress: PassProgress | None = None,
     answers_dir: Path | None = None,
+    priority: Priority = BATCH_PRIORITY,
 ) -> ClassificationReport:
     """Run both passes over ``passages`` and score pass 1 against the true authors.
 
     ``answers_dir``: every answer is kept there as it comes (workloads/answers.py), and the answers an earlier
     run kept there are not asked again: a run stopped by Ctrl-C or a failure goes on where it stopped.
+    Batch work: its requests carry ``priority`` (low), and without a fixed ``concurrency`` it makes room for
+    people's requests to the same endpoint (batch.pace).
     """
     answers: dict[str, list[BatchResult]] = {}
     reports: dict[str, PassReport] = {}
@@ -308,6 +316,8 @@ async def classify(
             concurrency=concurrency or min(len(passages), default_concurrency(endpoint)),
             order=order,
             on_progress=_for_pass(on_progress, question.name),
+            priority=priority,
+            adaptive=concurrency is None,
         )
         by_id = {result.custom_id: result for result in results}
         answers[question.name] = [by_id[request.custom_id] for request in requests]

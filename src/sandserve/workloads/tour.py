@@ -1,9 +1,10 @@
 """The guide's tour, run against one endpoint: each feature tried for real, then a table of what passed.
 
-Steps: chat, streaming, reasoning effort, structured output (JSON schema), regex, EBNF, the tool-calling loop
-and the prefix-cache demo. ``run_tour`` yields one ``TourStep`` per feature as it finishes; the CLI prints
-them. A feature the engine does not offer is "unavailable" (with the reason), not a failure; an endpoint that
-stops answering ends the tour with ``EndpointUnavailableError``.
+Steps: chat, streaming, reasoning effort, structured output (JSON schema), regex, EBNF, the tool-calling loop,
+the prefix-cache demo, and the agent APIs (Responses, Anthropic Messages: ``tour_agents.py``). ``run_tour``
+yields one ``TourStep`` per feature as it finishes; the CLI prints them. A feature the engine does not offer
+is "unavailable" (with the reason), not a failure; an endpoint that stops answering ends the tour with
+``EndpointUnavailableError``.
 
 On the tiny random-weight model the tour says so: its text is gibberish by construction, what is constrained
 is still valid, and the first tool call is forced (a random model never picks a tool by itself).
@@ -36,6 +37,7 @@ from sandserve.errors import CapabilityError, EndpointUnavailableError, Sandserv
 from sandserve.tools.declaration import tool
 from sandserve.tools.loop import run_tool_loop
 from sandserve.tools.sandboxes import tool_runner_for
+from sandserve.workloads.tour_agents import messages_lines, responses_lines
 
 if TYPE_CHECKING:
     from sandserve.endpoint import Endpoint
@@ -119,6 +121,8 @@ def run_tour(endpoint: Endpoint, only: Collection[str] | None = None) -> Iterato
         ("ebnf", "EBNF grammar", lambda: _ebnf(endpoint)),
         ("tool_calls", "tool calling loop", lambda: _tool_loop(endpoint, client, settings)),
         ("prefix_cache", "prefix cache", lambda: _prefix_cache(endpoint, client)),
+        ("responses", "Responses API", lambda: _agent_step("responses", endpoint, settings)),
+        ("messages", "Anthropic Messages", lambda: _agent_step("messages", endpoint, settings)),
     ]
     for key, title, run in steps:
         if only is not None and key not in only:
@@ -133,6 +137,14 @@ def run_tour(endpoint: Endpoint, only: Collection[str] | None = None) -> Iterato
             )
         except SandserveError as exc:
             yield TourStep(key, title, "failed", [exc.message], note=exc.message)
+
+
+def _agent_step(key: str, endpoint: Endpoint, settings: TourSettings) -> TourStep:
+    run, title = (
+        (responses_lines, "Responses API") if key == "responses" else (messages_lines, "Anthropic Messages")
+    )
+    passed, lines, note = run(endpoint, settings.max_tokens)
+    return TourStep(key, title, "passed" if passed else "failed", lines, note=note)
 
 
 def _chat(endpoint: Endpoint, client: Any, settings: TourSettings) -> TourStep:

@@ -4,10 +4,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/standins, home of sglang_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # tests/, home of the standins package
 
-from _sglang_hardware import refusal
-from sglang_server import main
+from standins._sglang_hardware import refusal
+from standins.sglang_server import main
 
 if __name__ == "__main__":
     dies = refusal(sys.argv[1:], os.environ)  # the machine's GPUs do not suit it: it dies as SGLang does

@@ -1,0 +1,204 @@
+"""Admission by priority in front of llama-server's slots (llama-server serves first come, first served).
+
+The adapter lets at most as many generation requests through as llama-server has slots; the rest wait here,
+highest priority first, then in arrival order, so that an interactive request sent while a batch fills every
+slot starts as soon as one slot frees, ahead of the batch's queued requests. While normal-priority traffic is
+present (one such request running or waiting, or one seen in the last ``recent_s`` seconds), one slot is
+kept for it: low-priority requests may hold at most ``slots - 1``, so the next interactive request does not
+wait for a batch request to finish at all.
+
+Its queue is reported on ``/metrics`` in SGLang's shape (``sandserve:num_queue_reqs{priority="N"}``, the total
+under ``priority=""``), which the batch runner reads to back off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from sandserve.engines.priority import DEFAULT_VALUE, value_of
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Routes whose requests take a llama-server slot.
+GENERATION_ROUTES = frozenset(
+    {
+        "/v1/chat/completions",
+        "/chat/completions",
+        "/v1/completions",
+        "/completions",
+        "/completion",
+        "/generate",
+        "/infill",
+        "/v1/responses",
+        "/v1/messages",
+    }
+)
+#: How long after the last normal-priority request its slot stays kept.
+RECENT_S = 30.0
+
+
+@dataclass(order=True)
+class _Waiter:
+    sort_key: tuple[int, int]
+    priority: int = field(compare=False)
+    ready: asyncio.Future[None] = field(compare=False)
+
+
+class AdmissionQueue:
+    """At most ``slots`` requests admitted at once, by priority; one slot kept for normal priority while it is
+    present. ``clock`` is injectable for tests."""
+
+    def __init__(
+        self, slots: int, *, recent_s: float = RECENT_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1 (got {slots})")
+        self.slots = slots
+        self.recent_s = recent_s
+        self._clock = clock
+        self._waiting: list[_Waiter] = []
+        self._order = itertools.count()
+        self.running: Counter[int] = Counter()
+        self._normal_seen_at: float | None = None
+
+    # --- what it is doing -----------------------------------------------------------------------------
+
+    def waiting(self) -> Counter[int]:
+        return Counter(w.priority for w in self._waiting if not w.ready.done())
+
+    def normal_present(self) -> bool:
+        if self.people_served():
+            return True
+        seen = self._normal_seen_at
+        return seen is not None and self._clock() - seen < self.recent_s
+
+    def people_served(self) -> bool:
+        """A normal-or-higher request is running or waiting now."""
+        return any(p >= DEFAULT_VALUE for p in self.running if self.running[p]) or any(
+            w.priority >= DEFAULT_VALUE for w in self._waiting
+        )
+
+    def limit_for(self, priority: int) -> int:
+        """How many requests may be running when one of ``priority`` starts. A low-priority request starts
+        no new work while a person's request is being served (on a CPU every slot's prompt shares the same
+        cores, so a batch prompt started now would slow the person's first token), and leaves one slot free
+        for the next person while people have been seen lately."""
+        if priority >= DEFAULT_VALUE or self.slots == 1:
+            return self.slots
+        if self.people_served():
+            return 0
+        return self.slots - 1 if self.normal_present() else self.slots
+
+    # --- admitting ------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, priority: int) -> AsyncIterator[None]:
+        """Wait for a slot (highest priority first), hold it for the body, then hand it on."""
+        if priority >= DEFAULT_VALUE:
+            self._normal_seen_at = self._clock()
+        waiter = _Waiter((-priority, next(self._order)), priority, asyncio.get_running_loop().create_future())
+        heapq.heappush(self._waiting, waiter)
+        self._dispatch()
+        try:
+            await waiter.ready
+        except asyncio.CancelledError:
+            # The client went away while waiting: its place is given up (or, if it was admitted in the same
+            # moment, its slot is handed on).
+            if waiter.ready.done() and not waiter.ready.cancelled():
+                self._release(priority)
+            else:
+                self._forget(waiter)
+            raise
+        try:
+            yield
+        finally:
+            if priority >= DEFAULT_VALUE:
+                self._normal_seen_at = self._clock()
+            self._release(priority)
+
+    def _forget(self, waiter: _Waiter) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(waiter)
+            heapq.heapify(self._waiting)
+        self._dispatch()
+
+    def _release(self, priority: int) -> None:
+        self.running[priority] -= 1
+        if self.running[priority] <= 0:
+            del self.running[priority]
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Admit from the head of the queue while the head fits; a low-priority head that does not fit (its
+        slot is kept) holds back everything behind it, which is lower or equal."""
+        while self._waiting:
+            head = self._waiting[0]
+            if head.ready.done():  # cancelled while waiting
+                heapq.heappop(self._waiting)
+                continue
+            if sum(self.running.values()) >= self.limit_for(head.priority):
+                return
+            heapq.heappop(self._waiting)
+            self.running[head.priority] += 1
+            head.ready.set_result(None)
+
+    # --- reporting ------------------------------------------------------------------------------------
+
+    def metrics_text(self) -> str:
+        """The queue in Prometheus text, in SGLang's shape (the total under priority="")."""
+        waiting, running = self.waiting(), self.running
+        lines = [
+            "# HELP sandserve:num_queue_reqs Requests waiting in the adapter for a llama-server slot.",
+            "# TYPE sandserve:num_queue_reqs gauge",
+            f'sandserve:num_queue_reqs{{priority=""}} {sum(waiting.values())}',
+            *(f'sandserve:num_queue_reqs{{priority="{p}"}} {n}' for p, n in sorted(waiting.items())),
+            "# HELP sandserve:num_running_reqs Requests the adapter let through to llama-server's slots.",
+            "# TYPE sandserve:num_running_reqs gauge",
+            f'sandserve:num_running_reqs{{priority=""}} {sum(running.values())}',
+            *(f'sandserve:num_running_reqs{{priority="{p}"}} {n}' for p, n in sorted(running.items())),
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def slots_from_command(command: list[str]) -> int | None:
+    """llama-server's slot count from its command line (``-np N`` / ``--parallel N``), None if not given."""
+    for i, arg in enumerate(command):
+        if arg in ("-np", "--parallel") and i + 1 < len(command):
+            try:
+                return int(command[i + 1])
+            except ValueError:
+                return None
+        if arg.startswith("--parallel="):
+            with contextlib.suppress(ValueError):
+                return int(arg.split("=", 1)[1])
+    return None
+
+
+def admission_middleware(queue: AdmissionQueue) -> Any:
+    """An aiohttp middleware: a POST to a generation route waits in ``queue`` for its slot, held until the
+    answer (a stream included) has been written."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST" or request.path not in GENERATION_ROUTES:
+            return await handler(request)
+        raw = await request.read()  # aiohttp keeps it: the route reads the same bytes
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        async with queue.admitted(value_of(body, request.headers)):
+            return await handler(request)
+
+    return middleware

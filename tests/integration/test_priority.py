@@ -1,0 +1,323 @@
+"""Priority end to end on real components: the adapter's admission queue in front of a real llama-server."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from conftest import run_cli
+from standins.sglang_server import SGLangStandin, parse_args
+
+from sandserve.batch import BatchRequest, run_requests
+from sandserve.endpoint import Endpoint
+from sandserve.engines import get_engine
+from sandserve.engines.priority import waiting_by_priority
+from sandserve.fleet.gateway import gateway_launch
+from sandserve.providers.local import free_port
+from sandserve.serve.resolve import resolve_spec
+from sandserve.spec import ProviderName
+
+#: Only against a hang (never a measured time): a wait that never ends fails the test instead.
+HANG_GUARD_S = 120.0
+PROMPT = [{"role": "user", "content": "Tell me a long story."}]
+
+
+async def _stream(
+    session: aiohttp.ClientSession,
+    endpoint: Endpoint,
+    max_tokens: int,
+    events: dict[str, float],
+    name: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    body = {
+        "model": endpoint.model,
+        "messages": PROMPT,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,  # every request generates exactly max_tokens: its slot is held as long as asked
+        "stream": True,
+        **(extra or {}),
+    }
+    async with session.post(f"{endpoint.base_url}/chat/completions", json=body, headers=headers) as answer:
+        assert answer.status == 200, await answer.text()
+        async for line in answer.content:
+            if line.startswith(b"data: {") and f"{name} first" not in events:
+                events[f"{name} first"] = time.monotonic()
+        events[f"{name} done"] = time.monotonic()
+
+
+async def _waiting(session: aiohttp.ClientSession, endpoint: Endpoint) -> dict[int, int]:
+    async with session.get(f"{endpoint.url}/metrics") as answer:
+        return waiting_by_priority(await answer.text()) or {}
+
+
+async def _interactive_while_a_batch_fills_every_slot(endpoint: Endpoint, slots: int) -> dict[str, float]:
+    events: dict[str, float] = {}
+    async with aiohttp.ClientSession(headers=endpoint.request_headers()) as session:
+        # The batch: one short request and slots - 1 long ones hold every slot; `slots` more wait behind them.
+        # One as the body says (SGLang's integer), the other half as the gateway's header says.
+        low_body = {"priority": -1}
+        low_header = {"x-smg-priority": "bulk"}
+        running = [
+            _stream(session, endpoint, 64 if i == 0 else 1500, events, f"running{i}", low_body)
+            for i in range(slots)
+        ]
+        queued = [
+            _stream(session, endpoint, 16, events, f"queued{i}", None, low_header) for i in range(slots)
+        ]
+        tasks = [asyncio.ensure_future(c) for c in running]
+
+        async def every_slot_busy() -> None:
+            while sum(1 for key in events if key.endswith("first")) < slots:
+                await asyncio.sleep(0.01)
+
+        async def batch_waiting() -> None:
+            while (await _waiting(session, endpoint)).get(-1, 0) < slots:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(every_slot_busy(), HANG_GUARD_S)
+        tasks += [asyncio.ensure_future(c) for c in queued]
+        await asyncio.wait_for(batch_waiting(), HANG_GUARD_S)
+        # A person's request: no priority at all (normal).
+        await _stream(session, endpoint, 8, events, "interactive")
+        events["queued started by then"] = sum(1 for i in range(slots) if f"queued{i} first" in events)
+        events["long done by then"] = sum(1 for i in range(1, slots) if f"running{i} done" in events)
+        for task in tasks:  # the rest of the batch is not needed: closing its streams frees the slots
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return events
+
+
+def test_an_interactive_request_starts_before_the_batch_requests_queued_ahead_of_it(local_endpoint: Endpoint):
+    slots = int(local_endpoint.info.get("max_running_requests") or 0)
+    assert slots >= 2, local_endpoint.info
+    events = asyncio.run(_interactive_while_a_batch_fills_every_slot(local_endpoint, slots))
+    # Sent last, it was answered before any batch request that was waiting when it came had started...
+    assert events["queued started by then"] == 0
+    # ... and it waited only for the first slot to free (the short batch request), not for the long ones.
+    assert "running0 done" in events
+    assert events["long done by then"] == 0
+
+
+# --- SGLang (its stand-in, started with the engine's own flags) ----------------------------------------
+
+
+def _sglang_started_as_sandserve_starts_it(**flags: Any) -> SGLangStandin:
+    spec = resolve_spec("gpt-oss-20b", provider=ProviderName.DAYTONA)
+    argv = get_engine("sglang").launch(spec, host="127.0.0.1", port=0, api_key=None).argv
+    config = parse_args(argv[3:])
+    assert config.enable_priority_scheduling and config.default_priority_value == 0
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return SGLangStandin(**{**fields, "port": 0, **flags})
+
+
+def test_batch_work_reaches_sglang_with_a_low_priority_and_people_go_first():
+    """One request runs at a time: a batch of 6 queues up; a person's request (no priority: SGLang's default,
+    0) sent after them starts next; SGLang's metrics count each priority as its own series."""
+    with _sglang_started_as_sandserve_starts_it(max_running_requests=1, decode_seconds=0.25) as sglang:
+        endpoint = Endpoint(id="sg", url=sglang.url, model="gpt-oss-20b", engine="sglang")
+        requests = [
+            BatchRequest(
+                f"b{i}", {"messages": [{"role": "user", "content": f"passage {i}"}], "max_tokens": 4}
+            )
+            for i in range(6)
+        ]
+
+        async def person(session: aiohttp.ClientSession) -> None:
+            body = {"model": endpoint.model, "messages": [{"role": "user", "content": "hi"}]}
+            async with session.post(f"{endpoint.base_url}/chat/completions", json=body) as answer:
+                assert answer.status == 200
+
+        async def scenario() -> int:
+            """How many batch requests were waiting when the person's request joined the queue."""
+            scheduler = sglang.state.scheduler
+            assert scheduler is not None
+            batch = asyncio.ensure_future(
+                run_requests(endpoint, requests, lambda result: None, concurrency=6)
+            )
+            async with aiohttp.ClientSession() as session:
+                while sum(scheduler.queued().values()) < 5:
+                    await asyncio.sleep(0.01)
+                asked = asyncio.ensure_future(person(session))
+                while not scheduler.queued()[0]:
+                    await asyncio.sleep(0.005)
+                waiting = scheduler.queued()[-1]
+                await asked
+            await batch
+            return waiting
+
+        waiting = asyncio.run(asyncio.wait_for(scenario(), HANG_GUARD_S))
+        scheduler = sglang.state.scheduler
+        assert scheduler is not None
+        # Every batch request that was waiting when the person's came started after it.
+        assert waiting >= 1
+        assert scheduler.started[-waiting - 1 :] == [0] + [-1] * waiting
+        metrics = httpx.get(f"{sglang.url}/metrics").text
+        assert 'sglang:num_requests_total{model_name="gpt-oss-20b",priority="-1"} 6.0' in metrics
+        assert 'sglang:num_requests_total{model_name="gpt-oss-20b",priority="0"} 1.0' in metrics
+
+
+def test_sglang_answers_a_priority_that_is_not_an_integer_with_its_validation_error():
+    with _sglang_started_as_sandserve_starts_it() as sglang:
+        body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "hi"}], "priority": "high"}
+        answer = httpx.post(f"{sglang.url}/v1/chat/completions", json=body)
+        assert answer.status_code == 400
+        assert "'loc': ('body', 'priority')" in answer.json()["message"]
+
+
+def test_sglang_refuses_priority_scheduling_under_a_prefix_policy_and_sandserve_does_not_ask_for_it():
+    spec = resolve_spec("gpt-oss-20b", provider=ProviderName.DAYTONA, extra_args=("--schedule-policy", "lpm"))
+    argv = get_engine("sglang").launch(spec, host="127.0.0.1", port=0, api_key=None).argv
+    assert "--enable-priority-scheduling" not in argv
+    refused = subprocess.run(
+        [sys.executable, "-m", "standins.sglang_server", "--model-path", "m", "--schedule-policy", "lpm",
+         "--enable-priority-scheduling"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "schedule_policy must be 'fcfs' or 'lof'. 'lpm' is not supported" in refused.stderr
+
+
+# --- the gateway (smg, started as a fleet starts it) --------------------------------------------------
+
+
+def test_the_gateway_admits_batch_work_as_bulk_and_passes_its_priority_on_to_sglang(tmp_path: Path):
+    with _sglang_started_as_sandserve_starts_it() as sglang:
+        port, prometheus_port = free_port(), free_port()
+        launch = gateway_launch(
+            port=port, prometheus_port=prometheus_port, policy="round_robin", api_key=None,
+            worker_urls=[sglang.url], gateway="smg",
+        )  # fmt: skip
+        assert "--priority-scheduler-enabled" in launch.argv
+        log = (tmp_path / "gateway.log").open("wb")
+        gateway = subprocess.Popen(
+            launch.argv, env={**os.environ, **launch.env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            endpoint = Endpoint(id="gw", url=f"http://127.0.0.1:{port}", model="gpt-oss-20b", engine="sglang")
+            deadline = time.monotonic() + HANG_GUARD_S
+            while _status(f"{endpoint.base_url}/models") != 200:
+                assert gateway.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "gateway.log"
+                ).read_text()
+                time.sleep(0.1)
+            requests = [
+                BatchRequest(f"b{i}", {"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 4})
+                for i in range(4)
+            ]
+            asyncio.run(run_requests(endpoint, requests, lambda result: None, concurrency=2))
+            person = {"model": endpoint.model, "messages": [{"role": "user", "content": "hi"}]}
+            assert (
+                httpx.post(f"{endpoint.base_url}/chat/completions", json=person, timeout=60).status_code
+                == 200
+            )
+            metrics = httpx.get(f"http://127.0.0.1:{prometheus_port}/metrics", timeout=10).text
+        finally:
+            gateway.terminate()
+            gateway.wait(timeout=30)
+            log.close()
+    # smg read the header: the batch was admitted as bulk, the person (no header) as default...
+    assert 'smg_scheduler_admit_total{class="bulk",outcome="admitted"} 4' in metrics
+    assert 'smg_scheduler_admit_total{class="default",outcome="admitted"} 1' in metrics
+    # ... and passed the body's priority on to SGLang (it does not forward the header itself).
+    scheduler = sglang.state.scheduler
+    assert scheduler is not None and scheduler.labels == {"-1": 4, "0": 1}
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_a_batch_makes_room_while_people_wait_and_a_fixed_concurrency_does_not():
+    """SGLang runs one request at a time; while people's requests wait in its queue the batch lowers its
+    in-flight count (shown in its progress), and with --concurrency it keeps it."""
+    with _sglang_started_as_sandserve_starts_it(max_running_requests=1, decode_seconds=0.05) as sglang:
+        endpoint = Endpoint(id="sg", url=sglang.url, model="gpt-oss-20b", engine="sglang")
+
+        async def scenario(adaptive: bool) -> tuple[list[int | None], Any]:
+            limits: list[int | None] = []
+            requests = [
+                BatchRequest(f"b{i}", {"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 4})
+                for i in range(60)
+            ]
+            batch = asyncio.ensure_future(
+                run_requests(
+                    endpoint, requests, lambda result: None, concurrency=8, adaptive=adaptive,
+                    on_progress=lambda progress: limits.append(progress.in_flight_limit),
+                )
+            )  # fmt: skip
+            body = {"model": endpoint.model, "messages": [{"role": "user", "content": "hi"}]}
+            async with aiohttp.ClientSession() as session:
+                # People keep asking, a few at a time, until the batch has made room (or has finished).
+                while not batch.done() and not any(limit is not None and limit < 8 for limit in limits):
+                    people = [
+                        session.post(f"{endpoint.base_url}/chat/completions", json=body) for _ in range(4)
+                    ]
+                    for answer in await asyncio.gather(*people):
+                        assert answer.status == 200
+                        answer.release()
+            return limits, await batch
+
+        limits, summary = asyncio.run(asyncio.wait_for(scenario(True), HANG_GUARD_S))
+        assert summary.complete and summary.times_yielded >= 1
+        assert summary.lowest_in_flight is not None and summary.lowest_in_flight < 8
+        assert any(limit is not None and limit < 8 for limit in limits)
+
+        limits, summary = asyncio.run(asyncio.wait_for(scenario(False), HANG_GUARD_S))
+        assert summary.complete and summary.times_yielded == 0 and summary.lowest_in_flight is None
+        assert set(limits) == {None}
+
+
+# --- bench --background ------------------------------------------------------------------------------------
+
+
+def test_bench_background_compares_idle_with_a_batch_without_and_with_priority(
+    local_endpoint: Endpoint, tmp_path: Path
+):
+    batch_file = tmp_path / "batch.jsonl"
+    bodies = [
+        {"messages": [{"role": "user", "content": f"summarise passage {i} " * 40}], "max_tokens": 16}
+        for i in range(8)
+    ]
+    lines = [
+        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        for i, body in enumerate(bodies)
+    ]
+    batch_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = run_cli(
+        "bench", local_endpoint.id, "--background", str(batch_file), "--rate", "4", "--requests", "4",
+        "--input-len", "8", "--output-len", "4", "--warmup", "1", "--output", str(tmp_path / "out"),
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for phase in ("idle", "batch alone", "batch, no priority", "batch, priority"):
+        assert phase in done.stdout
+    assert re.search(r"priority: interactive TTFT p99 [\d.]+x idle, batch [\d.]+x alone", done.stdout)
+    report = json.loads((tmp_path / "out" / "background.json").read_text())
+    phases = {phase["name"]: phase for phase in report["phases"]}
+    assert phases["idle"]["batch_tokens_per_s"] is None and phases["idle"]["interactive"]["completed"] == 4
+    assert phases["batch alone"]["batch_requests"] > 0 and phases["batch alone"]["interactive"] is None
+    assert phases["batch, no priority"]["batch_priority"] == "normal"
+    assert phases["batch, priority"]["batch_priority"] == "low"
+    assert (tmp_path / "out" / "background.png").stat().st_size > 0
+    assert not list((tmp_path / "out").glob("*.partial*"))
+
+
+def test_bench_background_refuses_a_missing_batch_file(tmp_path: Path):
+    refused = run_cli("bench", "--background", str(tmp_path / "nope.jsonl"))
+    assert refused.returncode != 0
+    assert "nope.jsonl" in refused.stderr and "no such file" in refused.stderr

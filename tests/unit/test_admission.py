@@ -1,0 +1,157 @@
+"""The adapter's admission queue on its own: order by priority, the slot kept for normal priority."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sandserve.engines.admission import AdmissionQueue, slots_from_command
+from sandserve.engines.priority import (
+    GATEWAY_HEADER,
+    request_fields,
+    request_headers,
+    sglang_flags,
+    value_of,
+    waiting_above,
+    waiting_by_priority,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _hold(queue: AdmissionQueue, priority: int, started: list[str], name: str, release: asyncio.Event):
+    async with queue.admitted(priority):
+        started.append(name)
+        await release.wait()
+
+
+def test_the_highest_priority_waiting_request_gets_the_next_slot_then_first_come_first_served():
+    async def scenario() -> list[str]:
+        queue, started = AdmissionQueue(2), []
+        releases = {name: asyncio.Event() for name in ("b1", "b2", "b3", "b4", "people", "b5")}
+        tasks = []
+        for name, priority in (("b1", -1), ("b2", -1), ("b3", -1), ("b4", -1), ("people", 0), ("b5", -1)):
+            tasks.append(asyncio.ensure_future(_hold(queue, priority, started, name, releases[name])))
+            await asyncio.sleep(0)
+        assert started == ["b1", "b2"] and queue.waiting() == {-1: 3, 0: 1}
+        releases["b1"].set()
+        await asyncio.sleep(0.01)
+        assert started == ["b1", "b2", "people"]
+        # A normal request is present: the batch may hold only one of the two slots.
+        releases["b2"].set()
+        await asyncio.sleep(0.01)
+        assert started == ["b1", "b2", "people"]
+        releases["people"].set()
+        await asyncio.sleep(0.01)
+        assert started == ["b1", "b2", "people", "b3"]
+        for event in releases.values():
+            event.set()
+        await asyncio.gather(*tasks)
+        return started
+
+    assert asyncio.run(scenario()) == ["b1", "b2", "people", "b3", "b4", "b5"]
+
+
+def test_the_kept_slot_goes_back_to_the_batch_once_people_have_gone_quiet():
+    clock = Clock()
+    queue = AdmissionQueue(4, recent_s=30.0, clock=clock)
+    assert queue.limit_for(-1) == 4
+    queue._normal_seen_at = clock.now  # a normal request just finished
+    assert queue.limit_for(-1) == 3 and queue.limit_for(0) == 4
+    clock.now = 31.0
+    assert queue.limit_for(-1) == 4
+    queue.running[0] += 1  # a person's request is being served: no batch request starts meanwhile
+    assert queue.limit_for(-1) == 0 and queue.limit_for(0) == 4
+
+
+def test_a_request_that_gives_up_while_waiting_leaves_the_queue():
+    async def scenario() -> None:
+        queue, started = AdmissionQueue(1), []
+        hold = asyncio.Event()
+        first = asyncio.ensure_future(_hold(queue, 0, started, "first", hold))
+        await asyncio.sleep(0)
+        waiting = asyncio.ensure_future(_hold(queue, 0, started, "gone", asyncio.Event()))
+        await asyncio.sleep(0)
+        assert queue.waiting() == {0: 1}
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert queue.waiting() == {}
+        hold.set()
+        await first
+        assert started == ["first"] and sum(queue.running.values()) == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_queue_is_reported_in_sglangs_shape_and_read_back():
+    async def scenario() -> str:
+        queue, started = AdmissionQueue(1), []
+        hold = asyncio.Event()
+        tasks = [asyncio.ensure_future(_hold(queue, p, started, str(p), hold)) for p in (1, -1, -1, 0)]
+        await asyncio.sleep(0)
+        text = queue.metrics_text()
+        hold.set()
+        await asyncio.gather(*tasks)
+        return text
+
+    text = asyncio.run(scenario())
+    assert 'sandserve:num_queue_reqs{priority=""} 3' in text
+    assert waiting_by_priority(text) == {-1: 2, 0: 1}
+    assert waiting_above({-1: 2, 0: 1}, "low") == 1
+
+
+def test_waiting_requests_by_priority_from_sglang_and_smg_metrics():
+    sglang = (
+        "# TYPE sglang:num_queue_reqs gauge\n"
+        'sglang:num_queue_reqs{engine_type="unified",model_name="m",priority=""} 7.0\n'
+        'sglang:num_queue_reqs{engine_type="unified",model_name="m",priority="-1"} 5.0\n'
+        'sglang:num_queue_reqs{engine_type="unified",model_name="m",priority="0"} 2.0\n'
+    )
+    assert waiting_by_priority(sglang) == {-1: 5, 0: 2}
+    smg = 'smg_scheduler_queue_depth{class="interactive"} 3\nsmg_scheduler_queue_depth{class="bulk"} 9\n'
+    assert waiting_by_priority(smg) == {0: 3, -1: 9}
+    # Priority scheduling off: SGLang's gauge has no priority label, so no reading by priority.
+    assert waiting_by_priority('sglang:num_queue_reqs{model_name="m"} 4\n') is None
+
+
+def test_what_a_request_carries_and_how_the_adapter_reads_it():
+    assert request_fields("low") == {"priority": -1}
+    assert request_headers("low") == {GATEWAY_HEADER: "bulk"}
+    assert value_of({"priority": 3}, {}) == 3
+    assert value_of({}, {GATEWAY_HEADER: " BULK "}) == -1
+    assert value_of({}, {GATEWAY_HEADER: "nonsense"}) == 0  # as smg: an unknown class is the default
+    assert value_of({"priority": "high"}, {}) == 0
+    assert value_of(None, {}) == 0
+
+
+def test_sglang_gets_priority_scheduling_unless_its_flags_rule_it_out():
+    assert sglang_flags([]) == ["--enable-priority-scheduling", "--default-priority-value", "0"]
+    assert sglang_flags(["--schedule-policy", "lpm"]) == []
+    assert sglang_flags(["--schedule-policy=lof"]) != []
+    assert sglang_flags(["--enable-priority-scheduling", "--schedule-low-priority-values-first"]) == []
+
+
+def test_slots_are_read_from_llama_servers_command_line():
+    assert slots_from_command(["llama-server", "-m", "x.gguf", "-np", "4"]) == 4
+    assert slots_from_command(["llama-server", "--parallel=3"]) == 3
+    assert slots_from_command(["llama-server"]) is None
+
+
+def test_a_queue_gauge_by_priority_is_read_once_not_twice():
+    from sandserve.observe.prometheus import parse_metrics, total
+
+    text = (
+        'sglang:num_queue_reqs{model_name="m",priority=""} 7\n'
+        'sglang:num_queue_reqs{model_name="m",priority="-1"} 5\n'
+        'sglang:num_queue_reqs{model_name="m",priority="0"} 2\n'
+        'sglang:num_requests_total{model_name="m",priority="-1"} 40\n'
+        'sglang:num_requests_total{model_name="m",priority="0"} 3\n'
+    )
+    samples = parse_metrics(text)
+    assert total(samples, "sglang:num_queue_reqs") == 7
+    assert total(samples, "sglang:num_requests_total") == 43
