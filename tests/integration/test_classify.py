@@ -10,8 +10,8 @@ import subprocess
 import time
 
 import pytest
+from conftest import as_typed, sandserve_command
 from conftest import run_cli as run_sandserve
-from conftest import sandserve_command
 
 from sandserve.errors import ConfigError
 from sandserve.workloads import corpus
@@ -247,7 +247,7 @@ def test_classify_refuses_bad_input_and_writes_nothing(tmp_path):
         str(run_dir),
         env={"ENDPOINT": f"http://127.0.0.1:{port}", "MODEL": "m"},
     )
-    assert down.returncode != 0 and "sandserve status" in down.stderr
+    assert down.returncode != 0 and "sandserve status" in as_typed(down.stderr)
     assert not run_dir.exists()
 
 
