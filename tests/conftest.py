@@ -164,6 +164,12 @@ def sandserve_command() -> list[str]:
     return [sys.executable, "-m", "sandserve.cli"]
 
 
+def as_typed(output: str) -> str:
+    """CLI output with its hints naming `sandserve` as a user with it on PATH types it: the CLI names itself
+    as it was run (here ``python -m sandserve.cli``), so that a pasted hint runs."""
+    return output.replace(" ".join(shlex.quote(word) for word in sandserve_command()), "sandserve")
+
+
 def parse_exports(lines: str | list[str]) -> dict[str, str]:
     """What `eval "$(sandserve env)"` puts in the shell, read as the shell reads the export lines."""
     text = lines if isinstance(lines, str) else "\n".join(lines)

@@ -128,5 +128,11 @@ class _EndpointServices:
             return colocated.exec_argv(endpoint, options.pop("argv"), **options)
         return colocated.run_script(endpoint, options.pop("script"), **options)
 
+    def environment_headers(self) -> tuple[str, dict[str, str]]:
+        # ENDPOINT/TOKEN are the guide's: a Daytona preview URL and its token.
+        from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER, PROBE_HEADERS
+
+        return PREVIEW_TOKEN_HEADER, dict(PROBE_HEADERS)
+
 
 _endpoint.install_services(_EndpointServices())

@@ -25,10 +25,6 @@ if TYPE_CHECKING:
     import anthropic as anthropic_sdk
     import openai as openai_sdk
 
-PREVIEW_TOKEN_HEADER = "x-daytona-preview-token"
-#: Without it the Daytona preview proxy may answer with an HTML warning page instead of the server's reply.
-SKIP_PREVIEW_WARNING_HEADER = "X-Daytona-Skip-Preview-Warning"
-
 
 class EndpointServices(Protocol):
     """What an Endpoint asks of the layers above it (the client, the engines). ``sandserve`` installs the
@@ -47,6 +43,10 @@ class EndpointServices(Protocol):
     def down(self, endpoint: Endpoint) -> None: ...
 
     def colocated(self, endpoint: Endpoint, verb: str, options: dict[str, Any]) -> Any: ...
+
+    def environment_headers(self) -> tuple[str, dict[str, str]]:
+        """For an endpoint named by ENDPOINT/TOKEN: the header TOKEN goes in, and what a probe adds."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,12 @@ class Endpoint:
     provider: str
     auth: str
     headers: dict[str, str]
-    """Headers every request must carry (the preview token, in token mode)."""
+    """Headers every request must carry (the token, in token mode)."""
+    token_header: str | None
+    """Which of ``headers`` carries the token (TOKEN), as the provider names it; None: there is none."""
+    probe_headers: dict[str, str]
+    """What sandserve's own probes (load readings, status) add, as the provider says: watching an endpoint
+    must not count as its activity."""
     api_key: str | None
     """Sent as ``Authorization: Bearer`` (SGLang ``--api-key``, in key mode)."""
     sandbox_id: str | None
@@ -113,11 +118,14 @@ class Endpoint:
         sandbox_id: str | None = None,
         expires_at: float | None = None,
         info: ServerInfo | Mapping[str, Any] | None = None,
+        token_header: str | None = None,
+        probe_headers: dict[str, str] | None = None,
     ) -> None:
         # ``info`` may come as the dict it used to be (the ledger's JSON, older callers).
         self.id, self.url, self.model, self.engine = id, url, model, engine
         self.provider, self.auth, self.headers, self.api_key = provider, auth, dict(headers or {}), api_key
         self.sandbox_id, self.expires_at = sandbox_id, expires_at
+        self.token_header, self.probe_headers = token_header, dict(probe_headers or {})
         self.info = info if isinstance(info, ServerInfo) else ServerInfo.from_dict(dict(info or {}))
         #: The ledger this handle came from, for ``status``, ``logs``, ``down`` (None: the user's own). Not
         #: part of the data: set by the ledger that returned it, or by ``up`` with the one it recorded in.
@@ -134,12 +142,21 @@ class Endpoint:
         """The OpenAI-style base URL (``.../v1``)."""
         return f"{self.url}/v1"
 
+    @property
+    def token(self) -> str:
+        """The token clients send ("" where nothing checks one)."""
+        return self.headers.get(self.token_header, "") if self.token_header else ""
+
     def request_headers(self) -> dict[str, str]:
         """Every header a raw HTTP request needs (auth included)."""
         headers = dict(self.headers)
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
+
+    def probe_request_headers(self) -> dict[str, str]:
+        """The headers of sandserve's own probes: a request's, and the provider's probe headers."""
+        return {**self.request_headers(), **self.probe_headers}
 
     def openai(self, **kwargs: Any) -> openai_sdk.OpenAI:
         import openai
@@ -259,7 +276,7 @@ class Endpoint:
         values = {
             "ENDPOINT": self.url,
             "MODEL": self.model,
-            "TOKEN": self.headers.get(PREVIEW_TOKEN_HEADER, ""),
+            "TOKEN": self.token,
         }
         if self.api_key:
             values["OPENAI_API_KEY"] = self.api_key
@@ -268,7 +285,12 @@ class Endpoint:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {**data, "headers": dict(self.headers), "info": self.info.to_dict()}
+        return {
+            **data,
+            "headers": dict(self.headers),
+            "probe_headers": dict(self.probe_headers),
+            "info": self.info.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Endpoint:
@@ -285,7 +307,9 @@ class Endpoint:
             return None
         if url.endswith("/v1"):
             url = url[: -len("/v1")]
-        headers = {PREVIEW_TOKEN_HEADER: env["TOKEN"]} if env.get("TOKEN") else {}
+        # The guide's TOKEN is a Daytona preview token: the header it goes in is the services' to say.
+        token_header, probe_headers = _installed().environment_headers()
+        headers = {token_header: env["TOKEN"]} if env.get("TOKEN") else {}
         api_key = env.get("OPENAI_API_KEY") or env.get("SGLANG_API_KEY") or None
         if api_key == "EMPTY":
             api_key = None
@@ -298,4 +322,6 @@ class Endpoint:
             auth=auth,
             headers=headers,
             api_key=api_key,
+            token_header=token_header if headers else None,
+            probe_headers=probe_headers,
         )

@@ -24,11 +24,12 @@ from conftest import run_cli, sglang_daytona_standin
 from standins.daytona_api import DaytonaStandin
 from standins.sglang_server import SGLangStandin
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.fleet import fleet_up
 from sandserve.observe.bench import BenchConfig, LoadPlan, run_bench_sync
 from sandserve.observe.datasets import random_prompts
 from sandserve.providers.daytona import DaytonaProvider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
 from sandserve.serve.resolve import resolve_spec

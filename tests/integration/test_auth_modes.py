@@ -14,15 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import parse_exports, sandserve_command, sglang_daytona_standin
+from conftest import as_typed, parse_exports, sandserve_command, sglang_daytona_standin
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.client.chat import ChatOptions
 from sandserve.client.connect import connect
 from sandserve.client.transport import endpoint_errors
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.errors import EndpointUnavailableError
 from sandserve.providers.daytona import DaytonaProvider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
 from sandserve.serve.resolve import resolve_spec
@@ -119,7 +120,11 @@ def test_a_wrong_token_fails_clearly_in_every_client(daytona, monkeypatch):
     result = subprocess.run(
         [*sandserve_command(), "chat", "Hi"], capture_output=True, text=True, timeout=60, env=dict(os.environ)
     )
-    assert result.returncode != 0 and "sandserve status" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode != 0
+        and "sandserve status" in as_typed(result.stderr)
+        and "Traceback" not in result.stderr
+    )
 
     monkeypatch.setenv("TOKEN", up.headers[PREVIEW_TOKEN_HEADER])
     assert connect().engine == "sglang"  # the right token, from the environment, works
@@ -147,4 +152,4 @@ def test_an_expired_signed_url_fails_clearly(daytona):
         timeout=60,
         env=dict(os.environ),
     )
-    assert result.returncode != 0 and "sandserve status" in result.stderr
+    assert result.returncode != 0 and "sandserve status" in as_typed(result.stderr)

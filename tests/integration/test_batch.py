@@ -21,8 +21,9 @@ from sandserve.batch.http import parse_retry_after
 from sandserve.batch.prefix import plan_prefix_waves
 from sandserve.batch.runner import default_concurrency, run_batch, run_batch_sync, run_requests
 from sandserve.batch.types import Backoff, BatchProgress, BatchRequest, BatchResult
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.errors import BatchIncompleteError, BatchInputError, EndpointUnavailableError
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import free_port
 
 FAST = Backoff(base_s=0.001, max_s=0.005)

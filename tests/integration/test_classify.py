@@ -9,8 +9,8 @@ import socket
 import subprocess
 
 import pytest
+from conftest import as_typed, sandserve_command
 from conftest import run_cli as run_sandserve
-from conftest import sandserve_command
 from polling import poll_until
 
 from sandserve.errors import ConfigError
@@ -247,7 +247,7 @@ def test_classify_refuses_bad_input_and_writes_nothing(tmp_path):
         str(run_dir),
         env={"ENDPOINT": f"http://127.0.0.1:{port}", "MODEL": "m"},
     )
-    assert down.returncode != 0 and "sandserve status" in down.stderr
+    assert down.returncode != 0 and "sandserve status" in as_typed(down.stderr)
     assert not run_dir.exists()
 
 

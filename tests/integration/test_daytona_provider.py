@@ -28,7 +28,6 @@ from conftest import (
 from polling import poll_until
 from standins.daytona_api import DaytonaStandin
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.errors import (
     ConfigError,
     EngineDiedError,
@@ -37,6 +36,7 @@ from sandserve.errors import (
     SandboxCreateTimeoutError,
 )
 from sandserve.providers.daytona import LABEL_ENDPOINT, DaytonaProvider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State

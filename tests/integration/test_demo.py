@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import sandserve_command, sglang_image_env, take_everything_down
+from conftest import as_typed, sandserve_command, sglang_image_env, take_everything_down
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.serve.ledger import Registry, State
@@ -54,7 +54,7 @@ def test_demo_without_a_key_answers_in_english_from_smollm2(llama_server, smollm
     words = re.findall(r"[a-z]+", answer.lower())
     assert len({w for w in words if w in ENGLISH}) >= 3, answer
     assert "x-daytona-preview-token: $TOKEN" in result.stdout  # how to go on, with the token it enforces
-    assert "DAYTONA_API_KEY" in result.stdout and "sandserve down" in result.stdout
+    assert "DAYTONA_API_KEY" in result.stdout and "sandserve down" in as_typed(result.stdout)
     (record,) = Registry().list()
     assert record.provider == "local" and record.state is State.READY
 

@@ -19,7 +19,6 @@ from conftest import run_cli as run_sandserve
 from polling import poll_until, poll_while
 from standins.daytona_api import DaytonaStandin
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.llamacpp import MachineFit
 from sandserve.errors import EngineDiedError, FleetBootError, GatewayDiedError, NotAFleetMemberError
 from sandserve.fleet import (
@@ -32,6 +31,7 @@ from sandserve.fleet import (
 )
 from sandserve.fleet.routing_bench import random_text
 from sandserve.providers.daytona import DaytonaProvider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
 from sandserve.serve.ledger import FLEET_LABEL, Registry, State
 from sandserve.serve.resolve import resolve_spec

@@ -361,7 +361,8 @@ def test_load_probes_carry_the_skip_activity_header_and_read_the_engine(local_en
     import dataclasses
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from sandserve.fleet.loads import SKIP_ACTIVITY_HEADER, read_load
+    from sandserve.fleet.loads import read_load
+    from sandserve.providers.daytona_headers import SKIP_ACTIVITY_HEADER
 
     seen: list[dict[str, str]] = []
 

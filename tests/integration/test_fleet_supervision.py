@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from conftest import run_cli
-from test_fleet_autoscale import member_ids, scaled_fleet, wait_for
+from polling import poll_until
+from test_fleet_autoscale import member_ids, scaled_fleet
 
 from sandserve.fleet import Fleet, fleet_status
 from sandserve.fleet.hold import REFUSED
@@ -59,14 +60,14 @@ def booting_worker(fleet: Fleet) -> bool:
 def kill_the_autoscaler_mid_boot(fleet: Fleet) -> tuple[int, list[httpx.Response], threading.Thread]:
     """At zero workers, a request is held and a worker boots for it; then the autoscaler (not its supervisor)
     is killed. Returns the dead autoscaler's pid, the held request's answers and its thread."""
-    wait_for(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
-    wait_for(lambda: scaler_state(fleet).get("holder_worker_id"), what="the holder registered")
+    poll_until(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
+    poll_until(lambda: scaler_state(fleet).get("holder_worker_id"), what="the holder registered")
     answers: list[httpx.Response] = []
     held = ask(fleet, answers)
-    wait_for(lambda: booting_worker(fleet), what="a worker booting for the held request")
+    poll_until(lambda: booting_worker(fleet), what="a worker booting for the held request")
     pid = int(scaler_state(fleet)["pid"])
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: process_start_time(pid) is None, what="the autoscaler gone")
+    poll_until(lambda: process_start_time(pid) is None, what="the autoscaler gone")
     return pid, answers, held
 
 
@@ -109,7 +110,7 @@ def test_the_supervisor_restarts_the_autoscaler_and_the_worker_it_left_is_taken_
     held.join(timeout=120)
     assert not held.is_alive()
 
-    wait_for(lambda: scaler_state(fleet).get("pid") not in (None, dead_pid), what="a new autoscaler")
+    poll_until(lambda: scaler_state(fleet).get("pid") not in (None, dead_pid), what="a new autoscaler")
     served: list[httpx.Response] = []
     ask(fleet, served).join(timeout=240)  # held by the new autoscaler's holder until a worker is up
     assert served and served[0].status_code == 200, served and served[0].text
@@ -121,7 +122,7 @@ def test_the_supervisor_restarts_the_autoscaler_and_the_worker_it_left_is_taken_
     # Nothing runs outside the fleet: every live worker is a member.
     registry = Registry()
     live = [r.id for r in registry.members_of(fleet.id) if r.provider == "local" and r.state.value != "down"]
-    wait_for(lambda: sorted(live) == sorted(member_ids(fleet)), what="every live worker a member")
+    poll_until(lambda: sorted(live) == sorted(member_ids(fleet)), what="every live worker a member")
     assert json.loads(run_cli("status", fleet.id, "--json").stdout)["state"] == "ready"
 
 
@@ -130,7 +131,7 @@ def test_a_killed_supervisor_leaves_the_fleet_degraded_until_fleet_scale() -> No
     scaler_row = next(r for r in Registry().members_of(fleet.id) if r.provider == "fleet-scaler")
     child = scaler_state(fleet).get("pid", scaler_row.sandbox.pid)
     os.kill(scaler_row.sandbox.pid, signal.SIGKILL)
-    wait_for(lambda: process_start_time(child) is None, what="the autoscaler to stop with its supervisor")
+    poll_until(lambda: process_start_time(child) is None, what="the autoscaler to stop with its supervisor")
     listing = {row["id"]: row for row in json.loads(run_cli("ls", "--json").stdout)}
     assert listing[fleet.id]["state"] == "degraded" and "is not running" in listing[fleet.id]["degraded"]
     assert "fleet scale" in listing[fleet.id]["degraded"]

@@ -13,7 +13,9 @@ from aiohttp import web
 from standins.sglang_server import SGLangStandin
 
 from sandserve.endpoint import Endpoint
-from sandserve.observe.loads import SKIP_ACTIVITY_HEADER, LoadProbe, rates, read_loads
+from sandserve.observe.loads import LoadProbe, rates, read_loads
+from sandserve.providers.daytona import DaytonaProvider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER, SKIP_ACTIVITY_HEADER
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry
 from sandserve.serve.resolve import resolve_spec
@@ -197,8 +199,15 @@ class RecordingServer:
 
 def test_every_probe_carries_the_auth_and_the_skip_activity_header():
     with RecordingServer() as server:
+        # Headers as the Daytona provider gives its endpoints (the probe headers are the provider's).
         endpoint = Endpoint(
-            id="rec", url=server.url, model="m", headers={"x-daytona-preview-token": "tok"}, api_key="k"
+            id="rec",
+            url=server.url,
+            model="m",
+            headers={PREVIEW_TOKEN_HEADER: "tok"},
+            api_key="k",
+            token_header=PREVIEW_TOKEN_HEADER,
+            probe_headers=DaytonaProvider.probe_headers,
         )
 
         async def twice() -> list:
@@ -210,7 +219,7 @@ def test_every_probe_carries_the_auth_and_the_skip_activity_header():
     assert server.headers, "no probe arrived"
     for headers in server.headers:
         assert headers.get(SKIP_ACTIVITY_HEADER) == "true"
-        assert headers.get("x-daytona-preview-token") == "tok"
+        assert headers.get(PREVIEW_TOKEN_HEADER) == "tok"
         assert headers.get("Authorization") == "Bearer k"
     # The routes that answered 404 the first time are not asked again.
     assert server.paths.count("/v1/loads") == 1 and server.paths.count("/metrics") == 2

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import parse_exports, run_cli, sandserve_command
+from conftest import as_typed, parse_exports, run_cli, sandserve_command
 from polling import poll_until, poll_while
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER
 from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit
 from sandserve.engines.tinymodel import write_corrupt_model
 from sandserve.errors import BootTimeoutError, EngineDiedError, LedgerCorruptError
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import live_group_members, port_is_free, process_start_time
 from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
@@ -258,7 +258,9 @@ def test_the_ledger_survives_restarts_and_marks_dead_endpoints(local_endpoint, i
 def test_unknown_preset_is_a_clear_error():
     result = run_cli("up", "--provider", "local", "--model", "no-such-model")
     assert result.returncode == 2
-    assert "Unknown model preset 'no-such-model'" in result.stderr and "sandserve presets" in result.stderr
+    assert "Unknown model preset 'no-such-model'" in result.stderr and "sandserve presets" in as_typed(
+        result.stderr
+    )
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path):

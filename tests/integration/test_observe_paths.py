@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli, sandserve_command, sglang_daytona_standin
 from standins.daytona_api import DaytonaStandin
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.observe.bench import BenchConfig, LoadPlan, run_bench_sync
 from sandserve.observe.bench_results import BenchResult
 from sandserve.observe.datasets import random_prompts
@@ -22,6 +22,7 @@ from sandserve.observe.loads import read_loads
 from sandserve.observe.report import write_report
 from sandserve.observe.top import load_endpoints_for, snapshot_once, targets_for
 from sandserve.providers.daytona import DaytonaProvider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.local import free_port
 from sandserve.serve import lifecycle
 from sandserve.serve.resolve import resolve_spec

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import sandserve_command
-from test_fleet_autoscale import member_ids, scaled_fleet, sustained_load, wait_for
+from polling import poll_until
+from test_fleet_autoscale import member_ids, scaled_fleet, sustained_load
 
 pytestmark = [
     pytest.mark.usefixtures("llama_server", "tiny_model"),
@@ -58,13 +59,15 @@ def test_top_shows_the_worker_the_autoscaler_adds_and_quits_on_q(tmux: Tmux) -> 
     )
     tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24", command)
     tmux("set-option", "-t", "top", "remain-on-exit", "on")
-    wait_for(lambda: any(first in line for line in tmux.screen()), what="top to draw the fleet")
+    poll_until(lambda: any(first in line for line in tmux.screen()), what="top to draw the fleet")
 
     with sustained_load(fleet):
-        wait_for(lambda: len(member_ids(fleet)) == 2, what="the autoscaler to add a worker")
+        poll_until(lambda: len(member_ids(fleet)) == 2, what="the autoscaler to add a worker")
         [added] = [worker for worker in member_ids(fleet) if worker != first]
-        wait_for(lambda: any(added in line for line in tmux.screen()), what="the new worker on top's screen")
-        wait_for(
+        poll_until(
+            lambda: any(added in line for line in tmux.screen()), what="the new worker on top's screen"
+        )
+        poll_until(
             lambda: any("autoscaler: up" in line for line in tmux.screen()),
             what="the autoscaler's decision on its own line",
         )
@@ -77,5 +80,5 @@ def test_top_shows_the_worker_the_autoscaler_adds_and_quits_on_q(tmux: Tmux) -> 
     assert not any(line.lstrip("├└ ").startswith("scaler-") and "worker" in line for line in screen)
 
     tmux("send-keys", "-t", "top", "q")
-    wait_for(lambda: tmux.pane("pane_dead") == "1", what="top to quit on q")
+    poll_until(lambda: tmux.pane("pane_dead") == "1", what="top to quit on q")
     assert tmux.pane("pane_dead_status") == "0"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, sglang_daytona_standin, take_everything_down
+from conftest import as_typed, run_cli, sglang_daytona_standin, take_everything_down
 from daytona_api_client import SnapshotState
 from standins.daytona_api import DaytonaStandin
 
@@ -227,7 +227,7 @@ def test_snapshots_verb_lists_and_deletes_and_down_all_keeps_them(daytona):
     assert run_cli("snapshots", "delete", name).returncode == 0
     assert daytona.snapshots == {}
     missing = run_cli("snapshots", "delete", name)
-    assert missing.returncode == 2 and "`sandserve snapshots` lists" in missing.stderr
+    assert missing.returncode == 2 and "`sandserve snapshots` lists" in as_typed(missing.stderr)
     plan = run_cli("up", "--provider", "daytona", "--port", str(spec.port), "--dry-run", "--json")
     assert json.loads(plan.stdout)["boot"].startswith("cold: no snapshot of this spec on H100")
 

@@ -8,8 +8,9 @@ import pytest
 
 from sandserve.cli.agent_env import client_lines
 from sandserve.client.agent_env import CLIENTS, client_settings
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.errors import SandserveError
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 
 URL = "https://8000-abc.proxy.daytona.works"
 
@@ -17,7 +18,17 @@ URL = "https://8000-abc.proxy.daytona.works"
 def endpoint(auth: str, engine: str = "sglang") -> Endpoint:
     headers = {PREVIEW_TOKEN_HEADER: "tok-123"} if auth == "token" else {}
     api_key = "sk-key" if auth == "key" else None
-    return Endpoint("e1", URL, "gpt-oss-20b", engine=engine, auth=auth, headers=headers, api_key=api_key)
+    token_header = PREVIEW_TOKEN_HEADER if headers else None
+    return Endpoint(
+        "e1",
+        URL,
+        "gpt-oss-20b",
+        engine=engine,
+        auth=auth,
+        headers=headers,
+        api_key=api_key,
+        token_header=token_header,
+    )
 
 
 def exported(lines: list[str]) -> dict[str, str]:

@@ -161,47 +161,55 @@ def test_the_sdk_check_catches_an_import(tmp_path: Path) -> None:
 
 
 def engine_vocabulary() -> tuple[set[str], tuple[str, ...]]:
-    """Each engine's own routes (its readiness, server-info and load routes) and its metric prefixes."""
-    from sandserve.engines import ENGINE_NAMES, engine_class
+    """Each engine's own routes (readiness, server info, load, raw generation, tokenize, chat template) and
+    its metric prefixes."""
+    from sandserve.engines import ENGINE_NAMES, get_engine
 
     routes: set[str] = set()
     prefixes: set[str] = set()
-    for engine in map(engine_class, ENGINE_NAMES):  # the built-in ones (a test may register its own)
+    for engine in map(get_engine, ENGINE_NAMES):  # the built-in ones (a test may register its own)
+        calls = [
+            engine.generate_call("m", "text", None, {"max_new_tokens": 1}),
+            engine.tokenize_call("text"),
+            engine.template_call([{"role": "user", "content": "text"}]),
+        ]
         routes |= {
             engine.readiness.path,
             engine.info_path,
             *([engine.load_route] if engine.load_route else []),
+            *(call.path for call in calls if call is not None),
         }
         prefixes |= {name.split(":", 1)[0] + ":" for name in engine.metric_names.values()}
     return routes - OPENAI_ROUTES, tuple(sorted(prefixes))
 
 
-def _engine_words(path: Path, routes: set[str], prefixes: tuple[str, ...]) -> list[int]:
-    """Lines with a string (not a docstring) that is an engine's route or starts with its metric prefix."""
+def _strings(path: Path) -> list[tuple[int, str]]:
+    """Every string in the code (f-strings' literal parts too), with its line; docstrings (a string standing
+    alone as a statement: a module's, a function's, an attribute's) left out."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     docstrings = {
-        id(node.body[0].value)
+        id(node.value)
         for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
     }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def _engine_words(path: Path, routes: set[str], prefixes: tuple[str, ...]) -> list[int]:
+    """Lines with a string (not a docstring) that is an engine's route or starts with its metric prefix."""
     return sorted(
-        {
-            node.lineno
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and id(node) not in docstrings
-            and (node.value.split("?")[0] in routes or node.value.startswith(prefixes))
-        }
+        {line for line, text in _strings(path) if text.split("?")[0] in routes or text.startswith(prefixes)}
     )
 
 
 def test_engine_routes_and_metric_names_stay_in_engines() -> None:
     routes, prefixes = engine_vocabulary()
     assert {"/health_generate", "/server_info", "/v1/loads", "/props", "/slots"} <= routes
+    assert {"/generate", "/tokenize", "/apply-template"} <= routes
     assert prefixes == ("llamacpp:", "sglang:")
     found = {
         str(p.relative_to(PACKAGE_DIR)): lines
@@ -219,5 +227,41 @@ def test_the_engine_word_check_catches_a_route_and_a_metric(tmp_path: Path) -> N
         'LOADS = "/v1/loads"\n'
         'RUNNING = f"sglang:num_running_reqs {1}"\n'
         'CHAT = "/v1/chat/completions"\n'
+        'post(endpoint, "/tokenize", {"content": text})\n'
+        'BATCH_URLS = ("/v1/completions", "/generate")\n'
     )
-    assert _engine_words(sample, routes, prefixes) == [2, 3]
+    assert _engine_words(sample, routes, prefixes) == [2, 3, 5, 6]
+
+
+#: The headers of Daytona's preview proxy: only providers/ names them (an engine is told the one it checks, an
+#: endpoint carries the ones its provider gave it).
+DAYTONA_HEADERS = (
+    "x-daytona-preview-token",
+    "x-daytona-skip-preview-warning",
+    "x-daytona-skip-last-activity-update",
+)
+
+
+def _daytona_headers(path: Path) -> list[int]:
+    return sorted({line for line, text in _strings(path) if any(h in text.lower() for h in DAYTONA_HEADERS)})
+
+
+def test_daytona_headers_stay_in_providers() -> None:
+    found = {
+        str(p.relative_to(PACKAGE_DIR)): lines
+        for p in _outside("providers")
+        if (lines := _daytona_headers(p))
+    }
+    assert not found, f"a Daytona header named outside providers/: {found}"
+
+
+def test_the_header_check_catches_a_header(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        '"""Sends X-Daytona-Skip-Preview-Warning (a docstring may say so)."""\n'
+        'TOKEN = "x-daytona-preview-token"\n'
+        "hint = f\"curl -H 'X-Daytona-Preview-Token: {token}'\"\n"
+        'PROBE = {"X-Daytona-Skip-Last-Activity-Update": "true"}\n'
+        'PLAIN = "Authorization"\n'
+    )
+    assert _daytona_headers(sample) == [2, 3, 4]

@@ -114,6 +114,13 @@ def test_hints_name_the_program_as_it_runs_here():
     assert f"`{program()} ls`" in cli("status", "nosuch")
 
 
+def test_code_run_with_python_c_is_told_plain_sandserve(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["-c"])
+    assert program() == "sandserve"
+    monkeypatch.setattr("sys.argv", ["/nowhere/bin/sandserve"])
+    assert program() == "/nowhere/bin/sandserve"  # not on PATH: the path as typed
+
+
 # --- choosing an endpoint -----------------------------------------------------------------------------------
 
 

@@ -272,3 +272,37 @@ def test_only_a_broken_file_is_called_corrupt(error: sqlite3.DatabaseError, corr
     assert isinstance(found, LedgerCorruptError if corrupt else LedgerUnusableError)
     if not corrupt:
         assert "Move it aside" not in str(found) and "Nothing was changed" in str(found)
+
+
+def test_old_token_endpoints_learn_which_header_holds_their_token(tmp_path: Path) -> None:
+    """Rows written when endpoint.py fixed the header names get them from their provider."""
+    from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER, SKIP_ACTIVITY_HEADER
+
+    path = tmp_path / "ledger.sqlite3"
+    skip_warning = {"X-Daytona-Skip-Preview-Warning": "true"}
+    with sqlite3.connect(path) as db:
+        db.execute(OLD_SCHEMA)
+        rows = {
+            "local-token": ("local", {PREVIEW_TOKEN_HEADER: "tok-local"}, "token"),
+            "daytona-token": ("daytona", {PREVIEW_TOKEN_HEADER: "tok-remote", **skip_warning}, "token"),
+            "daytona-key": ("daytona", dict(skip_warning), "key"),
+        }
+        for endpoint_id, (provider, headers, auth) in rows.items():
+            endpoint = {**old_endpoint(endpoint_id, 5000, {}), "provider": provider, "auth": auth}
+            old_row(db, endpoint_id, provider, {"port": 5000}, {}, endpoint={**endpoint, "headers": headers})
+
+    registry = Registry(path)
+    endpoints = {endpoint_id: registry.get(endpoint_id).endpoint for endpoint_id in rows}
+    local, remote, keyed = endpoints["local-token"], endpoints["daytona-token"], endpoints["daytona-key"]
+    assert local is not None and remote is not None and keyed is not None
+    assert (local.token_header, local.token) == (PREVIEW_TOKEN_HEADER, "tok-local")
+    assert (remote.token_header, remote.token) == (PREVIEW_TOKEN_HEADER, "tok-remote")
+    assert (keyed.token_header, keyed.token) == (None, "")
+    assert "export TOKEN=tok-remote" in remote.export_lines()
+    assert remote.probe_request_headers()[SKIP_ACTIVITY_HEADER] == "true"
+    assert remote.probe_request_headers()["X-Daytona-Skip-Preview-Warning"] == "true"
+    assert local.probe_headers.get(SKIP_ACTIVITY_HEADER) == "true"  # the local provider emulates Daytona
+    # What the migration wrote round-trips: the next read changes nothing.
+    before = path.read_bytes()
+    assert Registry(path).get("daytona-token").endpoint == remote
+    assert path.read_bytes() == before

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.providers import get_provider
 from sandserve.providers.base import TOOLS_IN_A_DAYTONA_SANDBOX, TOOLS_ON_THIS_MACHINE, Provider
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
 from sandserve.providers.handles import LocalHandle, SandboxHandle
 from sandserve.providers.local import LocalProvider
 from sandserve.serve.ledger import Registry, State

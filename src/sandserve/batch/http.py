@@ -31,6 +31,7 @@ from sandserve.batch.types import (
 from sandserve.client.transport import server_message
 from sandserve.client.usage import usage_of
 from sandserve.endpoint import Endpoint
+from sandserve.engines.base import NATIVE_GENERATE_ROUTE
 from sandserve.engines.priority import (
     BATCH_PRIORITY,
     PRIORITY_FIELD,
@@ -203,7 +204,7 @@ class Client:
 
     def _payload(self, request: BatchRequest) -> bytes:
         body = request.body
-        if request.url != "/generate" and "model" not in body and self._endpoint.model:
+        if request.url != NATIVE_GENERATE_ROUTE and "model" not in body and self._endpoint.model:
             body = {**body, "model": self._endpoint.model}
         if PRIORITY_FIELD not in body:  # a request that names its own priority keeps it
             body = {**body, **self._priority_fields}

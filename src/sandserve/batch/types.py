@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sandserve.engines.base import NATIVE_GENERATE_ROUTE
 from sandserve.errors import ConfigError
 from sandserve.results import TokenUsage
 
@@ -31,7 +32,7 @@ except ImportError:  # pragma: no cover - orjson ships with sglang-router
 
 Order = Literal["input", "prefix"]
 ORDERS: tuple[Order, ...] = ("input", "prefix")
-SUPPORTED_URLS = ("/v1/chat/completions", "/v1/completions", "/generate")
+SUPPORTED_URLS = ("/v1/chat/completions", "/v1/completions", NATIVE_GENERATE_ROUTE)
 
 DEFAULT_CONCURRENCY = 64
 MAX_DEFAULT_CONCURRENCY = 1024

@@ -71,10 +71,11 @@ def _next_steps(endpoint: Endpoint, local: bool) -> list[str]:
     from sandserve.cli.program import program
 
     prog = program()
+    token_option = f'-H "{endpoint.token_header}: $TOKEN" ' if endpoint.token_header else ""
     steps = [
         "",
         '[bold]use it[/]:  eval "$(' + prog + " env " + endpoint.id + ')"  then  '
-        'curl "$ENDPOINT/v1/chat/completions" -H "x-daytona-preview-token: $TOKEN" '
+        f'curl "$ENDPOINT/v1/chat/completions" {token_option}'
         "-H 'Content-Type: application/json' "
         '-d \'{"model": "\'$MODEL\'", "messages": [{"role": "user", "content": "Hi"}]}\'',
         "[bold]the guide's clients[/]: the same exports run them unchanged: examples/query.sh, "

@@ -22,6 +22,8 @@ def program() -> str:
     """How the user started this program: its name where the shell finds it by that name (`sandserve`), else
     its path as typed (`.venv/bin/sandserve`); `python -m sandserve.cli` with this interpreter when run so."""
     invoked = sys.argv[0] if sys.argv and sys.argv[0] else "sandserve"
+    if invoked.startswith("-"):  # python -c: no program of ours was run, only its code
+        return "sandserve"
     name = os.path.basename(invoked)
     if name == "__main__.py":  # python -m sandserve.cli
         return f"{shlex.quote(sys.executable)} -m sandserve.cli"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.errors import SandserveError
 
 CLIENTS = ("claude-code", "codex", "openai", "anthropic", "litellm")
@@ -51,14 +51,14 @@ def client_settings(endpoint: Endpoint, client: str) -> ClientSettings:
 
 
 def _token(endpoint: Endpoint) -> str | None:
-    return endpoint.headers.get(PREVIEW_TOKEN_HEADER)
+    return endpoint.token or None
 
 
 def _header_note(endpoint: Endpoint, code: str) -> list[str]:
     if not _token(endpoint):
         return []
     return [
-        f"This endpoint wants its token in the {PREVIEW_TOKEN_HEADER} header, which this client reads from "
+        f"This endpoint wants its token in the {endpoint.token_header} header, which this client reads from "
         f"no variable: pass {code} in code (TOKEN is exported), or bring the endpoint up with --auth key "
         "(a Bearer key, which every client sends from its variables)."
     ]
@@ -72,7 +72,7 @@ def _claude_code(endpoint: Endpoint, settings: ClientSettings) -> ClientSettings
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": endpoint.model,
     }
     if token := _token(endpoint):
-        settings.exports["ANTHROPIC_CUSTOM_HEADERS"] = f"{PREVIEW_TOKEN_HEADER}: {token}"
+        settings.exports["ANTHROPIC_CUSTOM_HEADERS"] = f"{endpoint.token_header}: {token}"
     return settings
 
 
@@ -95,7 +95,7 @@ def _codex(endpoint: Endpoint, settings: ClientSettings) -> ClientSettings:
         settings.config.append('env_key = "SANDSERVE_API_KEY"')
     if token := _token(endpoint):
         settings.exports["TOKEN"] = token
-        settings.config.append(f'env_http_headers = {{ "{PREVIEW_TOKEN_HEADER}" = "TOKEN" }}')
+        settings.config.append(f'env_http_headers = {{ "{endpoint.token_header}" = "TOKEN" }}')
     if wire_api == "chat":
         settings.notes.append(
             "This engine's Responses API takes no function tools, so Codex speaks chat completions."
@@ -112,7 +112,7 @@ def _openai(endpoint: Endpoint, settings: ClientSettings) -> ClientSettings:
     if token := _token(endpoint):
         settings.exports["TOKEN"] = token
     settings.notes = _header_note(
-        endpoint, f'default_headers={{"{PREVIEW_TOKEN_HEADER}": os.environ["TOKEN"]}}'
+        endpoint, f'default_headers={{"{endpoint.token_header}": os.environ["TOKEN"]}}'
     )
     return settings
 
@@ -126,7 +126,7 @@ def _anthropic(endpoint: Endpoint, settings: ClientSettings) -> ClientSettings:
     if token := _token(endpoint):
         settings.exports["TOKEN"] = token
     settings.notes = _header_note(
-        endpoint, f'default_headers={{"{PREVIEW_TOKEN_HEADER}": os.environ["TOKEN"]}}'
+        endpoint, f'default_headers={{"{endpoint.token_header}": os.environ["TOKEN"]}}'
     )
     return settings
 
@@ -140,6 +140,6 @@ def _litellm(endpoint: Endpoint, settings: ClientSettings) -> ClientSettings:
     if token := _token(endpoint):
         settings.exports["TOKEN"] = token
     settings.notes = _header_note(
-        endpoint, f'extra_headers={{"{PREVIEW_TOKEN_HEADER}": os.environ["TOKEN"]}}'
+        endpoint, f'extra_headers={{"{endpoint.token_header}": os.environ["TOKEN"]}}'
     )
     return settings

@@ -6,20 +6,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER
-
 Credential = Literal["token", "key"]
 
 #: Each credential: what it is, where it goes, the variable `sandserve env` exports it in, its error code.
 _CREDENTIALS: dict[str, tuple[str, str, str, str]] = {
-    "token": ("the endpoint's token", f"in the {PREVIEW_TOKEN_HEADER} header", "TOKEN", "preview_token"),
+    "token": ("the endpoint's token", "in the {header} header", "TOKEN", "preview_token"),
     "key": ("the API key", "as 'Authorization: Bearer KEY'", "OPENAI_API_KEY", "api_key"),
 }
 
 
-def auth_error_body(credential: Credential, *, sent: bool) -> dict[str, Any]:
-    """The JSON body of the 401: ``sent`` says whether a (wrong) value came, or none at all."""
+def auth_error_body(credential: Credential, *, sent: bool, token_header: str = "") -> dict[str, Any]:
+    """The JSON body of the 401: ``sent`` says whether a (wrong) value came, or none at all; ``token_header``
+    is the header the token goes in."""
     name, where, variable, code = _CREDENTIALS[credential]
+    where = where.format(header=token_header)
     if sent:
         message = f"Unauthorized: {name} sent {where} is not this endpoint's."
     else:

@@ -85,9 +85,15 @@ class LogSignature:
         return cls(re.compile(pattern, re.MULTILINE), summary, fix)
 
 
+#: SGLang's native raw-text route. The llama.cpp adapter serves it too, so a batch may name it on either
+#: engine.
+NATIVE_GENERATE_ROUTE = "/generate"
+
+
 @dataclass(frozen=True)
 class GenerateCall:
-    """A raw-text generation as this engine takes it: the route and the JSON body."""
+    """A call to one of this engine's own routes: the route and the JSON body (a raw-text generation, a
+    tokenization, a chat template applied)."""
 
     path: str
     body: dict[str, Any]
@@ -255,6 +261,16 @@ class Engine:
     def after_forced_call(self, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` for the requests that follow a forced call."""
         return params
+
+    def tokenize_call(self, text: str, *, parse_special: bool = False) -> GenerateCall | None:
+        """The call that turns ``text`` into the model's token ids, answered as ``{"tokens": [...]}``;
+        ``parse_special``: ``<tool_call>`` and the like count as one token each. None: the engine has none."""
+        return None
+
+    def template_call(self, messages: list[dict[str, Any]]) -> GenerateCall | None:
+        """The call that applies the model's chat template to ``messages``, answered as ``{"prompt": text}``.
+        None: the engine has none."""
+        return None
 
 
 def phases_in(engine: Engine, log_text: str) -> list[str]:

@@ -349,6 +349,12 @@ class LlamaCppEngine(Engine):
     def constraint_route(self, kind: str) -> str:
         return "llama.cpp completions, regex -> GBNF" if kind == "regex" else "llama.cpp GBNF grammar"
 
+    def tokenize_call(self, text: str, *, parse_special: bool = False) -> GenerateCall:
+        return GenerateCall("/tokenize", {"content": text, "parse_special": parse_special})
+
+    def template_call(self, messages: list[dict[str, Any]]) -> GenerateCall:
+        return GenerateCall("/apply-template", {"messages": messages})
+
     def generate_call(
         self, model: str, text: str, constraint: Constraint | None, sampling: dict[str, Any]
     ) -> GenerateCall:

@@ -14,7 +14,8 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
 - the agent APIs (``/v1/responses``, ``/v1/messages``) pass through, with the request rewrites of
   ``llamacpp_agents.py`` (a Responses JSON schema), and auth refusals on Messages in Anthropic's shape;
 - credentials come from the environment, never the command line: ``SANDSERVE_ACCESS_TOKEN`` is required on
-  every request in the ``x-daytona-preview-token`` header (as the Daytona preview proxy does), and
+  every request in the header ``SANDSERVE_TOKEN_HEADER`` names (the local provider names the Daytona preview
+  proxy's, as that proxy checks it), and
   ``SANDSERVE_API_KEY`` as ``Authorization: Bearer`` (as SGLang's ``--api-key`` does: health routes stay
   open). ``SANDSERVE_INSIDE_KEY``, sent as ``Authorization: Bearer``, stands in for the token: it is what code
   run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hmac
 import json
 import os
 import secrets
@@ -43,19 +43,19 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER
+from sandserve.engines.adapter_auth import auth_middleware
 from sandserve.engines.admission import AdmissionQueue, admission_middleware, slots_from_command
-from sandserve.engines.agent_refusals import refusal
-from sandserve.engines.auth_errors import auth_error_body
+from sandserve.engines.base import NATIVE_GENERATE_ROUTE
 from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
+#: The header the access token comes in: the provider's choice (the local one emulates Daytona's).
+TOKEN_HEADER_ENV = "SANDSERVE_TOKEN_HEADER"
 API_KEY_ENV = "SANDSERVE_API_KEY"
 INSIDE_KEY_ENV = "SANDSERVE_INSIDE_KEY"
 LISTENING_LINE = "sandserve adapter: listening on"
-OPEN_ROUTES = frozenset({"/health", "/health_generate"})
 _NOT_FORWARDED = frozenset(
     {
         "connection",
@@ -74,6 +74,8 @@ _NOT_RETURNED = frozenset(
 _JSON_FORMATS = ("json_schema", "json_object")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The app's token header: never passed on to llama-server.
+TOKEN_HEADER = web.AppKey("token_header", str)
 
 
 class Upstream:
@@ -103,15 +105,22 @@ def build_app(
     api_key: str | None,
     inside_key: str | None = None,
     admission: AdmissionQueue | None = None,
+    token_header: str | None = None,
 ) -> web.Application:
-    middlewares = [_auth(access_token, api_key, inside_key)]
+    """``access_token``, when set, is required in the ``token_header`` header of every request."""
+    if access_token and not token_header:
+        raise SandserveError(
+            f"The adapter has an access token but no header to read it from: set {TOKEN_HEADER_ENV}."
+        )
+    middlewares = [auth_middleware(access_token, token_header, api_key, inside_key)]
     if admission is not None:
         middlewares.append(admission_middleware(admission))
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
+    app[TOKEN_HEADER] = token_header or ""
     if admission is not None:
         app.router.add_get("/metrics", _metrics(upstream, admission))
     app.router.add_post("/v1/chat/completions", _chat(upstream))
-    app.router.add_post("/generate", _generate(upstream))
+    app.router.add_post(NATIVE_GENERATE_ROUTE, _generate(upstream))
     app.router.add_route("*", "/health_generate", _health_generate(upstream))
     app.router.add_route("*", "/{tail:.*}", _passthrough(upstream))
 
@@ -121,25 +130,6 @@ def build_app(
 
     app.on_cleanup.append(close)
     return app
-
-
-def _auth(access_token: str | None, api_key: str | None, inside_key: str | None) -> Any:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        from_inside = inside_key is not None and _same(bearer, inside_key)
-        token = request.headers.get(PREVIEW_TOKEN_HEADER)
-        if access_token and not from_inside and not _same(token, access_token):
-            return refusal(request.path, auth_error_body("token", sent=bool(token)))
-        if api_key and request.path not in OPEN_ROUTES and not _same(bearer, api_key):
-            return refusal(request.path, auth_error_body("key", sent=bool(bearer)))
-        return await handler(request)
-
-    return middleware
-
-
-def _same(given: str | None, expected: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
 # --- pass-through ----------------------------------------------------------------------------------------
@@ -165,7 +155,8 @@ async def _forward(
 ) -> web.StreamResponse:
     """Send the request on; stream the answer back. ``rewrite`` edits each JSON answer or SSE chunk."""
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
-    headers.pop(PREVIEW_TOKEN_HEADER, None)
+    if token_header := request.app[TOKEN_HEADER]:
+        headers = {k: v for k, v in headers.items() if k.lower() != token_header.lower()}
     headers.update(upstream.headers)
     try:
         answer = await upstream.client().request(method, upstream.base + target, data=body, headers=headers)
@@ -433,11 +424,13 @@ def free_port() -> int:
 async def serve(host: str, port: int, command: list[str]) -> int:
     """Start llama-server, answer in front of it, and end with it (its exit code is ours)."""
     access_token = os.environ.get(ACCESS_TOKEN_ENV) or None
+    token_header = os.environ.get(TOKEN_HEADER_ENV) or None
     api_key = os.environ.get(API_KEY_ENV) or None
     inside_key = os.environ.get(INSIDE_KEY_ENV) or None
     private_key = secrets.token_urlsafe(24)
     private_port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in (ACCESS_TOKEN_ENV, API_KEY_ENV, INSIDE_KEY_ENV)}
+    ours = (ACCESS_TOKEN_ENV, TOKEN_HEADER_ENV, API_KEY_ENV, INSIDE_KEY_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     env["LLAMA_API_KEY"] = private_key
     server = await asyncio.create_subprocess_exec(
         *command,
@@ -452,7 +445,9 @@ async def serve(host: str, port: int, command: list[str]) -> int:
     slots = slots_from_command(command)
     admission = AdmissionQueue(slots) if slots else None
     runner = web.AppRunner(
-        build_app(Upstream(private_port, private_key), access_token, api_key, inside_key, admission),
+        build_app(
+            Upstream(private_port, private_key), access_token, api_key, inside_key, admission, token_header
+        ),
         access_log=None,
     )
     await runner.setup()

@@ -11,7 +11,14 @@ import json
 import re
 from typing import Any
 
-from sandserve.engines.base import Engine, GenerateCall, Launch, LogSignature, ReadinessProbe
+from sandserve.engines.base import (
+    NATIVE_GENERATE_ROUTE,
+    Engine,
+    GenerateCall,
+    Launch,
+    LogSignature,
+    ReadinessProbe,
+)
 from sandserve.engines.load_formats import LoadFields, parse_v1_loads
 from sandserve.engines.priority import sglang_flags as sglang_priority_flags
 from sandserve.errors import ConfigError
@@ -304,7 +311,7 @@ class SGLangEngine(Engine):
             # SGLang takes the schema as a JSON string inside sampling_params.
             value = json.dumps(constraint.value) if constraint.kind == "json_schema" else constraint.value
             sampling[constraint.kind] = value
-        return GenerateCall("/generate", {"text": text, "sampling_params": sampling})
+        return GenerateCall(NATIVE_GENERATE_ROUTE, {"text": text, "sampling_params": sampling})
 
     def read_generation(self, answer: Any) -> tuple[str, str]:
         finish = (answer.get("meta_info") or {}).get("finish_reason")

@@ -1,6 +1,7 @@
 """How busy a fleet's workers are, from their engines' own load endpoints (``observe.loads``): what the
-autoscaler decides on and ``fleet status`` shows. Every probe carries Daytona's skip-activity header, so
-watching a worker never keeps an idle sandbox alive: idling workers down is the autoscaler's decision.
+autoscaler decides on and ``fleet status`` shows. Every probe carries the worker's probe headers (Daytona's
+skip-activity header), so watching a worker never keeps an idle sandbox alive: idling workers down is the
+autoscaler's decision.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sandserve.endpoint import Endpoint
-from sandserve.observe.loads import PROBE_HEADERS, SKIP_ACTIVITY_HEADER, EndpointLoad, LoadProbe, read_loads
+from sandserve.observe.loads import EndpointLoad, LoadProbe, read_loads
 
 LOAD_TIMEOUT = 5.0
 
@@ -66,4 +67,4 @@ class LoadReader:
                 self._loop.close()
 
 
-__all__ = ["PROBE_HEADERS", "SKIP_ACTIVITY_HEADER", "LoadReader", "WorkerLoad", "read_load", "worker_load"]
+__all__ = ["LoadReader", "WorkerLoad", "read_load", "worker_load"]

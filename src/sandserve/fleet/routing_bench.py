@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from sandserve.endpoint import Endpoint
+from sandserve.engines import get_engine
 from sandserve.fleet.model import DEFAULT_GATEWAY
 from sandserve.fleet.verbs import fleet_down, fleet_up
 from sandserve.serve.ledger import Registry
@@ -208,19 +209,23 @@ async def send_traffic(
 
 def ideal_cached_share(worker: Endpoint, traffic: Traffic) -> float | None:
     """The most the traffic can take from caches, from the worker's own chat template and tokenizer
-    (llama-server's /apply-template and /tokenize); None where the engine offers neither. A prompt can reuse
+    (the engine's template and tokenize calls: llama-server's /apply-template and /tokenize); None where the
+    engine offers neither. A prompt can reuse
     its longest common token prefix with any earlier prompt (for the first question of a document that is only
     the chat template's opening, which the readiness probe already cached)."""
     from sandserve.fleet.gateway import READINESS_PROMPT
 
+    engine = get_engine(worker.engine)
     tokens: list[list[int]] = []
     with httpx.Client(base_url=worker.url, headers=worker.request_headers(), timeout=60) as http:
         for prompt in (READINESS_PROMPT, *traffic.prompts):
-            templated = http.post("/apply-template", json={"messages": [{"role": "user", "content": prompt}]})
-            if templated.status_code != 200:
+            template = engine.template_call([{"role": "user", "content": prompt}])
+            templated = http.post(template.path, json=template.body) if template else None
+            if templated is None or templated.status_code != 200:
                 return None
-            tokenized = http.post("/tokenize", json={"content": templated.json()["prompt"]})
-            if tokenized.status_code != 200:
+            tokenize = engine.tokenize_call(templated.json()["prompt"])
+            tokenized = http.post(tokenize.path, json=tokenize.body) if tokenize else None
+            if tokenized is None or tokenized.status_code != 200:
                 return None
             tokens.append(list(tokenized.json()["tokens"]))
     readiness, prompts = tokens[0], tokens[1:]

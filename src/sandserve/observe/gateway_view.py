@@ -15,7 +15,6 @@ import aiohttp
 
 from sandserve.client.transport import utf8_text
 from sandserve.endpoint import Endpoint
-from sandserve.observe.loads import PROBE_HEADERS
 from sandserve.observe.prometheus import parse_metrics, total
 
 _REQUESTS = ("smg_router_requests_total", "sgl_router_requests_total")
@@ -57,7 +56,7 @@ async def gateway_workers(
 ) -> tuple[list[dict[str, Any]] | None, str | None]:
     """The gateway's ``GET /workers`` list (``{"workers": [{"url", "is_healthy", "load", ...}]}``), or None
     and why."""
-    headers = {**gateway.request_headers(), **PROBE_HEADERS}
+    headers = gateway.probe_request_headers()
     try:
         async with session.get(gateway.url + "/workers", headers=headers) as response:
             if response.status != 200:
@@ -77,11 +76,12 @@ async def gateway_workers(
 
 
 async def gateway_metrics(session: aiohttp.ClientSession, url: str | None) -> GatewayMetrics | None:
-    """The gateway's Prometheus metrics at ``url`` (None when it has none or does not answer)."""
+    """The gateway's Prometheus metrics at ``url``, its own port on this machine (None when it has none or
+    does not answer)."""
     if url is None:
         return None
     try:
-        async with session.get(url, headers=PROBE_HEADERS) as response:
+        async with session.get(url) as response:
             if response.status != 200:
                 return None
             raw = await response.read()

@@ -10,8 +10,8 @@ Sources (every one optional; whatever answers is merged, the most direct first):
   which also carries the cumulative token and request counters that rates are computed from.
 
 The routes an endpoint lacks (404) are remembered per URL and not asked again. Every probe carries the
-endpoint's auth headers and ``X-Daytona-Skip-Last-Activity-Update: true``, so watching an endpoint through
-Daytona's preview proxy does not keep its sandbox from auto-stopping.
+endpoint's auth headers and its provider's probe headers (Daytona's skip-activity header), so watching an
+endpoint through Daytona's preview proxy does not keep its sandbox from auto-stopping.
 """
 
 from __future__ import annotations
@@ -27,16 +27,11 @@ from typing import Any
 import aiohttp
 
 from sandserve.client.transport import error_for_status, server_message, utf8_text
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.engines import load_parser, load_routes, metric_names, metrics_routes
 from sandserve.engines.load_formats import LoadFields
 from sandserve.masking import MASK, mask_secrets
 from sandserve.observe.prometheus import Sample, mean, parse_metrics, total
-
-#: Daytona's preview proxy counts every request as activity unless it carries this header.
-SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
-#: The headers every load probe adds to the endpoint's own.
-PROBE_HEADERS = {SKIP_ACTIVITY_HEADER: "true", SKIP_PREVIEW_WARNING_HEADER: "true"}
 
 #: Every engine's load routes, the most direct first (SGLang's /v1/loads, llama.cpp's /slots), then /metrics.
 ROUTES = load_routes()
@@ -116,15 +111,14 @@ class LoadRates:
         return asdict(self)
 
 
-_CREDENTIAL_HEADERS = frozenset({PREVIEW_TOKEN_HEADER.lower(), "authorization", "x-api-key"})
+_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 
 
 def endpoint_secrets(endpoint: Endpoint) -> set[str]:
     """What must not reach a screen or a report: the credentials it sends, and a signed URL (the URL is the
     key)."""
-    secrets = {
-        value for name, value in endpoint.headers.items() if value and name.lower() in _CREDENTIAL_HEADERS
-    }
+    credentials = {*_CREDENTIAL_HEADERS, (endpoint.token_header or "").lower()}
+    secrets = {value for name, value in endpoint.headers.items() if value and name.lower() in credentials}
     if endpoint.api_key:
         secrets.add(endpoint.api_key)
     if endpoint.auth == "signed":
@@ -291,7 +285,7 @@ class LoadProbe:
         return self._session
 
     async def _get(self, endpoint: Endpoint, route: str) -> Any:
-        headers = {**endpoint.request_headers(), **PROBE_HEADERS}
+        headers = endpoint.probe_request_headers()
         try:
             async with self._client().get(endpoint.url + route, headers=headers) as response:
                 raw = await response.read()

@@ -54,6 +54,12 @@ def get_provider(name: str) -> Provider[Any]:
     return provider_class()
 
 
+def provider_class(name: str) -> type[Provider[Any]] | None:
+    """The class registered as ``name`` (None for a name no provider has), for what it says of itself."""
+    _load(name)
+    return Provider.registered.get(name)
+
+
 def find_provider(name: str) -> Provider[Any] | None:
     """The provider registered as ``name``; None for a name no provider has (``env``: an endpoint reached
     through ENDPOINT/TOKEN)."""

@@ -37,6 +37,8 @@ class Exposure:
     probe_headers: dict[str, str] = field(default_factory=dict)
     """Added to sandserve's own health and readiness probes only (Daytona: they must not count as
     activity)."""
+    token_header: str | None = None
+    """Which of ``headers`` carries the endpoint's token (None: it has none)."""
 
     def request_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
@@ -96,6 +98,10 @@ class Provider(Generic[HandleT]):
 
     #: Whether its sandboxes can have GPUs (``ServeSpec.resources`` means something here).
     offers_gpus: ClassVar[bool] = True
+    #: The header its endpoints take their token in (auth mode token), and what sandserve's own probes add
+    #: (``Exposure`` and ``Endpoint`` carry both; the ledger's migration reads them for older rows).
+    token_header: ClassVar[str | None] = None
+    probe_headers: ClassVar[dict[str, str]] = {}
 
     def settle(self, settings: ProviderSettings, resources: Resources) -> ProviderSettings:
         """This provider's own defaults for what the user did not say (``resolve_spec``)."""
@@ -192,10 +198,9 @@ class Provider(Generic[HandleT]):
 
     def inside_access(self, handle: HandleT, served: Endpoint) -> InsideAccess:
         """The server as seen by code running beside it: its URL and the credentials it needs from there."""
-        from sandserve.endpoint import PREVIEW_TOKEN_HEADER
         from sandserve.providers.colocated import InsideAccess
 
-        return InsideAccess(served.url, served.api_key, served.headers.get(PREVIEW_TOKEN_HEADER, ""))
+        return InsideAccess(served.url, served.api_key, served.token)
 
     def run_colocated(self, handle: HandleT, job: ColocatedJob, on_output: OnOutput) -> ColocatedOutcome:
         raise NotImplementedError

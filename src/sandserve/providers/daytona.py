@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sandserve import config
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, SKIP_PREVIEW_WARNING_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.engines.base import Launch
 from sandserve.errors import (
     ConfigError,
@@ -26,6 +26,11 @@ from sandserve.errors import (
 from sandserve.providers.base import TOOLS_IN_A_DAYTONA_SANDBOX, Exposure, Provider
 from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
 from sandserve.providers.daytona_errors import connect, translate
+from sandserve.providers.daytona_headers import (
+    PREVIEW_TOKEN_HEADER,
+    SKIP_ACTIVITY_HEADER,
+    SKIP_PREVIEW_WARNING_HEADER,
+)
 from sandserve.providers.handles import DaytonaHandle
 from sandserve.providers.warmboot import CaptureOutcome, SnapshotInfo, WarmBootPlan
 from sandserve.spec import (
@@ -47,8 +52,6 @@ HF_CACHE_PATH = "/root/.cache/huggingface"
 LABEL_OWNER = "sandserve"
 LABEL_ENDPOINT = "sandserve.endpoint"
 LABEL_MODEL = "sandserve.model"
-#: Preview traffic with this header does not reset the sandbox's idle timer (auto-stop).
-SKIP_ACTIVITY_HEADER = "X-Daytona-Skip-Last-Activity-Update"
 #: Hosts of Daytona's preview proxy (private and signed preview URLs).
 PREVIEW_HOST_SUFFIXES = (".proxy.daytona.works", ".proxy.daytona.work", ".daytona.app")
 
@@ -57,6 +60,9 @@ class DaytonaProvider(Provider[DaytonaHandle]):
     name = "daytona"
     handle_type = DaytonaHandle
     tool_sandbox_kind = TOOLS_IN_A_DAYTONA_SANDBOX
+    token_header = PREVIEW_TOKEN_HEADER
+    # The warning page is skipped by every request (it is in the endpoint's own headers).
+    probe_headers = {SKIP_ACTIVITY_HEADER: "true"}
     poll_interval = 3.0
     keeps_failed_sandboxes = True
     keeps_snapshots = True
@@ -306,7 +312,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         sandbox = self._sandbox(handle)
         port = self.server_port(handle)
         skip_warning = {SKIP_PREVIEW_WARNING_HEADER: "true"}
-        probe = {SKIP_ACTIVITY_HEADER: "true"}
+        probe = dict(self.probe_headers)
         try:
             if spec.auth is AuthMode.SIGNED:
                 signed = sandbox.create_signed_preview_url(
@@ -324,7 +330,7 @@ class DaytonaProvider(Provider[DaytonaHandle]):
         url = preview.url.rstrip("/")
         if spec.auth is AuthMode.TOKEN:
             headers = {PREVIEW_TOKEN_HEADER: preview.token, **skip_warning}
-            return Exposure(url=url, headers=headers, probe_headers=probe)
+            return Exposure(url=url, headers=headers, probe_headers=probe, token_header=PREVIEW_TOKEN_HEADER)
         if spec.auth is AuthMode.KEY:
             return Exposure(url=url, headers=skip_warning, api_key=spec.api_key, probe_headers=probe)
         return Exposure(url=url, headers=skip_warning, probe_headers=probe)

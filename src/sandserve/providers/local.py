@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sandserve.endpoint import PREVIEW_TOKEN_HEADER, Endpoint
+from sandserve.endpoint import Endpoint
 from sandserve.engines.base import Engine, Launch
 from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
@@ -37,6 +37,7 @@ from sandserve.providers.colocated import (
     OnOutput,
     run_on_this_machine,
 )
+from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER, PROBE_HEADERS
 from sandserve.providers.handles import LocalHandle
 from sandserve.spec import AuthMode, ServeSpec
 
@@ -101,6 +102,9 @@ class LocalProvider(Provider[LocalHandle]):
     default_preset = DEFAULT_LOCAL_PRESET
     handle_type = LocalHandle
     offers_gpus = False
+    # Daytona's preview proxy, emulated: its token header (the adapter checks it) and the probes' headers.
+    token_header = PREVIEW_TOKEN_HEADER
+    probe_headers = PROBE_HEADERS
     python_command = shlex.quote(sys.executable)  # this environment's Python: it has the openai package
 
     def run_colocated(self, handle: LocalHandle, job: ColocatedJob, on_output: OnOutput) -> ColocatedOutcome:
@@ -156,10 +160,15 @@ class LocalProvider(Provider[LocalHandle]):
         log_path = Path(handle.log_path)
         # Here, not at the top: the adapter's module imports aiohttp, and `ls` reads the ledger through this
         # one.
-        from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV, INSIDE_KEY_ENV
+        from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV, INSIDE_KEY_ENV, TOKEN_HEADER_ENV
 
         env = {**os.environ, **launch.env}
-        for name, value in ((ACCESS_TOKEN_ENV, handle.token), (INSIDE_KEY_ENV, handle.inside_key)):
+        header = self.token_header if handle.token else None
+        for name, value in (
+            (ACCESS_TOKEN_ENV, handle.token),
+            (TOKEN_HEADER_ENV, header),
+            (INSIDE_KEY_ENV, handle.inside_key),
+        ):
             env.pop(name, None)
             if value:
                 env[name] = value
@@ -195,9 +204,13 @@ class LocalProvider(Provider[LocalHandle]):
         return None if self.is_running(handle) else -1
 
     def expose(self, handle: LocalHandle, spec: ServeSpec) -> Exposure:
-        headers = {PREVIEW_TOKEN_HEADER: handle.token} if handle.token else {}
+        header = self.token_header if handle.token else None
         return Exposure(
-            url=f"http://{HOST}:{self.server_port(handle)}", headers=headers, api_key=spec.api_key
+            url=f"http://{HOST}:{self.server_port(handle)}",
+            headers={header: handle.token} if header and handle.token else {},
+            api_key=spec.api_key,
+            probe_headers=dict(self.probe_headers),
+            token_header=header,
         )
 
     def is_running(self, handle: LocalHandle) -> bool:

@@ -228,6 +228,8 @@ def _endpoint(
         auth=provider.auth_label(spec),
         headers=exposure.headers,
         api_key=exposure.api_key,
+        token_header=exposure.token_header,
+        probe_headers=exposure.probe_headers,
         sandbox_id=handle.sandbox_id,
         expires_at=exposure.expires_at,
         info=info,

@@ -180,3 +180,25 @@ def _labels(spec_json: str) -> dict[str, str]:
     except (ValueError, AttributeError):
         return {}
     return labels if isinstance(labels, dict) else {}
+
+
+@migration
+def m007_endpoint_header_roles(db: sqlite3.Connection) -> None:
+    """Each endpoint says which of its headers carries its token and what sandserve's probes add, as its
+    provider names them (these names were once fixed in endpoint.py)."""
+    from sandserve.providers import provider_class
+
+    rows = db.execute("SELECT id, provider, endpoint FROM endpoints WHERE endpoint IS NOT NULL").fetchall()
+    for endpoint_id, provider_name, endpoint_json in rows:
+        try:
+            endpoint = json.loads(endpoint_json)
+        except ValueError:
+            continue
+        if not isinstance(endpoint, dict) or "token_header" in endpoint:
+            continue
+        provider = provider_class(provider_name)
+        headers = endpoint.get("headers") or {}
+        token_header = provider.token_header if provider else None
+        endpoint["token_header"] = token_header if token_header in headers else None
+        endpoint["probe_headers"] = dict(provider.probe_headers) if provider else {}
+        db.execute("UPDATE endpoints SET endpoint = ? WHERE id = ?", (json.dumps(endpoint), endpoint_id))

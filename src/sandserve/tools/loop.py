@@ -162,5 +162,9 @@ def forced_request(endpoint: Endpoint, params: dict[str, Any], tool: Tool) -> di
 
 def special_tokens(endpoint: Endpoint, text: str) -> list[Any]:
     """``text`` as this model's tokens, special tokens (``<tool_call>``...) parsed as such."""
-    answer = post_json(endpoint, "/tokenize", {"content": text, "parse_special": True}, timeout=30)
+    call = get_engine(endpoint.engine).tokenize_call(text, parse_special=True)
+    if call is None:
+        hint = "Let the model choose its tool (no forced call)."
+        raise CapabilityError("Tokenizing", endpoint.engine, hint=hint)
+    answer = post_json(endpoint, call.path, call.body, timeout=30)
     return list(answer.get("tokens") or [])
