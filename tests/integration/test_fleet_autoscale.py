@@ -51,10 +51,16 @@ def fresh_prompt(rng: random.Random) -> str:
 
 
 def scaled_fleet(
-    min_workers: int, max_workers: int, workers: int = 1, gateway: str = "sglang-router", **settings: float
+    min_workers: int,
+    max_workers: int,
+    workers: int = 1,
+    gateway: str = "sglang-router",
+    model: str = "tiny",
+    **settings: float,
 ) -> Fleet:
+    """Workers of the tiny model by default; a test that needs requests to queue up serves SmolLM2."""
     scaling = ScalerSettings(min_workers=min_workers, max_workers=max_workers, **{**FAST, **settings})
-    return fleet_up(resolve_spec("tiny", provider="local"), workers, scaling=scaling, gateway=gateway)
+    return fleet_up(resolve_spec(model, provider="local"), workers, scaling=scaling, gateway=gateway)
 
 
 def member_ids(fleet: Fleet) -> list[str]:

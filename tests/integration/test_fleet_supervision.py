@@ -72,7 +72,8 @@ def kill_the_autoscaler_mid_boot(fleet: Fleet) -> tuple[int, list[httpx.Response
 
 
 def test_a_dead_autoscaler_makes_the_fleet_degraded_and_requests_fail_at_once_with_the_cause() -> None:
-    fleet = scaled_fleet(0, 1, down_delay=0.5, restart_backoff=600)  # no restart while this test looks
+    # No restart while this test looks.
+    fleet = scaled_fleet(0, 1, down_delay=0.5, restart_backoff=600, model="smollm2-135m")
     _, answers, held = kill_the_autoscaler_mid_boot(fleet)
 
     held.join(timeout=120)  # the held request is not left waiting for its hold timeout (600 s)
@@ -105,7 +106,7 @@ def test_a_dead_autoscaler_makes_the_fleet_degraded_and_requests_fail_at_once_wi
 
 
 def test_the_supervisor_restarts_the_autoscaler_and_the_worker_it_left_is_taken_in_hand() -> None:
-    fleet = scaled_fleet(0, 1, down_delay=0.5, restart_backoff=0.5)
+    fleet = scaled_fleet(0, 1, down_delay=0.5, restart_backoff=0.5, model="smollm2-135m")
     dead_pid, _, held = kill_the_autoscaler_mid_boot(fleet)
     held.join(timeout=120)
     assert not held.is_alive()
@@ -127,7 +128,7 @@ def test_the_supervisor_restarts_the_autoscaler_and_the_worker_it_left_is_taken_
 
 
 def test_a_killed_supervisor_leaves_the_fleet_degraded_until_fleet_scale() -> None:
-    fleet = scaled_fleet(1, 2)
+    fleet = scaled_fleet(1, 2, model="smollm2-135m")
     scaler_row = next(r for r in Registry().members_of(fleet.id) if r.provider == "fleet-scaler")
     child = scaler_state(fleet).get("pid", scaler_row.sandbox.pid)
     os.kill(scaler_row.sandbox.pid, signal.SIGKILL)

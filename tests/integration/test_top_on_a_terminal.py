@@ -49,7 +49,7 @@ def tmux() -> Iterator[Tmux]:
 
 
 def test_top_shows_the_worker_the_autoscaler_adds_and_quits_on_q(tmux: Tmux) -> None:
-    fleet = scaled_fleet(1, 2)
+    fleet = scaled_fleet(1, 2, model="smollm2-135m")
     [first] = member_ids(fleet)
     env = {key: value for key, value in os.environ.items() if key.startswith(("SANDSERVE_", "HF_", "PATH"))}
     command = " ".join(
