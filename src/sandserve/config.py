@@ -127,9 +127,3 @@ def snapshot_limit_gb() -> Limit | None:
             hint="Set it to your organisation's snapshot size limit, e.g. SANDSERVE_SNAPSHOT_LIMIT_GB=50.",
         )
     return Limit(value, f"SANDSERVE_SNAPSHOT_LIMIT_GB from {chosen.source}")
-
-
-def load_dotenv_once() -> None:
-    """Kept for callers written before settings were read on demand: it does nothing now. Nothing is copied
-    from dotenv files into the environment any more (that let a `.env` redirect the API key); read a setting
-    with ``setting(NAME)`` instead."""

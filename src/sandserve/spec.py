@@ -81,6 +81,8 @@ class Resources:
     """A spot GPU: cheaper, and may be taken back without notice."""
     image: str | None = None
     """The image to start from; None: the engine's own image for the GPU's vendor."""
+    servers_on_machine: int = 1
+    """Servers sharing the machine (a local fleet's workers): a CPU engine divides its cores between them."""
 
     @property
     def uses_gpu(self) -> bool:

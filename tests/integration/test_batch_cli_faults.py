@@ -8,7 +8,6 @@ import os
 import shlex
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import run_cli, sandserve_command
 from faultserver import FaultServer
+from polling import poll_until
 
 from sandserve.batch.files import errors_path, lock_path, summary_path
 
@@ -148,9 +148,7 @@ def test_a_second_run_on_the_same_output_is_refused_and_nothing_is_sent_twice(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (out.exists() and out.read_bytes().count(b"\n") >= 5) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 5, what="5 answers written")
         second = batch(server, str(inp), str(out), "--concurrency", "8")
         assert second.returncode == 2
         assert f"another sandserve batch (pid {first.pid}) is writing it" in said(second), second.stderr
@@ -179,9 +177,7 @@ def test_ctrl_c_writes_the_summary_says_what_is_left_and_the_printed_command_fin
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (out.exists() and out.read_bytes().count(b"\n") >= 5) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 5, what="5 answers written")
         run.send_signal(signal.SIGINT)
         stdout, stderr = run.communicate(timeout=60)
     finally:

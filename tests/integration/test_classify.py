@@ -7,11 +7,11 @@ import shlex
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 from conftest import as_typed, sandserve_command
 from conftest import run_cli as run_sandserve
+from polling import poll_until
 
 from sandserve.errors import ConfigError
 from sandserve.workloads import corpus
@@ -190,9 +190,9 @@ def test_ctrl_c_keeps_the_answers_and_the_printed_command_goes_on_from_them(loca
         [*sandserve_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 120
-        while not (kept.exists() and kept.read_bytes().count(b"\n") >= 2) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(
+            lambda: kept.exists() and kept.read_bytes().count(b"\n") >= 2, what="2 answers kept", timeout=120
+        )
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import run_cli, sglang_image_env, take_everything_down
+from polling import poll_until
 from standins.daytona_api import DaytonaStandin
 from standins.hf_hub import HubStandin
 
@@ -369,17 +370,6 @@ def test_the_services_validation_sentences_reach_the_user(daytona, monkeypatch):
     assert daytona.sandboxes == {}
 
 
-def _wait_for(condition, seconds: float) -> bool:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
-
-
 def test_the_service_ends_an_idle_sandbox_that_ls_watches_and_spares_a_used_one(daytona):
     """Auto-stop, as the service applies it (a "minute" here is a second): sandserve's own checks (`ls`,
     `status`) do not count as activity, so an idle endpoint is stopped (and, ephemeral, deleted); one whose
@@ -402,12 +392,20 @@ def test_the_service_ends_an_idle_sandbox_that_ls_watches_and_spares_a_used_one(
     user.start()
     try:
         registry = Registry()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+
+        def watched() -> float:
             for record in registry.list():
                 lifecycle.refresh(record)  # what `sandserve ls` does, every 0.2 s
-            time.sleep(0.2)
-        assert (idle.sandbox_id, "auto-stop") in daytona.ended_by_service
+            return time.monotonic()
+
+        poll_until(
+            lambda: watched() and (idle.sandbox_id, "auto-stop") in daytona.ended_by_service,
+            what="the idle sandbox stopped by the service",
+            interval=0.2,
+        )
+        # Watched for one more auto-stop period: the used one outlives it (longer on a slower machine).
+        spared_until = watched() + 2 * daytona.minute_seconds
+        poll_until(lambda: watched() > spared_until, what="one more auto-stop period", interval=0.2)
         assert used.sandbox_id in daytona.sandboxes
         listed = {entry["id"]: entry["state"] for entry in json.loads(run_cli("ls", "--json").stdout)}
         assert listed == {idle.id: "dead", used.id: "ready"}
@@ -430,5 +428,5 @@ def test_the_service_ends_a_sandbox_at_its_ttl_whatever_it_does(daytona):
             client.models.list()  # in use all along: a TTL does not care
         return (endpoint.sandbox_id, "ttl") in daytona.ended_by_service
 
-    assert _wait_for(ended_while_in_use, 8)
+    poll_until(ended_while_in_use, what="the sandbox ended by its TTL", interval=0.1)
     assert endpoint.sandbox_id not in daytona.sandboxes

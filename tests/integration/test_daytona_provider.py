@@ -25,6 +25,7 @@ from conftest import (
     sglang_image_env,
     take_everything_down,
 )
+from polling import poll_until
 from standins.daytona_api import DaytonaStandin
 
 from sandserve.errors import (
@@ -239,9 +240,7 @@ def test_ctrl_c_while_booting_deletes_the_sandbox(daytona):
         env=os.environ.copy(),
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _server_started():
-            time.sleep(0.1)
+        poll_until(_server_started, what="the server started in its sandbox")
         assert daytona.sandboxes, "no sandbox was created"
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)

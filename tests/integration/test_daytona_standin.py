@@ -33,6 +33,7 @@ from daytona import (
     SessionExecuteRequest,
 )
 from daytona.common.errors import DaytonaProcessExecutionTimeoutError
+from polling import poll_until
 from standins._procs import pid_alive
 from standins.daytona_api import DaytonaStandin
 
@@ -125,23 +126,12 @@ def start_echo_server(api: DaytonaStandin, sandbox: Sandbox, port: int) -> str:
     return cmd.cmd_id
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_port(port: int) -> None:
+    def listening() -> bool:
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
+            return sock.connect_ex(("127.0.0.1", port)) == 0
 
-
-def wait_until(predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    poll_until(listening, what=f"a server listening on {port}")
 
 
 # ----- control plane -----
@@ -291,7 +281,10 @@ def test_a_program_only_this_machine_has_is_not_found_in_a_sandbox(
     sandbox.process.create_session("server")
     request = SessionExecuteRequest(command=f"{host_program} --port 8000", run_async=True)
     cmd = sandbox.process.execute_session_command("server", request)
-    wait_until(lambda: sandbox.process.get_session_command("server", cmd.cmd_id).exit_code is not None)
+    poll_until(
+        lambda: sandbox.process.get_session_command("server", cmd.cmd_id).exit_code is not None,
+        what="the command's exit code",
+    )
     assert sandbox.process.get_session_command("server", cmd.cmd_id).exit_code == 127
     logs = sandbox.process.get_session_command_logs("server", cmd.cmd_id)
     assert "No such file or directory" in logs.output and "ran on the host" not in logs.output
@@ -323,10 +316,16 @@ def test_session_logs_grow_and_exit_code_appears_at_the_end(api: DaytonaStandin,
     request = SessionExecuteRequest(command=command, run_async=True)
     cmd = sandbox.process.execute_session_command("sglang", request)
 
-    wait_until(lambda: "warn" in sandbox.process.get_session_command_logs("sglang", cmd.cmd_id).output)
+    poll_until(
+        lambda: "warn" in sandbox.process.get_session_command_logs("sglang", cmd.cmd_id).output,
+        what="'warn' in the command's log",
+    )
     assert sandbox.process.get_session_command("sglang", cmd.cmd_id).exit_code is None
     (home / "go").touch()
-    wait_until(lambda: sandbox.process.get_session_command("sglang", cmd.cmd_id).exit_code is not None)
+    poll_until(
+        lambda: sandbox.process.get_session_command("sglang", cmd.cmd_id).exit_code is not None,
+        what="the command's exit code",
+    )
 
     assert sandbox.process.get_session_command("sglang", cmd.cmd_id).exit_code == 7
     logs = sandbox.process.get_session_command_logs("sglang", cmd.cmd_id)

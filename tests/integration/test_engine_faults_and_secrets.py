@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import parse_exports, run_cli, sandserve_command, sglang_image_env
+from polling import poll_until
 
 from sandserve.batch.files import errors_path
 from sandserve.endpoint import Endpoint
@@ -84,7 +84,7 @@ def add_record(registry: Registry, endpoint: Endpoint, *, pid: int | None, error
 def test_kill_9_of_the_engine_mid_batch_then_a_new_endpoint_completes_every_request_once(
     tmp_path: Path,
 ) -> None:
-    first = lifecycle.up(resolve_spec(provider="local"))
+    first = lifecycle.up(resolve_spec("tiny", provider="local"))
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = chat_batch(inp, 300)
     run = subprocess.Popen(
@@ -94,9 +94,7 @@ def test_kill_9_of_the_engine_mid_batch_then_a_new_endpoint_completes_every_requ
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not (out.exists() and out.read_bytes().count(b"\n") >= 30) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        poll_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 30, what="30 answers written")
         os.kill(Registry().get(first.id).sandbox.pid, signal.SIGKILL)
         _, stderr = run.communicate(timeout=120)
     finally:
@@ -110,7 +108,7 @@ def test_kill_9_of_the_engine_mid_batch_then_a_new_endpoint_completes_every_requ
     assert 30 <= len(before) < 300, "the engine should have died mid-batch"
     assert all(line["error"] is None for line in before) and not errors_path(out).exists()
 
-    second = lifecycle.up(resolve_spec(provider="local"))
+    second = lifecycle.up(resolve_spec("tiny", provider="local"))
     resumed = run_cli("batch", str(inp), str(out), "--endpoint", second.id, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     lines = output_lines(out)
@@ -122,7 +120,7 @@ def test_kill_9_of_the_engine_mid_batch_then_a_new_endpoint_completes_every_requ
 def test_a_gateway_killed_mid_batch_loses_nothing_and_a_worker_finishes_the_batch(tmp_path: Path) -> None:
     from sandserve.fleet import fleet_up
 
-    fleet = fleet_up(resolve_spec(provider="local"), 2, "round_robin")
+    fleet = fleet_up(resolve_spec("tiny", provider="local"), 2, "round_robin")
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = chat_batch(inp, 300)
     run = subprocess.Popen(
@@ -132,9 +130,7 @@ def test_a_gateway_killed_mid_batch_loses_nothing_and_a_worker_finishes_the_batc
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not (out.exists() and out.read_bytes().count(b"\n") >= 30) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        poll_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 30, what="30 answers written")
         os.killpg(fleet.gateway.pid, signal.SIGKILL)
         _, stderr = run.communicate(timeout=120)
     finally:
@@ -157,7 +153,7 @@ def test_a_gateway_killed_mid_batch_loses_nothing_and_a_worker_finishes_the_batc
 
 
 def test_the_api_key_reaches_llama_server_through_its_environment_not_its_command_line() -> None:
-    endpoint = lifecycle.up(resolve_spec(provider="local", auth="key"))
+    endpoint = lifecycle.up(resolve_spec("tiny", provider="local", auth="key"))
     assert endpoint.api_key
     key = endpoint.api_key.encode()
     holders = [pid for pid, cmdline in command_lines().items() if key in cmdline]

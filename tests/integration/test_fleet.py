@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +16,10 @@ import httpx
 import pytest
 from conftest import parse_exports, sandserve_command, sglang_daytona_standin, take_everything_down
 from conftest import run_cli as run_sandserve
+from polling import poll_until, poll_while
 from standins.daytona_api import DaytonaStandin
 
+from sandserve.engines.llamacpp import MachineFit
 from sandserve.errors import EngineDiedError, FleetBootError, GatewayDiedError, NotAFleetMemberError
 from sandserve.fleet import (
     Fleet,
@@ -38,6 +39,13 @@ from sandserve.serve.resolve import resolve_spec
 pytestmark = pytest.mark.usefixtures("llama_server", "tiny_model")
 
 
+def engine_command_line(adapter_pid: int | None) -> list[str]:
+    """The llama-server a local endpoint's adapter (``adapter_pid``) started: its child's argv."""
+    children = Path(f"/proc/{adapter_pid}/task/{adapter_pid}/children").read_text().split()
+    argvs = [Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0") for child in children]
+    return next(argv for argv in argvs if "-tb" in argv)
+
+
 def command_lines() -> dict[int, bytes]:
     """Every process's command line: what any local user can read in /proc/PID/cmdline."""
     found = {}
@@ -54,7 +62,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def local_fleet(workers: int = 2, policy: str = "cache_aware", **kwargs: object) -> Fleet:
-    return fleet_up(resolve_spec(provider="local"), workers, policy, **kwargs)  # type: ignore[arg-type]
+    return fleet_up(resolve_spec("tiny", provider="local"), workers, policy, **kwargs)  # type: ignore[arg-type]
 
 
 def listed_workers(fleet: Fleet) -> list[dict]:
@@ -76,12 +84,6 @@ def worker_pids(fleet: Fleet) -> dict[str, int]:
 
 def alive(pid: int) -> bool:
     return process_start_time(pid) is not None
-
-
-def wait_until_dead(pid: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 def ports_of(fleet: Fleet) -> list[int]:
@@ -133,10 +135,14 @@ def test_two_workers_serve_as_one_endpoint_that_needs_the_gateway_key():
     assert record.provider == "gateway" and record.state is State.READY
     assert record.endpoint.url == fleet.url and record.endpoint.api_key == fleet.endpoint.api_key
     assert record.sandbox.members == fleet.members and len(fleet.members) == 2
+    half = max(1, MachineFit().cores // 2)  # both workers run on this machine: each keeps to half the cores
     for member in fleet.members:
         worker = registry.get(member.endpoint_id)
         assert worker.state is State.READY and worker.spec["labels"][FLEET_LABEL] == fleet.id
         assert worker.endpoint.api_key and worker.endpoint.api_key != fleet.endpoint.api_key
+        server = engine_command_line(worker.sandbox.pid)
+        threads, batch_threads = int(server[server.index("-t") + 1]), int(server[server.index("-tb") + 1])
+        assert 1 <= threads <= batch_threads <= half, server
 
 
 def test_workers_join_and_leave_while_it_serves_and_down_leaves_nothing():
@@ -387,7 +393,7 @@ def test_cli_exports_one_endpoint_and_ls_and_down_know_the_fleet():
     worker_pids = [Registry().get(m.endpoint_id).sandbox.pid for m in record.sandbox.members]
 
     os.killpg(gateway_pid, signal.SIGKILL)  # a gateway that died shows as dead...
-    wait_until_dead(gateway_pid)
+    poll_while(lambda: alive(gateway_pid), what="the gateway gone")
     listed = {entry["id"]: entry for entry in json.loads(run_cli("ls", "--json").stdout)}
     assert listed[fleet_id]["state"] == "dead"
     assert [entry["state"] for entry_id, entry in listed.items() if entry_id != fleet_id] == [
@@ -416,9 +422,7 @@ def test_interrupting_fleet_up_leaves_no_orphan(tmp_path, sig):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while len(list(started.iterdir())) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: len(list(started.iterdir())) >= 2, what="both engines started")
         engine_pids = [int(path.name) for path in started.iterdir()]
         process.send_signal(sig)
         stdout, stderr = process.communicate(timeout=60)

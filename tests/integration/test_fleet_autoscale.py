@@ -11,12 +11,13 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 import pytest
 from conftest import run_cli
+from polling import poll_until
 from test_fleet import daytona  # noqa: F401 - the Daytona stand-in fixture (SGLang workers)
 
 from sandserve.fleet import (
@@ -53,15 +54,7 @@ def scaled_fleet(
     min_workers: int, max_workers: int, workers: int = 1, gateway: str = "sglang-router", **settings: float
 ) -> Fleet:
     scaling = ScalerSettings(min_workers=min_workers, max_workers=max_workers, **{**FAST, **settings})
-    return fleet_up(resolve_spec(provider="local"), workers, scaling=scaling, gateway=gateway)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    return fleet_up(resolve_spec("tiny", provider="local"), workers, scaling=scaling, gateway=gateway)
 
 
 def member_ids(fleet: Fleet) -> list[str]:
@@ -112,18 +105,18 @@ def test_queued_requests_add_a_worker_and_an_idle_fleet_returns_to_min():
     assert len(first) == 1
 
     with sustained_load(fleet) as outcome:
-        wait_for(lambda: len(member_ids(fleet)) == 2, what="a second worker")
+        poll_until(lambda: len(member_ids(fleet)) == 2, what="a second worker")
         status = fleet_status(fleet.id)[0]
         loads = [(w.requests_running, w.requests_queued) for w in status.workers]
         assert all(running is not None and queued is not None for running, queued in loads), loads
-        wait_for(lambda: len(outcome["ok"]) >= 20, what="requests served by two workers")
+        poll_until(lambda: len(outcome["ok"]) >= 20, what="requests served by two workers")
     assert outcome["failed"] == []
     scaler = fleet_status(fleet.id)[0].scaler
     up = [d for d in scaler["decisions"] if d["action"] == "up"]
     assert up and "queued" in up[0]["reason"]
 
-    wait_for(lambda: len(member_ids(fleet)) == 1, what="the fleet back at --min 1")
-    wait_for(lambda: "removed" in actions(fleet), what="the drained worker taken down")
+    poll_until(lambda: len(member_ids(fleet)) == 1, what="the fleet back at --min 1")
+    poll_until(lambda: "removed" in actions(fleet), what="the drained worker taken down")
     down = [d for d in fleet_status(fleet.id)[0].scaler["decisions"] if d["action"] == "down"]
     assert "idle" in down[-1]["reason"]
     # the fleet still answers with its one worker
@@ -136,7 +129,7 @@ def test_queued_requests_add_a_worker_and_an_idle_fleet_returns_to_min():
 @pytest.mark.parametrize("gateway", ["sglang-router", "smg"])
 def test_min_zero_holds_a_request_until_a_worker_is_up_then_answers_it(gateway):
     fleet = scaled_fleet(0, 1, gateway=gateway, down_delay=0.5)
-    wait_for(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
+    poll_until(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
     scaler = fleet_status(fleet.id)[0].scaler
     assert scaler["holder_worker_id"], scaler
     registry = Registry()
@@ -170,7 +163,7 @@ def test_min_zero_holds_a_request_until_a_worker_is_up_then_answers_it(gateway):
     assert len(replies) == 3 and all(reply.usage.completion_tokens > 0 for reply in replies)
     assert len(streamed) > 2 and streamed[-1].usage.completion_tokens > 0
     assert len(member_ids(fleet)) == 1
-    wait_for(lambda: fleet_status(fleet.id)[0].scaler["cold_starts"], what="the cold start recorded")
+    poll_until(lambda: fleet_status(fleet.id)[0].scaler["cold_starts"], what="the cold start recorded")
     scaler = fleet_status(fleet.id)[0].scaler
     assert len(scaler["cold_starts"]) == 1 and scaler["cold_starts"][0] > 0
     assert scaler["holder_worker_id"] is None
@@ -182,14 +175,14 @@ def test_a_worker_killed_under_load_is_replaced_and_no_request_fails():
     registry = Registry()
     victim = member_ids(fleet)[0]
     with sustained_load(fleet, clients=4) as outcome:
-        wait_for(lambda: len(outcome["ok"]) >= 4, what="requests under way")
+        poll_until(lambda: len(outcome["ok"]) >= 4, what="requests under way")
         os.kill(registry.get(victim).sandbox.pid, signal.SIGKILL)
-        wait_for(
+        poll_until(
             lambda: victim not in member_ids(fleet) and len(member_ids(fleet)) == 2,
             what="the killed worker replaced",
         )
         served = len(outcome["ok"])
-        wait_for(lambda: len(outcome["ok"]) >= served + 6, what="requests after the replacement")
+        poll_until(lambda: len(outcome["ok"]) >= served + 6, what="requests after the replacement")
     assert outcome["failed"] == []
     assert "replace" in actions(fleet)
 
@@ -198,7 +191,7 @@ def test_requests_wait_for_the_replacement_of_a_fleets_only_worker():
     fleet = scaled_fleet(1, 1)
     only = member_ids(fleet)[0]
     os.kill(Registry().get(only).sandbox.pid, signal.SIGKILL)
-    wait_for(lambda: only not in member_ids(fleet), what="the dead worker noticed")
+    poll_until(lambda: only not in member_ids(fleet), what="the dead worker noticed")
     reply = fleet.endpoint.openai(max_retries=0, timeout=60).chat.completions.create(
         model=fleet.endpoint.model, messages=[{"role": "user", "content": "Still there?"}], max_tokens=2
     )
@@ -207,13 +200,13 @@ def test_requests_wait_for_the_replacement_of_a_fleets_only_worker():
 
 
 def test_removing_a_busy_worker_drains_it_first():
-    fleet = fleet_up(resolve_spec(provider="local"), 2, "round_robin")
+    fleet = fleet_up(resolve_spec("tiny", provider="local"), 2, "round_robin")
     leaving = fleet.members[1]
     with sustained_load(fleet, clients=4, max_tokens=96) as outcome:
-        wait_for(lambda: len(outcome["ok"]) >= 2, what="requests under way")
+        poll_until(lambda: len(outcome["ok"]) >= 2, what="requests under way")
         remove_worker(fleet.id, leaving.endpoint_id)
         served = len(outcome["ok"])
-        wait_for(lambda: len(outcome["ok"]) >= served + 4, what="requests after the removal")
+        poll_until(lambda: len(outcome["ok"]) >= served + 4, what="requests after the removal")
     assert outcome["failed"] == []
     assert [m.endpoint_id for m in load_fleet(fleet.id).members] == [fleet.members[0].endpoint_id]
     assert not Registry().get(leaving.endpoint_id).live
@@ -231,7 +224,7 @@ def test_a_quota_refusal_backs_off_and_fleet_status_says_so(daytona):  # noqa: F
         1 for method, path in daytona.requests if method == "POST" and path.endswith("/sandbox")
     )
     with sustained_load(fleet) as outcome:
-        wait_for(lambda: (fleet_status(fleet.id)[0].scaler or {}).get("backoff"), what="a back-off")
+        poll_until(lambda: (fleet_status(fleet.id)[0].scaler or {}).get("backoff"), what="a back-off")
         time.sleep(2)  # a few more looks under the same queue: no new attempt while backing off
     assert outcome["failed"] == []
     scaler = fleet_status(fleet.id)[0].scaler
@@ -251,8 +244,8 @@ def test_at_zero_a_refused_worker_is_said_at_once_then_the_next_request_is_held_
         1,
         scaling=ScalerSettings(min_workers=0, max_workers=1, **{**FAST, "down_delay": 0.5, "backoff": 3.0}),
     )
-    wait_for(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
-    wait_for(lambda: fleet_status(fleet.id)[0].scaler["holder_worker_id"], what="the holder registered")
+    poll_until(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
+    poll_until(lambda: fleet_status(fleet.id)[0].scaler["holder_worker_id"], what="the holder registered")
     daytona.fail_next_create_with_quota(maximum=1)
     ask = fleet.endpoint.openai(max_retries=0, timeout=120).chat.completions.create
     body = {
@@ -265,7 +258,7 @@ def test_at_zero_a_refused_worker_is_said_at_once_then_the_next_request_is_held_
     assert "cannot start one now" in str(refused.value) and "GPU quota exceeded" in str(refused.value)
     assert fleet_status(fleet.id)[0].scaler["backoff"]
 
-    wait_for(lambda: not fleet_status(fleet.id)[0].scaler.get("refusing"), what="the back-off over")
+    poll_until(lambda: not fleet_status(fleet.id)[0].scaler.get("refusing"), what="the back-off over")
     assert ask(**body).usage.completion_tokens > 0  # held while a worker boots, then answered
     assert len(member_ids(fleet)) == 1
 
@@ -278,7 +271,7 @@ def pids_of_fleet(fleet_id: str) -> list[int]:
 
 def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
     up = run_cli(
-        "fleet", "up", "--provider", "local", "--workers", "1", "--min", "1", "--max", "2",
+        "fleet", "up", "--provider", "local", "--model", "tiny", "--workers", "1", "--min", "1", "--max", "2",
         "--up-delay", "0.5", "--down-delay", "1", "--interval", "0.2", "--json",
     )  # fmt: skip
     assert up.returncode == 0, up.stderr
@@ -290,10 +283,10 @@ def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
 
     scaled = run_cli("fleet", "scale", fleet_id, "--max", "3", "--down-delay", "2")
     assert scaled.returncode == 0, scaled.stderr
-    wait_for(lambda: registry.get(scaler.id).sandbox.settings["max_workers"] == 3, what="new bounds")
+    poll_until(lambda: registry.get(scaler.id).sandbox.settings["max_workers"] == 3, what="new bounds")
 
     os.kill(scaler.sandbox.pid, signal.SIGKILL)
-    wait_for(lambda: process_start_time(scaler.sandbox.pid) is None, what="the scaler gone")
+    poll_until(lambda: process_start_time(scaler.sandbox.pid) is None, what="the scaler gone")
     listing = {row["id"]: row for row in json.loads(run_cli("ls", "--json").stdout)}
     assert listing[scaler.id]["state"] == "dead", listing[scaler.id]
     shown = run_cli("fleet", "status", fleet_id)
@@ -307,7 +300,7 @@ def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
     gateway_pid = registry.get(fleet_id).sandbox.pid
     os.killpg(gateway_pid, signal.SIGKILL)
     new_scaler = next(r for r in Registry().members_of(fleet_id) if r.id == status["scaler"]["id"])
-    wait_for(lambda: process_start_time(new_scaler.sandbox.pid) is None, what="the scaler to stop")
+    poll_until(lambda: process_start_time(new_scaler.sandbox.pid) is None, what="the scaler to stop")
     status = json.loads(run_cli("fleet", "status", fleet_id, "--json").stdout)[0]
     assert not status["gateway_running"] and not status["scaler"]["running"]
     assert status["scaler"]["decisions"][-1]["reason"] == "the gateway is not running any more"
@@ -322,8 +315,8 @@ def test_a_dead_scaler_or_gateway_shows_in_ls_and_status_and_down_cleans_up():
 
 def test_down_while_the_scaler_boots_a_worker_leaves_nothing_running():
     fleet = scaled_fleet(0, 1, down_delay=0.5)
-    wait_for(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
-    wait_for(lambda: fleet_status(fleet.id)[0].scaler["holder_worker_id"], what="the holder registered")
+    poll_until(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
+    poll_until(lambda: fleet_status(fleet.id)[0].scaler["holder_worker_id"], what="the holder registered")
     body = {"model": fleet.endpoint.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
     asking = threading.Thread(
         target=lambda: httpx.post(
@@ -336,7 +329,7 @@ def test_down_while_the_scaler_boots_a_worker_leaves_nothing_running():
     )
     asking.start()
     registry = Registry()
-    wait_for(
+    poll_until(
         lambda: any(
             r.provider == "local" for r in registry.members_of(fleet.id) if r.state.value == "booting"
         ),
@@ -399,7 +392,7 @@ def test_load_probes_carry_the_skip_activity_header_and_read_the_engine(local_en
 
 def test_smg_serves_with_one_fleet_key_and_workers_join_while_it_serves():
     """smg passes the client's key on to workers, so behind it every worker takes the gateway's key."""
-    fleet = fleet_up(resolve_spec(provider="local"), 1, gateway="smg")
+    fleet = fleet_up(resolve_spec("tiny", provider="local"), 1, gateway="smg")
     registry = Registry()
     assert fleet.gateway_name == "smg"
     assert registry.get(fleet.members[0].endpoint_id).endpoint.api_key == fleet.endpoint.api_key
@@ -421,7 +414,7 @@ def test_smg_serves_with_one_fleet_key_and_workers_join_while_it_serves():
 
 def test_fleet_bench_prints_cached_share_and_latency_per_policy():
     result = run_cli(
-        "fleet", "bench", "--provider", "local", "--policies", "cache_aware,round_robin",
+        "fleet", "bench", "--provider", "local", "--model", "tiny", "--policies", "cache_aware,round_robin",
         "--documents", "2", "--words", "60", "--questions", "2", "--in-flight", "1", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -452,7 +445,7 @@ def test_sglang_workers_serve_and_scale_through_either_gateway(daytona, gateway)
 
     scaled = run_cli("fleet", "scale", fleet.id, "--min", "2")
     assert scaled.returncode == 0, scaled.stderr
-    wait_for(lambda: len(member_ids(fleet)) == 2, what="a second SGLang worker")
+    poll_until(lambda: len(member_ids(fleet)) == 2, what="a second SGLang worker")
     for text in ("One", "Two", "Three", "Four"):
         assert ask(
             model=fleet.endpoint.model, messages=[{"role": "user", "content": text}], max_tokens=4

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from old_ledger import OLD_SCHEMA, old_endpoint, old_row
+from polling import poll_while
 
 import sandserve
 from sandserve.endpoint import Endpoint
@@ -54,7 +55,7 @@ def test_ls_waits_for_a_ledger_another_process_locked_and_never_calls_it_corrupt
         result = run_cli("ls", timeout=LOCK_SECONDS + 60)
         waited = time.monotonic() - started
     finally:
-        holder.wait(timeout=LOCK_SECONDS + 10)
+        holder.communicate(timeout=LOCK_SECONDS + 10)  # waited for, and its pipe closed
     assert result.returncode == 0, result.stderr
     assert "waiting" in result.stderr and "holds its lock" in result.stderr
     assert "cannot be read" not in result.stderr and "corrupt" not in result.stderr.lower()
@@ -72,7 +73,7 @@ class DieWhileWaiting(lifecycle.BootEvents):
         if message.startswith("waiting for a real generation"):
             os.kill(os.getpid(), signal.SIGKILL)
 
-lifecycle.up(resolve_spec(provider="local"), events=DieWhileWaiting())
+lifecycle.up(resolve_spec("tiny", provider="local"), events=DieWhileWaiting())
 """
 
 
@@ -106,9 +107,7 @@ def test_a_row_left_booting_whose_server_is_gone_becomes_down(llama_server: Path
     registry = Registry()
     handle = registry.get(endpoint_id).sandbox
     os.killpg(handle.pid, signal.SIGKILL)  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
-    while process_start_time(handle.pid) is not None and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        time.sleep(0.05)
+    poll_while(lambda: process_start_time(handle.pid), what="the killed server gone")  # type: ignore[attr-defined]
 
     result = run_cli("ls", "--all", "--json")
     assert result.returncode == 0, result.stderr
@@ -147,7 +146,7 @@ def test_a_ledger_failure_after_the_engine_started_stops_the_engine(
     llama_server: Path, tiny_model: Path, when: str, error: BaseException, recorded: str | None
 ) -> None:
     with pytest.raises(type(error)):
-        lifecycle.up(resolve_spec(provider="local"), registry=FailingLedger(when, error))
+        lifecycle.up(resolve_spec("tiny", provider="local"), registry=FailingLedger(when, error))
     (record,) = Registry().list(include_down=True)
     if recorded:
         assert record.state is State.DOWN and recorded in (record.error or "")
@@ -207,7 +206,7 @@ def test_sandserve_reads_a_ledger_written_before_migrations(isolated: Path) -> N
 def test_a_fleet_is_one_handle_too(llama_server: Path, tiny_model: Path) -> None:
     from sandserve.fleet import fleet_up
 
-    fleet = fleet_up(resolve_spec(provider="local"), 1, "round_robin")
+    fleet = fleet_up(resolve_spec("tiny", provider="local"), 1, "round_robin")
     (worker,) = Registry().members_of(fleet.id)
     assert (fleet.status().state, fleet.status().live) == ("ready", True)
     assert fleet.logs()  # the gateway's own log

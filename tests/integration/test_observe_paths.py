@@ -64,20 +64,22 @@ def test_top_once_json_during_a_batch_shows_the_work(local_endpoint: Endpoint, t
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # The batch is stopped as soon as a reading shows its work: 10 x 3,000 tokens keep it going until then,
+    # whatever the machine's speed (it is never meant to finish).
     busiest = 0
     try:
-        while batch.poll() is None:
+        while batch.poll() is None and busiest == 0:
             result = run_cli("top", local_endpoint.id, "--once", "--json")
             assert result.returncode == 0, result.stderr
             [row] = json.loads(result.stdout)["rows"]
             assert row["id"] == local_endpoint.id and row["ok"], row
             if batch.poll() is None:  # a reading taken while the batch still ran
                 busiest = max(busiest, (row["running"] or 0) + (row["queued"] or 0))
+        assert batch.poll() is None, "the batch ended before any reading"
     finally:
         if batch.poll() is None:
             batch.kill()
         batch.wait()
-    assert batch.returncode == 0
     assert busiest > 0
 
 
@@ -133,7 +135,7 @@ def snapshot_once_rows(ref: str) -> list:
 def test_top_and_bench_through_a_fleet_gateway():
     from sandserve.fleet import fleet_down, fleet_up
 
-    fleet = fleet_up(resolve_spec(provider="local"), 2, "round_robin")
+    fleet = fleet_up(resolve_spec("tiny", provider="local"), 2, "round_robin")
     try:
         rows = snapshot_once_rows(fleet.id)
         assert [r.role for r in rows] == ["gateway", "worker", "worker"]

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import httpx
 from conftest import run_cli
+from polling import poll_until
 from standins.sglang_server import SGLangStandin, parse_args
 
 from sandserve.batch import BatchRequest, run_requests
@@ -206,12 +207,13 @@ def test_the_gateway_admits_batch_work_as_bulk_and_passes_its_priority_on_to_sgl
         )
         try:
             endpoint = Endpoint(id="gw", url=f"http://127.0.0.1:{port}", model="gpt-oss-20b", engine="sglang")
-            deadline = time.monotonic() + HANG_GUARD_S
-            while _status(f"{endpoint.base_url}/models") != 200:
-                assert gateway.poll() is None and time.monotonic() < deadline, (
-                    tmp_path / "gateway.log"
-                ).read_text()
-                time.sleep(0.1)
+            poll_until(
+                lambda: gateway.poll() is not None or _status(f"{endpoint.base_url}/models") == 200,
+                what="the gateway answering",
+                timeout=HANG_GUARD_S,
+                interval=0.1,
+            )
+            assert gateway.poll() is None, (tmp_path / "gateway.log").read_text()
             requests = [
                 BatchRequest(f"b{i}", {"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 4})
                 for i in range(4)

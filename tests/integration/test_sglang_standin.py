@@ -10,8 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
+from polling import poll_until
 from standins.sglang_server import FAIL_ENV, READY_FILE_ENV, SGLangStandin
 
 from sandserve.engines.base import diagnose, phases_in
@@ -74,7 +74,9 @@ class FakeSGLang:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_for(self, text: str, timeout: float = 30) -> None:
-        _until(lambda: text in self.output or self.proc.poll() is not None, timeout)
+        poll_until(
+            lambda: text in self.output or self.proc.poll() is not None, what=repr(text), timeout=timeout
+        )
         assert text in self.output, self.output
 
     def wait_exit(self, timeout: float = 30) -> int:
@@ -86,12 +88,6 @@ class FakeSGLang:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
-
-
-def _until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 def _status(url: str, **kwargs: object) -> int | None:
@@ -160,7 +156,9 @@ def test_boot_log_phases_kv_pool_and_readiness(tmp_path: Path) -> None:
             "cuda graphs captured",
         ]
         assert SGLANG.kv_pool_tokens(fake.output) == 1_187_328
-        _until(lambda: _status(f"{fake.url}/health_generate") is not None, 10)
+        poll_until(
+            lambda: _status(f"{fake.url}/health_generate") is not None, what="an answer from the server"
+        )
 
         assert _status(f"{fake.url}/health_generate") == 503  # warm-up held: not ready
         assert _status(f"{fake.url}/health") == 503
@@ -433,8 +431,7 @@ def test_in_process_standin_holds_warmup_until_told() -> None:
         assert standin.url.startswith("http://127.0.0.1:")
         assert _status(f"{standin.url}/health_generate") == 503
         standin.finish_warmup()
-        _until(lambda: _status(f"{standin.url}/health_generate") == 200, 5)
-        assert _status(f"{standin.url}/health_generate") == 200
+        poll_until(lambda: _status(f"{standin.url}/health_generate") == 200, what="ready after the warm-up")
 
         client = openai.OpenAI(base_url=f"{standin.url}/v1", api_key="EMPTY", max_retries=0)
         thinking_off = client.chat.completions.create(
@@ -468,7 +465,7 @@ def test_at_most_max_running_requests_generate_at_once_and_the_rest_wait() -> No
         def aggregate() -> dict:
             return httpx.get(f"{standin.url}/v1/loads", timeout=5).json()["aggregate"]
 
-        _until(lambda: aggregate()["total_reqs"] == 3, 5)
+        poll_until(lambda: aggregate()["total_reqs"] == 3, what="three requests in the loads")
         seen = aggregate()  # each request takes a second: all three are still there
         assert (seen["total_reqs"], seen["total_running_reqs"], seen["total_waiting_reqs"]) == (3, 1, 2)
         for asker in askers:

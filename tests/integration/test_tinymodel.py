@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from typing import Any
 
 import gguf
 import pytest
+from polling import poll_until
 
 from sandserve.engines.llamacpp_build import ensure_llama_server
 from sandserve.engines.tinymodel import (
@@ -187,19 +187,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def wait_healthy(server: Server) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if server.process.poll() is not None:
             pytest.fail(
                 f"llama-server exited ({server.process.returncode}):\n{server.log_path.read_text()[-3000:]}"
             )
         try:
-            if server.get("/health").get("status") == "ok":
-                return
+            return bool(server.get("/health").get("status") == "ok")
         except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"llama-server not healthy after {READY_TIMEOUT_S} s")
+            return False
+
+    poll_until(healthy, what="llama-server healthy", timeout=READY_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

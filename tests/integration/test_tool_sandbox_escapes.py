@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from polling import poll_until
 
 from sandserve.cli._app import exit_code_for
 from sandserve.errors import ToolIsolationUnavailableError
@@ -338,14 +339,10 @@ def test_each_call_has_a_pids_cgroup_of_its_own_where_one_can_be_made(project: P
     before = set(_tool_cgroups())
     call.start()
     try:
-        deadline = time.monotonic() + 30
-        while not (set(_tool_cgroups()) - before) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        (mine,) = set(_tool_cgroups()) - before
+        (mine,) = poll_until(lambda: set(_tool_cgroups()) - before, what="the call's cgroup", interval=0.02)
         assert (mine / "pids.max").read_text().strip() == str(sandbox.max_processes + CGROUP_OVERHEAD)
-        while not (mine / "cgroup.procs").read_text().split() and time.monotonic() < deadline:
-            time.sleep(0.02)  # made just before the call's first process moves in
-        assert (mine / "cgroup.procs").read_text().split(), "the call's processes are in it"
+        # Made just before the call's first process moves in.
+        poll_until(lambda: (mine / "cgroup.procs").read_text().split(), what="the call's processes in it")
     finally:
         go.touch()
         call.join(timeout=60)

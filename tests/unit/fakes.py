@@ -6,7 +6,7 @@ through the ``Provider`` interface and asks it for a real generation over HTTP, 
 llama-server or an SGLang server. Nothing is started outside the test process.
 
 The provider registers itself through the ``Provider`` base class (as every provider does); the engine is
-handed to the pipeline by the ``fake_pipeline`` fixture (tests/unit/conftest.py).
+handed to the pipeline by the ``fake_pipeline`` fixture (tests/conftest.py).
 """
 
 from __future__ import annotations

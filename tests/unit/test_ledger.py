@@ -3,9 +3,10 @@ lock that waits (and says so) instead of being called corrupt, rows left booting
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from old_ledger import OLD_SCHEMA, old_endpoint, old_row
 from sandserve.endpoint import Endpoint
 from sandserve.errors import LedgerBusyError, LedgerCorruptError, LedgerUnusableError
 from sandserve.providers.handles import GatewayHandle, LocalHandle, Member, SandboxHandle
-from sandserve.serve import lifecycle, migrations
+from sandserve.serve import ledger, lifecycle, migrations
 from sandserve.serve.ledger import FLEET_LABEL, LedgerEvents, Registry, State
 
 
@@ -157,53 +158,55 @@ def test_members_follow_the_parent_relation(tmp_path: Path) -> None:
 class Recorded(LedgerEvents):
     def __init__(self) -> None:
         self.waits: list[float] = []
+        self.told = threading.Event()
 
     def waiting(self, path: Path, seconds: float) -> None:
         self.waits.append(seconds)
+        self.told.set()
 
 
-def _hold_lock(path: Path, seconds: float, locked: threading.Event) -> threading.Thread:
+@contextlib.contextmanager
+def lock_held(path: Path, release: threading.Event) -> Iterator[None]:
+    """Another connection holds the ledger's lock from entry until ``release`` is set (or the block ends)."""
+    locked = threading.Event()
+
     def hold() -> None:
         db = sqlite3.connect(path, isolation_level=None)
         db.execute("BEGIN EXCLUSIVE")
         locked.set()
-        time.sleep(seconds)
+        release.wait(60)
         db.execute("COMMIT")
         db.close()
 
-    thread = threading.Thread(target=hold)
-    thread.start()
-    return thread
+    holder = threading.Thread(target=hold)
+    holder.start()
+    locked.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
 
 
-def test_a_busy_ledger_waits_says_so_and_then_works(tmp_path: Path) -> None:
+def test_a_busy_ledger_waits_says_so_and_then_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock is let go once the wait has been told: the call then goes through, however long that took."""
+    monkeypatch.setattr(ledger, "BUSY_NOTICE_SECONDS", 0.2)
     path = tmp_path / "ledger.sqlite3"
     Registry(path).add(
         "e-1", provider="local", engine="llamacpp", model="m", spec={}, sandbox=SandboxHandle("local", "e-1")
     )
     events = Recorded()
-    locked = threading.Event()
-    holder = _hold_lock(path, 2.0, locked)
-    locked.wait()
-    try:
+    with lock_held(path, release=events.told):
         records = Registry(path, events=events).list()
-    finally:
-        holder.join()
     assert [r.id for r in records] == ["e-1"]
-    assert len(events.waits) == 1 and events.waits[0] >= 1.0
+    assert len(events.waits) == 1 and events.waits[0] >= 0.2
 
 
 def test_a_lock_held_past_the_wait_is_busy_not_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     Registry(path)
-    locked = threading.Event()
-    holder = _hold_lock(path, 2.5, locked)
-    locked.wait()
-    try:
-        with pytest.raises(LedgerBusyError, match="busy") as caught:
-            Registry(path, busy_wait=1.2).update("x", state=State.DOWN)
-    finally:
-        holder.join()
+    with lock_held(path, release=threading.Event()), pytest.raises(LedgerBusyError, match="busy") as caught:
+        Registry(path, busy_wait=0.3).update("x", state=State.DOWN)
     assert not isinstance(caught.value, LedgerCorruptError)
     assert "Nothing was changed" in caught.value.message
 

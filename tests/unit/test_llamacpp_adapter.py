@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, LlamaCppEngine, MachineFit
+from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, LlamaCppEngine, MachineFit, busy_cores
 from sandserve.engines.llamacpp_adapter import (
     API_KEY_ENV,
     BadRequest,
@@ -84,21 +85,44 @@ def test_completion_answers_take_sglangs_generate_shape():
     assert piece["meta_info"]["finish_reason"] is None  # streamed pieces before the last
 
 
-def test_engine_flags_fit_the_machine():
-    assert (MachineFit(cores=2).threads, MachineFit(cores=2).batch_threads, MachineFit(cores=2).slots) == (
-        1,
-        1,
-        4,
-    )
-    assert (MachineFit(cores=16).threads, MachineFit(cores=16).slots) == (8, 8)
-    assert MachineFit(cores=1).threads == 1 and MachineFit(cores=1).slots == 2
+def flags(fit: MachineFit) -> tuple[int, int, int]:
+    return fit.threads, fit.batch_threads, fit.slots
+
+
+def test_a_lone_server_uses_every_idle_core_and_fleet_workers_divide_them():
+    assert flags(MachineFit(cores=2, busy=0)) == (1, 2, 4)
+    assert flags(MachineFit(cores=16, busy=0)) == (8, 16, 8)
+    assert flags(MachineFit(cores=1, busy=0)) == (1, 1, 2)
+    # Servers sharing the machine (a local fleet's workers) each keep to their share, at least one core.
+    assert flags(MachineFit(cores=2, busy=0).shared_by(2)) == (1, 1, 2)
+    assert flags(MachineFit(cores=16, busy=0).shared_by(4)) == (2, 4, 8)
+    assert flags(MachineFit(cores=2, busy=0).shared_by(5)) == (1, 1, 2)
+    assert MachineFit(cores=2, busy=0).shared_by(0) == MachineFit(cores=2, busy=0)
+
+
+def test_cores_other_work_keeps_busy_are_left_to_it_but_the_slots_stay():
+    assert flags(MachineFit(cores=2, busy=1)) == (1, 1, 4)
+    assert flags(MachineFit(cores=2, busy=12)) == (1, 1, 4)  # at least one thread, however busy
+    assert flags(MachineFit(cores=16, busy=4)) == (6, 12, 8)
+    assert flags(MachineFit(cores=16, busy=4).shared_by(2)) == (3, 6, 8)
+
+
+def test_busy_cores_reads_the_threads_ready_to_run_besides_its_own(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nprocs_running 5\nprocs_blocked 0\n")
+    assert busy_cores(looks=3, apart_s=0, stat_file=stat) == 4
+    stat.write_text("procs_running 1\n")
+    assert busy_cores(looks=1, stat_file=stat) == 0  # only the reader itself
+    stat.write_text("cpu  1 2 3\n")
+    assert busy_cores(stat_file=stat) == 0  # a system that does not say
+    assert busy_cores(stat_file=tmp_path / "absent") == 0
 
 
 def test_local_launch_puts_the_adapter_in_front_and_no_secret_on_the_command_line(tmp_path):
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF\xff\xff")  # a GGUF cut short: no context length in it, the fallback one
     spec = resolve_spec(str(model), provider="local", auth="key")
-    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2)).launch(
+    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2, busy=0)).launch(
         spec, host="127.0.0.1", port=8123, api_key=spec.api_key
     )
     argv = launch.argv
@@ -108,6 +132,18 @@ def test_local_launch_puts_the_adapter_in_front_and_no_secret_on_the_command_lin
     assert (
         server[server.index("-c") + 1] == str(MAX_SLOT_CONTEXT * 4) and server[server.index("-np") + 1] == "4"
     )
-    assert (server[server.index("-t") + 1], server[server.index("-tb") + 1]) == ("1", "1")
+    assert (server[server.index("-t") + 1], server[server.index("-tb") + 1]) == ("1", "2")
     assert spec.api_key and spec.api_key not in " ".join(argv) and launch.env[API_KEY_ENV] == spec.api_key
     assert spec.api_key not in launch.display_env()[API_KEY_ENV]
+
+
+def test_a_fleet_worker_spec_launches_with_its_share_of_the_cores(tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF\xff\xff")
+    spec = resolve_spec(str(model), provider="local")
+    spec = replace(spec, resources=replace(spec.resources, servers_on_machine=2))
+    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=4, busy=0)).launch(
+        spec, host="127.0.0.1", port=8123, api_key=None
+    )
+    server = launch.argv[launch.argv.index("--") + 1 :]
+    assert [server[server.index(flag) + 1] for flag in ("-t", "-tb", "-np")] == ["1", "2", "4"]

@@ -74,6 +74,10 @@ def test_the_ledger_says_whose_an_environment_endpoint_is_before_its_looks_do() 
     here = Endpoint.from_env({"ENDPOINT": "https://8000-abc.proxy.daytona.works", "TOKEN": "t", "MODEL": "m"})
     assert tool_sandbox_kind(here) == TOOLS_ON_THIS_MACHINE
 
+    # The rows stand for nothing running: closed here, or the clean-up after the test would ask Daytona.
+    for endpoint_id in ("keyed", "here"):
+        Registry().update(endpoint_id, state=State.DOWN)
+
 
 def test_a_new_provider_answers_for_itself() -> None:
     class Remote(LocalProvider):

@@ -78,7 +78,7 @@ def run_background(endpoint_id: str | None, options: dict[str, Any], interactive
         endless_batch,
     )
     from sandserve.observe.background_report import write_background_report
-    from sandserve.observe.bench import public_endpoint
+    from sandserve.observe.bench_results import public_endpoint
     from sandserve.observe.datasets import random_prompts
 
     rates = options["rate_values"]

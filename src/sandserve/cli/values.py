@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 
-class Seconds(click.ParamType):
+class Seconds(click.ParamType[float, Any]):
     """A positive, finite number of seconds (no 0, no -5, no nan, no inf)."""
 
     name = "seconds"
@@ -31,7 +31,7 @@ class Seconds(click.ParamType):
         return seconds
 
 
-class Number(click.ParamType):
+class Number(click.ParamType[float, Any]):
     """A finite float in [minimum, maximum]."""
 
     name = "number"
@@ -49,7 +49,7 @@ class Number(click.ParamType):
         return number
 
 
-class SloText(click.ParamType):
+class SloText(click.ParamType[str, Any]):
     """Service-level objectives (``ttft=800,tpot=80,e2e=5000``), checked whole: at least one objective, each
     named once, each a positive finite number of milliseconds. The text is kept (the library parses it)."""
 

@@ -18,12 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from sandserve.client.constrained import Constraint, chat_constraint_params, check_chat_output
+from sandserve.client.constrained import chat_constraint_params, check_chat_output
 from sandserve.client.transport import endpoint_errors
 from sandserve.client.usage import NO_USAGE, CacheStats, usage_of
 from sandserve.engines import get_engine
 from sandserve.errors import CapabilityError
 from sandserve.presets import PRESETS, Preset, find_preset
+from sandserve.results import Constraint
 
 if TYPE_CHECKING:
     import openai

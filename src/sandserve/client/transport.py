@@ -148,10 +148,3 @@ def post_json(endpoint: Endpoint, path: str, body: dict[str, Any], *, timeout: f
             raise EndpointUnavailableError(
                 endpoint.url, f"{path} answered something that is not JSON: {response.text[:200]!r}"
             ) from exc
-
-
-def get_json(endpoint: Endpoint, path: str, *, timeout: float = 30.0) -> Any:
-    with endpoint_errors(endpoint):
-        response = httpx.get(endpoint.url + path, headers=endpoint.request_headers(), timeout=timeout)
-        response.raise_for_status()
-        return response.json()

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 from sandserve.engines.base import (
-    Capabilities,
     Diagnosis,
     Engine,
     Launch,
@@ -21,6 +20,7 @@ from sandserve.engines.base import (
 )
 from sandserve.engines.load_formats import LoadFields
 from sandserve.errors import ConfigError
+from sandserve.results import Capabilities
 
 #: Where each built-in engine lives (imported by name: nothing is loaded before it is needed).
 BUILTIN_ENGINES = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -97,28 +98,67 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def busy_cores(looks: int = 5, apart_s: float = 0.01, stat_file: Path = Path("/proc/stat")) -> int:
+    """Cores that other work keeps busy now: the threads ready to run besides this one (Linux's
+    ``procs_running``), the median of a few looks; 0 where the system does not say."""
+    counts = []
+    for look in range(looks):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            return 0
+        match = re.search(r"^procs_running (\d+)", stat, re.MULTILINE)
+        if match is None:
+            return 0
+        counts.append(int(match.group(1)) - 1)  # this thread is running as it reads
+        if look < looks - 1:
+            time.sleep(apart_s)
+    return max(0, sorted(counts)[len(counts) // 2])
+
+
 @dataclass(frozen=True)
 class MachineFit:
-    """Engine flags sized to this machine: threads from the cores this process may use, slots for batches."""
+    """Engine flags sized to this machine when the server starts: threads from the cores this process may
+    use, less those other work keeps busy, shared by the llama-servers that run here; slots for batches.
+    bench/bench_threads.py searches ``-t``/``-tb``/``-np`` and prints these beside the best it finds.
+
+    Busy cores count because llama.cpp's threads wait for each other at every step: one thread that has to
+    wait for a core holds up the rest (on 2 cores kept busy by other work, ``-tb 2`` decoded several times
+    slower than ``-tb 1``)."""
 
     cores: int = field(default_factory=available_cores)
+    busy: int = field(default_factory=busy_cores)
+    """Cores kept busy by other work when the server starts."""
+    servers: int = 1
+    """llama-servers sharing these cores (a local fleet's workers): each keeps to its share of them."""
+
+    def shared_by(self, servers: int) -> MachineFit:
+        return replace(self, servers=max(1, servers))
 
     @property
-    def threads(self) -> int:
-        """Generation threads: half the cores (on 2 cores, OpenMP spin-waiting with -t 2 made a 16-token reply
-        take 0.3-2 s instead of 5 ms), at least one."""
-        return max(1, self.cores // 2)
+    def share(self) -> int:
+        """The cores this server may take: the idle ones (at least one), divided between the servers."""
+        idle = max(1, self.cores - self.busy)
+        return max(1, idle // self.servers)
 
     @property
     def batch_threads(self) -> int:
-        """Prompt processing: as many threads as generation. With every core, OpenMP spin-waiting made two
-        servers on one machine (a local fleet) crawl at well under one token a second."""
-        return self.threads
+        """Steps of more than one token (a prompt, or several requests decoding together): every core of the
+        share. Servers that each took every core spin-waited each other down to under a token a second."""
+        return self.share
+
+    @property
+    def threads(self) -> int:
+        """Steps of one token (one request decoding alone): half the share. Such a step is too short to pay
+        for waking more threads: on 2 shared cores, one request alone decoded 2-3 times faster with one thread
+        than with two (bench/bench_threads.py)."""
+        return max(1, self.share // 2)
 
     @property
     def slots(self) -> int:
-        """Requests decoded together: batch work (classify, the batch runner) keeps them all busy."""
-        return max(2, min(8, 2 * self.cores))
+        """Requests decoded together: batch work (classify, the batch runner) keeps them all busy. From the
+        cores alone, not how busy they are now, so a server's capacity does not depend on the moment."""
+        return max(2, min(8, 2 * self.cores // self.servers))
 
 
 @lru_cache(maxsize=16)
@@ -204,7 +244,8 @@ class LlamaCppEngine(Engine):
         The prompt cache stays on (llama-server's default ``cache_prompt``) and finished slots are kept in a
         RAM cache (``--cache-ram``), so a second pass over the same passages finds them. The API key goes to
         the adapter through its environment, never on a command line."""
-        slots = self.fit.slots
+        fit = self.fit.shared_by(spec.resources.servers_on_machine)
+        slots = fit.slots
         server = [
             self.binary,
             "-m",
@@ -216,9 +257,9 @@ class LlamaCppEngine(Engine):
             "-np",
             str(slots),
             "-t",
-            str(self.fit.threads),
+            str(fit.threads),
             "-tb",
-            str(self.fit.batch_threads),
+            str(fit.batch_threads),
             "--cache-ram",
             str(CACHE_RAM_MIB),
             "--jinja",

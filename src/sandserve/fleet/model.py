@@ -8,7 +8,8 @@ from typing import Any, Literal, get_args
 from sandserve.endpoint import Endpoint, EndpointStatus
 from sandserve.errors import FleetNotFoundError
 from sandserve.fleet.scaler_row import stop_scaler
-from sandserve.providers.handles import GatewayHandle, Member
+from sandserve.providers.handles import GatewayHandle
+from sandserve.providers.handles import Member as Member  # the fleet's vocabulary: imported from here
 from sandserve.serve.ledger import Record, Registry, ledger_of
 
 Policy = Literal["cache_aware", "round_robin", "random", "power_of_two"]

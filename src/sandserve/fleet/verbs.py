@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sandserve.errors import (
@@ -71,6 +72,11 @@ def fleet_up(
             )
         workers = min(max(workers, scaling.min_workers, 1), scaling.max_workers)
     check_fleet_request(spec, workers, policy, gateway_port, gateway=gateway, public_gateway=public_gateway)
+    if not get_provider(spec.provider).remote:
+        # Every worker runs on this machine and keeps to its share of the cores (threads are set at launch, so
+        # an autoscaled fleet plans for its largest size).
+        sharing = scaling.max_workers if scaling else workers
+        spec = replace(spec, resources=replace(spec.resources, servers_on_machine=sharing))
     fleet_id = f"fleet-{secrets.token_hex(3)}"
     registry.add(
         fleet_id,

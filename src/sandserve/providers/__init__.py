@@ -40,7 +40,10 @@ def _load(name: str) -> None:
 
 @cache
 def get_provider(name: str) -> Provider[Any]:
-    """One provider object per process: the local one remembers the children it started."""
+    """One provider object per process: the local one remembers the children it started, so the object that
+    started a server is the one that stops and reaps it."""
+    if type(name) is not str:  # ProviderName.LOCAL and "local" are cached apart: make them one provider
+        return get_provider(str(name))
     _load(name)
     try:
         provider_class = Provider.registered[name]

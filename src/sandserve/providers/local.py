@@ -117,7 +117,7 @@ class LocalProvider(Provider[LocalHandle]):
 
     def __init__(self) -> None:
         # Children started by this process: only their parent can read their exit code.
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._children: dict[str, _DetachedServer] = {}
 
     @classmethod
     def check_engine(cls, engine: type[Engine], model: str) -> None:
@@ -176,7 +176,7 @@ class LocalProvider(Provider[LocalHandle]):
         # hold interrupts back until the pid is recorded (the child itself starts with them unblocked).
         with open(log_path, "ab") as log, _interrupts_deferred():
             os.chmod(log_path, 0o600)
-            process = subprocess.Popen(
+            process = _DetachedServer(
                 launch.argv,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -245,6 +245,16 @@ class LocalProvider(Provider[LocalHandle]):
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=0.05)
+
+
+class _DetachedServer(subprocess.Popen[bytes]):
+    """A server meant to outlive this process (``up`` returns, the server serves): the object may be dropped
+    while it runs (another process may stop it: ``sandserve down``), which is no leak. Dropped, it reaps the
+    server if it has ended, so no zombie is left, and says nothing if it still runs."""
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.poll()
 
 
 def _not_ours(handle: LocalHandle, name: str) -> ValueError:

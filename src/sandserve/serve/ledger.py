@@ -33,7 +33,6 @@ from sandserve.errors import (
 from sandserve.paths import state_dir
 from sandserve.providers import handle_from_record
 from sandserve.providers.handles import SandboxHandle
-from sandserve.providers.local import process_start_time
 from sandserve.serve import migrations
 from sandserve.serve.migrations import FLEET_LABEL
 
@@ -221,6 +220,9 @@ class Registry:
     ) -> None:
         """A new row, booting, owned by this process. A fleet worker's parent comes from its spec's label
         when not given."""
+        # Here, not at the top: `ls` and `env` read the ledger without loading the local provider.
+        from sandserve.providers.local import process_start_time
+
         now = time.time()
         parent = parent_id or (spec.get("labels") or {}).get(FLEET_LABEL)
         pid = os.getpid()

@@ -196,7 +196,7 @@ def _parameters_schema(model: type[BaseModel], arg_docs: dict[str, str], tool_na
     """The model's JSON schema, flat (``$ref`` inlined, no titles), with docstring descriptions filled in."""
     schema = model.model_json_schema()
     definitions = schema.pop("$defs", {})
-    flat = _inline(schema, definitions, tool_name, seen=())
+    flat: dict[str, Any] = _inline(schema, definitions, tool_name, seen=())
     for name, text in arg_docs.items():
         prop = flat.get("properties", {}).get(name)
         if prop is not None and "description" not in prop:

@@ -397,8 +397,3 @@ def schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
     except jsonschema.ValidationError as exc:
         return f"parsed but does not validate: {exc.message}"
     return None
-
-
-def summary_rows(steps: list[TourStep]) -> list[tuple[str, str, str]]:
-    """(feature, status, note) per step, for the closing table."""
-    return [(step.title, step.status, step.note) for step in steps]
