@@ -14,6 +14,7 @@ from sandserve.engines.priority import (
     waiting_above,
     waiting_by_priority,
 )
+from sandserve.observe.prometheus import parse_metrics, total
 
 
 class Clock:
@@ -103,6 +104,30 @@ def test_the_queue_is_reported_in_sglangs_shape_and_read_back():
     assert 'sandserve:num_queue_reqs{priority=""} 3' in text
     assert waiting_by_priority(text) == {-1: 2, 0: 1}
     assert waiting_above({-1: 2, 0: 1}, "low") == 1
+
+
+def test_requests_waiting_for_a_slot_count_as_llama_servers_deferred_ones():
+    """What top and the autoscaler read as queued: llama-server defers nothing while the adapter holds the
+    requests back, so the adapter's waiting requests are added to llama-server's own gauge."""
+    upstream = "llamacpp:requests_deferred 1\nllamacpp:requests_processing 1\n"
+
+    async def scenario() -> tuple[str, str]:
+        queue, started = AdmissionQueue(1), []
+        idle = queue.merged_metrics(upstream)
+        hold = asyncio.Event()
+        tasks = [asyncio.ensure_future(_hold(queue, 0, started, str(n), hold)) for n in range(4)]
+        await asyncio.sleep(0)
+        busy = queue.merged_metrics(upstream)
+        hold.set()
+        await asyncio.gather(*tasks)
+        return idle, busy
+
+    idle, busy = asyncio.run(scenario())
+    parsed = parse_metrics(busy)
+    assert total(parsed, "llamacpp:requests_deferred") == 4.0  # its own 1 and the adapter's 3
+    assert total(parsed, "llamacpp:requests_processing") == 1.0
+    assert total(parse_metrics(idle), "llamacpp:requests_deferred") == 1.0
+    assert 'sandserve:num_queue_reqs{priority=""} 3' in busy
 
 
 def test_waiting_requests_by_priority_from_sglang_and_smg_metrics():

@@ -30,6 +30,9 @@ from sandserve.engines.priority import DEFAULT_VALUE, value_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: llama-server's gauge of requests waiting for a slot (its own queue).
+DEFERRED_METRIC = "llamacpp:requests_deferred"
+
 #: Routes whose requests take a llama-server slot.
 GENERATION_ROUTES = frozenset(
     {
@@ -154,6 +157,20 @@ class AdmissionQueue:
             head.ready.set_result(None)
 
     # --- reporting ------------------------------------------------------------------------------------
+
+    def merged_metrics(self, upstream: str) -> str:
+        """llama-server's /metrics as the endpoint's: a request waiting here for a slot is one llama-server
+        would otherwise have deferred, so ``llamacpp:requests_deferred`` counts both (what ``top`` and the
+        autoscaler read as queued); the queue's own gauges, by priority, follow."""
+        waiting = sum(self.waiting().values())
+        lines = []
+        for line in upstream.rstrip("\n").splitlines():
+            name, _, value = line.partition(" ")
+            if name == DEFERRED_METRIC and waiting:
+                with contextlib.suppress(ValueError):
+                    line = f"{name} {float(value) + waiting:g}"
+            lines.append(line)
+        return "\n".join(lines) + "\n" + self.metrics_text()
 
     def metrics_text(self) -> str:
         """The queue in Prometheus text, in SGLang's shape (the total under priority="")."""

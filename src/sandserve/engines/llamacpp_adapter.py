@@ -212,7 +212,7 @@ def _loading(exc: BaseException) -> web.Response:
 
 
 def _metrics(upstream: Upstream, admission: AdmissionQueue) -> Handler:
-    """llama-server's /metrics with the admission queue's own gauges after it."""
+    """llama-server's /metrics with the admission queue counted as deferred, and its own gauges after it."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
@@ -222,7 +222,7 @@ def _metrics(upstream: Upstream, admission: AdmissionQueue) -> Handler:
         except aiohttp.ClientError as exc:
             return _loading(exc)
         if status == 200:
-            text = text.rstrip("\n") + "\n" + admission.metrics_text()
+            text = admission.merged_metrics(text)
         return web.Response(status=status, text=text, content_type="text/plain")
 
     return handler
