@@ -262,9 +262,10 @@ class Engine:
         """``params`` for the requests that follow a forced call."""
         return params
 
-    def tokenize_call(self, text: str, *, parse_special: bool = False) -> GenerateCall | None:
+    def tokenize_call(self, text: str, *, parse_special: bool = True) -> GenerateCall | None:
         """The call that turns ``text`` into the model's token ids, answered as ``{"tokens": [...]}``;
-        ``parse_special``: ``<tool_call>`` and the like count as one token each. None: the engine has none."""
+        ``parse_special`` (llama-server's own default): ``<tool_call>``, ``<|im_start|>`` and the like count as
+        one token each, as in a templated prompt. None: the engine has none."""
         return None
 
     def template_call(self, messages: list[dict[str, Any]]) -> GenerateCall | None:

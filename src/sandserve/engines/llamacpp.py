@@ -349,7 +349,7 @@ class LlamaCppEngine(Engine):
     def constraint_route(self, kind: str) -> str:
         return "llama.cpp completions, regex -> GBNF" if kind == "regex" else "llama.cpp GBNF grammar"
 
-    def tokenize_call(self, text: str, *, parse_special: bool = False) -> GenerateCall:
+    def tokenize_call(self, text: str, *, parse_special: bool = True) -> GenerateCall:
         return GenerateCall("/tokenize", {"content": text, "parse_special": parse_special})
 
     def template_call(self, messages: list[dict[str, Any]]) -> GenerateCall:

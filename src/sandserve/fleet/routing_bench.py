@@ -223,7 +223,7 @@ def ideal_cached_share(worker: Endpoint, traffic: Traffic) -> float | None:
             templated = http.post(template.path, json=template.body) if template else None
             if templated is None or templated.status_code != 200:
                 return None
-            tokenize = engine.tokenize_call(templated.json()["prompt"])
+            tokenize = engine.tokenize_call(templated.json()["prompt"], parse_special=True)
             tokenized = http.post(tokenize.path, json=tokenize.body) if tokenize else None
             if tokenized is None or tokenized.status_code != 200:
                 return None
