@@ -264,8 +264,8 @@ class Engine:
 
     def tokenize_call(self, text: str, *, parse_special: bool = True) -> GenerateCall | None:
         """The call that turns ``text`` into the model's token ids, answered as ``{"tokens": [...]}``;
-        ``parse_special`` (llama-server's own default): ``<tool_call>``, ``<|im_start|>`` and the like count as
-        one token each, as in a templated prompt. None: the engine has none."""
+        ``parse_special`` (llama-server's own default): ``<tool_call>``, ``<|im_start|>`` and the like count
+        as one token each, as in a templated prompt. None: the engine has none."""
         return None
 
     def template_call(self, messages: list[dict[str, Any]]) -> GenerateCall | None:
