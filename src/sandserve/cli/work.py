@@ -14,6 +14,15 @@ from sandserve.cli.values import TEMPERATURE, Seconds
 
 # --- batch work ---------------------------------------------------------------------------------------
 
+#: Batch work goes behind people's requests unless told otherwise (the engines' priority scheduling).
+batch_priority = click.option(
+    "--priority",
+    type=click.Choice(["low", "normal", "high"]),
+    default="low",
+    show_default=True,
+    help="Batch work goes behind people's requests to the same endpoint; normal competes with them.",
+)
+
 
 @main.command()
 @click.argument("input_path", metavar="IN.jsonl", type=click.Path(path_type=Path))
@@ -47,13 +56,7 @@ from sandserve.cli.values import TEMPERATURE, Seconds
     help="Seconds one attempt of one request may take before it is retried.",
 )
 @click.option("--retry-errors", is_flag=True, help="Send again the requests in OUT.errors.jsonl.")
-@click.option(
-    "--priority",
-    type=click.Choice(["low", "normal", "high"]),
-    default="low",
-    show_default=True,
-    help="Batch work goes behind people's requests to the same endpoint; normal competes with them.",
-)
+@batch_priority
 @reports_errors
 def batch(
     input_path: Path,
@@ -148,13 +151,7 @@ def _count_lines(path: Path) -> int:
     type=click.Path(path_type=Path),
     help="Where the report goes (default: runs/classify-<time>).",
 )
-@click.option(
-    "--priority",
-    type=click.Choice(["low", "normal", "high"]),
-    default="low",
-    show_default=True,
-    help="Batch work goes behind people's requests to the same endpoint; normal competes with them.",
-)
+@batch_priority
 @reports_errors
 def classify(
     endpoint_id: str | None,
