@@ -84,7 +84,9 @@ def test_demo_with_a_key_in_dotenv_serves_gpt_oss_on_daytona():
             assert "random weights" not in result.stdout
             (record,) = Registry().list()
             assert record.provider == "daytona" and record.sandbox.sandbox_id in standin.sandboxes
-            command = standin.sandboxes[record.sandbox.sandbox_id].runs[0]
+            runs = standin.sandboxes[record.sandbox.sandbox_id].runs
+            # the server's launch (before it, up looks at what the sandbox already holds: weights, caches)
+            command = next(run for run in runs if "sglang.launch_server" in str(run.command))
             assert "--model-path openai/gpt-oss-20b" in str(command.command)
         finally:
             take_everything_down()
