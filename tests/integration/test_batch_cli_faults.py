@@ -130,6 +130,24 @@ def test_a_timeout_per_attempt_is_not_a_result(server: FaultServer, tmp_path: Pa
     assert answered(out) == Counter() and server.attempts["slow"] == 2
 
 
+def batch_under_way(server: FaultServer, inp: Path, out: Path) -> subprocess.Popen[str]:
+    """`batch` two at a time in a process of its own, once it has written its first five answers."""
+    run = subprocess.Popen(
+        [*sandserve_command(), "batch", str(inp), str(out), "--concurrency", "2"],
+        env={**os.environ, "ENDPOINT": server.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        poll_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 5, what="5 answers written")
+    except BaseException:
+        run.kill()
+        run.wait()
+        raise
+    return run
+
+
 # --- one writer per output ----------------------------------------------------------------------------------
 
 
@@ -140,15 +158,8 @@ def test_a_second_run_on_the_same_output_is_refused_and_nothing_is_sent_twice(
     inp, out = write_batch(tmp_path / "in.jsonl", ids), tmp_path / "out.jsonl"
     server.default_action = "slow"
     server.slow_s = 0.03
-    first = subprocess.Popen(
-        [*sandserve_command(), "batch", str(inp), str(out), "--concurrency", "2"],
-        env={**os.environ, "ENDPOINT": server.url},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = batch_under_way(server, inp, out)
     try:
-        poll_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 5, what="5 answers written")
         second = batch(server, str(inp), str(out), "--concurrency", "8")
         assert second.returncode == 2
         assert f"another sandserve batch (pid {first.pid}) is writing it" in said(second), second.stderr
@@ -169,15 +180,8 @@ def test_ctrl_c_writes_the_summary_says_what_is_left_and_the_printed_command_fin
     inp, out = write_batch(tmp_path / "in.jsonl", ids), tmp_path / "out.jsonl"
     server.default_action = "slow"
     server.slow_s = 0.05
-    run = subprocess.Popen(
-        [*sandserve_command(), "batch", str(inp), str(out), "--concurrency", "2"],
-        env={**os.environ, "ENDPOINT": server.url},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = batch_under_way(server, inp, out)
     try:
-        poll_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 5, what="5 answers written")
         run.send_signal(signal.SIGINT)
         stdout, stderr = run.communicate(timeout=60)
     finally:

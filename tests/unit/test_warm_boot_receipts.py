@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from sandserve.cli.receipts import receipt_lines
+from sandserve.engines.sglang import SGLangEngine
 from sandserve.providers.warmboot import WarmBootPlan, snapshot_key, snapshot_name, spec_key
 from sandserve.results import BootPhase
 from sandserve.serve.receipt import BootReceipt, differences, receipt_from
 from sandserve.serve.resolve import resolve_spec
 
-SGLANG_STEPS = {
-    "process started": "start",
-    "weights downloaded": "weights",
-    "weights loaded": "load",
-    "kv cache allocated": "load",
-    "kernels compiled": "compile",
-    "cuda graphs captured": "graphs",
-    "server ready": "warm-up",
-}
+SGLANG_STEPS = SGLangEngine.receipt_steps  # the log phases SGLang reports, as receipt steps
 
 
 def _spec(*flags: str, **overrides: object):

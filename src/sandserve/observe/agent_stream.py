@@ -29,36 +29,32 @@ _RESPONSES_TEXT = (
 )
 
 
+def _system_apart(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
+    """The system messages as one text (None: there are none), and the other messages: both APIs take the
+    system prompt apart from the conversation."""
+    system = [str(m["content"]) for m in messages if m.get("role") == "system"]
+    return ("\n".join(system) if system else None), [m for m in messages if m.get("role") != "system"]
+
+
 def responses_body(
     model: str, messages: list[dict[str, Any]], max_tokens: int, extra: dict[str, Any]
 ) -> bytes:
     """The chat prompt as Responses input: a system message becomes ``instructions``."""
-    system = [m["content"] for m in messages if m.get("role") == "system"]
-    body: dict[str, Any] = {
-        "model": model,
-        "input": [m for m in messages if m.get("role") != "system"],
-        "max_output_tokens": max_tokens,
-        "stream": True,
-        **extra,
-    }
-    if system:
-        body["instructions"] = "\n".join(str(part) for part in system)
+    system, rest = _system_apart(messages)
+    body = {"model": model, "input": rest, "max_output_tokens": max_tokens, "stream": True, **extra}
+    if system is not None:
+        body["instructions"] = system
     return json.dumps(body).encode()
 
 
 def messages_body(
     model: str, messages: list[dict[str, Any]], max_tokens: int, extra: dict[str, Any]
 ) -> bytes:
-    system = [m["content"] for m in messages if m.get("role") == "system"]
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [m for m in messages if m.get("role") != "system"],
-        "max_tokens": max_tokens,
-        "stream": True,
-        **extra,
-    }
-    if system:
-        body["system"] = "\n".join(str(part) for part in system)
+    """The chat prompt as Anthropic Messages: a system message becomes ``system``."""
+    system, rest = _system_apart(messages)
+    body = {"model": model, "messages": rest, "max_tokens": max_tokens, "stream": True, **extra}
+    if system is not None:
+        body["system"] = system
     return json.dumps(body).encode()
 
 
