@@ -175,8 +175,8 @@ def test_a_level_whose_client_cpu_was_saturated_says_so_in_the_report():
 
 
 def test_a_messages_stream_counts_a_prompt_read_whole_from_the_cache() -> None:
-    """llama-server's (and Anthropic's) input_tokens leaves out the cached tokens: a prompt read whole from the
-    cache says 0 input tokens and N cached ones, which is a prompt of N tokens."""
+    """llama-server's (and Anthropic's) input_tokens leaves out the cached tokens: a prompt read whole from
+    the cache says 0 input tokens and N cached ones, which is a prompt of N tokens."""
     from sandserve.observe.agent_stream import read_messages_event
 
     record = RequestRecord(index=0, sent_at=0.0)
