@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 from sandserve.endpoint import Endpoint  # noqa: E402
 from sandserve.providers import get_provider  # noqa: E402
 from sandserve.serve import lifecycle  # noqa: E402
-from sandserve.serve.ledger import Registry  # noqa: E402
+from sandserve.serve.ledger import LEDGER_FILE, Registry  # noqa: E402
 from sandserve.serve.resolve import resolve_spec  # noqa: E402
 
 #: Variables that would point a test at the user's own endpoints, keys or ledger.
@@ -67,7 +67,11 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def take_everything_down() -> None:
-    """Whatever a test left up in its ledger is stopped, so no test leaks a process."""
+    """Whatever a test left up in its ledger is stopped, so no test leaks a process. A test that never opened
+    its ledger has nothing up (and no ledger is made for it here)."""
+    state = os.environ.get("SANDSERVE_STATE_DIR")
+    if state and not (Path(state) / LEDGER_FILE).exists():
+        return
     try:
         registry = Registry()
     except Exception:

@@ -36,6 +36,7 @@ from sandserve.serve.liveness import refresh as refresh
 from sandserve.serve.placement import place
 from sandserve.serve.receipt import receipt_from
 from sandserve.spec import ServeSpec
+from sandserve.tls import tls_context
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -281,7 +282,7 @@ def _wait_until_ready(
     shown = 0
     fatal_seen_at: float | None = None
     log_text = ""
-    with httpx.Client(timeout=10.0, headers=exposure.probe_request_headers()) as http:
+    with httpx.Client(timeout=10.0, headers=exposure.probe_request_headers(), verify=tls_context()) as http:
         while True:
             log_text = provider.read_log(handle)
             if len(log_text) > shown:
@@ -343,7 +344,10 @@ def _server_info(engine: Engine, exposure: Exposure) -> ServerInfo:
 
     try:
         response = httpx.get(
-            exposure.url + engine.info_path, headers=exposure.probe_request_headers(), timeout=10.0
+            exposure.url + engine.info_path,
+            headers=exposure.probe_request_headers(),
+            timeout=10.0,
+            verify=tls_context(),
         )
         response.raise_for_status()
         return engine.summarise_info(response.json())
