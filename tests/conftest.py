@@ -220,6 +220,18 @@ def no_process_in_the_fast_tier(request: pytest.FixtureRequest, monkeypatch: pyt
             monkeypatch.setattr(os, name, refuse)
 
 
+@pytest.fixture(autouse=True)
+def machine_looked_at_once(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the fast tier, a llama.cpp engine reads how busy the cores are without pausing between its looks
+    (five looks 10 ms apart: 40 ms of sleep for every engine object a test makes)."""
+    if UNIT_DIR not in Path(request.node.path).parents:
+        return
+    from sandserve.engines import llamacpp
+
+    looks, _, stat_file = llamacpp.busy_cores.__defaults__ or (5, 0.01, Path("/proc/stat"))
+    monkeypatch.setattr(llamacpp.busy_cores, "__defaults__", (looks, 0.0, stat_file))
+
+
 @pytest.fixture
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
     """``lifecycle.up`` serves ``fakes.fake_spec()`` with the fake engine on the fake provider

@@ -47,7 +47,7 @@ def only_server(fake: type[FakeProvider]):
 
 
 def test_ready_only_after_a_real_generation_with_every_phase_in_order(fake_pipeline):
-    fake_pipeline.script = healthy_boot(kv_tokens=8192, ready_at=0.15)
+    fake_pipeline.script = healthy_boot(kv_tokens=8192, ready_at=0.05)
     fake_pipeline.script.refuses_first = 3  # the port answers, the model is not ready yet
     events = RecordedEvents()
     endpoint = lifecycle.up(fake_spec(), events=events)
