@@ -7,6 +7,7 @@ which is how tests keep away from the user's own ledger.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -33,6 +34,9 @@ def state_dir() -> Path:
 _WRITABLE: set[Path] = set()
 
 
+#: Numbers the probe files of this process (threads may probe at once).
+_PROBES = itertools.count()
+
 #: Less free space than this is a full disk for a directory sandserve is about to write in.
 LOW_SPACE_BYTES = 1 << 20
 
@@ -50,13 +54,15 @@ def write_error(directory: Path) -> OSError | None:
     """What the system answers when a file is written in ``directory`` (a read-only file system, a
     permission, a full disk), or None when one can be. It writes and removes a one-byte file to find out,
     since permission bits alone show neither a read-only mount nor a full disk."""
-    import tempfile
-
+    probe = directory / f".sandserve-probe-{os.getpid()}-{next(_PROBES)}"
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".sandserve-probe-") as probe:
-            probe.write(b"\0")
-            probe.flush()
-            os.fsync(probe.fileno())
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
         free = shutil.disk_usage(directory).free
     except OSError as error:
         return error
