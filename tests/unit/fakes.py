@@ -90,14 +90,14 @@ class Script:
     info: dict[str, Any] = field(default_factory=lambda: {"max_total_num_tokens": 4096, "slots": 2})
 
 
-def healthy_boot(kv_tokens: int = 8192, ready_at: float = 0.02) -> Script:
-    """A boot that logs its phases in order within its first 15 ms, and generates from ``ready_at``."""
+def healthy_boot(kv_tokens: int = 8192, ready_at: float = 0.01) -> Script:
+    """A boot that logs its phases in order within its first 6 ms, and generates from ``ready_at``."""
     return Script(
         log=[
             (0.0, "fake: starting\n"),
-            (0.005, "fake: weights loaded\n"),
-            (0.01, f"fake: kv pool of {kv_tokens} tokens\n"),
-            (0.015, "fake: listening\n"),
+            (0.002, "fake: weights loaded\n"),
+            (0.004, f"fake: kv pool of {kv_tokens} tokens\n"),
+            (0.006, "fake: listening\n"),
         ],
         generates_after=ready_at,
     )

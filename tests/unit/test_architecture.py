@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -67,6 +68,13 @@ def test_a_new_cycle_is_caught() -> None:
 def test_no_module_is_a_giant(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_MODULE_LINES, f"{path.name} has {lines} lines: split it at its seams"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _forget_the_trees() -> Iterator[None]:
+    """The parsed files are kept for this module's checks only (held longer, they slow every collection)."""
+    yield
+    _nodes.cache_clear()
 
 
 @cache
