@@ -262,8 +262,11 @@ class _DetachedServer(subprocess.Popen[bytes]):
     server if it has ended, so no zombie is left, and says nothing if it still runs."""
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # No module globals here: at interpreter exit they may already be gone (``contextlib`` is None).
+        try:
             self.poll()
+        except Exception:
+            pass
 
 
 def _not_ours(handle: LocalHandle, name: str) -> ValueError:
