@@ -143,7 +143,7 @@ def batch_under_way(server: FaultServer, inp: Path, out: Path) -> subprocess.Pop
         poll_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 5, what="5 answers written")
     except BaseException:
         run.kill()
-        run.wait()
+        run.communicate()
         raise
     return run
 
@@ -163,11 +163,12 @@ def test_a_second_run_on_the_same_output_is_refused_and_nothing_is_sent_twice(
         second = batch(server, str(inp), str(out), "--concurrency", "8")
         assert second.returncode == 2
         assert f"another sandserve batch (pid {first.pid}) is writing it" in said(second), second.stderr
-        assert first.wait(timeout=120) == 0
+        first.communicate(timeout=120)
+        assert first.returncode == 0
     finally:
         if first.poll() is None:
             first.kill()
-            first.wait()
+        first.communicate()  # reaps it and closes its pipes
     assert answered(out) == Counter({cid: 1 for cid in ids})
     assert max(server.attempts.values()) == 1, "no request was sent by both runs"
     assert not lock_path(out).exists()
@@ -187,7 +188,7 @@ def test_ctrl_c_writes_the_summary_says_what_is_left_and_the_printed_command_fin
     finally:
         if run.poll() is None:
             run.kill()
-            run.wait()
+            run.communicate()
     assert run.returncode == 130, stderr
     done = len(lines_of(out))
     summary = json.loads(summary_path(out).read_text())

@@ -214,7 +214,8 @@ def test_ctrl_c_keeps_the_answers_and_the_printed_command_goes_on_from_them(loca
     assert all(answer["author"] in BOOKS for answer in report["answers"])
     # Each passage was asked once per question, over both runs.
     for question in ("author", "setting"):
-        ids = [json.loads(line)["custom_id"] for line in (run_dir / "answers" / f"{question}.jsonl").open()]
+        lines = (run_dir / "answers" / f"{question}.jsonl").read_text().splitlines()
+        ids = [json.loads(line)["custom_id"] for line in lines]
         assert sorted(ids) == sorted(set(ids)) and len(ids) == 10
     assert report["author_pass"]["input_tokens"] > 0 and not (tmp_path / "run.answers").exists()
 

@@ -392,6 +392,7 @@ def test_load_probes_carry_the_skip_activity_header_and_read_the_engine(local_en
         load = read_load(through_relay)
     finally:
         relay.shutdown()
+        relay.server_close()
     assert load is not None and load.running == 0 and load.queued == 0
     assert seen and seen[0].get(SKIP_ACTIVITY_HEADER) == "true"
 

@@ -198,11 +198,11 @@ def test_an_interrupted_download_leaves_nothing_half_written_and_a_rerun_complet
     try:
         poll_until(lambda: index.sent >= 256 * 1024, what="the download under way", interval=0.02)
         os.killpg(fetch.pid, signal.SIGKILL)  # pip and its parent die mid-download
-        fetch.wait(timeout=30)
+        fetch.communicate(timeout=30)
     finally:
         if fetch.poll() is None:
             os.killpg(fetch.pid, signal.SIGKILL)
-            fetch.wait()
+        fetch.communicate()  # reaps it and closes its pipes
     assert not cached_model_path(model).exists()  # the model never appears half-written
     assert all(name.startswith(".fetch-") for name in leftovers())  # only a work dir, which the rerun removes
 

@@ -62,8 +62,9 @@ class FakeSGLang:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._chunks.append(line)
+        with self.proc.stdout:  # closed at the end of the output, when the server has gone
+            for line in self.proc.stdout:
+                self._chunks.append(line)
 
     @property
     def output(self) -> str:
@@ -88,6 +89,7 @@ class FakeSGLang:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
 
 
 def _status(url: str, **kwargs: object) -> int | None:
