@@ -21,7 +21,7 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
   run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
   llama-server itself gets a random key of its own, so its private port serves no one else;
 - generation requests wait for a slot by priority (admission.py): llama-server itself serves first come,
-  first served.
+  first served; a person's request preempts running batch requests, sent again later (preemption.py).
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ import aiohttp
 from aiohttp import web
 
 from sandserve.engines.adapter_auth import auth_middleware
-from sandserve.engines.admission import AdmissionQueue, admission_middleware, slots_from_command
+from sandserve.engines.admission import AdmissionQueue, slots_from_command
 from sandserve.engines.base import NATIVE_GENERATE_ROUTE
+from sandserve.engines.chat_collect import as_stream, collect_chat
 from sandserve.engines.gbnf import regex_to_gbnf
 from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
+from sandserve.engines.preemption import COLLECT, admission_middleware
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
@@ -164,10 +166,14 @@ async def _forward(
         return _loading(exc)
     async with answer:
         kind = answer.headers.get("Content-Type", "")
-        if rewrite is not None and answer.status == 200 and kind.startswith("application/json"):
-            data = json.loads(await answer.read())
-            rewrite(data)
-            return web.json_response(data)
+        whole = request.get(COLLECT, False) and kind.startswith("text/event-stream")  # asked for whole
+        if rewrite is not None and answer.status == 200 and (whole or kind.startswith("application/json")):
+            status, data = (
+                await collect_chat(answer.content) if whole else (200, json.loads(await answer.read()))
+            )
+            if status == 200:
+                rewrite(data)
+            return web.json_response(data, status=status)
         response = web.StreamResponse(status=answer.status, reason=answer.reason)
         for name, value in answer.headers.items():
             if name.lower() not in _NOT_RETURNED:
@@ -262,6 +268,8 @@ def _chat(upstream: Upstream) -> Handler:
             if isinstance(kwargs, dict):
                 kwargs.setdefault("enable_thinking", False)
                 raw = json.dumps(body).encode()
+        if request.get(COLLECT) and isinstance(body, dict):
+            raw = as_stream(body)  # preemptible: a stream stops when its connection closes (chat_collect.py)
         return await _forward(upstream, request, "POST", request.path_qs, raw, sglang_shapes)
 
     return handler
