@@ -45,6 +45,8 @@ class Ticket:
     order: int
     preemptible: bool = False
     preempted: asyncio.Event = field(default_factory=asyncio.Event)
+    slot: int | None = None
+    """The llama-server slot it was last given (``pin``), if any."""
 
 
 @dataclass(order=True)
@@ -141,6 +143,19 @@ class AdmissionQueue:
                 self._normal_seen_at = self._clock()
             self._release(ticket)
 
+    def pin(self, ticket: Ticket) -> int:
+        """A llama-server slot for an admitted ticket, among those no other pinned ticket holds. A person's
+        request gets the lowest: llama-server reads the prompts of its slots in slot order, up to its batch
+        size a step, so a person's prompt goes ahead of any batch prompt still being read. A batch request
+        gets the slot it had (its prompt is still cached there when it is sent again), else the highest."""
+        taken = {held.slot for held in self._held if held is not ticket and held.slot is not None}
+        free = [slot for slot in range(self.slots) if slot not in taken] or list(range(self.slots))
+        if ticket.priority >= DEFAULT_VALUE:
+            ticket.slot = free[0]
+        elif ticket.slot not in free:
+            ticket.slot = free[-1]
+        return ticket.slot if ticket.slot is not None else free[-1]
+
     def _preempt_for_people(self) -> None:
         for held in self._held:
             if held.preemptible and held.priority < DEFAULT_VALUE and not held.preempted.is_set():
@@ -153,7 +168,7 @@ class AdmissionQueue:
         self._dispatch()
 
     def _release(self, ticket: Ticket) -> None:
-        self._held.discard(ticket)
+        self._held.discard(ticket)  # its slot is free again (ticket.slot stays: the one it prefers)
         self.running[ticket.priority] -= 1
         if self.running[ticket.priority] <= 0:
             del self.running[ticket.priority]

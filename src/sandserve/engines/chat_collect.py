@@ -17,8 +17,13 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: What a request that llama-server is to stream carries, for its usage to come in the last chunk.
-STREAM_FIELDS: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+#: What a request that llama-server is to stream carries: its usage comes in the last chunk, and a progress
+#: chunk after each step of its prompt, so that it is also cancelled while its prompt is being read.
+STREAM_FIELDS: dict[str, Any] = {
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "return_progress": True,
+}
 
 
 def can_collect(body: Any) -> bool:

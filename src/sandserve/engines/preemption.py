@@ -44,6 +44,8 @@ GENERATION_ROUTES = frozenset(
 PREEMPTIBLE_ROUTES = frozenset({"/v1/chat/completions"})
 #: Set on a request the adapter's chat route is to fetch as a stream and answer whole.
 COLLECT = web.RequestKey("sandserve_collect", bool)
+#: The llama-server slot the adapter's chat route is to ask for (``id_slot``): AdmissionQueue.pin.
+SLOT = web.RequestKey("sandserve_slot", int)
 
 
 def preemptible(path: str, priority: int, body: Any) -> bool:
@@ -83,13 +85,14 @@ def admission_middleware(queue: AdmissionQueue) -> Any:
         except ValueError:
             body = None
         priority = value_of(body, request.headers)
-        if not preemptible(request.path, priority, body):
-            async with queue.admitted(priority):
-                return await handler(request)
-        request[COLLECT] = True
-        ticket = queue.ticket(priority, preemptible=True)
+        ticket = queue.ticket(priority, preemptible=preemptible(request.path, priority, body))
+        request[COLLECT] = ticket.preemptible
         while True:
             async with queue.admitted(ticket):
+                if request.path in PREEMPTIBLE_ROUTES and isinstance(body, dict):
+                    request[SLOT] = queue.pin(ticket)
+                if not ticket.preemptible:
+                    return await handler(request)
                 answer = await until_done_or_preempted(ticket, handler(request))
             if answer is not None:
                 return answer
