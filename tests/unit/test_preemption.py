@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -216,3 +217,23 @@ def test_an_error_in_the_stream_is_answered_with_its_status_and_a_cut_stream_is_
     assert _collect(_sse(_chunk({"content": "a"}), {"error": error})) == (500, {"error": error})
     status, answer = _collect([b"data: " + json.dumps(_chunk({"content": "a"})).encode() + b"\n"])
     assert status == 502 and "ended before" in answer["error"]["message"]
+
+
+def test_people_get_the_first_free_slot_and_a_batch_request_its_own_back():
+    async def scenario() -> list[int]:
+        queue = AdmissionQueue(4)
+        got = []
+        batch = [queue.ticket(-1, preemptible=True) for _ in range(3)]
+        async with contextlib.AsyncExitStack() as stack:
+            for ticket in batch:
+                await stack.enter_async_context(queue.admitted(ticket))
+                got.append(queue.pin(ticket))  # the highest free: 3, 2, 1
+            person = queue.ticket(0)
+            async with queue.admitted(person):
+                got.append(queue.pin(person))  # the lowest: 0
+        # All gone; sent again, the batch request that had slot 2 gets it back, though lower ones are free.
+        async with queue.admitted(batch[1]):
+            got.append(queue.pin(batch[1]))
+        return got
+
+    assert asyncio.run(scenario()) == [3, 2, 1, 0, 2]

@@ -31,6 +31,8 @@ from sandserve.engines.priority import DEFAULT_VALUE
 
 #: llama-server's gauge of requests waiting for a slot (its own queue).
 DEFERRED_METRIC = "llamacpp:requests_deferred"
+#: The adapter's count of low-priority requests preempted for people (and sent again).
+PREEMPTIONS_METRIC = "sandserve:preemptions_total"
 
 #: How long after the last normal-priority request its slot stays kept.
 RECENT_S = 30.0
@@ -217,9 +219,9 @@ class AdmissionQueue:
             "# TYPE sandserve:num_running_reqs gauge",
             f'sandserve:num_running_reqs{{priority=""}} {sum(running.values())}',
             *(f'sandserve:num_running_reqs{{priority="{p}"}} {n}' for p, n in sorted(running.items())),
-            "# HELP sandserve:preemptions_total Low-priority requests stopped for a person's and sent again.",
-            "# TYPE sandserve:preemptions_total counter",
-            f"sandserve:preemptions_total {self.preemptions}",
+            f"# HELP {PREEMPTIONS_METRIC} Low-priority requests stopped for a person's and sent again.",
+            f"# TYPE {PREEMPTIONS_METRIC} counter",
+            f"{PREEMPTIONS_METRIC} {self.preemptions}",
         ]
         return "\n".join(lines) + "\n"
 
