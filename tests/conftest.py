@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,12 @@ TESTS_DIR = Path(__file__).parent
 sys.path.insert(0, str(TESTS_DIR))  # the stand-ins (tests/standins) import as `standins`
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# A suite started in the background of a non-interactive shell (`make test &`) inherits SIGINT ignored, and
+# so would every process it starts: the Ctrl-C tests would find the signal ignored. Those processes get
+# Python's own handling back, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if TYPE_CHECKING:
     from standins.daytona_api import DaytonaStandin

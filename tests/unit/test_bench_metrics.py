@@ -172,3 +172,15 @@ def test_a_level_whose_client_cpu_was_saturated_says_so_in_the_report():
     assert calm.warnings == []
     run.result.levels += [busy, calm]
     assert "concurrency=1: client CPU 95% of one core" in markdown(run.result, [])
+
+
+def test_a_messages_stream_counts_a_prompt_read_whole_from_the_cache() -> None:
+    """llama-server's (and Anthropic's) input_tokens leaves out the cached tokens: a prompt read whole from
+    the cache says 0 input tokens and N cached ones, which is a prompt of N tokens."""
+    from sandserve.observe.agent_stream import read_messages_event
+
+    record = RequestRecord(index=0, sent_at=0.0)
+    usage = {"cache_read_input_tokens": 30, "input_tokens": 0, "output_tokens": 0}
+    read_messages_event({"type": "message_start", "message": {"usage": usage}}, record, 0.1)
+    read_messages_event({"type": "message_delta", "usage": {"output_tokens": 12}}, record, 0.2)
+    assert (record.prompt_tokens, record.cached_tokens, record.completion_tokens) == (30, 30, 12)

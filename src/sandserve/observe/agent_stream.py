@@ -82,9 +82,10 @@ def read_messages_event(event: dict[str, Any], record: RequestRecord, now: float
     usage = (event.get("message") or {}).get("usage") if kind == "message_start" else event.get("usage")
     if kind not in ("message_start", "message_delta") or not isinstance(usage, dict):
         return
-    cached = int(usage.get("cache_read_input_tokens") or 0)
-    if usage.get("input_tokens"):
-        record.prompt_tokens = int(usage["input_tokens"]) + cached
+    # Anthropic's input_tokens leaves out the cached part: a prompt read whole from the cache has 0 of them.
+    if "input_tokens" in usage:
+        cached = int(usage.get("cache_read_input_tokens") or 0)
+        record.prompt_tokens = int(usage["input_tokens"] or 0) + cached
         record.cached_tokens = cached
     if kind == "message_delta":
         record.completion_tokens = int(usage.get("output_tokens") or 0)
