@@ -22,12 +22,20 @@ check: $(SYNCED)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy
 
+# Tests run on as many workers as the machine has cores (at most four): most of a test's time is spent
+# waiting on a server, a stand-in or a child process, which another worker's test fills.
 test: check engine
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
-# The fast tier: no process started, no engine build, seconds.
+# The fast tier: no process started, no engine build, seconds. Its temporary folders (two per test, a ledger
+# in many) go to memory where there is some (/dev/shm): on a busy disk, making, syncing and deleting them took
+# longer than the tests. They are deleted after a passing run and kept (the path printed) after a failing one.
 test-fast: $(SYNCED)
-	$(VENV)/bin/python -m pytest -q tests/unit
+	@tmp=$$(mktemp -d /dev/shm/sandserve-test-fast.XXXXXX 2>/dev/null) || tmp=""; \
+	$(VENV)/bin/python -m pytest -q tests/unit $${tmp:+--basetemp=$$tmp}; rc=$$?; \
+	if [ -n "$$tmp" ]; then \
+	  if [ $$rc = 0 ]; then rm -rf "$$tmp"; else echo "the tests' temporary folders are kept in $$tmp"; fi; \
+	fi; exit $$rc
 
 # The llama-server build (minutes, once; cached in the user's cache directory) and the tiny model; and
 # bubblewrap, the boundary local tool calls run in (installed when missing and we are root on Debian).

@@ -3,6 +3,7 @@ cache (llama-server, the tiny model) is shared, because building it takes minute
 
 from __future__ import annotations
 
+import gc
 import os
 import shlex
 import signal
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 from sandserve.endpoint import Endpoint  # noqa: E402
 from sandserve.providers import get_provider  # noqa: E402
 from sandserve.serve import lifecycle  # noqa: E402
-from sandserve.serve.ledger import Registry  # noqa: E402
+from sandserve.serve.ledger import LEDGER_FILE, Registry  # noqa: E402
 from sandserve.serve.resolve import resolve_spec  # noqa: E402
 
 #: Variables that would point a test at the user's own endpoints, keys or ledger.
@@ -74,7 +75,11 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def take_everything_down() -> None:
-    """Whatever a test left up in its ledger is stopped, so no test leaks a process."""
+    """Whatever a test left up in its ledger is stopped, so no test leaks a process. A test that never opened
+    its ledger has nothing up (and no ledger is made for it here)."""
+    state = os.environ.get("SANDSERVE_STATE_DIR")
+    if state and not (Path(state) / LEDGER_FILE).exists():
+        return
     try:
         registry = Registry()
     except Exception:
@@ -138,6 +143,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from standins.sglang_protocol import protocol_dir
 
         protocol_dir()
+    # What collection loaded (every module the tests import) lives until the end: frozen out of the garbage
+    # collector's way, so its full collections stop walking it again and again (a second of the fast tier).
+    gc.collect()
+    gc.freeze()
 
 
 def sglang_image_env() -> dict[str, str]:
@@ -207,8 +216,11 @@ UNIT_DIR = TESTS_DIR / "unit"
 
 @pytest.fixture(autouse=True)
 def no_process_in_the_fast_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fast tier's promise, kept: a unit test that would start a process fails instead."""
+    """The fast tier's promise, kept: a unit test that would start a process fails instead. A test marked
+    ``fresh_interpreter`` may start this Python, to see what a fresh interpreter loads (it ends at once)."""
     if UNIT_DIR not in Path(request.node.path).parents:
+        return
+    if request.node.get_closest_marker("fresh_interpreter"):
         return
 
     def refuse(*args: object, **kwargs: object) -> object:
@@ -218,6 +230,18 @@ def no_process_in_the_fast_tier(request: pytest.FixtureRequest, monkeypatch: pyt
     for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
         if hasattr(os, name):
             monkeypatch.setattr(os, name, refuse)
+
+
+@pytest.fixture(autouse=True)
+def machine_looked_at_once(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the fast tier, a llama.cpp engine reads how busy the cores are without pausing between its looks
+    (five looks 10 ms apart: 40 ms of sleep for every engine object a test makes)."""
+    if UNIT_DIR not in Path(request.node.path).parents:
+        return
+    from sandserve.engines import llamacpp
+
+    looks, _, stat_file = llamacpp.busy_cores.__defaults__ or (5, 0.01, Path("/proc/stat"))
+    monkeypatch.setattr(llamacpp.busy_cores, "__defaults__", (looks, 0.0, stat_file))
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from sandserve import endpoint as _endpoint
+from sandserve import endpoint_slot as _endpoint_slot
 from sandserve.errors import *  # noqa: F403 - every error is part of the public API
 from sandserve.errors import __all__ as _error_names
 
@@ -135,4 +135,5 @@ class _EndpointServices:
         return PREVIEW_TOKEN_HEADER, dict(PROBE_HEADERS)
 
 
-_endpoint.install_services(_EndpointServices())
+# In a slot, not through sandserve.endpoint: importing the package does not load the endpoint module.
+_endpoint_slot.services = _EndpointServices()

@@ -39,11 +39,11 @@ class Setting:
 
 
 def _dotenv(name: str, folder: Path) -> dict[str, str]:
-    from dotenv import dotenv_values
-
     path = folder / name
     if not path.is_file():
         return {}
+    from dotenv import dotenv_values  # here: without the file, `ls` never pays for python-dotenv
+
     return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 

@@ -14,11 +14,11 @@ import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sandserve.presets import find_preset
+from sandserve import endpoint_slot
+from sandserve.presets import DEFAULT_ENGINE, find_preset
 from sandserve.results import CacheStats, Capabilities, GenerateResult, ServerInfo
-from sandserve.spec import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
     # Aliased: the method ``Endpoint.openai`` would shadow the module inside the class body.
@@ -66,18 +66,15 @@ class EndpointStatus:
         return self.state == "ready" and self.live is not False
 
 
-_services: EndpointServices | None = None
-
-
 def install_services(services: EndpointServices) -> None:
-    global _services
-    _services = services
+    endpoint_slot.services = services
 
 
 def _installed() -> EndpointServices:
-    if _services is None:  # pragma: no cover - importing any sandserve module imports the package first
+    services = endpoint_slot.services
+    if services is None:  # pragma: no cover - importing any sandserve module imports the package first
         raise RuntimeError("sandserve's endpoint services are not installed: import sandserve first.")
-    return _services
+    return cast(EndpointServices, services)
 
 
 @dataclass(init=False)

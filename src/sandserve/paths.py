@@ -7,28 +7,35 @@ which is how tests keep away from the user's own ledger.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
-import tempfile
 from pathlib import Path
-
-import platformdirs
 
 from sandserve.errors import StateDirError
 
 
 def state_dir() -> Path:
     """The directory holding the ledger and server logs, created (mode 0700) if missing."""
-    path = Path(os.environ.get("SANDSERVE_STATE_DIR") or platformdirs.user_state_dir("sandserve"))
+    path = Path(os.environ.get("SANDSERVE_STATE_DIR") or _platform_dir("state"))
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise StateDirError(path, exc.strerror or str(exc)) from exc
-    error = write_error(path)
-    if error is not None:
-        raise StateDirError(path, error.strerror or str(error))
+    if path not in _WRITABLE:
+        error = write_error(path)
+        if error is not None:
+            raise StateDirError(path, error.strerror or str(error))
+        _WRITABLE.add(path)
     return path
 
+
+#: State directories this process found writable: probed once each (a probe writes and syncs a file).
+_WRITABLE: set[Path] = set()
+
+
+#: Numbers the probe files of this process (threads may probe at once).
+_PROBES = itertools.count()
 
 #: Less free space than this is a full disk for a directory sandserve is about to write in.
 LOW_SPACE_BYTES = 1 << 20
@@ -47,11 +54,15 @@ def write_error(directory: Path) -> OSError | None:
     """What the system answers when a file is written in ``directory`` (a read-only file system, a
     permission, a full disk), or None when one can be. It writes and removes a one-byte file to find out,
     since permission bits alone show neither a read-only mount nor a full disk."""
+    probe = directory / f".sandserve-probe-{os.getpid()}-{next(_PROBES)}"
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".sandserve-probe-") as probe:
-            probe.write(b"\0")
-            probe.flush()
-            os.fsync(probe.fileno())
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
         free = shutil.disk_usage(directory).free
     except OSError as error:
         return error
@@ -73,6 +84,17 @@ def logs_dir() -> Path:
 
 def cache_dir() -> Path:
     """The directory for things that are slow to make and safe to share: the engine build, the tiny model."""
-    path = Path(os.environ.get("SANDSERVE_CACHE_DIR") or platformdirs.user_cache_dir("sandserve"))
+    path = Path(os.environ.get("SANDSERVE_CACHE_DIR") or _platform_dir("cache"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _platform_dir(kind: str) -> str:
+    """The platform's own state or cache directory for sandserve (platformdirs: loaded only when asked)."""
+    import platformdirs
+
+    return (
+        platformdirs.user_state_dir("sandserve")
+        if kind == "state"
+        else platformdirs.user_cache_dir("sandserve")
+    )

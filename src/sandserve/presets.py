@@ -31,13 +31,18 @@ def _kv(layers: int, kv_heads: int, head_dim: int, *, window_layers: int = 0) ->
     return per_layer * layers + int(per_layer * window_layers * 0.8)
 
 
+#: The engine of a Hugging Face model with no preset (and of an endpoint from the environment, until its
+#: server says otherwise).
+DEFAULT_ENGINE = "sglang"
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
     model: str
     """Hugging Face id, or for a built-in local model the name sandserve makes its file from."""
     served_name: str
-    engine: str = "sglang"
+    engine: str = DEFAULT_ENGINE
     reasoning_parser: str | None = None
     tool_call_parser: str | None = None
     extra_args: tuple[str, ...] = ()

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from sandserve import config
 from sandserve.errors import UnknownGpuError
 from sandserve.masking import MASK
+from sandserve.presets import DEFAULT_ENGINE as DEFAULT_ENGINE
 
 #: The GPU types the Daytona API takes, spelt as it takes them (`daytona_api_client.GpuType` VALUES; the
 #: member names use underscores, and `GpuType("RTX_PRO_6000")` silently becomes "unknown_default_open_api").
@@ -47,9 +48,6 @@ DEFAULT_GPU_TTL_MINUTES = 240
 SANDBOX_PORT = 8000
 #: Seconds ``up`` waits for a first generation unless the provider or the user says otherwise.
 DEFAULT_BOOT_TIMEOUT = 900.0
-#: The engine of a Hugging Face model with no preset (and of an endpoint from the environment, until its
-#: server says otherwise).
-DEFAULT_ENGINE = "sglang"
 
 
 class AuthMode(StrEnum):

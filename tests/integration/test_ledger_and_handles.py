@@ -26,7 +26,8 @@ from sandserve.serve import lifecycle
 from sandserve.serve.ledger import Registry, State
 from sandserve.serve.resolve import resolve_spec
 
-LOCK_SECONDS = 15
+# Longer than SQLite's own 5 s busy timeout, which a ledger that gave up at the first wait would show.
+LOCK_SECONDS = 8
 
 
 def test_ls_waits_for_a_ledger_another_process_locked_and_never_calls_it_corrupt(isolated: Path) -> None:

@@ -95,7 +95,8 @@ class HubStandin:
                 self.wfile.write(body)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # Polled every 10 ms, not 0.5 s: leaving the block waits no half second for the loop to notice.
+        threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True).start()
         return self
 
     def model_route(self, path: str) -> tuple[str, str] | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import grimp
@@ -68,6 +70,19 @@ def test_no_module_is_a_giant(path: Path) -> None:
     assert lines <= MAX_MODULE_LINES, f"{path.name} has {lines} lines: split it at its seams"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _forget_the_trees() -> Iterator[None]:
+    """The parsed files are kept for this module's checks only (held longer, they slow every collection)."""
+    yield
+    _nodes.cache_clear()
+
+
+@cache
+def _nodes(path: Path) -> list[ast.AST]:
+    """Every node of the file's syntax tree, parsed and walked once for all the checks below."""
+    return list(ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+
+
 #: Names only engines/ and providers/ may branch on.
 ADAPTER_NAMES = {"sglang", "llamacpp", "local", "daytona", "gateway"}
 
@@ -75,7 +90,7 @@ ADAPTER_NAMES = {"sglang", "llamacpp", "local", "daytona", "gateway"}
 def _name_branches(path: Path) -> list[int]:
     """Lines comparing something to an engine or provider name (``==``, ``!=``, ``in``, ``is``)."""
     lines = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _nodes(path):
         if isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
             # A fleet member's role ("gateway", "worker") is not a provider's name.
@@ -129,7 +144,7 @@ OPENAI_ROUTES = {"/v1/models", "/v1/completions", "/v1/chat/completions"}
 
 def _imported_modules(path: Path) -> list[tuple[int, str]]:
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _nodes(path):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -186,15 +201,15 @@ def engine_vocabulary() -> tuple[set[str], tuple[str, ...]]:
 def _strings(path: Path) -> list[tuple[int, str]]:
     """Every string in the code (f-strings' literal parts too), with its line; docstrings (a string standing
     alone as a statement: a module's, a function's, an attribute's) left out."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = _nodes(path)
     docstrings = {
         id(node.value)
-        for node in ast.walk(tree)
+        for node in nodes
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
     }
     return [
         (node.lineno, node.value)
-        for node in ast.walk(tree)
+        for node in nodes
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
     ]
 

@@ -190,7 +190,8 @@ def lock_held(path: Path, release: threading.Event) -> Iterator[None]:
 
 def test_a_busy_ledger_waits_says_so_and_then_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The lock is let go once the wait has been told: the call then goes through, however long that took."""
-    monkeypatch.setattr(ledger, "BUSY_NOTICE_SECONDS", 0.2)
+    monkeypatch.setattr(ledger, "BUSY_NOTICE_SECONDS", 0.05)
+    monkeypatch.setattr(ledger, "_ATTEMPT_TIMEOUT", 0.01)
     path = tmp_path / "ledger.sqlite3"
     Registry(path).add(
         "e-1", provider="local", engine="llamacpp", model="m", spec={}, sandbox=SandboxHandle("local", "e-1")
@@ -199,14 +200,17 @@ def test_a_busy_ledger_waits_says_so_and_then_works(tmp_path: Path, monkeypatch:
     with lock_held(path, release=events.told):
         records = Registry(path, events=events).list()
     assert [r.id for r in records] == ["e-1"]
-    assert len(events.waits) == 1 and events.waits[0] >= 0.2
+    assert len(events.waits) == 1 and events.waits[0] >= 0.05
 
 
-def test_a_lock_held_past_the_wait_is_busy_not_corrupt(tmp_path: Path) -> None:
+def test_a_lock_held_past_the_wait_is_busy_not_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger, "_ATTEMPT_TIMEOUT", 0.01)
     path = tmp_path / "ledger.sqlite3"
     Registry(path)
     with lock_held(path, release=threading.Event()), pytest.raises(LedgerBusyError, match="busy") as caught:
-        Registry(path, busy_wait=0.3).update("x", state=State.DOWN)
+        Registry(path, busy_wait=0.05).update("x", state=State.DOWN)
     assert not isinstance(caught.value, LedgerCorruptError)
     assert "Nothing was changed" in caught.value.message
 

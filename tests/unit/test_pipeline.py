@@ -47,7 +47,7 @@ def only_server(fake: type[FakeProvider]):
 
 
 def test_ready_only_after_a_real_generation_with_every_phase_in_order(fake_pipeline):
-    fake_pipeline.script = healthy_boot(kv_tokens=8192, ready_at=0.15)
+    fake_pipeline.script = healthy_boot(kv_tokens=8192, ready_at=0.05)
     fake_pipeline.script.refuses_first = 3  # the port answers, the model is not ready yet
     events = RecordedEvents()
     endpoint = lifecycle.up(fake_spec(), events=events)
@@ -143,7 +143,7 @@ def test_a_fatal_line_from_a_server_that_lingers_is_a_death_after_the_grace(fake
 def test_a_server_that_never_generates_times_out_and_is_cleaned_up(fake_pipeline):
     fake_pipeline.script = Script(log=[(0.0, "fake: listening\n")], generates_after=None)
     with pytest.raises(BootTimeoutError) as raised:
-        lifecycle.up(fake_spec(boot_timeout=0.3), events=RecordedEvents())
+        lifecycle.up(fake_spec(boot_timeout=0.05), events=RecordedEvents())
     server = only_server(fake_pipeline)
     assert server.refused_early > 0 and server.generations == 0 and server.stopped
     assert Path(raised.value.log_path).read_text() == "fake: listening\n"  # type: ignore[arg-type]

@@ -7,8 +7,8 @@ import json
 import shlex
 
 import pytest
-from standins.sglang_server import REASONING_PARSERS as STANDIN_REASONING_PARSERS
-from standins.sglang_server import TOOL_CALL_PARSERS as STANDIN_TOOL_CALL_PARSERS
+from standins.sglang_state import REASONING_PARSERS as STANDIN_REASONING_PARSERS
+from standins.sglang_state import TOOL_CALL_PARSERS as STANDIN_TOOL_CALL_PARSERS
 
 from sandserve.engines.base import diagnose, phases_in
 from sandserve.engines.sglang import (

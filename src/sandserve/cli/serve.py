@@ -300,7 +300,7 @@ _SHOW_SECRETS = click.option(
 def ls(include_down: bool, as_json: bool, show_secrets: bool) -> None:
     """List the endpoints in the ledger, with whether their server still runs."""
     from sandserve.serve.ledger import Registry
-    from sandserve.serve.lifecycle import refresh
+    from sandserve.serve.liveness import refresh
 
     registry = Registry()
     records = [refresh(record, registry) for record in registry.list(include_down=include_down)]
@@ -350,7 +350,7 @@ def status(endpoint_id: str | None, endpoint_option: str | None, as_json: bool, 
     """Show one endpoint: state, URL, boot timeline, KV pool, capabilities."""
     from sandserve.serve.boots import boot_of
     from sandserve.serve.ledger import Registry
-    from sandserve.serve.lifecycle import refresh
+    from sandserve.serve.liveness import refresh
 
     registry = Registry()
     record = refresh(registry.resolve(chosen_endpoint(endpoint_id, endpoint_option)), registry)

@@ -62,9 +62,15 @@ def _identified(endpoint: Endpoint) -> Endpoint:
     from sandserve.client.transport import raise_for_status
     from sandserve.engines import engine_owning
     from sandserve.errors import EndpointUnavailableError
+    from sandserve.tls import tls_context
 
     try:
-        response = httpx.get(f"{endpoint.base_url}/models", headers=endpoint.request_headers(), timeout=10)
+        response = httpx.get(
+            f"{endpoint.base_url}/models",
+            headers=endpoint.request_headers(),
+            timeout=10,
+            verify=tls_context(),
+        )
     except httpx.HTTPError as exc:
         raise EndpointUnavailableError(endpoint.url, f"could not list its models ({exc})") from exc
     raise_for_status(endpoint.url, response)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from sandserve.errors import EndpointUnavailableError, RequestRejectedError, SandserveError, ServerFailedError
+from sandserve.tls import tls_context
 
 if TYPE_CHECKING:
     from sandserve.endpoint import Endpoint
@@ -139,7 +140,11 @@ def post_json(endpoint: Endpoint, path: str, body: dict[str, Any], *, timeout: f
     """POST ``body`` to ``endpoint.url + path`` with the endpoint's auth; the decoded JSON answer."""
     with endpoint_errors(endpoint):
         response = httpx.post(
-            endpoint.url + path, json=body, headers=endpoint.request_headers(), timeout=timeout
+            endpoint.url + path,
+            json=body,
+            headers=endpoint.request_headers(),
+            timeout=timeout,
+            verify=tls_context(),
         )
         response.raise_for_status()
         try:

@@ -32,6 +32,7 @@ from sandserve.providers.handles import GatewayHandle, SandboxHandle
 from sandserve.providers.local import HOST, free_port
 from sandserve.serve.boot_events import BootEvents
 from sandserve.serve.ledger import Registry
+from sandserve.tls import tls_context
 
 GATEWAY_START_TIMEOUT = 60.0
 REGISTRATION_TIMEOUT = 120.0
@@ -173,7 +174,7 @@ def wait_until_listening(handle: GatewayHandle) -> None:
     while True:
         check_gateway_alive(handle)
         try:
-            if httpx.get(url, timeout=5).status_code == 200:
+            if httpx.get(url, timeout=5, verify=tls_context()).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

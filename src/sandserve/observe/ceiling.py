@@ -21,6 +21,7 @@ from sandserve.endpoint import Endpoint
 from sandserve.errors import SandserveError
 from sandserve.observe.bench import BenchConfig, LoadPlan, run_bench_sync
 from sandserve.observe.datasets import BenchPrompt, given_prompts
+from sandserve.tls import tls_context
 
 PROMPT = [{"role": "user", "content": "ping"}]
 
@@ -83,7 +84,8 @@ def instant_server(tokens: int) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:  # any path gets the answer
+                health = httpx.get(url + "/health", timeout=1, verify=tls_context())  # any path answers
+                if health.status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -77,8 +77,11 @@ def recognise_provider(url: str, header_names: frozenset[str]) -> Provider[Any] 
 
 
 def handle_from_record(record: Mapping[str, Any]) -> SandboxHandle:
-    """A ledger's sandbox JSON as its provider's handle type (the provider's module is loaded for it)."""
-    _load(str(record.get("provider", "")))
+    """A ledger's sandbox JSON as its provider's handle type. The built-in handle types live in ``handles``;
+    a provider's module is loaded only when its type is not known yet (`ls` and `env` load none)."""
+    provider = str(record.get("provider", ""))
+    if provider not in SandboxHandle.handle_types:
+        _load(provider)
     return SandboxHandle.from_record(record)
 
 

@@ -19,16 +19,23 @@ NO_CAPACITY_MARKER = "no available runners"
 
 def connect() -> Daytona:
     """A client configured the SDK's way: DAYTONA_API_KEY / DAYTONA_API_URL / DAYTONA_TARGET, or .env."""
+    from sandserve.config import daytona_key
+
+    if not daytona_key().is_set:  # the SDK would refuse too: said without loading it (about a second)
+        raise _no_key()
     from daytona import Daytona, DaytonaConfig, DaytonaError
 
     try:
         return Daytona(DaytonaConfig())
     except DaytonaError as exc:
-        raise MissingCredentialsError(
-            "A Daytona API key",
-            hint="Set DAYTONA_API_KEY (in the environment or in .env), or serve locally with --provider "
-            "local.",
-        ) from exc
+        raise _no_key() from exc
+
+
+def _no_key() -> MissingCredentialsError:
+    return MissingCredentialsError(
+        "A Daytona API key",
+        hint="Set DAYTONA_API_KEY (in the environment or in .env), or serve locally with --provider local.",
+    )
 
 
 def translate(exc: Exception, doing: str, spec: ServeSpec | None = None) -> ProviderError:

@@ -14,32 +14,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sandserve.endpoint import Endpoint
-from sandserve.engines.base import Engine, Launch
 from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
 from sandserve.presets import DEFAULT_LOCAL_PRESET
 from sandserve.providers.base import Exposure, Provider
-from sandserve.providers.colocated import (
-    ColocatedJob,
-    ColocatedOutcome,
-    InsideAccess,
-    OnOutput,
-    run_on_this_machine,
-)
 from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER, PROBE_HEADERS
 from sandserve.providers.handles import LocalHandle
-from sandserve.spec import AuthMode, ServeSpec
+
+if TYPE_CHECKING:  # what `ls` and `status` never touch is loaded by the methods that use it
+    from sandserve.endpoint import Endpoint
+    from sandserve.engines.base import Engine, Launch
+    from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
+    from sandserve.spec import ServeSpec
 
 HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 5.0
@@ -48,6 +43,8 @@ LOCAL_BOOT_TIMEOUT = 120.0
 
 
 def free_port() -> int:
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -56,6 +53,8 @@ def free_port() -> int:
 def port_is_free(port: int) -> bool:
     """Whether a server could listen on ``port`` (connections of a stopped server in TIME_WAIT do not
     count)."""
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -108,11 +107,15 @@ class LocalProvider(Provider[LocalHandle]):
     python_command = shlex.quote(sys.executable)  # this environment's Python: it has the openai package
 
     def run_colocated(self, handle: LocalHandle, job: ColocatedJob, on_output: OnOutput) -> ColocatedOutcome:
+        from sandserve.providers.colocated import run_on_this_machine
+
         return run_on_this_machine(job, on_output)
 
     def inside_access(self, handle: LocalHandle, served: Endpoint) -> InsideAccess:
         # Code beside a token-mode server holds the token (the guide's clients send it) and a key of its own,
         # so the OpenAI SDK reaches the server unchanged, as it would from inside a Daytona sandbox.
+        from sandserve.providers.colocated import InsideAccess
+
         return InsideAccess(served.url, served.api_key or handle.inside_key, handle.token or "")
 
     def __init__(self) -> None:
@@ -129,6 +132,8 @@ class LocalProvider(Provider[LocalHandle]):
             )
 
     def preflight(self, spec: ServeSpec) -> list[str] | None:
+        from sandserve.spec import AuthMode
+
         if spec.auth is AuthMode.SIGNED:
             raise ConfigError(
                 "A signed URL is a feature of Daytona's preview proxy; a local endpoint cannot have one.",
@@ -142,6 +147,10 @@ class LocalProvider(Provider[LocalHandle]):
     def create(self, spec: ServeSpec, endpoint_id: str) -> LocalHandle:
         self.preflight(spec)
         port = spec.port or free_port()
+        import secrets
+
+        from sandserve.spec import AuthMode
+
         log_path = logs_dir() / f"{endpoint_id}.log"
         token = secrets.token_urlsafe(24) if spec.auth is AuthMode.TOKEN else None
         inside_key = secrets.token_urlsafe(24) if token else None
@@ -253,8 +262,11 @@ class _DetachedServer(subprocess.Popen[bytes]):
     server if it has ended, so no zombie is left, and says nothing if it still runs."""
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # No module globals here: at interpreter exit they may already be gone (``contextlib`` is None).
+        try:
             self.poll()
+        except Exception:
+            pass
 
 
 def _not_ours(handle: LocalHandle, name: str) -> ValueError:

@@ -26,16 +26,17 @@ from sandserve.paths import logs_dir
 from sandserve.providers import get_provider
 from sandserve.providers.base import Exposure, Provider
 from sandserve.providers.handles import SandboxHandle
-from sandserve.providers.local import process_start_time
 from sandserve.providers.warmboot import boot_key
 from sandserve.results import ServerInfo
 from sandserve.serve import boots, breaker
 from sandserve.serve.boot_events import BootEvents, BootTimeline
-from sandserve.serve.degraded import scaler_trouble
 from sandserve.serve.ledger import Record, Registry, State
+from sandserve.serve.liveness import reconcile as reconcile
+from sandserve.serve.liveness import refresh as refresh
 from sandserve.serve.placement import place
 from sandserve.serve.receipt import receipt_from
 from sandserve.spec import ServeSpec
+from sandserve.tls import tls_context
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -281,7 +282,7 @@ def _wait_until_ready(
     shown = 0
     fatal_seen_at: float | None = None
     log_text = ""
-    with httpx.Client(timeout=10.0, headers=exposure.probe_request_headers()) as http:
+    with httpx.Client(timeout=10.0, headers=exposure.probe_request_headers(), verify=tls_context()) as http:
         while True:
             log_text = provider.read_log(handle)
             if len(log_text) > shown:
@@ -343,7 +344,10 @@ def _server_info(engine: Engine, exposure: Exposure) -> ServerInfo:
 
     try:
         response = httpx.get(
-            exposure.url + engine.info_path, headers=exposure.probe_request_headers(), timeout=10.0
+            exposure.url + engine.info_path,
+            headers=exposure.probe_request_headers(),
+            timeout=10.0,
+            verify=tls_context(),
         )
         response.raise_for_status()
         return engine.summarise_info(response.json())
@@ -390,23 +394,6 @@ def _delete_quietly(provider: Provider[Any], handle: SandboxHandle) -> None:
 # --- the ledger verbs ---------------------------------------------------------------------------------
 
 
-def refresh(record: Record, registry: Registry | None = None) -> Record:
-    """Ask the provider whether the endpoint's server still runs (``record.live``). With the ``registry``, a
-    row left ``booting`` by an ``up`` that was killed is settled first (``reconcile``)."""
-    if registry is not None:
-        record = reconcile(record, registry)
-    if record.state is State.DOWN or not record.sandbox.sandbox_id:
-        record.live = False
-        return record
-    try:
-        record.live = get_provider(record.provider).is_running(record.sandbox)
-    except SandserveError:
-        record.live = None
-    if registry is not None and record.live:
-        record.degraded = scaler_trouble(record, registry)
-    return record
-
-
 def read_log(record: Record) -> str:
     if record.log_path and Path(record.log_path).exists():
         return Path(record.log_path).read_text(errors="replace")
@@ -441,35 +428,3 @@ def down(
             failures.append(exc)
     if failures:
         raise failures[0]
-
-
-def boot_owner_alive(record: Record) -> bool:
-    """Whether the process that ran ``up`` for this row still runs (pid and start time both match)."""
-    if record.owner_pid is None:
-        return False
-    return process_start_time(record.owner_pid) == record.owner_started
-
-
-def reconcile(record: Record, registry: Registry) -> Record:
-    """Settle a row left ``booting`` by an ``up`` that no longer runs: a server still running with its
-    endpoint recorded becomes ready; anything else is stopped (if it runs) and marked down."""
-    if record.state is not State.BOOTING or boot_owner_alive(record):
-        return record
-    provider = get_provider(record.provider)
-    try:
-        alive = bool(record.sandbox.sandbox_id) and provider.is_running(record.sandbox)
-    except SandserveError:
-        return record  # the provider cannot say now: settle it another time
-    if alive and record.endpoint is not None:
-        registry.update(
-            record.id, state=State.READY, error="its `up` was interrupted after the server started"
-        )
-    else:
-        # Nothing usable: whatever is left of the sandbox (a kept one bills) goes before the row says down.
-        if record.sandbox.sandbox_id:
-            try:
-                provider.delete(record.sandbox)
-            except SandserveError:
-                return record  # still there and not deletable now: settle it another time
-        registry.update(record.id, state=State.DOWN, error="its `up` ended before the server was ready")
-    return registry.get(record.id)
