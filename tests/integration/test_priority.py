@@ -19,7 +19,7 @@ from conftest import run_cli
 from polling import poll_until
 from standins.sglang_server import SGLangStandin, parse_args
 
-from sandserve.batch import BatchRequest, run_requests
+from sandserve.batch import BatchRequest, BatchResult, run_requests
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
 from sandserve.engines.priority import waiting_by_priority
@@ -109,6 +109,83 @@ def test_an_interactive_request_starts_before_the_batch_requests_queued_ahead_of
     # ... and it waited only for the first slot to free (the short batch request), not for the long ones.
     assert "running0 done" in events
     assert events["long done by then"] == 0
+
+
+async def _slots_processing(session: aiohttp.ClientSession, endpoint: Endpoint) -> int:
+    async with session.get(f"{endpoint.url}/slots") as answer:
+        return sum(1 for slot in await answer.json() if slot.get("is_processing"))
+
+
+async def _metric(session: aiohttp.ClientSession, endpoint: Endpoint, line_start: str) -> float:
+    async with session.get(f"{endpoint.url}/metrics") as answer:
+        text = await answer.text()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+async def _person_while_the_batch_runs(endpoint: Endpoint, batch_size: int) -> dict[str, Any]:
+    requests = [
+        BatchRequest(f"b{i}", {"messages": PROMPT, "max_tokens": 1200, "ignore_eos": True})
+        for i in range(batch_size)
+    ]
+    results: list[BatchResult] = []
+    seen: dict[str, Any] = {"slots computing while the person was served and no batch request done": set()}
+    async with aiohttp.ClientSession(headers=endpoint.request_headers()) as session:
+        batch = asyncio.ensure_future(
+            run_requests(endpoint, requests, results.append, concurrency=batch_size)
+        )
+
+        async def batch_computing() -> None:
+            running = 'sandserve:num_running_reqs{priority="-1"}'
+            while await _metric(session, endpoint, running) < batch_size or (
+                await _slots_processing(session, endpoint) < batch_size
+            ):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(batch_computing(), HANG_GUARD_S)
+        events: dict[str, float] = {}
+        person = asyncio.ensure_future(_stream(session, endpoint, 2000, events, "person"))
+
+        async def watch() -> None:
+            while not person.done():
+                if "person first" in events:
+                    seen.setdefault("batch done when the person's first token came", len(results))
+                    computing = await _slots_processing(session, endpoint)
+                    if not results:
+                        seen["slots computing while the person was served and no batch request done"].add(
+                            computing
+                        )
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asyncio.gather(person, watch()), HANG_GUARD_S)
+        seen["batch done when the person's answer ended"] = len(results)
+        seen["summary"] = await asyncio.wait_for(batch, HANG_GUARD_S)
+        seen["preemptions"] = await _metric(session, endpoint, "sandserve:preemptions_total")
+    seen["results"] = results
+    return seen
+
+
+def test_a_person_preempts_the_running_batch_which_still_gets_one_normal_answer_each(
+    local_endpoint: Endpoint,
+):
+    """Batch requests computing in llama-server's slots when a person's request comes are stopped (their
+    slots go quiet while the person is served), sent again afterwards, and answered once, whole: the batch
+    runner sees no retry. Without preemption the batch's shorter answers, started first, end first."""
+    seen = asyncio.run(_person_while_the_batch_runs(local_endpoint, batch_size=2))
+    assert seen["batch done when the person's first token came"] == 0
+    assert seen["batch done when the person's answer ended"] == 0, seen
+    # llama-server computed the person's request alone: the batch's slots had been freed, not finished.
+    assert 1 in seen["slots computing while the person was served and no batch request done"], seen
+    assert seen["preemptions"] >= 1
+    summary, results = seen["summary"], seen["results"]
+    assert summary.complete and summary.retries == 0
+    assert sorted(r.custom_id for r in results) == ["b0", "b1"]
+    for result in results:
+        assert result.ok and result.attempts == 1, result
+        assert result.usage.completion_tokens == 1200
+        [choice] = result.body["choices"]
+        assert choice["finish_reason"] == "length" and choice["message"]["role"] == "assistant"
+    # Sent again, a preempted request found its prompt in llama-server's cache.
+    assert any(result.usage.cached_tokens > 0 for result in results), [r.usage for r in results]
 
 
 # --- SGLang (its stand-in, started with the engine's own flags) ----------------------------------------

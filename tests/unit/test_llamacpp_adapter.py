@@ -8,14 +8,8 @@ from dataclasses import replace
 import pytest
 
 from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, LlamaCppEngine, MachineFit, busy_cores
-from sandserve.engines.llamacpp_adapter import (
-    API_KEY_ENV,
-    BadRequest,
-    _rewrite_sse_line,
-    completion_body,
-    generate_answer,
-    sglang_shapes,
-)
+from sandserve.engines.llamacpp_adapter import API_KEY_ENV, _rewrite_sse_line, sglang_shapes
+from sandserve.engines.llamacpp_native import BadRequest, completion_body, generate_answer
 from sandserve.serve.resolve import resolve_spec
 
 

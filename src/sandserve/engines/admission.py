@@ -7,8 +7,13 @@ present (one such request running or waiting, or one seen in the last ``recent_s
 kept for it: low-priority requests may hold at most ``slots - 1``, so the next interactive request does not
 wait for a batch request to finish at all.
 
+A person's request also preempts the low-priority requests running when it comes, where they may be preempted
+(preemption.py decides which and re-sends them): on a CPU every running slot shares each of llama-server's
+steps with the person's prompt. A preempted request goes back to the queue in its old place, ahead of the
+requests of its priority that came after it.
+
 Its queue is reported on ``/metrics`` in SGLang's shape (``sandserve:num_queue_reqs{priority="N"}``, the total
-under ``priority=""``), which the batch runner reads to back off.
+under ``priority=""``), which the batch runner reads to back off, with ``sandserve:preemptions_total``.
 """
 
 from __future__ import annotations
@@ -17,45 +22,44 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from aiohttp import web
-
-from sandserve.engines.priority import DEFAULT_VALUE, value_of
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from sandserve.engines.priority import DEFAULT_VALUE
 
 #: llama-server's gauge of requests waiting for a slot (its own queue).
 DEFERRED_METRIC = "llamacpp:requests_deferred"
+#: The adapter's count of low-priority requests preempted for people (and sent again).
+PREEMPTIONS_METRIC = "sandserve:preemptions_total"
 
-#: Routes whose requests take a llama-server slot.
-GENERATION_ROUTES = frozenset(
-    {
-        "/v1/chat/completions",
-        "/chat/completions",
-        "/v1/completions",
-        "/completions",
-        "/completion",
-        "/generate",
-        "/infill",
-        "/v1/responses",
-        "/v1/messages",
-    }
-)
 #: How long after the last normal-priority request its slot stays kept.
 RECENT_S = 30.0
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request's place in the queue. ``order`` is its arrival, kept when it is preempted; ``preempted``
+    is set when a person's request wants its slot back."""
+
+    priority: int
+    order: int
+    preemptible: bool = False
+    preempted: asyncio.Event = field(default_factory=asyncio.Event)
+    slot: int | None = None
+    """The llama-server slot it was last given (``pin``), if any."""
 
 
 @dataclass(order=True)
 class _Waiter:
     sort_key: tuple[int, int]
-    priority: int = field(compare=False)
+    ticket: Ticket = field(compare=False)
     ready: asyncio.Future[None] = field(compare=False)
+
+    @property
+    def priority(self) -> int:
+        return self.ticket.priority
 
 
 class AdmissionQueue:
@@ -73,7 +77,10 @@ class AdmissionQueue:
         self._waiting: list[_Waiter] = []
         self._order = itertools.count()
         self.running: Counter[int] = Counter()
+        self._held: set[Ticket] = set()
         self._normal_seen_at: float | None = None
+        self.preemptions = 0
+        """Requests preempted and sent again (counted by whoever sends them again)."""
 
     # --- what it is doing -----------------------------------------------------------------------------
 
@@ -105,12 +112,20 @@ class AdmissionQueue:
 
     # --- admitting ------------------------------------------------------------------------------------
 
+    def ticket(self, priority: int, *, preemptible: bool = False) -> Ticket:
+        return Ticket(priority, next(self._order), preemptible)
+
     @contextlib.asynccontextmanager
-    async def admitted(self, priority: int) -> AsyncIterator[None]:
-        """Wait for a slot (highest priority first), hold it for the body, then hand it on."""
+    async def admitted(self, request: int | Ticket) -> AsyncIterator[Ticket]:
+        """Wait for a slot (highest priority first, then the earliest ticket), hold it for the body, then
+        hand it on. A person's request preempts the preemptible low-priority requests running as it comes."""
+        ticket = self.ticket(request) if isinstance(request, int) else request
+        priority = ticket.priority
         if priority >= DEFAULT_VALUE:
             self._normal_seen_at = self._clock()
-        waiter = _Waiter((-priority, next(self._order)), priority, asyncio.get_running_loop().create_future())
+            self._preempt_for_people()
+        ticket.preempted.clear()
+        waiter = _Waiter((-priority, ticket.order), ticket, asyncio.get_running_loop().create_future())
         heapq.heappush(self._waiting, waiter)
         self._dispatch()
         try:
@@ -119,16 +134,34 @@ class AdmissionQueue:
             # The client went away while waiting: its place is given up (or, if it was admitted in the same
             # moment, its slot is handed on).
             if waiter.ready.done() and not waiter.ready.cancelled():
-                self._release(priority)
+                self._release(ticket)
             else:
                 self._forget(waiter)
             raise
         try:
-            yield
+            yield ticket
         finally:
             if priority >= DEFAULT_VALUE:
                 self._normal_seen_at = self._clock()
-            self._release(priority)
+            self._release(ticket)
+
+    def pin(self, ticket: Ticket) -> int:
+        """A llama-server slot for an admitted ticket, among those no other pinned ticket holds. A person's
+        request gets the lowest: llama-server reads the prompts of its slots in slot order, up to its batch
+        size a step, so a person's prompt goes ahead of any batch prompt still being read. A batch request
+        gets the slot it had (its prompt is still cached there when it is sent again), else the highest."""
+        taken = {held.slot for held in self._held if held is not ticket and held.slot is not None}
+        free = [slot for slot in range(self.slots) if slot not in taken] or list(range(self.slots))
+        if ticket.priority >= DEFAULT_VALUE:
+            ticket.slot = free[0]
+        elif ticket.slot not in free:
+            ticket.slot = free[-1]
+        return ticket.slot if ticket.slot is not None else free[-1]
+
+    def _preempt_for_people(self) -> None:
+        for held in self._held:
+            if held.preemptible and held.priority < DEFAULT_VALUE and not held.preempted.is_set():
+                held.preempted.set()
 
     def _forget(self, waiter: _Waiter) -> None:
         with contextlib.suppress(ValueError):
@@ -136,10 +169,11 @@ class AdmissionQueue:
             heapq.heapify(self._waiting)
         self._dispatch()
 
-    def _release(self, priority: int) -> None:
-        self.running[priority] -= 1
-        if self.running[priority] <= 0:
-            del self.running[priority]
+    def _release(self, ticket: Ticket) -> None:
+        self._held.discard(ticket)  # its slot is free again (ticket.slot stays: the one it prefers)
+        self.running[ticket.priority] -= 1
+        if self.running[ticket.priority] <= 0:
+            del self.running[ticket.priority]
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -154,6 +188,7 @@ class AdmissionQueue:
                 return
             heapq.heappop(self._waiting)
             self.running[head.priority] += 1
+            self._held.add(head.ticket)
             head.ready.set_result(None)
 
     # --- reporting ------------------------------------------------------------------------------------
@@ -184,6 +219,9 @@ class AdmissionQueue:
             "# TYPE sandserve:num_running_reqs gauge",
             f'sandserve:num_running_reqs{{priority=""}} {sum(running.values())}',
             *(f'sandserve:num_running_reqs{{priority="{p}"}} {n}' for p, n in sorted(running.items())),
+            f"# HELP {PREEMPTIONS_METRIC} Low-priority requests stopped for a person's and sent again.",
+            f"# TYPE {PREEMPTIONS_METRIC} counter",
+            f"{PREEMPTIONS_METRIC} {self.preemptions}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -200,22 +238,3 @@ def slots_from_command(command: list[str]) -> int | None:
             with contextlib.suppress(ValueError):
                 return int(arg.split("=", 1)[1])
     return None
-
-
-def admission_middleware(queue: AdmissionQueue) -> Any:
-    """An aiohttp middleware: a POST to a generation route waits in ``queue`` for its slot, held until the
-    answer (a stream included) has been written."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method != "POST" or request.path not in GENERATION_ROUTES:
-            return await handler(request)
-        raw = await request.read()  # aiohttp keeps it: the route reads the same bytes
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        async with queue.admitted(value_of(body, request.headers)):
-            return await handler(request)
-
-    return middleware

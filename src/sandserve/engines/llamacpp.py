@@ -37,6 +37,20 @@ MAX_SLOT_CONTEXT = 8192
 #: Finished slots' prompts kept in RAM (MiB) for later requests that share their prefix: a 3,000-token passage
 #: of SmolLM2-135M is about 70 MB of KV, so this holds the guide's passages for a second pass.
 CACHE_RAM_MIB = 4096
+#: Prompt tokens llama-server reads per step (``-b``/``-ub``; its default is 2,048). A step cannot be stopped
+#: once begun and a new request only gets a slot between steps, so on a CPU a person's request waited for a
+#: whole batch prompt (a second and more for three 90-token prompts on 2 cores); 16 bounds the wait to about
+#: 0.1 s, at a small cost in prompt tokens/s. bench/bench_priority.py measures it.
+PROMPT_STEP_TOKENS = 16
+#: Flags after which llama-server computes whole inputs in one step (``-ub`` must hold each): left at its own.
+_WHOLE_INPUT_FLAGS = frozenset({"--embedding", "--embeddings", "--rerank", "--reranking"})
+
+
+def prompt_step_flags(extra_args: tuple[str, ...] | list[str]) -> list[str]:
+    if _WHOLE_INPUT_FLAGS.intersection(extra_args):
+        return []
+    return ["-b", str(PROMPT_STEP_TOKENS), "-ub", str(PROMPT_STEP_TOKENS)]
+
 
 _PHASES = (
     ("adapter up", LISTENING_LINE),
@@ -262,6 +276,7 @@ class LlamaCppEngine(Engine):
             str(fit.batch_threads),
             "--cache-ram",
             str(CACHE_RAM_MIB),
+            *prompt_step_flags(spec.engine_settings.extra_args),
             "--jinja",
             "--reasoning-format",
             "deepseek" if spec.engine_settings.reasoning_parser else "none",

@@ -21,7 +21,7 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
   run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
   llama-server itself gets a random key of its own, so its private port serves no one else;
 - generation requests wait for a slot by priority (admission.py): llama-server itself serves first come,
-  first served.
+  first served; a person's request preempts running batch requests, sent again later (preemption.py).
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ import aiohttp
 from aiohttp import web
 
 from sandserve.engines.adapter_auth import auth_middleware
-from sandserve.engines.admission import AdmissionQueue, admission_middleware, slots_from_command
+from sandserve.engines.admission import AdmissionQueue, slots_from_command
 from sandserve.engines.base import NATIVE_GENERATE_ROUTE
-from sandserve.engines.gbnf import regex_to_gbnf
+from sandserve.engines.chat_collect import as_stream, collect_chat
 from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
+from sandserve.engines.llamacpp_native import BadRequest, bad_request, completion_body, generate_answer
+from sandserve.engines.preemption import COLLECT, SLOT, admission_middleware
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
@@ -164,10 +166,14 @@ async def _forward(
         return _loading(exc)
     async with answer:
         kind = answer.headers.get("Content-Type", "")
-        if rewrite is not None and answer.status == 200 and kind.startswith("application/json"):
-            data = json.loads(await answer.read())
-            rewrite(data)
-            return web.json_response(data)
+        whole = request.get(COLLECT, False) and kind.startswith("text/event-stream")  # asked for whole
+        if rewrite is not None and answer.status == 200 and (whole or kind.startswith("application/json")):
+            status, data = (
+                await collect_chat(answer.content) if whole else (200, json.loads(await answer.read()))
+            )
+            if status == 200:
+                rewrite(data)
+            return web.json_response(data, status=status)
         response = web.StreamResponse(status=answer.status, reason=answer.reason)
         for name, value in answer.headers.items():
             if name.lower() not in _NOT_RETURNED:
@@ -262,78 +268,16 @@ def _chat(upstream: Upstream) -> Handler:
             if isinstance(kwargs, dict):
                 kwargs.setdefault("enable_thinking", False)
                 raw = json.dumps(body).encode()
+        if isinstance(body, dict) and SLOT in request:
+            body.setdefault("id_slot", request[SLOT])  # admission.py: AdmissionQueue.pin says why
+            # preemptible: a stream stops when its connection closes (chat_collect.py)
+            raw = as_stream(body) if request.get(COLLECT) else json.dumps(body).encode()
         return await _forward(upstream, request, "POST", request.path_qs, raw, sglang_shapes)
 
     return handler
 
 
 # --- SGLang's native routes ------------------------------------------------------------------------------
-
-
-class BadRequest(Exception):
-    pass
-
-
-def completion_body(request: dict[str, Any]) -> dict[str, Any]:
-    """SGLang's ``/generate`` request as llama-server's native ``/completion`` request."""
-    prompt = request.get("text", request.get("input_ids"))
-    if prompt is None:
-        raise BadRequest("Either text or input_ids should be provided.")
-    params = request.get("sampling_params") or {}
-    body: dict[str, Any] = {
-        "prompt": prompt,
-        "n_predict": int(params.get("max_new_tokens", 128)),
-        "cache_prompt": True,
-        "return_tokens": True,
-    }
-    for name in ("temperature", "top_p", "top_k", "min_p", "ignore_eos", "seed"):
-        if params.get(name) is not None:
-            body[name] = params[name]
-    if params.get("stop") is not None:
-        body["stop"] = [params["stop"]] if isinstance(params["stop"], str) else list(params["stop"])
-    constraints = [name for name in ("regex", "ebnf", "json_schema") if params.get(name) is not None]
-    if len(constraints) > 1:
-        raise BadRequest(f"Only one constraint can be set at a time, got {', '.join(constraints)}.")
-    try:
-        if params.get("regex") is not None:
-            body["grammar"] = regex_to_gbnf(params["regex"])
-        elif params.get("ebnf") is not None:
-            body["grammar"] = params["ebnf"]
-        elif params.get("json_schema") is not None:
-            schema = params["json_schema"]
-            body["json_schema"] = json.loads(schema) if isinstance(schema, str) else schema
-    except (SandserveError, ValueError) as exc:
-        raise BadRequest(f"Failed to compile the constraint: {exc}") from exc
-    return body
-
-
-def generate_answer(done: dict[str, Any], text: str, rid: str, started: float) -> dict[str, Any]:
-    """llama-server's final ``/completion`` answer in SGLang's ``/generate`` shape."""
-    completion = int(done.get("tokens_predicted") or 0)
-    finish: dict[str, Any] | None
-    if not done.get("stop", True):
-        finish = None  # a streamed piece before the last one
-    elif done.get("stop_type") == "limit":
-        finish = {"type": "length", "length": completion}
-    else:
-        finish = {"type": "stop", "matched": done.get("stopping_word") or None}
-    return {
-        "text": text,
-        "output_ids": done.get("tokens") or [],
-        "meta_info": {
-            "id": rid,
-            "finish_reason": finish,
-            "prompt_tokens": int(done.get("tokens_evaluated") or 0),
-            "completion_tokens": completion,
-            "cached_tokens": int((done.get("timings") or {}).get("cache_n") or 0),
-            "e2e_latency": round(time.monotonic() - started, 4),
-        },
-    }
-
-
-def _bad_request(message: str) -> web.Response:
-    error = {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400}
-    return web.json_response(error, status=400)
 
 
 def _generate(upstream: Upstream) -> Handler:
@@ -345,7 +289,7 @@ def _generate(upstream: Upstream) -> Handler:
                 raise BadRequest("The request body must be a JSON object.")
             body = completion_body(sglang)
         except (ValueError, BadRequest) as exc:
-            return _bad_request(str(exc))
+            return bad_request(str(exc))
         stream = bool(sglang.get("stream"))
         body["stream"] = stream
         rid = uuid.uuid4().hex

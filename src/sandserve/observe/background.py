@@ -26,9 +26,11 @@ import aiohttp
 
 from sandserve.batch import BatchRequest, BatchResult, run_requests
 from sandserve.endpoint import Endpoint
+from sandserve.engines.admission import PREEMPTIONS_METRIC
 from sandserve.errors import ConfigError, EndpointUnavailableError
 from sandserve.observe.datasets import BenchPrompt, PromptSource
 from sandserve.observe.metrics import LevelMetrics, RequestRecord, level_metrics
+from sandserve.observe.prometheus import parse_metrics, total
 from sandserve.observe.stream import bench_session, chat_body, stream_chat
 
 IDLE, BATCH_ALONE, NO_PRIORITY, WITH_PRIORITY = "idle", "batch alone", "batch, no priority", "batch, priority"
@@ -76,6 +78,8 @@ class Phase:
     batch_priority: str | None = None
     batch_lowest_in_flight: int | None = None
     batch_times_yielded: int = 0
+    batch_preempted: int | None = None
+    """Batch requests the endpoint stopped for people and sent again (the local adapter counts them)."""
 
     @property
     def batch_tokens_per_s(self) -> float | None:
@@ -249,6 +253,7 @@ class BackgroundBench:
                 )
             )
             await asyncio.sleep(BATCH_HEAD_START_S)
+        preempted_before = await _preemptions(session, self.endpoint)
         started = time.monotonic()
         try:
             if name == BATCH_ALONE:
@@ -263,6 +268,9 @@ class BackgroundBench:
                     raise batch.exception()  # type: ignore[misc]  # the batch stopped on its own: say why
                 batch.cancel()
                 await asyncio.gather(batch, return_exceptions=True)
+        preempted_after = await _preemptions(session, self.endpoint)
+        if batch is not None and preempted_before is not None and preempted_after is not None:
+            phase.batch_preempted = int(preempted_after - preempted_before)
         during = [result for at, result in finished if started <= at <= ended and result.ok]
         phase.batch_requests = len(during)
         phase.batch_tokens = sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in during)
@@ -272,3 +280,13 @@ class BackgroundBench:
             phase.batch_lowest_in_flight = min(followed)
             phase.batch_times_yielded = sum(1 for a, b in itertools.pairwise(followed) if b < a)
         return phase
+
+
+async def _preemptions(session: aiohttp.ClientSession, endpoint: Endpoint) -> float | None:
+    """The endpoint's count of preempted requests; None where it reports none."""
+    try:
+        async with session.get(f"{endpoint.url}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as answer:
+            text = await answer.text() if answer.status == 200 else ""
+    except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+        return None
+    return total(parse_metrics(text), PREEMPTIONS_METRIC)
