@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sandserve.engines.admission import AdmissionQueue, Ticket
+from sandserve.engines.admission import MAX_PREEMPTIONS, AdmissionQueue, Ticket
 from sandserve.engines.chat_collect import as_stream, can_collect, collect_chat
 from sandserve.engines.preemption import preemptible, until_done_or_preempted
 
@@ -237,3 +237,30 @@ def test_people_get_the_first_free_slot_and_a_batch_request_its_own_back():
         return got
 
     assert asyncio.run(scenario()) == [3, 2, 1, 0, 2]
+
+
+def test_a_request_preempted_as_often_as_allowed_runs_to_its_end():
+    """People coming steadily cannot keep a batch request from finishing: after MAX_PREEMPTIONS preemptions it
+    is left to run while the next person is served beside it."""
+
+    async def scenario() -> list[str]:
+        queue, log = AdmissionQueue(2), []
+        batch_done = asyncio.Event()
+        batch = asyncio.ensure_future(
+            _run(queue, queue.ticket(-1, preemptible=True), log, "batch", batch_done)
+        )
+        await _settle()
+        for n in range(MAX_PREEMPTIONS + 1):
+            person_done = asyncio.Event()
+            person = asyncio.ensure_future(_run(queue, queue.ticket(0), log, f"person{n}", person_done))
+            await _settle()
+            person_done.set()
+            await person
+            await _settle()
+        batch_done.set()
+        await batch
+        return log
+
+    log = asyncio.run(scenario())
+    assert log.count("batch preempted") == MAX_PREEMPTIONS
+    assert log[-3:] == [f"person{MAX_PREEMPTIONS} start", f"person{MAX_PREEMPTIONS} done", "batch done"]

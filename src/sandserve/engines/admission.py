@@ -31,6 +31,9 @@ from sandserve.engines.priority import DEFAULT_VALUE
 
 #: llama-server's gauge of requests waiting for a slot (its own queue).
 DEFERRED_METRIC = "llamacpp:requests_deferred"
+#: How many times one request may be preempted; after that it runs to its end, so that people coming
+#: steadily cannot keep a batch request from ever finishing (each preemption redoes its answer so far).
+MAX_PREEMPTIONS = 3
 #: The adapter's count of low-priority requests preempted for people (and sent again).
 PREEMPTIONS_METRIC = "sandserve:preemptions_total"
 
@@ -49,6 +52,7 @@ class Ticket:
     preempted: asyncio.Event = field(default_factory=asyncio.Event)
     slot: int | None = None
     """The llama-server slot it was last given (``pin``), if any."""
+    times_preempted: int = 0
 
 
 @dataclass(order=True)
@@ -160,7 +164,13 @@ class AdmissionQueue:
 
     def _preempt_for_people(self) -> None:
         for held in self._held:
-            if held.preemptible and held.priority < DEFAULT_VALUE and not held.preempted.is_set():
+            if (
+                held.preemptible
+                and held.priority < DEFAULT_VALUE
+                and not held.preempted.is_set()
+                and held.times_preempted < MAX_PREEMPTIONS
+            ):
+                held.times_preempted += 1
                 held.preempted.set()
 
     def _forget(self, waiter: _Waiter) -> None:
