@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import sandserve_command
@@ -48,14 +49,17 @@ def tmux() -> Iterator[Tmux]:
         subprocess.run(["tmux", "-L", server.socket, "kill-server"], capture_output=True)
 
 
-def test_top_shows_the_worker_the_autoscaler_adds_and_quits_on_q(tmux: Tmux) -> None:
+def test_top_shows_the_worker_the_autoscaler_adds_and_quits_on_q(tmux: Tmux, tmp_path: Path) -> None:
     fleet = scaled_fleet(1, 2, model="smollm2-135m")
     [first] = member_ids(fleet)
     env = {key: value for key, value in os.environ.items() if key.startswith(("SANDSERVE_", "HF_", "PATH"))}
+    # top's exit status goes to a file: tmux 3.3 leaves #{pane_dead_status} empty for a command started
+    # through `env`.
+    exit_file = tmp_path / "exit-status"
     command = " ".join(
         ["env", *(shlex.quote(f"{k}={v}") for k, v in env.items()), "TERM=xterm-256color"]
         + [shlex.quote(part) for part in sandserve_command()]
-        + ["top", "--interval", "0.5"]
+        + ["top", "--interval", "0.5", ";", "echo", "$?", ">", shlex.quote(str(exit_file))]
     )
     tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24", command)
     tmux("set-option", "-t", "top", "remain-on-exit", "on")
@@ -80,5 +84,6 @@ def test_top_shows_the_worker_the_autoscaler_adds_and_quits_on_q(tmux: Tmux) -> 
     assert not any(line.lstrip("├└ ").startswith("scaler-") and "worker" in line for line in screen)
 
     tmux("send-keys", "-t", "top", "q")
-    poll_until(lambda: tmux.pane("pane_dead") == "1", what="top to quit on q")
-    assert tmux.pane("pane_dead_status") == "0"
+    poll_until(exit_file.exists, what="top to quit on q")
+    poll_until(lambda: exit_file.read_text().strip(), what="top's exit status")
+    assert exit_file.read_text().strip() == "0"
