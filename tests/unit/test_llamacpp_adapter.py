@@ -141,3 +141,19 @@ def test_a_fleet_worker_spec_launches_with_its_share_of_the_cores(tmp_path):
     )
     server = launch.argv[launch.argv.index("--") + 1 :]
     assert [server[server.index(flag) + 1] for flag in ("-t", "-tb", "-np")] == ["1", "2", "4"]
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "step_flags"),
+    [
+        ((), ["-b", "16", "-ub", "16"]),
+        (("--temp", "0.5"), ["-b", "16", "-ub", "16"]),
+        (("--embeddings",), []),  # whole inputs in one step
+        (("-b", "2048", "-ub", "2048"), []),  # the user's own step size
+        (("--batch-size=512",), []),
+    ],
+)
+def test_prompts_are_read_in_short_steps_unless_the_user_or_the_task_says_otherwise(extra_args, step_flags):
+    from sandserve.engines.llamacpp import prompt_step_flags
+
+    assert prompt_step_flags(extra_args) == step_flags

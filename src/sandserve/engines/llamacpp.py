@@ -42,12 +42,16 @@ CACHE_RAM_MIB = 4096
 #: whole batch prompt (a second and more for three 90-token prompts on 2 cores); 16 bounds the wait to about
 #: 0.1 s, at a small cost in prompt tokens/s. bench/bench_priority.py measures it.
 PROMPT_STEP_TOKENS = 16
-#: Flags after which llama-server computes whole inputs in one step (``-ub`` must hold each): left at its own.
-_WHOLE_INPUT_FLAGS = frozenset({"--embedding", "--embeddings", "--rerank", "--reranking"})
+#: Flags after which the step is left to llama-server or to the user: embeddings and reranking compute whole
+#: inputs in one step (``-ub`` must hold each), and a step size the user gave is theirs.
+_OWN_STEP_FLAGS = frozenset(
+    {"--embedding", "--embeddings", "--rerank", "--reranking", "-b", "--batch-size", "-ub", "--ubatch-size"}
+)
 
 
 def prompt_step_flags(extra_args: tuple[str, ...] | list[str]) -> list[str]:
-    if _WHOLE_INPUT_FLAGS.intersection(extra_args):
+    given = {arg.split("=", 1)[0] for arg in extra_args}
+    if _OWN_STEP_FLAGS.intersection(given):
         return []
     return ["-b", str(PROMPT_STEP_TOKENS), "-ub", str(PROMPT_STEP_TOKENS)]
 
