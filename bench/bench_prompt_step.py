@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from bench_threads import Server, wait_ready
+from bench_threads import Server, running
 from rich.console import Console
 from rich.table import Table
 
@@ -44,18 +43,9 @@ def with_step(step: int, model_path: Path) -> Iterator[Server]:
     if step != LLAMA_DEFAULT:
         argv += ["-b", str(step), "-ub", str(step)]
     argv += ["--jinja", "--no-ui", "--offline", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        server = Server(f"http://127.0.0.1:{port}", {}, "m", f"-t {fit.threads} -tb {fit.batch_threads}")
-        wait_ready(server, process)
+    server = Server(f"http://127.0.0.1:{port}", {}, "m", f"-t {fit.threads} -tb {fit.batch_threads}")
+    with running(argv, server):
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def prompt_rate(server: Server, prompt: str) -> float:

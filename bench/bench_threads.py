@@ -119,9 +119,15 @@ def by_hand(config: Config, model_path: Path) -> Iterator[Server]:
     argv += ["-c", str(MAX_SLOT_CONTEXT * config.slots), "-np", str(config.slots)]
     argv += ["-t", str(config.threads), "-tb", str(config.batch_threads), "--cache-ram", str(CACHE_RAM_MIB)]
     argv += ["--jinja", "--no-ui", "--offline", "--host", "127.0.0.1", "--port", str(port)]
+    with running(argv, Server(f"http://127.0.0.1:{port}", {}, "m")) as server:
+        yield server
+
+
+@contextmanager
+def running(argv: list[str], server: Server) -> Iterator[Server]:
+    """llama-server started with ``argv``, once ``server`` answers; stopped after."""
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        server = Server(f"http://127.0.0.1:{port}", {}, "m")
         wait_ready(server, process)
         yield server
     finally:
