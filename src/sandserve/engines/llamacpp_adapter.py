@@ -21,7 +21,8 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
   run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
   llama-server itself gets a random key of its own, so its private port serves no one else;
 - generation requests wait for a slot by priority (admission.py): llama-server itself serves first come,
-  first served; a person's request preempts running batch requests, sent again later (preemption.py).
+  first served; a person's request preempts running batch requests, sent again later (preemption.py), and
+  batch prompts are read a few tokens a step (prompt_feed.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from sandserve.engines.chat_collect import as_stream, collect_chat
 from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
 from sandserve.engines.llamacpp_native import BadRequest, bad_request, completion_body, generate_answer
 from sandserve.engines.preemption import COLLECT, SLOT, admission_middleware
+from sandserve.engines.prompt_feed import PromptFeed
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
@@ -121,7 +123,7 @@ def build_app(
     app[TOKEN_HEADER] = token_header or ""
     if admission is not None:
         app.router.add_get("/metrics", _metrics(upstream, admission))
-    app.router.add_post("/v1/chat/completions", _chat(upstream))
+    app.router.add_post("/v1/chat/completions", _chat(upstream, PromptFeed()))
     app.router.add_post(NATIVE_GENERATE_ROUTE, _generate(upstream))
     app.router.add_route("*", "/health_generate", _health_generate(upstream))
     app.router.add_route("*", "/{tail:.*}", _passthrough(upstream))
@@ -256,7 +258,7 @@ def sglang_shapes(data: dict[str, Any]) -> None:
         details.setdefault("cached_tokens", 0)
 
 
-def _chat(upstream: Upstream) -> Handler:
+def _chat(upstream: Upstream, feed: PromptFeed) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
@@ -270,6 +272,8 @@ def _chat(upstream: Upstream) -> Handler:
                 raw = json.dumps(body).encode()
         if isinstance(body, dict) and SLOT in request:
             body.setdefault("id_slot", request[SLOT])  # admission.py: AdmissionQueue.pin says why
+            if request.get(COLLECT):  # a batch request: its prompt goes in short steps (prompt_feed.py)
+                await feed.feed(upstream.client(), upstream.base, upstream.headers, body, body["id_slot"])
             # preemptible: a stream stops when its connection closes (chat_collect.py)
             raw = as_stream(body) if request.get(COLLECT) else json.dumps(body).encode()
         return await _forward(upstream, request, "POST", request.path_qs, raw, sglang_shapes)

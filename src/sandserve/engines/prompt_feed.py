@@ -1,0 +1,112 @@
+"""A batch request's prompt read into its llama-server slot a few tokens a step, before the request is sent.
+
+llama-server reads up to its batch size of prompt tokens (``-b``, 2,048) in one step, a step cannot be
+stopped once begun, and a new request gets a slot only between steps: on a CPU a person's request that came
+while batch prompts were being read waited for all of them (a second and more for three 90-token prompts on 2
+cores). Reading every prompt in short steps bounds that wait, but costs every prompt a third of its speed
+(bench/bench_prompt_step.py), people's and lone requests' too.
+
+So only the batch's prompts go in short steps. Before a low-priority chat request that may be preempted
+(preemption.py) is sent, its prompt is rendered by llama-server's own chat template (``/apply-template``),
+tokenized as its chat route tokenizes it (``/tokenize`` with special tokens), and read into the slot the
+request is pinned to by ``/completion`` requests of growing prefixes, ``FEED_TOKENS`` more each, with
+``n_predict: 0``: one at a time across every batch request, so a step holds at most that many tokens of batch
+prompt. The request itself then finds all but its last few tokens in the slot's cache. A preempted request's
+feed stops with it (its handler is cancelled); what was read stays cached for its second try.
+
+Feeding only saves the request work: a prompt it cannot render as text (images, audio) is not fed, and any
+failure leaves the rest of the prompt to the request, which then reports the error as llama-server words it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+#: Prompt tokens of batch requests read per step.
+FEED_TOKENS = 8
+
+
+def feed_ends(prompt_tokens: int, step: int = FEED_TOKENS) -> list[int]:
+    """The prefix lengths fed, one request each; the request itself reads what is left (at least one token:
+    llama-server evaluates a prompt's last token again for its first output)."""
+    return list(range(step, prompt_tokens, step))
+
+
+def text_only(body: dict[str, Any]) -> bool:
+    """Every message is text, so the rendered prompt is the one the chat route tokenizes."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            if not all(isinstance(part, dict) and part.get("type") == "text" for part in content):
+                return False
+        elif content is not None and not isinstance(content, str):
+            return False
+    return True
+
+
+class PromptFeed:
+    """Feeds batch prompts into their slots, one step's worth at a time across all of them."""
+
+    def __init__(self, step: int = FEED_TOKENS) -> None:
+        self.step = step
+        self._turn = asyncio.Lock()
+        self.fed_tokens = 0
+        """Prompt tokens read this way since the adapter started."""
+
+    async def feed(
+        self,
+        session: aiohttp.ClientSession,
+        base: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        slot: int,
+    ) -> None:
+        if not text_only(body):
+            return
+        try:
+            rendered = await _post(session, f"{base}/apply-template", headers, body)
+            prompt = rendered.get("prompt")
+            if not isinstance(prompt, str):
+                return
+            tokenized = await _post(
+                session,
+                f"{base}/tokenize",
+                headers,
+                {"content": prompt, "add_special": True, "parse_special": True},
+            )
+            tokens = tokenized.get("tokens")
+            if not isinstance(tokens, list):
+                return
+            for end in feed_ends(len(tokens), self.step):
+                async with self._turn:
+                    await _post(
+                        session,
+                        f"{base}/completion",
+                        headers,
+                        {"prompt": tokens[:end], "n_predict": 0, "id_slot": slot, "cache_prompt": True},
+                    )
+                self.fed_tokens += self.step
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return
+
+
+class _Refused(ValueError):
+    pass
+
+
+async def _post(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: dict[str, Any]
+) -> dict[str, Any]:
+    async with session.post(url, json=body, headers=headers) as answer:
+        if answer.status != 200:
+            raise _Refused(f"{url}: {answer.status}")
+        data = await answer.json()
+    if not isinstance(data, dict):
+        raise _Refused(f"{url}: not an object")
+    return data

@@ -1,0 +1,37 @@
+"""What the adapter feeds of a batch prompt before the request (the feeding itself runs against llama-server
+in tests/integration/test_priority.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandserve.engines.prompt_feed import feed_ends, text_only
+
+
+@pytest.mark.parametrize(
+    ("tokens", "ends"),
+    [(0, []), (1, []), (8, []), (9, [8]), (16, [8]), (17, [8, 16]), (30, [8, 16, 24])],
+)
+def test_the_request_itself_reads_at_least_the_last_token(tokens, ends):
+    assert feed_ends(tokens, 8) == ends
+
+
+@pytest.mark.parametrize(
+    ("messages", "fed"),
+    [
+        ([{"role": "user", "content": "Classify this."}], True),
+        (
+            [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+            ],
+            True,
+        ),
+        ([{"role": "assistant", "content": None, "tool_calls": []}, {"role": "user", "content": "go"}], True),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}], False),
+        ([], False),
+        ("not a list", False),
+    ],
+)
+def test_only_text_prompts_are_fed(messages, fed):
+    assert text_only({"messages": messages}) is fed
