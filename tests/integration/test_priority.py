@@ -195,7 +195,7 @@ def test_a_batch_prompt_is_read_into_its_slot_before_the_request_and_a_persons_i
     """The adapter reads a batch request's prompt into its slot a few tokens a step before sending it
     (prompt_feed.py), so the request finds all but its last few tokens cached; a person's prompt goes to
     llama-server whole, at its full step."""
-    words = "one two three four five six seven eight nine ten".split()
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
     batch_prompt = " ".join(words[i % 7] for i in range(90))
     person_prompt = " ".join(words[(i * 3) % 10] for i in range(90))
     results: list[BatchResult] = []
