@@ -61,7 +61,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="smollm2-135m", help="a local preset or GGUF file")
-    parser.add_argument("--steps", default="8,16,32,64,128,2048", help="-b/-ub values (2048: llama's default)")
+    parser.add_argument("--steps", default="8,16,32,64,128,2048", help="-b/-ub values (2048: the default)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats (default 3)")
     parser.add_argument("--prompt-words", type=int, default=1000, help="words per prompt (~1.3 tokens each)")
     args = parser.parse_args()
