@@ -189,6 +189,16 @@ def test_a_person_preempts_the_running_batch_which_still_gets_one_normal_answer_
     assert any(result.usage.cached_tokens > 0 for result in results), [r.usage for r in results]
 
 
+def _generated(endpoint: Endpoint) -> float:
+    metrics = httpx.get(f"{endpoint.url}/metrics", headers=endpoint.request_headers(), timeout=10).text
+    [value] = [
+        line.split()[1]
+        for line in metrics.splitlines()
+        if line.startswith("llamacpp:tokens_predicted_total ")
+    ]
+    return float(value)
+
+
 def test_a_batch_prompt_is_read_into_its_slot_before_the_request_and_a_persons_is_not(
     local_endpoint: Endpoint,
 ):
@@ -200,11 +210,14 @@ def test_a_batch_prompt_is_read_into_its_slot_before_the_request_and_a_persons_i
     person_prompt = " ".join(words[(i * 3) % 10] for i in range(90))
     results: list[BatchResult] = []
     request = BatchRequest("b", {"messages": [{"role": "user", "content": batch_prompt}], "max_tokens": 2})
+    generated_before = _generated(local_endpoint)
     summary = asyncio.run(run_requests(local_endpoint, [request], results.append, concurrency=1))
     assert summary.complete
     [result] = results
     assert result.ok and result.usage.prompt_tokens > 60
     assert result.usage.cached_tokens >= result.usage.prompt_tokens - FEED_TOKENS, result.usage
+    # Each feed request samples a token nobody asked for: the endpoint counts only the answer's.
+    assert _generated(local_endpoint) - generated_before == result.usage.completion_tokens
 
     person = httpx.post(
         f"{local_endpoint.base_url}/chat/completions",

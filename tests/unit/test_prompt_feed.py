@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandserve.engines.prompt_feed import feed_ends, text_only
+from sandserve.engines.prompt_feed import PromptFeed, feed_ends, text_only
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,14 @@ def test_the_request_itself_reads_at_least_the_last_token(tokens, ends):
 )
 def test_only_text_prompts_are_fed(messages, fed):
     assert text_only({"messages": messages}) is fed
+
+
+def test_the_tokens_feed_requests_sampled_are_not_counted_as_generated():
+    metrics = (
+        "# TYPE llamacpp:tokens_predicted_total counter\n"
+        "llamacpp:tokens_predicted_total 120\n"
+        "llamacpp:prompt_tokens_total 900\n"
+    )
+    shown = PromptFeed().uncounted(metrics, 20)
+    assert "llamacpp:tokens_predicted_total 100\n" in shown and "llamacpp:prompt_tokens_total 900" in shown
+    assert PromptFeed().uncounted(metrics, 0) == metrics

@@ -121,9 +121,10 @@ def build_app(
         middlewares.append(admission_middleware(admission))
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app[TOKEN_HEADER] = token_header or ""
+    feed = PromptFeed()
     if admission is not None:
-        app.router.add_get("/metrics", _metrics(upstream, admission))
-    app.router.add_post("/v1/chat/completions", _chat(upstream, PromptFeed()))
+        app.router.add_get("/metrics", _metrics(upstream, admission, feed))
+    app.router.add_post("/v1/chat/completions", _chat(upstream, feed))
     app.router.add_post(NATIVE_GENERATE_ROUTE, _generate(upstream))
     app.router.add_route("*", "/health_generate", _health_generate(upstream))
     app.router.add_route("*", "/{tail:.*}", _passthrough(upstream))
@@ -219,10 +220,12 @@ def _loading(exc: BaseException) -> web.Response:
     return web.json_response({"error": error}, status=503)
 
 
-def _metrics(upstream: Upstream, admission: AdmissionQueue) -> Handler:
-    """llama-server's /metrics with the admission queue counted as deferred, and its own gauges after it."""
+def _metrics(upstream: Upstream, admission: AdmissionQueue, feed: PromptFeed) -> Handler:
+    """llama-server's /metrics with the admission queue counted as deferred, and its own gauges after it;
+    the tokens the prompt feed sampled are not counted as generated."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        fed = feed.requests  # before llama-server counts: never more than its figure holds
         try:
             async with upstream.client().get(upstream.base + "/metrics", headers=upstream.headers) as answer:
                 text = await answer.text()
@@ -230,7 +233,7 @@ def _metrics(upstream: Upstream, admission: AdmissionQueue) -> Handler:
         except aiohttp.ClientError as exc:
             return _loading(exc)
         if status == 200:
-            text = admission.merged_metrics(text)
+            text = admission.merged_metrics(feed.uncounted(text, fed))
         return web.Response(status=status, text=text, content_type="text/plain")
 
     return handler

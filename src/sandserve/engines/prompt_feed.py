@@ -27,6 +27,9 @@ import aiohttp
 
 #: Prompt tokens of batch requests read per step.
 FEED_TOKENS = 8
+#: llama-server's count of generated tokens: each feed request samples one token (``n_predict: 0`` still
+#: samples the first), which no one asked for.
+PREDICTED_METRIC = "llamacpp:tokens_predicted_total"
 
 
 def feed_ends(prompt_tokens: int, step: int = FEED_TOKENS) -> list[int]:
@@ -56,8 +59,8 @@ class PromptFeed:
     def __init__(self, step: int = FEED_TOKENS) -> None:
         self.step = step
         self._turn = asyncio.Lock()
-        self.fed_tokens = 0
-        """Prompt tokens read this way since the adapter started."""
+        self.requests = 0
+        """Feed requests answered since the adapter started."""
 
     async def feed(
         self,
@@ -91,9 +94,24 @@ class PromptFeed:
                         headers,
                         {"prompt": tokens[:end], "n_predict": 0, "id_slot": slot, "cache_prompt": True},
                     )
-                self.fed_tokens += self.step
+                self.requests += 1
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return
+
+    def uncounted(self, metrics: str, requests: int) -> str:
+        """llama-server's /metrics less the tokens ``requests`` feed requests sampled."""
+        if not requests:
+            return metrics
+        lines = []
+        for line in metrics.splitlines():
+            name, _, value = line.partition(" ")
+            if name == PREDICTED_METRIC:
+                try:
+                    line = f"{name} {max(0.0, float(value) - requests):g}"
+                except ValueError:
+                    pass
+            lines.append(line)
+        return "\n".join(lines) + "\n"
 
 
 class _Refused(ValueError):
