@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandserve.engines.prompt_feed import PromptFeed, feed_ends, text_only
+from sandserve.engines.prompt_feed import PromptFeed, feed_ends, shared_prefix, text_only
 
 
 @pytest.mark.parametrize(
@@ -14,6 +14,13 @@ from sandserve.engines.prompt_feed import PromptFeed, feed_ends, text_only
 )
 def test_the_request_itself_reads_at_least_the_last_token(tokens, ends):
     assert feed_ends(tokens, 8) == ends
+
+
+def test_a_request_sent_again_is_fed_only_past_what_its_slot_holds():
+    assert feed_ends(30, 8, cached=16) == [24]
+    assert feed_ends(30, 8, cached=12) == [16, 24]
+    assert feed_ends(30, 8, cached=29) == []
+    assert shared_prefix([1, 2, 3, 4], [1, 2, 9]) == 2 and shared_prefix([], [1]) == 0
 
 
 @pytest.mark.parametrize(

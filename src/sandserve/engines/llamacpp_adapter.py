@@ -277,6 +277,8 @@ def _chat(upstream: Upstream, feed: PromptFeed) -> Handler:
             body.setdefault("id_slot", request[SLOT])  # admission.py: AdmissionQueue.pin says why
             if request.get(COLLECT):  # a batch request: its prompt goes in short steps (prompt_feed.py)
                 await feed.feed(upstream.client(), upstream.base, upstream.headers, body, body["id_slot"])
+            else:
+                feed.forget(request[SLOT])
             # preemptible: a stream stops when its connection closes (chat_collect.py)
             raw = as_stream(body) if request.get(COLLECT) else json.dumps(body).encode()
         return await _forward(upstream, request, "POST", request.path_qs, raw, sglang_shapes)

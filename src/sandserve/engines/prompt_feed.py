@@ -32,10 +32,19 @@ FEED_TOKENS = 8
 PREDICTED_METRIC = "llamacpp:tokens_predicted_total"
 
 
-def feed_ends(prompt_tokens: int, step: int = FEED_TOKENS) -> list[int]:
-    """The prefix lengths fed, one request each; the request itself reads what is left (at least one token:
-    llama-server evaluates a prompt's last token again for its first output)."""
-    return list(range(step, prompt_tokens, step))
+def feed_ends(prompt_tokens: int, step: int = FEED_TOKENS, cached: int = 0) -> list[int]:
+    """The prefix lengths fed, one request each, past the ``cached`` ones; the request itself reads what is
+    left (at least one token: llama-server evaluates a prompt's last token again for its first output)."""
+    return [end for end in range(step, prompt_tokens, step) if end > cached]
+
+
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    shared = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        shared += 1
+    return shared
 
 
 def text_only(body: dict[str, Any]) -> bool:
@@ -59,8 +68,15 @@ class PromptFeed:
     def __init__(self, step: int = FEED_TOKENS) -> None:
         self.step = step
         self._turn = asyncio.Lock()
+        self._fed: dict[int, list[int]] = {}
+        """Per slot, the tokens fed into it last: a preempted request sent again to its slot is fed only
+        what its earlier feed had not (each feed request re-reads at least one token)."""
         self.requests = 0
         """Feed requests answered since the adapter started."""
+
+    def forget(self, slot: int) -> None:
+        """Another request was given ``slot``: what was fed there may be gone from its cache."""
+        self._fed.pop(slot, None)
 
     async def feed(
         self,
@@ -86,7 +102,9 @@ class PromptFeed:
             tokens = tokenized.get("tokens")
             if not isinstance(tokens, list):
                 return
-            for end in feed_ends(len(tokens), self.step):
+            cached = shared_prefix(self._fed.get(slot, []), tokens)
+            self._fed[slot] = tokens[:cached]
+            for end in feed_ends(len(tokens), self.step, cached):
                 async with self._turn:
                     await _post(
                         session,
@@ -95,6 +113,7 @@ class PromptFeed:
                         {"prompt": tokens[:end], "n_predict": 0, "id_slot": slot, "cache_prompt": True},
                     )
                 self.requests += 1
+                self._fed[slot] = tokens[:end]
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return
 
