@@ -3,13 +3,14 @@ cache (llama-server, the tiny model) is shared, because building it takes minute
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,37 @@ def take_everything_down() -> None:
             pass
 
 
+@pytest.fixture
+def closing() -> Iterator[Callable[[Any], Any]]:
+    """``closing(client)`` hands the client back and closes it after the test (and its pooled connections:
+    one left to the garbage collector is a socket left open until it runs)."""
+    with contextlib.ExitStack() as stack:
+        yield stack.enter_context
+
+
+@pytest.fixture
+def litellm() -> Iterator[Any]:
+    """LiteLLM, as a user calls it. It keeps the clients it makes for ten minutes, to reuse, and sets an
+    event loop for this thread that it never closes: after the test both are closed, or their sockets would
+    stay open to the end of the run (a long-running user process reuses them, so nothing leaks there)."""
+    import asyncio
+
+    import litellm as module
+
+    module.suppress_debug_info = True
+    yield module
+    cache = module.in_memory_llm_clients_cache
+    for client in list(cache.cache_dict.values()):
+        close = getattr(client, "close", None)
+        if callable(close) and not asyncio.iscoroutinefunction(close):
+            close()
+    cache.flush_cache()
+    with contextlib.suppress(RuntimeError):  # none set: asyncio.run() leaves it so
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        loop.close()
+        asyncio.set_event_loop(None)  # as asyncio.run() leaves it
+
+
 @pytest.fixture(scope="session")
 def llama_server() -> Path:
     from sandserve.engines.llamacpp_build import ensure_llama_server
@@ -147,6 +179,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # collector's way, so its full collections stop walking it again and again (a second of the fast tier).
     gc.collect()
     gc.freeze()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """What a test left open and unreachable is collected here, while pytest's warning filters still apply:
+    left to interpreter exit, it is printed as a bare ``sys:1: ResourceWarning`` that fails nothing."""
+    gc.collect()
 
 
 def sglang_image_env() -> dict[str, str]:

@@ -77,24 +77,24 @@ def anthropic_client(endpoint: Endpoint) -> anthropic.Anthropic:
 
 def messages_round(endpoint: Endpoint) -> None:
     """Create and stream through the Anthropic SDK; both come back as Anthropic messages."""
-    client = anthropic_client(endpoint)
-    message = client.messages.create(
-        model=endpoint.model, max_tokens=ROUND_TOKENS, messages=HELLO, extra_body=GREEDY
-    )
-    assert message.type == "message" and message.role == "assistant"
-    assert message.content[0].type == "text" and message.content[0].text
-    assert message.stop_reason in ("end_turn", "max_tokens") and message.usage.output_tokens > 0
-    with client.messages.stream(
-        model=endpoint.model, max_tokens=ROUND_TOKENS, messages=HELLO, extra_body=GREEDY
-    ) as stream:
-        streamed = "".join(stream.text_stream)
-        final = stream.get_final_message()
-    assert streamed and final.content[0].text == streamed
-    assert client.messages.count_tokens(model=endpoint.model, messages=HELLO).input_tokens > 0
+    with anthropic_client(endpoint) as client:
+        message = client.messages.create(
+            model=endpoint.model, max_tokens=ROUND_TOKENS, messages=HELLO, extra_body=GREEDY
+        )
+        assert message.type == "message" and message.role == "assistant"
+        assert message.content[0].type == "text" and message.content[0].text
+        assert message.stop_reason in ("end_turn", "max_tokens") and message.usage.output_tokens > 0
+        with client.messages.stream(
+            model=endpoint.model, max_tokens=ROUND_TOKENS, messages=HELLO, extra_body=GREEDY
+        ) as stream:
+            streamed = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert streamed and final.content[0].text == streamed
+        assert client.messages.count_tokens(model=endpoint.model, messages=HELLO).input_tokens > 0
 
 
 def responses_round(endpoint: Endpoint) -> openai.OpenAI:
-    """Create and stream through the OpenAI SDK's Responses API."""
+    """Create and stream through the OpenAI SDK's Responses API; the client it used (to close)."""
     client = endpoint.openai(max_retries=0, timeout=60)
     response = client.responses.create(
         model=endpoint.model, input="Hello", max_output_tokens=ROUND_TOKENS, temperature=0.0
@@ -128,9 +128,9 @@ def sglang_endpoint(sglang: SGLangStandin) -> Endpoint:
     return Endpoint(id="sg", url=sglang.url, model="gpt-oss-20b", engine="sglang", auth="public")
 
 
-def test_sglang_messages_create_stream_and_a_tool_call(sglang_endpoint):
+def test_sglang_messages_create_stream_and_a_tool_call(sglang_endpoint, closing):
     messages_round(sglang_endpoint)
-    client = anthropic_client(sglang_endpoint)
+    client = closing(anthropic_client(sglang_endpoint))
     called = client.messages.create(
         model=sglang_endpoint.model,
         max_tokens=64,
@@ -164,8 +164,8 @@ def test_sglang_messages_create_stream_and_a_tool_call(sglang_endpoint):
     assert final.stop_reason == "tool_use" and streamed_use.input["city"] in ("Paris", "Lisbon")
 
 
-def test_sglang_refuses_what_its_own_models_refuse(sglang_endpoint):
-    client = anthropic_client(sglang_endpoint)
+def test_sglang_refuses_what_its_own_models_refuse(sglang_endpoint, closing):
+    client = closing(anthropic_client(sglang_endpoint))
     with pytest.raises(anthropic.BadRequestError) as refused:
         client.messages.create(model="gpt-oss-20b", max_tokens=0, messages=HELLO)
     # AnthropicMessagesRequest.validate_max_tokens, through FastAPI's body validation: SGLang's legacy
@@ -187,13 +187,13 @@ def test_sglang_refuses_what_its_own_models_refuse(sglang_endpoint):
     # ResponsesRequest.tools takes web_search_preview / code_interpreter only, and SGLang builds the model
     # inside its route: a function tool is a plain 500.
     with pytest.raises(openai.InternalServerError):
-        sglang_endpoint.openai(max_retries=0).responses.create(
+        closing(sglang_endpoint.openai(max_retries=0)).responses.create(
             model="gpt-oss-20b", input="Weather in Paris?", tools=[RESPONSES_TOOL]
         )
 
 
-def test_sglang_responses_create_stream_retrieve_and_its_json_schema_ignored(sglang_endpoint):
-    client = responses_round(sglang_endpoint)
+def test_sglang_responses_create_stream_retrieve_and_its_json_schema_ignored(sglang_endpoint, closing):
+    client = closing(responses_round(sglang_endpoint))
     first = client.responses.create(model="gpt-oss-20b", input="Hello", max_output_tokens=64)
     kinds = [item.type for item in first.output]
     assert kinds == ["reasoning", "message"]  # gpt-oss's reasoning parser splits it
@@ -235,15 +235,15 @@ def daytona(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaytonaStandin]:
 
 
 @pytest.mark.parametrize("auth", ["token", "key", "signed"])
-def test_daytona_endpoint_serves_both_agent_apis_in_each_auth_mode(daytona, auth):
+def test_daytona_endpoint_serves_both_agent_apis_in_each_auth_mode(daytona, closing, auth):
     spec = resolve_spec("qwen3-coder-30b", provider="daytona", auth=auth, port=free_port(), boot_timeout=60)
     endpoint = lifecycle.up(spec)
     assert (PREVIEW_TOKEN_HEADER in endpoint.headers) == (auth == "token")
     messages_round(endpoint)
-    client = responses_round(endpoint)
+    client = closing(responses_round(endpoint))
     with pytest.raises(openai.InternalServerError):  # SGLang's own refusal, through the preview proxy
         client.responses.create(model=endpoint.model, input="Weather?", tools=[RESPONSES_TOOL])
-    called = anthropic_client(endpoint).messages.create(
+    called = closing(anthropic_client(endpoint)).messages.create(
         model=endpoint.model,
         max_tokens=64,
         tools=[WEATHER_TOOL],
@@ -252,7 +252,7 @@ def test_daytona_endpoint_serves_both_agent_apis_in_each_auth_mode(daytona, auth
     )
     assert called.stop_reason == "tool_use" and called.content[-1].type == "tool_use"
     if auth == "token":  # without the preview token the proxy refuses before SGLang sees anything
-        bare = anthropic.Anthropic(base_url=endpoint.url, api_key="EMPTY", max_retries=0)
+        bare = closing(anthropic.Anthropic(base_url=endpoint.url, api_key="EMPTY", max_retries=0))
         with pytest.raises(anthropic.AuthenticationError):
             bare.messages.create(model=endpoint.model, max_tokens=8, messages=HELLO)
 
@@ -279,10 +279,10 @@ def forced_tool_call(endpoint: Endpoint) -> dict:
 
 
 @pytest.mark.parametrize("auth", ["token", "key"])
-def test_local_endpoint_serves_both_agent_apis(llama_server, tiny_model, auth):
+def test_local_endpoint_serves_both_agent_apis(llama_server, tiny_model, closing, auth):
     endpoint = lifecycle.up(resolve_spec("tiny", provider="local", auth=auth))
     messages_round(endpoint)
-    client = responses_round(endpoint)
+    client = closing(responses_round(endpoint))
 
     called = client.responses.create(
         model=endpoint.model,
@@ -305,7 +305,7 @@ def test_local_endpoint_serves_both_agent_apis(llama_server, tiny_model, auth):
 
     # A tool round trip in Anthropic's blocks (the random model never picks a tool by itself, and
     # llama-server's Messages route passes no logit_bias on).
-    answered = anthropic_client(endpoint).messages.create(
+    answered = closing(anthropic_client(endpoint)).messages.create(
         model=endpoint.model,
         max_tokens=16,
         extra_body=GREEDY,
@@ -339,10 +339,10 @@ def test_local_endpoint_serves_both_agent_apis(llama_server, tiny_model, auth):
 # --- a fleet ---------------------------------------------------------------------------------------------
 
 
-def test_fleet_behind_smg_serves_both_agent_apis(llama_server, tiny_model):
+def test_fleet_behind_smg_serves_both_agent_apis(llama_server, tiny_model, closing):
     fleet = fleet_up(resolve_spec("tiny", provider="local"), 2, "round_robin", gateway="smg")
     messages_round(fleet.endpoint)
-    responses_round(fleet.endpoint)
+    closing(responses_round(fleet.endpoint))
     body = {"model": fleet.endpoint.model, "max_tokens": 4, "messages": HELLO}
     refused = httpx.post(
         f"{fleet.url}/v1/messages", json=body, headers={"x-api-key": fleet.endpoint.api_key or ""}
@@ -351,9 +351,9 @@ def test_fleet_behind_smg_serves_both_agent_apis(llama_server, tiny_model):
     assert refused.json()["error"]["type"] == "authentication_error"
 
 
-def test_a_fleet_behind_sglang_router_has_no_messages_and_env_says_so(llama_server, tiny_model):
+def test_a_fleet_behind_sglang_router_has_no_messages_and_env_says_so(llama_server, tiny_model, closing):
     fleet = fleet_up(resolve_spec("tiny", provider="local"), 1, "round_robin")
-    responses_round(fleet.endpoint)  # sglang-router 0.3.2 routes /v1/responses
+    closing(responses_round(fleet.endpoint))  # sglang-router 0.3.2 routes /v1/responses
     gone = httpx.post(
         f"{fleet.url}/v1/messages",
         headers=fleet.endpoint.request_headers(),

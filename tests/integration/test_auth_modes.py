@@ -48,13 +48,6 @@ def bring_up(auth: str) -> Endpoint:
     return lifecycle.up(spec)
 
 
-def litellm_module():
-    import litellm
-
-    litellm.suppress_debug_info = True
-    return litellm
-
-
 def query_sh(endpoint: Endpoint) -> subprocess.CompletedProcess[str]:
     """examples/query.sh with what `sandserve env` exports for this endpoint."""
     env = {k: v for k, v in os.environ.items() if k not in ("TOKEN", "OPENAI_API_KEY", "MODEL")}
@@ -64,14 +57,15 @@ def query_sh(endpoint: Endpoint) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("auth", ["token", "signed", "key", "public"])
-def test_every_client_works_in_every_auth_mode(daytona, auth):
+def test_every_client_works_in_every_auth_mode(daytona, litellm, auth):
     up = bring_up(auth)
     endpoint = connect(up.id)
     assert (endpoint.provider, endpoint.auth, endpoint.engine) == ("daytona", auth, "sglang")
     assert (PREVIEW_TOKEN_HEADER in endpoint.headers) == (auth == "token")
     assert bool(endpoint.api_key) == (auth == "key")
 
-    reply = endpoint.openai().chat.completions.create(model=endpoint.model, messages=MESSAGES, max_tokens=4)
+    with endpoint.openai() as client:
+        reply = client.chat.completions.create(model=endpoint.model, messages=MESSAGES, max_tokens=4)
     assert reply.choices[0].message.content
 
     async def async_reply() -> str:
@@ -83,7 +77,7 @@ def test_every_client_works_in_every_auth_mode(daytona, auth):
 
     assert asyncio.run(async_reply())
 
-    response = litellm_module().completion(**endpoint.litellm_kwargs(), messages=MESSAGES, max_tokens=4)
+    response = litellm.completion(**endpoint.litellm_kwargs(), messages=MESSAGES, max_tokens=4)
     assert response.choices[0].message.content
 
     color = endpoint.generate("The best color is", regex=" (red|blue)", max_new_tokens=4)
@@ -94,7 +88,7 @@ def test_every_client_works_in_every_auth_mode(daytona, auth):
     assert json.loads(curl.stdout)["choices"][0]["message"]["content"]
 
 
-def test_a_wrong_token_fails_clearly_in_every_client(daytona, monkeypatch):
+def test_a_wrong_token_fails_clearly_in_every_client(daytona, litellm, monkeypatch):
     up = bring_up("token")
     wrong = Endpoint(
         id=up.id,
@@ -111,7 +105,7 @@ def test_a_wrong_token_fails_clearly_in_every_client(daytona, monkeypatch):
     with pytest.raises(EndpointUnavailableError, match="401"):
         wrong.generate("Hi")
     with pytest.raises(EndpointUnavailableError, match="401"), endpoint_errors(wrong):  # any client, wrapped
-        litellm_module().completion(**wrong.litellm_kwargs(), messages=MESSAGES, max_tokens=2)
+        litellm.completion(**wrong.litellm_kwargs(), messages=MESSAGES, max_tokens=2)
 
     monkeypatch.setenv("ENDPOINT", up.url)
     monkeypatch.setenv("TOKEN", "expired-or-wrong")

@@ -82,8 +82,10 @@ def test_an_engine_flag_llama_server_refuses_is_named(llama_server, tiny_model):
     assert "no known cause" not in result.stderr
 
 
-def test_a_client_without_credentials_gets_an_openai_shaped_refusal_naming_what_is_missing(local_endpoint):
-    no_token = openai.OpenAI(base_url=local_endpoint.base_url, api_key="unused", max_retries=0)
+def test_a_client_without_credentials_gets_an_openai_shaped_refusal_naming_what_is_missing(
+    local_endpoint, closing
+):
+    no_token = closing(openai.OpenAI(base_url=local_endpoint.base_url, api_key="unused", max_retries=0))
     with pytest.raises(openai.AuthenticationError) as caught:
         no_token.models.list()
     assert caught.value.status_code == 401
@@ -99,10 +101,10 @@ def test_a_client_without_credentials_gets_an_openai_shaped_refusal_naming_what_
     keyed = lifecycle.up(resolve_spec("tiny", provider="local", auth="key"))
     try:
         with pytest.raises(openai.AuthenticationError) as caught:
-            openai.OpenAI(base_url=keyed.base_url, api_key="sk-wrong", max_retries=0).models.list()
+            closing(openai.OpenAI(base_url=keyed.base_url, api_key="sk-wrong", max_retries=0)).models.list()
         assert "the API key sent as 'Authorization: Bearer KEY' is not this endpoint's" in str(caught.value)
         assert "OPENAI_API_KEY" in str(caught.value)
-        assert keyed.openai().models.list().data  # the right key still works
+        assert closing(keyed.openai()).models.list().data  # the right key still works
     finally:
         registry = Registry()
         lifecycle.down(registry.get(keyed.id), registry)

@@ -52,32 +52,26 @@ SCHEMA = {
 LONG_PROMPT = "The Daytona platform provides isolated sandboxes for AI agents to safely execute code. " * 20
 
 
-def litellm_module():
-    import litellm
-
-    litellm.suppress_debug_info = True
-    return litellm
-
-
 # --- streaming: reasoning and answer apart ------------------------------------------------------------------
 
 
 def test_openai_sdk_streams_reasoning_and_content_in_separate_fields(local_endpoint):
-    stream = local_endpoint.openai().chat.completions.create(
-        model=local_endpoint.model,
-        messages=[{"role": "user", "content": "Think, then answer."}],
-        max_tokens=80,
-        stream=True,
-        extra_body={"grammar": THINK_THEN_ANSWER},
-    )
     reasoning, content = [], []
-    for chunk in stream:
-        if not chunk.choices:
-            continue
-        delta = chunk.choices[0].delta
-        assert not (getattr(delta, "reasoning_content", None) and delta.content), "one channel per delta"
-        reasoning.append(getattr(delta, "reasoning_content", None) or "")
-        content.append(delta.content or "")
+    with local_endpoint.openai() as client:
+        stream = client.chat.completions.create(
+            model=local_endpoint.model,
+            messages=[{"role": "user", "content": "Think, then answer."}],
+            max_tokens=80,
+            stream=True,
+            extra_body={"grammar": THINK_THEN_ANSWER},
+        )
+        for chunk in stream:
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            assert not (getattr(delta, "reasoning_content", None) and delta.content), "one channel per delta"
+            reasoning.append(getattr(delta, "reasoning_content", None) or "")
+            content.append(delta.content or "")
     assert re.fullmatch(r"[a-z ]{8,30}", "".join(reasoning))
     assert re.fullmatch(r"[a-z ]{8,30}", "".join(content))
     assert "<think>" not in "".join(content)
@@ -100,8 +94,7 @@ def test_library_stream_yields_reasoning_then_answer_deltas(local_endpoint):
     assert reply.cache.prompt_tokens > 0
 
 
-def test_litellm_streams_reasoning_and_content_apart(local_endpoint):
-    litellm = litellm_module()
+def test_litellm_streams_reasoning_and_content_apart(local_endpoint, litellm):
     reasoning, content = "", ""
     for chunk in litellm.completion(
         **local_endpoint.litellm_kwargs(),
@@ -121,26 +114,25 @@ def test_litellm_streams_reasoning_and_content_apart(local_endpoint):
 
 
 def test_json_schema_output_always_parses_and_validates(local_endpoint):
-    client = local_endpoint.openai()
     params = chat_constraint_params(local_endpoint, pick_constraint(json_schema=SCHEMA))
-    for attempt in range(4):
-        response = client.chat.completions.create(
-            model=local_endpoint.model,
-            max_tokens=300,
-            temperature=1.0,
-            messages=[{"role": "user", "content": f"Who wrote this? (attempt {attempt})"}],
-            **params,
-        )
-        assert response.choices[0].finish_reason == "stop"
-        jsonschema.validate(json.loads(response.choices[0].message.content), SCHEMA)
+    with local_endpoint.openai() as client:
+        for attempt in range(4):
+            response = client.chat.completions.create(
+                model=local_endpoint.model,
+                max_tokens=300,
+                temperature=1.0,
+                messages=[{"role": "user", "content": f"Who wrote this? (attempt {attempt})"}],
+                **params,
+            )
+            assert response.choices[0].finish_reason == "stop"
+            jsonschema.validate(json.loads(response.choices[0].message.content), SCHEMA)
 
 
-def test_json_schema_through_the_library_and_litellm(local_endpoint):
+def test_json_schema_through_the_library_and_litellm(local_endpoint, litellm):
     options = ChatOptions(max_tokens=300, constraint=pick_constraint(json_schema=SCHEMA))
     reply = ask(local_endpoint, "Who wrote this?", options)
     jsonschema.validate(reply.json(), SCHEMA)
 
-    litellm = litellm_module()
     params = chat_constraint_params(local_endpoint, pick_constraint(json_schema=SCHEMA))
     response = litellm.completion(
         **local_endpoint.litellm_kwargs(),
@@ -194,8 +186,7 @@ def test_bad_grammar_and_schema_are_the_servers_400(local_endpoint):
 # --- tools --------------------------------------------------------------------------------------------------
 
 
-def test_litellm_carries_a_forced_tool_call_through_the_loop(local_endpoint):
-    litellm = litellm_module()
+def test_litellm_carries_a_forced_tool_call_through_the_loop(local_endpoint, litellm):
     weather = tool(get_weather)
     messages = [{"role": "user", "content": "Write a haiku about the current weather in Lisbon."}]
     params = {"messages": messages, "tools": tool_specs([weather]), "max_tokens": 64}
@@ -227,15 +218,14 @@ def test_litellm_carries_a_forced_tool_call_through_the_loop(local_endpoint):
 # --- cache visibility ---------------------------------------------------------------------------------------
 
 
-def test_a_repeated_prompt_reports_cached_tokens_in_every_client(local_endpoint):
+def test_a_repeated_prompt_reports_cached_tokens_in_every_client(local_endpoint, litellm):
     messages = [{"role": "user", "content": LONG_PROMPT + "Summarize."}]
-    client = local_endpoint.openai()
-    client.chat.completions.create(model=local_endpoint.model, messages=messages, max_tokens=4)
-    response = client.chat.completions.create(model=local_endpoint.model, messages=messages, max_tokens=4)
+    with local_endpoint.openai() as client:
+        client.chat.completions.create(model=local_endpoint.model, messages=messages, max_tokens=4)
+        response = client.chat.completions.create(model=local_endpoint.model, messages=messages, max_tokens=4)
     again = cache_stats(response)
     assert 0 < again.cached_tokens < again.prompt_tokens
 
-    litellm = litellm_module()
     response = litellm.completion(**local_endpoint.litellm_kwargs(), messages=messages, max_tokens=4)
     assert local_endpoint.cache_stats(response).cached_tokens > 0
 

@@ -286,11 +286,11 @@ def test_a_gpu_sandbox_gets_the_default_time_limit_and_the_cli_can_lift_it(dayto
     assert last_create(daytona)["ttlMinutes"] == 0 and "no time limit" in result.stderr
 
 
-def test_sandserves_own_probes_do_not_count_as_activity(daytona):
+def test_sandserves_own_probes_do_not_count_as_activity(daytona, closing):
     endpoint = lifecycle.up(sglang_spec(auto_stop_minutes=15))
     sandbox = daytona.sandboxes[endpoint.sandbox_id]
     assert sandbox.activity_updates == 0  # every readiness probe and the info request carried the header
-    endpoint.openai().models.list()
+    closing(endpoint.openai()).models.list()
     assert sandbox.activity_updates == 1  # a user's request does count
 
 
@@ -383,10 +383,10 @@ def test_the_service_ends_an_idle_sandbox_that_ls_watches_and_spares_a_used_one(
     in_use.set()
 
     def a_user() -> None:
-        client = used.openai()
-        while in_use.is_set():
-            client.models.list()
-            time.sleep(0.2)
+        with used.openai() as client:
+            while in_use.is_set():
+                client.models.list()
+                time.sleep(0.2)
 
     user = threading.Thread(target=a_user, daemon=True)
     user.start()
@@ -414,14 +414,14 @@ def test_the_service_ends_an_idle_sandbox_that_ls_watches_and_spares_a_used_one(
         user.join(timeout=10)
 
 
-def test_the_service_ends_a_sandbox_at_its_ttl_whatever_it_does(daytona):
+def test_the_service_ends_a_sandbox_at_its_ttl_whatever_it_does(daytona, closing):
     import contextlib
 
     import openai
 
     daytona.minute_seconds = 1.0
     endpoint = lifecycle.up(sglang_spec(ttl_minutes=3))
-    client = endpoint.openai(max_retries=0)
+    client = closing(endpoint.openai(max_retries=0))
 
     def ended_while_in_use() -> bool:
         with contextlib.suppress(openai.APIError):

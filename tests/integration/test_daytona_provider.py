@@ -88,9 +88,10 @@ def test_up_serves_sglang_on_a_gpu_sandbox_end_to_end(daytona):
     assert {"weights loaded", "kv cache allocated"} <= set(phases)
     assert endpoint.info["kv_pool_tokens"] > 0
 
-    reply = endpoint.openai().chat.completions.create(
-        model=endpoint.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=64
-    )
+    with endpoint.openai() as client:
+        reply = client.chat.completions.create(
+            model=endpoint.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=64
+        )
     assert reply.choices[0].message.content or reply.choices[0].message.reasoning_content
     assert httpx.get(f"{endpoint.url}/v1/models", timeout=10).status_code == 401  # no token, no entry
 
@@ -159,7 +160,8 @@ def test_key_mode_is_public_but_sglang_checks_the_key(daytona):
         ).status_code
         == 200
     )
-    assert endpoint.openai().models.list().data[0].id == endpoint.model
+    with endpoint.openai() as client:
+        assert client.models.list().data[0].id == endpoint.model
 
 
 def test_public_mode_needs_nothing_and_the_cli_warns(daytona):

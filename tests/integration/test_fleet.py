@@ -72,9 +72,10 @@ def listed_workers(fleet: Fleet) -> list[dict]:
 
 
 def ask(fleet: Fleet, text: str = "Hello", max_tokens: int = 4):
-    return fleet.endpoint.openai(max_retries=0).chat.completions.create(
-        model=fleet.endpoint.model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens
-    )
+    with fleet.endpoint.openai(max_retries=0) as client:
+        return client.chat.completions.create(
+            model=fleet.endpoint.model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens
+        )
 
 
 def worker_pids(fleet: Fleet) -> dict[str, int]:

@@ -81,19 +81,19 @@ def sustained_load(fleet: Fleet, clients: int = 6, max_tokens: int = 48) -> Iter
     outcome: dict[str, list] = {"ok": [], "failed": []}
 
     def client() -> None:
-        openai = fleet.endpoint.openai(max_retries=0, timeout=120)
         rng = random.Random()
-        while not stop.is_set():
-            try:
-                reply = openai.chat.completions.create(
-                    model=fleet.endpoint.model,
-                    messages=[{"role": "user", "content": fresh_prompt(rng)}],
-                    max_tokens=max_tokens,
-                    extra_body={"ignore_eos": True},
-                )
-                outcome["ok"].append(reply.usage.completion_tokens)
-            except Exception as exc:
-                outcome["failed"].append(repr(exc))
+        with fleet.endpoint.openai(max_retries=0, timeout=120) as openai:
+            while not stop.is_set():
+                try:
+                    reply = openai.chat.completions.create(
+                        model=fleet.endpoint.model,
+                        messages=[{"role": "user", "content": fresh_prompt(rng)}],
+                        max_tokens=max_tokens,
+                        extra_body={"ignore_eos": True},
+                    )
+                    outcome["ok"].append(reply.usage.completion_tokens)
+                except Exception as exc:
+                    outcome["failed"].append(repr(exc))
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
@@ -106,7 +106,7 @@ def sustained_load(fleet: Fleet, clients: int = 6, max_tokens: int = 48) -> Iter
             thread.join()
 
 
-def test_queued_requests_add_a_worker_and_an_idle_fleet_returns_to_min():
+def test_queued_requests_add_a_worker_and_an_idle_fleet_returns_to_min(closing):
     fleet = scaled_fleet(1, 2)
     first = member_ids(fleet)
     assert len(first) == 1
@@ -127,14 +127,14 @@ def test_queued_requests_add_a_worker_and_an_idle_fleet_returns_to_min():
     down = [d for d in fleet_status(fleet.id)[0].scaler["decisions"] if d["action"] == "down"]
     assert "idle" in down[-1]["reason"]
     # the fleet still answers with its one worker
-    reply = fleet.endpoint.openai(max_retries=0).chat.completions.create(
+    reply = closing(fleet.endpoint.openai(max_retries=0)).chat.completions.create(
         model=fleet.endpoint.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
     )
     assert reply.usage.completion_tokens > 0
 
 
 @pytest.mark.parametrize("gateway", ["sglang-router", "smg"])
-def test_min_zero_holds_a_request_until_a_worker_is_up_then_answers_it(gateway):
+def test_min_zero_holds_a_request_until_a_worker_is_up_then_answers_it(closing, gateway):
     fleet = scaled_fleet(0, 1, gateway=gateway, down_delay=0.5)
     poll_until(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
     scaler = fleet_status(fleet.id)[0].scaler
@@ -144,7 +144,7 @@ def test_min_zero_holds_a_request_until_a_worker_is_up_then_answers_it(gateway):
 
     replies: list = []
     streamed: list = []
-    openai = fleet.endpoint.openai(max_retries=0, timeout=60)
+    openai = closing(fleet.endpoint.openai(max_retries=0, timeout=60))
     messages = [{"role": "user", "content": "Hello"}]
 
     def plain() -> None:
@@ -194,12 +194,12 @@ def test_a_worker_killed_under_load_is_replaced_and_no_request_fails():
     assert "replace" in actions(fleet)
 
 
-def test_requests_wait_for_the_replacement_of_a_fleets_only_worker():
+def test_requests_wait_for_the_replacement_of_a_fleets_only_worker(closing):
     fleet = scaled_fleet(1, 1)
     only = member_ids(fleet)[0]
     os.kill(Registry().get(only).sandbox.pid, signal.SIGKILL)
     poll_until(lambda: only not in member_ids(fleet), what="the dead worker noticed")
-    reply = fleet.endpoint.openai(max_retries=0, timeout=60).chat.completions.create(
+    reply = closing(fleet.endpoint.openai(max_retries=0, timeout=60)).chat.completions.create(
         model=fleet.endpoint.model, messages=[{"role": "user", "content": "Still there?"}], max_tokens=2
     )
     assert reply.usage.completion_tokens > 0
@@ -245,7 +245,10 @@ def test_a_quota_refusal_backs_off_and_fleet_status_says_so(daytona):  # noqa: F
     assert "backing off" in shown.stdout and "GPU quota exceeded" in shown.stdout, shown.stdout
 
 
-def test_at_zero_a_refused_worker_is_said_at_once_then_the_next_request_is_held_and_answered(daytona):  # noqa: F811
+def test_at_zero_a_refused_worker_is_said_at_once_then_the_next_request_is_held_and_answered(
+    daytona,  # noqa: F811
+    closing,
+):
     fleet = fleet_up(
         resolve_spec(provider="daytona"),
         1,
@@ -254,7 +257,7 @@ def test_at_zero_a_refused_worker_is_said_at_once_then_the_next_request_is_held_
     poll_until(lambda: member_ids(fleet) == [], what="the fleet at zero workers")
     poll_until(lambda: fleet_status(fleet.id)[0].scaler["holder_worker_id"], what="the holder registered")
     daytona.fail_next_create_with_quota(maximum=1)
-    ask = fleet.endpoint.openai(max_retries=0, timeout=120).chat.completions.create
+    ask = closing(fleet.endpoint.openai(max_retries=0, timeout=120)).chat.completions.create
     body = {
         "model": fleet.endpoint.model,
         "messages": [{"role": "user", "content": "Hello"}],
@@ -402,7 +405,7 @@ def test_load_probes_carry_the_skip_activity_header_and_read_the_engine(local_en
     assert seen and seen[0].get(SKIP_ACTIVITY_HEADER) == "true"
 
 
-def test_smg_serves_with_one_fleet_key_and_workers_join_while_it_serves():
+def test_smg_serves_with_one_fleet_key_and_workers_join_while_it_serves(closing):
     """smg passes the client's key on to workers, so behind it every worker takes the gateway's key."""
     fleet = fleet_up(resolve_spec("tiny", provider="local"), 1, gateway="smg")
     registry = Registry()
@@ -413,8 +416,9 @@ def test_smg_serves_with_one_fleet_key_and_workers_join_while_it_serves():
     assert len(fleet.members) == 2
     for member in fleet.members:
         assert registry.get(member.endpoint_id).endpoint.api_key == fleet.endpoint.api_key
+    client = closing(fleet.endpoint.openai(max_retries=0))
     for text in ("Hello", "Again", "Once more", "And again"):
-        reply = fleet.endpoint.openai(max_retries=0).chat.completions.create(
+        reply = client.chat.completions.create(
             model=fleet.endpoint.model, messages=[{"role": "user", "content": text}], max_tokens=2
         )
         assert reply.usage.completion_tokens > 0
@@ -442,7 +446,7 @@ def test_fleet_bench_prints_cached_share_and_latency_per_policy():
 
 
 @pytest.mark.parametrize("gateway", ["sglang-router", "smg"])
-def test_sglang_workers_serve_and_scale_through_either_gateway(daytona, gateway):  # noqa: F811
+def test_sglang_workers_serve_and_scale_through_either_gateway(daytona, closing, gateway):  # noqa: F811
     fleet = fleet_up(
         resolve_spec(provider="daytona"),
         1,
@@ -450,7 +454,7 @@ def test_sglang_workers_serve_and_scale_through_either_gateway(daytona, gateway)
         scaling=ScalerSettings(min_workers=1, max_workers=2, **FAST),
     )
     assert fleet.endpoint.engine == "sglang"
-    ask = fleet.endpoint.openai(max_retries=0).chat.completions.create
+    ask = closing(fleet.endpoint.openai(max_retries=0)).chat.completions.create
     assert ask(model=fleet.endpoint.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4).choices
     worker = fleet_status(fleet.id)[0].workers[0]
     assert worker.healthy and worker.requests_running == 0 and worker.requests_queued == 0  # from /v1/loads

@@ -89,17 +89,19 @@ def guide_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return env
 
 
-def guide_client() -> openai.OpenAI:
-    """The guide's client construction (its classify_passages.py, made synchronous)."""
-    return openai.OpenAI(
+@pytest.fixture
+def guide_client(guide_env: dict[str, str]) -> Iterator[openai.OpenAI]:
+    """The guide's client construction (its classify_passages.py, made synchronous), closed after the test."""
+    with openai.OpenAI(
         base_url=f"{os.environ['ENDPOINT']}/v1",
         api_key="EMPTY",
         default_headers={"x-daytona-preview-token": os.environ["TOKEN"]},
-    )
+    ) as client:
+        yield client
 
 
-def test_the_guides_clients_run_unchanged(guide_env):
-    client = guide_client()
+def test_the_guides_clients_run_unchanged(guide_client, litellm):
+    client = guide_client
 
     # serve_sglang.py's readiness poll: /health_generate through the preview URL, with the token header.
     import requests
@@ -187,7 +189,7 @@ def test_the_guides_clients_run_unchanged(guide_env):
     run_the_tool_loop(client)
     attempts = run_the_cache_loop(client)
     assert attempts[1][1] > 0, attempts  # the second attempt's prompt came from the cache
-    run_litellm()
+    run_litellm(litellm)
     run_the_classification()
 
 
@@ -246,10 +248,7 @@ def run_the_cache_loop(client: openai.OpenAI) -> list[tuple[float, int, int]]:
     return attempts
 
 
-def run_litellm() -> None:
-    import litellm
-
-    litellm.suppress_debug_info = True
+def run_litellm(litellm: Any) -> None:
     kwargs = {
         "model": f"openai/{GUIDE_MODEL}",
         "api_base": f"{os.environ['ENDPOINT']}/v1",

@@ -41,9 +41,10 @@ def process_alive(pid: int) -> bool:
 
 
 def test_up_serves_a_real_generation_and_down_frees_everything(local_endpoint):
-    reply = local_endpoint.openai().chat.completions.create(
-        model=local_endpoint.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=8
-    )
+    with local_endpoint.openai() as client:
+        reply = client.chat.completions.create(
+            model=local_endpoint.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=8
+        )
     assert reply.choices[0].message.content
     assert reply.usage.completion_tokens > 0
 

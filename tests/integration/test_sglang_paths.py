@@ -117,16 +117,18 @@ def test_streaming_keeps_reasoning_and_answer_apart(endpoint):
 def test_cache_report_null_counts_as_zero():
     with SGLangStandin(enable_cache_report=False, **GPT_OSS) as server:
         endpoint = Endpoint(id="sg", url=server.url, model="gpt-oss-20b", engine="sglang")
-        client = endpoint.openai()
         messages = [{"role": "user", "content": "same prompt " * 20}]
-        for _ in range(2):
-            response = client.chat.completions.create(model=endpoint.model, messages=messages, max_tokens=8)
-            assert response.usage.prompt_tokens_details is None  # SGLang without --enable-cache-report
-            assert cache_stats(response).cached_tokens == 0
+        with endpoint.openai() as client:
+            for _ in range(2):
+                response = client.chat.completions.create(
+                    model=endpoint.model, messages=messages, max_tokens=8
+                )
+                assert response.usage.prompt_tokens_details is None  # SGLang without --enable-cache-report
+                assert cache_stats(response).cached_tokens == 0
 
 
-def test_cache_report_on_a_cold_then_warm_prefix(endpoint):
-    client = endpoint.openai()
+def test_cache_report_on_a_cold_then_warm_prefix(endpoint, closing):
+    client = closing(endpoint.openai())
     messages = [{"role": "user", "content": "shared context " * 40 + "Summarize."}]
     cold = client.chat.completions.create(model=endpoint.model, messages=messages, max_tokens=8)
     assert cold.usage.prompt_tokens_details is None  # N == 0 is reported as null, not 0

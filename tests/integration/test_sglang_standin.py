@@ -127,8 +127,9 @@ def server() -> Iterator[FakeSGLang]:
 
 
 @pytest.fixture(scope="module")
-def client(server: FakeSGLang) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
+def client(server: FakeSGLang) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0) as client:
+        yield client
 
 
 def _auth() -> dict[str, str]:
@@ -227,8 +228,11 @@ def test_api_key_guards_everything_but_health(server: FakeSGLang) -> None:
     assert _status(models, headers=_auth()) == 200
     assert _status(f"{server.url}/health") == 200
     assert _status(f"{server.url}/health_generate") == 200
-    with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).models.list()
+    with (
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0) as wrong,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        wrong.models.list()
 
 
 def test_models_server_info_and_metrics(server: FakeSGLang, client: openai.OpenAI) -> None:
@@ -429,13 +433,14 @@ def test_bad_constraints_and_requests_are_400(server: FakeSGLang, client: openai
 
 
 def test_in_process_standin_holds_warmup_until_told() -> None:
-    with SGLangStandin(hold_warmup=True, served_model_name="qwen3-8b", reasoning_parser="qwen3") as standin:
+    with (
+        SGLangStandin(hold_warmup=True, served_model_name="qwen3-8b", reasoning_parser="qwen3") as standin,
+        openai.OpenAI(base_url=f"{standin.url}/v1", api_key="EMPTY", max_retries=0) as client,
+    ):
         assert standin.url.startswith("http://127.0.0.1:")
         assert _status(f"{standin.url}/health_generate") == 503
         standin.finish_warmup()
         poll_until(lambda: _status(f"{standin.url}/health_generate") == 200, what="ready after the warm-up")
-
-        client = openai.OpenAI(base_url=f"{standin.url}/v1", api_key="EMPTY", max_retries=0)
         thinking_off = client.chat.completions.create(
             model="qwen3-8b",
             messages=[{"role": "user", "content": "Hi"}],
@@ -451,8 +456,10 @@ def test_in_process_standin_holds_warmup_until_told() -> None:
 
 
 def test_at_most_max_running_requests_generate_at_once_and_the_rest_wait() -> None:
-    with SGLangStandin(max_running_requests=1, decode_seconds=1.0, served_model_name="m") as standin:
-        client = openai.OpenAI(base_url=f"{standin.url}/v1", api_key="EMPTY", max_retries=0)
+    with (
+        SGLangStandin(max_running_requests=1, decode_seconds=1.0, served_model_name="m") as standin,
+        openai.OpenAI(base_url=f"{standin.url}/v1", api_key="EMPTY", max_retries=0) as client,
+    ):
         replies: list[object] = []
 
         def ask() -> None:

@@ -42,11 +42,12 @@ def run_demo(provider: str | None = None, *, events: BootEvents | None = None) -
         endpoint = lifecycle.up(spec, events=events, registry=registry)
 
     local = not get_provider(spec.provider).remote
-    response = endpoint.openai(timeout=120).chat.completions.create(
-        model=endpoint.model,
-        messages=[{"role": "user", "content": QUESTION}],
-        max_tokens=128 if local else 4096,
-    )
+    with endpoint.openai(timeout=120) as client:
+        response = client.chat.completions.create(
+            model=endpoint.model,
+            messages=[{"role": "user", "content": QUESTION}],
+            max_tokens=128 if local else 4096,
+        )
     usage = usage_of(response)
     return DemoResult(
         endpoint=endpoint,

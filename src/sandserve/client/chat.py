@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from sandserve.client.constrained import chat_constraint_params, check_chat_output
-from sandserve.client.transport import endpoint_errors
+from sandserve.client.transport import endpoint_errors, openai_client
 from sandserve.client.usage import NO_USAGE, CacheStats, usage_of
 from sandserve.engines import get_engine
 from sandserve.errors import CapabilityError
@@ -167,9 +167,8 @@ def ask(
 ) -> ChatReply:
     """One question, one whole answer."""
     params, notes = chat_request(endpoint, build_messages(prompt, options.system), options)
-    client = client or endpoint.openai()
-    with endpoint_errors(endpoint):
-        response = client.chat.completions.create(**params)
+    with openai_client(endpoint, client) as sdk, endpoint_errors(endpoint):
+        response = sdk.chat.completions.create(**params)
     choice = response.choices[0]
     message = choice.message
     usage = usage_of(response)
@@ -194,13 +193,12 @@ def ask_streaming(
 ) -> Iterator[Delta | ChatReply]:
     """The answer as it comes: ``Delta`` pieces (reasoning and content apart), then the ``ChatReply``."""
     params, notes = chat_request(endpoint, build_messages(prompt, options.system), options)
-    client = client or endpoint.openai()
     content: list[str] = []
     reasoning: list[str] = []
     finish_reason = None
     usage = NO_USAGE
-    with endpoint_errors(endpoint):
-        stream = client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True})
+    with openai_client(endpoint, client) as sdk, endpoint_errors(endpoint):
+        stream = sdk.chat.completions.create(**params, stream=True, stream_options={"include_usage": True})
         for chunk in stream:
             if chunk.usage is not None:
                 usage = usage_of(chunk.usage)

@@ -24,6 +24,8 @@ from sandserve.errors import EndpointUnavailableError, RequestRejectedError, San
 from sandserve.tls import tls_context
 
 if TYPE_CHECKING:
+    import openai
+
     from sandserve.endpoint import Endpoint
 
 #: Statuses that mean "this endpoint cannot serve you", whatever was asked.
@@ -134,6 +136,17 @@ def endpoint_errors(endpoint: Endpoint) -> Iterator[None]:
         if translated is None or translated is exc:
             raise
         raise translated from exc
+
+
+@contextlib.contextmanager
+def openai_client(endpoint: Endpoint, client: openai.OpenAI | None = None) -> Iterator[openai.OpenAI]:
+    """The caller's ``client`` as it is, or a new one on ``endpoint``, closed (its pooled connections with it)
+    when the block ends: one dropped unclosed keeps a socket open until the garbage collector finds it."""
+    if client is not None:
+        yield client
+        return
+    with endpoint.openai() as owned:
+        yield owned
 
 
 def post_json(endpoint: Endpoint, path: str, body: dict[str, Any], *, timeout: float = 120.0) -> Any:

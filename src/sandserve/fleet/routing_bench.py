@@ -203,8 +203,10 @@ async def send_traffic(
         if on_progress is not None:
             on_progress(run)
 
-    await asyncio.gather(*(one(prompt) for prompt in prompts))
-    await client.close()
+    try:
+        await asyncio.gather(*(one(prompt) for prompt in prompts))
+    finally:
+        await client.close()
 
 
 def ideal_cached_share(worker: Endpoint, traffic: Traffic) -> float | None:

@@ -156,12 +156,13 @@ def _openai_sdk(url: str, requests: int, concurrency: int, output_tokens: int) -
                 except openai.OpenAIError:
                     failed += 1
 
-        await asyncio.gather(*(one() for _ in range(8)))  # warm-up, as for ours
-        started = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(requests)))
-        seconds = time.perf_counter() - started
-        await client.close()
-        return seconds, failed
+        try:
+            await asyncio.gather(*(one() for _ in range(8)))  # warm-up, as for ours
+            started = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(requests)))
+            return time.perf_counter() - started, failed
+        finally:
+            await client.close()
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     seconds, failed = asyncio.run(run())

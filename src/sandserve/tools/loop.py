@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sandserve.client.transport import endpoint_errors, post_json
+from sandserve.client.transport import endpoint_errors, openai_client, post_json
 from sandserve.client.usage import CacheStats, cache_stats
 from sandserve.engines import get_engine
 from sandserve.errors import CapabilityError, ConfigError
@@ -77,38 +77,38 @@ def run_tool_loop(
             f"force_tool={force_tool!r} is not one of the tools offered ({', '.join(by_name)}).",
             hint="Name one of the tools passed in `tools`.",
         )
-    client = client or endpoint.openai()
-    conversation = list(messages)
-    result = ToolLoopResult(answer="", messages=conversation, forced=force_tool is not None)
-    for round_index in range(max_rounds):
-        params: dict[str, Any] = {
-            "model": endpoint.model,
-            "messages": conversation,
-            "tools": tool_specs(tools),
-            "max_tokens": max_tokens,
-            **create_kwargs,
-        }
-        if round_index == 0 and force_tool is not None:
-            params = forced_request(endpoint, params, by_name[force_tool])
-        elif force_tool is not None:
-            params = get_engine(endpoint.engine).after_forced_call(params)
-        with endpoint_errors(endpoint):
-            response = client.chat.completions.create(**params)
-        result.rounds += 1
-        result.cache.append(cache_stats(response))
-        choice = response.choices[0]
-        message = choice.message
-        result.finish_reason = choice.finish_reason
-        if not message.tool_calls:
-            result.answer = message.content or ""
-            conversation.append({"role": "assistant", "content": result.answer})
-            return result
-        conversation.append(_assistant_message(message))
-        for call in message.tool_calls:
-            record = _execute(call, by_name, runner)
-            result.calls.append(record)
-            conversation.append({"role": "tool", "tool_call_id": call.id, "content": record.result})
-    return result
+    with openai_client(endpoint, client) as sdk:
+        conversation = list(messages)
+        result = ToolLoopResult(answer="", messages=conversation, forced=force_tool is not None)
+        for round_index in range(max_rounds):
+            params: dict[str, Any] = {
+                "model": endpoint.model,
+                "messages": conversation,
+                "tools": tool_specs(tools),
+                "max_tokens": max_tokens,
+                **create_kwargs,
+            }
+            if round_index == 0 and force_tool is not None:
+                params = forced_request(endpoint, params, by_name[force_tool])
+            elif force_tool is not None:
+                params = get_engine(endpoint.engine).after_forced_call(params)
+            with endpoint_errors(endpoint):
+                response = sdk.chat.completions.create(**params)
+            result.rounds += 1
+            result.cache.append(cache_stats(response))
+            choice = response.choices[0]
+            message = choice.message
+            result.finish_reason = choice.finish_reason
+            if not message.tool_calls:
+                result.answer = message.content or ""
+                conversation.append({"role": "assistant", "content": result.answer})
+                return result
+            conversation.append(_assistant_message(message))
+            for call in message.tool_calls:
+                record = _execute(call, by_name, runner)
+                result.calls.append(record)
+                conversation.append({"role": "tool", "tool_call_id": call.id, "content": record.result})
+        return result
 
 
 def _assistant_message(message: Any) -> dict[str, Any]:

@@ -124,19 +124,24 @@ def run_tour(endpoint: Endpoint, only: Collection[str] | None = None) -> Iterato
         ("responses", "Responses API", lambda: _agent_step("responses", endpoint, settings)),
         ("messages", "Anthropic Messages", lambda: _agent_step("messages", endpoint, settings)),
     ]
-    for key, title, run in steps:
-        if only is not None and key not in only:
-            continue
-        try:
-            yield run()
-        except EndpointUnavailableError:
-            raise
-        except CapabilityError as exc:
-            yield TourStep(
-                key, title, "unavailable", [exc.message, *([exc.hint] if exc.hint else [])], note=exc.message
-            )
-        except SandserveError as exc:
-            yield TourStep(key, title, "failed", [exc.message], note=exc.message)
+    with client:  # closed however the tour ends, its connections with it
+        for key, title, run in steps:
+            if only is not None and key not in only:
+                continue
+            try:
+                yield run()
+            except EndpointUnavailableError:
+                raise
+            except CapabilityError as exc:
+                yield TourStep(
+                    key,
+                    title,
+                    "unavailable",
+                    [exc.message, *([exc.hint] if exc.hint else [])],
+                    note=exc.message,
+                )
+            except SandserveError as exc:
+                yield TourStep(key, title, "failed", [exc.message], note=exc.message)
 
 
 def _agent_step(key: str, endpoint: Endpoint, settings: TourSettings) -> TourStep:

@@ -25,15 +25,17 @@ def responses_lines(endpoint: Endpoint, max_tokens: int) -> tuple[bool, list[str
     """(passed, lines, note) of one ``/v1/responses`` request and one stream."""
     import openai
 
-    client = endpoint.openai(timeout=300, max_retries=0)
     try:
-        reply = client.responses.create(model=endpoint.model, input=QUESTION, max_output_tokens=max_tokens)
-        events = [
-            event.type
-            for event in client.responses.create(
-                model=endpoint.model, input=QUESTION, max_output_tokens=max_tokens, stream=True
+        with endpoint.openai(timeout=300, max_retries=0) as client:
+            reply = client.responses.create(
+                model=endpoint.model, input=QUESTION, max_output_tokens=max_tokens
             )
-        ]
+            events = [
+                event.type
+                for event in client.responses.create(
+                    model=endpoint.model, input=QUESTION, max_output_tokens=max_tokens, stream=True
+                )
+            ]
     except openai.NotFoundError as exc:
         raise CapabilityError(
             "The Responses API (/v1/responses)", endpoint.engine, hint="This server has no such route."
