@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sandserve import endpoint_slot
 from sandserve.presets import DEFAULT_ENGINE, find_preset
-from sandserve.results import CacheStats, Capabilities, GenerateResult, ServerInfo
+from sandserve.server_info import ServerInfo
 
 if TYPE_CHECKING:
     # Aliased: the method ``Endpoint.openai`` would shadow the module inside the class body.
     import anthropic as anthropic_sdk
     import openai as openai_sdk
+
+    from sandserve.results import CacheStats, Capabilities, GenerateResult
 
 
 class EndpointServices(Protocol):
