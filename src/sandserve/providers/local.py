@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sandserve.defaults import DEFAULT_LOCAL_PRESET
 from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
-from sandserve.presets import DEFAULT_LOCAL_PRESET
 from sandserve.providers.base import Exposure, Provider
 from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER, PROBE_HEADERS
 from sandserve.providers.handles import LocalHandle
