@@ -142,3 +142,37 @@ def test_the_program_leaves_the_garbage_collector_running(tmp_path: Path) -> Non
     for args in (["ls"], ["env"], ["--help"], ["presets"], ["no-such-verb"]):
         modules_loaded_by(tmp_path, *args)
         assert json.loads((tmp_path / "collector.json").read_text()) is True, args
+
+
+@pytest.mark.fresh_interpreter
+def test_the_program_ends_a_brief_verb_with_all_its_output_and_its_exit_code() -> None:
+    """`python -m sandserve.cli` (as the console script) ends a brief verb without tearing Python down: what
+    it printed is all there, and its exit status is the verb's."""
+    registry = Registry()
+    names = [f"endpoint-{number}" for number in range(10)]
+    for name in names:  # ready, with a long model name: more output than one flush of stdout's buffer
+        registry.add(
+            name,
+            provider="local",
+            engine="llamacpp",
+            model="m" * 1000,
+            spec={},
+            sandbox=LocalHandle("local", name),
+        )
+        registry.update(name, state=State.READY)
+
+    def program(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sandserve.cli", *args],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    listed = program("ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(row["id"] for row in json.loads(listed.stdout)) == names and len(listed.stdout) > 10_000
+    missing = program("status", "no-such-endpoint")
+    assert missing.returncode == 1 and "no-such-endpoint" in missing.stderr
+    assert program("no-such-verb").returncode == 2

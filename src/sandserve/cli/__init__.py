@@ -12,9 +12,9 @@ import gc
 _collecting = gc.isenabled()
 gc.disable()
 try:
-    from sandserve.cli._app import main
+    from sandserve.cli._app import main, run
 finally:
     if _collecting:
         gc.enable()
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
