@@ -1,6 +1,8 @@
-"""How many prompt tokens llama-server should read a step: prompt tokens/s at each `-b`/`-ub`, and how long
-one step takes, which is how long a person's request can wait behind a batch's prompts (a step is never cut
-short; a new request gets a slot only between steps), side by side in one run.
+"""What reading a prompt a few tokens a step costs: prompt tokens/s at each `-b`/`-ub`, and how long one step
+takes, which is how long a person's request can wait behind a batch's prompts (a step is never cut short; a
+new request gets a slot only between steps), side by side in one run. sandserve's local server keeps
+llama-server's own step for everyone's prompts and feeds batch prompts into their slots `FEED_TOKENS` at a
+time (engines/prompt_feed.py): its row shows what that costs a batch's prompts.
 
     .venv/bin/python bench/bench_prompt_step.py                     # SmolLM2-135M, 3 interleaved rounds
     .venv/bin/python bench/bench_prompt_step.py --steps 16,64,2048 --prompt-words 500
@@ -9,8 +11,8 @@ Every configuration is a llama-server started by hand with the threads MachineFi
 machine and sandserve's other flags, one at a time; per round it reads one fresh prompt of about
 `--prompt-words` words (nothing cached) and reports llama-server's own prompt tokens/s. Rounds are interleaved
 (all step sizes once, then again in reverse), so load from elsewhere falls on all of them alike. Prints
-figures; asserts nothing. Last line: `prompt step: sandserve's <N> reads <X>x the prompt tokens/s of
-llama-server's default, a step <T> ms against <D> ms`.
+figures; asserts nothing. Last line: `prompt step: batch prompts fed <N> tokens a step read <X>x the prompt
+tokens/s of llama-server's default, a step <T> ms against <D> ms`.
 """
 
 from __future__ import annotations
@@ -59,16 +61,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="smollm2-135m", help="a local preset or GGUF file")
-    parser.add_argument("--steps", default="16,32,64,128,2048", help="-b/-ub values (2048: llama's default)")
+    parser.add_argument("--steps", default="8,16,32,64,128,2048", help="-b/-ub values (2048: the default)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats (default 3)")
     parser.add_argument("--prompt-words", type=int, default=1000, help="words per prompt (~1.3 tokens each)")
     args = parser.parse_args()
 
-    from sandserve.engines.llamacpp import PROMPT_STEP_TOKENS
     from sandserve.engines.modelfetch import local_model_file
+    from sandserve.engines.prompt_feed import FEED_TOKENS
     from sandserve.observe.datasets import random_prompts
 
-    steps = sorted({int(step) for step in args.steps.split(",")} | {PROMPT_STEP_TOKENS, LLAMA_DEFAULT})
+    steps = sorted({int(step) for step in args.steps.split(",")} | {FEED_TOKENS, LLAMA_DEFAULT})
     model_path = local_model_file(args.model)
     console, prompts = Console(), random_prompts(args.prompt_words, 1)
     rates: dict[int, list[float]] = {step: [] for step in steps}
@@ -87,7 +89,7 @@ def main() -> None:
     for header in ("-b/-ub", "prompt tokens/s", "of default", "one full step"):
         table.add_column(header, justify="right")
     for step in steps:
-        mark = " (sandserve)" if step == PROMPT_STEP_TOKENS else " (default)" if step == LLAMA_DEFAULT else ""
+        mark = " (batch prompts)" if step == FEED_TOKENS else " (default)" if step == LLAMA_DEFAULT else ""
         table.add_row(
             f"{step}{mark}",
             f"{median[step]:.0f}",
@@ -96,9 +98,9 @@ def main() -> None:
         )
     console.print(table)
     console.print(
-        f"prompt step: sandserve's {PROMPT_STEP_TOKENS} reads "
-        f"{median[PROMPT_STEP_TOKENS] / median[LLAMA_DEFAULT]:.2f}x the prompt tokens/s of llama-server's "
-        f"default, a step {step_ms[PROMPT_STEP_TOKENS]:.0f} ms against {step_ms[LLAMA_DEFAULT]:.0f} ms"
+        f"prompt step: batch prompts fed {FEED_TOKENS} tokens a step read "
+        f"{median[FEED_TOKENS] / median[LLAMA_DEFAULT]:.2f}x the prompt tokens/s of llama-server's "
+        f"default, a step {step_ms[FEED_TOKENS]:.0f} ms against {step_ms[LLAMA_DEFAULT]:.0f} ms"
     )
 
 

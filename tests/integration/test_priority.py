@@ -23,6 +23,7 @@ from sandserve.batch import BatchRequest, BatchResult, run_requests
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
 from sandserve.engines.priority import waiting_by_priority
+from sandserve.engines.prompt_feed import FEED_TOKENS
 from sandserve.fleet.gateway import gateway_launch
 from sandserve.providers.local import free_port
 from sandserve.serve.resolve import resolve_spec
@@ -186,6 +187,50 @@ def test_a_person_preempts_the_running_batch_which_still_gets_one_normal_answer_
         assert choice["finish_reason"] == "length" and choice["message"]["role"] == "assistant"
     # Sent again, a preempted request found its prompt in llama-server's cache.
     assert any(result.usage.cached_tokens > 0 for result in results), [r.usage for r in results]
+
+
+def _generated(endpoint: Endpoint) -> float:
+    metrics = httpx.get(f"{endpoint.url}/metrics", headers=endpoint.request_headers(), timeout=10).text
+    [value] = [
+        line.split()[1]
+        for line in metrics.splitlines()
+        if line.startswith("llamacpp:tokens_predicted_total ")
+    ]
+    return float(value)
+
+
+def test_a_batch_prompt_is_read_into_its_slot_before_the_request_and_a_persons_is_not(
+    local_endpoint: Endpoint,
+):
+    """The adapter reads a batch request's prompt into its slot a few tokens a step before sending it
+    (prompt_feed.py), so the request finds all but its last few tokens cached; a person's prompt goes to
+    llama-server whole, at its full step."""
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    batch_prompt = " ".join(words[i % 7] for i in range(90))
+    person_prompt = " ".join(words[(i * 3) % 10] for i in range(90))
+    results: list[BatchResult] = []
+    request = BatchRequest("b", {"messages": [{"role": "user", "content": batch_prompt}], "max_tokens": 2})
+    generated_before = _generated(local_endpoint)
+    summary = asyncio.run(run_requests(local_endpoint, [request], results.append, concurrency=1))
+    assert summary.complete
+    [result] = results
+    assert result.ok and result.usage.prompt_tokens > 60
+    assert result.usage.cached_tokens >= result.usage.prompt_tokens - FEED_TOKENS, result.usage
+    # Each feed request samples a token nobody asked for: the endpoint counts only the answer's.
+    assert _generated(local_endpoint) - generated_before == result.usage.completion_tokens
+
+    person = httpx.post(
+        f"{local_endpoint.base_url}/chat/completions",
+        headers=local_endpoint.request_headers(),
+        json={
+            "model": local_endpoint.model,
+            "messages": [{"role": "user", "content": person_prompt}],
+            "max_tokens": 2,
+        },
+        timeout=HANG_GUARD_S,
+    ).json()["usage"]
+    assert person["prompt_tokens"] > 60
+    assert person["prompt_tokens_details"]["cached_tokens"] < person["prompt_tokens"] - FEED_TOKENS, person
 
 
 # --- SGLang (its stand-in, started with the engine's own flags) ----------------------------------------

@@ -143,17 +143,15 @@ def test_a_fleet_worker_spec_launches_with_its_share_of_the_cores(tmp_path):
     assert [server[server.index(flag) + 1] for flag in ("-t", "-tb", "-np")] == ["1", "2", "4"]
 
 
-@pytest.mark.parametrize(
-    ("extra_args", "step_flags"),
-    [
-        ((), ["-b", "16", "-ub", "16"]),
-        (("--temp", "0.5"), ["-b", "16", "-ub", "16"]),
-        (("--embeddings",), []),  # whole inputs in one step
-        (("-b", "2048", "-ub", "2048"), []),  # the user's own step size
-        (("--batch-size=512",), []),
-    ],
-)
-def test_prompts_are_read_in_short_steps_unless_the_user_or_the_task_says_otherwise(extra_args, step_flags):
-    from sandserve.engines.llamacpp import prompt_step_flags
-
-    assert prompt_step_flags(extra_args) == step_flags
+def test_the_prompt_step_is_llama_servers_own_or_the_users(tmp_path):
+    """Only batch prompts go in short steps, fed by the adapter (prompt_feed.py): the server's step is its
+    default, or what the user gave after ``--``."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF\xff\xff")
+    engine = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2, busy=0))
+    spec = resolve_spec(str(model), provider="local")
+    plain = engine.launch(spec, host="127.0.0.1", port=8123, api_key=None).argv
+    assert not {"-b", "-ub", "--batch-size", "--ubatch-size"} & set(plain)
+    own = replace(spec, engine_settings=replace(spec.engine_settings, extra_args=("-b", "64", "-ub", "64")))
+    server = engine.launch(own, host="127.0.0.1", port=8123, api_key=None).argv
+    assert server[server.index("-b") + 1] == "64" and server.count("-b") == 1

@@ -37,25 +37,6 @@ MAX_SLOT_CONTEXT = 8192
 #: Finished slots' prompts kept in RAM (MiB) for later requests that share their prefix: a 3,000-token passage
 #: of SmolLM2-135M is about 70 MB of KV, so this holds the guide's passages for a second pass.
 CACHE_RAM_MIB = 4096
-#: Prompt tokens llama-server reads per step (``-b``/``-ub``; its default is 2,048). A step cannot be stopped
-#: once begun and a new request only gets a slot between steps, so on a CPU a person's request waited for a
-#: whole batch prompt (a second and more for three 90-token prompts on 2 cores); 16 bounds the wait to about
-#: 0.1 s, at a small cost in prompt tokens/s. bench/bench_priority.py measures it.
-PROMPT_STEP_TOKENS = 16
-#: Flags after which the step is left to llama-server or to the user: embeddings and reranking compute whole
-#: inputs in one step (``-ub`` must hold each), and a step size the user gave is theirs.
-_OWN_STEP_FLAGS = frozenset(
-    {"--embedding", "--embeddings", "--rerank", "--reranking", "-b", "--batch-size", "-ub", "--ubatch-size"}
-)
-
-
-def prompt_step_flags(extra_args: tuple[str, ...] | list[str]) -> list[str]:
-    given = {arg.split("=", 1)[0] for arg in extra_args}
-    if _OWN_STEP_FLAGS.intersection(given):
-        return []
-    return ["-b", str(PROMPT_STEP_TOKENS), "-ub", str(PROMPT_STEP_TOKENS)]
-
-
 _PHASES = (
     ("adapter up", LISTENING_LINE),
     ("loading weights", r"load_model: loading model"),
@@ -280,7 +261,6 @@ class LlamaCppEngine(Engine):
             str(fit.batch_threads),
             "--cache-ram",
             str(CACHE_RAM_MIB),
-            *prompt_step_flags(spec.engine_settings.extra_args),
             "--jinja",
             "--reasoning-format",
             "deepseek" if spec.engine_settings.reasoning_parser else "none",

@@ -21,7 +21,8 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
   run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
   llama-server itself gets a random key of its own, so its private port serves no one else;
 - generation requests wait for a slot by priority (admission.py): llama-server itself serves first come,
-  first served; a person's request preempts running batch requests, sent again later (preemption.py).
+  first served; a person's request preempts running batch requests, sent again later (preemption.py), and
+  batch prompts are read a few tokens a step (prompt_feed.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from sandserve.engines.chat_collect import as_stream, collect_chat
 from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
 from sandserve.engines.llamacpp_native import BadRequest, bad_request, completion_body, generate_answer
 from sandserve.engines.preemption import COLLECT, SLOT, admission_middleware
+from sandserve.engines.prompt_feed import PromptFeed
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
@@ -119,9 +121,10 @@ def build_app(
         middlewares.append(admission_middleware(admission))
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app[TOKEN_HEADER] = token_header or ""
+    feed = PromptFeed()
     if admission is not None:
-        app.router.add_get("/metrics", _metrics(upstream, admission))
-    app.router.add_post("/v1/chat/completions", _chat(upstream))
+        app.router.add_get("/metrics", _metrics(upstream, admission, feed))
+    app.router.add_post("/v1/chat/completions", _chat(upstream, feed))
     app.router.add_post(NATIVE_GENERATE_ROUTE, _generate(upstream))
     app.router.add_route("*", "/health_generate", _health_generate(upstream))
     app.router.add_route("*", "/{tail:.*}", _passthrough(upstream))
@@ -217,10 +220,12 @@ def _loading(exc: BaseException) -> web.Response:
     return web.json_response({"error": error}, status=503)
 
 
-def _metrics(upstream: Upstream, admission: AdmissionQueue) -> Handler:
-    """llama-server's /metrics with the admission queue counted as deferred, and its own gauges after it."""
+def _metrics(upstream: Upstream, admission: AdmissionQueue, feed: PromptFeed) -> Handler:
+    """llama-server's /metrics with the admission queue counted as deferred, and its own gauges after it;
+    the tokens the prompt feed sampled are not counted as generated."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        fed = feed.requests  # before llama-server counts: never more than its figure holds
         try:
             async with upstream.client().get(upstream.base + "/metrics", headers=upstream.headers) as answer:
                 text = await answer.text()
@@ -228,7 +233,7 @@ def _metrics(upstream: Upstream, admission: AdmissionQueue) -> Handler:
         except aiohttp.ClientError as exc:
             return _loading(exc)
         if status == 200:
-            text = admission.merged_metrics(text)
+            text = admission.merged_metrics(feed.uncounted(text, fed))
         return web.Response(status=status, text=text, content_type="text/plain")
 
     return handler
@@ -256,7 +261,7 @@ def sglang_shapes(data: dict[str, Any]) -> None:
         details.setdefault("cached_tokens", 0)
 
 
-def _chat(upstream: Upstream) -> Handler:
+def _chat(upstream: Upstream, feed: PromptFeed) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
@@ -270,6 +275,10 @@ def _chat(upstream: Upstream) -> Handler:
                 raw = json.dumps(body).encode()
         if isinstance(body, dict) and SLOT in request:
             body.setdefault("id_slot", request[SLOT])  # admission.py: AdmissionQueue.pin says why
+            if request.get(COLLECT):  # a batch request: its prompt goes in short steps (prompt_feed.py)
+                await feed.feed(upstream.client(), upstream.base, upstream.headers, body, body["id_slot"])
+            else:
+                feed.forget(request[SLOT])
             # preemptible: a stream stops when its connection closes (chat_collect.py)
             raw = as_stream(body) if request.get(COLLECT) else json.dumps(body).encode()
         return await _forward(upstream, request, "POST", request.path_qs, raw, sglang_shapes)

@@ -1,0 +1,149 @@
+"""A batch request's prompt read into its llama-server slot a few tokens a step, before the request is sent.
+
+llama-server reads up to its batch size of prompt tokens (``-b``, 2,048) in one step, a step cannot be
+stopped once begun, and a new request gets a slot only between steps: on a CPU a person's request that came
+while batch prompts were being read waited for all of them (a second and more for three 90-token prompts on 2
+cores). Reading every prompt in short steps bounds that wait, but costs every prompt a third of its speed
+(bench/bench_prompt_step.py), people's and lone requests' too.
+
+So only the batch's prompts go in short steps. Before a low-priority chat request that may be preempted
+(preemption.py) is sent, its prompt is rendered by llama-server's own chat template (``/apply-template``),
+tokenized as its chat route tokenizes it (``/tokenize`` with special tokens), and read into the slot the
+request is pinned to by ``/completion`` requests of growing prefixes, ``FEED_TOKENS`` more each, with
+``n_predict: 0``: one at a time across every batch request, so a step holds at most that many tokens of batch
+prompt. The request itself then finds all but its last few tokens in the slot's cache. A preempted request's
+feed stops with it (its handler is cancelled); what was read stays cached for its second try.
+
+Feeding only saves the request work: a prompt it cannot render as text (images, audio) is not fed, and any
+failure leaves the rest of the prompt to the request, which then reports the error as llama-server words it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+#: Prompt tokens of batch requests read per step.
+FEED_TOKENS = 8
+#: llama-server's count of generated tokens: each feed request samples one token (``n_predict: 0`` still
+#: samples the first), which no one asked for.
+PREDICTED_METRIC = "llamacpp:tokens_predicted_total"
+
+
+def feed_ends(prompt_tokens: int, step: int = FEED_TOKENS, cached: int = 0) -> list[int]:
+    """The prefix lengths fed, one request each, past the ``cached`` ones; the request itself reads what is
+    left (at least one token: llama-server evaluates a prompt's last token again for its first output)."""
+    return [end for end in range(step, prompt_tokens, step) if end > cached]
+
+
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    shared = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        shared += 1
+    return shared
+
+
+def text_only(body: dict[str, Any]) -> bool:
+    """Every message is text, so the rendered prompt is the one the chat route tokenizes."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            if not all(isinstance(part, dict) and part.get("type") == "text" for part in content):
+                return False
+        elif content is not None and not isinstance(content, str):
+            return False
+    return True
+
+
+class PromptFeed:
+    """Feeds batch prompts into their slots, one step's worth at a time across all of them."""
+
+    def __init__(self, step: int = FEED_TOKENS) -> None:
+        self.step = step
+        self._turn = asyncio.Lock()
+        self._fed: dict[int, list[int]] = {}
+        """Per slot, the tokens fed into it last: a preempted request sent again to its slot is fed only
+        what its earlier feed had not (each feed request re-reads at least one token)."""
+        self.requests = 0
+        """Feed requests answered since the adapter started."""
+
+    def forget(self, slot: int) -> None:
+        """Another request was given ``slot``: what was fed there may be gone from its cache."""
+        self._fed.pop(slot, None)
+
+    async def feed(
+        self,
+        session: aiohttp.ClientSession,
+        base: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        slot: int,
+    ) -> None:
+        if not text_only(body):
+            return
+        try:
+            rendered = await _post(session, f"{base}/apply-template", headers, body)
+            prompt = rendered.get("prompt")
+            if not isinstance(prompt, str):
+                return
+            tokenized = await _post(
+                session,
+                f"{base}/tokenize",
+                headers,
+                {"content": prompt, "add_special": True, "parse_special": True},
+            )
+            tokens = tokenized.get("tokens")
+            if not isinstance(tokens, list):
+                return
+            cached = shared_prefix(self._fed.get(slot, []), tokens)
+            self._fed[slot] = tokens[:cached]
+            for end in feed_ends(len(tokens), self.step, cached):
+                async with self._turn:
+                    await _post(
+                        session,
+                        f"{base}/completion",
+                        headers,
+                        {"prompt": tokens[:end], "n_predict": 0, "id_slot": slot, "cache_prompt": True},
+                    )
+                self.requests += 1
+                self._fed[slot] = tokens[:end]
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return
+
+    def uncounted(self, metrics: str, requests: int) -> str:
+        """llama-server's /metrics less the tokens ``requests`` feed requests sampled."""
+        if not requests:
+            return metrics
+        lines = []
+        for line in metrics.splitlines():
+            name, _, value = line.partition(" ")
+            if name == PREDICTED_METRIC:
+                try:
+                    line = f"{name} {max(0.0, float(value) - requests):g}"
+                except ValueError:
+                    pass
+            lines.append(line)
+        return "\n".join(lines) + "\n"
+
+
+class _Refused(ValueError):
+    pass
+
+
+async def _post(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: dict[str, Any]
+) -> dict[str, Any]:
+    async with session.post(url, json=body, headers=headers) as answer:
+        if answer.status != 200:
+            raise _Refused(f"{url}: {answer.status}")
+        data = await answer.json()
+    if not isinstance(data, dict):
+        raise _Refused(f"{url}: not an object")
+    return data
