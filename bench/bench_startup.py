@@ -11,7 +11,9 @@ one live endpoint (a local tiny-model server brought up for the run in a tempora
 ledger, and taken down at the end). `ls` is timed twice: into a pipe (plain tab-separated output) and on a
 terminal (a pseudo-terminal: the drawn table). Prints the median, min and max of each, and the median's ratio
 to bare Python; asserts nothing. With ``--baseline-src``, each sandserve command also runs from that source
-tree (put first on PYTHONPATH), in the same rounds, and the ratio of the medians is printed.
+tree (put first on PYTHONPATH), in the same rounds, and the ratio of the medians is printed; it runs through a
+script shaped as the console script that calls the entry that tree has (``run``, or ``main`` before there
+was one), since this environment's console script calls this tree's.
 
 Python's bytecode cache is on for the commands (PYTHONDONTWRITEBYTECODE is removed from their environment),
 as for any user after a first run: the warm-up run writes it (without it, every run compiles sandserve's
@@ -32,6 +34,13 @@ from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
 SANDSERVE = str(VENV_BIN / "sandserve")
+#: The console script, for a source tree whose entry may be ``main`` (older trees) or ``run``.
+ANY_ENTRY_SCRIPT = f"""#!{sys.executable}
+import sys
+import sandserve.cli as cli
+if __name__ == "__main__":
+    sys.exit(getattr(cli, "run", cli.main)())
+"""
 
 
 def run_once(argv: list[str], env: dict[str, str], *, terminal: bool) -> float:
@@ -74,6 +83,11 @@ def main() -> None:
         )
         if up.returncode != 0:
             raise SystemExit("could not bring the tiny model up:\n" + up.stderr.decode(errors="replace"))
+        baseline_script = Path(state) / "bin" / "sandserve"
+        if args.baseline_src:
+            baseline_script.parent.mkdir()
+            baseline_script.write_text(ANY_ENTRY_SCRIPT)
+            baseline_script.chmod(0o755)
         try:
             verbs = {
                 "sandserve --help": (["--help"], False),
@@ -86,7 +100,7 @@ def main() -> None:
                 commands[name] = ([SANDSERVE, *verb], terminal, env)
                 if args.baseline_src:
                     baseline_env = {**env, "PYTHONPATH": str(args.baseline_src.resolve())}
-                    commands[name + " [baseline]"] = ([SANDSERVE, *verb], terminal, baseline_env)
+                    commands[name + " [baseline]"] = ([str(baseline_script), *verb], terminal, baseline_env)
             for argv, terminal, command_env in commands.values():  # warm the file cache and the bytecode
                 run_once(argv, command_env, terminal=terminal)
             times: dict[str, list[float]] = {name: [] for name in commands}

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sandserve import endpoint_slot
-from sandserve.presets import DEFAULT_ENGINE, find_preset
-from sandserve.results import CacheStats, Capabilities, GenerateResult, ServerInfo
+from sandserve.defaults import DEFAULT_ENGINE
+from sandserve.server_info import ServerInfo
 
 if TYPE_CHECKING:
     # Aliased: the method ``Endpoint.openai`` would shadow the module inside the class body.
     import anthropic as anthropic_sdk
     import openai as openai_sdk
+
+    from sandserve.results import CacheStats, Capabilities, GenerateResult
 
 
 class EndpointServices(Protocol):
@@ -131,6 +133,8 @@ class Endpoint:
     @property
     def serves_random_model(self) -> bool:
         """Whether this is the locally written tiny model: its text is gibberish by construction."""
+        from sandserve.presets import find_preset
+
         tiny = find_preset("tiny")
         return self.info.preset == "tiny" or (tiny is not None and self.model == tiny.served_name)
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The defaults, re-exported beside the table they name.
+from sandserve.defaults import DEFAULT_DAYTONA_PRESET as DEFAULT_DAYTONA_PRESET
+from sandserve.defaults import DEFAULT_ENGINE as DEFAULT_ENGINE
+from sandserve.defaults import DEFAULT_LOCAL_PRESET as DEFAULT_LOCAL_PRESET
 from sandserve.errors import ConfigError, UnknownPresetError
 
 GB = 10**9
@@ -29,11 +33,6 @@ def _kv(layers: int, kv_heads: int, head_dim: int, *, window_layers: int = 0) ->
     ``swa_full_tokens_ratio`` of 0.8)."""
     per_layer = kv_heads * head_dim * 2 * 2
     return per_layer * layers + int(per_layer * window_layers * 0.8)
-
-
-#: The engine of a Hugging Face model with no preset (and of an endpoint from the environment, until its
-#: server says otherwise).
-DEFAULT_ENGINE = "sglang"
 
 
 @dataclass(frozen=True)
@@ -239,9 +238,6 @@ PRESETS: tuple[Preset, ...] = (
         built_in=True,
     ),
 )
-
-DEFAULT_DAYTONA_PRESET = "gpt-oss-20b"
-DEFAULT_LOCAL_PRESET = "smollm2-135m"
 
 _BY_NAME = {preset.name: preset for preset in PRESETS}
 # The first preset of a model answers for its Hugging Face id (a vendor's variant comes after it).

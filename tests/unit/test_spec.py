@@ -109,3 +109,11 @@ def test_every_preset_is_found_by_name_and_by_model():
             first = next(p for p in PRESETS if p.model == preset.model)
             assert find_preset(preset.model.upper()) is first
     assert find_preset("nope") is None
+
+
+def test_the_preset_each_provider_serves_by_default_is_in_the_table() -> None:
+    from sandserve.defaults import DEFAULT_DAYTONA_PRESET, DEFAULT_LOCAL_PRESET
+
+    for name in (DEFAULT_DAYTONA_PRESET, DEFAULT_LOCAL_PRESET):
+        preset = find_preset(name)
+        assert preset is not None and preset.name == name

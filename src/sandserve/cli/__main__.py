@@ -1,3 +1,3 @@
-from sandserve.cli import main
+from sandserve.cli import run
 
-main()
+run()

@@ -14,7 +14,6 @@ the ids.
 from __future__ import annotations
 
 import sys
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -129,7 +128,9 @@ def render_table(
     for index in shown_at:
         column = columns[index]
         table.add_column(
-            column.header,
+            # A Text, not a str: rich would parse a str for markup and emoji codes (its emoji table alone
+            # takes 2 ms to load) and a header has neither.
+            Text(column.header),
             justify="right" if column.number else "left",
             no_wrap=True,
             overflow="ellipsis",
@@ -150,6 +151,8 @@ def render_table(
     if hidden:
         caption = f"not shown at this width: {', '.join(hidden)} ({more})"
         # Wrapped here, not by the console: a console that soft-wraps (top's live screen) would crop it.
+        import textwrap
+
         parts += [Text(line, style="dim") for line in textwrap.wrap(caption, max(width, 20))]
     return Group(*parts)
 

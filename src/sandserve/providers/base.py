@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from sandserve.presets import DEFAULT_DAYTONA_PRESET
+from sandserve.defaults import DEFAULT_DAYTONA_PRESET
 from sandserve.providers.handles import SandboxHandle
 
 if TYPE_CHECKING:

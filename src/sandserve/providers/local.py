@@ -16,16 +16,15 @@ import contextlib
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sandserve.defaults import DEFAULT_LOCAL_PRESET
 from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
-from sandserve.presets import DEFAULT_LOCAL_PRESET
 from sandserve.providers.base import Exposure, Provider
 from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER, PROBE_HEADERS
 from sandserve.providers.handles import LocalHandle
@@ -34,6 +33,7 @@ if TYPE_CHECKING:  # what `ls` and `status` never touch is loaded by the methods
     from sandserve.endpoint import Endpoint
     from sandserve.engines.base import Engine, Launch
     from sandserve.providers.colocated import ColocatedJob, ColocatedOutcome, InsideAccess, OnOutput
+    from sandserve.providers.detached import DetachedServer
     from sandserve.spec import ServeSpec
 
 HOST = "127.0.0.1"
@@ -120,7 +120,7 @@ class LocalProvider(Provider[LocalHandle]):
 
     def __init__(self) -> None:
         # Children started by this process: only their parent can read their exit code.
-        self._children: dict[str, _DetachedServer] = {}
+        self._children: dict[str, DetachedServer] = {}
 
     @classmethod
     def check_engine(cls, engine: type[Engine], model: str) -> None:
@@ -168,8 +168,11 @@ class LocalProvider(Provider[LocalHandle]):
             raise _not_ours(handle, "log_path")
         log_path = Path(handle.log_path)
         # Here, not at the top: the adapter's module imports aiohttp, and `ls` reads the ledger through this
-        # one.
+        # one (as it does subprocess).
+        import subprocess
+
         from sandserve.engines.llamacpp_adapter import ACCESS_TOKEN_ENV, INSIDE_KEY_ENV, TOKEN_HEADER_ENV
+        from sandserve.providers.detached import DetachedServer
 
         env = {**os.environ, **launch.env}
         header = self.token_header if handle.token else None
@@ -185,7 +188,7 @@ class LocalProvider(Provider[LocalHandle]):
         # hold interrupts back until the pid is recorded (the child itself starts with them unblocked).
         with open(log_path, "ab") as log, _interrupts_deferred():
             os.chmod(log_path, 0o600)
-            process = _DetachedServer(
+            process = DetachedServer(
                 launch.argv,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -252,21 +255,10 @@ class LocalProvider(Provider[LocalHandle]):
     def _reap(self, handle: LocalHandle) -> None:
         child = self._children.get(handle.sandbox_id)
         if child is not None:
+            import subprocess
+
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=0.05)
-
-
-class _DetachedServer(subprocess.Popen[bytes]):
-    """A server meant to outlive this process (``up`` returns, the server serves): the object may be dropped
-    while it runs (another process may stop it: ``sandserve down``), which is no leak. Dropped, it reaps the
-    server if it has ended, so no zombie is left, and says nothing if it still runs."""
-
-    def __del__(self) -> None:
-        # No module globals here: at interpreter exit they may already be gone (``contextlib`` is None).
-        try:
-            self.poll()
-        except Exception:
-            pass
 
 
 def _not_ours(handle: LocalHandle, name: str) -> ValueError:
