@@ -23,7 +23,7 @@ from sandserve.batch import BatchRequest, BatchResult, run_requests
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
 from sandserve.engines.priority import waiting_by_priority
-from sandserve.engines.prompt_feed import FEED_TOKENS
+from sandserve.engines.prompt_feed import ALONE_FEED_TOKENS, FEED_TOKENS
 from sandserve.fleet.gateway import gateway_launch
 from sandserve.providers.local import free_port
 from sandserve.serve.resolve import resolve_spec
@@ -199,38 +199,48 @@ def _generated(endpoint: Endpoint) -> float:
     return float(value)
 
 
+def _batch_usage(endpoint: Endpoint, prompt: str) -> Any:
+    results: list[BatchResult] = []
+    request = BatchRequest("b", {"messages": [{"role": "user", "content": prompt}], "max_tokens": 2})
+    assert asyncio.run(run_requests(endpoint, [request], results.append, concurrency=1)).complete
+    [result] = results
+    assert result.ok and result.usage.prompt_tokens > 150, result.usage
+    return result.usage
+
+
 def test_a_batch_prompt_is_read_into_its_slot_before_the_request_and_a_persons_is_not(
     local_endpoint: Endpoint,
 ):
-    """The adapter reads a batch request's prompt into its slot a few tokens a step before sending it
-    (prompt_feed.py), so the request finds all but its last few tokens cached; a person's prompt goes to
-    llama-server whole, at its full step."""
+    """The adapter reads a batch request's prompt into its slot before sending it (prompt_feed.py): in long
+    steps while no one else uses the endpoint, in short ones once a person has; the request finds that much
+    of its prompt cached. A person's prompt goes to llama-server whole, at its full step."""
     words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-    batch_prompt = " ".join(words[i % 7] for i in range(90))
-    person_prompt = " ".join(words[(i * 3) % 10] for i in range(90))
-    results: list[BatchResult] = []
-    request = BatchRequest("b", {"messages": [{"role": "user", "content": batch_prompt}], "max_tokens": 2})
+
+    def prompt(stride: int, offset: int) -> str:
+        return " ".join(words[(i * stride + offset) % 10] for i in range(90))
+
     generated_before = _generated(local_endpoint)
-    summary = asyncio.run(run_requests(local_endpoint, [request], results.append, concurrency=1))
-    assert summary.complete
-    [result] = results
-    assert result.ok and result.usage.prompt_tokens > 60
-    assert result.usage.cached_tokens >= result.usage.prompt_tokens - FEED_TOKENS, result.usage
+    alone = _batch_usage(local_endpoint, prompt(1, 0))
+    # One long step fed (ALONE_FEED_TOKENS), the request read the rest itself.
+    assert alone.prompt_tokens - ALONE_FEED_TOKENS <= alone.cached_tokens < alone.prompt_tokens - FEED_TOKENS
     # Each feed request samples a token nobody asked for: the endpoint counts only the answer's.
-    assert _generated(local_endpoint) - generated_before == result.usage.completion_tokens
+    assert _generated(local_endpoint) - generated_before == alone.completion_tokens
 
     person = httpx.post(
         f"{local_endpoint.base_url}/chat/completions",
         headers=local_endpoint.request_headers(),
         json={
             "model": local_endpoint.model,
-            "messages": [{"role": "user", "content": person_prompt}],
+            "messages": [{"role": "user", "content": prompt(3, 1)}],
             "max_tokens": 2,
         },
         timeout=HANG_GUARD_S,
     ).json()["usage"]
-    assert person["prompt_tokens"] > 60
+    assert person["prompt_tokens"] > 150
     assert person["prompt_tokens_details"]["cached_tokens"] < person["prompt_tokens"] - FEED_TOKENS, person
+
+    with_people = _batch_usage(local_endpoint, prompt(7, 2))
+    assert with_people.cached_tokens >= with_people.prompt_tokens - FEED_TOKENS, with_people
 
 
 # --- SGLang (its stand-in, started with the engine's own flags) ----------------------------------------

@@ -5,21 +5,40 @@ from __future__ import annotations
 
 import pytest
 
-from sandserve.engines.prompt_feed import PromptFeed, feed_ends, shared_prefix, text_only
+from sandserve.engines.prompt_feed import (
+    ALONE_FEED_TOKENS,
+    FEED_TOKENS,
+    PromptFeed,
+    next_end,
+    shared_prefix,
+    text_only,
+)
 
 
 @pytest.mark.parametrize(
-    ("tokens", "ends"),
-    [(0, []), (1, []), (8, []), (9, [8]), (16, [8]), (17, [8, 16]), (30, [8, 16, 24])],
+    ("fed", "tokens", "step", "end"),
+    [
+        (0, 30, 8, 8),
+        (16, 30, 8, 24),
+        (24, 30, 8, None),
+        (0, 8, 8, None),
+        (0, 0, 8, None),
+        (12, 300, 128, 140),
+    ],
 )
-def test_the_request_itself_reads_at_least_the_last_token(tokens, ends):
-    assert feed_ends(tokens, 8) == ends
+def test_the_request_itself_reads_at_least_the_last_token(fed, tokens, step, end):
+    assert next_end(fed, tokens, step) == end
 
 
-def test_a_request_sent_again_is_fed_only_past_what_its_slot_holds():
-    assert feed_ends(30, 8, cached=16) == [24]
-    assert feed_ends(30, 8, cached=12) == [16, 24]
-    assert feed_ends(30, 8, cached=29) == []
+def test_short_steps_while_people_are_present_long_ones_while_they_are_not():
+    people = [True]
+    feed = PromptFeed(lambda: people[0])
+    assert feed.step() == FEED_TOKENS
+    people[0] = False
+    assert feed.step() == ALONE_FEED_TOKENS
+
+
+def test_a_shared_prefix_is_counted_token_by_token():
     assert shared_prefix([1, 2, 3, 4], [1, 2, 9]) == 2 and shared_prefix([], [1]) == 0
 
 

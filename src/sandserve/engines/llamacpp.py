@@ -22,6 +22,7 @@ from sandserve.engines.base import (
 )
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
 from sandserve.engines.load_formats import LoadFields, parse_slots
+from sandserve.engines.priority import PRIORITY_FIELD, SGLANG_VALUES
 from sandserve.errors import CapabilityError, ModelFileNotFoundError
 from sandserve.presets import not_a_model_file_error
 from sandserve.results import Capabilities, Constraint, ServerInfo
@@ -211,8 +212,12 @@ class LlamaCppEngine(Engine):
         cache_report=True,
     )
     # A one-token completion, which reaches llama-server through the adapter: a real generation.
+    # Low priority: the adapter takes a normal-priority request for a person's, and feeds batch prompts in
+    # short steps for a while after one (prompt_feed.py).
     readiness = ReadinessProbe(
-        "POST", "/v1/completions", {"prompt": "Ready?", "max_tokens": 1, "temperature": 0}
+        "POST",
+        "/v1/completions",
+        {"prompt": "Ready?", "max_tokens": 1, "temperature": 0, PRIORITY_FIELD: SGLANG_VALUES["low"]},
     )
     phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
     signatures = _SIGNATURES

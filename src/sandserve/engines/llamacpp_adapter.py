@@ -121,7 +121,7 @@ def build_app(
         middlewares.append(admission_middleware(admission))
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app[TOKEN_HEADER] = token_header or ""
-    feed = PromptFeed()
+    feed = PromptFeed(admission.normal_present if admission is not None else lambda: False)
     if admission is not None:
         app.router.add_get("/metrics", _metrics(upstream, admission, feed))
     app.router.add_post("/v1/chat/completions", _chat(upstream, feed))

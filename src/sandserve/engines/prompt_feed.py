@@ -6,13 +6,16 @@ while batch prompts were being read waited for all of them (a second and more fo
 cores). Reading every prompt in short steps bounds that wait, but costs every prompt a third of its speed
 (bench/bench_prompt_step.py), people's and lone requests' too.
 
-So only the batch's prompts go in short steps. Before a low-priority chat request that may be preempted
-(preemption.py) is sent, its prompt is rendered by llama-server's own chat template (``/apply-template``),
-tokenized as its chat route tokenizes it (``/tokenize`` with special tokens), and read into the slot the
-request is pinned to by ``/completion`` requests of growing prefixes, ``FEED_TOKENS`` more each, with
-``n_predict: 0``: one at a time across every batch request, so a step holds at most that many tokens of batch
-prompt. The request itself then finds all but its last few tokens in the slot's cache. A preempted request's
-feed stops with it (its handler is cancelled); what was read stays cached for its second try.
+So only the batch's prompts go in short steps, and only while people use the endpoint. Before a low-priority
+chat request that may be preempted (preemption.py) is sent, its prompt is rendered by llama-server's own chat
+template (``/apply-template``), tokenized as its chat route tokenizes it (``/tokenize`` with special tokens),
+and read into the slot the request is pinned to by ``/completion`` requests of growing prefixes with
+``n_predict: 0``, one at a time across every batch request: ``FEED_TOKENS`` more each while people are
+present (a step then holds at most that many tokens of batch prompt), ``ALONE_FEED_TOKENS`` more while they
+are not (near full speed: every step reads all of the model's weights, so 8-token steps read a 3,000-token
+passage at a fraction of the speed; the first person to come then waits for at most one such step).
+The request itself then finds all but its last few tokens in the slot's cache. A preempted request's feed
+stops with it (its handler is cancelled); what was read stays cached for its second try.
 
 Feeding only saves the request work: a prompt it cannot render as text (images, audio) is not fed, and any
 failure leaves the rest of the prompt to the request, which then reports the error as llama-server words it.
@@ -21,21 +24,26 @@ failure leaves the rest of the prompt to the request, which then reports the err
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-#: Prompt tokens of batch requests read per step.
+#: Prompt tokens of batch requests read per step while people use the endpoint.
 FEED_TOKENS = 8
+#: ... and while they do not: 0.97 of llama-server's full prompt speed on 2 cores, a step of about half a
+#: second there (bench/bench_prompt_step.py).
+ALONE_FEED_TOKENS = 128
 #: llama-server's count of generated tokens: each feed request samples one token (``n_predict: 0`` still
 #: samples the first), which no one asked for.
 PREDICTED_METRIC = "llamacpp:tokens_predicted_total"
 
 
-def feed_ends(prompt_tokens: int, step: int = FEED_TOKENS, cached: int = 0) -> list[int]:
-    """The prefix lengths fed, one request each, past the ``cached`` ones; the request itself reads what is
-    left (at least one token: llama-server evaluates a prompt's last token again for its first output)."""
-    return [end for end in range(step, prompt_tokens, step) if end > cached]
+def next_end(fed: int, prompt_tokens: int, step: int) -> int | None:
+    """The prefix length the next feed request reads, or None: the request itself reads what is left (at
+    least one token: llama-server evaluates a prompt's last token again for its first output)."""
+    end = fed + step
+    return end if end < prompt_tokens else None
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:
@@ -65,14 +73,17 @@ def text_only(body: dict[str, Any]) -> bool:
 class PromptFeed:
     """Feeds batch prompts into their slots, one step's worth at a time across all of them."""
 
-    def __init__(self, step: int = FEED_TOKENS) -> None:
-        self.step = step
+    def __init__(self, people_present: Callable[[], bool] = lambda: True) -> None:
+        self._people_present = people_present
         self._turn = asyncio.Lock()
         self._fed: dict[int, list[int]] = {}
         """Per slot, the tokens fed into it last: a preempted request sent again to its slot is fed only
         what its earlier feed had not (each feed request re-reads at least one token)."""
         self.requests = 0
         """Feed requests answered since the adapter started."""
+
+    def step(self) -> int:
+        return FEED_TOKENS if self._people_present() else ALONE_FEED_TOKENS
 
     def forget(self, slot: int) -> None:
         """Another request was given ``slot``: what was fed there may be gone from its cache."""
@@ -102,9 +113,9 @@ class PromptFeed:
             tokens = tokenized.get("tokens")
             if not isinstance(tokens, list):
                 return
-            cached = shared_prefix(self._fed.get(slot, []), tokens)
-            self._fed[slot] = tokens[:cached]
-            for end in feed_ends(len(tokens), self.step, cached):
+            fed = shared_prefix(self._fed.get(slot, []), tokens)
+            self._fed[slot] = tokens[:fed]
+            while (end := next_end(fed, len(tokens), self.step())) is not None:
                 async with self._turn:
                     await _post(
                         session,
@@ -114,6 +125,7 @@ class PromptFeed:
                     )
                 self.requests += 1
                 self._fed[slot] = tokens[:end]
+                fed = end
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return
 
