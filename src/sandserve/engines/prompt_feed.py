@@ -12,7 +12,7 @@ template (``/apply-template``), tokenized as its chat route tokenizes it (``/tok
 and read into the slot the request is pinned to by ``/completion`` requests of growing prefixes with
 ``n_predict: 0``, one at a time across every batch request: ``FEED_TOKENS`` more each while people are
 present (a step then holds at most that many tokens of batch prompt), ``ALONE_FEED_TOKENS`` more while they
-are not (near full speed: every step reads all of the model's weights, so 8-token steps read a 3,000-token
+are not (near full speed: every step reads all of the model's weights, so short steps read a 3,000-token
 passage at a fraction of the speed; the first person to come then waits for at most one such step).
 The request itself then finds all but its last few tokens in the slot's cache. A preempted request's feed
 stops with it (its handler is cancelled); what was read stays cached for its second try.
@@ -29,8 +29,10 @@ from typing import Any
 
 import aiohttp
 
-#: Prompt tokens of batch requests read per step while people use the endpoint.
-FEED_TOKENS = 8
+#: Prompt tokens of batch requests read per step while people use the endpoint: the trade between a person's
+#: first token and the batch's speed (bench/bench_priority.py on 2 cores: 8 gave TTFT p99 0.93x idle and the
+#: batch 0.72x alone, 16 1.11x and 0.79x, 32 2.48x and 0.87x).
+FEED_TOKENS = 16
 #: ... and while they do not: 0.97 of llama-server's full prompt speed on 2 cores, a step of about half a
 #: second there (bench/bench_prompt_step.py).
 ALONE_FEED_TOKENS = 128
