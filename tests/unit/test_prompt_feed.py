@@ -10,7 +10,6 @@ from sandserve.engines.prompt_feed import (
     FEED_TOKENS,
     PromptFeed,
     next_end,
-    shared_prefix,
     text_only,
 )
 
@@ -36,10 +35,6 @@ def test_short_steps_while_people_are_present_long_ones_while_they_are_not():
     assert feed.step() == FEED_TOKENS
     people[0] = False
     assert feed.step() == ALONE_FEED_TOKENS
-
-
-def test_a_shared_prefix_is_counted_token_by_token():
-    assert shared_prefix([1, 2, 3, 4], [1, 2, 9]) == 2 and shared_prefix([], [1]) == 0
 
 
 @pytest.mark.parametrize(

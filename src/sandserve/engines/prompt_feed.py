@@ -24,6 +24,7 @@ failure leaves the rest of the prompt to the request, which then reports the err
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -46,15 +47,6 @@ def next_end(fed: int, prompt_tokens: int, step: int) -> int | None:
     least one token: llama-server evaluates a prompt's last token again for its first output)."""
     end = fed + step
     return end if end < prompt_tokens else None
-
-
-def shared_prefix(a: list[int], b: list[int]) -> int:
-    shared = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        shared += 1
-    return shared
 
 
 def text_only(body: dict[str, Any]) -> bool:
@@ -115,7 +107,8 @@ class PromptFeed:
             tokens = tokenized.get("tokens")
             if not isinstance(tokens, list):
                 return
-            fed = shared_prefix(self._fed.get(slot, []), tokens)
+            # commonprefix compares any sequences item by item: here token lists, not paths.
+            fed = len(os.path.commonprefix([self._fed.get(slot, []), tokens]))  # noqa: RUF071
             self._fed[slot] = tokens[:fed]
             while (end := next_end(fed, len(tokens), self.step())) is not None:
                 async with self._turn:
