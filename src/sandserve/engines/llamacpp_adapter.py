@@ -274,13 +274,15 @@ def _chat(upstream: Upstream, feed: PromptFeed) -> Handler:
                 kwargs.setdefault("enable_thinking", False)
                 raw = json.dumps(body).encode()
         if isinstance(body, dict) and SLOT in request:
-            body.setdefault("id_slot", request[SLOT])  # admission.py: AdmissionQueue.pin says why
-            if request.get(COLLECT):  # a batch request: its prompt goes in short steps (prompt_feed.py)
-                await feed.feed(upstream.client(), upstream.base, upstream.headers, body, body["id_slot"])
+            slot = body.setdefault("id_slot", request[SLOT])  # admission.py: AdmissionQueue.pin says why
+            if request.get(COLLECT):
+                # A batch request: its prompt goes in short steps (prompt_feed.py), and it is fetched as a
+                # stream, which stops when its connection closes (chat_collect.py).
+                await feed.feed(upstream.client(), upstream.base, upstream.headers, body, slot)
+                raw = as_stream(body)
             else:
-                feed.forget(request[SLOT])
-            # preemptible: a stream stops when its connection closes (chat_collect.py)
-            raw = as_stream(body) if request.get(COLLECT) else json.dumps(body).encode()
+                feed.forget(slot)
+                raw = json.dumps(body).encode()
         return await _forward(upstream, request, "POST", request.path_qs, raw, sglang_shapes)
 
     return handler
