@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, LlamaCppEngine, MachineFit, busy_cores
+from sandserve.engines.llamacpp import (
+    MAX_SLOT_CONTEXT,
+    LlamaCppEngine,
+    MachineFit,
+    busy_cores,
+    threads_per_core,
+)
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, _rewrite_sse_line, sglang_shapes
 from sandserve.engines.llamacpp_native import BadRequest, completion_body, generate_answer
 from sandserve.serve.resolve import resolve_spec
@@ -84,21 +90,34 @@ def flags(fit: MachineFit) -> tuple[int, int, int]:
 
 
 def test_a_lone_server_uses_every_idle_core_and_fleet_workers_divide_them():
-    assert flags(MachineFit(cores=2, busy=0)) == (1, 2, 4)
-    assert flags(MachineFit(cores=16, busy=0)) == (8, 16, 8)
-    assert flags(MachineFit(cores=1, busy=0)) == (1, 1, 2)
+    assert flags(MachineFit(cores=2, busy=0, smt=1)) == (2, 2, 4)
+    assert flags(MachineFit(cores=16, busy=0, smt=1)) == (16, 16, 8)
+    assert flags(MachineFit(cores=1, busy=0, smt=1)) == (1, 1, 2)
     # Servers sharing the machine (a local fleet's workers) each keep to their share, at least one core.
-    assert flags(MachineFit(cores=2, busy=0).shared_by(2)) == (1, 1, 2)
-    assert flags(MachineFit(cores=16, busy=0).shared_by(4)) == (2, 4, 8)
-    assert flags(MachineFit(cores=2, busy=0).shared_by(5)) == (1, 1, 2)
+    assert flags(MachineFit(cores=2, busy=0, smt=1).shared_by(2)) == (1, 1, 2)
+    assert flags(MachineFit(cores=16, busy=0, smt=1).shared_by(4)) == (4, 4, 8)
+    assert flags(MachineFit(cores=2, busy=0, smt=1).shared_by(5)) == (1, 1, 2)
     assert MachineFit(cores=2, busy=0).shared_by(0) == MachineFit(cores=2, busy=0)
 
 
+def test_one_request_decoding_alone_uses_one_thread_a_physical_core():
+    assert flags(MachineFit(cores=16, busy=0, smt=2)) == (8, 16, 8)
+    assert flags(MachineFit(cores=2, busy=0, smt=2)) == (1, 2, 4)
+    assert flags(MachineFit(cores=16, busy=4, smt=2).shared_by(2)) == (3, 6, 8)
+
+
 def test_cores_other_work_keeps_busy_are_left_to_it_but_the_slots_stay():
-    assert flags(MachineFit(cores=2, busy=1)) == (1, 1, 4)
-    assert flags(MachineFit(cores=2, busy=12)) == (1, 1, 4)  # at least one thread, however busy
-    assert flags(MachineFit(cores=16, busy=4)) == (6, 12, 8)
-    assert flags(MachineFit(cores=16, busy=4).shared_by(2)) == (3, 6, 8)
+    assert flags(MachineFit(cores=2, busy=1, smt=1)) == (1, 1, 4)
+    assert flags(MachineFit(cores=2, busy=12, smt=1)) == (1, 1, 4)  # at least one thread, however busy
+    assert flags(MachineFit(cores=16, busy=4, smt=1)) == (12, 12, 8)
+    assert flags(MachineFit(cores=16, busy=4, smt=1).shared_by(2)) == (6, 6, 8)
+
+
+def test_threads_per_core_reads_the_kernels_topology(tmp_path):
+    for siblings, expected in (("0", 1), ("0,8", 2), ("0-1", 2), ("0-3", 4), ("", 1), ("x", 1)):
+        (tmp_path / "thread_siblings_list").write_text(siblings + "\n")
+        assert threads_per_core(tmp_path) == expected
+    assert threads_per_core(tmp_path / "absent") == 1
 
 
 def test_busy_cores_reads_the_threads_ready_to_run_besides_its_own(tmp_path):
@@ -116,7 +135,7 @@ def test_local_launch_puts_the_adapter_in_front_and_no_secret_on_the_command_lin
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF\xff\xff")  # a GGUF cut short: no context length in it, the fallback one
     spec = resolve_spec(str(model), provider="local", auth="key")
-    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2, busy=0)).launch(
+    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2, busy=0, smt=2)).launch(
         spec, host="127.0.0.1", port=8123, api_key=spec.api_key
     )
     argv = launch.argv
@@ -136,11 +155,11 @@ def test_a_fleet_worker_spec_launches_with_its_share_of_the_cores(tmp_path):
     model.write_bytes(b"GGUF\xff\xff")
     spec = resolve_spec(str(model), provider="local")
     spec = replace(spec, resources=replace(spec.resources, servers_on_machine=2))
-    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=4, busy=0)).launch(
+    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=4, busy=0, smt=1)).launch(
         spec, host="127.0.0.1", port=8123, api_key=None
     )
     server = launch.argv[launch.argv.index("--") + 1 :]
-    assert [server[server.index(flag) + 1] for flag in ("-t", "-tb", "-np")] == ["1", "2", "4"]
+    assert [server[server.index(flag) + 1] for flag in ("-t", "-tb", "-np")] == ["2", "2", "4"]
 
 
 def test_the_prompt_step_is_llama_servers_own_or_the_users(tmp_path):

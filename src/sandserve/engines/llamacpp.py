@@ -98,6 +98,22 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def threads_per_core(cpu_dir: Path = Path("/sys/devices/system/cpu/cpu0/topology")) -> int:
+    """Hardware threads on one physical core (2 with SMT/hyper-threading), from the kernel's topology; 1
+    where it does not say."""
+    try:
+        siblings = (cpu_dir / "thread_siblings_list").read_text().strip()
+    except OSError:
+        return 1
+    count = 0
+    for part in siblings.split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            return 1
+        count += int(last) - int(first) + 1 if last else 1
+    return max(1, count)
+
+
 def busy_cores(looks: int = 5, apart_s: float = 0.01, stat_file: Path = Path("/proc/stat")) -> int:
     """Cores that other work keeps busy now: the threads ready to run besides this one (Linux's
     ``procs_running``), the median of a few looks; 0 where the system does not say."""
@@ -131,6 +147,8 @@ class MachineFit:
     """Cores kept busy by other work when the server starts."""
     servers: int = 1
     """llama-servers sharing these cores (a local fleet's workers): each keeps to its share of them."""
+    smt: int = field(default_factory=threads_per_core)
+    """Hardware threads a physical core runs (2 with hyper-threading)."""
 
     def shared_by(self, servers: int) -> MachineFit:
         return replace(self, servers=max(1, servers))
@@ -149,10 +167,12 @@ class MachineFit:
 
     @property
     def threads(self) -> int:
-        """Steps of one token (one request decoding alone): half the share. Such a step is too short to pay
-        for waking more threads: on 2 shared cores, one request alone decoded 2-3 times faster with one thread
-        than with two (bench/bench_threads.py)."""
-        return max(1, self.share // 2)
+        """Steps of one token (one request decoding alone): the share's physical cores, as llama.cpp counts
+        by default (a core's second hardware thread adds nothing to a step that reads every weight once). On
+        an idle 2-core machine one request alone decoded 1.7x faster with two threads than with one
+        (bench/bench_threads.py); on cores other work keeps busy one thread is far faster, which ``share``
+        already leaves out."""
+        return max(1, self.share // self.smt)
 
     @property
     def slots(self) -> int:
