@@ -22,7 +22,7 @@ from standins.sglang_server import SGLangStandin, parse_args
 from sandserve.batch import BatchRequest, BatchResult, run_requests
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
-from sandserve.engines.priority import waiting_by_priority
+from sandserve.engines.priority import Priority, first_tokens_above, waiting_by_priority
 from sandserve.engines.prompt_feed import ALONE_FEED_TOKENS, FEED_TOKENS
 from sandserve.fleet.gateway import gateway_launch
 from sandserve.providers.local import free_port
@@ -241,6 +241,42 @@ def test_a_batch_prompt_is_read_into_its_slot_before_the_request_and_a_persons_i
 
     with_people = _batch_usage(local_endpoint, prompt(7, 2))
     assert with_people.cached_tokens >= with_people.prompt_tokens - FEED_TOKENS, with_people
+
+
+def test_the_adapter_reports_how_long_streamed_requests_waited_for_their_first_token(
+    local_endpoint: Endpoint,
+):
+    """What the batch runner reads to tell whether people are slowed (batch/pace.py): a streamed request's
+    wait from its arrival to its first token, by priority; an answer asked for whole is not counted."""
+
+    def reported(priority: Priority) -> tuple[float, int]:
+        metrics = httpx.get(f"{local_endpoint.url}/metrics", headers=local_endpoint.request_headers()).text
+        totals = first_tokens_above(metrics, priority)
+        assert totals is not None, metrics
+        return totals
+
+    async def person_and_batch() -> dict[str, float]:
+        events: dict[str, float] = {}
+        async with aiohttp.ClientSession(headers=local_endpoint.request_headers()) as session:
+            sent = time.monotonic()
+            await _stream(session, local_endpoint, 4, events, "person")
+            events["person first"] -= sent
+            await _stream(session, local_endpoint, 4, events, "batch", {"priority": -1})
+        return events
+
+    people_before, everyone_before = reported("low"), reported("high")
+    whole = httpx.post(
+        f"{local_endpoint.base_url}/chat/completions",
+        headers=local_endpoint.request_headers(),
+        json={"model": local_endpoint.model, "messages": PROMPT, "max_tokens": 2},
+        timeout=HANG_GUARD_S,
+    )
+    assert whole.status_code == 200 and reported("low") == people_before
+    events = asyncio.run(asyncio.wait_for(person_and_batch(), HANG_GUARD_S))
+    people_seconds, people = reported("low")
+    assert people == people_before[1] + 1  # the person's, not the batch request's
+    assert 0 < people_seconds - people_before[0] <= events["person first"]
+    assert reported("high") == everyone_before  # nothing above normal was sent
 
 
 # --- SGLang (its stand-in, started with the engine's own flags) ----------------------------------------

@@ -1,10 +1,11 @@
 """A batch that makes room for people: its in-flight count follows the endpoint's own load.
 
 While requests of a higher priority than the batch's wait at the endpoint (SGLang's, the llama-server
-adapter's and smg's queue gauges by priority, read from ``/metrics``), the batch halves how many requests it
-keeps in flight; while none wait, it adds one back per reading, up to its ceiling (additive increase,
-multiplicative decrease, as TCP does). An endpoint that reports no queue by priority leaves the batch at its
-ceiling. A fixed ``--concurrency`` turns all this off.
+adapter's and smg's queue gauges by priority, read from ``/metrics``), or wait longer for their first token
+than they did at best in this run (where the endpoint reports that by priority: the llama-server adapter),
+the batch halves how many requests it keeps in flight; otherwise it adds one back per reading, up to its
+ceiling (additive increase, multiplicative decrease, as TCP does). An endpoint that reports neither leaves the
+batch at its ceiling. A fixed ``--concurrency`` turns all this off.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from dataclasses import dataclass
 import aiohttp
 
 from sandserve.endpoint import Endpoint
-from sandserve.engines.priority import Priority, waiting_above, waiting_by_priority
+from sandserve.engines.priority import Priority, first_tokens_above, waiting_above, waiting_by_priority
 
 #: How often the endpoint's queue is read.
 READ_INTERVAL_S = 0.5
 #: Each decrease keeps this share of the in-flight count.
 DECREASE_FACTOR = 0.5
+#: People count as slowed when their mean wait for a first token between two readings is more than this
+#: many times the lowest such mean seen in the run (the wait the batch aims to keep them near).
+SLOWED_FACTOR = 1.5
 
 
 @dataclass
@@ -38,8 +42,8 @@ class Aimd:
     def __post_init__(self) -> None:
         self.limit = self.lowest = self.ceiling
 
-    def observe(self, people_waiting: int) -> int:
-        if people_waiting > 0:
+    def observe(self, make_room: bool) -> int:
+        if make_room:
             lowered = max(self.floor, int(self.limit * DECREASE_FACTOR))
             if lowered < self.limit:
                 self.decreases += 1
@@ -79,10 +83,39 @@ class InFlightGate:
             self._changed.notify_all()
 
 
-async def people_waiting(
-    session: aiohttp.ClientSession, endpoint: Endpoint, priority: Priority
-) -> int | None:
-    """Requests of a higher priority than ``priority`` waiting at the endpoint; None when it cannot tell."""
+@dataclass(frozen=True)
+class Load:
+    """One reading of the endpoint's ``/metrics`` for the people the batch should make room for."""
+
+    waiting: int | None
+    """Their requests waiting at the endpoint; None when it does not report a queue by priority."""
+    first_tokens: tuple[float, int] | None
+    """Their seconds to a first token summed, and requests counted, since the server started; None when it
+    does not report them."""
+
+
+@dataclass
+class FirstTokenWatch:
+    """People's mean wait for a first token between two readings, against the lowest seen in the run."""
+
+    last: tuple[float, int] | None = None
+    best_s: float | None = None
+
+    def slowed(self, total: tuple[float, int] | None) -> bool:
+        last, self.last = self.last, total
+        if total is None or last is None:
+            return False
+        seconds, count = total[0] - last[0], total[1] - last[1]
+        if count <= 0 or seconds < 0:
+            return False  # no first token since the last reading (or the server started again)
+        mean_s = seconds / count
+        self.best_s = mean_s if self.best_s is None else min(self.best_s, mean_s)
+        return mean_s > SLOWED_FACTOR * self.best_s
+
+
+async def read_load(session: aiohttp.ClientSession, endpoint: Endpoint, priority: Priority) -> Load | None:
+    """What the endpoint reports of the requests of a higher priority than ``priority``; None when it reports
+    nothing the batch can follow."""
     try:
         async with session.get(f"{endpoint.url}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as answer:
             if answer.status != 200:
@@ -90,8 +123,12 @@ async def people_waiting(
             text = await answer.text()
     except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
         return None
-    waiting = waiting_by_priority(text)
-    return None if waiting is None else waiting_above(waiting, priority)
+    by_priority = waiting_by_priority(text)
+    load = Load(
+        waiting=None if by_priority is None else waiting_above(by_priority, priority),
+        first_tokens=first_tokens_above(text, priority),
+    )
+    return None if load.waiting is None and load.first_tokens is None else load
 
 
 async def follow_load(
@@ -103,18 +140,21 @@ async def follow_load(
     *,
     interval_s: float = READ_INTERVAL_S,
 ) -> None:
-    """Read the endpoint's queue every ``interval_s`` and set the gate's limit from it, until cancelled."""
+    """Read the endpoint's load every ``interval_s`` and set the gate's limit from it, until cancelled."""
     unreported = 0
+    first_tokens = FirstTokenWatch()
     while True:
-        waiting = await people_waiting(session, endpoint, priority)
-        if waiting is None:
+        load = await read_load(session, endpoint, priority)
+        if load is None:
             unreported += 1
             if unreported >= 3 and not aimd.yielding:
-                return  # the endpoint reports no queue by priority: nothing to follow
-            waiting = 0  # no reading: no one is known to wait, so the batch climbs back
+                return  # the endpoint reports nothing by priority: nothing to follow
+            make_room = False  # no reading: no one is known to wait, so the batch climbs back
         else:
             unreported = 0
-        await gate.set_limit(aimd.observe(waiting))
+            slowed = first_tokens.slowed(load.first_tokens)
+            make_room = bool(load.waiting) or slowed
+        await gate.set_limit(aimd.observe(make_room))
         await asyncio.sleep(interval_s)
 
 

@@ -13,7 +13,8 @@ steps with the person's prompt. A preempted request goes back to the queue in it
 requests of its priority that came after it.
 
 Its queue is reported on ``/metrics`` in SGLang's shape (``sandserve:num_queue_reqs{priority="N"}``, the total
-under ``priority=""``), which the batch runner reads to back off, with ``sandserve:preemptions_total``.
+under ``priority=""``), which the batch runner reads to back off, with ``sandserve:preemptions_total`` and
+the waits for a first token by priority (first_tokens.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from sandserve.engines.first_tokens import FirstTokenTimes
 from sandserve.engines.priority import DEFAULT_VALUE
 
 #: llama-server's gauge of requests waiting for a slot (its own queue).
@@ -85,6 +87,8 @@ class AdmissionQueue:
         self._normal_seen_at: float | None = None
         self.preemptions = 0
         """Requests preempted and sent again (counted by whoever sends them again)."""
+        self.first_tokens = FirstTokenTimes(clock)
+        """Streamed requests' waits for their first token, queue included (timed by whoever streams them)."""
 
     # --- what it is doing -----------------------------------------------------------------------------
 
@@ -233,7 +237,7 @@ class AdmissionQueue:
             f"# TYPE {PREEMPTIONS_METRIC} counter",
             f"{PREEMPTIONS_METRIC} {self.preemptions}",
         ]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.first_tokens.metrics_text()
 
 
 def slots_from_command(command: list[str]) -> int | None:

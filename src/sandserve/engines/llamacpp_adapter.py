@@ -50,7 +50,7 @@ from sandserve.engines.base import NATIVE_GENERATE_ROUTE
 from sandserve.engines.chat_collect import as_stream, collect_chat
 from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
 from sandserve.engines.llamacpp_native import BadRequest, bad_request, completion_body, generate_answer
-from sandserve.engines.preemption import COLLECT, SLOT, admission_middleware
+from sandserve.engines.preemption import COLLECT, FIRST_TOKEN, SLOT, admission_middleware
 from sandserve.engines.prompt_feed import PromptFeed
 from sandserve.errors import SandserveError
 
@@ -182,15 +182,19 @@ async def _forward(
             if name.lower() not in _NOT_RETURNED:
                 response.headers.add(name, value)
         await response.prepare(request)
-        streaming_json = rewrite is not None and kind.startswith("text/event-stream")
+        streaming = kind.startswith("text/event-stream")
+        first_token = request.get(FIRST_TOKEN) if streaming and answer.status == 200 else None
         with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
-            if streaming_json:
-                assert rewrite is not None
+            if streaming and rewrite is not None:
                 async for line in answer.content:  # one SSE line at a time: written as soon as it comes
                     await response.write(_rewrite_sse_line(line, rewrite))
+                    if first_token is not None and line.startswith(b"data: {"):
+                        first_token()
             else:
                 async for chunk in answer.content.iter_any():
                     await response.write(chunk)
+                    if first_token is not None and chunk.strip():
+                        first_token()
             await response.write_eof()
         return response
 

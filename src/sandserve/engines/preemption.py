@@ -22,6 +22,7 @@ from aiohttp import web
 
 from sandserve.engines.admission import AdmissionQueue, Ticket
 from sandserve.engines.chat_collect import can_collect
+from sandserve.engines.first_tokens import FirstTokenTimer
 from sandserve.engines.priority import DEFAULT_VALUE, value_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,6 +47,8 @@ PREEMPTIBLE_ROUTES = frozenset({"/v1/chat/completions"})
 COLLECT = web.RequestKey("sandserve_collect", bool)
 #: The llama-server slot the adapter's chat route is to ask for (``id_slot``): AdmissionQueue.pin.
 SLOT = web.RequestKey("sandserve_slot", int)
+#: Called when a streamed answer's first token is written back (first_tokens.py).
+FIRST_TOKEN = web.RequestKey("sandserve_first_token", FirstTokenTimer)
 
 
 def preemptible(path: str, priority: int, body: Any) -> bool:
@@ -87,6 +90,7 @@ def admission_middleware(queue: AdmissionQueue) -> Any:
         priority = value_of(body, request.headers)
         ticket = queue.ticket(priority, preemptible=preemptible(request.path, priority, body))
         request[COLLECT] = ticket.preemptible
+        request[FIRST_TOKEN] = queue.first_tokens.timer(priority)
         while True:
             async with queue.admitted(ticket):
                 if request.path in PREEMPTIBLE_ROUTES and isinstance(body, dict):

@@ -144,3 +144,33 @@ def waiting_above(waiting: Mapping[int, int], priority: Priority) -> int:
     """Requests waiting with a higher priority than ``priority``'s: those a batch should make room for."""
     mine = SGLANG_VALUES[priority]
     return sum(count for value, count in waiting.items() if value > mine)
+
+
+#: The llama-server adapter's summary of waits for a first token, by priority (first_tokens.py).
+FIRST_TOKEN_METRIC = "sandserve:time_to_first_token_seconds"
+_FIRST_TOKEN_LINE = re.compile(
+    r'^sandserve:time_to_first_token_seconds_(sum|count)\{priority="(-?\d+)"\}\s+(\S+)', re.MULTILINE
+)
+
+
+def first_tokens_above(metrics_text: str, priority: Priority) -> tuple[float, int] | None:
+    """Seconds to the first token summed, and requests counted, over the priorities above ``priority``'s,
+    since the server started; None when the server does not report them."""
+    mine = SGLANG_VALUES[priority]
+    if f"# TYPE {FIRST_TOKEN_METRIC} " not in metrics_text:
+        return None
+    seconds, count = 0.0, 0
+    for match in _FIRST_TOKEN_LINE.finditer(metrics_text):
+        if int(match.group(2)) <= mine:
+            continue
+        try:
+            value = float(match.group(3))
+        except ValueError:
+            continue
+        if not math.isfinite(value):
+            continue
+        if match.group(1) == "sum":
+            seconds += value
+        else:
+            count += int(value)
+    return seconds, count
