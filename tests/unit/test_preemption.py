@@ -7,11 +7,14 @@ import contextlib
 import json
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from served_app import served
 
 from sandserve.engines.admission import MAX_PREEMPTIONS, AdmissionQueue, Ticket
 from sandserve.engines.chat_collect import as_stream, can_collect, collect_chat
-from sandserve.engines.preemption import preemptible, until_done_or_preempted
+from sandserve.engines.preemption import SLOT, admission_middleware, preemptible, until_done_or_preempted
+from sandserve.engines.prompt_feed import PromptFeed
 
 
 async def _run(queue: AdmissionQueue, ticket: Ticket, log: list[str], name: str, done: asyncio.Event) -> None:
@@ -264,3 +267,30 @@ def test_a_request_preempted_as_often_as_allowed_runs_to_its_end():
     log = asyncio.run(scenario())
     assert log.count("batch preempted") == MAX_PREEMPTIONS
     assert log[-3:] == [f"person{MAX_PREEMPTIONS} start", f"person{MAX_PREEMPTIONS} done", "batch done"]
+
+
+def test_a_request_the_adapter_cannot_pin_to_a_slot_makes_the_feed_forget_the_free_slots():
+    class Feed(PromptFeed):
+        taken = 0
+
+        def free_slot_taken(self) -> None:
+            Feed.taken += 1
+
+    async def scenario() -> tuple[int, int]:
+        queue = AdmissionQueue(2)
+
+        async def answer(request: web.Request) -> web.Response:
+            return web.json_response({"slot": request.get(SLOT)})
+
+        app = web.Application(middlewares=[admission_middleware(queue, Feed())])
+        app.router.add_post("/v1/completions", answer)
+        app.router.add_post("/v1/chat/completions", answer)
+        async with served(app) as url, aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/chat/completions", json={"messages": []}) as pinned:
+                assert (await pinned.json())["slot"] == 0
+            after_pinned = Feed.taken
+            async with session.post(f"{url}/v1/completions", json={"prompt": "x"}) as placed:
+                assert (await placed.json())["slot"] is None
+        return after_pinned, Feed.taken
+
+    assert asyncio.run(scenario()) == (0, 1)

@@ -3,7 +3,12 @@ in tests/integration/test_priority.py)."""
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import pytest
+from aiohttp import web
+from served_app import served
 
 from sandserve.engines.prompt_feed import (
     ALONE_FEED_TOKENS,
@@ -67,3 +72,45 @@ def test_the_tokens_feed_requests_sampled_are_not_counted_as_generated():
     shown = PromptFeed().uncounted(metrics, 20)
     assert "llamacpp:tokens_predicted_total 100\n" in shown and "llamacpp:prompt_tokens_total 900" in shown
     assert PromptFeed().uncounted(metrics, 0) == metrics
+
+
+def test_what_was_fed_is_forgotten_where_a_request_took_any_free_slot():
+    """A request llama-server places itself (a route that cannot be pinned) may overwrite any free slot: a
+    batch request sent again there is fed from its start; slots pinned to running requests keep theirs."""
+
+    async def scenario() -> list[list[int]]:
+        reads: list[int] = []
+
+        async def apply_template(request: web.Request) -> web.Response:
+            return web.json_response({"prompt": "a rendered prompt"})
+
+        async def tokenize(request: web.Request) -> web.Response:
+            return web.json_response({"tokens": list(range(40))})
+
+        async def completion(request: web.Request) -> web.Response:
+            body = await request.json()
+            assert body["n_predict"] == 0 and body["cache_prompt"] is True
+            reads.append(len(body["prompt"]))
+            return web.json_response({"content": "", "tokens_predicted": 1})
+
+        app = web.Application()
+        app.router.add_post("/apply-template", apply_template)
+        app.router.add_post("/tokenize", tokenize)
+        app.router.add_post("/completion", completion)
+        feed = PromptFeed(lambda: True, lambda: frozenset({3}))
+        body = {"messages": [{"role": "user", "content": "Classify this."}]}
+        seen = []
+        async with served(app) as url, aiohttp.ClientSession() as session:
+            for slot in (1, 3, 1):  # slot 1 sent again: nothing left to feed
+                await feed.feed(session, url, {}, body, slot)
+                seen.append(reads[:])
+                reads.clear()
+            feed.free_slot_taken()
+            for slot in (1, 3):
+                await feed.feed(session, url, {}, body, slot)
+                seen.append(reads[:])
+                reads.clear()
+        return seen
+
+    steps = [FEED_TOKENS * n for n in range(1, 40) if FEED_TOKENS * n < 40]
+    assert asyncio.run(scenario()) == [steps, steps, [], steps, []]

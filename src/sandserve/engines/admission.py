@@ -101,6 +101,10 @@ class AdmissionQueue:
         seen = self._normal_seen_at
         return seen is not None and self._clock() - seen < self.recent_s
 
+    def pinned_slots(self) -> frozenset[int]:
+        """The llama-server slots that admitted requests are pinned to (``pin``)."""
+        return frozenset(ticket.slot for ticket in self._held if ticket.slot is not None)
+
     def people_served(self) -> bool:
         """A normal-or-higher request is running or waiting now."""
         return any(p >= DEFAULT_VALUE for p in self.running if self.running[p]) or any(

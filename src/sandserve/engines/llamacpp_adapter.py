@@ -116,17 +116,21 @@ def build_app(
         raise SandserveError(
             f"The adapter has an access token but no header to read it from: set {TOKEN_HEADER_ENV}."
         )
+    feed = (
+        PromptFeed(admission.normal_present, admission.pinned_slots)
+        if admission is not None
+        else PromptFeed(lambda: False)
+    )
     middlewares = [auth_middleware(access_token, token_header, api_key, inside_key)]
     if admission is not None:
-        middlewares.append(admission_middleware(admission))
+        middlewares.append(admission_middleware(admission, feed))
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app[TOKEN_HEADER] = token_header or ""
-    feed = PromptFeed(admission.normal_present if admission is not None else lambda: False)
     if admission is not None:
         app.router.add_get("/metrics", _metrics(upstream, admission, feed))
     app.router.add_post("/v1/chat/completions", _chat(upstream, feed))
     app.router.add_post(NATIVE_GENERATE_ROUTE, _generate(upstream))
-    app.router.add_route("*", "/health_generate", _health_generate(upstream))
+    app.router.add_route("*", "/health_generate", _health_generate(upstream, feed))
     app.router.add_route("*", "/{tail:.*}", _passthrough(upstream))
 
     async def close(_: web.Application) -> None:
@@ -347,9 +351,10 @@ def _generate(upstream: Upstream) -> Handler:
     return handler
 
 
-def _health_generate(upstream: Upstream) -> Handler:
+def _health_generate(upstream: Upstream, feed: PromptFeed) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         probe = {"prompt": "Hi", "n_predict": 1, "cache_prompt": False}
+        feed.free_slot_taken()
         try:
             async with upstream.client().post(
                 upstream.base + "/completion", json=probe, headers=upstream.headers

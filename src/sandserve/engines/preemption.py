@@ -24,6 +24,7 @@ from sandserve.engines.admission import AdmissionQueue, Ticket
 from sandserve.engines.chat_collect import can_collect
 from sandserve.engines.first_tokens import FirstTokenTimer
 from sandserve.engines.priority import DEFAULT_VALUE, value_of
+from sandserve.engines.prompt_feed import PromptFeed
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -74,9 +75,11 @@ async def until_done_or_preempted(
     return task.result()
 
 
-def admission_middleware(queue: AdmissionQueue) -> Any:
+def admission_middleware(queue: AdmissionQueue, feed: PromptFeed | None = None) -> Any:
     """An aiohttp middleware: a POST to a generation route waits in ``queue`` for its slot, held until the
-    answer (a stream included) has been written; a preemptible one is sent again until it is answered."""
+    answer (a stream included) has been written; a preemptible one is sent again until it is answered. A
+    request on a route that cannot be pinned to a slot may land in any free one: ``feed`` then forgets what
+    it fed into the slots no admitted request holds."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -95,6 +98,8 @@ def admission_middleware(queue: AdmissionQueue) -> Any:
             async with queue.admitted(ticket):
                 if request.path in PREEMPTIBLE_ROUTES and isinstance(body, dict):
                     request[SLOT] = queue.pin(ticket)
+                elif feed is not None:
+                    feed.free_slot_taken()
                 if not ticket.preemptible:
                     return await handler(request)
                 answer = await until_done_or_preempted(ticket, handler(request))

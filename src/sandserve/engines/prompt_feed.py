@@ -15,7 +15,9 @@ present (a step then holds at most that many tokens of batch prompt), ``ALONE_FE
 are not (near full speed: every step reads all of the model's weights, so short steps read a 3,000-token
 passage at a fraction of the speed; the first person to come then waits for at most one such step).
 The request itself then finds all but its last few tokens in the slot's cache. A preempted request's feed
-stops with it (its handler is cancelled); what was read stays cached for its second try.
+stops with it (its handler is cancelled); what was read stays cached for its second try, unless another
+request was given that slot meanwhile (a person's, pinned there, or one llama-server placed itself in any
+free slot): it is then fed from its start.
 
 Feeding only saves the request work: a prompt it cannot render as text (images, audio) is not fed, and any
 failure leaves the rest of the prompt to the request, which then reports the error as llama-server words it.
@@ -31,8 +33,8 @@ from typing import Any
 import aiohttp
 
 #: Prompt tokens of batch requests read per step while people use the endpoint: the trade between a person's
-#: first token and the batch's speed (bench/bench_priority.py on 2 cores: 8 gave TTFT p99 0.93x idle and the
-#: batch 0.72x alone, 16 1.11x and 0.79x, 32 2.48x and 0.87x).
+#: first token and the batch's speed (bench/bench_priority.py on 2 cores, README's Batch section: 8 gave TTFT
+#: p99 1.48x idle and the batch 0.79x alone, 16 1.64x-2.27x and 0.85x-0.86x, 32 2.48x and 0.87x).
 FEED_TOKENS = 16
 #: ... and while they do not: 0.97 of llama-server's full prompt speed on 2 cores, a step of about half a
 #: second there (bench/bench_prompt_step.py).
@@ -67,8 +69,13 @@ def text_only(body: dict[str, Any]) -> bool:
 class PromptFeed:
     """Feeds batch prompts into their slots, one step's worth at a time across all of them."""
 
-    def __init__(self, people_present: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        people_present: Callable[[], bool] = lambda: True,
+        pinned_slots: Callable[[], frozenset[int]] = frozenset,
+    ) -> None:
         self._people_present = people_present
+        self._pinned_slots = pinned_slots
         self._turn = asyncio.Lock()
         self._fed: dict[int, list[int]] = {}
         """Per slot, the tokens fed into it last: a preempted request sent again to its slot is fed only
@@ -82,6 +89,12 @@ class PromptFeed:
     def forget(self, slot: int) -> None:
         """Another request was given ``slot``: what was fed there may be gone from its cache."""
         self._fed.pop(slot, None)
+
+    def free_slot_taken(self) -> None:
+        """A request went to whichever free slot llama-server chose: only the slots pinned to requests now
+        are sure to keep what was fed into them."""
+        pinned = self._pinned_slots()
+        self._fed = {slot: tokens for slot, tokens in self._fed.items() if slot in pinned}
 
     async def feed(
         self,
