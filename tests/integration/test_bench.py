@@ -124,14 +124,17 @@ def test_ctrl_c_writes_what_was_measured(tmp_path: Path):
 
 @pytest.mark.usefixtures("llama_server", "tiny_model")
 def test_a_concurrency_sweep_against_the_real_model(local_endpoint: Endpoint, tmp_path: Path):
-    """Four levels on llama-server with its two slots: past two at once requests wait in its own queue, so
-    TTFT grows with load and the queue depth the server reports is joined to the levels that caused it."""
+    """Four levels on llama-server with its four slots (on 2 cores): eight at once, four wait in the
+    endpoint's queue, so TTFT grows with load and the queue depth the server reports is joined to the levels
+    that caused it. Answers of 192 tokens hold the slots long enough for the queue to be seen: the tiny model
+    decodes thousands of tokens a second on two idle cores, and a level of short answers was over between
+    two samples."""
     config = BenchConfig(LoadPlan("concurrency", (1, 2, 4, 8), requests_per_level=16), sample_interval_s=0.05)
-    result = run_bench_sync(local_endpoint, random_prompts(32, 48), config).result
+    result = run_bench_sync(local_endpoint, random_prompts(32, 192), config).result
     metrics = [level.metrics for level in result.levels]
     assert all(m is not None and m.completed == 16 for m in metrics)
     ttft = [m.ttft.median for m in metrics if m]
-    assert ttft[3] > ttft[0], ttft  # eight at once on two slots: six wait their turn
+    assert ttft[3] > ttft[0], ttft  # eight at once on four slots: four wait their turn
     loads = [level.load for level in result.levels]
     assert loads[0] is not None and loads[0].queued_max == 0
     assert loads[3] is not None and loads[3].queued_max and loads[3].queued_max > 0
