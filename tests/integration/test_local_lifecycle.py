@@ -16,7 +16,7 @@ import pytest
 from conftest import as_typed, parse_exports, run_cli, sandserve_command
 from polling import poll_until, poll_while
 
-from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit
+from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit, running_llama_servers
 from sandserve.engines.tinymodel import write_corrupt_model
 from sandserve.errors import BootTimeoutError, EngineDiedError, LedgerCorruptError
 from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
@@ -55,6 +55,8 @@ def test_up_serves_a_real_generation_and_down_frees_everything(local_endpoint):
     assert not port_is_free(port)
     # The tiny model was trained for 32k tokens: each slot gets the bounded share, one slot per batch lane.
     assert record.endpoint.info["kv_pool_tokens"] == MAX_SLOT_CONTEXT * MachineFit().slots
+    # The next local server started here counts this one as sharing the cores.
+    assert running_llama_servers() >= 1 and MachineFit().others >= 1
     phases = [step["phase"] for step in record.endpoint.info["boot_timeline"]]
     assert phases[0] == "sandbox ready" and phases[-1] == "ready"
 

@@ -12,6 +12,7 @@ from sandserve.engines.llamacpp import (
     LlamaCppEngine,
     MachineFit,
     busy_cores,
+    running_llama_servers,
     threads_per_core,
 )
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, _rewrite_sse_line, sglang_shapes
@@ -90,27 +91,47 @@ def flags(fit: MachineFit) -> tuple[int, int, int]:
 
 
 def test_a_lone_server_uses_every_idle_core_and_fleet_workers_divide_them():
-    assert flags(MachineFit(cores=2, busy=0, smt=1)) == (2, 2, 4)
-    assert flags(MachineFit(cores=16, busy=0, smt=1)) == (16, 16, 8)
-    assert flags(MachineFit(cores=1, busy=0, smt=1)) == (1, 1, 2)
+    assert flags(MachineFit(cores=2, busy=0, smt=1, others=0)) == (2, 2, 4)
+    assert flags(MachineFit(cores=16, busy=0, smt=1, others=0)) == (16, 16, 8)
+    assert flags(MachineFit(cores=1, busy=0, smt=1, others=0)) == (1, 1, 2)
     # Servers sharing the machine (a local fleet's workers) each keep to their share, at least one core.
-    assert flags(MachineFit(cores=2, busy=0, smt=1).shared_by(2)) == (1, 1, 2)
-    assert flags(MachineFit(cores=16, busy=0, smt=1).shared_by(4)) == (4, 4, 8)
-    assert flags(MachineFit(cores=2, busy=0, smt=1).shared_by(5)) == (1, 1, 2)
-    assert MachineFit(cores=2, busy=0).shared_by(0) == MachineFit(cores=2, busy=0)
+    assert flags(MachineFit(cores=2, busy=0, smt=1, others=0).shared_by(2)) == (1, 1, 2)
+    assert flags(MachineFit(cores=16, busy=0, smt=1, others=0).shared_by(4)) == (4, 4, 8)
+    assert flags(MachineFit(cores=2, busy=0, smt=1, others=0).shared_by(5)) == (1, 1, 2)
+    assert MachineFit(cores=2, busy=0, others=0).shared_by(0) == MachineFit(cores=2, busy=0, others=0)
 
 
 def test_one_request_decoding_alone_uses_one_thread_a_physical_core():
-    assert flags(MachineFit(cores=16, busy=0, smt=2)) == (8, 16, 8)
-    assert flags(MachineFit(cores=2, busy=0, smt=2)) == (1, 2, 4)
-    assert flags(MachineFit(cores=16, busy=4, smt=2).shared_by(2)) == (3, 6, 8)
+    assert flags(MachineFit(cores=16, busy=0, smt=2, others=0)) == (8, 16, 8)
+    assert flags(MachineFit(cores=2, busy=0, smt=2, others=0)) == (1, 2, 4)
+    assert flags(MachineFit(cores=16, busy=4, smt=2, others=0).shared_by(2)) == (3, 6, 8)
 
 
 def test_cores_other_work_keeps_busy_are_left_to_it_but_the_slots_stay():
-    assert flags(MachineFit(cores=2, busy=1, smt=1)) == (1, 1, 4)
-    assert flags(MachineFit(cores=2, busy=12, smt=1)) == (1, 1, 4)  # at least one thread, however busy
-    assert flags(MachineFit(cores=16, busy=4, smt=1)) == (12, 12, 8)
-    assert flags(MachineFit(cores=16, busy=4, smt=1).shared_by(2)) == (6, 6, 8)
+    assert flags(MachineFit(cores=2, busy=1, smt=1, others=0)) == (1, 1, 4)
+    assert flags(MachineFit(cores=2, busy=12, smt=1, others=0)) == (
+        1,
+        1,
+        4,
+    )  # at least one thread, however busy
+    assert flags(MachineFit(cores=16, busy=4, smt=1, others=0)) == (12, 12, 8)
+    assert flags(MachineFit(cores=16, busy=4, smt=1, others=0).shared_by(2)) == (6, 6, 8)
+
+
+def test_llama_servers_already_running_share_the_cores_and_a_fleets_own_workers_count_once():
+    assert flags(MachineFit(cores=2, busy=0, smt=1, others=1)) == (1, 1, 4)
+    assert flags(MachineFit(cores=16, busy=0, smt=1, others=3)) == (4, 4, 8)
+    # A fleet's second worker sees the first running: the two still divide the cores in two.
+    assert flags(MachineFit(cores=16, busy=0, smt=1, others=1).shared_by(2)) == (8, 8, 8)
+
+
+def test_running_llama_servers_are_counted_by_their_process_name(tmp_path):
+    for pid, name in (("101", "llama-server"), ("102", "python"), ("103", "llama-server"), ("self", "x")):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "comm").write_text(name + "\n")
+    (tmp_path / "104").mkdir()  # ended while looked at: no comm
+    assert running_llama_servers(tmp_path) == 2
+    assert running_llama_servers(tmp_path / "absent") == 0
 
 
 def test_threads_per_core_reads_the_kernels_topology(tmp_path):
@@ -135,7 +156,7 @@ def test_local_launch_puts_the_adapter_in_front_and_no_secret_on_the_command_lin
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF\xff\xff")  # a GGUF cut short: no context length in it, the fallback one
     spec = resolve_spec(str(model), provider="local", auth="key")
-    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2, busy=0, smt=2)).launch(
+    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2, busy=0, smt=2, others=0)).launch(
         spec, host="127.0.0.1", port=8123, api_key=spec.api_key
     )
     argv = launch.argv
@@ -155,7 +176,7 @@ def test_a_fleet_worker_spec_launches_with_its_share_of_the_cores(tmp_path):
     model.write_bytes(b"GGUF\xff\xff")
     spec = resolve_spec(str(model), provider="local")
     spec = replace(spec, resources=replace(spec.resources, servers_on_machine=2))
-    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=4, busy=0, smt=1)).launch(
+    launch = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=4, busy=0, smt=1, others=0)).launch(
         spec, host="127.0.0.1", port=8123, api_key=None
     )
     server = launch.argv[launch.argv.index("--") + 1 :]

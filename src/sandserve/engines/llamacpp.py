@@ -38,6 +38,8 @@ MAX_SLOT_CONTEXT = 8192
 #: Finished slots' prompts kept in RAM (MiB) for later requests that share their prefix: a 3,000-token passage
 #: of SmolLM2-135M is about 70 MB of KV, so this holds the guide's passages for a second pass.
 CACHE_RAM_MIB = 4096
+#: The name a llama-server process runs under (/proc/PID/comm).
+LLAMA_SERVER_PROCESS = "llama-server"
 _PHASES = (
     ("adapter up", LISTENING_LINE),
     ("loading weights", r"load_model: loading model"),
@@ -114,6 +116,23 @@ def threads_per_core(cpu_dir: Path = Path("/sys/devices/system/cpu/cpu0/topology
     return max(1, count)
 
 
+def running_llama_servers(proc: Path = Path("/proc")) -> int:
+    """llama-server processes running on this machine now (other endpoints', a local fleet's workers); 0
+    where the system does not say."""
+    try:
+        entries = list(proc.iterdir())
+    except OSError:
+        return 0
+    count = 0
+    for entry in entries:
+        if entry.name.isdigit():
+            try:
+                count += (entry / "comm").read_text().strip() == LLAMA_SERVER_PROCESS
+            except OSError:
+                continue  # ended while we looked, or not ours to read
+    return count
+
+
 def busy_cores(looks: int = 5, apart_s: float = 0.01, stat_file: Path = Path("/proc/stat")) -> int:
     """Cores that other work keeps busy now: the threads ready to run besides this one (Linux's
     ``procs_running``), the median of a few looks; 0 where the system does not say."""
@@ -147,6 +166,9 @@ class MachineFit:
     """Cores kept busy by other work when the server starts."""
     servers: int = 1
     """llama-servers sharing these cores (a local fleet's workers): each keeps to its share of them."""
+    others: int = field(default_factory=running_llama_servers)
+    """llama-servers already running here when this one starts (a fleet's earlier workers among them): idle
+    now, they may compute at any moment, so they count as sharing the cores."""
     smt: int = field(default_factory=threads_per_core)
     """Hardware threads a physical core runs (2 with hyper-threading)."""
 
@@ -155,9 +177,10 @@ class MachineFit:
 
     @property
     def share(self) -> int:
-        """The cores this server may take: the idle ones (at least one), divided between the servers."""
+        """The cores this server may take: the idle ones (at least one), divided between the servers that
+        share them, those already running included."""
         idle = max(1, self.cores - self.busy)
-        return max(1, idle // self.servers)
+        return max(1, idle // max(self.servers, self.others + 1))
 
     @property
     def batch_threads(self) -> int:
