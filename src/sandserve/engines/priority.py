@@ -149,7 +149,7 @@ def waiting_above(waiting: Mapping[int, int], priority: Priority) -> int:
 #: The llama-server adapter's summary of waits for a first token, by priority (first_tokens.py).
 FIRST_TOKEN_METRIC = "sandserve:time_to_first_token_seconds"
 _FIRST_TOKEN_LINE = re.compile(
-    r'^sandserve:time_to_first_token_seconds_(sum|count)\{priority="(-?\d+)"\}\s+(\S+)', re.MULTILINE
+    rf'^{re.escape(FIRST_TOKEN_METRIC)}_(sum|count)\{{priority="(-?\d+)"\}}\s+(\S+)', re.MULTILINE
 )
 
 
