@@ -27,6 +27,16 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+
+def _stop_as_on_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+# A run stopped from outside (`timeout`, a CI job cancelled) ends as after Ctrl-C: the fixtures of the tests
+# under way are torn down, so the local servers they started go with it instead of running on unseen.
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _stop_as_on_ctrl_c)
+
 if TYPE_CHECKING:
     from standins.daytona_api import DaytonaStandin
 
