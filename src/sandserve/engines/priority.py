@@ -116,11 +116,8 @@ def waiting_by_priority(metrics_text: str) -> dict[int, int] | None:
     found = False
     for match in _LINE.finditer(metrics_text):
         labels = dict(_LABEL.findall(match.group(2)))
-        try:
-            count = float(match.group(3))
-        except ValueError:
-            continue
-        if not math.isfinite(count):
+        count = _finite(match.group(3))
+        if count is None:
             continue
         if "class" in labels:
             priority = _CLASS_VALUES.get(labels["class"])
@@ -131,6 +128,15 @@ def waiting_by_priority(metrics_text: str) -> dict[int, int] | None:
         found = True
         waiting[priority] = waiting.get(priority, 0) + int(count)
     return waiting if found else None
+
+
+def _finite(text: str) -> float | None:
+    """A sample's value, or None where it is not a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _int_or_none(text: str) -> int | None:
@@ -161,13 +167,8 @@ def first_tokens_above(metrics_text: str, priority: Priority) -> tuple[float, in
         return None
     seconds, count = 0.0, 0
     for match in _FIRST_TOKEN_LINE.finditer(metrics_text):
-        if int(match.group(2)) <= mine:
-            continue
-        try:
-            value = float(match.group(3))
-        except ValueError:
-            continue
-        if not math.isfinite(value):
+        value = _finite(match.group(3))
+        if int(match.group(2)) <= mine or value is None:
             continue
         if match.group(1) == "sum":
             seconds += value
