@@ -261,7 +261,8 @@ def main() -> None:
         f"average at the start: {load:.1f}.",
     )
     columns = ("flags", "prefill", f"decode x{args.in_flight}", "decode x1", "score", "of best")
-    for column in columns:
+    table.add_column(columns[0], no_wrap=True)  # at 80 columns the headers wrap, never the flags
+    for column in columns[1:]:
         table.add_column(column, justify="right")
     for name, figures in sorted(results.items(), key=lambda item: -item[1].score()):
         table.add_row(
