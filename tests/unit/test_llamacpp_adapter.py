@@ -126,10 +126,15 @@ def test_llama_servers_already_running_share_the_cores_and_a_fleets_own_workers_
 
 
 def test_running_llama_servers_are_counted_by_their_process_name(tmp_path):
-    for pid, name in (("101", "llama-server"), ("102", "python"), ("103", "llama-server"), ("self", "x")):
+    for pid, name, state in (
+        ("101", "llama-server", "S"),
+        ("102", "python", "R"),
+        ("103", "llama-server", "R"),
+        ("105", "llama-server", "Z"),  # ended, not yet reaped: not running
+    ):
         (tmp_path / pid).mkdir()
-        (tmp_path / pid / "comm").write_text(name + "\n")
-    (tmp_path / "104").mkdir()  # ended while looked at: no comm
+        (tmp_path / pid / "stat").write_text(f"{pid} ({name}) {state} 1 {pid} {pid} 0 -1\n")
+    (tmp_path / "104").mkdir()  # ended while looked at: no stat
     assert running_llama_servers(tmp_path) == 2
     assert running_llama_servers(tmp_path / "absent") == 0
 

@@ -25,6 +25,7 @@ from sandserve.engines.load_formats import LoadFields, parse_slots
 from sandserve.engines.priority import PRIORITY_FIELD, SGLANG_VALUES
 from sandserve.errors import CapabilityError, ModelFileNotFoundError
 from sandserve.presets import not_a_model_file_error
+from sandserve.processes import live_processes
 from sandserve.results import Capabilities, Constraint, ServerInfo
 from sandserve.spec import ServeSpec
 
@@ -119,18 +120,7 @@ def threads_per_core(cpu_dir: Path = Path("/sys/devices/system/cpu/cpu0/topology
 def running_llama_servers(proc: Path = Path("/proc")) -> int:
     """llama-server processes running on this machine now (other endpoints', a local fleet's workers); 0
     where the system does not say."""
-    try:
-        entries = list(proc.iterdir())
-    except OSError:
-        return 0
-    count = 0
-    for entry in entries:
-        if entry.name.isdigit():
-            try:
-                count += (entry / "comm").read_text().strip() == LLAMA_SERVER_PROCESS
-            except OSError:
-                continue  # ended while we looked, or not ours to read
-    return count
+    return sum(name == LLAMA_SERVER_PROCESS for _, name, _ in live_processes(proc))
 
 
 def busy_cores(looks: int = 5, apart_s: float = 0.01, stat_file: Path = Path("/proc/stat")) -> int:

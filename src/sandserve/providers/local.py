@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from sandserve.defaults import DEFAULT_LOCAL_PRESET
 from sandserve.errors import ConfigError, PortInUseError
 from sandserve.paths import logs_dir
+from sandserve.processes import live_processes
 from sandserve.providers.base import Exposure, Provider
 from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER, PROBE_HEADERS
 from sandserve.providers.handles import LocalHandle
@@ -66,16 +67,7 @@ def port_is_free(port: int) -> bool:
 
 def live_group_members(pgid: int) -> list[int]:
     """Processes of group ``pgid`` that still run (zombies waiting to be reaped do not count)."""
-    members = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_file.read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(stat_file.parent.name))
-    return members
+    return [pid for pid, _, fields in live_processes() if int(fields[2]) == pgid]
 
 
 def process_start_time(pid: int) -> str | None:
