@@ -2,7 +2,8 @@
 
 Four phases against one endpoint, in one run:
 1. ``idle``: interactive requests alone, at a set rate (Poisson arrivals, streamed, TTFT and E2E);
-2. ``batch alone``: the batch alone, for as long as the interactive phase is expected to last;
+2. ``batch alone``: the batch alone, for as long as the idle phase took (and on until a few of its requests
+   have finished, so a short phase on a slow machine still measures it);
 3. ``batch, no priority``: both at once, the batch at normal priority and a fixed in-flight count, as any
    batch client sends it;
 4. ``batch, priority``: both at once, the batch as sandserve sends it: low priority, and making room while
@@ -39,6 +40,11 @@ PHASES = (IDLE, BATCH_ALONE, NO_PRIORITY, WITH_PRIORITY)
 BATCH_HEAD_START_S = 2.0
 #: Seconds between phases, for the last phase's cut-off requests to leave the server.
 SETTLE_S = 2.0
+#: Batch requests the ``batch alone`` phase waits to see finish: a throughput of fewer is noise, and of none
+#: leaves every "vs alone" ratio undefined (a short phase on a slow machine may see none).
+ALONE_MIN_FINISHED = 4
+#: The longest the ``batch alone`` phase waits for them, in multiples of its planned length.
+ALONE_MAX_STRETCH = 10.0
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,9 @@ class BackgroundBench:
         started = time.monotonic()
         try:
             if name == BATCH_ALONE:
-                await asyncio.sleep(self.plan.expected_s)
+                idle = self.result.phase(IDLE)
+                planned = max(self.plan.expected_s, idle.wall_s if idle else 0.0)
+                await wait_for_the_batch_alone(finished, started, planned)
             else:
                 phase.interactive = level_metrics(await self._interactive(session))
         finally:
@@ -280,6 +288,19 @@ class BackgroundBench:
             phase.batch_lowest_in_flight = min(followed)
             phase.batch_times_yielded = sum(1 for a, b in itertools.pairwise(followed) if b < a)
         return phase
+
+
+async def wait_for_the_batch_alone(
+    finished: list[tuple[float, BatchResult]], started: float, planned_s: float
+) -> None:
+    """The ``batch alone`` phase: ``planned_s`` (as long as the idle phase took), then on until a few batch
+    requests have finished since ``started``, or ten times the planned length has gone by."""
+    await asyncio.sleep(planned_s)
+    deadline = started + ALONE_MAX_STRETCH * planned_s
+    while time.monotonic() < deadline:
+        if sum(1 for at, result in finished if at >= started and result.ok) >= ALONE_MIN_FINISHED:
+            return
+        await asyncio.sleep(0.1)
 
 
 async def _preemptions(session: aiohttp.ClientSession, endpoint: Endpoint) -> float | None:
