@@ -56,9 +56,9 @@ def show_endpoints(records: Iterable[Any], *, show_secrets: bool = False) -> Non
     if price:
         note = f"cost: GPU hours so far x ${price:g} per GPU hour (SANDSERVE_GPU_HOUR_PRICE)"
         if sys.stdout.isatty():
-            from sandserve.cli.console import out
+            from sandserve.cli.styled import styled
 
-            out.print(f"[dim]{note}[/]")
+            click.echo(styled(note, "dim"))
         else:
             click.echo(note, err=True)
 

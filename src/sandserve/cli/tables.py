@@ -25,6 +25,8 @@ from sandserve.cli.numbers import full_number, short_number
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+#: A line of a drawn table: its pieces, each with its style ("green", "bold", "dim"; "" for none).
+Line = list[tuple[str, str]]
 #: A cell: text as it is shown, or a number (short form on a terminal, in full into a pipe); None is "-".
 Cell = str | int | float | None
 
@@ -81,9 +83,12 @@ def show_table(
             click.echo(title, err=True)
         click.echo(tab_separated(columns, rows))
         return
-    from sandserve.cli.console import out
+    # Written with the terminal's own codes, not through rich: loading rich's console is a third of a brief
+    # verb's start-up (`ls` on a terminal), and the table is laid out here anyway.
+    from sandserve.cli.styled import styled_line, terminal_width
 
-    out.print(render_table(columns, rows, width=out.width, title=title, more=more), soft_wrap=False)
+    lines = table_lines(columns, rows, width=terminal_width(), title=title, more=more)
+    click.echo("\n".join(styled_line(line) for line in lines))
 
 
 def tab_separated(columns: Sequence[Column], rows: Sequence[Sequence[Cell]]) -> str:
@@ -107,54 +112,70 @@ def render_table(
     title: str | None = None,
     more: str = DEFAULT_MORE,
 ) -> RenderableType:
-    """What a terminal ``width`` columns wide shows: the title, the table, and a caption naming the columns
-    left out."""
-    from rich import box
+    """``table_lines`` as a rich renderable, for a screen rich draws (`top`'s, a benchmark's)."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
+    lines = table_lines(columns, rows, width=width, title=title, more=more)
+    return Group(*(Text.assemble(*line, no_wrap=True, overflow="ignore") for line in lines))
+
+
+def table_lines(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Cell]],
+    *,
+    width: int,
+    title: str | None = None,
+    more: str = DEFAULT_MORE,
+) -> list[Line]:
+    """What a terminal ``width`` columns wide shows: the title, the header, a rule, one line per row, and a
+    caption naming the columns left out."""
     texts = [
-        [shown(cell, column, terminal=True) for column, cell in zip(columns, row, strict=True)]
+        [_one_line(shown(cell, column, terminal=True)) for column, cell in zip(columns, row, strict=True)]
         for row in rows
     ]
     natural = [
-        max([len(column.header), *(len(_one_line(row[index])) for row in texts)])
-        for index, column in enumerate(columns)
+        max([len(column.header), *(len(row[index]) for row in texts)]) for index, column in enumerate(columns)
     ]
     shown_at = _columns_that_fit(columns, natural, width)
     widths = _widths(columns, natural, shown_at, width)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    for index in shown_at:
-        column = columns[index]
-        table.add_column(
-            # A Text, not a str: rich would parse a str for markup and emoji codes (its emoji table alone
-            # takes 2 ms to load) and a header has neither.
-            Text(column.header),
-            justify="right" if column.number else "left",
-            no_wrap=True,
-            overflow="ellipsis",
-            width=widths[index],
-        )
+    lines: list[Line] = [[(title, "bold")]] if title else []
+    lines.append(_joined([(columns[i].header, "bold") for i in shown_at], columns, shown_at, widths))
+    lines.append([("─" * (sum(widths.values()) + GAP * (len(shown_at) - 1)), "")])
     for row in texts:
         cells = []
         for index in shown_at:
-            value = _one_line(row[index])
             style = columns[index].style
-            cells.append(Text(value, style=(style(value) if style else None) or ""))
-        table.add_row(*cells)
-    parts: list[RenderableType] = []
-    if title:
-        parts.append(Text(title, style="bold"))
-    parts.append(table)
+            cells.append((row[index], (style(row[index]) if style else None) or ""))
+        lines.append(_joined(cells, columns, shown_at, widths))
     hidden = [column.header for index, column in enumerate(columns) if index not in shown_at]
     if hidden:
-        caption = f"not shown at this width: {', '.join(hidden)} ({more})"
-        # Wrapped here, not by the console: a console that soft-wraps (top's live screen) would crop it.
-        import textwrap
+        import textwrap  # here: its import compiles patterns every start would pay for
 
-        parts += [Text(line, style="dim") for line in textwrap.wrap(caption, max(width, 20))]
-    return Group(*parts)
+        caption = f"not shown at this width: {', '.join(hidden)} ({more})"
+        lines += [[(line, "dim")] for line in textwrap.wrap(caption, max(width, 1))]
+    return lines
+
+
+def _joined(
+    cells: Sequence[tuple[str, str]],
+    columns: Sequence[Column],
+    shown_at: Sequence[int],
+    widths: dict[int, int],
+) -> Line:
+    """One line of cells, each fitted to its column (cut with an ellipsis where narrower), a gap between."""
+    line: Line = []
+    for n, ((text, style), index) in enumerate(zip(cells, shown_at, strict=True)):
+        width = widths[index]
+        if len(text) > width:
+            text = text[: max(width - 1, 0)] + "…"
+        fitted = text.rjust(width) if columns[index].number else text.ljust(width)
+        if n == len(cells) - 1:
+            fitted = fitted.rstrip()
+        if n:
+            line.append((" " * GAP, ""))
+        line.append((fitted, style))
+    return line
 
 
 def _min_width(column: Column, natural: int) -> int:
