@@ -305,7 +305,7 @@ def run_the_classification() -> None:
     assert all(answer["author"] in AUTHORS for answer in authors)
 
 
-STRUCTURED_REQUESTS = 16  # four rounds of the four slots; bench/bench_structured.py measures the finish rate
+STRUCTURED_REQUESTS = 8  # two rounds of the four slots; bench/bench_structured.py measures the finish rate
 STRUCTURED_BUDGET = 200
 
 
