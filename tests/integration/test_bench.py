@@ -126,13 +126,14 @@ def test_ctrl_c_writes_what_was_measured(tmp_path: Path):
 def test_a_concurrency_sweep_against_the_real_model(local_endpoint: Endpoint, tmp_path: Path):
     """Four levels on llama-server with its four slots (on 2 cores): eight at once, four wait in the
     endpoint's queue, so TTFT grows with load and the queue depth the server reports is joined to the levels
-    that caused it. Answers of 192 tokens hold the slots long enough for the queue to be seen: the tiny model
-    decodes thousands of tokens a second on two idle cores, and a level of short answers was over between
-    two samples."""
-    config = BenchConfig(LoadPlan("concurrency", (1, 2, 4, 8), requests_per_level=16), sample_interval_s=0.05)
-    result = run_bench_sync(local_endpoint, random_prompts(32, 192), config).result
+    that caused it. Eight requests a level, of 512 tokens each: at eight at once, four wait the whole time the
+    first four take to answer, long enough for the samples to see them. The tiny model decodes thousands of
+    tokens a second on two idle cores: with 16 requests of 192 tokens the queue came and went in waves of
+    0.15 s, and four samples of a level all missed it."""
+    config = BenchConfig(LoadPlan("concurrency", (1, 2, 4, 8), requests_per_level=8), sample_interval_s=0.05)
+    result = run_bench_sync(local_endpoint, random_prompts(32, 512), config).result
     metrics = [level.metrics for level in result.levels]
-    assert all(m is not None and m.completed == 16 for m in metrics)
+    assert all(m is not None and m.completed == 8 for m in metrics)
     ttft = [m.ttft.median for m in metrics if m]
     assert ttft[3] > ttft[0], ttft  # eight at once on four slots: four wait their turn
     loads = [level.load for level in result.levels]
