@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -314,3 +316,38 @@ def test_llama_server_never_outlives_its_adapter(local_endpoint):
     poll_while(lambda: live_group_members(adapter), what="llama-server gone with its adapter")
     lifecycle.down(record, Registry())
     assert Registry().get(local_endpoint.id).state is State.DOWN
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_a_stopped_server_ends_the_answers_in_flight_instead_of_waiting_for_them(local_endpoint, stream):
+    """SIGTERM to the endpoint's process group (what `down` sends first) with two long answers in flight:
+    both processes end on it. An answer asked for whole held llama-server, which waits for its clients to
+    close, while the adapter waited for its handlers, until `down` sent SIGKILL 5 s later."""
+    adapter = Registry().get(local_endpoint.id).sandbox.pid
+    body = {
+        "model": local_endpoint.model,
+        "messages": [{"role": "user", "content": "count"}],
+        "max_tokens": 4000,
+        "ignore_eos": True,
+        "stream": stream,
+    }
+
+    def ask() -> None:
+        url = f"{local_endpoint.base_url}/chat/completions"
+        with contextlib.suppress(httpx.HTTPError):  # the answer is cut off: how it ends is not asserted
+            httpx.post(url, json=body, headers=local_endpoint.request_headers(), timeout=60)
+
+    askers = [threading.Thread(target=ask, daemon=True) for _ in range(2)]
+    for asker in askers:
+        asker.start()
+    poll_until(lambda: _slots_processing(local_endpoint) == 2, what="both answers under way")
+    os.killpg(adapter, signal.SIGTERM)
+    # Before, both stayed until aiohttp's 60 s wait for its handlers ran out (`down` sends SIGKILL after 5 s).
+    poll_while(lambda: live_group_members(adapter), what="both gone on SIGTERM", timeout=20)
+    for asker in askers:
+        asker.join(timeout=10)
+
+
+def _slots_processing(endpoint) -> int:
+    answer = httpx.get(f"{endpoint.url}/slots", headers=endpoint.request_headers(), timeout=10)
+    return sum(1 for slot in answer.json() if slot.get("is_processing"))

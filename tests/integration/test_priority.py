@@ -67,12 +67,14 @@ async def _waiting(session: aiohttp.ClientSession, endpoint: Endpoint) -> dict[i
 async def _interactive_while_a_batch_fills_every_slot(endpoint: Endpoint, slots: int) -> dict[str, float]:
     events: dict[str, float] = {}
     async with aiohttp.ClientSession(headers=endpoint.request_headers()) as session:
-        # The batch: one short request and slots - 1 long ones hold every slot; `slots` more wait behind them.
-        # One as the body says (SGLang's integer), the other half as the gateway's header says.
+        # The batch: one shorter request and slots - 1 long ones hold every slot; `slots` more wait behind
+        # them. The shorter one still runs when those come (with 64 tokens it could end first, on a loaded
+        # machine, and a queued one take its slot). One half says its priority as the body does (SGLang's
+        # integer), the other half as the gateway's header does.
         low_body = {"priority": -1}
         low_header = {"x-smg-priority": "bulk"}
         running = [
-            _stream(session, endpoint, 64 if i == 0 else 1500, events, f"running{i}", low_body)
+            _stream(session, endpoint, 400 if i == 0 else 1500, events, f"running{i}", low_body)
             for i in range(slots)
         ]
         queued = [

@@ -60,6 +60,8 @@ TOKEN_HEADER_ENV = "SANDSERVE_TOKEN_HEADER"
 API_KEY_ENV = "SANDSERVE_API_KEY"
 INSIDE_KEY_ENV = "SANDSERVE_INSIDE_KEY"
 LISTENING_LINE = "sandserve adapter: listening on"
+#: Seconds a stopping adapter waits for the handlers still running before cancelling them (aiohttp: 60).
+SHUTDOWN_TIMEOUT_S = 1.0
 _NOT_FORWARDED = frozenset(
     {
         "connection",
@@ -408,12 +410,13 @@ async def serve(host: str, port: int, command: list[str]) -> int:
     )
     slots = slots_from_command(command)
     admission = AdmissionQueue(slots) if slots else None
-    runner = web.AppRunner(
-        build_app(
-            Upstream(private_port, private_key), access_token, api_key, inside_key, admission, token_header
-        ),
-        access_log=None,
+    app = build_app(
+        Upstream(private_port, private_key), access_token, api_key, inside_key, admission, token_header
     )
+    # Stopping, the handlers still running are cancelled after this long: the answers they forward would
+    # end anyway (llama-server stops with us), and llama-server does not stop while their connections are
+    # open, which the handlers keep open while they wait on it.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

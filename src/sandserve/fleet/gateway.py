@@ -42,6 +42,8 @@ READINESS_PROMPT = "Ready?"
 _GATEWAY_MODULES = {"sglang-router": "sglang_router.launch_router", "smg": "smg.launch_router"}
 _GATEWAY_PACKAGES = {"sglang-router": "sglang_router", "smg": "smg"}
 
+#: How long a stopping gateway lets the answers in flight finish.
+SHUTDOWN_GRACE_SECONDS = 3
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -95,6 +97,11 @@ def gateway_launch(
         # At info it writes two lines per request, for as long as the fleet serves.
         "--log-level",
         "warn",
+        # `down` stops the gateway before its workers and kills what still runs 5 s after asking
+        # (providers/local.py's STOP_GRACE_SECONDS): answers in flight get 3 s to finish; the default, 180 s,
+        # only ever ended in that kill.
+        "--shutdown-grace-period-secs",
+        str(SHUTDOWN_GRACE_SECONDS),
     ]
     if gateway == "smg":
         # smg retries a worker that is not ready at registration only every 30 s by default.
