@@ -183,7 +183,7 @@ def test_classify_runs_both_passes_on_the_local_engine(local_endpoint, tmp_path)
 def test_ctrl_c_keeps_the_answers_and_the_printed_command_goes_on_from_them(local_endpoint, tmp_path):
     corpus_dir = write_synthetic_corpus(tmp_path / "books", ["Austen", "Poe"])
     run_dir = tmp_path / "run"
-    args = ["classify", "--corpus-dir", str(corpus_dir), "--books", "Austen,Poe", "--per-book", "5",
+    args = ["classify", "--corpus-dir", str(corpus_dir), "--books", "Austen,Poe", "--per-book", "3",
             "--concurrency", "1", "--temperature", "0", "--run-dir", str(run_dir)]  # fmt: skip
     kept = tmp_path / "run.answers" / "author.jsonl"
     process = subprocess.Popen(
@@ -202,7 +202,7 @@ def test_ctrl_c_keeps_the_answers_and_the_printed_command_goes_on_from_them(loca
     assert process.returncode == 130, stderr
     told = " ".join(stderr.split())
     answered = kept.read_bytes().count(b"\n")
-    assert f"pass 1 - author: {answered} of 10 answered, pass 2 - setting: not started" in told
+    assert f"pass 1 - author: {answered} of 6 answered, pass 2 - setting: not started" in told
     assert not run_dir.exists()  # no report from half a run
 
     again = shlex.split(told.split("to go on from there: ")[1])
@@ -210,13 +210,13 @@ def test_ctrl_c_keeps_the_answers_and_the_printed_command_goes_on_from_them(loca
     assert rest.returncode == 0, rest.stderr
     assert "going on from the answers kept" in rest.stderr
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["passages"] == 10 and report["author_pass"]["failed"] == 0
+    assert report["passages"] == 6 and report["author_pass"]["failed"] == 0
     assert all(answer["author"] in BOOKS for answer in report["answers"])
     # Each passage was asked once per question, over both runs.
     for question in ("author", "setting"):
         lines = (run_dir / "answers" / f"{question}.jsonl").read_text().splitlines()
         ids = [json.loads(line)["custom_id"] for line in lines]
-        assert sorted(ids) == sorted(set(ids)) and len(ids) == 10
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
     assert report["author_pass"]["input_tokens"] > 0 and not (tmp_path / "run.answers").exists()
 
 
