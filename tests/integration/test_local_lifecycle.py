@@ -19,6 +19,7 @@ from conftest import as_typed, parse_exports, run_cli, sandserve_command
 from polling import poll_until, poll_while
 
 from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit, running_llama_servers
+from sandserve.engines.llamacpp_adapter import LLAMA_SERVER_NICE
 from sandserve.engines.tinymodel import write_corrupt_model
 from sandserve.errors import BootTimeoutError, EngineDiedError, LedgerCorruptError
 from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
@@ -304,6 +305,17 @@ def test_corrupt_ledger_is_a_clear_error_and_left_as_it_was(isolated):
     assert ledger.read_bytes() == garbage
     with pytest.raises(LedgerCorruptError):
         Registry()
+
+
+def test_llama_server_runs_below_its_adapter_in_scheduling_priority(local_endpoint):
+    """The adapter keeps the niceness it was started with; llama-server, its child, runs LLAMA_SERVER_NICE
+    above it, so the adapter and the machine's clients get a core while it works."""
+    adapter = Registry().get(local_endpoint.id).sandbox.pid
+    [server] = [pid for pid in live_group_members(adapter) if pid != adapter]
+    assert os.getpriority(os.PRIO_PROCESS, adapter) == os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, server) == min(
+        19, os.getpriority(os.PRIO_PROCESS, 0) + LLAMA_SERVER_NICE
+    )
 
 
 def test_llama_server_never_outlives_its_adapter(local_endpoint):
