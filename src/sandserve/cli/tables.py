@@ -32,7 +32,7 @@ Cell = str | int | float | None
 
 #: A free-text column is never cut narrower than this (or its header).
 NARROWEST = 12
-#: Characters between two columns (rich's separator plus one space of padding).
+#: Spaces between two columns.
 GAP = 2
 #: What a table that leaves columns out tells the reader, unless the verb says where the rest is.
 DEFAULT_MORE = "--json has everything"
