@@ -20,6 +20,7 @@ from polling import poll_until, poll_while
 
 from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit, running_llama_servers
 from sandserve.engines.llamacpp_adapter import LLAMA_SERVER_NICE
+from sandserve.engines.load_formats import parse_slots
 from sandserve.engines.tinymodel import write_corrupt_model
 from sandserve.errors import BootTimeoutError, EngineDiedError, LedgerCorruptError
 from sandserve.providers.daytona_headers import PREVIEW_TOKEN_HEADER
@@ -362,4 +363,4 @@ def test_a_stopped_server_ends_the_answers_in_flight_instead_of_waiting_for_them
 
 def _slots_processing(endpoint) -> int:
     answer = httpx.get(f"{endpoint.url}/slots", headers=endpoint.request_headers(), timeout=10)
-    return sum(1 for slot in answer.json() if slot.get("is_processing"))
+    return int(parse_slots(answer.json()).running or 0)

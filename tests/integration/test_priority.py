@@ -22,6 +22,7 @@ from standins.sglang_server import SGLangStandin, parse_args
 from sandserve.batch import BatchRequest, BatchResult, run_requests
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
+from sandserve.engines.load_formats import parse_slots
 from sandserve.engines.priority import Priority, first_tokens_above, waiting_by_priority
 from sandserve.engines.prompt_feed import ALONE_FEED_TOKENS, FEED_TOKENS
 from sandserve.fleet.gateway import gateway_launch
@@ -116,7 +117,7 @@ def test_an_interactive_request_starts_before_the_batch_requests_queued_ahead_of
 
 async def _slots_processing(session: aiohttp.ClientSession, endpoint: Endpoint) -> int:
     async with session.get(f"{endpoint.url}/slots") as answer:
-        return sum(1 for slot in await answer.json() if slot.get("is_processing"))
+        return int(parse_slots(await answer.json()).running or 0)
 
 
 async def _metric(session: aiohttp.ClientSession, endpoint: Endpoint, line_start: str) -> float:
