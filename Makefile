@@ -25,7 +25,7 @@ check: $(SYNCED)
 # Tests run on one worker more than the machine has cores (at most four): most of a test's time is spent
 # waiting on a server, a stand-in or a child process, which another worker's test fills (2 cores: the suite
 # took 489 s on two workers, 405 s on three).
-TEST_WORKERS := $(shell $(PYTHON) -c 'import os; print(min(4, (os.cpu_count() or 1) + 1))')
+TEST_WORKERS = $(shell $(PYTHON) -c 'import os; print(min(4, (os.cpu_count() or 1) + 1))')
 test: check engine
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
