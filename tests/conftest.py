@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from standins.daytona_api import DaytonaStandin
 
 from sandserve.endpoint import Endpoint  # noqa: E402
+from sandserve.engines.batch_server import BATCH_NICE_ENV  # noqa: E402
 from sandserve.providers import get_provider  # noqa: E402
 from sandserve.serve import lifecycle  # noqa: E402
 from sandserve.serve.ledger import LEDGER_FILE, Registry  # noqa: E402
@@ -72,6 +73,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.delenv(name, raising=False)
     state = tmp_path / "state"
     monkeypatch.setenv("SANDSERVE_STATE_DIR", str(state))
+    # The suite's tests run side by side on a few cores: a local endpoint's batch llama-server at the
+    # people's niceness (0), so that one test's batch is not held up by another test's people's requests
+    # (its default, 19, has its own test).
+    monkeypatch.setenv(BATCH_NICE_ENV, "0")
     # Hugging Face: no saved login of the user's, and no request leaves this machine (a refused port: the
     # preflight's offline warning); tests that need answers start tests/standins/hf_hub.py.
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))

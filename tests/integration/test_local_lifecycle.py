@@ -18,8 +18,8 @@ import pytest
 from conftest import as_typed, parse_exports, run_cli, sandserve_command
 from polling import poll_until, poll_while
 
+from sandserve.engines.batch_server import BATCH_NICE, BATCH_NICE_ENV
 from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit, running_llama_servers
-from sandserve.engines.llamacpp_adapter import LLAMA_SERVER_NICE
 from sandserve.engines.load_formats import parse_slots
 from sandserve.engines.tinymodel import write_corrupt_model
 from sandserve.errors import BootTimeoutError, EngineDiedError, LedgerCorruptError
@@ -308,25 +308,53 @@ def test_corrupt_ledger_is_a_clear_error_and_left_as_it_was(isolated):
         Registry()
 
 
-def test_llama_server_runs_below_its_adapter_in_scheduling_priority(local_endpoint):
-    """The adapter keeps the niceness it was started with; llama-server, its child, runs LLAMA_SERVER_NICE
-    above it, so the adapter and the machine's clients get a core while it works."""
+@pytest.fixture
+def default_batch_niceness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's llama-server at its default niceness (the suite sets another: conftest.py says why)."""
+    monkeypatch.delenv(BATCH_NICE_ENV, raising=False)
+
+
+def test_the_batchs_llama_server_runs_at_the_lowest_scheduling_priority(
+    default_batch_niceness, local_endpoint
+):
+    """The adapter and the people's llama-server, its child, keep the niceness the adapter was started
+    with; the batch's llama-server, started by the first low-priority request, runs at BATCH_NICE, below
+    everything else."""
     adapter = Registry().get(local_endpoint.id).sandbox.pid
-    [server] = [pid for pid in live_group_members(adapter) if pid != adapter]
-    assert os.getpriority(os.PRIO_PROCESS, adapter) == os.getpriority(os.PRIO_PROCESS, 0)
-    assert os.getpriority(os.PRIO_PROCESS, server) == min(
-        19, os.getpriority(os.PRIO_PROCESS, 0) + LLAMA_SERVER_NICE
+    [people] = [pid for pid in live_group_members(adapter) if pid != adapter]
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, adapter) == base
+    assert os.getpriority(os.PRIO_PROCESS, people) == base
+    low = {"model": local_endpoint.model, "messages": [{"role": "user", "content": "hi"}], "priority": -1}
+    answer = httpx.post(
+        f"{local_endpoint.base_url}/chat/completions",
+        json={**low, "max_tokens": 2},
+        headers=local_endpoint.request_headers(),
+        timeout=60,
     )
+    assert answer.status_code == 200, answer.text
+    [batch] = [pid for pid in live_group_members(adapter) if pid not in (adapter, people)]
+    assert os.getpriority(os.PRIO_PROCESS, batch) == max(base, BATCH_NICE)
 
 
 def test_llama_server_never_outlives_its_adapter(local_endpoint):
-    """kill -9 of the adapter (the process `up` recorded) takes llama-server with it, and `down` still stops a
-    group whose leader died first."""
+    """kill -9 of the adapter (the process `up` recorded) takes its llama-servers with it (the people's, and
+    the batch's that a low-priority request started), and `down` still stops a group whose leader died
+    first."""
     record = Registry().get(local_endpoint.id)
     adapter = record.sandbox.pid
-    assert len(live_group_members(adapter)) == 2  # the adapter and llama-server
+    assert len(live_group_members(adapter)) == 2  # the adapter and the people's llama-server
+    low = {"model": local_endpoint.model, "messages": [{"role": "user", "content": "hi"}], "priority": -1}
+    answer = httpx.post(
+        f"{local_endpoint.base_url}/chat/completions",
+        json={**low, "max_tokens": 2},
+        headers=local_endpoint.request_headers(),
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert len(live_group_members(adapter)) == 3  # and the batch's
     os.kill(adapter, signal.SIGKILL)
-    poll_while(lambda: live_group_members(adapter), what="llama-server gone with its adapter")
+    poll_while(lambda: live_group_members(adapter), what="both llama-servers gone with their adapter")
     lifecycle.down(record, Registry())
     assert Registry().get(local_endpoint.id).state is State.DOWN
 

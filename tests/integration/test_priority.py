@@ -1,4 +1,5 @@
-"""Priority end to end on real components: the adapter's admission queue in front of a real llama-server."""
+"""Priority end to end on real components: the adapter's two llama-servers (the people's and the batch's) and
+their admission queues; SGLang's stand-in and the gateway started as sandserve starts them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -22,11 +24,14 @@ from standins.sglang_server import SGLangStandin, parse_args
 from sandserve.batch import BatchRequest, BatchResult, run_requests
 from sandserve.endpoint import Endpoint
 from sandserve.engines import get_engine
+from sandserve.engines.batch_server import BatchServer
+from sandserve.engines.lanes import Lanes
 from sandserve.engines.load_formats import parse_slots
 from sandserve.engines.priority import Priority, first_tokens_above, waiting_by_priority
-from sandserve.engines.prompt_feed import ALONE_FEED_TOKENS, FEED_TOKENS
 from sandserve.fleet.gateway import gateway_launch
-from sandserve.providers.local import free_port
+from sandserve.observe.prometheus import parse_metrics, total
+from sandserve.providers.local import free_port, live_group_members
+from sandserve.serve.ledger import Registry
 from sandserve.serve.resolve import resolve_spec
 from sandserve.spec import ProviderName
 
@@ -68,16 +73,13 @@ async def _waiting(session: aiohttp.ClientSession, endpoint: Endpoint) -> dict[i
 async def _interactive_while_a_batch_fills_every_slot(endpoint: Endpoint, slots: int) -> dict[str, float]:
     events: dict[str, float] = {}
     async with aiohttp.ClientSession(headers=endpoint.request_headers()) as session:
-        # The batch: one shorter request and slots - 1 long ones hold every slot; `slots` more wait behind
-        # them. The shorter one still runs when those come (with 64 tokens it could end first, on a loaded
-        # machine, and a queued one take its slot). One half says its priority as the body does (SGLang's
-        # integer), the other half as the gateway's header does.
+        # The batch: `slots` long requests hold every slot of the batch's llama-server (long enough to
+        # outlast the test on a loaded machine: they are cancelled at its end); `slots` more wait behind
+        # them. One half says its priority as the body does (SGLang's integer), the other half as
+        # the gateway's header does.
         low_body = {"priority": -1}
         low_header = {"x-smg-priority": "bulk"}
-        running = [
-            _stream(session, endpoint, 400 if i == 0 else 1500, events, f"running{i}", low_body)
-            for i in range(slots)
-        ]
+        running = [_stream(session, endpoint, 6000, events, f"running{i}", low_body) for i in range(slots)]
         queued = [
             _stream(session, endpoint, 16, events, f"queued{i}", None, low_header) for i in range(slots)
         ]
@@ -97,7 +99,7 @@ async def _interactive_while_a_batch_fills_every_slot(endpoint: Endpoint, slots:
         # A person's request: no priority at all (normal).
         await _stream(session, endpoint, 8, events, "interactive")
         events["queued started by then"] = sum(1 for i in range(slots) if f"queued{i} first" in events)
-        events["long done by then"] = sum(1 for i in range(1, slots) if f"running{i} done" in events)
+        events["running done by then"] = sum(1 for i in range(slots) if f"running{i} done" in events)
         for task in tasks:  # the rest of the batch is not needed: closing its streams frees the slots
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -108,78 +110,70 @@ def test_an_interactive_request_starts_before_the_batch_requests_queued_ahead_of
     slots = int(local_endpoint.info.get("max_running_requests") or 0)
     assert slots >= 2, local_endpoint.info
     events = asyncio.run(_interactive_while_a_batch_fills_every_slot(local_endpoint, slots))
-    # Sent last, it was answered before any batch request that was waiting when it came had started...
+    # Sent last, it was answered before any batch request that was waiting when it came had started, and
+    # it waited for no batch request to end: the batch's slots are another llama-server's.
     assert events["queued started by then"] == 0
-    # ... and it waited only for the first slot to free (the short batch request), not for the long ones.
-    assert "running0 done" in events
-    assert events["long done by then"] == 0
+    assert events["running done by then"] == 0
 
 
-async def _slots_processing(session: aiohttp.ClientSession, endpoint: Endpoint) -> int:
+async def _slots(session: aiohttp.ClientSession, endpoint: Endpoint) -> list[dict[str, Any]]:
     async with session.get(f"{endpoint.url}/slots") as answer:
-        return int(parse_slots(await answer.json()).running or 0)
+        slots = await answer.json()
+    assert isinstance(slots, list), slots
+    return slots
 
 
-async def _metric(session: aiohttp.ClientSession, endpoint: Endpoint, line_start: str) -> float:
-    async with session.get(f"{endpoint.url}/metrics") as answer:
-        text = await answer.text()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(line_start))
+def _busy(slots: list[dict[str, Any]], ids: range) -> int:
+    return int(parse_slots([slot for slot in slots if slot["id"] in ids]).running or 0)
 
 
-async def _person_while_the_batch_runs(endpoint: Endpoint, batch_size: int) -> dict[str, Any]:
+async def _person_beside_the_batch(endpoint: Endpoint, slots: int) -> dict[str, Any]:
+    adapter = Registry().get(endpoint.id).sandbox.pid
+    seen: dict[str, Any] = {"before the batch": set(live_group_members(adapter)) - {adapter}}
     requests = [
-        BatchRequest(f"b{i}", {"messages": PROMPT, "max_tokens": 1200, "ignore_eos": True})
-        for i in range(batch_size)
+        BatchRequest(f"b{i}", {"messages": PROMPT, "max_tokens": 1200, "ignore_eos": True}) for i in range(2)
     ]
     results: list[BatchResult] = []
-    seen: dict[str, Any] = {"slots computing while the person was served and no batch request done": set()}
+    people, batch = range(slots), range(slots, 2 * slots)
     async with aiohttp.ClientSession(headers=endpoint.request_headers()) as session:
-        batch = asyncio.ensure_future(
-            run_requests(endpoint, requests, results.append, concurrency=batch_size)
-        )
+        running = asyncio.ensure_future(run_requests(endpoint, requests, results.append, concurrency=2))
 
         async def batch_computing() -> None:
-            running = 'sandserve:num_running_reqs{priority="-1"}'
-            while await _metric(session, endpoint, running) < batch_size or (
-                await _slots_processing(session, endpoint) < batch_size
-            ):
+            while len(listed := await _slots(session, endpoint)) < 2 * slots or _busy(listed, batch) < 2:
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(batch_computing(), HANG_GUARD_S)
+        seen["with the batch"] = set(live_group_members(adapter)) - {adapter}
         events: dict[str, float] = {}
-        person = asyncio.ensure_future(_stream(session, endpoint, 2000, events, "person"))
+        person = asyncio.ensure_future(_stream(session, endpoint, 200, events, "person"))
+        seen["people's slots busy while the person streamed"] = set()
 
         async def watch() -> None:
             while not person.done():
-                if "person first" in events:
-                    seen.setdefault("batch done when the person's first token came", len(results))
-                    computing = await _slots_processing(session, endpoint)
-                    if not results:
-                        seen["slots computing while the person was served and no batch request done"].add(
-                            computing
-                        )
+                if "person first" in events and "person done" not in events:
+                    listed = await _slots(session, endpoint)
+                    seen["people's slots busy while the person streamed"].add(_busy(listed, people))
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(asyncio.gather(person, watch()), HANG_GUARD_S)
         seen["batch done when the person's answer ended"] = len(results)
-        seen["summary"] = await asyncio.wait_for(batch, HANG_GUARD_S)
-        seen["preemptions"] = await _metric(session, endpoint, "sandserve:preemptions_total")
+        seen["summary"] = await asyncio.wait_for(running, HANG_GUARD_S)
     seen["results"] = results
     return seen
 
 
-def test_a_person_preempts_the_running_batch_which_still_gets_one_normal_answer_each(
+def test_batch_work_goes_to_a_second_llama_server_and_people_to_the_first(
     local_endpoint: Endpoint,
 ):
-    """Batch requests computing in llama-server's slots when a person's request comes are stopped (their
-    slots go quiet while the person is served), sent again afterwards, and answered once, whole: the batch
-    runner sees no retry. Without preemption the batch's shorter answers, started first, end first."""
-    seen = asyncio.run(_person_while_the_batch_runs(local_endpoint, batch_size=2))
-    assert seen["batch done when the person's first token came"] == 0
-    assert seen["batch done when the person's answer ended"] == 0, seen
-    # llama-server computed the person's request alone: the batch's slots had been freed, not finished.
-    assert 1 in seen["slots computing while the person was served and no batch request done"], seen
-    assert seen["preemptions"] >= 1
+    """The first low-priority request starts the batch's llama-server: the adapter's child, its slots listed
+    on /slots after the people's; a person's request is computed in the people's slots while the batch
+    keeps its own, and the batch's answers come whole, none retried. (Its niceness: test_local_lifecycle.)"""
+    slots = int(local_endpoint.info.get("max_running_requests") or 0)
+    seen = asyncio.run(_person_beside_the_batch(local_endpoint, slots))
+    [people_server] = seen["before the batch"]
+    assert len(seen["with the batch"] - {people_server}) == 1
+    assert seen["people's slots busy while the person streamed"] == {1}, seen
+    assert seen["batch done when the person's answer ended"] == 0  # it kept its slots: nothing was stopped
     summary, results = seen["summary"], seen["results"]
     assert summary.complete and summary.retries == 0
     assert sorted(r.custom_id for r in results) == ["b0", "b1"]
@@ -188,62 +182,49 @@ def test_a_person_preempts_the_running_batch_which_still_gets_one_normal_answer_
         assert result.usage.completion_tokens == 1200
         [choice] = result.body["choices"]
         assert choice["finish_reason"] == "length" and choice["message"]["role"] == "assistant"
-    # Sent again, a preempted request found its prompt in llama-server's cache.
-    assert any(result.usage.cached_tokens > 0 for result in results), [r.usage for r in results]
 
 
-def _generated(endpoint: Endpoint) -> float:
-    metrics = httpx.get(f"{endpoint.url}/metrics", headers=endpoint.request_headers(), timeout=10).text
-    [value] = [
-        line.split()[1]
-        for line in metrics.splitlines()
-        if line.startswith("llamacpp:tokens_predicted_total ")
-    ]
-    return float(value)
+def test_the_endpoints_metrics_count_both_llama_servers(local_endpoint: Endpoint):
+    """Tokens generated by the people's llama-server and the batch's add up on the endpoint's /metrics."""
+
+    def generated() -> float:
+        metrics = httpx.get(f"{local_endpoint.url}/metrics", headers=local_endpoint.request_headers()).text
+        return total(parse_metrics(metrics), "llamacpp:tokens_predicted_total")
+
+    body = {"model": local_endpoint.model, "messages": PROMPT, "max_tokens": 5, "ignore_eos": True}
+    before = generated()
+    for priority in (0, -1):
+        answer = httpx.post(
+            f"{local_endpoint.base_url}/chat/completions",
+            headers=local_endpoint.request_headers(),
+            json={**body, "priority": priority},
+            timeout=HANG_GUARD_S,
+        )
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 5
+    assert generated() - before == 10
 
 
-def _batch_usage(endpoint: Endpoint, prompt: str) -> Any:
-    results: list[BatchResult] = []
-    request = BatchRequest("b", {"messages": [{"role": "user", "content": prompt}], "max_tokens": 2})
-    assert asyncio.run(run_requests(endpoint, [request], results.append, concurrency=1)).complete
-    [result] = results
-    assert result.ok and result.usage.prompt_tokens > 150, result.usage
-    return result.usage
+def test_batch_work_goes_to_the_peoples_server_when_the_batchs_does_not_start(capfd):
+    """A command that exits at once (``false``, given the host and port llama-server would get): the
+    batch's server is not up, so a low-priority request waits in the people's queue and goes to their
+    server; the adapter's log says so; the next request does not try again at once."""
+    false = shutil.which("false")
+    assert false is not None
 
+    async def scenario() -> tuple[bool, bool, bool]:
+        lanes = Lanes(2, BatchServer([false], {}))
+        queue, upstream = await lanes.lane_for(-1)
+        again = await lanes.lane_for(-1)
+        normal = await lanes.lane_for(0)
+        return (
+            queue is lanes.people and upstream is None,
+            again == (lanes.people, None),
+            normal == (lanes.people, None),
+        )
 
-def test_a_batch_prompt_is_read_into_its_slot_before_the_request_and_a_persons_is_not(
-    local_endpoint: Endpoint,
-):
-    """The adapter reads a batch request's prompt into its slot before sending it (prompt_feed.py): in long
-    steps while no one else uses the endpoint, in short ones once a person has; the request finds that much
-    of its prompt cached. A person's prompt goes to llama-server whole, at its full step."""
-    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-
-    def prompt(stride: int, offset: int) -> str:
-        return " ".join(words[(i * stride + offset) % 10] for i in range(90))
-
-    generated_before = _generated(local_endpoint)
-    alone = _batch_usage(local_endpoint, prompt(1, 0))
-    # One long step fed (ALONE_FEED_TOKENS), the request read the rest itself.
-    assert alone.prompt_tokens - ALONE_FEED_TOKENS <= alone.cached_tokens < alone.prompt_tokens - FEED_TOKENS
-    # Each feed request samples a token nobody asked for: the endpoint counts only the answer's.
-    assert _generated(local_endpoint) - generated_before == alone.completion_tokens
-
-    person = httpx.post(
-        f"{local_endpoint.base_url}/chat/completions",
-        headers=local_endpoint.request_headers(),
-        json={
-            "model": local_endpoint.model,
-            "messages": [{"role": "user", "content": prompt(3, 1)}],
-            "max_tokens": 2,
-        },
-        timeout=HANG_GUARD_S,
-    ).json()["usage"]
-    assert person["prompt_tokens"] > 150
-    assert person["prompt_tokens_details"]["cached_tokens"] < person["prompt_tokens"] - FEED_TOKENS, person
-
-    with_people = _batch_usage(local_endpoint, prompt(7, 2))
-    assert with_people.cached_tokens >= with_people.prompt_tokens - FEED_TOKENS, with_people
+    assert asyncio.run(scenario()) == (True, True, True)
+    log = capfd.readouterr().err
+    assert log.count("the batch's llama-server did not start") == 1, log
 
 
 def test_the_adapter_reports_how_long_streamed_requests_waited_for_their_first_token(

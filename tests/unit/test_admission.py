@@ -1,10 +1,12 @@
-"""The adapter's admission queue on its own: order by priority, the slot kept for normal priority."""
+"""The adapter's admission queues on their own: order by priority, reported in SGLang's shape; two
+llama-servers' /metrics and /slots as one endpoint's."""
 
 from __future__ import annotations
 
 import asyncio
 
-from sandserve.engines.admission import AdmissionQueue, slots_from_command
+from sandserve.engines.admission import AdmissionQueue, queue_metrics, slots_from_command, with_queued
+from sandserve.engines.merged_servers import merged_metrics, merged_slots
 from sandserve.engines.priority import (
     GATEWAY_HEADER,
     request_fields,
@@ -17,14 +19,6 @@ from sandserve.engines.priority import (
 from sandserve.observe.prometheus import parse_metrics, total
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def _hold(queue: AdmissionQueue, priority: int, started: list[str], name: str, release: asyncio.Event):
     async with queue.admitted(priority):
         started.append(name)
@@ -34,40 +28,21 @@ async def _hold(queue: AdmissionQueue, priority: int, started: list[str], name: 
 def test_the_highest_priority_waiting_request_gets_the_next_slot_then_first_come_first_served():
     async def scenario() -> list[str]:
         queue, started = AdmissionQueue(2), []
-        releases = {name: asyncio.Event() for name in ("b1", "b2", "b3", "b4", "people", "b5")}
+        releases = {name: asyncio.Event() for name in ("n1", "n2", "low", "n3", "high", "n4")}
         tasks = []
-        for name, priority in (("b1", -1), ("b2", -1), ("b3", -1), ("b4", -1), ("people", 0), ("b5", -1)):
+        for name, priority in (("n1", 0), ("n2", 0), ("low", -1), ("n3", 0), ("high", 1), ("n4", 0)):
             tasks.append(asyncio.ensure_future(_hold(queue, priority, started, name, releases[name])))
             await asyncio.sleep(0)
-        assert started == ["b1", "b2"] and queue.waiting() == {-1: 3, 0: 1}
-        releases["b1"].set()
+        assert started == ["n1", "n2"] and queue.waiting() == {-1: 1, 0: 2, 1: 1}
+        releases["n1"].set()
         await asyncio.sleep(0.01)
-        assert started == ["b1", "b2", "people"]
-        # A normal request is present: the batch may hold only one of the two slots.
-        releases["b2"].set()
-        await asyncio.sleep(0.01)
-        assert started == ["b1", "b2", "people"]
-        releases["people"].set()
-        await asyncio.sleep(0.01)
-        assert started == ["b1", "b2", "people", "b3"]
+        assert started == ["n1", "n2", "high"]
         for event in releases.values():
             event.set()
         await asyncio.gather(*tasks)
         return started
 
-    assert asyncio.run(scenario()) == ["b1", "b2", "people", "b3", "b4", "b5"]
-
-
-def test_the_kept_slot_goes_back_to_the_batch_once_people_have_gone_quiet():
-    clock = Clock()
-    queue = AdmissionQueue(4, recent_s=30.0, clock=clock)
-    assert queue.limit_for(-1) == 4
-    queue._normal_seen_at = clock.now  # a normal request just finished
-    assert queue.limit_for(-1) == 3 and queue.limit_for(0) == 4
-    clock.now = 31.0
-    assert queue.limit_for(-1) == 4
-    queue.running[0] += 1  # a person's request is being served: no batch request starts meanwhile
-    assert queue.limit_for(-1) == 0 and queue.limit_for(0) == 4
+    assert asyncio.run(scenario()) == ["n1", "n2", "high", "n3", "n4", "low"]
 
 
 def test_a_request_that_gives_up_while_waiting_leaves_the_queue():
@@ -95,7 +70,7 @@ def test_the_queue_is_reported_in_sglangs_shape_and_read_back():
         hold = asyncio.Event()
         tasks = [asyncio.ensure_future(_hold(queue, p, started, str(p), hold)) for p in (1, -1, -1, 0)]
         await asyncio.sleep(0)
-        text = queue.metrics_text()
+        text = queue_metrics([queue])
         hold.set()
         await asyncio.gather(*tasks)
         return text
@@ -113,11 +88,11 @@ def test_requests_waiting_for_a_slot_count_as_llama_servers_deferred_ones():
 
     async def scenario() -> tuple[str, str]:
         queue, started = AdmissionQueue(1), []
-        idle = queue.merged_metrics(upstream)
+        idle = with_queued(upstream, [queue])
         hold = asyncio.Event()
         tasks = [asyncio.ensure_future(_hold(queue, 0, started, str(n), hold)) for n in range(4)]
         await asyncio.sleep(0)
-        busy = queue.merged_metrics(upstream)
+        busy = with_queued(upstream, [queue, AdmissionQueue(1)])
         hold.set()
         await asyncio.gather(*tasks)
         return idle, busy
@@ -180,3 +155,47 @@ def test_a_queue_gauge_by_priority_is_read_once_not_twice():
     samples = parse_metrics(text)
     assert total(samples, "sglang:num_queue_reqs") == 7
     assert total(samples, "sglang:num_requests_total") == 43
+
+
+def test_the_two_llama_servers_metrics_are_added_up_as_one_endpoints():
+    """Counters and gauges summed, the high-water mark the higher, averages recomputed from the sums; the
+    first server's lines and comments kept in their order."""
+    people = (
+        "# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.\n"
+        "# TYPE llamacpp:prompt_tokens_total counter\n"
+        "llamacpp:prompt_tokens_total 100\n"
+        "llamacpp:prompt_seconds_total 1\n"
+        "llamacpp:prompt_tokens_seconds 100\n"
+        "llamacpp:n_tokens_max 300\n"
+        "llamacpp:n_decode_total 10\n"
+        "llamacpp:n_busy_slots_per_decode 1\n"
+        "llamacpp:requests_processing 1\n"
+    )
+    batch = (
+        "llamacpp:prompt_tokens_total 900\n"
+        "llamacpp:prompt_seconds_total 3\n"
+        "llamacpp:prompt_tokens_seconds 300\n"
+        "llamacpp:n_tokens_max 200\n"
+        "llamacpp:n_decode_total 30\n"
+        "llamacpp:n_busy_slots_per_decode 3\n"
+        "llamacpp:requests_processing 4\n"
+        "llamacpp:requests_deferred 0\n"
+    )
+    merged = merged_metrics(people, batch)
+    samples = parse_metrics(merged)
+    assert total(samples, "llamacpp:prompt_tokens_total") == 1000
+    assert total(samples, "llamacpp:prompt_tokens_seconds") == 250  # 1000 tokens in 4 s, not 100 + 300
+    assert total(samples, "llamacpp:n_tokens_max") == 300
+    assert total(samples, "llamacpp:n_busy_slots_per_decode") == 2.5  # (1 x 10 + 3 x 30) / 40
+    assert total(samples, "llamacpp:requests_processing") == 5
+    assert total(samples, "llamacpp:requests_deferred") == 0  # only the batch's: still there
+    assert merged.splitlines()[:3] == [*people.splitlines()[:2], "llamacpp:prompt_tokens_total 1000"]
+
+
+def test_the_batch_servers_slots_are_numbered_after_the_peoples():
+    people = [{"id": 0, "is_processing": True}, {"id": 1, "is_processing": False}]
+    batch = [{"id": 0, "is_processing": True}, {"id": 1, "is_processing": True}]
+    merged = merged_slots(people, batch)
+    assert [slot["id"] for slot in merged] == [0, 1, 2, 3]
+    assert batch[0]["id"] == 0  # the answers read are not changed
+    assert merged_slots(people, {"error": "no slots"}) == people

@@ -189,8 +189,7 @@ def test_a_fleet_worker_spec_launches_with_its_share_of_the_cores(tmp_path):
 
 
 def test_the_prompt_step_is_llama_servers_own_or_the_users(tmp_path):
-    """Only batch prompts go in short steps, fed by the adapter (prompt_feed.py): the server's step is its
-    default, or what the user gave after ``--``."""
+    """The server's prompt step is its default, or what the user gave after ``--``."""
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF\xff\xff")
     engine = LlamaCppEngine(binary="llama-server", fit=MachineFit(cores=2, busy=0))

@@ -20,7 +20,6 @@ BACKGROUND_COLUMNS = (
     Column("batch tok/s", number=True),
     Column("vs alone", number=True, digits=2, drop_order=2),
     Column("in flight", drop_order=0),
-    Column("preempted", number=True, drop_order=0),
 )
 
 
@@ -39,7 +38,6 @@ def background_cells(result: BackgroundResult) -> list[list[Cell]]:
                 phase.batch_tokens_per_s,
                 result.batch_ratio(phase.name) if phase.name not in (IDLE, BATCH_ALONE) else None,
                 _in_flight(phase),
-                phase.batch_preempted,
             ]
         )
     return rows

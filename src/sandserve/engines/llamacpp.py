@@ -22,7 +22,6 @@ from sandserve.engines.base import (
 )
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
 from sandserve.engines.load_formats import LoadFields, parse_slots
-from sandserve.engines.priority import PRIORITY_FIELD, SGLANG_VALUES
 from sandserve.errors import CapabilityError, ModelFileNotFoundError
 from sandserve.presets import not_a_model_file_error
 from sandserve.processes import live_processes
@@ -244,13 +243,10 @@ class LlamaCppEngine(Engine):
         native_generate=True,  # the adapter translates SGLang's /generate
         cache_report=True,
     )
-    # A one-token completion, which reaches llama-server through the adapter: a real generation.
-    # Low priority: the adapter takes a normal-priority request for a person's, and feeds batch prompts in
-    # short steps for a while after one (prompt_feed.py).
+    # A one-token completion, which reaches the people's llama-server through the adapter: a real
+    # generation. Normal priority: a low-priority one would start the batch's llama-server (batch_server.py).
     readiness = ReadinessProbe(
-        "POST",
-        "/v1/completions",
-        {"prompt": "Ready?", "max_tokens": 1, "temperature": 0, PRIORITY_FIELD: SGLANG_VALUES["low"]},
+        "POST", "/v1/completions", {"prompt": "Ready?", "max_tokens": 1, "temperature": 0}
     )
     phase_patterns = tuple((name, re.compile(pattern)) for name, pattern in _PHASES)
     signatures = _SIGNATURES

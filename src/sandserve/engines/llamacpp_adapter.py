@@ -20,9 +20,9 @@ It starts llama-server (the command after ``--``) on a private port of 127.0.0.1
   open). ``SANDSERVE_INSIDE_KEY``, sent as ``Authorization: Bearer``, stands in for the token: it is what code
   run beside the server gets, as code inside a Daytona sandbox reaches the server on localhost with no token.
   llama-server itself gets a random key of its own, so its private port serves no one else;
-- generation requests wait for a slot by priority (admission.py): llama-server itself serves first come,
-  first served; a person's request preempts running batch requests, sent again later (preemption.py), and
-  batch prompts are read a few tokens a step (prompt_feed.py).
+- low-priority requests (batch work) are answered by a second llama-server that gets a core only while
+  nothing else wants one (batch_server.py, lanes.py); at each server, generation requests wait for a slot by
+  priority (admission.py): llama-server itself serves first come, first served.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -45,13 +44,14 @@ import aiohttp
 from aiohttp import web
 
 from sandserve.engines.adapter_auth import auth_middleware
-from sandserve.engines.admission import AdmissionQueue, slots_from_command
+from sandserve.engines.admission import slots_from_command, with_queued
 from sandserve.engines.base import NATIVE_GENERATE_ROUTE
-from sandserve.engines.chat_collect import as_stream, collect_chat
+from sandserve.engines.batch_server import BatchServer, batch_niceness
+from sandserve.engines.lanes import FIRST_TOKEN, UPSTREAM, Lanes, lanes_middleware
 from sandserve.engines.llamacpp_agents import REQUEST_REWRITES
 from sandserve.engines.llamacpp_native import BadRequest, bad_request, completion_body, generate_answer
-from sandserve.engines.preemption import COLLECT, FIRST_TOKEN, SLOT, admission_middleware
-from sandserve.engines.prompt_feed import PromptFeed
+from sandserve.engines.merged_servers import merged_metrics, merged_slots
+from sandserve.engines.upstream import Upstream, die_with_the_adapter, start_llama_server
 from sandserve.errors import SandserveError
 
 ACCESS_TOKEN_ENV = "SANDSERVE_ACCESS_TOKEN"
@@ -60,13 +60,6 @@ TOKEN_HEADER_ENV = "SANDSERVE_TOKEN_HEADER"
 API_KEY_ENV = "SANDSERVE_API_KEY"
 INSIDE_KEY_ENV = "SANDSERVE_INSIDE_KEY"
 LISTENING_LINE = "sandserve adapter: listening on"
-#: llama-server's niceness. Its threads keep every core they were given busy while it works; at the same
-#: priority, the adapter and the clients on the machine (a person's request, the batch runner) waited for a
-#: core behind them, which showed in a person's first token while a batch ran. Alone on the machine it runs
-#: as fast as at 0 (nothing else asks for the cores). Measured on 2 cores, SmolLM2, 24 people at 0.5/s
-#: beside a low-priority batch (two runs each): TTFT p90 207 and 215 ms at 0, 159 and 151 ms at 10, the
-#: batch at 191-210 and 203-214 tokens/s.
-LLAMA_SERVER_NICE = 10
 #: Seconds a stopping adapter waits for the handlers still running before cancelling them (aiohttp: 60).
 SHUTDOWN_TIMEOUT_S = 1.0
 _NOT_FORWARDED = frozenset(
@@ -91,33 +84,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN_HEADER = web.AppKey("token_header", str)
 
 
-class Upstream:
-    """llama-server on its private port, with the private key every forwarded request carries."""
-
-    def __init__(self, port: int, key: str) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.headers = {"Authorization": f"Bearer {key}"}
-        self.session: aiohttp.ClientSession | None = None
-
-    def client(self) -> aiohttp.ClientSession:
-        if self.session is None:
-            # A connection per request: llama-server's HTTP library (cpp-httplib) closes a kept-alive
-            # connection after a few seconds idle or a few requests, and a request written into one it has
-            # just closed fails ("Can not write request body"). A new local connection costs far less.
-            self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
-                auto_decompress=False,
-            )
-        return self.session
-
-
 def build_app(
     upstream: Upstream,
     access_token: str | None,
     api_key: str | None,
     inside_key: str | None = None,
-    admission: AdmissionQueue | None = None,
+    lanes: Lanes | None = None,
     token_header: str | None = None,
 ) -> web.Application:
     """``access_token``, when set, is required in the ``token_header`` header of every request."""
@@ -125,26 +97,21 @@ def build_app(
         raise SandserveError(
             f"The adapter has an access token but no header to read it from: set {TOKEN_HEADER_ENV}."
         )
-    feed = (
-        PromptFeed(admission.normal_present, admission.pinned_slots)
-        if admission is not None
-        else PromptFeed(lambda: False)
-    )
     middlewares = [auth_middleware(access_token, token_header, api_key, inside_key)]
-    if admission is not None:
-        middlewares.append(admission_middleware(admission, feed))
+    if lanes is not None:
+        middlewares.append(lanes_middleware(lanes))
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app[TOKEN_HEADER] = token_header or ""
-    if admission is not None:
-        app.router.add_get("/metrics", _metrics(upstream, admission, feed))
-    app.router.add_post("/v1/chat/completions", _chat(upstream, feed))
+    if lanes is not None:
+        app.router.add_get("/metrics", _metrics(upstream, lanes))
+        app.router.add_get("/slots", _slots(upstream, lanes))
+    app.router.add_post("/v1/chat/completions", _chat(upstream))
     app.router.add_post(NATIVE_GENERATE_ROUTE, _generate(upstream))
-    app.router.add_route("*", "/health_generate", _health_generate(upstream, feed))
+    app.router.add_route("*", "/health_generate", _health_generate(upstream))
     app.router.add_route("*", "/{tail:.*}", _passthrough(upstream))
 
     async def close(_: web.Application) -> None:
-        if upstream.session is not None:
-            await upstream.session.close()
+        await upstream.close()
 
     app.on_cleanup.append(close)
     return app
@@ -158,7 +125,9 @@ def _passthrough(upstream: Upstream) -> Handler:
         body = await request.read()
         if body and (rewrite := REQUEST_REWRITES.get(request.path)) is not None:
             body = rewrite(body)
-        return await _forward(upstream, request, request.method, request.path_qs, body or None, None)
+        return await _forward(
+            request.get(UPSTREAM, upstream), request, request.method, request.path_qs, body or None, None
+        )
 
     return handler
 
@@ -182,14 +151,10 @@ async def _forward(
         return _loading(exc)
     async with answer:
         kind = answer.headers.get("Content-Type", "")
-        whole = request.get(COLLECT, False) and kind.startswith("text/event-stream")  # asked for whole
-        if rewrite is not None and answer.status == 200 and (whole or kind.startswith("application/json")):
-            status, data = (
-                await collect_chat(answer.content) if whole else (200, json.loads(await answer.read()))
-            )
-            if status == 200:
-                rewrite(data)
-            return web.json_response(data, status=status)
+        if rewrite is not None and answer.status == 200 and kind.startswith("application/json"):
+            data = json.loads(await answer.read())
+            rewrite(data)
+            return web.json_response(data)
         response = web.StreamResponse(status=answer.status, reason=answer.reason)
         for name, value in answer.headers.items():
             if name.lower() not in _NOT_RETURNED:
@@ -237,21 +202,52 @@ def _loading(exc: BaseException) -> web.Response:
     return web.json_response({"error": error}, status=503)
 
 
-def _metrics(upstream: Upstream, admission: AdmissionQueue, feed: PromptFeed) -> Handler:
-    """llama-server's /metrics with the admission queue counted as deferred, and its own gauges after it;
-    the tokens the prompt feed sampled are not counted as generated."""
+async def _get(upstream: Upstream, route: str) -> tuple[int, str]:
+    async with upstream.client().get(upstream.base + route, headers=upstream.headers) as answer:
+        return answer.status, await answer.text()
+
+
+def _metrics(upstream: Upstream, lanes: Lanes) -> Handler:
+    """The endpoint's /metrics: its llama-servers' together (merged_servers.py), the requests waiting in the
+    admission queues counted as deferred, and the queues' own gauges after them."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        fed = feed.requests  # before llama-server counts: never more than its figure holds
         try:
-            async with upstream.client().get(upstream.base + "/metrics", headers=upstream.headers) as answer:
-                text = await answer.text()
-                status = answer.status
+            status, text = await _get(upstream, "/metrics")
         except aiohttp.ClientError as exc:
             return _loading(exc)
-        if status == 200:
-            text = admission.merged_metrics(feed.uncounted(text, fed))
-        return web.Response(status=status, text=text, content_type="text/plain")
+        if status != 200:
+            return web.Response(status=status, text=text, content_type="text/plain")
+        batch = lanes.batch_server.running if lanes.batch_server is not None else None
+        if batch is not None:
+            with contextlib.suppress(aiohttp.ClientError):
+                batch_status, batch_text = await _get(batch, "/metrics")
+                if batch_status == 200:
+                    text = merged_metrics(text, batch_text)
+        text = with_queued(text, (lanes.people, lanes.batch)) + lanes.first_tokens.metrics_text()
+        return web.Response(text=text, content_type="text/plain")
+
+    return handler
+
+
+def _slots(upstream: Upstream, lanes: Lanes) -> Handler:
+    """The endpoint's /slots: the people's llama-server's, then the batch's (numbered after them)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            status, text = await _get(upstream, request.path_qs)
+        except aiohttp.ClientError as exc:
+            return _loading(exc)
+        batch = lanes.batch_server.running if lanes.batch_server is not None else None
+        if status != 200 or batch is None:
+            return web.Response(status=status, text=text, content_type="application/json")
+        try:
+            batch_status, batch_text = await _get(batch, request.path_qs)
+            if batch_status == 200:
+                return web.json_response(merged_slots(json.loads(text), json.loads(batch_text)))
+        except (aiohttp.ClientError, ValueError):
+            pass
+        return web.Response(text=text, content_type="application/json")
 
     return handler
 
@@ -278,7 +274,7 @@ def sglang_shapes(data: dict[str, Any]) -> None:
         details.setdefault("cached_tokens", 0)
 
 
-def _chat(upstream: Upstream, feed: PromptFeed) -> Handler:
+def _chat(upstream: Upstream) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
@@ -290,17 +286,8 @@ def _chat(upstream: Upstream, feed: PromptFeed) -> Handler:
             if isinstance(kwargs, dict):
                 kwargs.setdefault("enable_thinking", False)
                 raw = json.dumps(body).encode()
-        if isinstance(body, dict) and SLOT in request:
-            slot = body.setdefault("id_slot", request[SLOT])  # admission.py: AdmissionQueue.pin says why
-            if request.get(COLLECT):
-                # A batch request: its prompt goes in short steps (prompt_feed.py), and it is fetched as a
-                # stream, which stops when its connection closes (chat_collect.py).
-                await feed.feed(upstream.client(), upstream.base, upstream.headers, body, slot)
-                raw = as_stream(body)
-            else:
-                feed.forget(slot)
-                raw = json.dumps(body).encode()
-        return await _forward(upstream, request, "POST", request.path_qs, raw, sglang_shapes)
+        target = request.get(UPSTREAM, upstream)
+        return await _forward(target, request, "POST", request.path_qs, raw, sglang_shapes)
 
     return handler
 
@@ -360,10 +347,9 @@ def _generate(upstream: Upstream) -> Handler:
     return handler
 
 
-def _health_generate(upstream: Upstream, feed: PromptFeed) -> Handler:
+def _health_generate(upstream: Upstream) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         probe = {"prompt": "Hi", "n_predict": 1, "cache_prompt": False}
-        feed.free_slot_taken()
         try:
             async with upstream.client().post(
                 upstream.base + "/completion", json=probe, headers=upstream.headers
@@ -379,50 +365,19 @@ def _health_generate(upstream: Upstream, feed: PromptFeed) -> Handler:
 # --- the process -----------------------------------------------------------------------------------------
 
 
-def _in_llama_servers_process() -> None:
-    """llama-server gets SIGKILL when the adapter dies, however it dies (kill -9 too): never an orphan. It
-    runs at a lower scheduling priority (``LLAMA_SERVER_NICE``)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        os.nice(LLAMA_SERVER_NICE)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def serve(host: str, port: int, command: list[str]) -> int:
     """Start llama-server, answer in front of it, and end with it (its exit code is ours)."""
     access_token = os.environ.get(ACCESS_TOKEN_ENV) or None
     token_header = os.environ.get(TOKEN_HEADER_ENV) or None
     api_key = os.environ.get(API_KEY_ENV) or None
     inside_key = os.environ.get(INSIDE_KEY_ENV) or None
-    private_key = secrets.token_urlsafe(24)
-    private_port = free_port()
     ours = (ACCESS_TOKEN_ENV, TOKEN_HEADER_ENV, API_KEY_ENV, INSIDE_KEY_ENV)
     env = {k: v for k, v in os.environ.items() if k not in ours}
-    env["LLAMA_API_KEY"] = private_key
-    server = await asyncio.create_subprocess_exec(
-        *command,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(private_port),
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        preexec_fn=_in_llama_servers_process,
-    )
+    batch_nice = batch_niceness(os.environ)  # a bad setting stops the adapter before anything starts
+    server, upstream = await start_llama_server(command, secrets.token_urlsafe(24), env, die_with_the_adapter)
     slots = slots_from_command(command)
-    admission = AdmissionQueue(slots) if slots else None
-    app = build_app(
-        Upstream(private_port, private_key), access_token, api_key, inside_key, admission, token_header
-    )
+    lanes = Lanes(slots, BatchServer(command, env, batch_nice)) if slots else None
+    app = build_app(upstream, access_token, api_key, inside_key, lanes, token_header)
     # Stopping, the handlers still running are cancelled after this long: the answers they forward would
     # end anyway (llama-server stops with us), and llama-server does not stop while their connections are
     # open, which the handlers keep open while they wait on it.
@@ -435,7 +390,7 @@ async def serve(host: str, port: int, command: list[str]) -> int:
         server.terminate()
         await server.wait()
         return 98
-    sys.stderr.write(f"{LISTENING_LINE} {host}:{port}, llama-server on 127.0.0.1:{private_port}\n")
+    sys.stderr.write(f"{LISTENING_LINE} {host}:{port}, llama-server on {upstream.base}\n")
     sys.stderr.flush()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -445,6 +400,8 @@ async def serve(host: str, port: int, command: list[str]) -> int:
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     await runner.cleanup()
+    if lanes is not None and lanes.batch_server is not None:
+        await lanes.batch_server.stop()
     if server.returncode is None:
         server.terminate()
     code = await server.wait()
@@ -461,7 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the llama-server command after --")
-    return asyncio.run(serve(args.host, args.port, command))
+    try:
+        return asyncio.run(serve(args.host, args.port, command))
+    except SandserveError as exc:
+        sys.stderr.write(f"sandserve adapter: {exc}\n")
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """People's requests while a batch runs: what priority buys them, and what it costs the batch.
 
 Four phases against one endpoint, in one run:
-1. ``idle``: interactive requests alone, at a set rate (Poisson arrivals, streamed, TTFT and E2E);
+1. ``idle``: interactive requests alone, at a set rate (Poisson arrivals, the same times in every phase;
+   streamed, TTFT and E2E);
 2. ``batch alone``: the batch alone, for as long as the idle phase took (and on until a few of its requests
    have finished, so a short phase on a slow machine still measures it);
 3. ``batch, no priority``: both at once, the batch at normal priority and a fixed in-flight count, as any
@@ -27,11 +28,9 @@ import aiohttp
 
 from sandserve.batch import BatchRequest, BatchResult, run_requests
 from sandserve.endpoint import Endpoint
-from sandserve.engines.admission import PREEMPTIONS_METRIC
 from sandserve.errors import ConfigError, EndpointUnavailableError
 from sandserve.observe.datasets import BenchPrompt, PromptSource
 from sandserve.observe.metrics import LevelMetrics, RequestRecord, level_metrics
-from sandserve.observe.prometheus import parse_metrics, total
 from sandserve.observe.stream import bench_session, chat_body, stream_chat
 
 IDLE, BATCH_ALONE, NO_PRIORITY, WITH_PRIORITY = "idle", "batch alone", "batch, no priority", "batch, priority"
@@ -84,8 +83,6 @@ class Phase:
     batch_priority: str | None = None
     batch_lowest_in_flight: int | None = None
     batch_times_yielded: int = 0
-    batch_preempted: int | None = None
-    """Batch requests the endpoint stopped for people and sent again (the local adapter counts them)."""
 
     @property
     def batch_tokens_per_s(self) -> float | None:
@@ -197,7 +194,10 @@ class BackgroundBench:
             batch_dataset=batch_name,
             plan=asdict(plan),
         )
-        self._rng = random.Random(plan.seed)
+        rng = random.Random(plan.seed)
+        self._gaps = [rng.expovariate(plan.rate) for _ in range(plan.requests)]
+        """Seconds between interactive requests: the same in every phase, so that phases differ only in
+        the batch beside them (two people who come together wait for each other, idle too)."""
 
     async def run(self, on_phase: Callable[[Phase], None] | None = None) -> BackgroundResult:
         async with bench_session(self.endpoint) as session:
@@ -231,11 +231,12 @@ class BackgroundBench:
     async def _interactive(self, session: aiohttp.ClientSession) -> list[RequestRecord]:
         records: list[RequestRecord] = []
         tasks = []
-        for i, prompt in enumerate(self.interactive.take(self.plan.requests)):
+        prompts = self.interactive.take(self.plan.requests)
+        for i, (prompt, gap) in enumerate(zip(prompts, self._gaps, strict=False)):
             record = RequestRecord(index=i, sent_at=time.perf_counter())
             records.append(record)
             tasks.append(asyncio.ensure_future(self._send(session, prompt, record)))
-            await asyncio.sleep(self._rng.expovariate(self.plan.rate))
+            await asyncio.sleep(gap)
         await asyncio.gather(*tasks)
         return records
 
@@ -259,7 +260,6 @@ class BackgroundBench:
                 )
             )
             await asyncio.sleep(BATCH_HEAD_START_S)
-        preempted_before = await _preemptions(session, self.endpoint)
         started = time.monotonic()
         try:
             if name == BATCH_ALONE:
@@ -276,9 +276,6 @@ class BackgroundBench:
                     raise batch.exception()  # type: ignore[misc]  # the batch stopped on its own: say why
                 batch.cancel()
                 await asyncio.gather(batch, return_exceptions=True)
-        preempted_after = await _preemptions(session, self.endpoint)
-        if batch is not None and preempted_before is not None and preempted_after is not None:
-            phase.batch_preempted = int(preempted_after - preempted_before)
         during = [result for at, result in finished if started <= at <= ended and result.ok]
         phase.batch_requests = len(during)
         phase.batch_tokens = sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in during)
@@ -301,13 +298,3 @@ async def wait_for_the_batch_alone(
         if sum(1 for at, result in finished if at >= started and result.ok) >= ALONE_MIN_FINISHED:
             return
         await asyncio.sleep(0.1)
-
-
-async def _preemptions(session: aiohttp.ClientSession, endpoint: Endpoint) -> float | None:
-    """The endpoint's count of preempted requests; None where it reports none."""
-    try:
-        async with session.get(f"{endpoint.url}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as answer:
-            text = await answer.text() if answer.status == 200 else ""
-    except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
-        return None
-    return total(parse_metrics(text), PREEMPTIONS_METRIC)

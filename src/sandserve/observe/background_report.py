@@ -39,9 +39,8 @@ def _markdown(result: BackgroundResult) -> str:
         f"Interactive: {result.interactive_dataset}, {result.plan['requests']} per phase at "
         f"{result.plan['rate']}/s. Batch: {result.batch_dataset}.",
         "",
-        "| phase | TTFT p50 ms | TTFT p99 ms | E2E p50 ms | E2E p99 ms | batch tok/s | batch priority "
-        "| preempted |",
-        "|---|---|---|---|---|---|---|---|",
+        "| phase | TTFT p50 ms | TTFT p99 ms | E2E p50 ms | E2E p99 ms | batch tok/s | batch priority |",
+        "|---|---|---|---|---|---|---|",
     ]
     for phase in result.phases:
         m = phase.interactive
@@ -49,8 +48,7 @@ def _markdown(result: BackgroundResult) -> str:
         lines.append(
             f"| {phase.name} | {_ms(m.ttft.median if m else None)} | {_ms(m.ttft.p99 if m else None)} | "
             f"{_ms(m.e2e.median if m else None)} | {_ms(m.e2e.p99 if m else None)} | "
-            f"{'-' if rate is None else f'{rate:,.0f}'} | {phase.batch_priority or '-'} | "
-            f"{'-' if phase.batch_preempted is None else phase.batch_preempted} |"
+            f"{'-' if rate is None else f'{rate:,.0f}'} | {phase.batch_priority or '-'} |"
         )
     lines += ["", result.headline(), "", "![phases](background.png)", ""]
     return "\n".join(lines)
