@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import pytest
 from conftest import run_cli
 from polling import poll_until
 from standins.sglang_server import SGLangStandin, parse_args
@@ -202,6 +203,34 @@ def test_the_endpoints_metrics_count_both_llama_servers(local_endpoint: Endpoint
         )
         assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 5
     assert generated() - before == 10
+
+
+LOW_PRIORITY_REQUESTS = {
+    "/v1/chat/completions": {"messages": PROMPT, "max_tokens": 3, "ignore_eos": True, "priority": -1},
+    "/v1/completions": {"prompt": "Once upon a time", "max_tokens": 3, "ignore_eos": True, "priority": -1},
+    "/generate": {
+        "text": "Once",
+        "sampling_params": {"max_new_tokens": 3, "ignore_eos": True},
+        "priority": -1,
+    },
+}
+
+
+@pytest.mark.parametrize("route", sorted(LOW_PRIORITY_REQUESTS))
+def test_every_generation_route_sends_low_priority_work_to_the_batchs_server(local_endpoint: Endpoint, route):
+    """Whatever route it comes by, a low-priority request is served in one of the batch's slots (listed
+    after the people's on /slots, each with the last request it served), and in none of the people's."""
+    slots = int(local_endpoint.info.get("max_running_requests") or 0)
+    body = {"model": local_endpoint.model, **LOW_PRIORITY_REQUESTS[route]}
+    answer = httpx.post(
+        local_endpoint.url + route, json=body, headers=local_endpoint.request_headers(), timeout=HANG_GUARD_S
+    )
+    assert answer.status_code == 200, answer.text
+    listed = httpx.get(f"{local_endpoint.url}/slots", headers=local_endpoint.request_headers()).json()
+    assert len(listed) == 2 * slots
+    served = {slot["id"]: slot["params"]["n_predict"] for slot in listed if "params" in slot}
+    assert [n for slot, n in served.items() if slot >= slots] == [3], served
+    assert 3 not in [n for slot, n in served.items() if slot < slots], served  # (the readiness probe's: 1)
 
 
 def test_batch_work_goes_to_the_peoples_server_when_the_batchs_does_not_start(capfd):

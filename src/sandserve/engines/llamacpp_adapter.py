@@ -308,9 +308,10 @@ def _generate(upstream: Upstream) -> Handler:
         stream = bool(sglang.get("stream"))
         body["stream"] = stream
         rid = uuid.uuid4().hex
+        target = request.get(UPSTREAM, upstream)
         try:
-            answer = await upstream.client().post(
-                upstream.base + "/completion", json=body, headers=upstream.headers
+            answer = await target.client().post(
+                target.base + "/completion", json=body, headers=target.headers
             )
         except aiohttp.ClientError as exc:
             return _loading(exc)
