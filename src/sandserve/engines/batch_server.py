@@ -25,11 +25,14 @@ import secrets
 import sys
 from collections.abc import Callable, Mapping
 
-from sandserve.engines.upstream import Upstream, die_with_the_adapter, start_llama_server, until_healthy
+from sandserve.engines.upstream import Upstream, die_with_the_adapter, start_llama_server, until_ready
 from sandserve.errors import ConfigError
 
 #: How long the batch's llama-server may take to load its model and answer ``/health``.
 START_TIMEOUT_S = 300.0
+#: Starts tried while the server exits before it answers: its private port, free when it was picked, may
+#: have been taken by another process in the meantime.
+START_TRIES = 3
 #: After a failed start, how long low-priority requests go to the people's llama-server before another try.
 RETRY_AFTER_S = 60.0
 #: Its niceness, unless ``BATCH_NICE_ENV`` says otherwise.
@@ -80,13 +83,15 @@ class BatchServer:
         self._lock = asyncio.Lock()
         self._process: asyncio.subprocess.Process | None = None
         self._upstream: Upstream | None = None
+        self._ready: Upstream | None = None
+        """The upstream, once it has answered (until then, requests wait on the lock)."""
         self._refused_at: float | None = None
 
     @property
     def running(self) -> Upstream | None:
-        """Its upstream if it is up now (nothing is started)."""
+        """Its upstream if it is up and answering now (nothing is started)."""
         if self._process is not None and self._process.returncode is None:
-            return self._upstream
+            return self._ready
         return None
 
     async def upstream(self) -> Upstream | None:
@@ -103,15 +108,18 @@ class BatchServer:
             if self._process is not None:
                 code = self._process.returncode
                 _say(f"the batch's llama-server exited with code {code}; starting it again")
-            await self._close_upstream()
-            process, upstream = await start_llama_server(
-                self.command, secrets.token_urlsafe(24), self.env, _runs_at(self.niceness)
-            )
-            self._process, self._upstream = process, upstream
-            if await until_healthy(process, upstream, self.start_timeout_s):
-                self._refused_at = None
-                _say(f"the batch's llama-server is up on {upstream.base}")
-                return upstream
+            for _ in range(START_TRIES):
+                await self._close_upstream()
+                process, upstream = await start_llama_server(
+                    self.command, secrets.token_urlsafe(24), self.env, _runs_at(self.niceness)
+                )
+                self._process, self._upstream = process, upstream
+                if await until_ready(process, upstream, self.start_timeout_s):
+                    self._ready, self._refused_at = upstream, None
+                    _say(f"the batch's llama-server is up on {upstream.base}")
+                    return upstream
+                if process.returncode is None:
+                    break  # it runs but does not answer: another try would not do better
             await self.stop()
             self._refused_at = loop.time()
             _say(
@@ -132,6 +140,7 @@ class BatchServer:
         await self._close_upstream()
 
     async def _close_upstream(self) -> None:
+        self._ready = None
         if self._upstream is not None:
             await self._upstream.close()
 

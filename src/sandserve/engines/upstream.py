@@ -72,17 +72,18 @@ async def start_llama_server(
     return process, Upstream(port, key)
 
 
-async def until_healthy(
+async def until_ready(
     process: asyncio.subprocess.Process, upstream: Upstream, timeout_s: float, poll_s: float = 0.1
 ) -> bool:
-    """Wait until llama-server answers ``/health`` with 200 (it answers 503 while its model loads); False
-    if it exits first or ``timeout_s`` passes."""
+    """Wait until llama-server answers ``/v1/models`` with its key (it answers 503 while its model loads);
+    False if it exits first or ``timeout_s`` passes. Not ``/health``: that answers anyone, so another
+    llama-server that took the port first (two picked at once) would pass for this one."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline and process.returncode is None:
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with upstream.client().get(
-                upstream.base + "/health", timeout=aiohttp.ClientTimeout(total=5)
+                upstream.base + "/v1/models", headers=upstream.headers, timeout=aiohttp.ClientTimeout(total=5)
             ) as answer:
                 if answer.status == 200:
                     return True
