@@ -308,6 +308,17 @@ def test_corrupt_ledger_is_a_clear_error_and_left_as_it_was(isolated):
         Registry()
 
 
+def _ask_at_low_priority(endpoint) -> None:
+    low = {"model": endpoint.model, "messages": [{"role": "user", "content": "hi"}], "priority": -1}
+    answer = httpx.post(
+        f"{endpoint.base_url}/chat/completions",
+        json={**low, "max_tokens": 2},
+        headers=endpoint.request_headers(),
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+
+
 @pytest.fixture
 def default_batch_niceness(monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch's llama-server at its default niceness (the suite sets another: conftest.py says why)."""
@@ -325,14 +336,7 @@ def test_the_batchs_llama_server_runs_at_the_lowest_scheduling_priority(
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, adapter) == base
     assert os.getpriority(os.PRIO_PROCESS, people) == base
-    low = {"model": local_endpoint.model, "messages": [{"role": "user", "content": "hi"}], "priority": -1}
-    answer = httpx.post(
-        f"{local_endpoint.base_url}/chat/completions",
-        json={**low, "max_tokens": 2},
-        headers=local_endpoint.request_headers(),
-        timeout=60,
-    )
-    assert answer.status_code == 200, answer.text
+    _ask_at_low_priority(local_endpoint)  # starts the batch's llama-server
     [batch] = [pid for pid in live_group_members(adapter) if pid not in (adapter, people)]
     assert os.getpriority(os.PRIO_PROCESS, batch) == max(base, BATCH_NICE)
 
@@ -344,14 +348,7 @@ def test_llama_server_never_outlives_its_adapter(local_endpoint):
     record = Registry().get(local_endpoint.id)
     adapter = record.sandbox.pid
     assert len(live_group_members(adapter)) == 2  # the adapter and the people's llama-server
-    low = {"model": local_endpoint.model, "messages": [{"role": "user", "content": "hi"}], "priority": -1}
-    answer = httpx.post(
-        f"{local_endpoint.base_url}/chat/completions",
-        json={**low, "max_tokens": 2},
-        headers=local_endpoint.request_headers(),
-        timeout=60,
-    )
-    assert answer.status_code == 200, answer.text
+    _ask_at_low_priority(local_endpoint)  # starts the batch's llama-server
     assert len(live_group_members(adapter)) == 3  # and the batch's
     os.kill(adapter, signal.SIGKILL)
     poll_while(lambda: live_group_members(adapter), what="both llama-servers gone with their adapter")
