@@ -7,8 +7,8 @@ with the batch's tokens/s alone and in each, side by side in one run.
     .venv/bin/python bench/bench_priority.py --rate 1 --requests 40
 
 A fresh local server in a temporary state directory, taken down at the end: the adapter sends people's
-requests to its llama-server and low-priority ones to the batch's own (engines/batch_server.py, at
-niceness 19). Interactive requests: short chat questions at --rate per second (Poisson arrivals, the same
+requests to its llama-server and low-priority ones to the batch's own (engines/batch_server.py, under
+SCHED_IDLE). Interactive requests: short chat questions at --rate per second (Poisson arrivals, the same
 times in every phase), --output-len tokens each; the batch: longer prompts (--batch-words words),
 --batch-output tokens each, as many in flight as the batch runner chooses. Prints figures; asserts
 nothing. Its last line reads ``priority: interactive TTFT p99 <X>x idle, batch <Y>x alone`` (X with

@@ -75,7 +75,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("SANDSERVE_STATE_DIR", str(state))
     # The suite's tests run side by side on a few cores: a local endpoint's batch llama-server at the
     # people's niceness (0), so that one test's batch is not held up by another test's people's requests
-    # (its default, 19, has its own test).
+    # (its default, SCHED_IDLE, has its own test).
     monkeypatch.setenv(BATCH_NICE_ENV, "0")
     # Hugging Face: no saved login of the user's, and no request leaves this machine (a refused port: the
     # preflight's offline warning); tests that need answers start tests/standins/hf_hub.py.

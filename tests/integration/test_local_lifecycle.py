@@ -18,7 +18,7 @@ import pytest
 from conftest import as_typed, parse_exports, run_cli, sandserve_command
 from polling import poll_until, poll_while
 
-from sandserve.engines.batch_server import BATCH_NICE, BATCH_NICE_ENV
+from sandserve.engines.batch_server import BATCH_NICE_ENV
 from sandserve.engines.llamacpp import MAX_SLOT_CONTEXT, MachineFit, running_llama_servers
 from sandserve.engines.load_formats import parse_slots
 from sandserve.engines.tinymodel import write_corrupt_model
@@ -321,15 +321,15 @@ def _ask_at_low_priority(endpoint) -> None:
 
 @pytest.fixture
 def default_batch_niceness(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The batch's llama-server at its default niceness (the suite sets another: conftest.py says why)."""
+    """The batch's llama-server under its default policy (the suite sets a niceness: conftest.py says why)."""
     monkeypatch.delenv(BATCH_NICE_ENV, raising=False)
 
 
 def test_the_batchs_llama_server_runs_at_the_lowest_scheduling_priority(
     default_batch_niceness, local_endpoint
 ):
-    """The adapter and the people's llama-server, its child, keep the niceness the adapter was started
-    with; the batch's llama-server, started by the first low-priority request, runs at BATCH_NICE, below
+    """The adapter and the people's llama-server, its child, keep the scheduling the adapter was started
+    with; the batch's llama-server, started by the first low-priority request, runs under SCHED_IDLE, below
     everything else."""
     adapter = Registry().get(local_endpoint.id).sandbox.pid
     [people] = [pid for pid in live_group_members(adapter) if pid != adapter]
@@ -338,7 +338,8 @@ def test_the_batchs_llama_server_runs_at_the_lowest_scheduling_priority(
     assert os.getpriority(os.PRIO_PROCESS, people) == base
     _ask_at_low_priority(local_endpoint)  # starts the batch's llama-server
     [batch] = [pid for pid in live_group_members(adapter) if pid not in (adapter, people)]
-    assert os.getpriority(os.PRIO_PROCESS, batch) == max(base, BATCH_NICE)
+    assert os.sched_getscheduler(batch) == os.SCHED_IDLE
+    assert os.sched_getscheduler(people) == os.sched_getscheduler(adapter) == os.SCHED_OTHER
 
 
 def test_llama_server_never_outlives_its_adapter(local_endpoint):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from sandserve.engines.batch_server import BATCH_NICE, BATCH_NICE_ENV, batch_niceness
+from sandserve.engines.batch_server import BATCH_NICE_ENV, batch_niceness
 from sandserve.errors import ConfigError
 
 
-def test_the_batch_servers_niceness_is_the_lowest_unless_set():
-    assert batch_niceness({}) == BATCH_NICE == 19
+def test_the_batch_servers_niceness_is_only_what_the_setting_asks_for():
+    """None: SCHED_IDLE, the default; a niceness when set."""
+    assert batch_niceness({}) is None
+    assert batch_niceness({BATCH_NICE_ENV: ""}) is None
     assert batch_niceness({BATCH_NICE_ENV: " 10 "}) == 10
-    assert batch_niceness({BATCH_NICE_ENV: ""}) == BATCH_NICE
+    assert batch_niceness({BATCH_NICE_ENV: "0"}) == 0
 
 
 @pytest.mark.parametrize("value", ["-1", "20", "low"])

@@ -1,19 +1,21 @@
 """The batch's own llama-server: low-priority requests are answered by a second llama-server, started when the
-first of them comes, at the lowest scheduling priority (niceness 19), so that its threads get a core only
-while nothing of higher priority wants it.
+first of them comes, under Linux's ``SCHED_IDLE`` policy: a thread of any other policy that wants its core
+takes it at once (the kernel's fair scheduler preempts an idle-policy task for any other on wakeup:
+kernel/sched/fair.c, "Idle tasks are by definition preempted by non-idle tasks"). Where that policy is
+refused, it runs at niceness 19.
 
 Why a second process: one llama-server computes all its slots together, a step at a time, and never cuts
 a step short; a person's request that comes during a batch's step waits for it, and then shares every step
 with the batch's slots. Admission by priority in front of one llama-server (a slot kept for people, batch
 requests stopped for them, batch prompts read a few tokens a step) still left a person's first token at
-2.7x its idle time beside a batch on 2 cores (README's Batch section). The kernel, instead, hands a core
-from a niceness-19 thread to a thread of the people's llama-server as soon as it wants one, in the middle
-of the batch's step.
+1.5x-2.7x its idle time beside a batch on 2 cores (README's Batch section). At niceness 19 instead of
+``SCHED_IDLE``, a person's step still waited now and then for a batch thread holding a core (1.2x-2.0x in
+three runs).
 
 It costs memory only once a batch comes: the same model file, mapped into both processes, shares its pages;
 the second process adds its own KV cache (the same slots and context as the first). If it cannot start, or
 dies, low-priority requests go to the people's llama-server (the adapter says so on its log) until it starts
-again. ``SANDSERVE_BATCH_NICE`` sets another niceness (0-19).
+again. ``SANDSERVE_BATCH_NICE`` (0-19) runs it under the normal policy at that niceness instead.
 """
 
 from __future__ import annotations
@@ -35,16 +37,17 @@ START_TIMEOUT_S = 300.0
 START_TRIES = 3
 #: After a failed start, how long low-priority requests go to the people's llama-server before another try.
 RETRY_AFTER_S = 60.0
-#: Its niceness, unless ``BATCH_NICE_ENV`` says otherwise.
-BATCH_NICE = 19
+#: Its niceness where ``SCHED_IDLE`` is refused.
+FALLBACK_NICE = 19
+#: A niceness to run it at under the normal policy instead of ``SCHED_IDLE``.
 BATCH_NICE_ENV = "SANDSERVE_BATCH_NICE"
 
 
-def batch_niceness(environ: Mapping[str, str]) -> int:
-    """The batch's llama-server's niceness: ``BATCH_NICE_ENV`` if set, else ``BATCH_NICE``."""
+def batch_niceness(environ: Mapping[str, str]) -> int | None:
+    """The niceness ``BATCH_NICE_ENV`` asks for, or None: ``SCHED_IDLE``."""
     text = environ.get(BATCH_NICE_ENV, "").strip()
     if not text:
-        return BATCH_NICE
+        return None
     try:
         value = int(text)
     except ValueError:
@@ -52,16 +55,22 @@ def batch_niceness(environ: Mapping[str, str]) -> int:
     if not 0 <= value <= 19:
         raise ConfigError(
             f"{BATCH_NICE_ENV} must be a niceness from 0 to 19 (got {text!r}).",
-            hint=f"Unset it for the default, {BATCH_NICE}: the batch yields the cores to everything else.",
+            hint="Unset it for the default: the batch's server then yields the cores to everything else.",
         )
     return value
 
 
-def _runs_at(niceness: int) -> Callable[[], None]:
+def _runs_at(niceness: int | None) -> Callable[[], None]:
     def in_the_batch_servers_process() -> None:
         die_with_the_adapter()
+        if niceness is None:
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+                return
+            except (OSError, AttributeError):  # not Linux
+                pass
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+            os.setpriority(os.PRIO_PROCESS, 0, FALLBACK_NICE if niceness is None else niceness)
 
     return in_the_batch_servers_process
 
@@ -73,7 +82,7 @@ class BatchServer:
         self,
         command: list[str],
         env: Mapping[str, str],
-        niceness: int = BATCH_NICE,
+        niceness: int | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         self.command = command
