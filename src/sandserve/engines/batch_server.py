@@ -9,8 +9,8 @@ a step short; a person's request that comes during a batch's step waits for it, 
 with the batch's slots. Admission by priority in front of one llama-server (a slot kept for people, batch
 requests stopped for them, batch prompts read a few tokens a step) still left a person's first token at
 1.5x-2.7x its idle time beside a batch on 2 cores (README's Batch section). At niceness 19 instead of
-``SCHED_IDLE``, a person's step still waited now and then for a batch thread holding a core (1.2x-2.0x in
-three runs).
+``SCHED_IDLE``, a person's step still waited now and then for a batch thread holding a core (1.21x-2.03x
+in three runs).
 
 It costs memory only once a batch comes: the same model file, mapped into both processes, shares its pages;
 the second process adds its own KV cache (the same slots and context as the first). If it cannot start, or
@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from sandserve.engines.upstream import Upstream, die_with_the_adapter, start_llama_server, until_ready
 from sandserve.errors import ConfigError
 
-#: How long the batch's llama-server may take to load its model and answer ``/health``.
+#: How long the batch's llama-server may take to load its model and answer (upstream.until_ready).
 START_TIMEOUT_S = 300.0
 #: Starts tried while the server exits before it answers: its private port, free when it was picked, may
 #: have been taken by another process in the meantime.
