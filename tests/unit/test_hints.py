@@ -220,6 +220,10 @@ def test_a_missing_model_file_points_at_the_real_default():
             'error while handling argument "--ctx-size": stoi\n\nusage:\n-c, --ctx-size N\n',
             "llama-server refused the value given to --ctx-size (stoi)",
         ),
+        (
+            "sandserve adapter: SANDSERVE_BATCH_NICE must be a niceness from 0 to 19 (got 'high').\n",
+            "SANDSERVE_BATCH_NICE is 'high', not a niceness from 0 to 19",
+        ),
     ],
 )
 def test_an_engine_flag_llama_server_refuses_is_named_from_its_own_log(log, summary):

@@ -20,6 +20,7 @@ from sandserve.engines.base import (
     ReadinessProbe,
     Tokenize,
 )
+from sandserve.engines.batch_server import BATCH_NICE_ENV
 from sandserve.engines.llamacpp_adapter import API_KEY_ENV, LISTENING_LINE
 from sandserve.engines.load_formats import LoadFields, parse_slots
 from sandserve.errors import CapabilityError, ModelFileNotFoundError
@@ -60,6 +61,11 @@ _SIGNATURES: tuple[LogSignature, ...] = (
         r'^error while handling argument "(?P<flag>[^"]+)": (?P<reason>.+)$',
         "llama-server refused the value given to {flag} ({reason})",
         "Give {flag} a value it takes, or leave it out (the flags after -- go to llama-server as they are).",
+    ),
+    LogSignature.of(
+        rf"sandserve adapter: {BATCH_NICE_ENV} must be a niceness from 0 to 19 \(got (?P<value>.+)\)\.$",
+        f"{BATCH_NICE_ENV} is {{value}}, not a niceness from 0 to 19",
+        f"Unset {BATCH_NICE_ENV} (the batch's llama-server then runs under SCHED_IDLE), or set it to 0-19.",
     ),
     LogSignature.of(
         r"couldn't bind HTTP server socket|sandserve adapter: cannot listen",
