@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sandserve.engines.admission import AdmissionQueue, queue_metrics
+from sandserve.engines.admission import AdmissionQueue, with_queued
 from sandserve.engines.batch_server import BatchServer
 from sandserve.engines.first_tokens import FirstTokenTimer, FirstTokenTimes
 from sandserve.engines.priority import DEFAULT_VALUE, value_of
@@ -59,8 +59,10 @@ class Lanes:
                 return self.batch, upstream
         return self.people, None
 
-    def metrics_text(self) -> str:
-        return queue_metrics((self.people, self.batch)) + self.first_tokens.metrics_text()
+    def endpoint_metrics(self, servers_metrics: str) -> str:
+        """The llama-servers' /metrics with the requests waiting here counted as deferred, then the queues'
+        gauges and the first-token waits."""
+        return with_queued(servers_metrics, (self.people, self.batch)) + self.first_tokens.metrics_text()
 
 
 def lanes_middleware(lanes: Lanes) -> Any:

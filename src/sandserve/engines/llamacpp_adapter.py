@@ -44,7 +44,7 @@ import aiohttp
 from aiohttp import web
 
 from sandserve.engines.adapter_auth import auth_middleware
-from sandserve.engines.admission import slots_from_command, with_queued
+from sandserve.engines.admission import slots_from_command
 from sandserve.engines.base import NATIVE_GENERATE_ROUTE
 from sandserve.engines.batch_server import BatchServer, batch_niceness
 from sandserve.engines.lanes import FIRST_TOKEN, UPSTREAM, Lanes, lanes_middleware
@@ -224,7 +224,7 @@ def _metrics(upstream: Upstream, lanes: Lanes) -> Handler:
                 batch_status, batch_text = await _get(batch, "/metrics")
                 if batch_status == 200:
                     text = merged_metrics(text, batch_text)
-        text = with_queued(text, (lanes.people, lanes.batch)) + lanes.first_tokens.metrics_text()
+        text = lanes.endpoint_metrics(text)
         return web.Response(text=text, content_type="text/plain")
 
     return handler
