@@ -207,25 +207,35 @@ async def _get(upstream: Upstream, route: str) -> tuple[int, str]:
         return answer.status, await answer.text()
 
 
+async def _from_both(upstream: Upstream, lanes: Lanes, route: str) -> tuple[int, str, str | None]:
+    """The people's llama-server's status and answer to ``GET route``, and the batch's answer where that
+    server runs and answers it with 200 (None otherwise). Raises aiohttp.ClientError where the people's does
+    not answer."""
+    status, text = await _get(upstream, route)
+    batch = lanes.batch_server.running if lanes.batch_server is not None else None
+    if status != 200 or batch is None:
+        return status, text, None
+    with contextlib.suppress(aiohttp.ClientError):
+        batch_status, batch_text = await _get(batch, route)
+        if batch_status == 200:
+            return status, text, batch_text
+    return status, text, None
+
+
 def _metrics(upstream: Upstream, lanes: Lanes) -> Handler:
     """The endpoint's /metrics: its llama-servers' together (merged_servers.py), the requests waiting in the
     admission queues counted as deferred, and the queues' own gauges after them."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            status, text = await _get(upstream, "/metrics")
+            status, text, batch_text = await _from_both(upstream, lanes, "/metrics")
         except aiohttp.ClientError as exc:
             return _loading(exc)
         if status != 200:
             return web.Response(status=status, text=text, content_type="text/plain")
-        batch = lanes.batch_server.running if lanes.batch_server is not None else None
-        if batch is not None:
-            with contextlib.suppress(aiohttp.ClientError):
-                batch_status, batch_text = await _get(batch, "/metrics")
-                if batch_status == 200:
-                    text = merged_metrics(text, batch_text)
-        text = lanes.endpoint_metrics(text)
-        return web.Response(text=text, content_type="text/plain")
+        if batch_text is not None:
+            text = merged_metrics(text, batch_text)
+        return web.Response(text=lanes.endpoint_metrics(text), content_type="text/plain")
 
     return handler
 
@@ -235,19 +245,13 @@ def _slots(upstream: Upstream, lanes: Lanes) -> Handler:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            status, text = await _get(upstream, request.path_qs)
+            status, text, batch_text = await _from_both(upstream, lanes, request.path_qs)
         except aiohttp.ClientError as exc:
             return _loading(exc)
-        batch = lanes.batch_server.running if lanes.batch_server is not None else None
-        if status != 200 or batch is None:
-            return web.Response(status=status, text=text, content_type="application/json")
-        try:
-            batch_status, batch_text = await _get(batch, request.path_qs)
-            if batch_status == 200:
+        if batch_text is not None:
+            with contextlib.suppress(ValueError):
                 return web.json_response(merged_slots(json.loads(text), json.loads(batch_text)))
-        except (aiohttp.ClientError, ValueError):
-            pass
-        return web.Response(text=text, content_type="application/json")
+        return web.Response(status=status, text=text, content_type="application/json")
 
     return handler
 
